@@ -1,0 +1,34 @@
+# Set-up entry point: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-quick lint schema clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/crm-scorer demo
+
+test: setup
+	$(BIN)/pytest
+
+test-quick: setup
+	$(BIN)/pytest -m "not integration and not slow"
+
+lint: setup
+	$(BIN)/ruff check schemas online_models streams tests
+	$(BIN)/ruff format --check schemas online_models streams tests
+	$(BIN)/mypy
+
+schema: setup
+	$(BIN)/crm-scorer schema > schemas/crm-scorer.schema.json
+
+clean:
+	rm -rf $(VENV) .crm-scorer .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""When a score becomes an alert: thresholds, hysteresis and cooldowns, in event time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from online_models.activity import DAY
+
+__all__ = ["AlertIntent", "AlertPolicy", "AlertState", "AlertThresholds"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertThresholds:
+    """The knobs of every alert (all settings of the worker)."""
+
+    churn_risk: float = 0.7
+    churn_hysteresis: float = 0.1
+    churn_min_labels: int = 200
+    negative_sentiment: float = -0.3
+    valuable_customer_value: float = 0.8
+    segment_min_orders: int = 2
+    segment_warmup: int = 500
+    cooldown_days: float = 7.0
+    segment_cooldown_days: float = 30.0
+
+
+@dataclass(slots=True)
+class AlertState:
+    """Per-customer memory of alerts: whether churn may fire again, and when each type last did."""
+
+    churn_armed: bool = True
+    last_alert_at: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the state table."""
+        return {"churn_armed": self.churn_armed, "last_alert_at": dict(self.last_alert_at)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlertState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(bool(data.get("churn_armed", True)), dict(data.get("last_alert_at", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIntent:
+    """An alert to publish: its type, severity and details (score, threshold, reasons)."""
+
+    type: str
+    severity: str
+    details: dict[str, Any]
+
+
+class AlertPolicy:
+    """Decides which alerts a fresh score raises.
+
+    Churn risk uses hysteresis: once it fired, it re-arms only after the risk fell below
+    ``churn_risk - churn_hysteresis``; and every alert type has a per-customer cooldown.
+
+    >>> policy = AlertPolicy(AlertThresholds(churn_min_labels=0, cooldown_days=0.0))
+    >>> state = AlertState()
+    >>> [len(policy.churn(state, risk, time=t, labels=1, reasons=[])) for t, risk in
+    ...  enumerate([0.75, 0.69, 0.72, 0.55, 0.71])]
+    [1, 0, 0, 0, 1]
+    """
+
+    def __init__(self, thresholds: AlertThresholds) -> None:
+        self.thresholds = thresholds
+
+    def _cooled_down(self, state: AlertState, kind: str, time: float) -> bool:
+        last = state.last_alert_at.get(kind)
+        days = (
+            self.thresholds.segment_cooldown_days
+            if kind == "segment_change"
+            else self.thresholds.cooldown_days
+        )
+        return last is None or time - last >= days * DAY
+
+    def _fire(
+        self, state: AlertState, kind: str, time: float, severity: str, details: dict[str, Any]
+    ) -> list[AlertIntent]:
+        state.last_alert_at[kind] = time
+        return [AlertIntent(kind, severity, details)]
+
+    def churn(
+        self, state: AlertState, risk: float, *, time: float, labels: int, reasons: list[str]
+    ) -> list[AlertIntent]:
+        """A churn-risk alert when the risk crosses the threshold while armed."""
+        limits = self.thresholds
+        if risk < limits.churn_risk - limits.churn_hysteresis:
+            state.churn_armed = True
+        if not state.churn_armed or risk < limits.churn_risk or labels < limits.churn_min_labels:
+            return []
+        if not self._cooled_down(state, "churn_risk", time):
+            return []
+        state.churn_armed = False
+        severity = "critical" if risk >= (1.0 + limits.churn_risk) / 2 else "warning"
+        details = {"score": round(risk, 6), "threshold": limits.churn_risk, "reasons": reasons}
+        return self._fire(state, "churn_risk", time, severity, details)
+
+    def segment_change(
+        self,
+        state: AlertState,
+        *,
+        time: float,
+        previous: int | None,
+        current: int,
+        names: tuple[str, str],
+        orders: int,
+        learned: int,
+    ) -> list[AlertIntent]:
+        """A segment-change alert for an established customer once segments have settled."""
+        limits = self.thresholds
+        if previous is None or previous == current:
+            return []
+        if orders < limits.segment_min_orders or learned < limits.segment_warmup:
+            return []
+        if not self._cooled_down(state, "segment_change", time):
+            return []
+        details = {
+            "score": current,
+            "threshold": None,
+            "from_segment": previous,
+            "to_segment": current,
+            "reasons": [f"moved from '{names[0]}' to '{names[1]}'"],
+        }
+        return self._fire(state, "segment_change", time, "info", details)
+
+    def negative_feedback(
+        self, state: AlertState, *, time: float, sentiment: float, value: float, kind: str
+    ) -> list[AlertIntent]:
+        """Clearly negative feedback or a ticket from one of the most valuable customers."""
+        limits = self.thresholds
+        if sentiment > limits.negative_sentiment or value < limits.valuable_customer_value:
+            return []
+        if not self._cooled_down(state, "negative_feedback", time):
+            return []
+        severity = "critical" if value >= (1.0 + limits.valuable_customer_value) / 2 else "warning"
+        details = {
+            "score": round(sentiment, 6),
+            "threshold": limits.negative_sentiment,
+            "value": round(value, 6),
+            "value_threshold": limits.valuable_customer_value,
+            "reasons": [f"negative {kind.replace('_', ' ')} from a top-value customer"],
+        }
+        return self._fire(state, "negative_feedback", time, severity, details)

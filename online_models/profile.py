@@ -1,0 +1,173 @@
+"""Per-customer features kept in the state table, updated by event time only."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from online_models.activity import DAY, Activity
+
+__all__ = ["CustomerProfile"]
+
+logger = logging.getLogger(__name__)
+
+# Enough to keep recommending new things to heavy buyers without unbounded state.
+MAX_PURCHASED_ITEMS = 200
+MAX_RECENT_ITEMS = 10
+SENTIMENT_SMOOTHING = 0.5
+
+
+@dataclass(slots=True)
+class CustomerProfile:
+    """Recency, frequency, monetary and engagement features of one customer.
+
+    Lines of one basket share a timestamp, so ``orders`` counts distinct purchase times.
+
+    >>> p = CustomerProfile.new(0.0)
+    >>> p.record(Activity("purchase", 0.0, item_id="a", amount=10.0, quantity=1))
+    >>> p.record(Activity("purchase", 0.0, item_id="b", amount=5.0, quantity=1))
+    >>> p.record(Activity("purchase", 10 * 86_400.0, item_id="c", amount=20.0, quantity=1))
+    >>> p.orders, p.purchase_lines, p.monetary, p.gap_mean_days
+    (2, 3, 35.0, 10.0)
+    """
+
+    first_seen: float
+    last_seen: float
+    events: int = 0
+    orders: int = 0
+    purchase_lines: int = 0
+    units: int = 0
+    monetary: float = 0.0
+    refunded: float = 0.0
+    returns: int = 0
+    views: int = 0
+    cart_adds: int = 0
+    tickets: int = 0
+    feedbacks: int = 0
+    cancels: int = 0
+    first_order_at: float | None = None
+    last_order_at: float | None = None
+    gap_mean_days: float = 0.0
+    sentiment: float | None = None
+    last_sentiment: float | None = None
+    purchased_items: list[str] = field(default_factory=list)
+    recent_items: list[str] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, time: float) -> CustomerProfile:
+        """An empty profile of a customer first seen at ``time``."""
+        return cls(first_seen=time, last_seen=time)
+
+    @property
+    def net_monetary(self) -> float:
+        """Purchases minus refunds, never below zero."""
+        return max(self.monetary - self.refunded, 0.0)
+
+    def days_since_order(self, now: float) -> float:
+        """Event-time days since the latest basket (since first seen if none)."""
+        anchor = self.last_order_at if self.last_order_at is not None else self.first_seen
+        return max(now - anchor, 0.0) / DAY
+
+    def tenure_days(self, now: float) -> float:
+        """Event-time days since the customer was first seen."""
+        return max(now - self.first_seen, 0.0) / DAY
+
+    def record(self, activity: Activity, sentiment: float | None = None) -> None:
+        """Fold one activity into the features; ``sentiment`` is the text's score, if any."""
+        time = activity.time
+        self.events += 1
+        self.last_seen = max(self.last_seen, time)
+        self.first_seen = min(self.first_seen, time)
+        kind = activity.kind
+        if kind == "purchase":
+            self._record_purchase(activity)
+        elif kind == "return":
+            self.returns += 1
+            self.refunded += activity.amount
+        elif kind == "view":
+            self.views += 1
+        elif kind == "cart_add":
+            self.cart_adds += 1
+        elif kind == "support_ticket":
+            self.tickets += 1
+        elif kind == "feedback":
+            self.feedbacks += 1
+        elif kind == "subscription_cancel":
+            self.cancels += 1
+        if sentiment is not None:
+            self.last_sentiment = sentiment
+            previous = self.sentiment if self.sentiment is not None else sentiment
+            self.sentiment = previous + SENTIMENT_SMOOTHING * (sentiment - previous)
+
+    def _record_purchase(self, activity: Activity) -> None:
+        time = activity.time
+        self.purchase_lines += 1
+        self.units += activity.quantity
+        self.monetary += activity.amount
+        if self.last_order_at is None or time > self.last_order_at:
+            if self.last_order_at is not None:
+                gap = (time - self.last_order_at) / DAY
+                # Running mean over the orders - 1 gaps seen so far.
+                self.gap_mean_days += (gap - self.gap_mean_days) / self.orders
+            self.orders += 1
+            self.last_order_at = time
+        if self.first_order_at is None or time < self.first_order_at:
+            self.first_order_at = time
+        item = activity.item_id
+        if item is not None:
+            if item not in self.purchased_items:
+                self.purchased_items.append(item)
+                del self.purchased_items[:-MAX_PURCHASED_ITEMS]
+            if item in self.recent_items:
+                self.recent_items.remove(item)
+            self.recent_items.append(item)
+            del self.recent_items[:-MAX_RECENT_ITEMS]
+
+    def churn_features(self, now: float) -> dict[str, float]:
+        """Features of the churn model as of ``now``; nothing after ``now`` is used."""
+        days_since = self.days_since_order(now)
+        tenure = self.tenure_days(now)
+        orders = self.orders
+        return {
+            "log_orders": math.log1p(orders),
+            "log_net_monetary": math.log1p(self.net_monetary),
+            "log_avg_order": math.log1p(self.monetary / orders) if orders else 0.0,
+            "log_tenure_days": math.log1p(tenure),
+            "log_days_since_order": math.log1p(days_since),
+            "log_mean_gap_days": math.log1p(self.gap_mean_days),
+            "overdue_ratio": min(days_since / (self.gap_mean_days + 7.0), 10.0),
+            "orders_per_month": orders / max(tenure / 30.0, 1.0),
+            "log_views_per_order": math.log1p(self.views / (orders + 1)),
+            "log_cart_adds": math.log1p(self.cart_adds),
+            "return_rate": min(self.returns / max(self.purchase_lines, 1), 1.0),
+            "log_tickets": math.log1p(self.tickets),
+            "sentiment": self.sentiment if self.sentiment is not None else 0.0,
+            "has_ordered": 1.0 if orders else 0.0,
+        }
+
+    def segment_features(self, now: float) -> dict[str, float]:
+        """RFM and engagement on fixed scales, roughly 0..1, so segments stay put.
+
+        Recency is linear in months (180 days = 1): a few days' gap between baskets barely
+        moves a customer, while months of silence do.
+        """
+        return {
+            # Buyers and never-buyers differ in kind, not degree: keep them apart.
+            "ordered": 1.0 if self.orders else 0.0,
+            "recency": min(self.days_since_order(now) / 180.0, 1.5),
+            "frequency": min(math.log1p(self.orders) / math.log1p(50.0), 1.5),
+            "monetary": min(math.log1p(self.net_monetary) / math.log1p(10_000.0), 1.5),
+            "engagement": min(math.log1p(self.views + self.cart_adds) / math.log1p(200.0), 1.5),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the state table."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CustomerProfile:
+        """Inverse of :meth:`to_dict`; unknown keys from newer versions are ignored."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)

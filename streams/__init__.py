@@ -1,0 +1,1 @@
+"""The wiring: Faust app, topics, table, agent, Redis writer, alerts, metrics and CLI."""

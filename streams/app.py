@@ -1,0 +1,250 @@
+"""The Faust app: events topic in, customer table, scores to Redis, alerts and dead letters out."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from redis.asyncio import Redis
+
+from online_models.scorer import CustomerScorer, ScoreOutcome
+from online_models.state import CustomerState
+from schemas.dead_letters import DeadLetter, SourcePosition
+from schemas.errors import EventRejected, UnknownEventType
+from schemas.events import decode_event
+from streams.convert import activity_of, alert_of, score_of
+from streams.metrics import ScorerMetrics
+from streams.redis_sink import ScoreWriter
+from streams.settings import Settings
+
+__all__ = ["ScorerService"]
+
+logger = logging.getLogger(__name__)
+
+CUSTOMER_TABLE = "customers"
+# Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class ScorerService:
+    """Builds the Faust app for ``settings`` and holds what its agent needs.
+
+    Nothing connects here: Faust connects when the worker starts, and the Redis client
+    connects on its first write.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ScorerMetrics(self.registry)
+        self.scorer = CustomerScorer(settings.scorer_config())
+        self._clock = clock
+        self._watermarks: dict[int, float] = {}
+        self.redis = Redis.from_url(
+            settings.redis_url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        self.writer = ScoreWriter(
+            self.redis,
+            prefix=settings.redis_prefix,
+            metrics=self.metrics,
+            batch_size=settings.redis_batch_size,
+            ttl_seconds=int(settings.score_ttl_days * 86_400),
+            clock=clock,
+        )
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=s.broker,
+            store=s.store,
+            datadir=str(s.data_dir),
+            autodiscover=False,
+            web_enabled=True,
+            web_port=s.web_port,
+            web_bind=s.web_bind,
+            web_host="localhost",
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=s.topic_replication,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout,
+            broker_rebalance_timeout=s.rebalance_timeout,
+            broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
+            broker_request_timeout=max(40.0, s.session_timeout + 10),
+            table_cleanup_interval=60.0,
+        )
+        self.events_topic = app.topic(s.events_topic, partitions=s.topic_partitions)
+        self.alerts_topic = app.topic(s.alerts_topic, partitions=s.topic_partitions)
+        self.dlq_topic = app.topic(s.dlq_topic, partitions=s.topic_partitions)
+        self.customers = app.Table(
+            CUSTOMER_TABLE,
+            default=None,
+            partitions=s.topic_partitions,
+            help="Per-customer features, pending churn label, segment and alert memory.",
+        )
+
+        async def score_events(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await self.handle(event)
+
+        async def flush_scores() -> None:
+            await self.writer.flush()
+
+        async def refresh_gauges() -> None:
+            self.refresh_gauges()
+
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
+
+        async def before_shutdown(sender: Any, **kwargs: Any) -> None:
+            written = await self.writer.flush()
+            logger.info("Shutting down: flushed %d pending scores to Redis", written)
+
+        async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            await self.writer.flush()
+
+        app.agent(self.events_topic, name="score-events")(score_events)
+        app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
+        app.timer(1.0, name="refresh-gauges")(refresh_gauges)
+        app.page("/metrics")(metrics_page)
+        app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+        return app
+
+    async def handle(self, event: faust.EventT) -> None:
+        """Decode, score and emit one event; bad input goes to the dead-letter topic.
+
+        Never raises: an exception escaping the agent would make Faust skip the event.
+        """
+        started = time.perf_counter()
+        message = event.message
+        try:
+            decoded = decode_event(event.value)
+        except UnknownEventType as exc:
+            self.metrics.event(None, "skipped")
+            logger.debug(
+                "Skipped %s at %s[%d]@%d", exc, message.topic, message.partition, message.offset
+            )
+            return
+        except EventRejected as exc:
+            await self._dead_letter(event, exc.reason, exc.message, exc.field, None)
+            return
+        key = event.key
+        if key is None or key != decoded.customer_id.encode("utf-8"):
+            error = f"key: message key {key!r} must equal customer_id {decoded.customer_id!r}"
+            await self._dead_letter(event, "key_mismatch", error, "key", decoded.type)
+            return
+        try:
+            self._score(decoded, message)
+        except Exception as exc:
+            logger.exception(
+                "Scoring failed at %s[%d]@%d", message.topic, message.partition, message.offset
+            )
+            error = f"{type(exc).__name__}: {exc}"
+            await self._dead_letter(event, "processing_error", error, None, decoded.type)
+            return
+        self.metrics.event(decoded.type, "scored")
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        if self.writer.full:
+            await self.writer.flush()
+
+    def _score(self, decoded: Any, message: Any) -> None:
+        customer_id: str = decoded.customer_id
+        partition: int = message.partition
+        outcome = self.scorer.score(
+            customer_id, self._load(customer_id), activity_of(decoded), shard=partition
+        )
+        self._store(customer_id, outcome)
+        self._emit(customer_id, outcome, message.timestamp, decoded.event_id)
+        watermark = max(self._watermarks.get(partition, -math.inf), outcome.score.event_time)
+        self._watermarks[partition] = watermark
+        for silent_id in self.scorer.due_for_labels(watermark, shard=partition):
+            state = self._load(silent_id)
+            if state is None:  # the partition moved to another worker meanwhile
+                continue
+            silent = self.scorer.label_silent(silent_id, state, watermark)
+            self._store(silent_id, silent)
+            self._emit(silent_id, silent, None, None)
+
+    def _load(self, customer_id: str) -> CustomerState | None:
+        raw = self.customers.get(customer_id)
+        return CustomerState.from_dict(orjson.loads(raw)) if raw is not None else None
+
+    def _store(self, customer_id: str, outcome: ScoreOutcome) -> None:
+        self.customers[customer_id] = orjson.dumps(outcome.state.to_dict())
+
+    def _emit(
+        self,
+        customer_id: str,
+        outcome: ScoreOutcome,
+        produced_at: float | None,
+        event_id: str | None,
+    ) -> None:
+        score = outcome.score
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        self.writer.put(score_of(customer_id, score, now), produced_at)
+        self.metrics.churn_risk.observe(score.churn_risk)
+        self.metrics.labels_learned(outcome.labels)
+        key = customer_id.encode("utf-8")
+        for intent in outcome.alerts:
+            alert = alert_of(customer_id, intent, score.event_time, event_id)
+            self.alerts_topic.send_soon(key=key, value=alert.to_bytes())
+            self.metrics.alert(intent.type)
+
+    async def _dead_letter(
+        self,
+        event: faust.EventT,
+        reason: str,
+        error: str,
+        field: str | None,
+        event_type: str | None,
+    ) -> None:
+        message = event.message
+        letter = DeadLetter.for_message(
+            event.value,
+            reason=reason,
+            error=error,
+            field=field,
+            source=SourcePosition(
+                topic=message.topic, partition=message.partition, offset=message.offset
+            ),
+            dead_lettered_at=datetime.fromtimestamp(self._clock(), tz=UTC),
+        )
+        await self.dlq_topic.send(key=event.key, value=letter.to_bytes())
+        self.metrics.dead_letter(reason)
+        self.metrics.event(event_type, "dead_lettered")
+        logger.info(
+            "Dead-lettered %s[%d]@%d: %s (%s)",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+            error,
+        )
+
+    def refresh_gauges(self) -> None:
+        """Copy model quality and state sizes into their gauges."""
+        quality = self.scorer.quality
+        self.metrics.model_quality(
+            quality.roc_auc,
+            quality.log_loss,
+            self.scorer.pending_labels,
+            self.scorer.model_version_events,
+        )
+        self.metrics.customers.set(len(self.customers))

@@ -1,0 +1,157 @@
+"""``crm-scorer``: run the worker, the demo, produce events, look up scores, print the schema."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
+from schemas.events import decode_event
+from schemas.json_schema import wire_json_schema
+from streams.settings import Settings, load_settings
+
+__all__ = ["cli", "main"]
+
+logger = logging.getLogger(__name__)
+
+cli = typer.Typer(
+    name="crm-scorer",
+    help="Real-time CRM scorer: churn risk, segments, value, sentiment and recommendations "
+    "from a Kafka event stream into Redis. Settings come from CRM_* environment variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+
+
+@cli.command()
+def worker(
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for Kafka and Redis at start-up.")
+    ] = 30.0,
+) -> None:
+    """Consume CRM_EVENTS_TOPIC, keep scores in Redis, publish alerts; serve /metrics."""
+    from streams.worker import run_worker
+
+    settings = _settings()
+    try:
+        run_worker(settings, wait=wait)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+
+
+@cli.command()
+def demo(
+    events: Annotated[
+        int, typer.Option(help="Events to stream through the scorer.", min=1)
+    ] = 20_000,
+    customers: Annotated[int, typer.Option(help="Simulated customers.", min=1)] = 800,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated stream.")] = 7,
+    bad_ratio: Annotated[
+        float, typer.Option(help="Share of malformed messages mixed in.", min=0.0, max=0.5)
+    ] = 0.01,
+) -> None:
+    """Run the scorer end to end on a generated stream (starts Tansu and redis-server if needed)."""
+    from streams.demo import DemoOptions, run_demo
+
+    try:
+        run_demo(DemoOptions(events=events, customers=customers, seed=seed, bad_ratio=bad_ratio))
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+
+
+@cli.command()
+def produce(
+    file: Annotated[str, typer.Argument(help="JSON-lines file of events, or - for stdin.")] = "-",
+) -> None:
+    """Send JSON-lines events to CRM_EVENTS_TOPIC, keyed by customer_id, exactly as written."""
+    from streams.producer import EventProducer
+
+    settings = _settings()
+    stream = sys.stdin.buffer if file == "-" else None
+    if stream is None and not Path(file).is_file():
+        raise _fail(f"no such file: {file}")
+    sent = rejected = skipped = 0
+    try:
+        with EventProducer(settings) as producer:
+            handle = stream if stream is not None else Path(file).open("rb")  # noqa: SIM115
+            try:
+                for line in handle:
+                    raw = line.rstrip(b"\r\n")
+                    if not raw.strip():
+                        continue
+                    try:
+                        decode_event(raw)
+                    except EventRejected:
+                        rejected += 1
+                    except UnknownEventType:
+                        skipped += 1
+                    producer.send_raw(raw)
+                    sent += 1
+            finally:
+                if stream is None:
+                    handle.close()
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"sent {sent} events to {settings.events_topic}")
+    if rejected:
+        typer.echo(
+            f"{rejected} of them are invalid: the worker sends them to {settings.dlq_topic}"
+            " with the reason"
+        )
+    if skipped:
+        typer.echo(f"{skipped} of them have a type this scorer does not know: counted and skipped")
+
+
+@cli.command()
+def lookup(customer_id: Annotated[str, typer.Argument(help="The customer's id.")]) -> None:
+    """Print a customer's score hash from Redis as JSON."""
+    import redis
+
+    from schemas.scores import Score
+
+    settings = _settings()
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5.0)
+    try:
+        fields = client.hgetall(settings.redis_prefix + customer_id)
+    except redis.RedisError as exc:
+        raise _fail(f"cannot read from Redis at CRM_REDIS_URL: {exc}") from None
+    if not fields:
+        raise _fail(f"no score for customer {customer_id!r} under {settings.redis_prefix!r}", 1)
+    score = Score.from_redis(fields)
+    typer.echo(orjson.dumps(score.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of events, scores, alerts and dead letters."""
+    typer.echo(orjson.dumps(wire_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+def main() -> None:
+    """Entry point of the ``crm-scorer`` command."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # kafka-python warns about its own event loop on busy machines; only its errors matter here.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

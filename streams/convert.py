@@ -1,0 +1,77 @@
+"""Turns wire objects into model inputs and model outputs into wire objects."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from online_models.activity import Activity
+from online_models.alert_policy import AlertIntent
+from online_models.scorer import CustomerScore
+from schemas.alerts import Alert, AlertType, Severity
+from schemas.events import (
+    FeedbackEvent,
+    PurchaseEvent,
+    ReturnEvent,
+    SupportTicketEvent,
+)
+from schemas.scores import Score
+
+__all__ = ["activity_of", "alert_of", "score_of"]
+
+logger = logging.getLogger(__name__)
+
+_ALERT_NAMESPACE = uuid.UUID("6f0d7c3e-2b1a-4d8e-9a57-5c1f3e0b9d21")
+
+
+def activity_of(event: object) -> Activity:
+    """The model input of a decoded event (any of the ``schemas.events`` models)."""
+    kind: str = event.type  # type: ignore[attr-defined]
+    time = event.timestamp.timestamp()  # type: ignore[attr-defined]
+    if isinstance(event, PurchaseEvent | ReturnEvent):
+        return Activity(
+            kind, time, item_id=event.item_id, amount=event.amount, quantity=event.quantity
+        )
+    if isinstance(event, FeedbackEvent):
+        return Activity(kind, time, text=event.text, rating=event.rating)
+    if isinstance(event, SupportTicketEvent):
+        return Activity(kind, time, text=event.text)
+    return Activity(kind, time, item_id=getattr(event, "item_id", None))
+
+
+def score_of(customer_id: str, score: CustomerScore, updated_at: datetime) -> Score:
+    """The Redis score of a model score."""
+    return Score(
+        customer_id=customer_id,
+        churn_risk=score.churn_risk,
+        segment=score.segment,
+        segment_name=score.segment_name,
+        value=score.value,
+        monetary=score.monetary,
+        orders=score.orders,
+        recommendations=score.recommendations,
+        sentiment=score.sentiment,
+        model_version=score.model_version,
+        event_time=datetime.fromtimestamp(score.event_time, tz=UTC),
+        updated_at=updated_at,
+    )
+
+
+def alert_of(customer_id: str, intent: AlertIntent, time: float, event_id: str | None) -> Alert:
+    """The outbound alert of an alert decision.
+
+    The id is derived from the customer, type and trigger, so a redelivered event raises an
+    alert with the same id and consumers can drop the duplicate.
+    """
+    trigger = event_id if event_id is not None else f"t{time:.3f}"
+    alert_id = uuid.uuid5(_ALERT_NAMESPACE, f"{customer_id}\x1f{intent.type}\x1f{trigger}")
+    return Alert(
+        alert_id=str(alert_id),
+        customer_id=customer_id,
+        type=AlertType(intent.type),
+        severity=Severity(intent.severity),
+        timestamp=datetime.fromtimestamp(time, tz=UTC),
+        event_id=event_id,
+        details=intent.details,
+    )

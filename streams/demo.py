@@ -1,0 +1,286 @@
+"""``crm-scorer demo``: the whole scorer on a generated stream, with local services if needed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas.errors import CrmScorerError
+from schemas.scores import Score
+from streams.local_services import LocalBroker, LocalRedis, free_port, wait_for_port
+from streams.producer import EventProducer
+from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.simulator import SimulationConfig, generate_messages
+
+__all__ = ["DemoOptions", "WorkerProcess", "read_metrics", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo streams."""
+
+    events: int = 20_000
+    customers: int = 800
+    seed: int = 7
+    bad_ratio: float = 0.01
+    timeout: float = 600.0
+
+
+def read_metrics(port: int) -> dict[str, float]:
+    """The worker's /metrics as ``{"name{labels}": value}`` plus per-name totals."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+class WorkerProcess:
+    """``crm-scorer worker`` in a child process with the given ``CRM_*`` environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.web_port = int(env[f"{ENV_PREFIX}WEB_PORT"])
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the worker and wait until it serves /metrics."""
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_for_port(self.web_port, timeout, self._process)
+        except CrmScorerError as exc:
+            msg = f"the worker did not start ({exc}); its log:\n{self.log_tail()}"
+            raise CrmScorerError(msg) from exc
+
+    def alive(self) -> bool:
+        """Whether the worker process still runs."""
+        return self._process is not None and self._process.poll() is None
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's current metrics."""
+        return read_metrics(self.web_port)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the worker's log."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (the worker flushes pending scores), then SIGKILL after ``timeout``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@contextlib.contextmanager
+def _services(console: Console) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """The demo's environment: configured services, or local ones started for the demo."""
+    env = {k: v for k, v in os.environ.items()}
+    started: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if f"{ENV_PREFIX}BROKER" not in os.environ:
+            broker = LocalBroker()
+            broker.start()
+            stack.callback(broker.stop)
+            env[f"{ENV_PREFIX}BROKER"] = broker.url
+            # A fresh single-node broker: fast group joins are safe.
+            env.setdefault(f"{ENV_PREFIX}SESSION_TIMEOUT", "10")
+            env.setdefault(f"{ENV_PREFIX}REBALANCE_TIMEOUT", "10")
+            started.append(f"Tansu broker on {broker.url}")
+        if f"{ENV_PREFIX}REDIS_URL" not in os.environ:
+            server = LocalRedis()
+            server.start()
+            stack.callback(server.stop)
+            env[f"{ENV_PREFIX}REDIS_URL"] = server.url
+            started.append(f"redis-server on {server.url}")
+        if f"{ENV_PREFIX}WEB_PORT" not in os.environ:
+            env[f"{ENV_PREFIX}WEB_PORT"] = str(free_port())
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="crm-demo-"))
+        env.setdefault(f"{ENV_PREFIX}DATA_DIR", data_dir)
+        env["CRM_DEMO_LOG"] = str(Path(data_dir) / "worker.log")
+        for line in started:
+            console.print(f"[dim]started {line}[/dim]")
+        yield env, started
+
+
+def _settings_for(env: dict[str, str]) -> Settings:
+    keys = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    saved = dict(os.environ)
+    try:
+        os.environ.update(keys)
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _stream(
+    settings: Settings, worker: WorkerProcess, options: DemoOptions, console: Console
+) -> tuple[int, float]:
+    """Produce the simulated stream and follow the worker until it handled every message."""
+    config = SimulationConfig(
+        customers=options.customers, seed=options.seed, bad_event_ratio=options.bad_ratio
+    )
+    columns = (
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    started = time.monotonic()
+    sent = 0
+    with Progress(*columns, console=console, transient=False) as progress:
+        produced_task = progress.add_task("produced", total=options.events)
+        handled_task = progress.add_task("scored", total=options.events)
+        with EventProducer(settings) as producer:
+            for key, value in generate_messages(config, limit=options.events):
+                producer.send_raw(value, key)
+                sent += 1
+                if sent % 500 == 0:
+                    progress.update(produced_task, completed=sent)
+            producer.flush()
+        progress.update(produced_task, completed=sent, total=sent)
+        progress.update(handled_task, total=sent)
+        deadline = time.monotonic() + options.timeout
+        first_scored: float | None = None
+        while True:
+            handled = int(worker.metrics().get("crm_scorer_events_total", 0.0))
+            progress.update(handled_task, completed=handled)
+            if handled and first_scored is None:
+                first_scored = time.monotonic()
+            if handled >= sent:
+                break
+            if not worker.alive():
+                msg = f"the worker stopped; its log:\n{worker.log_tail()}"
+                raise CrmScorerError(msg)
+            if time.monotonic() > deadline:
+                msg = f"the worker handled {handled} of {sent} events in {options.timeout:.0f}s"
+                raise CrmScorerError(msg)
+            time.sleep(0.25)
+    finished = time.monotonic()
+    elapsed = finished - (first_scored if first_scored is not None else started)
+    # Scores are flushed to Redis every few milliseconds; wait for the last batch.
+    for _ in range(100):
+        if worker.metrics().get("crm_scorer_redis_pending_scores", 0.0) == 0:
+            break
+        time.sleep(0.1)
+    return sent, elapsed
+
+
+def _alerts_by_type(settings: Settings) -> tuple[Counter[str], dict[str, str]]:
+    consumer = KafkaConsumer(
+        settings.alerts_topic,
+        bootstrap_servers=settings.broker_hosts,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        enable_auto_commit=False,
+    )
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    try:
+        for message in consumer:
+            alert = orjson.loads(message.value)
+            counts[alert["type"]] += 1
+            example.setdefault(alert["type"], alert["customer_id"])
+    finally:
+        consumer.close()
+    return counts, example
+
+
+def _summary(
+    settings: Settings, worker: WorkerProcess, sent: int, elapsed: float, console: Console
+) -> None:
+    metrics = worker.metrics()
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    customers = sum(1 for _ in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    alerts, examples = _alerts_by_type(settings)
+    table = Table(title="crm-scorer demo", show_header=False)
+    table.add_row("events sent", f"{sent:,}")
+    table.add_row("events/s (worker, first to last score)", f"{sent / max(elapsed, 1e-9):,.0f}")
+    table.add_row("scored", f"{_sum(metrics, 'crm_scorer_events_total', 'outcome=scored'):,.0f}")
+    table.add_row("dead-lettered", f"{metrics.get('crm_scorer_dead_letters_total', 0.0):,.0f}")
+    table.add_row("customers scored in Redis", f"{customers:,}")
+    table.add_row(
+        "churn labels learned", f"{metrics.get('crm_scorer_churn_labels_total', 0.0):,.0f}"
+    )
+    labelled = metrics.get("crm_scorer_churn_labels_total", 0.0)
+    auc = metrics.get("crm_scorer_churn_roc_auc", 0.0)
+    table.add_row("churn rolling ROC AUC", f"{auc:.3f}" if labelled else "n/a (no labels yet)")
+    for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
+        table.add_row(f"alerts: {alert_type}", f"{alerts.get(alert_type, 0):,}")
+    console.print(table)
+    example = examples.get("negative_feedback") or examples.get("churn_risk")
+    if example is None:
+        first = next(client.scan_iter(match=f"{settings.redis_prefix}*", count=100), None)
+        example = first.decode().removeprefix(settings.redis_prefix) if first else None
+    if example is not None:
+        fields = client.hgetall(settings.redis_prefix + example)
+        score = Score.from_redis(fields)
+        console.print(f"crm-scorer lookup {example}")
+        console.print_json(orjson.dumps(score.model_dump(mode="json")).decode())
+    client.close()
+
+
+def _sum(metrics: dict[str, float], name: str, label: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and label in k)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> None:
+    """Start what is missing, run a worker, stream ``options.events`` events, print a summary."""
+    console = console or Console()
+    with _services(console) as (env, _):
+        settings = _settings_for(env)
+        worker = WorkerProcess(env, Path(env["CRM_DEMO_LOG"]))
+        console.print(f"[dim]starting worker (log: {worker.log_path})[/dim]")
+        worker.start()
+        try:
+            sent, elapsed = _stream(settings, worker, options, console)
+            _summary(settings, worker, sent, elapsed, console)
+        finally:
+            worker.stop()

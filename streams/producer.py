@@ -1,0 +1,81 @@
+"""A Kafka producer of CRM events keyed by customer_id, for the CLI and the demo."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streams.settings import Settings
+from streams.topics import BrokerUnavailable, ensure_topics
+
+__all__ = ["EventProducer", "customer_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def customer_key(raw: bytes) -> bytes | None:
+    """The message key of an event: its customer_id, or None when it has none.
+
+    >>> customer_key(b'{"customer_id": "c-42", "type": "view"}')
+    b'c-42'
+    >>> customer_key(b"not json") is None
+    True
+    """
+    try:
+        document: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("customer_id"), str):
+        return str(document["customer_id"]).encode("utf-8")
+    return None
+
+
+class EventProducer:
+    """Sends event messages to ``CRM_EVENTS_TOPIC``; creates the scorer's topics if missing."""
+
+    def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
+        self._settings = settings
+        ensure_topics(settings, timeout=timeout)
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.broker_hosts,
+                linger_ms=5,
+                acks="all",
+                batch_size=256 * 1024,
+            )
+        except KafkaError as exc:
+            msg = f"cannot reach the Kafka broker at CRM_BROKER={settings.broker}: {exc}"
+            raise BrokerUnavailable(msg) from exc
+
+    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
+        """Send one message as is; the key defaults to the event's customer_id."""
+        self._producer.send(
+            self._settings.events_topic,
+            value=value,
+            key=key if key is not None else customer_key(value),
+        )
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Send one event given as a dict."""
+        self.send_raw(orjson.dumps(event), str(event["customer_id"]).encode("utf-8"))
+
+    def flush(self) -> None:
+        """Wait until everything sent is acknowledged."""
+        self._producer.flush()
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._producer.flush()
+        self._producer.close()

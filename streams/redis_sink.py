@@ -1,0 +1,106 @@
+"""Writes scores to Redis in batches: one pipeline per batch, the latest score per customer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from schemas.scores import Score
+from streams.metrics import ScorerMetrics
+
+__all__ = ["ScoreWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class ScoreWriter:
+    """Buffers scores and writes them with one non-transactional pipeline per flush.
+
+    A customer scored twice before a flush is written once, with the newer score. A failed
+    flush keeps its scores (newer ones win) and is retried by the next flush, so an outage
+    delays scores but never drops them.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        metrics: ScorerMetrics,
+        batch_size: int = 500,
+        ttl_seconds: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+        # customer id -> (hash fields, Kafka timestamp of the event behind the score)
+        self._pending: dict[str, tuple[dict[str, str], float | None]] = {}
+        self._lock = asyncio.Lock()
+        self._failures = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer reached a batch."""
+        return len(self._pending) >= self._batch_size
+
+    def put(self, score: Score, produced_at: float | None = None) -> None:
+        """Queue a customer's score (replacing one not yet written)."""
+        self._pending.pop(score.customer_id, None)
+        self._pending[score.customer_id] = (score.to_redis(), produced_at)
+        self._metrics.redis_pending_scores.set(len(self._pending))
+
+    async def flush(self) -> int:
+        """Write what is buffered; returns how many scores were written (0 on failure)."""
+        async with self._lock:
+            if not self._pending:
+                return 0
+            batch, self._pending = self._pending, {}
+            started = time.perf_counter()
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for customer_id, (fields, _) in batch.items():
+                        key = self._prefix + customer_id
+                        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # str is a valid field
+                        if self._ttl_seconds:
+                            pipe.expire(key, self._ttl_seconds)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                # Scores that arrived meanwhile are newer: keep them over the failed batch's.
+                batch.update(self._pending)
+                self._pending = batch
+                self._failures += 1
+                self._metrics.redis_errors.inc()
+                self._metrics.redis_pending_scores.set(len(self._pending))
+                log = (
+                    logger.error
+                    if self._failures in (1, 10) or self._failures % 100 == 0
+                    else logger.debug
+                )
+                log(
+                    "Redis write of %d scores failed (%d in a row): %s",
+                    len(batch),
+                    self._failures,
+                    exc,
+                )
+                return 0
+            self._failures = 0
+            self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
+            self._metrics.redis_scores_written.inc(len(batch))
+            self._metrics.redis_pending_scores.set(len(self._pending))
+            now = self._clock()
+            for _, produced_at in batch.values():
+                if produced_at is not None:
+                    self._metrics.event_to_redis_seconds.observe(max(now - produced_at, 0.0))
+            return len(batch)

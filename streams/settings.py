@@ -1,0 +1,200 @@
+"""The one settings object: every ``CRM_*`` environment variable, read once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from online_models.alert_policy import AlertThresholds
+from online_models.scorer import ScorerConfig
+from schemas.errors import CrmScorerError
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "CRM_"
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class SettingsError(CrmScorerError):
+    """A setting has a value the scorer cannot start with."""
+
+
+class Settings(BaseSettings):
+    """Worker, demo and CLI settings; the environment variable is ``CRM_`` + the upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # Connections and topics
+    broker: str = Field(
+        "kafka://localhost:9092", description="Kafka bootstrap URL(s), ';'-separated."
+    )
+    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), description="Redis URL.")
+    app_id: str = Field("crm-scorer", min_length=1, description="Faust app id and consumer group.")
+    events_topic: str = Field("crm.events", min_length=1, description="Topic the CRM produces to.")
+    alerts_topic: str = Field("crm.alerts", min_length=1, description="Outbound alerts topic.")
+    dlq_topic: str = Field("crm.events.dlq", min_length=1, description="Dead-letter topic.")
+    topic_partitions: int = Field(8, ge=1, le=10_000, description="Partitions of created topics.")
+    topic_replication: int = Field(1, ge=1, le=10, description="Replication of created topics.")
+    web_port: int = Field(6066, ge=1, le=65535, description="HTTP port serving /metrics.")
+    web_bind: str = Field("0.0.0.0", description="Interface the HTTP server binds to.")
+    redis_prefix: str = Field("crm:score:", min_length=1, description="Score hash key prefix.")
+    score_ttl_days: float = Field(
+        0.0, ge=0.0, description="Expire score hashes after this many days (0 = never)."
+    )
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
+    data_dir: Path = Field(Path(".crm-scorer"), description="Worker data directory.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    # Faust consumer group timing
+    session_timeout: float = Field(30.0, gt=0, description="Consumer session timeout, seconds.")
+    rebalance_timeout: float = Field(30.0, gt=0, description="Group rebalance timeout, seconds.")
+    # Redis writer
+    redis_batch_size: int = Field(500, ge=1, le=100_000, description="Scores per Redis pipeline.")
+    redis_flush_ms: int = Field(50, ge=1, le=60_000, description="Longest wait before a flush, ms.")
+    # Models
+    churn_horizon_days: float = Field(90.0, gt=0, description="Silence that counts as churn, days.")
+    churn_sample_interval_days: float = Field(
+        1.0, ge=0, description="Min event-time gap between churn training examples of one customer."
+    )
+    churn_learning_rate: float = Field(
+        0.05, gt=0, le=10, description="SGD step of the churn model."
+    )
+    quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
+    segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
+    segment_confirmations: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Consecutive scores in a new segment before the customer moves there.",
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="Recommendations per customer.")
+    allow_repurchase: bool = Field(
+        False, description="Recommend items the customer already bought."
+    )
+    recommender_factors: int = Field(
+        16, ge=1, le=512, description="Latent factors of the recommender."
+    )
+    # Alerts
+    churn_alert_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="Churn risk that raises an alert."
+    )
+    churn_alert_hysteresis: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Risk must fall this far below the threshold before a new alert.",
+    )
+    churn_alert_min_labels: int = Field(
+        200, ge=0, description="Labels the churn model needs before it may alert."
+    )
+    negative_sentiment_threshold: float = Field(
+        -0.3, ge=-1.0, le=1.0, description="Feedback tone at or below this is negative."
+    )
+    valuable_customer_value: float = Field(
+        0.8, ge=0.0, le=1.0, description="Value score from which a customer counts as top-value."
+    )
+    alert_cooldown_days: float = Field(
+        7.0,
+        ge=0,
+        description="Event-time days between two churn or feedback alerts of one customer.",
+    )
+    segment_alert_cooldown_days: float = Field(
+        30.0, ge=0, description="Event-time days between two segment-change alerts of one customer."
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        for url in value.split(";"):
+            if not url.startswith("kafka://") or len(url) <= len("kafka://"):
+                msg = f"{url!r} must look like kafka://host:port"
+                raise ValueError(msg)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            msg = "must start with redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://", "aerospike://")):
+            msg = f"{value!r} is not a Faust store (memory:// or rocksdb://)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error", "critical"}:
+            msg = f"{value!r} is not one of debug, info, warning, error, critical"
+            raise ValueError(msg)
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> Settings:
+        topics = [self.events_topic, self.alerts_topic, self.dlq_topic]
+        if len(set(topics)) != len(topics):
+            msg = "events_topic, alerts_topic and dlq_topic must be three different topics"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def broker_hosts(self) -> list[str]:
+        """``host:port`` of each bootstrap broker, for plain Kafka clients."""
+        return [url.removeprefix("kafka://") for url in self.broker.split(";")]
+
+    def scorer_config(self) -> ScorerConfig:
+        """The models' hyperparameters and alert thresholds."""
+        return ScorerConfig(
+            churn_horizon_days=self.churn_horizon_days,
+            churn_sample_interval_days=self.churn_sample_interval_days,
+            churn_learning_rate=self.churn_learning_rate,
+            quality_window=self.quality_window,
+            segments=self.segments,
+            segment_confirmations=self.segment_confirmations,
+            top_k=self.top_k,
+            allow_repurchase=self.allow_repurchase,
+            recommender_factors=self.recommender_factors,
+            alerts=AlertThresholds(
+                churn_risk=self.churn_alert_threshold,
+                churn_hysteresis=self.churn_alert_hysteresis,
+                churn_min_labels=self.churn_alert_min_labels,
+                negative_sentiment=self.negative_sentiment_threshold,
+                valuable_customer_value=self.valuable_customer_value,
+                cooldown_days=self.alert_cooldown_days,
+                segment_cooldown_days=self.segment_alert_cooldown_days,
+            ),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, or stop with a message naming each bad setting.
+
+    >>> try:
+    ...     load_settings(web_port=0)
+    ... except SettingsError as exc:
+    ...     print(exc)
+    invalid setting CRM_WEB_PORT=0: Input should be greater than or equal to 1
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            label = f"CRM_{name.upper()}" if name else "CRM_* settings"
+            value = error.get("input")
+            shown = "" if name == "redis_url" or isinstance(value, dict) else f"={value}"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"invalid setting {label}{shown}: {message}")
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,73 @@
+"""Creates the scorer's topics on the cluster when they are missing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.errors import CrmScorerError
+from streams.settings import Settings
+
+__all__ = ["BrokerUnavailable", "ensure_topics"]
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(CrmScorerError):
+    """The configured Kafka cluster does not answer."""
+
+
+def _admin(settings: Settings, timeout: float) -> tuple[KafkaAdminClient, set[str]]:
+    """An admin client that answered, and the topics it listed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.broker_hosts,
+                client_id=f"{settings.app_id}-admin",
+                request_timeout_ms=10_000,
+            )
+            return admin, set(admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                msg = (
+                    f"cannot reach the Kafka broker at CRM_BROKER={settings.broker} "
+                    f"within {timeout:.0f}s: {exc}"
+                )
+                raise BrokerUnavailable(msg) from exc
+            time.sleep(0.5)
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the events, alerts and dead-letter topics if missing; returns those created.
+
+    Uses ``CRM_TOPIC_PARTITIONS`` and ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic
+    creation (ACLs) is logged, not fatal: the topics may have been made by an operator.
+    """
+    admin, existing = _admin(settings, timeout)
+    created = []
+    try:
+        for name in (settings.events_topic, settings.alerts_topic, settings.dlq_topic):
+            if name in existing:
+                continue
+            topic = NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            try:
+                admin.create_topics([topic])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as exc:
+                logger.warning("Could not create topic %s: %s", name, exc)
+    finally:
+        with contextlib.suppress(Exception):
+            admin.close()
+    if created:
+        logger.info(
+            "Created topics %s with %d partitions", ", ".join(created), settings.topic_partitions
+        )
+    return created

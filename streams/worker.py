@@ -1,0 +1,54 @@
+"""Starts the scorer worker: checks Kafka and Redis, creates topics, runs the Faust worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from faust.worker import Worker
+
+from schemas.errors import CrmScorerError
+from streams.app import ScorerService
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+__all__ = ["RedisUnavailable", "check_redis", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class RedisUnavailable(CrmScorerError):
+    """The configured Redis does not answer."""
+
+
+def check_redis(settings: Settings, wait: float) -> None:
+    """Ping Redis until it answers, or raise naming ``CRM_REDIS_URL`` after ``wait`` seconds."""
+    client = redis.Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_timeout=3.0, socket_connect_timeout=3.0
+    )
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.AuthenticationError as exc:
+                msg = f"Redis refused the credentials in CRM_REDIS_URL: {exc}"
+                raise RedisUnavailable(msg) from exc
+            except (redis.RedisError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    msg = f"cannot reach Redis at CRM_REDIS_URL within {wait:.0f}s: {exc}"
+                    raise RedisUnavailable(msg) from exc
+                time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def run_worker(settings: Settings, wait: float = 30.0) -> None:
+    """Run until SIGINT or SIGTERM; pending scores are flushed to Redis on the way out."""
+    check_redis(settings, wait)
+    ensure_topics(settings, timeout=wait)
+    service = ScorerService(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Worker(service.app, loglevel=settings.log_level).execute_from_commandline()
