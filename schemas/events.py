@@ -23,6 +23,7 @@ from schemas.errors import EventRejected, UnknownEventType
 
 __all__ = [
     "DEAD_LETTER_REASONS",
+    "AnyEvent",
     "MAX_EVENT_BYTES",
     "CartAddEvent",
     "CustomerEvent",
@@ -198,16 +199,16 @@ class ReturnEvent(_EventBase):
     quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 
-CustomerEvent = Annotated[
+AnyEvent = (
     PurchaseEvent
     | ViewEvent
     | CartAddEvent
     | SupportTicketEvent
     | FeedbackEvent
     | SubscriptionCancelEvent
-    | ReturnEvent,
-    Field(discriminator="type"),
-]
+    | ReturnEvent
+)
+CustomerEvent = Annotated[AnyEvent, Field(discriminator="type")]
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(CustomerEvent)
 _KNOWN_TYPES = frozenset(t.value for t in EventType)
@@ -248,17 +249,7 @@ def _rejection(exc: ValidationError) -> EventRejected:
     return EventRejected(reason, message, field)
 
 
-def decode_event(
-    raw: bytes | None,
-) -> (
-    PurchaseEvent
-    | ViewEvent
-    | CartAddEvent
-    | SupportTicketEvent
-    | FeedbackEvent
-    | SubscriptionCancelEvent
-    | ReturnEvent
-):
+def decode_event(raw: bytes | None) -> AnyEvent:
     """Decode and validate one message value.
 
     Raises :class:`EventRejected` (dead-letter it) or :class:`UnknownEventType` (count and skip).

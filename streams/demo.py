@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from schemas.errors import CrmScorerError
 from schemas.scores import Score
-from streams.local_services import LocalBroker, LocalRedis, free_port, wait_for_port
+from streams.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
 from streams.producer import EventProducer
 from streams.settings import ENV_PREFIX, Settings, load_settings
 from streams.simulator import SimulationConfig, generate_messages
@@ -59,63 +58,28 @@ def read_metrics(port: int) -> dict[str, float]:
     return values
 
 
-class WorkerProcess:
-    """``crm-scorer worker`` in a child process with the given ``CRM_*`` environment."""
+class WorkerProcess(ManagedProcess):
+    """``crm-scorer worker`` in a child process; its port is the ``CRM_WEB_PORT`` of ``env``."""
+
+    name = "worker"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.web_port = int(env[f"{ENV_PREFIX}WEB_PORT"])
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(int(env[f"{ENV_PREFIX}WEB_PORT"]), env=env, log_path=log_path)
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "streams.cli", "worker"]
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the worker and wait until it serves /metrics."""
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            wait_for_port(self.web_port, timeout, self._process)
-        except CrmScorerError as exc:
-            msg = f"the worker did not start ({exc}); its log:\n{self.log_tail()}"
-            raise CrmScorerError(msg) from exc
-
-    def alive(self) -> bool:
-        """Whether the worker process still runs."""
-        return self._process is not None and self._process.poll() is None
-
-    def metrics(self) -> dict[str, float]:
-        """The worker's current metrics."""
-        return read_metrics(self.web_port)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of the worker's log."""
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        super().start(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (the worker flushes pending scores), then SIGKILL after ``timeout``."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        super().stop(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
+    def metrics(self) -> dict[str, float]:
+        """The worker's current metrics."""
+        return read_metrics(self.port)
 
 
 @contextlib.contextmanager

