@@ -109,7 +109,11 @@ def parse_event_time(value: Any) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         msg = "ISO-8601 timestamp needs a UTC offset (e.g. +00:00 or Z)"
         raise ValueError(msg)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        msg = f"{moment.isoformat()} is outside {_EARLIEST.year}..{_LATEST.year - 1}"
+        raise ValueError(msg) from exc
     if not _EARLIEST <= moment < _LATEST:
         msg = f"{moment.isoformat()} is outside {_EARLIEST.year}..{_LATEST.year - 1}"
         raise ValueError(msg)

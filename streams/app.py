@@ -65,6 +65,14 @@ class ScorerService:
             clock=clock,
         )
         self.app = self._build_app()
+        quality = self.scorer.quality
+        self.metrics.track(
+            customers=lambda: len(self.customers),
+            roc_auc=lambda: quality.roc_auc,
+            log_loss=lambda: quality.log_loss,
+            pending_labels=lambda: self.scorer.pending_labels,
+            events_learned=lambda: self.scorer.model_version_events,
+        )
 
     def _build_app(self) -> faust.App:
         s = self.settings
@@ -106,9 +114,6 @@ class ScorerService:
         async def flush_scores() -> None:
             await self.writer.flush()
 
-        async def refresh_gauges() -> None:
-            self.refresh_gauges()
-
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
 
@@ -121,7 +126,6 @@ class ScorerService:
 
         app.agent(self.events_topic, name="score-events")(score_events)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
-        app.timer(1.0, name="refresh-gauges")(refresh_gauges)
         app.page("/metrics")(metrics_page)
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
@@ -237,14 +241,3 @@ class ScorerService:
             reason,
             error,
         )
-
-    def refresh_gauges(self) -> None:
-        """Copy model quality and state sizes into their gauges."""
-        quality = self.scorer.quality
-        self.metrics.model_quality(
-            quality.roc_auc,
-            quality.log_loss,
-            self.scorer.pending_labels,
-            self.scorer.model_version_events,
-        )
-        self.metrics.customers.set(len(self.customers))

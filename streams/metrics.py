@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -143,6 +144,22 @@ class ScorerMetrics:
         """Count delayed churn labels."""
         for label in labels:
             self._label_children[label].inc()
+
+    def track(
+        self,
+        *,
+        customers: Callable[[], float],
+        roc_auc: Callable[[], float],
+        log_loss: Callable[[], float],
+        pending_labels: Callable[[], float],
+        events_learned: Callable[[], float],
+    ) -> None:
+        """Read the live gauges from these callables at every scrape, so they are never stale."""
+        self.customers.set_function(customers)
+        self.churn_roc_auc.set_function(roc_auc)
+        self.churn_log_loss.set_function(log_loss)
+        self.churn_pending_labels.set_function(pending_labels)
+        self.model_events_learned.set_function(events_learned)
 
     def model_quality(self, roc_auc: float, log_loss: float, pending: int, learned: int) -> None:
         """Refresh the live model-quality gauges."""

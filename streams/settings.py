@@ -142,9 +142,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
-        topics = [self.events_topic, self.alerts_topic, self.dlq_topic]
-        if len(set(topics)) != len(topics):
-            msg = "events_topic, alerts_topic and dlq_topic must be three different topics"
+        topics = {
+            "CRM_EVENTS_TOPIC": self.events_topic,
+            "CRM_ALERTS_TOPIC": self.alerts_topic,
+            "CRM_DLQ_TOPIC": self.dlq_topic,
+        }
+        if len(set(topics.values())) != len(topics):
+            given = ", ".join(f"{name}={topic}" for name, topic in topics.items())
+            msg = f"CRM_EVENTS_TOPIC, CRM_ALERTS_TOPIC and CRM_DLQ_TOPIC must differ ({given})"
             raise ValueError(msg)
         return self
 

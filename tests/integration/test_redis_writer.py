@@ -1,0 +1,90 @@
+"""The score writer against a real redis-server: batching, newest-wins, and an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from schemas.scores import Score
+from streams.local_services import LocalRedis
+from streams.metrics import ScorerMetrics
+from streams.redis_sink import ScoreWriter
+
+logger = logging.getLogger(__name__)
+
+pytestmark = pytest.mark.integration
+
+
+def _score(customer_id: str, risk: float) -> Score:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    return Score(
+        customer_id=customer_id,
+        churn_risk=risk,
+        segment=1,
+        segment_name="regulars",
+        value=0.5,
+        monetary=10.0,
+        orders=1,
+        recommendations=["a"],
+        sentiment=None,
+        model_version="test",
+        event_time=now,
+        updated_at=now,
+    )
+
+
+def test_a_batch_is_one_flush_and_the_newest_score_wins(redis_server: LocalRedis) -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> dict[bytes, bytes]:
+        client = Redis.from_url(redis_server.url)
+        writer = ScoreWriter(client, prefix="batch:", metrics=ScorerMetrics(registry), batch_size=3)
+        writer.put(_score("c1", 0.1))
+        writer.put(_score("c2", 0.2))
+        writer.put(_score("c1", 0.9))
+        assert not writer.full
+        assert await writer.flush() == 2
+        fields = await client.hgetall("batch:c1")
+        await client.aclose()
+        return fields
+
+    fields = asyncio.run(scenario())
+    assert fields[b"churn_risk"] == b"0.900000"
+    assert registry.get_sample_value("crm_scorer_redis_scores_written_total") == 2
+    assert registry.get_sample_value("crm_scorer_redis_write_seconds_count") == 1
+
+
+def test_scores_survive_a_redis_outage() -> None:
+    registry = CollectorRegistry()
+    server = LocalRedis()
+    server.start()
+    try:
+
+        async def scenario() -> dict[bytes, bytes]:
+            client = Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=2)
+            writer = ScoreWriter(client, prefix="outage:", metrics=ScorerMetrics(registry))
+            writer.put(_score("c1", 0.1))
+            assert await writer.flush() == 1
+            server.stop()
+            writer.put(_score("c1", 0.7))
+            writer.put(_score("c2", 0.3))
+            assert await writer.flush() == 0
+            assert len(writer) == 2
+            server.start()  # same port, empty: it kept nothing on disk
+            assert await writer.flush() == 2
+            fields = await client.hgetall("outage:c1")
+            assert await client.exists("outage:c2") == 1
+            await client.aclose()
+            return fields
+
+        fields = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert fields[b"churn_risk"] == b"0.700000"
+    assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1
+    assert registry.get_sample_value("crm_scorer_redis_pending_scores") == 0

@@ -1,0 +1,80 @@
+"""Helpers of the integration and CLI tests: worker processes, waiting, reading topics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from streams.demo import WorkerProcess, read_metrics
+from streams.local_services import LocalBroker, free_port
+
+logger = logging.getLogger(__name__)
+
+
+def worker_env(broker: LocalBroker, redis_url: str, name: str, data_dir: Path) -> dict[str, str]:
+    """A worker environment whose app id, topics and key prefix belong to ``name`` alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env.update(
+        CRM_BROKER=broker.url,
+        CRM_REDIS_URL=redis_url,
+        CRM_APP_ID=f"crm-test-{name}",
+        CRM_EVENTS_TOPIC=f"{name}.events",
+        CRM_ALERTS_TOPIC=f"{name}.alerts",
+        CRM_DLQ_TOPIC=f"{name}.events.dlq",
+        CRM_REDIS_PREFIX=f"{name}:score:",
+        CRM_WEB_PORT=str(free_port()),
+        CRM_DATA_DIR=str(data_dir),
+        CRM_TOPIC_PARTITIONS="4",
+        CRM_SESSION_TIMEOUT="10",
+        CRM_REBALANCE_TIMEOUT="10",
+        CRM_LOG_LEVEL="info",
+    )
+    return env
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> WorkerProcess:
+    """``crm-scorer worker`` as a user runs it, serving /metrics."""
+    worker = WorkerProcess(env, log_path)
+    worker.start()
+    return worker
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None
+) -> None:
+    """Poll ``condition``; after ``timeout`` fail naming ``what``, with the worker log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if worker is not None and not worker.alive():
+            pytest.fail(f"worker died while waiting for {what}:\n{worker.log_tail(60)}")
+        time.sleep(0.2)
+    tail = f"\nworker log:\n{worker.log_tail(60)}" if worker is not None else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+
+
+def handled_events(worker: WorkerProcess) -> int:
+    """Events the worker scored, dead-lettered or skipped so far."""
+    return int(read_metrics(worker.port).get("crm_scorer_events_total", 0.0))
+
+
+def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:
+    """Every message of ``topic`` from the beginning, until ``idle_ms`` pass without one."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
