@@ -6,14 +6,14 @@ import contextlib
 import logging
 import time
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.errors import CrmScorerError
 from streams.settings import Settings
 
-__all__ = ["BrokerUnavailable", "ensure_topics"]
+__all__ = ["BrokerUnavailable", "ensure_topics", "partition_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +71,20 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             "Created topics %s with %d partitions", ", ".join(created), settings.topic_partitions
         )
     return created
+
+
+def partition_count(settings: Settings, topic: str, timeout: float = 30.0) -> int:
+    """How many partitions ``topic`` has on the cluster (the customer table must match it)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.broker_hosts, request_timeout_ms=10_000)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                return len(partitions)
+            if time.monotonic() >= deadline:
+                msg = f"topic {topic} has no partitions on CRM_BROKER={settings.broker}"
+                raise BrokerUnavailable(msg)
+            time.sleep(0.5)
+    finally:
+        consumer.close()

@@ -11,7 +11,7 @@ from faust.worker import Worker
 from schemas.errors import CrmScorerError
 from streams.app import ScorerService
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, partition_count
 
 __all__ = ["RedisUnavailable", "check_redis", "run_worker"]
 
@@ -49,6 +49,15 @@ def run_worker(settings: Settings, wait: float = 30.0) -> None:
     """Run until SIGINT or SIGTERM; pending scores are flushed to Redis on the way out."""
     check_redis(settings, wait)
     ensure_topics(settings, timeout=wait)
+    partitions = partition_count(settings, settings.events_topic, timeout=wait)
+    if partitions != settings.topic_partitions:
+        logger.warning(
+            "%s has %d partitions, not CRM_TOPIC_PARTITIONS=%d: the customer table follows it",
+            settings.events_topic,
+            partitions,
+            settings.topic_partitions,
+        )
+        settings = settings.model_copy(update={"topic_partitions": partitions})
     service = ScorerService(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Worker(service.app, loglevel=settings.log_level).execute_from_commandline()
