@@ -163,9 +163,13 @@ class ChurnQuality:
 
     @property
     def roc_auc(self) -> float:
-        """Rolling ROC AUC (NaN until both classes were seen)."""
-        value = float(self._roc_auc.get())
-        return value if self._labels else math.nan
+        """Rolling ROC AUC (NaN unless the window holds both classes)."""
+        # River answers 0.0 for a one-class window, which reads as "perfectly wrong". With both
+        # classes in the window its churn rate is at least 1/window away from 0 and from 1.
+        margin = 0.5 / self.window
+        if not margin < self.churn_rate < 1.0 - margin:
+            return math.nan
+        return float(self._roc_auc.get())
 
     @property
     def log_loss(self) -> float:

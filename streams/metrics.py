@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 EVENT_OUTCOMES = ("scored", "dead_lettered", "skipped")
 # Label values for event types are this fixed set; anything else is "other".
 _EVENT_TYPE_LABELS = (*(t.value for t in EventType), "other")
+_ALERT_TYPE_LABELS = frozenset(t.value for t in AlertType)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -138,7 +139,8 @@ class ScorerMetrics:
 
     def alert(self, alert_type: str) -> None:
         """Count one published alert."""
-        self.alerts.labels(type=alert_type).inc()
+        known = alert_type in _ALERT_TYPE_LABELS
+        self.alerts.labels(type=alert_type if known else "other").inc()
 
     def labels_learned(self, labels: list[bool]) -> None:
         """Count delayed churn labels."""

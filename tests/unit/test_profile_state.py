@@ -1,0 +1,235 @@
+"""Unit tests of a customer's features (CustomerProfile) and stored record (CustomerState)."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from online_models.activity import DAY, Activity
+from online_models.alert_policy import AlertState
+from online_models.churn import PendingExample
+from online_models.profile import MAX_PURCHASED_ITEMS, MAX_RECENT_ITEMS, CustomerProfile
+from online_models.state import STATE_VERSION, CustomerState, StateVersionError
+
+T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+
+
+def purchase(time: float, item: str = "sku-1", amount: float = 10.0, quantity: int = 1):
+    return Activity("purchase", time, item_id=item, amount=amount, quantity=quantity)
+
+
+def profile_with(*activities: Activity) -> CustomerProfile:
+    profile = CustomerProfile.new(activities[0].time)
+    for activity in activities:
+        profile.record(activity)
+    return profile
+
+
+def test_basket_lines_sharing_a_timestamp_count_as_one_order():
+    profile = profile_with(
+        purchase(T0, "sku-1", 10.0),
+        purchase(T0, "sku-2", 5.0, quantity=3),
+        purchase(T0, "sku-3", 2.5),
+        purchase(T0 + DAY, "sku-1", 10.0),
+    )
+
+    assert profile.orders == 2
+    assert profile.purchase_lines == 4
+    assert profile.units == 6
+    assert profile.monetary == pytest.approx(27.5)
+
+
+def test_mean_gap_between_baskets_is_in_days():
+    profile = profile_with(
+        purchase(T0),
+        purchase(T0 + 10 * DAY, "sku-2"),
+        purchase(T0 + 10 * DAY, "sku-3"),  # same basket: no new gap
+        purchase(T0 + 30 * DAY),
+    )
+
+    assert profile.orders == 3
+    assert profile.gap_mean_days == pytest.approx(15.0)
+
+
+def test_a_single_basket_has_no_gap():
+    assert profile_with(purchase(T0)).gap_mean_days == 0.0
+
+
+def test_returns_reduce_net_monetary_but_never_below_zero():
+    profile = profile_with(purchase(T0, amount=50.0))
+    profile.record(Activity("return", T0 + DAY, item_id="sku-1", amount=20.0, quantity=1))
+
+    assert profile.net_monetary == pytest.approx(30.0)
+    assert profile.returns == 1
+
+    profile.record(Activity("return", T0 + 2 * DAY, item_id="sku-1", amount=100.0))
+
+    assert profile.net_monetary == 0.0
+
+
+def test_out_of_order_events_never_move_time_backwards():
+    profile = profile_with(purchase(T0 + 10 * DAY))
+    profile.record(Activity("view", T0 + 5 * DAY, item_id="sku-9"))
+    profile.record(purchase(T0 + 3 * DAY, "sku-7"))
+
+    assert profile.last_seen == T0 + 10 * DAY
+    assert profile.last_order_at == T0 + 10 * DAY
+    assert profile.first_seen == T0 + 3 * DAY
+    now = profile.last_seen
+    assert profile.days_since_order(now) == 0.0
+    # Asked about a moment before the latest basket, days are clamped, not negative.
+    assert profile.days_since_order(T0) == 0.0
+    assert profile.tenure_days(T0) == 0.0
+    features = profile.churn_features(T0)
+    assert all(math.isfinite(v) for v in features.values())
+    assert features["log_days_since_order"] == 0.0
+    assert features["log_tenure_days"] == 0.0
+
+
+def test_purchased_items_are_bounded_and_keep_the_latest():
+    profile = CustomerProfile.new(T0)
+    for n in range(MAX_PURCHASED_ITEMS + 50):
+        profile.record(purchase(T0 + n * DAY, f"sku-{n}"))
+
+    assert MAX_PURCHASED_ITEMS == 200
+    assert len(profile.purchased_items) == 200
+    assert profile.purchased_items[-1] == f"sku-{MAX_PURCHASED_ITEMS + 49}"
+    assert "sku-0" not in profile.purchased_items
+
+
+def test_recent_items_hold_the_last_ten_distinct_items_latest_last():
+    profile = CustomerProfile.new(T0)
+    for n in range(15):
+        profile.record(purchase(T0 + n * DAY, f"sku-{n}"))
+    profile.record(purchase(T0 + 20 * DAY, "sku-7"))  # bought again: moves to the end
+
+    assert MAX_RECENT_ITEMS == 10
+    assert len(profile.recent_items) == 10
+    assert profile.recent_items[-1] == "sku-7"
+    assert profile.recent_items.count("sku-7") == 1
+    assert "sku-0" not in profile.recent_items
+
+
+def test_repeat_purchases_of_an_item_are_remembered_once():
+    profile = profile_with(purchase(T0), purchase(T0 + DAY), purchase(T0 + 2 * DAY))
+
+    assert profile.purchased_items == ["sku-1"]
+    assert profile.recent_items == ["sku-1"]
+
+
+def test_sentiment_is_smoothed_and_keeps_the_latest_tone():
+    profile = CustomerProfile.new(T0)
+    assert profile.sentiment is None
+
+    profile.record(Activity("feedback", T0, text="great"), sentiment=0.8)
+    assert profile.sentiment == pytest.approx(0.8)
+
+    profile.record(Activity("support_ticket", T0 + DAY, text="broken"), sentiment=-0.4)
+    assert profile.sentiment == pytest.approx(0.2)  # halfway, not jumping to -0.4
+    assert profile.last_sentiment == pytest.approx(-0.4)
+
+    profile.record(Activity("view", T0 + 2 * DAY, item_id="sku-1"))
+    assert profile.sentiment == pytest.approx(0.2)  # events without text leave it alone
+    assert (profile.feedbacks, profile.tickets) == (1, 1)
+
+
+def test_features_of_a_brand_new_customer_are_finite():
+    profile = CustomerProfile.new(T0)
+
+    churn = profile.churn_features(T0)
+    segment = profile.segment_features(T0)
+
+    assert len(churn) == 14
+    assert all(math.isfinite(v) for v in churn.values())
+    assert all(math.isfinite(v) for v in segment.values())
+    assert churn["has_ordered"] == 0.0
+    assert segment["ordered"] == 0.0
+
+
+def test_segment_features_stay_on_their_fixed_scale_for_extreme_customers():
+    profile = CustomerProfile.new(T0)
+    for n in range(500):
+        profile.record(purchase(T0 + n * 60.0, f"sku-{n}", amount=1e6))
+    for n in range(1000):
+        profile.record(Activity("view", T0 + n, item_id="sku-1"))
+
+    features = profile.segment_features(T0 + 5_000 * DAY)
+
+    assert all(0.0 <= v <= 1.5 for v in features.values())
+
+
+def full_state() -> CustomerState:
+    state = CustomerState.new(T0)
+    state.profile.record(purchase(T0, "sku-1", 12.5, 2))
+    state.profile.record(purchase(T0 + DAY, "sku-2", 7.0))
+    state.profile.record(Activity("feedback", T0 + 2 * DAY, text="ok", rating=4), sentiment=0.4)
+    state.pending = PendingExample(T0 + DAY, state.profile.churn_features(T0 + DAY), 0.37)
+    state.segment, state.segment_candidate, state.segment_votes = 2, 4, 1
+    state.cancelled = True
+    state.alerts = AlertState(churn_armed=False, last_alert_at={"churn_risk": T0 + DAY})
+    return state
+
+
+def test_state_to_dict_is_json_and_round_trips():
+    state = full_state()
+
+    raw = orjson.dumps(state.to_dict())
+    restored = CustomerState.from_dict(orjson.loads(raw))
+
+    assert restored == state
+    assert restored.pending is not None
+    assert restored.pending.features == state.pending.features
+    assert restored.profile.purchased_items == ["sku-1", "sku-2"]
+
+
+def test_a_state_rebuilt_in_memory_does_not_share_anything_with_the_original():
+    state = full_state()
+    restored = CustomerState.from_dict(state.to_dict())
+
+    restored.profile.record(purchase(T0 + 3 * DAY, "sku-3"))
+    restored.pending.features["log_orders"] = 99.0
+    restored.alerts.last_alert_at["negative_feedback"] = T0
+
+    assert "sku-3" not in state.profile.purchased_items
+    assert state.pending.features["log_orders"] != 99.0
+    assert "negative_feedback" not in state.alerts.last_alert_at
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1"])
+def test_a_record_of_another_format_version_is_refused(version):
+    data = full_state().to_dict()
+    if version is None:
+        del data["v"]
+    else:
+        data["v"] = version
+
+    with pytest.raises(StateVersionError, match="format version"):
+        CustomerState.from_dict(data)
+
+
+def test_a_new_segment_needs_consecutive_votes():
+    state = CustomerState.new(T0)
+
+    assert state.confirm_segment(1, 3) is None
+    assert state.segment == 1  # the first prediction is adopted at once
+
+    # Two votes for 2, interrupted by 1: no move, and the count starts over.
+    assert [state.confirm_segment(s, 3) for s in (2, 2, 1, 2, 2)] == [None] * 5
+    assert state.segment == 1
+    # An interruption by a third segment also resets the count.
+    assert [state.confirm_segment(s, 3) for s in (5, 2, 2)] == [None] * 3
+    assert state.segment == 1
+
+    assert state.confirm_segment(2, 3) == 1  # the third vote in a row: moved, from 1
+    assert state.segment == 2
+    assert state.confirm_segment(2, 3) is None
+
+
+def test_one_confirmation_moves_at_once():
+    state = CustomerState.new(T0)
+    state.confirm_segment(0, 1)
+
+    assert state.confirm_segment(3, 1) == 0
+    assert state.segment == 3
