@@ -101,6 +101,16 @@ class AlertPolicy:
         details = {"score": round(risk, 6), "threshold": limits.churn_risk, "reasons": reasons}
         return self._fire(state, "churn_risk", time, severity, details)
 
+    def cancellation(self, state: AlertState, *, time: float) -> list[AlertIntent]:
+        """A cancellation is certain churn: always alert, once, whatever hysteresis says."""
+        state.churn_armed = False
+        details = {
+            "score": 1.0,
+            "threshold": self.thresholds.churn_risk,
+            "reasons": ["subscription_cancel"],
+        }
+        return self._fire(state, "churn_risk", time, "critical", details)
+
     def segment_change(
         self,
         state: AlertState,

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 # Enough to keep recommending new things to heavy buyers without unbounded state.
 MAX_PURCHASED_ITEMS = 200
 MAX_RECENT_ITEMS = 10
+MAX_ORDER_TIMES = 8
 SENTIMENT_SMOOTHING = 0.5
 
 
@@ -50,6 +51,8 @@ class CustomerProfile:
     first_order_at: float | None = None
     last_order_at: float | None = None
     gap_mean_days: float = 0.0
+    gaps: int = 0
+    order_times: list[float] = field(default_factory=list)
     sentiment: float | None = None
     last_sentiment: float | None = None
     purchased_items: list[str] = field(default_factory=list)
@@ -106,13 +109,18 @@ class CustomerProfile:
         self.purchase_lines += 1
         self.units += activity.quantity
         self.monetary += activity.amount
-        if self.last_order_at is None or time > self.last_order_at:
-            if self.last_order_at is not None:
-                gap = (time - self.last_order_at) / DAY
-                # Running mean over the orders - 1 gaps seen so far.
-                self.gap_mean_days += (gap - self.gap_mean_days) / self.orders
+        if time not in self.order_times:
+            # Lines of a basket share its timestamp: only a new timestamp is a new basket, also
+            # when it arrives late (older than the latest basket).
             self.orders += 1
-            self.last_order_at = time
+            self.order_times.append(time)
+            del self.order_times[:-MAX_ORDER_TIMES]
+            if self.last_order_at is not None and time > self.last_order_at:
+                self.gaps += 1
+                gap = (time - self.last_order_at) / DAY
+                self.gap_mean_days += (gap - self.gap_mean_days) / self.gaps
+            if self.last_order_at is None or time > self.last_order_at:
+                self.last_order_at = time
         if self.first_order_at is None or time < self.first_order_at:
             self.first_order_at = time
         item = activity.item_id

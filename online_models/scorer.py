@@ -151,6 +151,7 @@ class CustomerScorer:
         if activity.kind in _TEXT_KINDS:
             tone = self._sentiment.predict_one(activity.text, activity.rating)
         profile.record(activity, tone)
+        newly_cancelled = activity.kind == "subscription_cancel" and not state.cancelled
         if activity.kind == "subscription_cancel":
             state.cancelled = True
         elif activity.kind == "purchase":
@@ -182,7 +183,7 @@ class CustomerScorer:
         predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
         score = self._finish(customer_id, state, risk, now)
-        alerts = self._alerts(state, score, left, features, tone, activity.kind)
+        alerts = self._alerts(state, score, left, features, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
     def due_for_labels(self, watermark: float, shard: int = 0) -> list[str]:
@@ -238,8 +239,10 @@ class CustomerScorer:
             self._learn_label(pending, True, labels)
         elif age >= cfg.churn_sample_interval_days * DAY:
             self._learn_label(pending, False, labels)
-        else:
-            return labels
+        elif age < 0:
+            return labels  # a late event from before the example: it changes nothing
+        # Else too soon for a label: the example is retaken after this event, so its
+        # horizon runs from the customer's latest activity.
         state.pending = None
         self._schedule(shard).cancel(customer_id)
         return labels
@@ -277,18 +280,22 @@ class CustomerScorer:
         features: dict[str, float],
         tone: float | None,
         kind: str,
+        newly_cancelled: bool = False,
     ) -> list[AlertIntent]:
         policy = self._policy
         time = score.event_time
-        if state.cancelled:
-            reasons = ["subscription_cancel"]
-            labels = max(self._churn.labels_learned, policy.thresholds.churn_min_labels)
+        if newly_cancelled:
+            alerts = policy.cancellation(state.alerts, time=time)
+        elif state.cancelled:
+            alerts = []  # already alerted when the customer cancelled
         else:
-            reasons = self._churn.explain_one(features)
-            labels = self._churn.labels_learned
-        alerts = policy.churn(
-            state.alerts, score.churn_risk, time=time, labels=labels, reasons=reasons
-        )
+            alerts = policy.churn(
+                state.alerts,
+                score.churn_risk,
+                time=time,
+                labels=self._churn.labels_learned,
+                reasons=self._churn.explain_one(features),
+            )
         # Ids of neighbouring clusters can trade customers without a change a CRM cares
         # about: only a move to a differently described segment is an alert.
         if (

@@ -59,8 +59,7 @@ class Segmenter:
         """The segment nearest to ``x`` among seeded centres (0 before any learning)."""
         if self._seeded == 0:
             return 0
-        if self.ready:
-            return int(self._kmeans.predict_one(x))
+        # Own distance: River's predict_one would invent centre values for unknown keys.
         return min(range(self._seeded), key=lambda i: self._distance(i, x))
 
     def learn_one(self, x: dict[str, float]) -> None:
@@ -78,7 +77,13 @@ class Segmenter:
                 self._kmeans.centers[segment].update(x)
                 self._seeded += 1
                 return segment
-            return self.predict_one(x)
+            segment = self.predict_one(x)
+            center = self._kmeans.centers[segment]
+            for key, value in x.items():
+                center[key] = center.get(key, value) + self.halflife * (
+                    value - center.get(key, value)
+                )
+            return segment
         return int(self._kmeans.learn_predict_one(x))
 
     def _distance(self, segment: int, x: dict[str, float]) -> float:

@@ -23,8 +23,8 @@ from schemas.errors import EventRejected, UnknownEventType
 
 __all__ = [
     "DEAD_LETTER_REASONS",
-    "AnyEvent",
     "MAX_EVENT_BYTES",
+    "AnyEvent",
     "CartAddEvent",
     "CustomerEvent",
     "EventType",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -214,8 +215,9 @@ def _summary(
         "churn labels learned", f"{metrics.get('crm_scorer_churn_labels_total', 0.0):,.0f}"
     )
     labelled = metrics.get("crm_scorer_churn_labels_total", 0.0)
-    auc = metrics.get("crm_scorer_churn_roc_auc", 0.0)
-    table.add_row("churn rolling ROC AUC", f"{auc:.3f}" if labelled else "n/a (no labels yet)")
+    auc = metrics.get("crm_scorer_churn_roc_auc", math.nan)
+    shown = "n/a (needs both churned and stayed labels)" if math.isnan(auc) else f"{auc:.3f}"
+    table.add_row("churn rolling ROC AUC", shown if labelled else "n/a (no labels yet)")
     for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
         table.add_row(f"alerts: {alert_type}", f"{alerts.get(alert_type, 0):,}")
     console.print(table)

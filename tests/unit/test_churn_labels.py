@@ -144,28 +144,31 @@ def test_labels_teach_the_features_as_they_were_at_the_score(monkeypatch):
 
     t0 = T0
     customer.does(purchase(t0, amount=10.0))
-    at_t0 = copy.deepcopy(customer.state).profile.churn_features(t0)
-    # Within the sample interval: changes the profile, but the example of t0 still waits.
+    # Within the sample interval the example is retaken after each event, so its horizon
+    # runs from the latest activity; it still holds nothing from after its own score.
     customer.does(purchase(t0 + 0.5 * DAY, item="sku-2", amount=900.0))
     customer.does(Activity("support_ticket", t0 + 0.6 * DAY, text="Awful, broken, furious!"))
+    at_t0 = copy.deepcopy(customer.state).profile.churn_features(t0 + 0.6 * DAY)
     t1 = t0 + 10 * DAY
     customer.does(purchase(t1, item="sku-3", amount=25.0))
-    at_t1 = copy.deepcopy(customer.state).profile.churn_features(t1)
     customer.does(purchase(t1 + 0.5 * DAY, item="sku-4", amount=5_000.0))
     customer.does(view(t1 + 0.7 * DAY))
+    at_t1 = copy.deepcopy(customer.state).profile.churn_features(t1 + 0.7 * DAY)
 
     assert learned == [(at_t0, False)]
-    assert learned[0][0]["log_orders"] == pytest.approx(math.log1p(1))  # not 2, not 3
-    assert learned[0][0]["log_net_monetary"] == pytest.approx(math.log1p(10.0))
-    assert learned[0][0]["log_tickets"] == 0.0
+    assert learned[0][0]["log_orders"] == pytest.approx(math.log1p(2))  # not 3, not 4
+    assert learned[0][0]["log_net_monetary"] == pytest.approx(math.log1p(910.0))
+    assert learned[0][0]["log_tickets"] == pytest.approx(math.log1p(1))
 
-    deadline = t1 + HORIZON_DAYS * DAY
+    deadline = t1 + 0.7 * DAY + HORIZON_DAYS * DAY  # the horizon runs from the last activity
+    assert scorer.due_for_labels(deadline - 1.0) == []
     assert scorer.due_for_labels(deadline) == ["c-1"]
     scorer.label_silent("c-1", customer.state, deadline)
 
     assert learned[1] == (at_t1, True)
-    assert learned[1][0]["log_orders"] == pytest.approx(math.log1p(3))  # not the 4th basket
-    assert learned[1][0]["log_days_since_order"] == 0.0  # nor the silence after it
+    assert learned[1][0]["log_orders"] == pytest.approx(math.log1p(4))
+    # Taken at the view, 0.2 days after the last basket: none of the silence after it.
+    assert learned[1][0]["log_days_since_order"] == pytest.approx(math.log1p(0.2))
 
 
 def test_stored_and_restored_state_keeps_the_example_unchanged(monkeypatch):
@@ -335,3 +338,16 @@ def test_quality_has_no_roc_auc_until_both_labels_were_seen():
         other.does(purchase(T0 + (30 + HORIZON_DAYS + 1) * DAY))
     assert scorer.quality.churn_rate == 1.0
     assert math.isnan(scorer.quality.roc_auc)
+
+
+def test_a_cancellation_alerts_even_right_after_a_churn_risk_alert():
+    thresholds = AlertThresholds(churn_risk=0.0, churn_min_labels=0, cooldown_days=30.0)
+    scorer = CustomerScorer(ScorerConfig(alerts=thresholds))
+    customer = Customer(scorer)
+    first = customer.does(purchase(T0))
+    assert [a.type for a in first.alerts] == ["churn_risk"]  # threshold 0: any risk alerts
+
+    cancel = customer.does(Activity("subscription_cancel", T0 + 2 * DAY))
+    assert [a.details["reasons"] for a in cancel.alerts] == [["subscription_cancel"]]
+    again = customer.does(Activity("subscription_cancel", T0 + 40 * DAY))
+    assert again.alerts == []  # already cancelled: one alert per cancellation

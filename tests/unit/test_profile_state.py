@@ -233,3 +233,12 @@ def test_one_confirmation_moves_at_once():
 
     assert state.confirm_segment(3, 1) == 0
     assert state.segment == 3
+
+
+def test_a_basket_arriving_late_still_counts_as_an_order():
+    profile = profile_with(
+        purchase(10 * DAY), purchase(20 * DAY), purchase(3 * DAY), purchase(3 * DAY, "sku-2")
+    )
+    assert profile.orders == 3
+    assert profile.last_order_at == 20 * DAY
+    assert profile.gap_mean_days == 10.0  # gaps come from baskets seen in order

@@ -275,3 +275,15 @@ def test_pickle_keeps_rating_weight_and_predictions():
     text = "Not bad at all, decent service."
     assert clone.predict_one(text, rating=2) == model.predict_one(text, rating=2)
     assert len(pickle.dumps(model)) < 1_000  # the lexicon is not copied along
+
+
+def test_centres_learn_before_every_segment_is_seeded():
+    segmenter = Segmenter(n_segments=5, halflife=0.5)
+    segmenter.learn_one({"monetary": 0.0, "frequency": 0.0})
+    for _ in range(20):
+        segmenter.learn_one({"monetary": 0.05, "frequency": 0.05})
+    assert not segmenter.ready
+    assert segmenter.centers()[0]["monetary"] == pytest.approx(0.05, abs=1e-3)
+    before = segmenter.centers()
+    segmenter.predict_one({"unknown_feature": 3.0})
+    assert segmenter.centers() == before  # predicting never changes the model
