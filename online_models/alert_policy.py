@@ -52,6 +52,7 @@ class AlertIntent:
     type: str
     severity: str
     details: dict[str, Any]
+    time: float = 0.0
 
 
 class AlertPolicy:
@@ -83,7 +84,7 @@ class AlertPolicy:
         self, state: AlertState, kind: str, time: float, severity: str, details: dict[str, Any]
     ) -> list[AlertIntent]:
         state.last_alert_at[kind] = time
-        return [AlertIntent(kind, severity, details)]
+        return [AlertIntent(kind, severity, details, time)]
 
     def churn(
         self, state: AlertState, risk: float, *, time: float, labels: int, reasons: list[str]

@@ -20,12 +20,13 @@ class ChurnModel:
 
     >>> model = ChurnModel()
     >>> model.predict_proba_one({"log_days_since_order": 1.0})
-    0.5
+    {False: 0.5, True: 0.5}
     >>> for _ in range(200):
     ...     model.learn_one({"log_days_since_order": 4.0}, True)
     ...     model.learn_one({"log_days_since_order": 0.5}, False)
-    >>> model.predict_proba_one({"log_days_since_order": 4.0}) > 0.9
-    True
+    >>> silent = {"log_days_since_order": 4.0}
+    >>> model.predict_one(silent), model.risk(silent) > 0.9
+    (True, True)
     """
 
     def __init__(self, learning_rate: float = 0.05, l2: float = 1e-4) -> None:
@@ -42,7 +43,16 @@ class ChurnModel:
         """How many labelled examples the model has learned from."""
         return self._labels_learned
 
-    def predict_proba_one(self, x: dict[str, float]) -> float:
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        """``{False: p(stays), True: p(churns)}``, as River's classifiers answer."""
+        churn = self.risk(x)
+        return {False: 1.0 - churn, True: churn}
+
+    def predict_one(self, x: dict[str, float]) -> bool:
+        """Whether the customer is more likely to churn than not."""
+        return self.risk(x) > 0.5
+
+    def risk(self, x: dict[str, float]) -> float:
         """Probability that the customer churns (0..1)."""
         scaled = self._scaler.transform_one(x)
         return float(self._regression.predict_proba_one(scaled).get(True, 0.0))

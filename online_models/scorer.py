@@ -142,6 +142,7 @@ class CustomerScorer:
         """
         cfg = self.config
         state = state if state is not None else CustomerState.new(activity.time)
+        state.shard = shard
         profile = state.profile
         labels = self._resolve_pending(customer_id, state, activity, shard)
 
@@ -175,7 +176,7 @@ class CustomerScorer:
 
         now = profile.last_seen
         features = profile.churn_features(now)
-        risk = 1.0 if state.cancelled else self._churn.predict_proba_one(features)
+        risk = 1.0 if state.cancelled else self._churn.risk(features)
         if state.pending is None and not state.cancelled:
             state.pending = PendingExample(now, features, risk)
             self._schedule(shard).schedule(customer_id, now + cfg.churn_horizon_days * DAY)
@@ -183,8 +184,22 @@ class CustomerScorer:
         predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
         score = self._finish(customer_id, state, risk, now)
-        alerts = self._alerts(state, score, left, features, tone, activity.kind, newly_cancelled)
+        alerts = self._alerts(
+            state, score, left, now, features, tone, activity.kind, newly_cancelled
+        )
         return ScoreOutcome(state, score, alerts, labels)
+
+    def forget_schedules(self) -> None:
+        """Drop every label deadline (the worker's partitions changed); see :meth:`reschedule`."""
+        self._schedules.clear()
+
+    def reschedule(self, customer_id: str, state: CustomerState) -> bool:
+        """Schedule the label of a stored customer's pending example; True if it has one."""
+        if state.pending is None:
+            return False
+        deadline = state.pending.time + self.config.churn_horizon_days * DAY
+        self._schedule(state.shard).schedule(customer_id, deadline)
+        return True
 
     def due_for_labels(self, watermark: float, shard: int = 0) -> list[str]:
         """Customers of ``shard`` whose pending example's horizon passed by ``watermark``."""
@@ -207,11 +222,11 @@ class CustomerScorer:
         profile = state.profile
         now = max(watermark, profile.last_seen)
         features = profile.churn_features(now)
-        risk = 1.0 if state.cancelled else self._churn.predict_proba_one(features)
+        risk = 1.0 if state.cancelled else self._churn.risk(features)
         predicted = self._segmenter.predict_one(profile.segment_features(now))
         left = state.confirm_segment(predicted, self.config.segment_confirmations)
         score = self._finish(customer_id, state, risk, now)
-        alerts = self._alerts(state, score, left, features, None, "silence")
+        alerts = self._alerts(state, score, left, now, features, None, "silence")
         return ScoreOutcome(state, score, alerts, labels)
 
     def _schedule(self, shard: int) -> LabelSchedule:
@@ -268,7 +283,7 @@ class CustomerScorer:
             orders=profile.orders,
             recommendations=recommendations,
             sentiment=profile.sentiment,
-            event_time=now,
+            event_time=profile.last_seen,
             model_version=self.model_version,
         )
 
@@ -277,13 +292,14 @@ class CustomerScorer:
         state: CustomerState,
         score: CustomerScore,
         left_segment: int | None,
+        now: float,
         features: dict[str, float],
         tone: float | None,
         kind: str,
         newly_cancelled: bool = False,
     ) -> list[AlertIntent]:
         policy = self._policy
-        time = score.event_time
+        time = now
         if newly_cancelled:
             alerts = policy.cancellation(state.alerts, time=time)
         elif state.cancelled:

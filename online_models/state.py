@@ -9,6 +9,7 @@ from typing import Any
 from online_models.alert_policy import AlertState
 from online_models.churn import PendingExample
 from online_models.profile import CustomerProfile
+from schemas.errors import CrmScorerError
 
 __all__ = ["STATE_VERSION", "CustomerState", "StateVersionError"]
 
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
-class StateVersionError(ValueError):
+class StateVersionError(CrmScorerError, ValueError):
     """A stored record written by an incompatible version."""
 
 
@@ -37,6 +38,7 @@ class CustomerState:
     segment_votes: int = 0
     cancelled: bool = False
     alerts: AlertState = field(default_factory=AlertState)
+    shard: int = 0
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -79,6 +81,7 @@ class CustomerState:
             "segment_votes": self.segment_votes,
             "cancelled": self.cancelled,
             "alerts": self.alerts.to_dict(),
+            "shard": self.shard,
         }
 
     @classmethod
@@ -97,4 +100,5 @@ class CustomerState:
             segment_votes=int(data.get("segment_votes", 0)),
             cancelled=bool(data.get("cancelled", False)),
             alerts=AlertState.from_dict(data.get("alerts", {})),
+            shard=int(data.get("shard", 0)),
         )

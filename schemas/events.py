@@ -253,10 +253,11 @@ def _rejection(exc: ValidationError) -> EventRejected:
     return EventRejected(reason, message, field)
 
 
-def decode_event(raw: bytes | None) -> AnyEvent:
+def decode_event(raw: bytes | None, *, not_after: datetime | None = None) -> AnyEvent:
     """Decode and validate one message value.
 
     Raises :class:`EventRejected` (dead-letter it) or :class:`UnknownEventType` (count and skip).
+    ``not_after`` rejects events from the future (the worker passes its clock plus a tolerance).
 
     >>> event = decode_event(b'{"event_id": "e1", "customer_id": "c1", "type": "view",'
     ...                      b' "timestamp": 1700000000, "item_id": "sku-1", "campaign": "x"}')
@@ -292,6 +293,14 @@ def decode_event(raw: bytes | None) -> AnyEvent:
     if event_type not in _KNOWN_TYPES:
         raise UnknownEventType(event_type)
     try:
-        return _EVENT_ADAPTER.validate_python(document)  # type: ignore[no-any-return]
+        event: AnyEvent = _EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
         raise _rejection(exc) from None
+    if not_after is not None and event.timestamp > not_after:
+        # A clock running ahead would end every other customer's horizon at once.
+        msg = (
+            f"timestamp: {event.timestamp.isoformat()} is later than {not_after.isoformat()}, "
+            "the latest event time accepted now"
+        )
+        raise EventRejected("bad_timestamp", msg, "timestamp")
+    return event

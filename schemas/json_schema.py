@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from schemas.alerts import Alert
 from schemas.dead_letters import DeadLetter
-from schemas.events import CustomerEvent
+from schemas.events import CustomerEvent, EventType
 from schemas.scores import Score
 
 __all__ = ["wire_json_schema"]
@@ -34,9 +34,33 @@ def wire_json_schema() -> dict[str, Any]:
         ),
         "type": "object",
         "properties": {
-            "event": TypeAdapter(CustomerEvent).json_schema(),
+            "event": _event_schema(),
             "score": Score.model_json_schema(),
             "alert": Alert.model_json_schema(),
             "dead_letter": DeadLetter.model_json_schema(),
         },
     }
+
+
+def _event_schema() -> dict[str, Any]:
+    """The known event types, or any other ``type`` with the common fields.
+
+    Events of other types are valid on the wire: the scorer counts and skips them, so a
+    producer validating against this schema may send new types before the scorer knows them.
+    """
+    known = TypeAdapter(CustomerEvent).json_schema()
+    defs = known.pop("$defs", {})
+    other = {
+        "title": "OtherEvent",
+        "description": "An event of a type this scorer does not know yet: counted and skipped.",
+        "type": "object",
+        "required": ["event_id", "customer_id", "type", "timestamp"],
+        "properties": {
+            "event_id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "customer_id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "type": {"type": "string", "not": {"enum": [t.value for t in EventType]}},
+            "timestamp": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
+        },
+        "additionalProperties": True,
+    }
+    return {"$defs": defs, "anyOf": [known, other]}

@@ -53,6 +53,8 @@ class ScorerService:
         self.scorer = CustomerScorer(settings.scorer_config())
         self._clock = clock
         self._watermarks: dict[int, float] = {}
+        self._active_partitions: set[int] = set()
+        self._rebuild_schedule = False
         self.redis = Redis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=5.0
         )
@@ -96,13 +98,17 @@ class ScorerService:
             broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
             broker_request_timeout=max(40.0, s.session_timeout + 10),
             table_cleanup_interval=60.0,
+            producer_max_batch_size=s.producer_batch_bytes,
         )
         self.events_topic = app.topic(s.events_topic, partitions=s.topic_partitions)
         self.alerts_topic = app.topic(s.alerts_topic, partitions=s.topic_partitions)
         self.dlq_topic = app.topic(s.dlq_topic, partitions=s.topic_partitions)
+        # bytes values make the changelog raw: what recovery hands back is what was stored.
         self.customers = app.Table(
             CUSTOMER_TABLE,
             default=None,
+            key_type=str,
+            value_type=bytes,
             partitions=s.topic_partitions,
             help="Per-customer features, pending churn label, segment and alert memory.",
         )
@@ -118,17 +124,30 @@ class ScorerService:
             return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
 
         async def before_shutdown(sender: Any, **kwargs: Any) -> None:
-            written = await self.writer.flush()
+            written = await self.writer.flush(force=True)
+            left = len(self.writer)
+            if left:
+                logger.error("Shutting down with %d scores Redis did not take", left)
             logger.info("Shutting down: flushed %d pending scores to Redis", written)
+            await self.redis.aclose()
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-            await self.writer.flush()
+            await self.writer.flush(force=True)
+
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            # Deadlines live in memory: rebuild them from the table once it is recovered,
+            # which is before the agent sees the next event.
+            self._active_partitions = {
+                tp.partition for tp in assigned if tp.topic == self.settings.events_topic
+            }
+            self._rebuild_schedule = True
 
         app.agent(self.events_topic, name="score-events")(score_events)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.page("/metrics")(metrics_page)
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
         return app
 
     async def handle(self, event: faust.EventT) -> None:
@@ -137,36 +156,41 @@ class ScorerService:
         Never raises: an exception escaping the agent would make Faust skip the event.
         """
         started = time.perf_counter()
+        if self._rebuild_schedule:
+            self._reschedule_pending()
+        outcome = await self._handle(event)
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        if outcome == "scored":
+            self._label_silent_customers(event.message.partition)
+        if self.writer.full:
+            await self.writer.flush()
+
+    async def _handle(self, event: faust.EventT) -> str:
         message = event.message
+        not_after = datetime.fromtimestamp(self._clock() + self.settings.max_future_seconds, UTC)
         try:
-            decoded = decode_event(event.value)
+            decoded = decode_event(event.value, not_after=not_after)
         except UnknownEventType as exc:
             self.metrics.event(None, "skipped")
-            logger.debug(
-                "Skipped %s at %s[%d]@%d", exc, message.topic, message.partition, message.offset
-            )
-            return
+            logger.debug("Skipped %s at %s", exc, _position(message))
+            return "skipped"
         except EventRejected as exc:
             await self._dead_letter(event, exc.reason, exc.message, exc.field, None)
-            return
+            return "dead_lettered"
         key = event.key
         if key is None or key != decoded.customer_id.encode("utf-8"):
             error = f"key: message key {key!r} must equal customer_id {decoded.customer_id!r}"
             await self._dead_letter(event, "key_mismatch", error, "key", decoded.type)
-            return
+            return "dead_lettered"
         try:
             self._score(decoded, message)
         except Exception as exc:
-            logger.exception(
-                "Scoring failed at %s[%d]@%d", message.topic, message.partition, message.offset
-            )
+            logger.exception("Scoring failed at %s", _position(message))
             error = f"{type(exc).__name__}: {exc}"
             await self._dead_letter(event, "processing_error", error, None, decoded.type)
-            return
+            return "dead_lettered"
         self.metrics.event(decoded.type, "scored")
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        if self.writer.full:
-            await self.writer.flush()
+        return "scored"
 
     def _score(self, decoded: Any, message: Any) -> None:
         customer_id: str = decoded.customer_id
@@ -178,13 +202,41 @@ class ScorerService:
         self._emit(customer_id, outcome, message.timestamp, decoded.event_id)
         watermark = max(self._watermarks.get(partition, -math.inf), outcome.score.event_time)
         self._watermarks[partition] = watermark
-        for silent_id in self.scorer.due_for_labels(watermark, shard=partition):
-            state = self._load(silent_id)
-            if state is None:  # the partition moved to another worker meanwhile
+
+    def _label_silent_customers(self, partition: int) -> None:
+        """Label the customers of ``partition`` whose horizon the watermark has passed.
+
+        Runs while the current event is still the agent's, so table writes go to this
+        partition's changelog, where these customers live.
+        """
+        watermark = self._watermarks.get(partition)
+        if watermark is None:
+            return
+        for customer_id in self.scorer.due_for_labels(watermark, shard=partition):
+            try:
+                state = self._load(customer_id)
+                if state is None:  # the partition moved to another worker meanwhile
+                    continue
+                silent = self.scorer.label_silent(customer_id, state, watermark)
+                self._store(customer_id, silent)
+                self._emit(customer_id, silent, None, None)
+            except Exception:
+                logger.exception("Labelling silent customer %s failed", customer_id)
+
+    def _reschedule_pending(self) -> None:
+        """Schedule the pending churn examples of this worker's partitions from the table."""
+        self._rebuild_schedule = False
+        self.scorer.forget_schedules()
+        scheduled = 0
+        for customer_id, raw in self.customers.items():
+            try:
+                state = CustomerState.from_dict(orjson.loads(raw))
+            except Exception:
+                logger.exception("Unreadable state of customer %s", customer_id)
                 continue
-            silent = self.scorer.label_silent(silent_id, state, watermark)
-            self._store(silent_id, silent)
-            self._emit(silent_id, silent, None, None)
+            if state.shard in self._active_partitions:
+                scheduled += self.scorer.reschedule(customer_id, state)
+        logger.info("Scheduled %d pending churn labels from the customer table", scheduled)
 
     def _load(self, customer_id: str) -> CustomerState | None:
         raw = self.customers.get(customer_id)
@@ -207,7 +259,7 @@ class ScorerService:
         self.metrics.labels_learned(outcome.labels)
         key = customer_id.encode("utf-8")
         for intent in outcome.alerts:
-            alert = alert_of(customer_id, intent, score.event_time, event_id)
+            alert = alert_of(customer_id, intent, intent.time, event_id)
             self.alerts_topic.send_soon(key=key, value=alert.to_bytes())
             self.metrics.alert(intent.type)
 
@@ -230,7 +282,11 @@ class ScorerService:
             ),
             dead_lettered_at=datetime.fromtimestamp(self._clock(), tz=UTC),
         )
-        await self.dlq_topic.send(key=event.key, value=letter.to_bytes())
+        try:
+            await self.dlq_topic.send(key=event.key, value=letter.to_bytes())
+        except Exception:
+            self.metrics.dead_letter_failures.inc()
+            logger.exception("Could not dead-letter %s (%s: %s)", _position(message), reason, error)
         self.metrics.dead_letter(reason)
         self.metrics.event(event_type, "dead_lettered")
         logger.info(
@@ -241,3 +297,8 @@ class ScorerService:
             reason,
             error,
         )
+
+
+def _position(message: Any) -> str:
+    """``topic[partition]@offset`` of a message, for logs."""
+    return f"{message.topic}[{message.partition}]@{message.offset}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ import orjson
 import redis
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,7 +27,7 @@ from schemas.errors import CrmScorerError
 from schemas.scores import Score
 from streams.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
 from streams.producer import EventProducer
-from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.settings import ENV_PREFIX, Settings, child_environment, load_settings
 from streams.simulator import SimulationConfig, generate_messages
 
 __all__ = ["DemoOptions", "WorkerProcess", "read_metrics", "run_demo"]
@@ -84,45 +84,33 @@ class WorkerProcess(ManagedProcess):
 
 
 @contextlib.contextmanager
-def _services(console: Console) -> Iterator[tuple[dict[str, str], list[str]]]:
-    """The demo's environment: configured services, or local ones started for the demo."""
-    env = {k: v for k, v in os.environ.items()}
-    started: list[str] = []
+def _services(settings: Settings, console: Console) -> Iterator[tuple[Settings, Path]]:
+    """The demo's settings: configured services, or local ones started for the demo."""
+    configured = settings.model_fields_set
+    updates: dict[str, object] = {}
     with contextlib.ExitStack() as stack:
-        if f"{ENV_PREFIX}BROKER" not in os.environ:
+        if "broker" not in configured:
             broker = LocalBroker()
             broker.start()
             stack.callback(broker.stop)
-            env[f"{ENV_PREFIX}BROKER"] = broker.url
-            # A fresh single-node broker: fast group joins are safe.
-            env.setdefault(f"{ENV_PREFIX}SESSION_TIMEOUT", "10")
-            env.setdefault(f"{ENV_PREFIX}REBALANCE_TIMEOUT", "10")
-            started.append(f"Tansu broker on {broker.url}")
-        if f"{ENV_PREFIX}REDIS_URL" not in os.environ:
+            updates["broker"] = broker.url
+            # A fresh single-node broker: short group timeouts make the worker join fast.
+            for timeout in ("session_timeout", "rebalance_timeout"):
+                if timeout not in configured:
+                    updates[timeout] = 10.0
+            console.print(f"[dim]started Tansu broker on {broker.url}[/dim]")
+        if "redis_url" not in configured:
             server = LocalRedis()
             server.start()
             stack.callback(server.stop)
-            env[f"{ENV_PREFIX}REDIS_URL"] = server.url
-            started.append(f"redis-server on {server.url}")
-        if f"{ENV_PREFIX}WEB_PORT" not in os.environ:
-            env[f"{ENV_PREFIX}WEB_PORT"] = str(free_port())
-        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="crm-demo-"))
-        env.setdefault(f"{ENV_PREFIX}DATA_DIR", data_dir)
-        env["CRM_DEMO_LOG"] = str(Path(data_dir) / "worker.log")
-        for line in started:
-            console.print(f"[dim]started {line}[/dim]")
-        yield env, started
-
-
-def _settings_for(env: dict[str, str]) -> Settings:
-    keys = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
-    saved = dict(os.environ)
-    try:
-        os.environ.update(keys)
-        return load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+            updates["redis_url"] = SecretStr(server.url)
+            console.print(f"[dim]started redis-server on {server.url}[/dim]")
+        if "web_port" not in configured:
+            updates["web_port"] = free_port()
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm-demo-")))
+        if "data_dir" not in configured:
+            updates["data_dir"] = work_dir / "data"
+        yield settings.model_copy(update=updates), work_dir / "worker.log"
 
 
 def _stream(
@@ -240,9 +228,8 @@ def _sum(metrics: dict[str, float], name: str, label: str) -> float:
 def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     """Start what is missing, run a worker, stream ``options.events`` events, print a summary."""
     console = console or Console()
-    with _services(console) as (env, _):
-        settings = _settings_for(env)
-        worker = WorkerProcess(env, Path(env["CRM_DEMO_LOG"]))
+    with _services(load_settings(), console) as (settings, log_path):
+        worker = WorkerProcess(child_environment(settings), log_path)
         console.print(f"[dim]starting worker (log: {worker.log_path})[/dim]")
         worker.start()
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -60,6 +59,11 @@ class ScorerMetrics:
             "crm_scorer_dead_letters",
             "Events sent to the dead-letter topic, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "crm_scorer_dead_letter_failures",
+            "Rejected events that could not be published to the dead-letter topic.",
             registry=registry,
         )
         self.redis_write_seconds = Histogram(
@@ -162,12 +166,3 @@ class ScorerMetrics:
         self.churn_log_loss.set_function(log_loss)
         self.churn_pending_labels.set_function(pending_labels)
         self.model_events_learned.set_function(events_learned)
-
-    def model_quality(self, roc_auc: float, log_loss: float, pending: int, learned: int) -> None:
-        """Refresh the live model-quality gauges."""
-        if not math.isnan(roc_auc):
-            self.churn_roc_auc.set(roc_auc)
-        if not math.isnan(log_loss):
-            self.churn_log_loss.set(log_loss)
-        self.churn_pending_labels.set(pending)
-        self.model_events_learned.set(learned)

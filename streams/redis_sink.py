@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -16,6 +17,9 @@ from streams.metrics import ScorerMetrics
 __all__ = ["ScoreWriter"]
 
 logger = logging.getLogger(__name__)
+
+BASE_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
 
 
 class ScoreWriter:
@@ -46,14 +50,15 @@ class ScoreWriter:
         self._pending: dict[str, tuple[dict[str, str], float | None]] = {}
         self._lock = asyncio.Lock()
         self._failures = 0
+        self._retry_at = 0.0
 
     def __len__(self) -> int:
         return len(self._pending)
 
     @property
     def full(self) -> bool:
-        """Whether the buffer reached a batch."""
-        return len(self._pending) >= self._batch_size
+        """Whether the buffer reached a batch and a write may be tried now."""
+        return len(self._pending) >= self._batch_size and time.monotonic() >= self._retry_at
 
     def put(self, score: Score, produced_at: float | None = None) -> None:
         """Queue a customer's score (replacing one not yet written)."""
@@ -61,46 +66,77 @@ class ScoreWriter:
         self._pending[score.customer_id] = (score.to_redis(), produced_at)
         self._metrics.redis_pending_scores.set(len(self._pending))
 
-    async def flush(self) -> int:
-        """Write what is buffered; returns how many scores were written (0 on failure)."""
+    async def flush(self, *, force: bool = False) -> int:
+        """Write what is buffered; returns how many scores were written.
+
+        After a failed write, further flushes wait out a growing backoff (up to
+        ``MAX_BACKOFF_SECONDS``) unless ``force`` (shutdown, rebalance) asks for one now.
+        """
         async with self._lock:
             if not self._pending:
+                return 0
+            if not force and time.monotonic() < self._retry_at:
                 return 0
             batch, self._pending = self._pending, {}
             started = time.perf_counter()
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for customer_id, (fields, _) in batch.items():
-                        key = self._prefix + customer_id
-                        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # str is a valid field
-                        if self._ttl_seconds:
-                            pipe.expire(key, self._ttl_seconds)
-                    await pipe.execute()
+                results = await self._write(batch)
             except (RedisError, OSError) as exc:
-                # Scores that arrived meanwhile are newer: keep them over the failed batch's.
-                batch.update(self._pending)
-                self._pending = batch
-                self._failures += 1
-                self._metrics.redis_errors.inc()
-                self._metrics.redis_pending_scores.set(len(self._pending))
-                log = (
-                    logger.error
-                    if self._failures in (1, 10) or self._failures % 100 == 0
-                    else logger.debug
-                )
-                log(
-                    "Redis write of %d scores failed (%d in a row): %s",
-                    len(batch),
-                    self._failures,
-                    exc,
-                )
+                self._keep_for_retry(batch, exc)
                 return 0
             self._failures = 0
+            self._retry_at = 0.0
             self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
-            self._metrics.redis_scores_written.inc(len(batch))
+            written = self._count_written(batch, results)
             self._metrics.redis_pending_scores.set(len(self._pending))
-            now = self._clock()
-            for _, produced_at in batch.values():
-                if produced_at is not None:
-                    self._metrics.event_to_redis_seconds.observe(max(now - produced_at, 0.0))
-            return len(batch)
+            return written
+
+    async def _write(self, batch: dict[str, tuple[dict[str, str], float | None]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id, (fields, _) in batch.items():
+                key = self._prefix + customer_id
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # str is a valid field
+                if self._ttl_seconds:
+                    pipe.expire(key, self._ttl_seconds)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _keep_for_retry(
+        self, batch: dict[str, tuple[dict[str, str], float | None]], exc: Exception
+    ) -> None:
+        # Scores that arrived meanwhile are newer: keep them over the failed batch's.
+        batch.update(self._pending)
+        self._pending = batch
+        self._failures += 1
+        backoff = min(BASE_BACKOFF_SECONDS * 2 ** (self._failures - 1), MAX_BACKOFF_SECONDS)
+        self._retry_at = time.monotonic() + backoff
+        self._metrics.redis_errors.inc()
+        self._metrics.redis_pending_scores.set(len(self._pending))
+        log = (
+            logger.error if self._failures in (1, 10) or self._failures % 100 == 0 else logger.debug
+        )
+        log(
+            "Redis write of %d scores failed (%d in a row, next try in %.1fs): %s",
+            len(batch),
+            self._failures,
+            backoff,
+            exc,
+        )
+
+    def _count_written(
+        self, batch: dict[str, tuple[dict[str, str], float | None]], results: list[Any]
+    ) -> int:
+        """Count the scores Redis took; a key it refused (e.g. WRONGTYPE) is logged and dropped."""
+        per_key = 2 if self._ttl_seconds else 1
+        now = self._clock()
+        written = 0
+        for index, (customer_id, (_, produced_at)) in enumerate(batch.items()):
+            reply = results[index * per_key]
+            if isinstance(reply, Exception):
+                self._metrics.redis_errors.inc()
+                logger.error("Redis refused the score of %s: %s", customer_id, reply)
+                continue
+            written += 1
+            if produced_at is not None:
+                self._metrics.event_to_redis_seconds.observe(max(now - produced_at, 0.0))
+        self._metrics.redis_scores_written.inc(written)
+        return written

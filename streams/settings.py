@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from online_models.alert_policy import AlertThresholds
 from online_models.scorer import ScorerConfig
 from schemas.errors import CrmScorerError
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "child_environment", "load_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,24 @@ class Settings(BaseSettings):
     score_ttl_days: float = Field(
         0.0, ge=0.0, description="Expire score hashes after this many days (0 = never)."
     )
-    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
+    store: str = Field(
+        "memory://",
+        description=(
+            "Faust table store: memory:// (rebuilt from the changelog) or rocksdb:// "
+            "(needs the RocksDB extra of faust-streaming)."
+        ),
+    )
     data_dir: Path = Field(Path(".crm-scorer"), description="Worker data directory.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     # Faust consumer group timing
     session_timeout: float = Field(30.0, gt=0, description="Consumer session timeout, seconds.")
     rebalance_timeout: float = Field(30.0, gt=0, description="Group rebalance timeout, seconds.")
+    max_future_seconds: float = Field(
+        3600.0, ge=0, description="Dead-letter events timestamped this far past the clock, s."
+    )
+    producer_batch_bytes: int = Field(
+        16_384, ge=1, description="Kafka producer batch size per partition, bytes (1 on Tansu 0.6)."
+    )
     # Redis writer
     redis_batch_size: int = Field(500, ge=1, le=100_000, description="Scores per Redis pipeline.")
     redis_flush_ms: int = Field(50, ge=1, le=60_000, description="Longest wait before a flush, ms.")
@@ -102,6 +115,12 @@ class Settings(BaseSettings):
         7.0,
         ge=0,
         description="Event-time days between two churn or feedback alerts of one customer.",
+    )
+    segment_alert_min_orders: int = Field(
+        2, ge=0, description="Orders a customer needs before a segment change alerts."
+    )
+    segment_alert_warmup: int = Field(
+        500, ge=0, description="Points the segmenter must learn before segment changes alert."
     )
     segment_alert_cooldown_days: float = Field(
         30.0, ge=0, description="Event-time days between two segment-change alerts of one customer."
@@ -158,6 +177,18 @@ class Settings(BaseSettings):
         """``host:port`` of each bootstrap broker, for plain Kafka clients."""
         return [url.removeprefix("kafka://") for url in self.broker.split(";")]
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``CRM_*`` variables (secrets included), for a child process."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
     def scorer_config(self) -> ScorerConfig:
         """The models' hyperparameters and alert thresholds."""
         return ScorerConfig(
@@ -178,6 +209,8 @@ class Settings(BaseSettings):
                 valuable_customer_value=self.valuable_customer_value,
                 cooldown_days=self.alert_cooldown_days,
                 segment_cooldown_days=self.segment_alert_cooldown_days,
+                segment_min_orders=self.segment_alert_min_orders,
+                segment_warmup=self.segment_alert_warmup,
             ),
         )
 
@@ -203,3 +236,9 @@ def load_settings(**overrides: Any) -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"invalid setting {label}{shown}: {message}")
         raise SettingsError("; ".join(problems)) from None
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with its ``CRM_*`` variables replaced by ``settings``."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    return {**inherited, **settings.as_environment()}

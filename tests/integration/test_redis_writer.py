@@ -76,6 +76,8 @@ def test_scores_survive_a_redis_outage() -> None:
             assert await writer.flush() == 0
             assert len(writer) == 2
             server.start()  # same port, empty: it kept nothing on disk
+            assert await writer.flush() == 0  # backing off after the failure
+            await asyncio.sleep(0.15)
             assert await writer.flush() == 2
             fields = await client.hgetall("outage:c1")
             assert await client.exists("outage:c2") == 1
@@ -86,5 +88,26 @@ def test_scores_survive_a_redis_outage() -> None:
     finally:
         server.stop()
     assert fields[b"churn_risk"] == b"0.700000"
+    assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1
+    assert registry.get_sample_value("crm_scorer_redis_pending_scores") == 0
+
+
+def test_a_key_redis_refuses_is_dropped_without_blocking_the_others(
+    redis_server: LocalRedis,
+) -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> tuple[int, int]:
+        client = Redis.from_url(redis_server.url)
+        await client.set("refuse:bad", "a string, not a hash")
+        writer = ScoreWriter(client, prefix="refuse:", metrics=ScorerMetrics(registry))
+        writer.put(_score("bad", 0.1))
+        writer.put(_score("good", 0.2))
+        written = await writer.flush()
+        exists = await client.exists("refuse:good")
+        await client.aclose()
+        return written, exists
+
+    assert asyncio.run(scenario()) == (1, 1)
     assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1
     assert registry.get_sample_value("crm_scorer_redis_pending_scores") == 0

@@ -140,6 +140,20 @@ def _bad_messages() -> list[tuple[bytes | None, bytes, str, str | None]]:
             "timestamp",
         ),
         (b"someone-else", orjson.dumps(good), "key_mismatch", "key"),
+        (
+            b"bad-8",
+            orjson.dumps(
+                {
+                    "event_id": "b8",
+                    "customer_id": "bad-8",
+                    "type": "view",
+                    "timestamp": "2091-01-01T00:00:00Z",
+                    "item_id": "x",
+                }
+            ),
+            "bad_timestamp",
+            "timestamp",
+        ),
     ]
 
 
@@ -177,9 +191,10 @@ def _messages() -> tuple[list[tuple[bytes | None, bytes]], Expected]:
     bad = [(key, value) for key, value, _, _ in _bad_messages()]
     messages = simulated + crafted + bad
     expected = Expected(sent=len(messages))
+    not_after = datetime.now(UTC) + timedelta(hours=1)  # the worker's default tolerance
     for key, value in messages:
         try:
-            event = decode_event(value)
+            event = decode_event(value, not_after=not_after)
         except EventRejected as exc:
             expected.dead_reasons[exc.reason] += 1
             continue
@@ -336,7 +351,7 @@ def test_metrics_count_what_happened(run: Run) -> None:
     assert metrics["crm_scorer_events_total{outcome=skipped,type=other}"] == run.expected.skipped
     for reason, count in run.expected.dead_reasons.items():
         assert metrics[f"crm_scorer_dead_letters_total{{reason={reason}}}"] == count, reason
-    assert metrics["crm_scorer_processing_seconds_count"] == scored
+    assert metrics["crm_scorer_processing_seconds_count"] == run.expected.sent
     assert metrics["crm_scorer_customers"] == len(run.expected.valid_by_customer)
     assert metrics["crm_scorer_redis_scores_written_total"] >= len(run.expected.valid_by_customer)
     assert metrics["crm_scorer_redis_write_seconds_count"] > 0

@@ -106,7 +106,9 @@ def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(world):
     assert silent.labels == [True]
     assert scorer.churn_model.labels_learned == learned + 1
     assert silent.state.pending is None
-    assert silent.score.event_time == deadline
+    # event_time stays the customer's latest event; the risk is judged as of the deadline.
+    assert silent.score.event_time == last.score.event_time
+    assert all(alert.time == deadline for alert in silent.alerts)
     assert silent.score.churn_risk > last.score.churn_risk
     assert silent.score.churn_risk > 0.7
     assert silent.score.orders == 4  # the re-score is of the same customer, only older
@@ -302,7 +304,7 @@ def test_the_churn_model_learns_that_silent_customers_churn(world):
 
     def risk(customer: str) -> float:
         features = states[customer].profile.churn_features(end)
-        return scorer.churn_model.predict_proba_one(features)
+        return scorer.churn_model.risk(features)
 
     loyal = [risk(c) for c in states if c.startswith("loyal")]
     churners = [risk(c) for c in states if c.startswith("churner")]

@@ -7,7 +7,6 @@ the number of time series.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import uuid
@@ -112,37 +111,6 @@ def test_churn_labels_are_counted_as_churned_and_stayed(
 
     assert value(registry, "crm_scorer_churn_labels_total", label="churned") == 2.0
     assert value(registry, "crm_scorer_churn_labels_total", label="stayed") == 3.0
-
-
-def test_model_quality_sets_the_gauges(metrics: ScorerMetrics, registry: CollectorRegistry) -> None:
-    metrics.model_quality(roc_auc=0.81, log_loss=0.42, pending=120, learned=5000)
-
-    assert value(registry, "crm_scorer_churn_roc_auc") == 0.81
-    assert value(registry, "crm_scorer_churn_log_loss") == 0.42
-    assert value(registry, "crm_scorer_churn_pending_labels") == 120.0
-    assert value(registry, "crm_scorer_model_events_learned") == 5000.0
-
-
-def test_model_quality_keeps_the_last_known_value_when_given_nan(
-    metrics: ScorerMetrics, registry: CollectorRegistry
-) -> None:
-    metrics.model_quality(roc_auc=0.81, log_loss=0.42, pending=120, learned=5000)
-    metrics.model_quality(roc_auc=math.nan, log_loss=math.nan, pending=80, learned=5100)
-
-    assert value(registry, "crm_scorer_churn_roc_auc") == 0.81
-    assert value(registry, "crm_scorer_churn_log_loss") == 0.42
-    assert value(registry, "crm_scorer_churn_pending_labels") == 80.0
-    assert value(registry, "crm_scorer_model_events_learned") == 5100.0
-
-
-def test_model_quality_before_any_label_exports_no_nan(
-    metrics: ScorerMetrics, registry: CollectorRegistry
-) -> None:
-    metrics.model_quality(roc_auc=math.nan, log_loss=math.nan, pending=0, learned=0)
-
-    for family in registry.collect():
-        for sample in family.samples:
-            assert not math.isnan(sample.value), sample.name
 
 
 def test_tracked_gauges_show_the_live_value_at_every_scrape(

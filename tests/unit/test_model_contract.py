@@ -85,7 +85,7 @@ def predict_churn(model: ChurnModel) -> list[Any]:
     return [model.predict_proba_one(x) for x in probes] + [model.explain_one(probes[0])]
 
 
-def odd_churn(model: ChurnModel) -> list[float]:
+def odd_churn(model: ChurnModel) -> list[Any]:
     return [
         model.predict_proba_one({}),
         model.predict_proba_one({"log_orders": 1.0}),
@@ -373,7 +373,9 @@ def test_churn_probabilities_stay_in_the_unit_interval(extreme):
     mixed = model.predict_proba_one({n: extreme * (-1) ** i for i, n in enumerate(names)})
 
     for p in [everything, mixed, *one_at_a_time]:
-        assert 0.0 <= p <= 1.0
+        assert set(p) == {False, True}
+        assert 0.0 <= p[True] <= 1.0
+        assert p[False] + p[True] == pytest.approx(1.0)
 
 
 def test_churn_model_stays_sane_after_learning_extreme_examples():
@@ -385,4 +387,6 @@ def test_churn_model_stays_sane_after_learning_extreme_examples():
 
     for x in (churn_features(random.Random(5)), {}, dict.fromkeys(names, 1e9)):
         p = model.predict_proba_one(x)
-        assert 0.0 <= p <= 1.0
+        assert 0.0 <= p[True] <= 1.0
+        assert p[False] + p[True] == pytest.approx(1.0)
+        assert model.predict_one(x) == (p[True] > 0.5)

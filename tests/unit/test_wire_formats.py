@@ -7,6 +7,7 @@ to drop redelivered duplicates; an operator replaying dead letters needs the exa
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from schemas import (
     Score,
     Severity,
     SourcePosition,
+    UnknownEventType,
     decode_event,
     wire_json_schema,
 )
@@ -44,6 +46,9 @@ README_DEAD_LETTER_FIELDS = {
     "source",
     "original_base64",
     "original_text",
+    "original_size",
+    "original_sha256",
+    "original_truncated",
     "dead_lettered_at",
 }
 
@@ -371,8 +376,8 @@ def test_valid_events_validate_against_the_json_schema(document: dict[str, Any])
 
 @pytest.mark.parametrize(
     "changes",
-    [{"amount": "12.5"}, {"customer_id": 42}, {"quantity": 0}, {"type": "wishlist_add"}],
-    ids=["amount-string", "customer-id-number", "quantity-0", "unknown-type"],
+    [{"amount": "12.5"}, {"customer_id": 42}, {"quantity": 0}, {"type": 7}],
+    ids=["amount-string", "customer-id-number", "quantity-0", "type-number"],
 )
 def test_events_the_decoder_refuses_fail_the_json_schema_too(changes: dict[str, Any]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
@@ -429,3 +434,33 @@ def test_customer_key_of_a_valid_event_is_its_decoded_customer_id(customer_id: s
     message = orjson.dumps({**VALID_EVENTS[0], "customer_id": customer_id})
 
     assert customer_key(message) == decode_event(message).customer_id.encode("utf-8")
+
+
+def test_an_event_of_a_new_type_is_valid_under_the_json_schema() -> None:
+    """New types are counted and skipped by the scorer, so producers may send them."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = wire_json_schema()
+    event_schema = {**schema["properties"]["event"], "$schema": schema["$schema"]}
+    new_type = {
+        "event_id": "e-9",
+        "customer_id": "c-1",
+        "type": "wishlist_add",
+        "timestamp": "2025-01-01T00:00:00Z",
+        "item_id": "sku-1",
+    }
+
+    jsonschema.validate(new_type, event_schema)
+    with pytest.raises(UnknownEventType):
+        decode_event(orjson.dumps(new_type))
+    with pytest.raises(jsonschema.ValidationError):  # the common fields still apply
+        jsonschema.validate({**new_type, "customer_id": 42}, event_schema)
+
+
+def test_a_huge_rejected_message_still_fits_in_a_dead_letter() -> None:
+    raw = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
+    letter = dead_letter(raw)
+    assert len(letter.to_bytes()) < 1_000_000
+    assert letter.original_truncated
+    assert letter.original_size == len(raw)
+    assert letter.original() == raw[: len(letter.original())]
+    assert letter.original_sha256 == hashlib.sha256(raw).hexdigest()
