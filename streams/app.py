@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -260,8 +261,13 @@ class ScorerService:
         key = customer_id.encode("utf-8")
         for intent in outcome.alerts:
             alert = alert_of(customer_id, intent, intent.time, event_id)
-            self.alerts_topic.send_soon(key=key, value=alert.to_bytes())
-            self.metrics.alert(intent.type)
+            # Counted when Kafka acknowledged it (Faust calls back on success only).
+            self.alerts_topic.send_soon(
+                key=key, value=alert.to_bytes(), callback=partial(self._alert_sent, intent.type)
+            )
+
+    def _alert_sent(self, alert_type: str, _: Any) -> None:
+        self.metrics.alert(alert_type)
 
     async def _dead_letter(
         self,
