@@ -195,11 +195,15 @@ class CustomerScorer:
 
     def reschedule(self, customer_id: str, state: CustomerState) -> bool:
         """Schedule the label of a stored customer's pending example; True if it has one."""
-        if state.pending is None:
-            return False
-        deadline = state.pending.time + self.config.churn_horizon_days * DAY
-        self._schedule(state.shard).schedule(customer_id, deadline)
+        if state.pending is None or state.shard is None:
+            return False  # no example, or a record too old to say which partition it is on
+        self.schedule_label(customer_id, state.pending.time, state.shard)
         return True
+
+    def schedule_label(self, customer_id: str, example_time: float, shard: int) -> None:
+        """Expect the label of an example taken at ``example_time`` once its horizon passed."""
+        deadline = example_time + self.config.churn_horizon_days * DAY
+        self._schedule(shard).schedule(customer_id, deadline)
 
     def due_for_labels(self, watermark: float, shard: int = 0) -> list[str]:
         """Customers of ``shard`` whose pending example's horizon passed by ``watermark``."""

@@ -38,7 +38,7 @@ class CustomerState:
     segment_votes: int = 0
     cancelled: bool = False
     alerts: AlertState = field(default_factory=AlertState)
-    shard: int = 0
+    shard: int | None = None
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -100,5 +100,5 @@ class CustomerState:
             segment_votes=int(data.get("segment_votes", 0)),
             cancelled=bool(data.get("cancelled", False)),
             alerts=AlertState.from_dict(data.get("alerts", {})),
-            shard=int(data.get("shard", 0)),
+            shard=data.get("shard"),
         )

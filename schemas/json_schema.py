@@ -16,6 +16,8 @@ __all__ = ["wire_json_schema"]
 
 logger = logging.getLogger(__name__)
 
+_ID = "urn:crm-scorer:"
+
 
 def wire_json_schema() -> dict[str, Any]:
     """One document with the schema of events, scores, alerts and dead letters.
@@ -34,10 +36,12 @@ def wire_json_schema() -> dict[str, Any]:
         ),
         "type": "object",
         "properties": {
-            "event": _event_schema(),
-            "score": Score.model_json_schema(),
-            "alert": Alert.model_json_schema(),
-            "dead_letter": DeadLetter.model_json_schema(),
+            # Each part is its own schema resource, so its "#/$defs/..." references resolve
+            # inside this document as well as when a producer takes the part alone.
+            "event": {"$id": f"{_ID}event", **_event_schema()},
+            "score": {"$id": f"{_ID}score", **Score.model_json_schema()},
+            "alert": {"$id": f"{_ID}alert", **Alert.model_json_schema()},
+            "dead_letter": {"$id": f"{_ID}dead-letter", **DeadLetter.model_json_schema()},
         },
     }
 

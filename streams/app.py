@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ __all__ = ["ScorerService"]
 logger = logging.getLogger(__name__)
 
 CUSTOMER_TABLE = "customers"
+RESCHEDULE_CHUNK = 5_000
 # Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -158,7 +160,7 @@ class ScorerService:
         """
         started = time.perf_counter()
         if self._rebuild_schedule:
-            self._reschedule_pending()
+            await self._reschedule_pending()
         outcome = await self._handle(event)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if outcome == "scored":
@@ -180,7 +182,8 @@ class ScorerService:
             return "dead_lettered"
         key = event.key
         if key is None or key != decoded.customer_id.encode("utf-8"):
-            error = f"key: message key {key!r} must equal customer_id {decoded.customer_id!r}"
+            shown = repr(key)[:100]
+            error = f"key: message key {shown} must equal customer_id {decoded.customer_id!r}"
             await self._dead_letter(event, "key_mismatch", error, "key", decoded.type)
             return "dead_lettered"
         try:
@@ -224,19 +227,26 @@ class ScorerService:
             except Exception:
                 logger.exception("Labelling silent customer %s failed", customer_id)
 
-    def _reschedule_pending(self) -> None:
-        """Schedule the pending churn examples of this worker's partitions from the table."""
+    async def _reschedule_pending(self) -> None:
+        """Schedule the pending churn examples of this worker's partitions from the table.
+
+        Reads only each record's example time and partition, and yields to the event loop
+        every few thousand records so /metrics and the Redis flushes keep running.
+        """
         self._rebuild_schedule = False
         self.scorer.forget_schedules()
         scheduled = 0
-        for customer_id, raw in self.customers.items():
-            try:
-                state = CustomerState.from_dict(orjson.loads(raw))
-            except Exception:
-                logger.exception("Unreadable state of customer %s", customer_id)
-                continue
-            if state.shard in self._active_partitions:
-                scheduled += self.scorer.reschedule(customer_id, state)
+        try:
+            for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
+                record = orjson.loads(raw)
+                pending, shard = record.get("pending"), record.get("shard")
+                if pending is not None and shard in self._active_partitions:
+                    self.scorer.schedule_label(customer_id, float(pending["time"]), shard)
+                    scheduled += 1
+                if count % RESCHEDULE_CHUNK == 0:
+                    await asyncio.sleep(0)
+        except Exception:
+            logger.exception("Rebuilding churn label deadlines stopped after %d", scheduled)
         logger.info("Scheduled %d pending churn labels from the customer table", scheduled)
 
     def _load(self, customer_id: str) -> CustomerState | None:

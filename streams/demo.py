@@ -110,6 +110,8 @@ def _services(settings: Settings, console: Console) -> Iterator[tuple[Settings, 
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm-demo-")))
         if "data_dir" not in configured:
             updates["data_dir"] = work_dir / "data"
+        else:  # the worker runs in another directory: a relative path must mean the same
+            updates["data_dir"] = settings.data_dir.resolve()
         yield settings.model_copy(update=updates), work_dir / "worker.log"
 
 

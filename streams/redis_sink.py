@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from schemas.scores import Score
 from streams.metrics import ScorerMetrics
@@ -81,7 +80,7 @@ class ScoreWriter:
             started = time.perf_counter()
             try:
                 results = await self._write(batch)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # RedisError, OSError, or anything else: never lose the batch
                 self._keep_for_retry(batch, exc)
                 return 0
             self._failures = 0
@@ -107,7 +106,8 @@ class ScoreWriter:
         batch.update(self._pending)
         self._pending = batch
         self._failures += 1
-        backoff = min(BASE_BACKOFF_SECONDS * 2 ** (self._failures - 1), MAX_BACKOFF_SECONDS)
+        doublings = min(self._failures - 1, 16)  # 2**1024 would not fit in a float
+        backoff = min(BASE_BACKOFF_SECONDS * 2**doublings, MAX_BACKOFF_SECONDS)
         self._retry_at = time.monotonic() + backoff
         self._metrics.redis_errors.inc()
         self._metrics.redis_pending_scores.set(len(self._pending))

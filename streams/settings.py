@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     session_timeout: float = Field(30.0, gt=0, description="Consumer session timeout, seconds.")
     rebalance_timeout: float = Field(30.0, gt=0, description="Group rebalance timeout, seconds.")
     max_future_seconds: float = Field(
-        3600.0, ge=0, description="Dead-letter events timestamped this far past the clock, s."
+        3600.0,
+        ge=0,
+        le=315_360_000,
+        description="Dead-letter events timestamped this far past the clock, s.",
     )
     producer_batch_bytes: int = Field(
         16_384, ge=1, description="Kafka producer batch size per partition, bytes (1 on Tansu 0.6)."

@@ -353,3 +353,16 @@ def test_a_cancellation_alerts_even_right_after_a_churn_risk_alert():
     assert [a.details["reasons"] for a in cancel.alerts] == [["subscription_cancel"]]
     again = customer.does(Activity("subscription_cancel", T0 + 40 * DAY))
     assert again.alerts == []  # already cancelled: one alert per cancellation
+
+
+def test_a_record_without_its_partition_is_not_scheduled_on_a_guess():
+    scorer = CustomerScorer()
+    customer = Customer(scorer, shard=3)
+    customer.does(purchase(T0))
+    stored = orjson.loads(orjson.dumps(customer.state.to_dict()))
+    assert CustomerState.from_dict(stored).shard == 3
+    del stored["shard"]  # written before records carried their partition
+
+    scorer.forget_schedules()
+    assert not scorer.reschedule("c-1", CustomerState.from_dict(stored))
+    assert scorer.pending_labels == 0

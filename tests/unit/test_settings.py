@@ -292,3 +292,10 @@ def test_default_scorer_config_uses_the_default_thresholds() -> None:
     assert alerts.churn_min_labels == settings.churn_alert_min_labels == 200
     assert alerts.negative_sentiment == settings.negative_sentiment_threshold == -0.3
     assert alerts.valuable_customer_value == settings.valuable_customer_value == 0.8
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12", "-1"])
+def test_future_tolerance_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CRM_MAX_FUTURE_SECONDS", value)
+    with pytest.raises(SettingsError, match="CRM_MAX_FUTURE_SECONDS"):
+        load_settings()

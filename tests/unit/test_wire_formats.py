@@ -464,3 +464,22 @@ def test_a_huge_rejected_message_still_fits_in_a_dead_letter() -> None:
     assert letter.original_size == len(raw)
     assert letter.original() == raw[: len(letter.original())]
     assert letter.original_sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_every_part_validates_inside_the_published_document() -> None:
+    """References inside a part resolve within the whole file, not only in the part alone."""
+    jsonschema = pytest.importorskip("jsonschema")
+    document = orjson.loads(
+        (Path(__file__).parents[2] / "schemas" / "crm-scorer.schema.json").read_bytes()
+    )
+    jsonschema.Draft202012Validator.check_schema(document)
+
+    def validator(part: str) -> Any:
+        return jsonschema.Draft202012Validator({**document, "$ref": f"#/properties/{part}"})
+
+    assert validator("event").is_valid(VALID_EVENTS[0])
+    assert not validator("event").is_valid({**VALID_EVENTS[0], "customer_id": 42})
+    alert = alert_of("c-42", intent(), WHEN.timestamp(), "evt-7")
+    assert validator("alert").is_valid(orjson.loads(alert.to_bytes()))
+    assert validator("dead_letter").is_valid(orjson.loads(dead_letter(b"x").to_bytes()))
+    assert validator("score").is_valid(orjson.loads(score().model_dump_json()))

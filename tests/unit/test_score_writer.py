@@ -1,0 +1,73 @@
+"""The score writer's retry behaviour, against a Redis that always fails."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from schemas.scores import Score
+from streams.metrics import ScorerMetrics
+from streams.redis_sink import MAX_BACKOFF_SECONDS, ScoreWriter
+
+
+class _FailingPipeline:
+    async def __aenter__(self) -> _FailingPipeline:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    def hset(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def execute(self, **kwargs: Any) -> list[Any]:
+        raise RedisConnectionError("Redis is down")
+
+
+class _DownRedis:
+    def pipeline(self, transaction: bool = False) -> _FailingPipeline:
+        return _FailingPipeline()
+
+
+def _score() -> Score:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    return Score(
+        customer_id="c1",
+        churn_risk=0.5,
+        segment=0,
+        segment_name="regulars",
+        value=0.5,
+        monetary=1.0,
+        orders=1,
+        recommendations=[],
+        sentiment=None,
+        model_version="test",
+        event_time=now,
+        updated_at=now,
+    )
+
+
+def test_a_long_outage_keeps_the_scores_and_caps_the_backoff() -> None:
+    registry = CollectorRegistry()
+    writer = ScoreWriter(
+        _DownRedis(),
+        prefix="p:",
+        metrics=ScorerMetrics(registry),  # type: ignore[arg-type]
+        batch_size=1,
+    )
+    writer.put(_score())
+
+    async def outage() -> None:
+        for _ in range(1_100):  # past 2**1024, which no float holds
+            assert await writer.flush(force=True) == 0
+
+    asyncio.run(outage())
+    assert len(writer) == 1
+    assert not writer.full  # backing off: the agent does not wait on Redis per event
+    assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1_100
+    assert writer._retry_at - time.monotonic() <= MAX_BACKOFF_SECONDS
