@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from online_models import __version__
 from online_models.activity import DAY, Activity
@@ -95,6 +97,7 @@ class CustomerScorer:
         self._recommender = Recommender(n_factors=cfg.recommender_factors)
         self._policy = AlertPolicy(cfg.alerts)
         self._schedules: dict[int, LabelSchedule] = {}
+        self._horizon = cfg.churn_horizon_days * DAY
         self._events_learned = 0
 
     @property
@@ -179,7 +182,7 @@ class CustomerScorer:
         risk = 1.0 if state.cancelled else self._churn.risk(features)
         if state.pending is None and not state.cancelled:
             state.pending = PendingExample(now, features, risk)
-            self._schedule(shard).schedule(customer_id, now + cfg.churn_horizon_days * DAY)
+            self._schedule_label(customer_id, now, shard)
 
         predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
@@ -193,17 +196,25 @@ class CustomerScorer:
         """Drop every label deadline (the worker's partitions changed); see :meth:`reschedule`."""
         self._schedules.clear()
 
-    def reschedule(self, customer_id: str, state: CustomerState) -> bool:
-        """Schedule the label of a stored customer's pending example; True if it has one."""
-        if state.pending is None or state.shard is None:
-            return False  # no example, or a record too old to say which partition it is on
-        self.schedule_label(customer_id, state.pending.time, state.shard)
+    def reschedule(
+        self,
+        customer_id: str,
+        record: Mapping[str, Any],
+        shards: Collection[int] | None = None,
+    ) -> bool:
+        """Schedule the label of a stored record's (``CustomerState.to_dict``) pending example.
+
+        Only for records of ``shards`` when given; True if a label was scheduled.
+        """
+        example = CustomerState.pending_example_of(record)
+        if example is None or (shards is not None and example[1] not in shards):
+            return False
+        time, shard = example
+        self._schedule_label(customer_id, time, shard)
         return True
 
-    def schedule_label(self, customer_id: str, example_time: float, shard: int) -> None:
-        """Expect the label of an example taken at ``example_time`` once its horizon passed."""
-        deadline = example_time + self.config.churn_horizon_days * DAY
-        self._schedule(shard).schedule(customer_id, deadline)
+    def _schedule_label(self, customer_id: str, example_time: float, shard: int) -> None:
+        self._schedule(shard).schedule(customer_id, example_time + self._horizon)
 
     def due_for_labels(self, watermark: float, shard: int = 0) -> list[str]:
         """Customers of ``shard`` whose pending example's horizon passed by ``watermark``."""
@@ -219,8 +230,7 @@ class CustomerScorer:
         """
         labels: list[bool] = []
         pending = state.pending
-        horizon = self.config.churn_horizon_days * DAY
-        if pending is not None and watermark - pending.time >= horizon:
+        if pending is not None and watermark - pending.time >= self._horizon:
             self._learn_label(pending, True, labels)
             state.pending = None
         profile = state.profile
@@ -254,7 +264,7 @@ class CustomerScorer:
             return labels
         cfg = self.config
         age = activity.time - pending.time
-        if age >= cfg.churn_horizon_days * DAY or activity.kind == "subscription_cancel":
+        if age >= self._horizon or activity.kind == "subscription_cancel":
             self._learn_label(pending, True, labels)
         elif age >= cfg.churn_sample_interval_days * DAY:
             self._learn_label(pending, False, labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,20 @@ class CustomerState:
         previous, self.segment = self.segment, predicted
         self.segment_candidate, self.segment_votes = None, 0
         return previous
+
+    @staticmethod
+    def pending_example_of(record: Mapping[str, Any]) -> tuple[float, int] | None:
+        """Time and partition of a stored record's pending example, reading nothing else.
+
+        None when there is no example, or the record is too old to say its partition.
+
+        >>> CustomerState.pending_example_of({"pending": {"time": 5.0}, "shard": 2})
+        (5.0, 2)
+        """
+        pending, shard = record.get("pending"), record.get("shard")
+        if pending is None or shard is None:
+            return None
+        return float(pending["time"]), int(shard)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-safe) for the state table."""

@@ -6,7 +6,7 @@ import logging
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -23,6 +23,7 @@ from schemas.errors import EventRejected, UnknownEventType
 
 __all__ = [
     "DEAD_LETTER_REASONS",
+    "EVENT_FIELDS",
     "MAX_EVENT_BYTES",
     "AnyEvent",
     "CartAddEvent",
@@ -213,6 +214,9 @@ AnyEvent = (
     | ReturnEvent
 )
 CustomerEvent = Annotated[AnyEvent, Field(discriminator="type")]
+
+#: Every field some event type defines; anything else on an event is a producer's extra.
+EVENT_FIELDS = frozenset(name for model in get_args(AnyEvent) for name in model.model_fields)
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(CustomerEvent)
 _KNOWN_TYPES = frozenset(t.value for t in EventType)

@@ -239,10 +239,7 @@ class ScorerService:
         try:
             for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
                 record = orjson.loads(raw)
-                pending, shard = record.get("pending"), record.get("shard")
-                if pending is not None and shard in self._active_partitions:
-                    self.scorer.schedule_label(customer_id, float(pending["time"]), shard)
-                    scheduled += 1
+                scheduled += self.scorer.reschedule(customer_id, record, self._active_partitions)
                 if count % RESCHEDULE_CHUNK == 0:
                     await asyncio.sleep(0)
         except Exception:

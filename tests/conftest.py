@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -11,27 +12,26 @@ from streams.local_services import LocalBroker, LocalRedis, LocalServiceError
 
 logger = logging.getLogger(__name__)
 
+Service = TypeVar("Service", LocalBroker, LocalRedis)
 
-def _start(service: LocalBroker | LocalRedis) -> None:
+
+def _running(service: Service) -> Iterator[Service]:
+    """``service`` started for as long as the fixture lives, or the test fails saying why."""
     try:
         service.start()
     except LocalServiceError as exc:
         pytest.fail(f"cannot start {service.name} for the tests: {exc}")
+    yield service
+    service.stop()
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[LocalBroker]:
     """A Tansu broker for the whole session (topics are named per test)."""
-    service = LocalBroker()
-    _start(service)
-    yield service
-    service.stop()
+    yield from _running(LocalBroker())
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
     """A redis-server for the whole session (key prefixes are chosen per test)."""
-    service = LocalRedis()
-    _start(service)
-    yield service
-    service.stop()
+    yield from _running(LocalRedis())

@@ -364,5 +364,5 @@ def test_a_record_without_its_partition_is_not_scheduled_on_a_guess():
     del stored["shard"]  # written before records carried their partition
 
     scorer.forget_schedules()
-    assert not scorer.reschedule("c-1", CustomerState.from_dict(stored))
+    assert not scorer.reschedule("c-1", stored)
     assert scorer.pending_labels == 0
