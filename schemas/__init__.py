@@ -3,7 +3,13 @@
 from schemas.alerts import Alert, AlertType, Severity
 from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
-from schemas.events import DEAD_LETTER_REASONS, EventType, decode_event, parse_event_time
+from schemas.events import (
+    DEAD_LETTER_REASONS,
+    EventType,
+    decode_event,
+    parse_event_time,
+    validate_event,
+)
 from schemas.json_schema import wire_json_schema
 from schemas.scores import Score
 
@@ -21,5 +27,6 @@ __all__ = [
     "UnknownEventType",
     "decode_event",
     "parse_event_time",
+    "validate_event",
     "wire_json_schema",
 ]

@@ -36,7 +36,9 @@ __all__ = [
     "SupportTicketEvent",
     "ViewEvent",
     "decode_event",
+    "parse_event_json",
     "parse_event_time",
+    "validate_event",
 ]
 
 logger = logging.getLogger(__name__)
@@ -257,35 +259,23 @@ def _rejection(exc: ValidationError) -> EventRejected:
     return EventRejected(reason, message, field)
 
 
-def decode_event(raw: bytes | None, *, not_after: datetime | None = None) -> AnyEvent:
-    """Decode and validate one message value.
+def validate_event(document: dict[str, Any], *, not_after: datetime | None = None) -> AnyEvent:
+    """Validate one event already parsed from JSON (a dict in the README's event format).
 
     Raises :class:`EventRejected` (dead-letter it) or :class:`UnknownEventType` (count and skip).
     ``not_after`` rejects events from the future (the worker passes its clock plus a tolerance).
 
-    >>> event = decode_event(b'{"event_id": "e1", "customer_id": "c1", "type": "view",'
-    ...                      b' "timestamp": 1700000000, "item_id": "sku-1", "campaign": "x"}')
-    >>> event.item_id, event.model_extra
-    ('sku-1', {'campaign': 'x'})
-    >>> decode_event(b'{"event_id": "e2", "customer_id": "c1", "type": "purchase",'
-    ...              b' "timestamp": 1700000000, "item_id": "sku-1", "quantity": 1}')
+    >>> event = validate_event({"event_id": "e1", "customer_id": "c1", "type": "return",
+    ...                         "timestamp": "2025-03-01T10:00:00Z", "item_id": "sku-1",
+    ...                         "amount": 5.0})
+    >>> type(event).__name__, event.quantity, event.timestamp.isoformat()
+    ('ReturnEvent', 1, '2025-03-01T10:00:00+00:00')
+    >>> validate_event({"event_id": "e2", "customer_id": 42, "type": "view",
+    ...                 "timestamp": 1700000000, "item_id": "sku-1"})
     Traceback (most recent call last):
     ...
-    schemas.errors.EventRejected: amount: Field required
+    schemas.errors.EventRejected: customer_id: Input should be a valid string
     """
-    if raw is None:
-        raise EventRejected("missing_field", "message has no value", None)
-    if len(raw) > MAX_EVENT_BYTES:
-        msg = f"message of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES} byte limit"
-        raise EventRejected("oversized", msg)
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise EventRejected("invalid_utf8", "message is not valid UTF-8") from exc
-        raise EventRejected("not_json", f"message is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         msg = f"event must be a JSON object, got {type(document).__name__}"
         raise EventRejected("not_an_object", msg)
@@ -308,3 +298,49 @@ def decode_event(raw: bytes | None, *, not_after: datetime | None = None) -> Any
         )
         raise EventRejected("bad_timestamp", msg, "timestamp")
     return event
+
+
+def decode_event(raw: bytes | None, *, not_after: datetime | None = None) -> AnyEvent:
+    """Decode and validate one message value (JSON bytes; see :func:`validate_event`).
+
+    Raises :class:`EventRejected` (dead-letter it) or :class:`UnknownEventType` (count and skip).
+    ``not_after`` rejects events from the future (the worker passes its clock plus a tolerance).
+
+    >>> event = decode_event(b'{"event_id": "e1", "customer_id": "c1", "type": "view",'
+    ...                      b' "timestamp": 1700000000, "item_id": "sku-1", "campaign": "x"}')
+    >>> event.item_id, event.model_extra
+    ('sku-1', {'campaign': 'x'})
+    >>> decode_event(b'{"event_id": "e2", "customer_id": "c1", "type": "purchase",'
+    ...              b' "timestamp": 1700000000, "item_id": "sku-1", "quantity": 1}')
+    Traceback (most recent call last):
+    ...
+    schemas.errors.EventRejected: amount: Field required
+    """
+    if raw is None:
+        raise EventRejected("missing_field", "message has no value", None)
+    return validate_event(parse_event_json(raw), not_after=not_after)
+
+
+def parse_event_json(raw: bytes) -> Any:
+    """The JSON value of one message, not yet validated (see :func:`validate_event`).
+
+    Raises :class:`EventRejected`: ``oversized``, ``invalid_utf8`` or ``not_json``.
+
+    >>> parse_event_json(b'{"type": "view"}')
+    {'type': 'view'}
+    >>> parse_event_json(b"\\xff{}")
+    Traceback (most recent call last):
+    ...
+    schemas.errors.EventRejected: message is not valid UTF-8
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        msg = f"message of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES} byte limit"
+        raise EventRejected("oversized", msg)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EventRejected("invalid_utf8", "message is not valid UTF-8") from exc
+        raise EventRejected("not_json", f"message is not JSON: {exc}") from exc

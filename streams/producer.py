@@ -52,17 +52,20 @@ class EventProducer:
             msg = f"cannot reach the Kafka broker at CRM_BROKER={settings.broker}: {exc}"
             raise BrokerUnavailable(msg) from exc
 
-    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
-        """Send one message as is; the key defaults to the event's customer_id."""
-        self._producer.send(
+    def send_raw(self, value: bytes, key: bytes | None = None) -> Any:
+        """Send one message as is; the key defaults to the event's customer_id.
+
+        Returns kafka-python's future of the delivery (``add_errback`` sees a failed one).
+        """
+        return self._producer.send(
             self._settings.events_topic,
             value=value,
             key=key if key is not None else customer_key(value),
         )
 
-    def send_event(self, event: dict[str, Any]) -> None:
-        """Send one event given as a dict."""
-        self.send_raw(orjson.dumps(event), str(event["customer_id"]).encode("utf-8"))
+    def send_event(self, event: dict[str, Any]) -> Any:
+        """Send one event given as a dict; returns the future of its delivery."""
+        return self.send_raw(orjson.dumps(event), str(event["customer_id"]).encode("utf-8"))
 
     def flush(self) -> None:
         """Wait until everything sent is acknowledged."""

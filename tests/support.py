@@ -1,9 +1,11 @@
-"""Helpers of the integration and CLI tests: worker processes, waiting, reading topics."""
+"""Helpers of the integration and CLI tests: the CLI, worker processes, waiting, topics."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,25 @@ from streams.demo import WorkerProcess, read_metrics
 from streams.local_services import LocalBroker, free_port
 
 logger = logging.getLogger(__name__)
+
+
+CLI = str(Path(sys.executable).parent / "crm-scorer")
+
+
+def crm(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``crm-scorer ARGS`` and capture what it prints."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    return subprocess.run(
+        [CLI, *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=None if stdin is None else stdin.decode(),
+    )
 
 
 def worker_env(broker: LocalBroker, redis_url: str, name: str, data_dir: Path) -> dict[str, str]:

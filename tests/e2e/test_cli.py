@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +13,11 @@ import pytest
 
 from schemas.json_schema import wire_json_schema
 from streams.local_services import free_port
-from tests.support import handled_events, start_worker, wait_until, worker_env
+from tests.support import crm, handled_events, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)
 
-CLI = str(Path(sys.executable).parent / "crm-scorer")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def crm(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``crm-scorer ARGS`` and capture what it prints."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-    return subprocess.run(
-        [CLI, *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        input=None if stdin is None else stdin.decode(),
-    )
 
 
 def test_schema_prints_the_committed_json_schema() -> None:
