@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-quick lint schema clean
+.PHONY: setup demo test test-quick lint schema quality clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -23,9 +23,12 @@ test-quick: setup
 	$(BIN)/pytest -m "not integration and not slow"
 
 lint: setup
-	$(BIN)/ruff check schemas online_models streams tests
-	$(BIN)/ruff format --check schemas online_models streams tests
+	$(BIN)/ruff check schemas online_models streams tests benchmarks
+	$(BIN)/ruff format --check schemas online_models streams tests benchmarks
 	$(BIN)/mypy
+
+quality: setup
+	$(BIN)/python benchmarks/quality.py
 
 schema: setup
 	$(BIN)/crm-scorer schema > schemas/crm-scorer.schema.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,9 +88,18 @@ class AlertPolicy:
         return [AlertIntent(kind, severity, details, time)]
 
     def churn(
-        self, state: AlertState, risk: float, *, time: float, labels: int, reasons: list[str]
+        self,
+        state: AlertState,
+        risk: float,
+        *,
+        time: float,
+        labels: int,
+        reasons: list[str] | Callable[[], list[str]],
     ) -> list[AlertIntent]:
-        """A churn-risk alert when the risk crosses the threshold while armed."""
+        """A churn-risk alert when the risk crosses the threshold while armed.
+
+        ``reasons`` may be a callable, asked only when the alert fires.
+        """
         limits = self.thresholds
         if risk < limits.churn_risk - limits.churn_hysteresis:
             state.churn_armed = True
@@ -99,6 +109,8 @@ class AlertPolicy:
             return []
         state.churn_armed = False
         severity = "critical" if risk >= (1.0 + limits.churn_risk) / 2 else "warning"
+        if callable(reasons):
+            reasons = reasons()
         details = {"score": round(risk, 6), "threshold": limits.churn_risk, "reasons": reasons}
         return self._fire(state, "churn_risk", time, severity, details)
 

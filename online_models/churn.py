@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from river import linear_model, metrics, optim, preprocessing, stats, utils
+from river import drift, linear_model, metrics, optim, preprocessing, stats, tree, utils
 
-__all__ = ["ChurnModel", "ChurnQuality", "LabelSchedule", "PendingExample"]
+from online_models.profile import CHURN_FEATURES
+
+__all__ = ["CHURN_MODEL_KINDS", "ChurnModel", "ChurnQuality", "PendingExample"]
 
 logger = logging.getLogger(__name__)
 
 
+#: The churn model kinds: the default logistic regression and its challenger.
+CHURN_MODEL_KINDS = ("logistic", "hoeffding_tree")
+
+
 class ChurnModel:
     """``StandardScaler | LogisticRegression`` over a customer's churn features.
+
+    ``kind="hoeffding_tree"`` swaps the regression for River's Hoeffding adaptive tree, the
+    challenger the quality benchmark compares; it gives no per-feature reasons.
 
     >>> model = ChurnModel()
     >>> model.predict_proba_one({"log_days_since_order": 1.0})
@@ -29,12 +37,25 @@ class ChurnModel:
     (True, True)
     """
 
-    def __init__(self, learning_rate: float = 0.05, l2: float = 1e-4) -> None:
+    def __init__(
+        self, learning_rate: float = 0.05, l2: float = 1e-4, kind: str = "logistic"
+    ) -> None:
+        if kind not in CHURN_MODEL_KINDS:
+            msg = f"kind must be one of {', '.join(CHURN_MODEL_KINDS)}, got {kind!r}"
+            raise ValueError(msg)
         self.learning_rate = learning_rate
         self.l2 = l2
+        self.kind = kind
         self._scaler = preprocessing.StandardScaler()
         self._regression = linear_model.LogisticRegression(
             optimizer=optim.SGD(learning_rate), l2=l2
+        )
+        self._classifier: Any = (
+            self._regression
+            if kind == "logistic"
+            else tree.HoeffdingAdaptiveTreeClassifier(
+                grace_period=100, leaf_prediction="nba", seed=0
+            )
         )
         self._labels_learned = 0
 
@@ -55,16 +76,18 @@ class ChurnModel:
     def risk(self, x: dict[str, float]) -> float:
         """Probability that the customer churns (0..1)."""
         scaled = self._scaler.transform_one(x)
-        return float(self._regression.predict_proba_one(scaled).get(True, 0.0))
+        return float(self._classifier.predict_proba_one(scaled).get(True, 0.0))
 
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         """Learn one labelled example (``y`` True = churned)."""
         self._scaler.learn_one(x)
-        self._regression.learn_one(self._scaler.transform_one(x), y)
+        self._classifier.learn_one(self._scaler.transform_one(x), y)
         self._labels_learned += 1
 
     def explain_one(self, x: dict[str, float], top: int = 3) -> list[str]:
-        """The features pushing the risk up the most, strongest first."""
+        """The features pushing the risk up the most, strongest first (logistic kind only)."""
+        if self.kind != "logistic":
+            return []
         scaled = self._scaler.transform_one(x)
         weights = self._regression.weights
         pushes = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
@@ -85,61 +108,27 @@ class PendingExample:
     risk: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for the state table."""
-        return {"time": self.time, "features": self.features, "risk": self.risk}
+        """Plain data for the state table: feature values in ``CHURN_FEATURES`` order.
+
+        >>> example = PendingExample(5.0, {"log_orders": 1.0}, 0.25)
+        >>> PendingExample.from_dict(example.to_dict()).features["log_orders"]
+        1.0
+        """
+        features = self.features
+        return {
+            "time": self.time,
+            "x": [features.get(name, 0.0) for name in CHURN_FEATURES],
+            "risk": self.risk,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PendingExample:
-        """Inverse of :meth:`to_dict`."""
-        return cls(time=data["time"], features=dict(data["features"]), risk=data["risk"])
-
-
-class LabelSchedule:
-    """When each customer's pending example falls due, without scanning every customer.
-
-    A min-heap of ``(deadline, customer)``; a customer's later entry supersedes earlier ones,
-    so stale heap entries are skipped when popped.
-
-    >>> schedule = LabelSchedule()
-    >>> schedule.schedule("a", 10.0); schedule.schedule("b", 5.0); schedule.schedule("a", 20.0)
-    >>> schedule.pop_due(15.0)
-    ['b']
-    >>> schedule.pop_due(25.0)
-    ['a']
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, str]] = []
-        self._deadlines: dict[str, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._deadlines)
-
-    def schedule(self, customer_id: str, deadline: float) -> None:
-        """Expect a label for ``customer_id`` by ``deadline`` (event time)."""
-        self._deadlines[customer_id] = deadline
-        heapq.heappush(self._heap, (deadline, customer_id))
-        if len(self._heap) > 4 * len(self._deadlines) + 1024:
-            self._compact()
-
-    def cancel(self, customer_id: str) -> None:
-        """The customer's example was labelled some other way."""
-        self._deadlines.pop(customer_id, None)
-
-    def pop_due(self, watermark: float) -> list[str]:
-        """Customers whose deadline is at or before ``watermark``, removed from the schedule."""
-        due = []
-        heap = self._heap
-        while heap and heap[0][0] <= watermark:
-            deadline, customer_id = heapq.heappop(heap)
-            if self._deadlines.get(customer_id) == deadline:
-                del self._deadlines[customer_id]
-                due.append(customer_id)
-        return due
-
-    def _compact(self) -> None:
-        self._heap = [(d, c) for c, d in self._deadlines.items()]
-        heapq.heapify(self._heap)
+        """Inverse of :meth:`to_dict` (also reads the named ``features`` of state format 1)."""
+        if "x" in data:
+            features = dict(zip(CHURN_FEATURES, data["x"], strict=True))
+        else:
+            features = dict(data["features"])
+        return cls(time=data["time"], features=features, risk=data["risk"])
 
 
 class ChurnQuality:
@@ -148,12 +137,18 @@ class ChurnQuality:
     >>> quality = ChurnQuality(window=100)
     >>> for risk, churned in [(0.9, True), (0.2, False), (0.8, True), (0.3, False)]:
     ...     quality.update(risk, churned)
-    >>> quality.roc_auc, quality.labels, quality.churn_rate
-    (1.0, 4, 0.5)
+    >>> quality.roc_auc, quality.labels, quality.churn_rate, quality.drifts
+    (1.0, 4, 0.5, 0)
+
+    An ADWIN detector watches the absolute error of the served risks: a change in it (the
+    customers or the model shifted) is counted in :attr:`drifts`.
     """
 
-    def __init__(self, window: int = 1000) -> None:
+    def __init__(self, window: int = 1000, drift_delta: float = 0.002) -> None:
         self.window = window
+        self.drift_delta = drift_delta
+        self._drift = drift.ADWIN(delta=drift_delta)
+        self._drifts = 0
         self._roc_auc = metrics.RollingROCAUC(window_size=window)
         self._log_loss: Any = utils.Rolling(metrics.LogLoss, window_size=window)
         self._positives: Any = utils.Rolling(stats.Mean, window_size=window)
@@ -165,6 +160,14 @@ class ChurnQuality:
         self._log_loss.update(churned, min(max(risk, 1e-6), 1 - 1e-6))
         self._positives.update(1.0 if churned else 0.0)
         self._labels += 1
+        self._drift.update(abs((1.0 if churned else 0.0) - risk))
+        if self._drift.drift_detected:
+            self._drifts += 1
+
+    @property
+    def drifts(self) -> int:
+        """Changes the drift detector found in the churn error so far."""
+        return self._drifts
 
     @property
     def labels(self) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from online_models.activity import DAY, Activity
 
-__all__ = ["CustomerProfile"]
+__all__ = ["CHURN_FEATURES", "CustomerProfile"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,24 @@ MAX_PURCHASED_ITEMS = 200
 MAX_RECENT_ITEMS = 10
 MAX_ORDER_TIMES = 8
 SENTIMENT_SMOOTHING = 0.5
+
+#: The churn model's features, in the order pending examples store them.
+CHURN_FEATURES = (
+    "log_orders",
+    "log_net_monetary",
+    "log_avg_order",
+    "log_tenure_days",
+    "log_days_since_order",
+    "log_mean_gap_days",
+    "overdue_ratio",
+    "orders_per_month",
+    "log_views_per_order",
+    "log_cart_adds",
+    "return_rate",
+    "log_tickets",
+    "sentiment",
+    "has_ordered",
+)
 
 
 @dataclass(slots=True)
@@ -171,11 +189,18 @@ class CustomerProfile:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for the state table."""
-        return asdict(self)
+        """Plain data for the state table (lists copied, so the record owns them)."""
+        data = {name: getattr(self, name) for name in _FIELDS}
+        for name in _LIST_FIELDS:
+            data[name] = list(data[name])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CustomerProfile:
         """Inverse of :meth:`to_dict`; unknown keys from newer versions are ignored."""
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
+
+
+_FIELDS = tuple(f.name for f in fields(CustomerProfile))
+_LIST_FIELDS = tuple(f.name for f in fields(CustomerProfile) if str(f.type).startswith("list["))

@@ -6,13 +6,14 @@ import logging
 import math
 import random
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
-from river import optim, reco
+from river import optim, reco, stats, utils
 
 from online_models.activity import DAY
 
-__all__ = ["Recommender"]
+__all__ = ["RecommendationQuality", "Recommender"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Recommender:
         co_purchase_neighbors: int = 50,
         cf_weight: float = 1.0,
         popularity_weight: float = 0.3,
-        co_purchase_weight: float = 0.6,
+        co_purchase_weight: float = 2.0,
         seed: int = 42,
     ) -> None:
         if n_factors < 1:
@@ -251,11 +252,22 @@ class Recommender:
 
         With squared loss the gradient is 2 * (pred - y); learning towards
         pred + weight * (target - pred) multiplies it by exactly ``weight``.
+
+        This is River's ``FunkMF.learn_one`` (squared loss, plain SGD, gradient clipping)
+        written out on the model's own latent vectors: the same numbers without River's
+        per-call dict and optimizer overhead, which was 40% of a backtest's time.
         """
         mf = self._mf
-        pred = mf.predict_one(user, item)
-        mf.learn_one(user, item, pred + weight * (target - pred))
-        self._factors[row] = mf.i_latents[item]
+        user_latent = mf.u_latents[user]  # created first, as River's predict_one does
+        item_latent = mf.i_latents[item]
+        pred = float(user_latent @ item_latent)
+        gradient = 2.0 * (pred - (pred + weight * (target - pred)))
+        gradient = min(max(gradient, -mf.clip_gradient), mf.clip_gradient)
+        user_step = gradient * item_latent + self.l2 * user_latent
+        item_step = gradient * user_latent + self.l2 * item_latent
+        user_latent -= self.learning_rate * user_step
+        item_latent -= self.learning_rate * item_step
+        self._factors[row] = item_latent
 
     def _add_popularity(self, row: int, time: float, weight: float) -> None:
         """Forward decay: add weight * exp((time - t0) / tau); order of events is free."""
@@ -271,15 +283,22 @@ class Recommender:
         self._popularity[row] += weight * math.exp(exponent)
 
     def _count_pair(self, row: int, other: int) -> None:
-        """Count ``other`` as co-bought with ``row``, keeping the strongest neighbours."""
+        """Count ``other`` as co-bought with ``row``, keeping the strongest neighbours.
+
+        A list may grow to twice ``co_purchase_neighbors`` before it is cut back to the
+        strongest (oldest first on ties), so the cut costs little per pair.
+        """
         neighbors = self._neighbors.get(row)
         if neighbors is None:
             neighbors = self._neighbors[row] = {}
         if other in neighbors:
             neighbors[other] += 1.0
             return
-        if len(neighbors) >= self.co_purchase_neighbors:
-            del neighbors[min(neighbors, key=neighbors.__getitem__)]  # weakest, oldest on ties
+        if len(neighbors) >= 2 * self.co_purchase_neighbors:
+            keep = sorted(neighbors.items(), key=lambda kv: kv[1], reverse=True)
+            kept = dict(keep[: self.co_purchase_neighbors - 1])
+            neighbors.clear()
+            neighbors.update(kept)
         neighbors[other] = 1.0
 
     def _co_purchase_scores(self, recent: Sequence[str], n: int) -> np.ndarray | None:
@@ -300,3 +319,34 @@ class Recommender:
             return None
         co = np.bincount(rows, weights=values, minlength=n)
         return co / co.max()
+
+
+class RecommendationQuality:
+    """Rolling hit rate: the share of new baskets whose item was in the list served before.
+
+    >>> quality = RecommendationQuality(window=3)
+    >>> for hit in (True, False, False, True):
+    ...     quality.update(hit)
+    >>> round(quality.hit_rate, 3), quality.baskets
+    (0.333, 4)
+    """
+
+    def __init__(self, window: int = 1000) -> None:
+        self.window = window
+        self._hits: Any = utils.Rolling(stats.Mean, window_size=window)
+        self._baskets = 0
+
+    def update(self, hit: bool) -> None:
+        """Count one basket: whether its item was among the recommendations."""
+        self._hits.update(1.0 if hit else 0.0)
+        self._baskets += 1
+
+    @property
+    def baskets(self) -> int:
+        """Baskets evaluated in total."""
+        return self._baskets
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of hits in the window (NaN before the first basket)."""
+        return float(self._hits.get()) if self._baskets else math.nan

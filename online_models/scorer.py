@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from online_models import __version__
 from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertIntent, AlertPolicy, AlertThresholds
-from online_models.churn import ChurnModel, ChurnQuality, LabelSchedule, PendingExample
-from online_models.recommend import Recommender
+from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
+from online_models.churn import ChurnModel, ChurnQuality, PendingExample
+from online_models.recommend import RecommendationQuality, Recommender
 from online_models.segments import Segmenter
 from online_models.sentiment import SentimentModel
 from online_models.state import CustomerState
@@ -24,6 +23,9 @@ logger = logging.getLogger(__name__)
 # Implicit-feedback strength of each action for the recommender.
 _INTERACTION_WEIGHTS = {"purchase": 1.0, "cart_add": 0.5, "view": 0.2}
 _TEXT_KINDS = frozenset({"feedback", "support_ticket"})
+# Silent customers are re-scored until this many horizons of silence: long enough for their
+# last examples to be labelled and for the segments to learn where lapsed customers sit.
+_RESCORE_HORIZONS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,11 @@ class ScorerConfig:
 
     churn_horizon_days: float = 90.0
     churn_sample_interval_days: float = 1.0
+    churn_silent_sample_days: float = 15.0
     churn_learning_rate: float = 0.05
     churn_l2: float = 1e-4
+    churn_model: str = "logistic"
+    rescore_interval_days: float = 1.0
     quality_window: int = 1000
     segments: int = 6
     segment_halflife: float = 0.02
@@ -47,7 +52,11 @@ class ScorerConfig:
 
 @dataclass(frozen=True, slots=True)
 class CustomerScore:
-    """What the CRM reads about a customer after an event."""
+    """What the CRM reads about a customer, as of event time ``as_of``.
+
+    Recommendations are not part of it: they are ranked when the score is published
+    (:meth:`CustomerScorer.recommend`), once however many events a customer sent meanwhile.
+    """
 
     churn_risk: float
     segment: int
@@ -55,50 +64,62 @@ class CustomerScore:
     value: float
     monetary: float
     orders: int
-    recommendations: list[str]
     sentiment: float | None
     event_time: float
+    as_of: float
     model_version: str
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreOutcome:
-    """A scored event: the customer's new state and score, alerts, and labels learned."""
+    """A score: the customer's state and score, alerts raised and churn labels learned.
+
+    ``changed`` says whether ``state`` differs from what was stored before (an event always
+    changes it; a re-score of a silent customer only sometimes).
+    """
 
     state: CustomerState
     score: CustomerScore
     alerts: list[AlertIntent]
     labels: list[bool]
+    changed: bool = True
 
 
 class CustomerScorer:
     """Updates every model with one customer's event and scores the customer.
 
-    Churn labels come from the stream: the example taken at a score is labelled "stayed"
-    when the customer acts again at least ``churn_sample_interval_days`` later but within the
-    horizon, "churned" when the horizon passes in event time without activity (see
-    :meth:`due_for_labels`) or at once on ``subscription_cancel``; only then is it learned.
+    Churn labels come from the stream. Every served score leaves a pending example: the
+    features as they were and the risk served. It is labelled "stayed" when the customer acts
+    again at least ``churn_sample_interval_days`` later but within the horizon, "churned"
+    when the horizon passes in event time without activity (found by :meth:`refresh`) or at
+    once on ``subscription_cancel``; only then is it learned.
 
     >>> scorer = CustomerScorer()
     >>> outcome = scorer.score("c1", None, Activity("purchase", 1.7e9, item_id="a", amount=9.5,
     ...                                             quantity=1))
     >>> outcome.score.orders, outcome.score.monetary, 0.0 <= outcome.score.churn_risk <= 1.0
     (1, 9.5, True)
+    >>> later = scorer.refresh("c1", outcome.state, 1.7e9 + 30 * DAY)
+    >>> later.score.churn_risk >= outcome.score.churn_risk, later.score.as_of - 1.7e9 == 30 * DAY
+    (True, True)
     """
 
     def __init__(self, config: ScorerConfig | None = None) -> None:
         self.config = config or ScorerConfig()
         cfg = self.config
-        self._churn = ChurnModel(learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2)
+        self._churn = ChurnModel(
+            learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
+        )
         self._quality = ChurnQuality(window=cfg.quality_window)
         self._segmenter = Segmenter(n_segments=cfg.segments, halflife=cfg.segment_halflife)
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._sentiment = SentimentModel()
         self._recommender = Recommender(n_factors=cfg.recommender_factors)
+        self._hit_rate = RecommendationQuality(window=cfg.quality_window)
         self._policy = AlertPolicy(cfg.alerts)
-        self._schedules: dict[int, LabelSchedule] = {}
         self._horizon = cfg.churn_horizon_days * DAY
         self._events_learned = 0
+        self._pending = 0
 
     @property
     def churn_model(self) -> ChurnModel:
@@ -109,6 +130,11 @@ class CustomerScorer:
     def quality(self) -> ChurnQuality:
         """Rolling quality of served churn scores on their delayed labels."""
         return self._quality
+
+    @property
+    def recommendation_quality(self) -> RecommendationQuality:
+        """Rolling hit rate of the recommendations served before each new basket."""
+        return self._hit_rate
 
     @property
     def segmenter(self) -> Segmenter:
@@ -122,8 +148,13 @@ class CustomerScorer:
 
     @property
     def pending_labels(self) -> int:
-        """Churn examples waiting for their label."""
-        return sum(len(s) for s in self._schedules.values())
+        """Churn examples waiting for a label in the states this scorer looks after."""
+        return self._pending
+
+    @pending_labels.setter
+    def pending_labels(self, count: int) -> None:
+        # Set when a worker takes over partitions and counts what their stored states hold.
+        self._pending = count
 
     @property
     def model_version_events(self) -> int:
@@ -140,16 +171,17 @@ class CustomerScorer:
     ) -> ScoreOutcome:
         """Learn from ``activity`` and score the customer as of their latest event.
 
-        ``shard`` groups customers whose state lives together (a Kafka partition): labels of
-        a shard are only produced by :meth:`due_for_labels` for that shard.
+        ``shard`` groups customers whose state lives together (a Kafka partition).
         """
         cfg = self.config
         state = state if state is not None else CustomerState.new(activity.time)
         state.shard = shard
         profile = state.profile
-        labels = self._resolve_pending(customer_id, state, activity, shard)
+        self._evaluate_recommendations(customer_id, state, activity)
+        labels = self._resolve_pending(state, activity)
 
         first_event = profile.events == 0
+        new_moment = first_event or activity.time > profile.last_seen
         old_monetary, old_orders = profile.net_monetary, profile.orders
         tone = None
         if activity.kind in _TEXT_KINDS:
@@ -180,111 +212,136 @@ class CustomerScorer:
         now = profile.last_seen
         features = profile.churn_features(now)
         risk = 1.0 if state.cancelled else self._churn.risk(features)
-        if state.pending is None and not state.cancelled:
-            state.pending = PendingExample(now, features, risk)
-            self._schedule_label(customer_id, now, shard)
+        if not state.pending and not state.cancelled:
+            self._take_example(state, now, features, risk)
 
-        predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
+        # One point per basket (its lines share a timestamp) and per re-score: the centres
+        # follow customers, not the lines of the biggest baskets.
+        segment_x = profile.segment_features(now)
+        if new_moment:
+            predicted = self._segmenter.learn_predict_one(segment_x)
+        else:
+            predicted = self._segmenter.predict_one(segment_x)
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
-        score = self._finish(customer_id, state, risk, now)
+        score = self._finish(state, risk, now)
         alerts = self._alerts(
             state, score, left, now, features, tone, activity.kind, newly_cancelled
         )
         return ScoreOutcome(state, score, alerts, labels)
 
-    def forget_schedules(self) -> None:
-        """Drop every label deadline (the worker's partitions changed); see :meth:`reschedule`."""
-        self._schedules.clear()
+    def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
+        """Re-score a customer at event time ``now`` without an event from them.
 
-    def reschedule(
-        self,
-        customer_id: str,
-        record: Mapping[str, Any],
-        shards: Collection[int] | None = None,
-    ) -> bool:
-        """Schedule the label of a stored record's (``CustomerState.to_dict``) pending example.
-
-        Only for records of ``shards`` when given; True if a label was scheduled.
+        Labels "churned" the pending examples whose horizon passed, takes a new example
+        every ``churn_silent_sample_days`` of silence within the horizon, and lets the
+        churn risk, value and segment follow the silence; alerts fire as for an event.
         """
-        example = CustomerState.pending_example_of(record)
-        if example is None or (shards is not None and example[1] not in shards):
-            return False
-        time, shard = example
-        self._schedule_label(customer_id, time, shard)
-        return True
-
-    def _schedule_label(self, customer_id: str, example_time: float, shard: int) -> None:
-        self._schedule(shard).schedule(customer_id, example_time + self._horizon)
-
-    def due_for_labels(self, watermark: float, shard: int = 0) -> list[str]:
-        """Customers of ``shard`` whose pending example's horizon passed by ``watermark``."""
-        return self._schedule(shard).pop_due(watermark)
-
-    def label_silent(
-        self, customer_id: str, state: CustomerState, watermark: float
-    ) -> ScoreOutcome:
-        """Label a silent customer's pending example "churned" and re-score them at ``watermark``.
-
-        Call it for the customers :meth:`due_for_labels` returned; the new score shows the risk
-        of a customer who has been silent for the whole horizon.
-        """
-        labels: list[bool] = []
-        pending = state.pending
-        if pending is not None and watermark - pending.time >= self._horizon:
-            self._learn_label(pending, True, labels)
-            state.pending = None
         profile = state.profile
-        now = max(watermark, profile.last_seen)
+        now = max(now, profile.last_seen)
+        labels: list[bool] = []
+        waiting = []
+        for example in state.pending:
+            if now - example.time >= self._horizon:
+                self._learn_label(example, True, labels)
+            else:
+                waiting.append(example)
+        state.pending = waiting
+        changed = bool(labels)
+
         features = profile.churn_features(now)
         risk = 1.0 if state.cancelled else self._churn.risk(features)
-        predicted = self._segmenter.predict_one(profile.segment_features(now))
-        left = state.confirm_segment(predicted, self.config.segment_confirmations)
-        score = self._finish(customer_id, state, risk, now)
-        alerts = self._alerts(state, score, left, now, features, None, "silence")
-        return ScoreOutcome(state, score, alerts, labels)
+        newest = waiting[-1].time if waiting else profile.last_seen
+        if (
+            not state.cancelled
+            and now - profile.last_seen < self._horizon
+            and now - newest >= self.config.churn_silent_sample_days * DAY
+        ):
+            self._take_example(state, now, features, risk)
+            changed = True
 
-    def _schedule(self, shard: int) -> LabelSchedule:
-        schedule = self._schedules.get(shard)
-        if schedule is None:
-            schedule = self._schedules[shard] = LabelSchedule()
-        return schedule
+        before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
+        # Silent customers drift towards "lapsing": the centres learn where they are now.
+        predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
+        left = state.confirm_segment(predicted, self.config.segment_confirmations)
+        score = self._finish(state, risk, now)
+        alerts = self._alerts(state, score, left, now, features, None, "silence")
+        after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        return ScoreOutcome(state, score, alerts, labels, changed or after != before)
+
+    def next_refresh(self, state: CustomerState, now: float) -> float | None:
+        """When to re-score a customer last scored at ``now``; None when never again.
+
+        Every ``rescore_interval_days`` counted from the customer's latest event while the
+        customer has unlabelled examples or has been silent for less than twice the horizon;
+        after that the score no longer changes.
+        """
+        if state.cancelled:
+            return None
+        last_seen = state.profile.last_seen
+        if state.pending or now - last_seen < _RESCORE_HORIZONS * self._horizon:
+            # On a grid from the latest event: a re-score that ran late, because the shard's
+            # events came late, must not push the later ones back, or days go unscored.
+            interval = self.config.rescore_interval_days * DAY
+            return last_seen + (math.floor((now - last_seen) / interval) + 1) * interval
+        return None
+
+    def recommend(self, customer_id: str, state: CustomerState) -> list[str]:
+        """The customer's top-K items now: not ones they bought, unless repurchase is allowed."""
+        profile = state.profile
+        exclude = () if self.config.allow_repurchase else profile.purchased_items
+        return self._recommender.rank(
+            customer_id, self.config.top_k, exclude=exclude, recent=profile.recent_items
+        )
+
+    def _evaluate_recommendations(
+        self, customer_id: str, state: CustomerState, activity: Activity
+    ) -> None:
+        """Was the first line of a new basket in the list served just before it?"""
+        if activity.kind != "purchase" or activity.item_id is None:
+            return
+        last_order = state.profile.last_order_at
+        if last_order is not None and activity.time <= last_order:
+            return  # a further line of a basket already seen, or a late one
+        self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
+
+    def _take_example(
+        self, state: CustomerState, now: float, features: dict[str, float], risk: float
+    ) -> None:
+        state.pending.append(PendingExample(now, features, risk))
+        self._pending += 1
 
     def _learn_label(self, pending: PendingExample, churned: bool, labels: list[bool]) -> None:
         self._quality.update(pending.risk, churned)
         self._churn.learn_one(pending.features, churned)
+        self._pending = max(self._pending - 1, 0)
         labels.append(churned)
 
-    def _resolve_pending(
-        self, customer_id: str, state: CustomerState, activity: Activity, shard: int
-    ) -> list[bool]:
-        """Label the pending example with what this event tells about the customer."""
+    def _resolve_pending(self, state: CustomerState, activity: Activity) -> list[bool]:
+        """Label the pending examples taken before this event with what it tells."""
         labels: list[bool] = []
-        pending = state.pending
-        if pending is None:
+        if not state.pending:
             return labels
         cfg = self.config
-        age = activity.time - pending.time
-        if age >= self._horizon or activity.kind == "subscription_cancel":
-            self._learn_label(pending, True, labels)
-        elif age >= cfg.churn_sample_interval_days * DAY:
-            self._learn_label(pending, False, labels)
-        elif age < 0:
-            return labels  # a late event from before the example: it changes nothing
-        # Else too soon for a label: the example is retaken after this event, so its
-        # horizon runs from the customer's latest activity.
-        state.pending = None
-        self._schedule(shard).cancel(customer_id)
+        cancelled = activity.kind == "subscription_cancel"
+        later = []
+        for example in state.pending:
+            age = activity.time - example.time
+            if age < 0:
+                later.append(example)  # a late event from before the example changes nothing
+            elif age >= self._horizon or cancelled:
+                self._learn_label(example, True, labels)
+            elif age >= cfg.churn_sample_interval_days * DAY:
+                self._learn_label(example, False, labels)
+            else:
+                # Too soon for a label: a new example is taken after this event instead.
+                self._pending = max(self._pending - 1, 0)
+        state.pending = later
         return labels
 
-    def _finish(
-        self, customer_id: str, state: CustomerState, risk: float, now: float
-    ) -> CustomerScore:
+    def _finish(self, state: CustomerState, risk: float, now: float) -> CustomerScore:
         profile = state.profile
         segment = state.segment if state.segment is not None else 0
-        exclude = () if self.config.allow_repurchase else profile.purchased_items
-        recommendations = self._recommender.rank(
-            customer_id, self.config.top_k, exclude=exclude, recent=profile.recent_items
-        )
         value = self._value.value(
             profile.net_monetary, profile.orders, profile.days_since_order(now)
         )
@@ -295,9 +352,9 @@ class CustomerScorer:
             value=min(max(value, 0.0), 1.0),
             monetary=profile.net_monetary,
             orders=profile.orders,
-            recommendations=recommendations,
             sentiment=profile.sentiment,
             event_time=profile.last_seen,
+            as_of=now,
             model_version=self.model_version,
         )
 
@@ -324,7 +381,7 @@ class CustomerScorer:
                 score.churn_risk,
                 time=time,
                 labels=self._churn.labels_learned,
-                reasons=self._churn.explain_one(features),
+                reasons=lambda: self._churn.explain_one(features),
             )
         # Ids of neighbouring clusters can trade customers without a change a CRM cares
         # about: only a move to a differently described segment is an alert.

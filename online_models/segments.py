@@ -11,6 +11,8 @@ __all__ = ["Segmenter"]
 
 logger = logging.getLogger(__name__)
 
+_RENAME_EVERY = 32
+
 
 class Segmenter:
     """Sequential k-means over RFM and engagement features on fixed scales.
@@ -60,7 +62,12 @@ class Segmenter:
         if self._seeded == 0:
             return 0
         # Own distance: River's predict_one would invent centre values for unknown keys.
-        return min(range(self._seeded), key=lambda i: self._distance(i, x))
+        best, best_distance = 0, math.inf
+        for segment in range(self._seeded):
+            distance = self._distance(segment, x)
+            if distance < best_distance:
+                best, best_distance = segment, distance
+        return best
 
     def learn_one(self, x: dict[str, float]) -> None:
         """Move the nearest centre towards ``x`` (or seed a new centre with it)."""
@@ -88,12 +95,18 @@ class Segmenter:
 
     def _distance(self, segment: int, x: dict[str, float]) -> float:
         center = self._kmeans.centers[segment]
-        keys = center.keys() | x.keys()
-        return math.sqrt(sum((center.get(k, 0.0) - x.get(k, 0.0)) ** 2 for k in keys))
+        total = 0.0
+        for key, value in x.items():
+            delta = center.get(key, 0.0) - value
+            total += delta * delta
+        if len(center) > len(x) or center.keys() != x.keys():
+            total += sum(value * value for key, value in center.items() if key not in x)
+        return math.sqrt(total)
 
     def describe(self, segment: int) -> str:
         """The segment in CRM words (names are refreshed as the centres move)."""
-        if self._names_at != self._learned:
+        # Centres move by ``halflife`` per point: renaming every few dozen points is plenty.
+        if len(self._names) != self._seeded or self._learned - self._names_at >= _RENAME_EVERY:
             self._names = self.describe_all()
             self._names_at = self._learned
         return self._names.get(segment, "new customers")
@@ -101,9 +114,11 @@ class Segmenter:
     def describe_all(self) -> dict[int, str]:
         """A distinct CRM name for every seeded segment, from where its centre sits.
 
-        Names rank the centres against each other: among buyers, the centre silent for
-        months is "lapsing", the highest spend and frequency is "loyal big spenders", the
-        lowest "occasional buyers"; centres of customers who never ordered are "browsers".
+        Names rank the centres against each other: among buyers, a centre silent for
+        months is "lapsing" ("lapsing big spenders" for the biggest spenders among them,
+        "hibernating" after about 4.5 months), the highest spend and frequency is "loyal big
+        spenders", the lowest "occasional buyers"; centres of customers who never ordered are
+        "browsers".
         """
         centers = self.centers()
         buyers = [i for i, c in centers.items() if c.get("ordered", 1.0) >= 0.5]
@@ -112,9 +127,16 @@ class Segmenter:
         for i in browsers:
             names[i] = "inactive browsers" if centers[i].get("recency", 0.0) >= 0.5 else "browsers"
         lapsing = [i for i in buyers if centers[i].get("recency", 0.0) >= 0.4]
-        for i in lapsing:
-            big = centers[i].get("monetary", 0.0) >= 0.6
-            names[i] = "lapsing big spenders" if big else "lapsing"
+        # Among lapsing centres the biggest spenders are the ones to win back first; months
+        # more of silence make a centre "hibernating".
+        by_spend = sorted(lapsing, key=lambda i: centers[i].get("monetary", 0.0), reverse=True)
+        for rank, i in enumerate(by_spend):
+            if centers[i].get("recency", 0.0) >= 0.75:
+                names[i] = "hibernating"
+            elif rank == 0 and centers[i].get("monetary", 0.0) >= 0.6:
+                names[i] = "lapsing big spenders"
+            else:
+                names[i] = "lapsing"
         active = sorted(
             (i for i in buyers if i not in lapsing),
             key=lambda i: centers[i].get("monetary", 0.0) + centers[i].get("frequency", 0.0),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,9 @@ __all__ = ["STATE_VERSION", "CustomerState", "StateVersionError"]
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+# Format 1 kept at most one pending example, as an object instead of a list; it reads as is.
+_READABLE_VERSIONS = frozenset({1, STATE_VERSION})
 
 
 class StateVersionError(CrmScorerError, ValueError):
@@ -25,7 +26,11 @@ class StateVersionError(CrmScorerError, ValueError):
 
 @dataclass(slots=True)
 class CustomerState:
-    """Features, the churn example waiting for its label, the segment and alert memory.
+    """Features, churn examples waiting for their labels, the segment and alert memory.
+
+    ``pending`` holds the served churn scores not yet labelled, oldest first: one taken at
+    the customer's latest event and, while the customer stays silent, more taken as the
+    scorer re-scores them, so the model also learns what silence of every length means.
 
     >>> state = CustomerState.new(0.0)
     >>> CustomerState.from_dict(state.to_dict()) == state
@@ -33,7 +38,7 @@ class CustomerState:
     """
 
     profile: CustomerProfile
-    pending: PendingExample | None = None
+    pending: list[PendingExample] = field(default_factory=list)
     segment: int | None = None
     segment_candidate: int | None = None
     segment_votes: int = 0
@@ -71,26 +76,12 @@ class CustomerState:
         self.segment_candidate, self.segment_votes = None, 0
         return previous
 
-    @staticmethod
-    def pending_example_of(record: Mapping[str, Any]) -> tuple[float, int] | None:
-        """Time and partition of a stored record's pending example, reading nothing else.
-
-        None when there is no example, or the record is too old to say its partition.
-
-        >>> CustomerState.pending_example_of({"pending": {"time": 5.0}, "shard": 2})
-        (5.0, 2)
-        """
-        pending, shard = record.get("pending"), record.get("shard")
-        if pending is None or shard is None:
-            return None
-        return float(pending["time"]), int(shard)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-safe) for the state table."""
         return {
             "v": STATE_VERSION,
             "profile": self.profile.to_dict(),
-            "pending": self.pending.to_dict() if self.pending is not None else None,
+            "pending": [example.to_dict() for example in self.pending],
             "segment": self.segment,
             "segment_candidate": self.segment_candidate,
             "segment_votes": self.segment_votes,
@@ -103,13 +94,16 @@ class CustomerState:
     def from_dict(cls, data: dict[str, Any]) -> CustomerState:
         """Inverse of :meth:`to_dict`; refuses records of another format version."""
         version = data.get("v")
-        if version != STATE_VERSION:
-            msg = f"customer state of format version {version!r}; this scorer reads {STATE_VERSION}"
+        if version not in _READABLE_VERSIONS:
+            readable = ", ".join(str(v) for v in sorted(_READABLE_VERSIONS))
+            msg = f"customer state of format version {version!r}; this scorer reads {readable}"
             raise StateVersionError(msg)
-        pending = data.get("pending")
+        pending = data.get("pending") or []
+        if isinstance(pending, dict):  # format 1
+            pending = [pending]
         return cls(
             profile=CustomerProfile.from_dict(data["profile"]),
-            pending=PendingExample.from_dict(pending) if pending is not None else None,
+            pending=[PendingExample.from_dict(example) for example in pending],
             segment=data.get("segment"),
             segment_candidate=data.get("segment_candidate"),
             segment_votes=int(data.get("segment_votes", 0)),

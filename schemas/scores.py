@@ -27,7 +27,8 @@ class Score(BaseModel):
     >>> t = datetime(2024, 1, 1, tzinfo=UTC)
     >>> score = Score(customer_id="c1", churn_risk=0.25, segment=2, segment_name="loyal",
     ...               value=0.8, monetary=120.5, orders=3, recommendations=["a", "b"],
-    ...               sentiment=None, model_version="0.1.0+42", event_time=t, updated_at=t)
+    ...               sentiment=None, model_version="0.1.0+42", event_time=t, as_of=t,
+    ...               updated_at=t)
     >>> Score.from_redis(score.to_redis()) == score
     True
     """
@@ -47,6 +48,11 @@ class Score(BaseModel):
     )
     model_version: str = Field(description="Scorer version and how many events its models learned.")
     event_time: datetime = Field(description="Event time of the customer's latest event.")
+    as_of: datetime | None = Field(
+        default=None,
+        description="Event time the scores are as of: the latest event, or later when the "
+        "customer was re-scored while silent.",
+    )
     updated_at: datetime = Field(description="Wall-clock time the score was computed.")
 
     def to_redis(self) -> dict[str, str]:
@@ -62,6 +68,7 @@ class Score(BaseModel):
             "recommendations": orjson.dumps(self.recommendations).decode(),
             "model_version": self.model_version,
             "event_time": self.event_time.isoformat(),
+            "as_of": (self.as_of or self.event_time).isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
         if self.sentiment is not None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -16,11 +15,13 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
-from online_models.scorer import CustomerScorer, ScoreOutcome
+from online_models.engine import Scored, ScoringEngine
+from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
 from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import decode_event
+from schemas.scores import Score
 from streams.convert import activity_of, alert_of, score_of
 from streams.metrics import ScorerMetrics
 from streams.redis_sink import ScoreWriter
@@ -55,7 +56,6 @@ class ScorerService:
         self.metrics = ScorerMetrics(self.registry)
         self.scorer = CustomerScorer(settings.scorer_config())
         self._clock = clock
-        self._watermarks: dict[int, float] = {}
         self._active_partitions: set[int] = set()
         self._rebuild_schedule = False
         self.redis = Redis.from_url(
@@ -70,6 +70,8 @@ class ScorerService:
             clock=clock,
         )
         self.app = self._build_app()
+        self.engine = ScoringEngine(self.scorer, TableStates(self.customers))
+        self._drifts_seen = 0
         quality = self.scorer.quality
         self.metrics.track(
             customers=lambda: len(self.customers),
@@ -77,6 +79,8 @@ class ScorerService:
             log_loss=lambda: quality.log_loss,
             pending_labels=lambda: self.scorer.pending_labels,
             events_learned=lambda: self.scorer.model_version_events,
+            hit_rate=lambda: self.scorer.recommendation_quality.hit_rate,
+            rescores_scheduled=self.engine.scheduled,
         )
 
     def _build_app(self) -> faust.App:
@@ -161,10 +165,8 @@ class ScorerService:
         started = time.perf_counter()
         if self._rebuild_schedule:
             await self._reschedule_pending()
-        outcome = await self._handle(event)
+        await self._handle(event)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        if outcome == "scored":
-            self._label_silent_customers(event.message.partition)
         if self.writer.full:
             await self.writer.flush()
 
@@ -197,72 +199,48 @@ class ScorerService:
         return "scored"
 
     def _score(self, decoded: Any, message: Any) -> None:
-        customer_id: str = decoded.customer_id
-        partition: int = message.partition
-        outcome = self.scorer.score(
-            customer_id, self._load(customer_id), activity_of(decoded), shard=partition
-        )
-        self._store(customer_id, outcome)
-        self._emit(customer_id, outcome, message.timestamp, decoded.event_id)
-        watermark = max(self._watermarks.get(partition, -math.inf), outcome.score.event_time)
-        self._watermarks[partition] = watermark
+        """Score the event, then re-score the silent customers its event time made due.
 
-    def _label_silent_customers(self, partition: int) -> None:
-        """Label the customers of ``partition`` whose horizon the watermark has passed.
-
-        Runs while the current event is still the agent's, so table writes go to this
-        partition's changelog, where these customers live.
+        Runs while the event is still the agent's, so every table write goes to this
+        partition's changelog, where all these customers live.
         """
-        watermark = self._watermarks.get(partition)
-        if watermark is None:
-            return
-        for customer_id in self.scorer.due_for_labels(watermark, shard=partition):
-            try:
-                state = self._load(customer_id)
-                if state is None:  # the partition moved to another worker meanwhile
-                    continue
-                silent = self.scorer.label_silent(customer_id, state, watermark)
-                self._store(customer_id, silent)
-                self._emit(customer_id, silent, None, None)
-            except Exception:
-                logger.exception("Labelling silent customer %s failed", customer_id)
+        scored = self.engine.process(
+            decoded.customer_id, activity_of(decoded), shard=message.partition
+        )
+        self._emit(scored[0], message.timestamp, decoded.event_id)
+        for rescored in scored[1:]:
+            self._emit(rescored, None, None)
+        if len(scored) > 1:
+            self.metrics.rescores.inc(len(scored) - 1)
+        drifts = self.scorer.quality.drifts
+        if drifts > self._drifts_seen:
+            self.metrics.churn_drifts.inc(drifts - self._drifts_seen)
+            self._drifts_seen = drifts
 
     async def _reschedule_pending(self) -> None:
-        """Schedule the pending churn examples of this worker's partitions from the table.
+        """Schedule the re-scores of this worker's partitions' customers from the table.
 
-        Reads only each record's example time and partition, and yields to the event loop
-        every few thousand records so /metrics and the Redis flushes keep running.
+        Yields to the event loop every few thousand records so /metrics and the Redis
+        flushes keep running.
         """
         self._rebuild_schedule = False
-        self.scorer.forget_schedules()
+        self.engine.reset()
         scheduled = 0
         try:
             for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
-                record = orjson.loads(raw)
-                scheduled += self.scorer.reschedule(customer_id, record, self._active_partitions)
+                state = CustomerState.from_dict(orjson.loads(raw))
+                scheduled += self.engine.adopt(customer_id, state, self._active_partitions)
                 if count % RESCHEDULE_CHUNK == 0:
                     await asyncio.sleep(0)
         except Exception:
-            logger.exception("Rebuilding churn label deadlines stopped after %d", scheduled)
-        logger.info("Scheduled %d pending churn labels from the customer table", scheduled)
+            logger.exception("Rebuilding re-score deadlines stopped after %d", scheduled)
+        logger.info("Scheduled %d customers' re-scores from the customer table", scheduled)
 
-    def _load(self, customer_id: str) -> CustomerState | None:
-        raw = self.customers.get(customer_id)
-        return CustomerState.from_dict(orjson.loads(raw)) if raw is not None else None
-
-    def _store(self, customer_id: str, outcome: ScoreOutcome) -> None:
-        self.customers[customer_id] = orjson.dumps(outcome.state.to_dict())
-
-    def _emit(
-        self,
-        customer_id: str,
-        outcome: ScoreOutcome,
-        produced_at: float | None,
-        event_id: str | None,
-    ) -> None:
+    def _emit(self, scored: Scored, produced_at: float | None, event_id: str | None) -> None:
+        customer_id, outcome = scored.customer_id, scored.outcome
         score = outcome.score
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        self.writer.put(score_of(customer_id, score, now), produced_at)
+        render = partial(self._render, customer_id, outcome.state, score)
+        self.writer.put(customer_id, render, produced_at)
         self.metrics.churn_risk.observe(score.churn_risk)
         self.metrics.labels_learned(outcome.labels)
         key = customer_id.encode("utf-8")
@@ -272,6 +250,12 @@ class ScorerService:
             self.alerts_topic.send_soon(
                 key=key, value=alert.to_bytes(), callback=partial(self._alert_sent, intent.type)
             )
+
+    def _render(self, customer_id: str, state: CustomerState, score: CustomerScore) -> Score:
+        """The Redis score, with recommendations ranked now (at the flush)."""
+        recommendations = self.scorer.recommend(customer_id, state)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        return score_of(customer_id, score, recommendations, now)
 
     def _alert_sent(self, alert_type: str, _: Any) -> None:
         self.metrics.alert(alert_type)
@@ -310,6 +294,34 @@ class ScorerService:
             reason,
             error,
         )
+
+
+class TableStates(MutableMapping[str, CustomerState]):
+    """The Faust customer table seen as customer states: JSON bytes in, states out.
+
+    Every read decodes a fresh state, so a state handed out is never changed by later events.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __getitem__(self, customer_id: str) -> CustomerState:
+        raw = self._table.get(customer_id)
+        if raw is None:
+            raise KeyError(customer_id)
+        return CustomerState.from_dict(orjson.loads(raw))
+
+    def __setitem__(self, customer_id: str, state: CustomerState) -> None:
+        self._table[customer_id] = orjson.dumps(state.to_dict())
+
+    def __delitem__(self, customer_id: str) -> None:
+        del self._table[customer_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table.keys())
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 def _position(message: Any) -> str:

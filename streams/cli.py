@@ -1,9 +1,10 @@
-"""``crm-scorer``: run the worker, the demo, produce events, look up scores, print the schema."""
+"""``crm-scorer``: run the worker or the demo, produce or replay events, look up scores, ..."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.json_schema import wire_json_schema
 from streams.settings import Settings, load_settings
+from streams.transactions import FileArgument, FormatOption, MapOption, PresetOption
 
 __all__ = ["cli", "main"]
 
@@ -118,6 +120,129 @@ def produce(
         )
     if skipped:
         typer.echo(f"{skipped} of them have a type this scorer does not know: counted and skipped")
+
+
+def _checked_rate(rate: str | None) -> str | None:
+    from streams.replay import InvalidRate, parse_rate
+
+    try:
+        parse_rate(rate)
+    except InvalidRate as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return rate
+
+
+@cli.command()
+def replay(
+    file: FileArgument,
+    preset: PresetOption = None,
+    maps: MapOption = None,
+    file_format: FormatOption = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Events per second: 500/s or 500; max (the default) sends as fast as possible.",
+            metavar="N/s",
+            callback=_checked_rate,
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Send only the first N events in event-time order.", min=1),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Kafka.")] = 30.0,
+) -> None:
+    """Send a transactions file to CRM_EVENTS_TOPIC as events, in event-time order."""
+    from rich.console import Console
+
+    from streams.replay import parse_rate, print_report
+    from streams.replay import replay as send_replay
+    from streams.transactions import load_transactions
+
+    settings = _settings()
+    console = Console()
+    try:
+        with console.status(f"reading {file}"):
+            transactions = load_transactions(
+                file, preset=preset, maps=maps or (), file_format=file_format
+            )
+        events = transactions.events[:limit]
+        result = send_replay(settings, events, rate=parse_rate(rate), console=console, wait=wait)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+    print_report(console, transactions, result, settings.events_topic)
+
+
+def _as_of(value: str) -> datetime:
+    """``--as-of``: ISO-8601; a time without an offset is UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"--as-of {value!r} is not ISO-8601 (e.g. 2011-09-09 or 2011-09-09T12:00:00+01:00)"
+        raise typer.BadParameter(msg) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+def backtest(
+    file: FileArgument,
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of",
+            help="Score as of this moment (ISO-8601; no offset means UTC); later events are "
+            "ignored.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Where to write the scores (CSV, one row per customer).")
+    ] = Path("scores.csv"),
+    preset: PresetOption = None,
+    maps: MapOption = None,
+    file_format: FormatOption = None,
+) -> None:
+    """Run the worker's models in-process over a file's events before --as-of; write scores."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from streams.backtest import run_backtest, write_scores
+    from streams.transactions import load_transactions
+
+    moment = _as_of(as_of)
+    settings = _settings()
+    console = Console(stderr=True)
+    try:
+        with console.status(f"reading {file}"):
+            transactions = load_transactions(
+                file, preset=preset, maps=maps or (), file_format=file_format
+            )
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+    events = transactions.events
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring", total=len(events))
+        step = max(len(events) // 200, 1)
+
+        def advance(count: int) -> None:
+            if count % step == 0:
+                progress.update(task, completed=count)
+
+        result = run_backtest(
+            (loaded.event for loaded in events), moment, settings.scorer_config(), progress=advance
+        )
+    written = write_scores(result.rows, out)
+    report = transactions.report
+    typer.echo(
+        f"scored {result.events:,} events before {moment.isoformat()} "
+        f"({result.ignored_after_cutoff:,} later ones ignored, {result.rescores:,} re-scores of "
+        f"silent customers) in {result.seconds:.1f}s"
+    )
+    typer.echo(f"wrote {written:,} customers' scores to {out}")
+    if report.rejected:
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in report.reasons.most_common())
+        typer.echo(f"{report.rejected:,} of {report.rows:,} rows did not become events: {reasons}")
 
 
 @cli.command()

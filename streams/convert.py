@@ -40,8 +40,10 @@ def activity_of(event: object) -> Activity:
     return Activity(kind, time, item_id=getattr(event, "item_id", None))
 
 
-def score_of(customer_id: str, score: CustomerScore, updated_at: datetime) -> Score:
-    """The Redis score of a model score."""
+def score_of(
+    customer_id: str, score: CustomerScore, recommendations: list[str], updated_at: datetime
+) -> Score:
+    """The Redis score of a model score and the customer's recommendations."""
     return Score(
         customer_id=customer_id,
         churn_risk=score.churn_risk,
@@ -50,10 +52,11 @@ def score_of(customer_id: str, score: CustomerScore, updated_at: datetime) -> Sc
         value=score.value,
         monetary=score.monetary,
         orders=score.orders,
-        recommendations=score.recommendations,
+        recommendations=recommendations,
         sentiment=score.sentiment,
         model_version=score.model_version,
         event_time=datetime.fromtimestamp(score.event_time, tz=UTC),
+        as_of=datetime.fromtimestamp(score.as_of, tz=UTC),
         updated_at=updated_at,
     )
 

@@ -78,6 +78,11 @@ class ScorerMetrics:
         self.redis_scores_written = Counter(
             "crm_scorer_redis_scores_written", "Score hashes written to Redis.", registry=registry
         )
+        self.score_render_errors = Counter(
+            "crm_scorer_score_render_errors",
+            "Scores that failed to render at a flush and were dropped (a bug: see the log).",
+            registry=registry,
+        )
         self.redis_pending_scores = Gauge(
             "crm_scorer_redis_pending_scores",
             "Scores waiting to be written to Redis.",
@@ -108,6 +113,26 @@ class ScorerMetrics:
         self.churn_pending_labels = Gauge(
             "crm_scorer_churn_pending_labels",
             "Churn examples waiting for their label.",
+            registry=registry,
+        )
+        self.churn_drifts = Counter(
+            "crm_scorer_churn_drifts",
+            "Changes in the churn model's error found by its ADWIN drift detector.",
+            registry=registry,
+        )
+        self.recommendation_hit_rate = Gauge(
+            "crm_scorer_recommendation_hit_rate",
+            "Rolling share of new baskets whose item was in the recommendations served before.",
+            registry=registry,
+        )
+        self.rescores = Counter(
+            "crm_scorer_rescores",
+            "Scores of silent customers refreshed as event time moved on.",
+            registry=registry,
+        )
+        self.rescores_scheduled = Gauge(
+            "crm_scorer_rescores_scheduled",
+            "Customers of this worker waiting for their next re-score.",
             registry=registry,
         )
         self.model_events_learned = Gauge(
@@ -159,6 +184,8 @@ class ScorerMetrics:
         log_loss: Callable[[], float],
         pending_labels: Callable[[], float],
         events_learned: Callable[[], float],
+        hit_rate: Callable[[], float],
+        rescores_scheduled: Callable[[], float],
     ) -> None:
         """Read the live gauges from these callables at every scrape, so they are never stale."""
         self.customers.set_function(customers)
@@ -166,3 +193,5 @@ class ScorerMetrics:
         self.churn_log_loss.set_function(log_loss)
         self.churn_pending_labels.set_function(pending_labels)
         self.model_events_learned.set_function(events_learned)
+        self.recommendation_hit_rate.set_function(hit_rate)
+        self.rescores_scheduled.set_function(rescores_scheduled)

@@ -20,11 +20,14 @@ logger = logging.getLogger(__name__)
 BASE_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
+_Queued = tuple[Callable[[], Score], float | None]
+
 
 class ScoreWriter:
     """Buffers scores and writes them with one non-transactional pipeline per flush.
 
-    A customer scored twice before a flush is written once, with the newer score. A failed
+    A score is queued as a function that renders it, called at the flush: a customer scored
+    twice before a flush is rendered and written once, with the newer score. A failed
     flush keeps its scores (newer ones win) and is retried by the next flush, so an outage
     delays scores but never drops them.
     """
@@ -45,8 +48,8 @@ class ScoreWriter:
         self._batch_size = batch_size
         self._ttl_seconds = ttl_seconds
         self._clock = clock
-        # customer id -> (hash fields, Kafka timestamp of the event behind the score)
-        self._pending: dict[str, tuple[dict[str, str], float | None]] = {}
+        # customer id -> (renders the score, Kafka timestamp of the event behind the score)
+        self._pending: dict[str, _Queued] = {}
         self._lock = asyncio.Lock()
         self._failures = 0
         self._retry_at = 0.0
@@ -59,10 +62,12 @@ class ScoreWriter:
         """Whether the buffer reached a batch and a write may be tried now."""
         return len(self._pending) >= self._batch_size and time.monotonic() >= self._retry_at
 
-    def put(self, score: Score, produced_at: float | None = None) -> None:
-        """Queue a customer's score (replacing one not yet written)."""
-        self._pending.pop(score.customer_id, None)
-        self._pending[score.customer_id] = (score.to_redis(), produced_at)
+    def put(
+        self, customer_id: str, render: Callable[[], Score], produced_at: float | None = None
+    ) -> None:
+        """Queue a customer's score (replacing one not yet written); ``render`` makes it."""
+        self._pending.pop(customer_id, None)
+        self._pending[customer_id] = (render, produced_at)
         self._metrics.redis_pending_scores.set(len(self._pending))
 
     async def flush(self, *, force: bool = False) -> int:
@@ -77,18 +82,30 @@ class ScoreWriter:
             if not force and time.monotonic() < self._retry_at:
                 return 0
             batch, self._pending = self._pending, {}
+            rendered = self._render(batch)
             started = time.perf_counter()
             try:
-                results = await self._write(batch)
+                results = await self._write(rendered)
             except Exception as exc:  # RedisError, OSError, or anything else: never lose the batch
                 self._keep_for_retry(batch, exc)
                 return 0
             self._failures = 0
             self._retry_at = 0.0
             self._metrics.redis_write_seconds.observe(time.perf_counter() - started)
-            written = self._count_written(batch, results)
+            written = self._count_written(rendered, results)
             self._metrics.redis_pending_scores.set(len(self._pending))
             return written
+
+    def _render(self, batch: dict[str, _Queued]) -> dict[str, tuple[dict[str, str], float | None]]:
+        """The hash fields of each queued score; one that fails to render is logged and dropped."""
+        rendered = {}
+        for customer_id, (render, produced_at) in batch.items():
+            try:
+                rendered[customer_id] = (render().to_redis(), produced_at)
+            except Exception:
+                self._metrics.score_render_errors.inc()
+                logger.exception("Could not render the score of %s", customer_id)
+        return rendered
 
     async def _write(self, batch: dict[str, tuple[dict[str, str], float | None]]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -99,9 +116,7 @@ class ScoreWriter:
                     pipe.expire(key, self._ttl_seconds)
             return list(await pipe.execute(raise_on_error=False))
 
-    def _keep_for_retry(
-        self, batch: dict[str, tuple[dict[str, str], float | None]], exc: Exception
-    ) -> None:
+    def _keep_for_retry(self, batch: dict[str, _Queued], exc: Exception) -> None:
         # Scores that arrived meanwhile are newer: keep them over the failed batch's.
         batch.update(self._pending)
         self._pending = batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     )
     churn_learning_rate: float = Field(
         0.05, gt=0, le=10, description="SGD step of the churn model."
+    )
+    churn_model: Literal["logistic", "hoeffding_tree"] = Field(
+        "logistic", description="Churn classifier: logistic regression or Hoeffding tree."
+    )
+    churn_silent_sample_days: float = Field(
+        15.0, gt=0, description="Days of silence between churn examples of a silent customer."
+    )
+    rescore_interval_days: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="Event-time days between re-scores of a silent customer.",
     )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
     segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
@@ -198,6 +210,9 @@ class Settings(BaseSettings):
             churn_horizon_days=self.churn_horizon_days,
             churn_sample_interval_days=self.churn_sample_interval_days,
             churn_learning_rate=self.churn_learning_rate,
+            churn_model=self.churn_model,
+            churn_silent_sample_days=self.churn_silent_sample_days,
+            rescore_interval_days=self.rescore_interval_days,
             quality_window=self.quality_window,
             segments=self.segments,
             segment_confirmations=self.segment_confirmations,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -44,9 +45,9 @@ def test_a_batch_is_one_flush_and_the_newest_score_wins(redis_server: LocalRedis
     async def scenario() -> dict[bytes, bytes]:
         client = Redis.from_url(redis_server.url)
         writer = ScoreWriter(client, prefix="batch:", metrics=ScorerMetrics(registry), batch_size=3)
-        writer.put(_score("c1", 0.1))
-        writer.put(_score("c2", 0.2))
-        writer.put(_score("c1", 0.9))
+        writer.put("c1", partial(_score, "c1", 0.1))
+        writer.put("c2", partial(_score, "c2", 0.2))
+        writer.put("c1", partial(_score, "c1", 0.9))
         assert not writer.full
         assert await writer.flush() == 2
         fields = await client.hgetall("batch:c1")
@@ -68,11 +69,11 @@ def test_scores_survive_a_redis_outage() -> None:
         async def scenario() -> dict[bytes, bytes]:
             client = Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=2)
             writer = ScoreWriter(client, prefix="outage:", metrics=ScorerMetrics(registry))
-            writer.put(_score("c1", 0.1))
+            writer.put("c1", partial(_score, "c1", 0.1))
             assert await writer.flush() == 1
             server.stop()
-            writer.put(_score("c1", 0.7))
-            writer.put(_score("c2", 0.3))
+            writer.put("c1", partial(_score, "c1", 0.7))
+            writer.put("c2", partial(_score, "c2", 0.3))
             assert await writer.flush() == 0
             assert len(writer) == 2
             server.start()  # same port, empty: it kept nothing on disk
@@ -101,8 +102,8 @@ def test_a_key_redis_refuses_is_dropped_without_blocking_the_others(
         client = Redis.from_url(redis_server.url)
         await client.set("refuse:bad", "a string, not a hash")
         writer = ScoreWriter(client, prefix="refuse:", metrics=ScorerMetrics(registry))
-        writer.put(_score("bad", 0.1))
-        writer.put(_score("good", 0.2))
+        writer.put("bad", partial(_score, "bad", 0.1))
+        writer.put("good", partial(_score, "good", 0.2))
         written = await writer.flush()
         exists = await client.exists("refuse:good")
         await client.aclose()
@@ -111,3 +112,31 @@ def test_a_key_redis_refuses_is_dropped_without_blocking_the_others(
     assert asyncio.run(scenario()) == (1, 1)
     assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1
     assert registry.get_sample_value("crm_scorer_redis_pending_scores") == 0
+
+
+def test_a_score_that_fails_to_render_is_dropped_and_counted_without_blocking_the_others(
+    redis_server: LocalRedis,
+) -> None:
+    registry = CollectorRegistry()
+
+    def broken() -> Score:
+        msg = "a bug while ranking recommendations"
+        raise RuntimeError(msg)
+
+    async def scenario() -> tuple[int, int, dict[str, int]]:
+        client = Redis.from_url(redis_server.url)
+        writer = ScoreWriter(client, prefix="render:", metrics=ScorerMetrics(registry))
+        writer.put("before", partial(_score, "before", 0.1))
+        writer.put("broken", broken)
+        writer.put("after", partial(_score, "after", 0.3))
+        written = await writer.flush()
+        stored = {c: await client.exists(f"render:{c}") for c in ("before", "broken", "after")}
+        await client.aclose()
+        return written, len(writer), stored
+
+    written, left, stored = asyncio.run(scenario())
+    assert (written, left) == (2, 0)  # dropped, not kept for a retry that would fail again
+    assert stored == {"before": 1, "broken": 0, "after": 1}
+    assert registry.get_sample_value("crm_scorer_score_render_errors_total") == 1
+    assert registry.get_sample_value("crm_scorer_redis_scores_written_total") == 2
+    assert registry.get_sample_value("crm_scorer_redis_errors_total") == 0

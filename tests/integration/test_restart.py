@@ -23,16 +23,17 @@ DAY = 86_400
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
 
 
-def _send(producer: KafkaProducer, topic: str, customer: str, n: int, when: float) -> None:
-    event = {
+def _send(
+    producer: KafkaProducer, topic: str, customer: str, n: int, when: float, kind: str = "purchase"
+) -> None:
+    event: dict[str, Any] = {
         "event_id": f"{customer}-{n}",
         "customer_id": customer,
-        "type": "purchase",
-        "item_id": f"sku-{n}",
-        "amount": 10.0,
-        "quantity": 1,
+        "type": kind,
         "timestamp": when,
     }
+    if kind == "purchase":
+        event.update(item_id=f"sku-{n}", amount=10.0, quantity=1)
     producer.send(topic, key=customer.encode(), value=orjson.dumps(event))
 
 
@@ -54,8 +55,11 @@ def test_state_survives_a_restart_and_silent_customers_are_still_labelled(
         _send(producer, topic, "quiet", 1, T0)
         _send(producer, topic, "busy", 1, T0)
         _send(producer, topic, "busy", 2, T0 + 2 * DAY)
+        # Cancelled: nothing pending and never re-scored, which the rebuild must step over.
+        _send(producer, topic, "leaver", 1, T0)
+        _send(producer, topic, "leaver", 2, T0 + DAY, kind="subscription_cancel")
         producer.flush()
-        wait_until(lambda: handled_events(first) >= 3, 120, "3 events", first)
+        wait_until(lambda: handled_events(first) >= 5, 120, "5 events", first)
     finally:
         first.stop()  # SIGTERM: scores flushed, offsets committed
 
@@ -84,5 +88,9 @@ def test_state_survives_a_restart_and_silent_customers_are_still_labelled(
     assert busy.monetary == pytest.approx(30.0)
     quiet = Score.from_redis(client.hgetall(env["CRM_REDIS_PREFIX"] + "quiet"))
     assert quiet.event_time.timestamp() == T0  # its last event, though re-scored later
-    # quiet and busy both had an example waiting when the first worker stopped.
-    assert "Scheduled 2 pending churn labels" in second.log_path.read_text()
+    assert quiet.as_of is not None
+    assert quiet.as_of.timestamp() == T0 + 100 * DAY  # as of the event time that labelled it
+    # quiet and busy were both silent within the horizon when the first worker stopped.
+    log = second.log_path.read_text()
+    assert "Scheduled 2 customers' re-scores" in log
+    assert "Rebuilding re-score deadlines stopped" not in log

@@ -266,6 +266,7 @@ def test_every_customer_with_a_valid_event_has_a_complete_score(run: Run) -> Non
         assert score.segment_name
         assert len(score.recommendations) <= 10
         assert score.event_time == max(e.timestamp for e in events)
+        assert score.as_of is not None and score.as_of >= score.event_time
         wrote_text = any(e.type in ("feedback", "support_ticket") for e in events)
         assert (score.sentiment is not None) == wrote_text, customer_id
         bought = {e.item_id for e in events if e.type == "purchase"}
@@ -286,6 +287,7 @@ def test_raw_hash_fields_are_the_documented_strings(run: Run) -> None:
         "sentiment",
         "model_version",
         "event_time",
+        "as_of",
         "updated_at",
     ):
         assert name in fields, name
@@ -367,6 +369,11 @@ def test_metrics_count_what_happened(run: Run) -> None:
     assert metrics["crm_scorer_redis_errors_total"] == 0
     assert metrics["crm_scorer_churn_labels_total{label=stayed}"] > 0
     assert metrics["crm_scorer_model_events_learned"] == scored
+    # A year of event time: silent customers were re-scored, and every score rendered.
+    assert metrics["crm_scorer_rescores_total"] > 0
+    assert metrics["crm_scorer_rescores_scheduled"] > 0
+    assert metrics["crm_scorer_score_render_errors_total"] == 0
+    assert 0.0 <= metrics["crm_scorer_recommendation_hit_rate"] <= 1.0
 
 
 def test_lookup_prints_the_score_as_json(run: Run) -> None:

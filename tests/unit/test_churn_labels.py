@@ -2,26 +2,28 @@
 
 A score becomes a pending example; the stream later says whether the customer stayed (acted
 again after the sample interval, within the horizon) or churned (silent for the horizon, or
-cancelled). These tests choose every event time, so each label can be predicted exactly.
+cancelled). While a customer is silent, the shard's event time, moved on by other customers'
+events, re-scores them through the ScoringEngine, as in the worker. These tests choose every
+event time, so each label can be predicted exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import random
-from collections.abc import Iterable
 
 import orjson
 import pytest
 
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertThresholds
+from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.state import CustomerState
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 HORIZON_DAYS = 90.0
+SILENT_SAMPLE_DAYS = 15.0
 
 
 def purchase(time: float, item: str = "sku-1", amount: float = 40.0) -> Activity:
@@ -32,28 +34,56 @@ def view(time: float, item: str = "sku-1") -> Activity:
     return Activity("view", time, item_id=item)
 
 
-class Customer:
-    """One customer's events through a scorer, keeping the state like the worker's table."""
+def engine_of(config: ScorerConfig | None = None) -> ScoringEngine:
+    """A fresh scorer behind the engine the worker uses, over a dict as its customer table."""
+    return ScoringEngine(CustomerScorer(config), {})
 
-    def __init__(self, scorer: CustomerScorer, customer_id: str = "c-1", shard: int = 0):
-        self.scorer, self.id, self.shard = scorer, customer_id, shard
-        self.state: CustomerState | None = None
+
+class Customer:
+    """One customer's events through a ScoringEngine, and every score they got from it."""
+
+    def __init__(self, engine: ScoringEngine, customer_id: str = "c-1", shard: int = 0):
+        self.engine, self.id, self.shard = engine, customer_id, shard
         self.outcomes: list[ScoreOutcome] = []
 
+    @property
+    def state(self) -> CustomerState:
+        return self.engine.states[self.id]
+
+    @state.setter
+    def state(self, state: CustomerState) -> None:
+        self.engine.states[self.id] = state
+
     def does(self, activity: Activity) -> ScoreOutcome:
-        outcome = self.scorer.score(self.id, self.state, activity, shard=self.shard)
-        self.state = outcome.state
-        self.outcomes.append(outcome)
-        return outcome
+        return self._keep(self.engine.process(self.id, activity, self.shard))[0]
+
+    def stays_silent_until(self, end: float, step: float = DAY) -> list[ScoreOutcome]:
+        """This customer's re-scores while other customers' events move the shard's event
+        time on to ``end``, ``step`` at a time."""
+        rescores = []
+        time = self.engine.watermark(self.shard)
+        while time < end:
+            time = min(time + step, end)
+            rescores += self._keep(self.engine.advance(time, self.shard))
+        return rescores
+
+    def _keep(self, scored: list[Scored]) -> list[ScoreOutcome]:
+        own = [each.outcome for each in scored if each.customer_id == self.id]
+        self.outcomes += own
+        return own
 
     @property
     def labels(self) -> list[bool]:
-        return [label for outcome in self.outcomes for label in outcome.labels]
+        return labels_of(self.outcomes)
+
+
+def labels_of(outcomes: list[ScoreOutcome]) -> list[bool]:
+    return [label for outcome in outcomes for label in outcome.labels]
 
 
 def test_acting_again_after_the_sample_interval_labels_stayed_once():
-    scorer = CustomerScorer(ScorerConfig(churn_sample_interval_days=1.0))
-    customer = Customer(scorer)
+    customer = Customer(engine_of(ScorerConfig(churn_sample_interval_days=1.0)))
+    scorer = customer.engine.scorer
 
     assert customer.does(purchase(T0)).labels == []
     assert customer.does(view(T0 + 0.3 * DAY)).labels == []  # within the interval
@@ -68,8 +98,8 @@ def test_acting_again_after_the_sample_interval_labels_stayed_once():
 
 
 def test_a_burst_of_events_within_the_sample_interval_gives_no_labels():
-    scorer = CustomerScorer(ScorerConfig(churn_sample_interval_days=2.0))
-    customer = Customer(scorer)
+    customer = Customer(engine_of(ScorerConfig(churn_sample_interval_days=2.0)))
+    scorer = customer.engine.scorer
 
     for minute in range(500):
         customer.does(view(T0 + minute * 60.0, item=f"sku-{minute % 7}"))
@@ -78,16 +108,11 @@ def test_a_burst_of_events_within_the_sample_interval_gives_no_labels():
     assert scorer.churn_model.labels_learned == 0
 
 
-@pytest.fixture(scope="module")
-def world() -> tuple[CustomerScorer, dict[str, CustomerState], list[bool]]:
-    """The synthetic world below, scored once: scorer, states and labels (copy to change)."""
-    return run_world(synthetic_world(seed=0))
-
-
-def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(world):
-    scorer = copy.deepcopy(world[0])
-    start = T0 + 400 * DAY  # after the world's year; own shard, so no other customer falls due
-    customer = Customer(scorer, "quiet", shard=3)
+def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(churn_world):
+    engine = ScoringEngine(copy.deepcopy(churn_world.scorer), {})
+    scorer = engine.scorer
+    start = T0 + 400 * DAY  # after the world's year
+    customer = Customer(engine, "quiet")
     for week in range(4):
         customer.does(purchase(start + week * 7 * DAY, item=f"sku-{week}"))
     last = customer.outcomes[-1]
@@ -96,18 +121,17 @@ def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(world):
 
     # The first examples were labelled "stayed" by the next purchase; the last one waits.
     assert customer.labels == [False, False, False]
-    assert scorer.due_for_labels(start + HORIZON_DAYS * DAY, shard=3) == []
-    assert scorer.due_for_labels(deadline - 1.0, shard=3) == []
-    assert scorer.due_for_labels(deadline, shard=3) == ["quiet"]
-    assert scorer.due_for_labels(deadline + 30 * DAY, shard=3) == []  # only once
-
-    silent = scorer.label_silent("quiet", customer.state, deadline)
+    assert labels_of(customer.stays_silent_until(deadline - 1.0)) == []
+    (silent,) = customer.stays_silent_until(deadline)
 
     assert silent.labels == [True]
     assert scorer.churn_model.labels_learned == learned + 1
-    assert silent.state.pending is None
+    # The examples the silence left behind wait for their own horizons.
+    waiting = [(example.time - last.score.event_time) / DAY for example in silent.state.pending]
+    assert waiting == [15.0, 30.0, 45.0, 60.0, 75.0]
     # event_time stays the customer's latest event; the risk is judged as of the deadline.
     assert silent.score.event_time == last.score.event_time
+    assert silent.score.as_of == deadline
     assert all(alert.time == deadline for alert in silent.alerts)
     assert silent.score.churn_risk > last.score.churn_risk
     assert silent.score.churn_risk > 0.7
@@ -115,14 +139,15 @@ def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(world):
 
 
 def test_a_fresh_scorer_labels_silence_after_the_horizon_too():
-    scorer = CustomerScorer(ScorerConfig(churn_horizon_days=30.0))
-    customer = Customer(scorer)
+    customer = Customer(engine_of(ScorerConfig(churn_horizon_days=30.0)))
+    scorer = customer.engine.scorer
     customer.does(purchase(T0))
 
-    assert scorer.due_for_labels(T0 + 29.99 * DAY) == []
-    assert scorer.due_for_labels(T0 + 30 * DAY) == ["c-1"]
-    assert scorer.label_silent("c-1", customer.state, T0 + 30 * DAY).labels == [True]
-    assert scorer.pending_labels == 0
+    assert labels_of(customer.stays_silent_until(T0 + 29.99 * DAY)) == []
+    (at_horizon,) = customer.stays_silent_until(T0 + 30 * DAY)
+
+    assert at_horizon.labels == [True]
+    assert scorer.pending_labels == 1  # the example taken 15 silent days in still waits
     assert scorer.quality.churn_rate == 1.0
 
 
@@ -140,9 +165,8 @@ def record_learning(scorer: CustomerScorer, monkeypatch) -> list[tuple[dict[str,
 
 
 def test_labels_teach_the_features_as_they_were_at_the_score(monkeypatch):
-    scorer = CustomerScorer()
-    learned = record_learning(scorer, monkeypatch)
-    customer = Customer(scorer)
+    customer = Customer(engine_of())
+    learned = record_learning(customer.engine.scorer, monkeypatch)
 
     t0 = T0
     customer.does(purchase(t0, amount=10.0))
@@ -163,10 +187,11 @@ def test_labels_teach_the_features_as_they_were_at_the_score(monkeypatch):
     assert learned[0][0]["log_tickets"] == pytest.approx(math.log1p(1))
 
     deadline = t1 + 0.7 * DAY + HORIZON_DAYS * DAY  # the horizon runs from the last activity
-    assert scorer.due_for_labels(deadline - 1.0) == []
-    assert scorer.due_for_labels(deadline) == ["c-1"]
-    scorer.label_silent("c-1", customer.state, deadline)
+    customer.stays_silent_until(deadline - 1.0)
+    assert len(learned) == 1  # the examples the silence took wait, unlearned
+    customer.stays_silent_until(deadline)
 
+    assert len(learned) == 2
     assert learned[1] == (at_t1, True)
     assert learned[1][0]["log_orders"] == pytest.approx(math.log1p(4))
     # Taken at the view, 0.2 days after the last basket: none of the silence after it.
@@ -175,9 +200,8 @@ def test_labels_teach_the_features_as_they_were_at_the_score(monkeypatch):
 
 def test_stored_and_restored_state_keeps_the_example_unchanged(monkeypatch):
     """The worker keeps state as JSON between events; the example must survive it exactly."""
-    scorer = CustomerScorer()
-    learned = record_learning(scorer, monkeypatch)
-    customer = Customer(scorer)
+    customer = Customer(engine_of())
+    learned = record_learning(customer.engine.scorer, monkeypatch)
     customer.does(purchase(T0 + 0.123456789, amount=13.37))
     at_score = customer.state.profile.churn_features(customer.state.profile.last_seen)
 
@@ -188,8 +212,8 @@ def test_stored_and_restored_state_keeps_the_example_unchanged(monkeypatch):
 
 
 def test_subscription_cancel_labels_churn_at_once_and_alerts():
-    scorer = CustomerScorer(ScorerConfig(alerts=AlertThresholds(churn_min_labels=200)))
-    customer = Customer(scorer)
+    customer = Customer(engine_of(ScorerConfig(alerts=AlertThresholds(churn_min_labels=200))))
+    scorer = customer.engine.scorer
     customer.does(purchase(T0))
 
     cancel = customer.does(Activity("subscription_cancel", T0 + 0.1 * DAY))
@@ -208,8 +232,9 @@ def test_subscription_cancel_labels_churn_at_once_and_alerts():
     assert browsing.alerts == []  # no repeated alert
     assert browsing.labels == []
 
-    # The cancellation closed the example: silence afterwards does not label it again.
-    assert scorer.due_for_labels(T0 + 200 * DAY) == []
+    # The cancellation closed the example: silence afterwards neither labels nor re-scores.
+    assert customer.stays_silent_until(T0 + 19 * DAY) == []
+    assert customer.engine.scheduled() == 0
 
     back = customer.does(purchase(T0 + 20 * DAY, item="sku-2"))
     assert back.score.churn_risk < 1.0
@@ -218,88 +243,39 @@ def test_subscription_cancel_labels_churn_at_once_and_alerts():
 
 
 def test_a_late_event_after_the_horizon_labels_churned_without_a_watermark():
-    scorer = CustomerScorer()
-    customer = Customer(scorer)
+    customer = Customer(engine_of())
     customer.does(purchase(T0))
 
     late = customer.does(purchase(T0 + (HORIZON_DAYS + 30) * DAY, item="sku-2"))
 
     assert late.labels == [True]
-    assert scorer.churn_model.labels_learned == 1
-    # The old deadline is gone; the example taken now falls due a horizon later.
-    assert scorer.due_for_labels(T0 + (HORIZON_DAYS + 31) * DAY) == []
-    assert scorer.due_for_labels(T0 + (2 * HORIZON_DAYS + 30) * DAY) == ["c-1"]
+    assert customer.engine.scorer.churn_model.labels_learned == 1
+    # The old example is gone; the one taken now is labelled a horizon later.
+    silence = customer.stays_silent_until(T0 + (2 * HORIZON_DAYS + 30) * DAY)
+    labelled = [outcome for outcome in silence if outcome.labels]
+    assert [outcome.score.as_of for outcome in labelled] == [T0 + (2 * HORIZON_DAYS + 30) * DAY]
 
 
 def test_shards_only_see_their_own_customers():
-    scorer = CustomerScorer()
-    zero = Customer(scorer, "on-shard-0", shard=0)
-    one = Customer(scorer, "on-shard-1", shard=1)
+    engine = engine_of()
+    zero = Customer(engine, "on-shard-0", shard=0)
+    one = Customer(engine, "on-shard-1", shard=1)
     zero.does(purchase(T0))
-    one.does(purchase(T0 + DAY))
+    one.does(purchase(T0 + 2 * DAY))  # past on-shard-0's re-score, but on another shard
     far = T0 + 365 * DAY
 
-    assert scorer.due_for_labels(far, shard=1) == ["on-shard-1"]
-    assert scorer.due_for_labels(far, shard=2) == []
-    assert scorer.due_for_labels(far, shard=1) == []
-    assert scorer.due_for_labels(far, shard=0) == ["on-shard-0"]
+    def rescored(shard: int) -> list[str]:
+        return [each.customer_id for each in engine.advance(far, shard)]
+
+    assert zero.outcomes[1:] == []
+    assert rescored(1) == ["on-shard-1"]
+    assert rescored(2) == []
+    assert rescored(1) == []  # re-scored at most once per day of event time
+    assert rescored(0) == ["on-shard-0"]
 
 
-# A small world: loyal customers buy about weekly all year and browse in between; churners
-# buy a few times at longer gaps, come back once to browse, and then stay silent for 200+ days.
-WORLD_DAYS = 365.0
-
-
-def synthetic_world(seed: int) -> list[tuple[str, Activity]]:
-    rng = random.Random(seed)
-    events: list[tuple[str, Activity]] = []
-
-    def item() -> str:
-        return f"sku-{rng.randrange(30)}"
-
-    for n in range(100):
-        customer = f"loyal-{n:03d}"
-        day = rng.uniform(0.0, 7.0)
-        while day < WORLD_DAYS:
-            events.append((customer, purchase(T0 + day * DAY, item(), rng.uniform(20.0, 80.0))))
-            if rng.random() < 0.3:
-                events.append((customer, view(T0 + (day + rng.uniform(1.0, 4.0)) * DAY, item())))
-            day += rng.uniform(5.0, 9.0)
-    for n in range(100):
-        customer = f"churner-{n:03d}"
-        day = rng.uniform(0.0, 60.0)
-        for _ in range(rng.randint(2, 4)):
-            events.append((customer, purchase(T0 + day * DAY, item(), rng.uniform(20.0, 80.0))))
-            day += rng.uniform(8.0, 20.0)
-        events.append((customer, view(T0 + day * DAY, item())))  # then silence
-        assert WORLD_DAYS - day >= 200.0
-    events.sort(key=lambda event: event[1].time)
-    return events
-
-
-def run_world(
-    events: Iterable[tuple[str, Activity]],
-) -> tuple[CustomerScorer, dict[str, CustomerState], list[bool]]:
-    """Score a stream like the worker: the watermark is the largest event time seen so far."""
-    # The quality window covers every label of the run, not only the last thousand.
-    scorer = CustomerScorer(ScorerConfig(quality_window=20_000, recommender_factors=4))
-    states: dict[str, CustomerState] = {}
-    labels: list[bool] = []
-    watermark = -math.inf
-    for customer, activity in events:
-        outcome = scorer.score(customer, states.get(customer), activity)
-        states[customer] = outcome.state
-        labels += outcome.labels
-        watermark = max(watermark, outcome.score.event_time)
-        for silent in scorer.due_for_labels(watermark):
-            outcome = scorer.label_silent(silent, states[silent], watermark)
-            states[silent] = outcome.state
-            labels += outcome.labels
-    return scorer, states, labels
-
-
-def test_the_churn_model_learns_that_silent_customers_churn(world):
-    scorer, states, labels = world
+def test_the_churn_model_learns_that_silent_customers_churn(churn_world):
+    scorer, states, labels = churn_world.scorer, churn_world.states, churn_world.labels
     end = max(state.profile.last_seen for state in states.values())
 
     def risk(customer: str) -> float:
@@ -309,7 +285,9 @@ def test_the_churn_model_learns_that_silent_customers_churn(world):
     loyal = [risk(c) for c in states if c.startswith("loyal")]
     churners = [risk(c) for c in states if c.startswith("churner")]
 
-    assert labels.count(True) == 100  # every churner, once
+    # Every churner's silence, each example once: the one taken at their last event and one
+    # every 15 silent days within the horizon (days 0, 15, ..., 75).
+    assert labels.count(True) == 100 * 6
     assert labels.count(False) > 5_000
     assert risk("churner-000") > risk("loyal-000")
     pairs_right = sum(c > lo for c in churners for lo in loyal) / (len(churners) * len(loyal))
@@ -319,8 +297,9 @@ def test_the_churn_model_learns_that_silent_customers_churn(world):
 
 
 def test_quality_has_no_roc_auc_until_both_labels_were_seen():
-    scorer = CustomerScorer(ScorerConfig(quality_window=4))
-    customer = Customer(scorer)
+    engine = engine_of(ScorerConfig(quality_window=4))
+    scorer = engine.scorer
+    customer = Customer(engine)
     customer.does(purchase(T0))
     for week in range(1, 4):
         customer.does(purchase(T0 + week * 7 * DAY))
@@ -335,7 +314,7 @@ def test_quality_has_no_roc_auc_until_both_labels_were_seen():
 
     # Four "churned" labels push every "stayed" one out of the window of 4.
     for n in range(4):
-        other = Customer(scorer, f"gone-{n}")
+        other = Customer(engine, f"gone-{n}")
         other.does(purchase(T0 + 30 * DAY))
         other.does(purchase(T0 + (30 + HORIZON_DAYS + 1) * DAY))
     assert scorer.quality.churn_rate == 1.0
@@ -344,8 +323,7 @@ def test_quality_has_no_roc_auc_until_both_labels_were_seen():
 
 def test_a_cancellation_alerts_even_right_after_a_churn_risk_alert():
     thresholds = AlertThresholds(churn_risk=0.0, churn_min_labels=0, cooldown_days=30.0)
-    scorer = CustomerScorer(ScorerConfig(alerts=thresholds))
-    customer = Customer(scorer)
+    customer = Customer(engine_of(ScorerConfig(alerts=thresholds)))
     first = customer.does(purchase(T0))
     assert [a.type for a in first.alerts] == ["churn_risk"]  # threshold 0: any risk alerts
 
@@ -355,14 +333,61 @@ def test_a_cancellation_alerts_even_right_after_a_churn_risk_alert():
     assert again.alerts == []  # already cancelled: one alert per cancellation
 
 
-def test_a_record_without_its_partition_is_not_scheduled_on_a_guess():
-    scorer = CustomerScorer()
-    customer = Customer(scorer, shard=3)
-    customer.does(purchase(T0))
-    stored = orjson.loads(orjson.dumps(customer.state.to_dict()))
-    assert CustomerState.from_dict(stored).shard == 3
-    del stored["shard"]  # written before records carried their partition
+# --- what silence teaches --------------------------------------------------------------------
 
-    scorer.forget_schedules()
-    assert not scorer.reschedule("c-1", stored)
+
+def test_a_silent_customer_leaves_an_example_every_15_days_each_labelled_churned_once():
+    customer = Customer(engine_of())
+    scorer = customer.engine.scorer
+    customer.does(purchase(T0))
+
+    customer.stays_silent_until(T0 + 80 * DAY)
+    taken = [(example.time - T0) / DAY for example in customer.state.pending]
+    assert taken == [0.0, 15.0, 30.0, 45.0, 60.0, 75.0]  # none once the horizon passed
+    assert scorer.pending_labels == 6
+    assert customer.labels == []
+
+    silence = customer.stays_silent_until(T0 + 400 * DAY)
+
+    labelled = [outcome for outcome in silence if outcome.labels]
+    assert [outcome.labels for outcome in labelled] == [[True]] * 6
+    # Each one when its own horizon passed, in event time.
+    assert [(o.score.as_of - T0) / DAY for o in labelled] == [90, 105, 120, 135, 150, 165]
+    assert customer.state.pending == []
     assert scorer.pending_labels == 0
+    assert scorer.churn_model.labels_learned == 6
+    # Re-scores go on until twice the horizon of silence (the segments follow the lapse),
+    # then stop: the score no longer changes.
+    assert (silence[-1].score.as_of - T0) / DAY == 180
+    assert customer.engine.scheduled() == 0
+
+
+def test_a_customer_back_after_20_silent_days_labels_both_earlier_examples_stayed():
+    customer = Customer(engine_of())
+    scorer = customer.engine.scorer
+    customer.does(purchase(T0))
+    customer.stays_silent_until(T0 + 19 * DAY)
+    assert [example.time for example in customer.state.pending] == [T0, T0 + 15 * DAY]
+
+    back = customer.does(purchase(T0 + 20 * DAY, item="sku-2"))
+
+    assert back.labels == [False, False]
+    assert scorer.quality.churn_rate == 0.0
+    assert [example.time for example in back.state.pending] == [T0 + 20 * DAY]  # a fresh one
+    assert scorer.pending_labels == 1
+
+
+def test_a_late_event_from_before_the_pending_example_labels_nothing():
+    customer = Customer(engine_of())
+    scorer = customer.engine.scorer
+    customer.does(purchase(T0))
+    customer.does(purchase(T0 + 5 * DAY, item="sku-2"))
+    assert customer.labels == [False]
+    waiting = copy.deepcopy(customer.state.pending)
+
+    late = customer.does(view(T0 + 2 * DAY, item="sku-3"))  # delayed in the pipeline
+
+    assert late.labels == []
+    assert late.state.pending == waiting  # still the example taken at day 5
+    assert scorer.churn_model.labels_learned == 1
+    assert scorer.pending_labels == 1

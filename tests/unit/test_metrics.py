@@ -116,23 +116,43 @@ def test_churn_labels_are_counted_as_churned_and_stayed(
 def test_tracked_gauges_show_the_live_value_at_every_scrape(
     metrics: ScorerMetrics, registry: CollectorRegistry
 ) -> None:
-    live = {"customers": 3.0, "roc_auc": 0.7, "log_loss": 0.5, "pending": 10.0, "learned": 99.0}
+    live = {
+        "customers": 3.0,
+        "roc_auc": 0.7,
+        "log_loss": 0.5,
+        "pending": 10.0,
+        "learned": 99.0,
+        "hit_rate": 0.1,
+        "scheduled": 3.0,
+    }
     metrics.track(
         customers=lambda: live["customers"],
         roc_auc=lambda: live["roc_auc"],
         log_loss=lambda: live["log_loss"],
         pending_labels=lambda: live["pending"],
         events_learned=lambda: live["learned"],
+        hit_rate=lambda: live["hit_rate"],
+        rescores_scheduled=lambda: live["scheduled"],
     )
     assert value(registry, "crm_scorer_customers") == 3.0
 
-    live.update(customers=4000.0, roc_auc=0.83, log_loss=0.41, pending=12.0, learned=20_000.0)
+    live.update(
+        customers=4000.0,
+        roc_auc=0.83,
+        log_loss=0.41,
+        pending=12.0,
+        learned=20_000.0,
+        hit_rate=0.25,
+        scheduled=3_900.0,
+    )
 
     assert value(registry, "crm_scorer_customers") == 4000.0
     assert value(registry, "crm_scorer_churn_roc_auc") == 0.83
     assert value(registry, "crm_scorer_churn_log_loss") == 0.41
     assert value(registry, "crm_scorer_churn_pending_labels") == 12.0
     assert value(registry, "crm_scorer_model_events_learned") == 20_000.0
+    assert value(registry, "crm_scorer_recommendation_hit_rate") == 0.25
+    assert value(registry, "crm_scorer_rescores_scheduled") == 3_900.0
 
 
 def test_every_metric_name_starts_with_crm_scorer(

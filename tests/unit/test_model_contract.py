@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import pickle
 import random
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import pytest
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertThresholds
 from online_models.churn import ChurnModel
+from online_models.engine import ScoringEngine
 from online_models.profile import CustomerProfile
 from online_models.recommend import Recommender
 from online_models.scorer import CustomerScorer, ScorerConfig
@@ -194,10 +194,13 @@ SCORER_CONFIG = ScorerConfig(
 )
 
 
-def build_scorer() -> tuple[CustomerScorer, dict[str, Any]]:
-    """A scorer that saw 40 customers, and their states (the states travel with the model)."""
+def build_scorer_world() -> dict[str, Any]:
+    """A scorer that saw 40 customers through the engine, and the customer table it keeps.
+
+    They are copied and pickled together, like a snapshot: the states travel with the model.
+    """
     rng = random.Random(1)
-    scorer = CustomerScorer(SCORER_CONFIG)
+    engine = ScoringEngine(CustomerScorer(SCORER_CONFIG), {})
     stream = sorted(
         (
             (a, f"c{c}")
@@ -206,22 +209,10 @@ def build_scorer() -> tuple[CustomerScorer, dict[str, Any]]:
         ),
         key=lambda pair: pair[0].time,
     )
-    states: dict[str, Any] = {}
-    watermark = -math.inf
     for activity, customer in stream:
-        outcome = scorer.score(customer, states.get(customer), activity)
-        states[customer] = outcome.state
-        watermark = max(watermark, outcome.score.event_time)
-        for silent in scorer.due_for_labels(watermark):
-            states[silent] = scorer.label_silent(silent, states[silent], watermark).state
-    assert scorer.churn_model.labels_learned > 0
-    return scorer, states
-
-
-def build_scorer_world() -> dict[str, Any]:
-    """The scorer and the customer table, copied and pickled together like a snapshot."""
-    scorer, states = build_scorer()
-    return {"scorer": scorer, "states": states}
+        engine.process(customer, activity)
+    assert engine.scorer.churn_model.labels_learned > 0
+    return {"scorer": engine.scorer, "states": engine.states}
 
 
 def predict_scorer(world: dict[str, Any]) -> list[Any]:
@@ -232,11 +223,16 @@ def predict_scorer(world: dict[str, Any]) -> list[Any]:
         ("c7", Activity("support_ticket", later + 60, text="Broken again, terrible support!")),
         ("c11", Activity("view", later + 120, item_id="sku-1")),
     ]
+    scorer = world["scorer"]
     results = []
     for customer, activity in events:
         state = copy.deepcopy(world["states"][customer])
-        outcome = world["scorer"].score(customer, state, activity)
+        outcome = scorer.score(customer, state, activity)
+        recommendations = scorer.recommend(customer, outcome.state)
         results.append((outcome.score, outcome.alerts, outcome.labels, outcome.state))
+        results.append(recommendations)
+    silent = scorer.refresh("c1", copy.deepcopy(world["states"]["c1"]), later + 180)
+    results.append((silent.score, silent.alerts, silent.labels, silent.state, silent.changed))
     return results
 
 
@@ -248,17 +244,26 @@ def odd_scorer(world: dict[str, Any]) -> list[Any]:
         scorer.score("newcomer-2", None, Activity("return", later, item_id="sku-9", amount=50.0)),
         scorer.score("newcomer-3", None, Activity("feedback", later, rating=1)),
         scorer.score("newcomer-4", None, Activity("subscription_cancel", later)),
-        scorer.label_silent("c1", copy.deepcopy(world["states"]["c1"]), later),
+        scorer.refresh("c1", copy.deepcopy(world["states"]["c1"]), later),
+        # Asked about a moment before the customer's latest event: scored as of that event.
+        scorer.refresh("c2", copy.deepcopy(world["states"]["c2"]), T0),
     ]
     for outcome in outcomes:
         assert 0.0 <= outcome.score.churn_risk <= 1.0
         assert 0.0 <= outcome.score.value <= 1.0
         assert outcome.score.monetary >= 0.0
+        assert outcome.score.as_of >= outcome.score.event_time
+    assert len(scorer.recommend("never-seen", outcomes[0].state)) == SCORER_CONFIG.top_k
     return [o.score for o in outcomes]
 
 
 CASES = {
-    "ChurnModel": Case(build_churn, predict_churn, odd_churn, {"learning_rate": 0.02, "l2": 0.01}),
+    "ChurnModel": Case(
+        build_churn,
+        predict_churn,
+        odd_churn,
+        {"learning_rate": 0.02, "l2": 0.01, "kind": "hoeffding_tree"},
+    ),
     "Segmenter": Case(
         build_segmenter,
         predict_segmenter,

@@ -10,7 +10,12 @@ import pytest
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertState
 from online_models.churn import PendingExample
-from online_models.profile import MAX_PURCHASED_ITEMS, MAX_RECENT_ITEMS, CustomerProfile
+from online_models.profile import (
+    CHURN_FEATURES,
+    MAX_PURCHASED_ITEMS,
+    MAX_RECENT_ITEMS,
+    CustomerProfile,
+)
 from online_models.state import STATE_VERSION, CustomerState, StateVersionError
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
@@ -165,7 +170,10 @@ def full_state() -> CustomerState:
     state.profile.record(purchase(T0, "sku-1", 12.5, 2))
     state.profile.record(purchase(T0 + DAY, "sku-2", 7.0))
     state.profile.record(Activity("feedback", T0 + 2 * DAY, text="ok", rating=4), sentiment=0.4)
-    state.pending = PendingExample(T0 + DAY, state.profile.churn_features(T0 + DAY), 0.37)
+    state.pending = [
+        PendingExample(T0 + DAY, state.profile.churn_features(T0 + DAY), 0.37),
+        PendingExample(T0 + 16 * DAY, state.profile.churn_features(T0 + 16 * DAY), 0.52),
+    ]
     state.segment, state.segment_candidate, state.segment_votes = 2, 4, 1
     state.cancelled = True
     state.alerts = AlertState(churn_armed=False, last_alert_at={"churn_risk": T0 + DAY})
@@ -179,8 +187,10 @@ def test_state_to_dict_is_json_and_round_trips():
     restored = CustomerState.from_dict(orjson.loads(raw))
 
     assert restored == state
-    assert restored.pending is not None
-    assert restored.pending.features == state.pending.features
+    assert [example.time for example in restored.pending] == [T0 + DAY, T0 + 16 * DAY]
+    assert [example.features for example in restored.pending] == [
+        example.features for example in state.pending
+    ]
     assert restored.profile.purchased_items == ["sku-1", "sku-2"]
 
 
@@ -189,15 +199,26 @@ def test_a_state_rebuilt_in_memory_does_not_share_anything_with_the_original():
     restored = CustomerState.from_dict(state.to_dict())
 
     restored.profile.record(purchase(T0 + 3 * DAY, "sku-3"))
-    restored.pending.features["log_orders"] = 99.0
+    restored.pending[0].features["log_orders"] = 99.0
+    restored.pending.pop()
     restored.alerts.last_alert_at["negative_feedback"] = T0
 
     assert "sku-3" not in state.profile.purchased_items
-    assert state.pending.features["log_orders"] != 99.0
+    assert state.pending[0].features["log_orders"] != 99.0
+    assert len(state.pending) == 2
     assert "negative_feedback" not in state.alerts.last_alert_at
 
 
-@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1"])
+def test_records_of_format_versions_one_and_two_are_readable():
+    current = full_state().to_dict()
+    older = format_one_record()
+
+    assert (current["v"], older["v"]) == (STATE_VERSION, 1) == (2, 1)
+    assert CustomerState.from_dict(current) == full_state()
+    assert CustomerState.from_dict(older).profile == full_state().profile
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1", "2"])
 def test_a_record_of_another_format_version_is_refused(version):
     data = full_state().to_dict()
     if version is None:
@@ -207,6 +228,50 @@ def test_a_record_of_another_format_version_is_refused(version):
 
     with pytest.raises(StateVersionError, match="format version"):
         CustomerState.from_dict(data)
+
+
+def format_one_record() -> dict:
+    """A record as format 1 wrote it: one pending example, its features named in a dict."""
+    data = full_state().to_dict()
+    data["v"] = 1
+    data["pending"] = {
+        "time": T0 + DAY,
+        "features": full_state().profile.churn_features(T0 + DAY),
+        "risk": 0.37,
+    }
+    return data
+
+
+def test_a_format_one_record_reads_its_pending_example_as_a_one_element_list():
+    stored = orjson.loads(orjson.dumps(format_one_record()))
+
+    state = CustomerState.from_dict(stored)
+
+    (example,) = state.pending
+    assert example.time == T0 + DAY
+    assert example.risk == 0.37
+    assert example.features == full_state().profile.churn_features(T0 + DAY)
+    # Written back, it is a format-2 record that reads the same.
+    rewritten = orjson.loads(orjson.dumps(state.to_dict()))
+    assert rewritten["v"] == STATE_VERSION
+    assert CustomerState.from_dict(rewritten) == state
+
+
+def test_a_format_one_record_without_a_pending_example_reads_an_empty_list():
+    stored = {**format_one_record(), "pending": None}
+
+    assert CustomerState.from_dict(stored).pending == []
+
+
+def test_pending_examples_store_their_features_in_the_churn_model_order():
+    state = full_state()
+
+    stored = orjson.loads(orjson.dumps(state.to_dict()))
+
+    first = stored["pending"][0]
+    assert set(first) == {"time", "x", "risk"}
+    assert first["x"] == [state.pending[0].features[name] for name in CHURN_FEATURES]
+    assert set(CHURN_FEATURES) == set(state.profile.churn_features(T0))
 
 
 def test_a_new_segment_needs_consecutive_votes():

@@ -10,7 +10,10 @@ import random
 import numpy as np
 import pytest
 
+from online_models.activity import Activity
 from online_models.recommend import Recommender
+from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.state import CustomerState
 
 DAY = 86_400.0
 N_GROUP_ITEMS = 20
@@ -343,3 +346,60 @@ def test_same_seed_same_stream_same_ranking():
     assert probe_ranks(first) == probe_ranks(second)
     np.testing.assert_array_equal(first._factors, second._factors)
     assert not np.array_equal(first._factors, other_seed._factors)
+
+
+# --- hit rate of what the scorer served --------------------------------------------------------
+
+
+def test_a_new_basket_of_a_recommended_item_counts_as_a_hit():
+    scorer = CustomerScorer(ScorerConfig(top_k=3))
+    quality = scorer.recommendation_quality
+    t0 = 1_735_689_600.0
+
+    def buy(customer: str, state: CustomerState | None, time: float, item: str) -> CustomerState:
+        activity = Activity("purchase", time, item_id=item, amount=10.0, quantity=1)
+        return scorer.score(customer, state, activity).state
+
+    # A crowd buys sku-a, and a day later sku-b; a few buy rarer items.
+    for n in range(20):
+        buy(f"crowd-{n}", buy(f"crowd-{n}", None, t0 + n, "sku-a"), t0 + DAY + n, "sku-b")
+    for n in range(5):
+        buy(f"few-{n}", None, t0 + n, f"sku-{n + 10}")
+    state = buy("ann", None, t0 + 2 * DAY, "sku-a")
+    served = scorer.recommend("ann", state)
+    assert "sku-b" in served
+    assert "sku-never-sold" not in served
+    baskets, hits = quality.baskets, round(quality.hit_rate * quality.baskets)
+
+    state = buy("ann", state, t0 + 3 * DAY, "sku-b")  # a new basket, recommended: a hit
+    assert (quality.baskets, round(quality.hit_rate * quality.baskets)) == (baskets + 1, hits + 1)
+    state = buy("ann", state, t0 + 3 * DAY, "sku-never-sold")  # same basket: not counted again
+    assert quality.baskets == baskets + 1
+    buy("ann", state, t0 + 4 * DAY, "sku-never-sold-either")  # new basket, not served: a miss
+    assert (quality.baskets, round(quality.hit_rate * quality.baskets)) == (baskets + 2, hits + 1)
+
+
+def test_the_factor_step_is_rivers_funk_mf_step() -> None:
+    """The hand-written SGD step gives exactly the latents River's FunkMF.learn_one gives."""
+    from river import optim, reco
+
+    ours = Recommender(n_factors=4, learning_rate=0.05, l2=0.001, negative_samples=0, seed=3)
+    river_mf = reco.FunkMF(
+        n_factors=4,
+        optimizer=optim.SGD(0.05),
+        loss=optim.losses.Squared(),
+        l2=0.001,
+        initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=3),
+        seed=3,
+    )
+    interactions = [("ann", "tea", 1.0), ("bob", "tea", 0.5), ("ann", "cup", 1.0)] * 20
+    for step, (user, item, weight) in enumerate(interactions):
+        ours.learn_one(user, item, time=float(step), weight=weight)
+        river_mf.i_latents[item]  # noqa: B018  # a new item's row is made first, as ours does
+        pred = river_mf.predict_one(user, item)
+        river_mf.learn_one(user, item, pred + weight * (1.0 - pred))
+
+    for user in ("ann", "bob"):
+        np.testing.assert_allclose(ours._mf.u_latents[user], river_mf.u_latents[user])
+    for item in ("tea", "cup"):
+        np.testing.assert_allclose(ours._mf.i_latents[item], river_mf.i_latents[item])

@@ -60,7 +60,7 @@ def test_a_long_outage_keeps_the_scores_and_caps_the_backoff() -> None:
         metrics=ScorerMetrics(registry),  # type: ignore[arg-type]
         batch_size=1,
     )
-    writer.put(_score())
+    writer.put("c1", _score)
 
     async def outage() -> None:
         for _ in range(1_100):  # past 2**1024, which no float holds

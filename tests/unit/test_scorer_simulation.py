@@ -1,13 +1,13 @@
 """CustomerScorer over the simulator's realistic stream, in-process, driven like the worker.
 
-Each generated event goes through the wire decoder and the converter the worker uses, the
-customer's state is kept in a dict (the worker's table), and the largest event time seen so
-far is the watermark that labels silent customers, as in ``streams/app.py``.
+Each generated event goes through the wire decoder and the converter the worker uses and then
+through the ScoringEngine (customer states in a dict, the worker's table), which also re-scores
+silent customers as event time moves on, as in ``streams/app.py``. Recommendations are ranked
+when scores are flushed, as the worker's Redis writer does: once per customer per batch.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -17,6 +17,7 @@ import pytest
 
 from online_models.activity import DAY
 from online_models.alert_policy import AlertIntent, AlertThresholds
+from online_models.engine import ScoringEngine
 from online_models.profile import MAX_PURCHASED_ITEMS
 from online_models.scorer import CustomerScore, CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.state import CustomerState
@@ -27,6 +28,7 @@ from streams.simulator import SimulationConfig, generate_events
 CUSTOMERS = 300
 EVENTS = 15_000
 TOP_K = 10
+FLUSH_EVERY = 500  # events per Redis batch (CRM_REDIS_BATCH_SIZE)
 
 
 @dataclass
@@ -35,27 +37,37 @@ class Run:
 
     scorer: CustomerScorer
     states: dict[str, CustomerState] = field(default_factory=dict)
-    # Per customer, in order: (score, the items bought before or at that score).
-    scores: dict[str, list[tuple[CustomerScore, frozenset[str]]]] = field(
+    # Per customer, in order: every score, from their events and from re-scores.
+    scores: dict[str, list[CustomerScore]] = field(default_factory=lambda: defaultdict(list))
+    # Per customer, in order: (recommendations written, the items bought before that score).
+    served: dict[str, list[tuple[list[str], frozenset[str]]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     alerts: list[tuple[str, AlertIntent, CustomerScore]] = field(default_factory=list)
     labels: list[bool] = field(default_factory=list)
+    rescores: int = 0
     bought: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     wrote_text: set[str] = field(default_factory=set)
+    _unflushed: dict[str, tuple[ScoreOutcome, frozenset[str]]] = field(default_factory=dict)
 
     def record(self, customer: str, outcome: ScoreOutcome) -> None:
-        self.states[customer] = outcome.state
-        self.scores[customer].append((outcome.score, frozenset(self.bought[customer])))
+        self.scores[customer].append(outcome.score)
         self.alerts += [(customer, alert, outcome.score) for alert in outcome.alerts]
         self.labels += outcome.labels
+        self._unflushed.pop(customer, None)  # a newer score replaces one not yet written
+        self._unflushed[customer] = (outcome, frozenset(self.bought[customer]))
+
+    def flush(self) -> None:
+        for customer, (outcome, bought) in self._unflushed.items():
+            self.served[customer].append((self.scorer.recommend(customer, outcome.state), bought))
+        self._unflushed.clear()
 
 
 def simulate(config: ScorerConfig, limit: int) -> Run:
     run = Run(CustomerScorer(config))
-    scorer = run.scorer
-    watermark = -math.inf
-    for event in generate_events(SimulationConfig(customers=CUSTOMERS), limit=limit):
+    engine = ScoringEngine(run.scorer, run.states)
+    events = generate_events(SimulationConfig(customers=CUSTOMERS), limit=limit)
+    for n, event in enumerate(events, start=1):
         decoded = decode_event(orjson.dumps(event))
         activity = activity_of(decoded)
         customer = decoded.customer_id
@@ -63,11 +75,13 @@ def simulate(config: ScorerConfig, limit: int) -> Run:
             run.bought[customer].add(activity.item_id)
         if activity.kind in ("feedback", "support_ticket"):
             run.wrote_text.add(customer)
-        outcome = scorer.score(customer, run.states.get(customer), activity)
-        run.record(customer, outcome)
-        watermark = max(watermark, outcome.score.event_time)
-        for silent in scorer.due_for_labels(watermark):
-            run.record(silent, scorer.label_silent(silent, run.states[silent], watermark))
+        scored = engine.process(customer, activity)
+        run.rescores += len(scored) - 1
+        for each in scored:
+            run.record(each.customer_id, each.outcome)
+        if n % FLUSH_EVERY == 0:
+            run.flush()
+    run.flush()
     return run
 
 
@@ -82,24 +96,33 @@ def run() -> Run:
 def test_every_customer_gets_scores_in_range(run):
     assert len(run.scores) > 0.9 * CUSTOMERS
     for customer, scores in run.scores.items():
-        for score, _ in scores:
+        for score in scores:
             assert 0.0 <= score.churn_risk <= 1.0, customer
             assert 0.0 <= score.value <= 1.0, customer
             assert score.monetary >= 0.0
             assert score.segment_name
-        final = scores[-1][0]
+            assert score.as_of >= score.event_time
+        final = scores[-1]
         assert final.orders == run.states[customer].profile.orders
+
+
+def test_silent_customers_are_rescored_as_event_time_moves_on(run):
+    assert run.rescores > 0
+    rescored = [s for scores in run.scores.values() for s in scores if s.as_of > s.event_time]
+    assert len(rescored) == run.rescores
+    for customer, scores in run.scores.items():
+        assert [s.as_of for s in scores] == sorted(s.as_of for s in scores), customer
 
 
 def test_recommendations_are_top_k_and_never_already_bought(run):
     assert max(len(items) for items in run.bought.values()) < MAX_PURCHASED_ITEMS
-    for customer, scores in run.scores.items():
-        for score, bought in scores:
-            recommendations = score.recommendations
+    assert run.served.keys() == run.scores.keys()
+    for customer, served in run.served.items():
+        for recommendations, bought in served:
             assert len(recommendations) <= TOP_K
             assert len(set(recommendations)) == len(recommendations)
             assert not set(recommendations) & bought, customer
-        assert len(scores[-1][0].recommendations) == TOP_K
+        assert len(served[-1][0]) == TOP_K
 
 
 def test_with_repurchase_allowed_bought_items_may_come_back():
@@ -107,9 +130,9 @@ def test_with_repurchase_allowed_bought_items_may_come_back():
 
     again = [
         customer
-        for customer, scores in allowed.scores.items()
-        for score, bought in scores
-        if set(score.recommendations) & bought
+        for customer, served in allowed.served.items()
+        for recommendations, bought in served
+        if set(recommendations) & bought
     ]
 
     assert again
@@ -118,7 +141,7 @@ def test_with_repurchase_allowed_bought_items_may_come_back():
 def test_sentiment_is_present_exactly_for_customers_who_wrote(run):
     assert run.wrote_text
     for customer, scores in run.scores.items():
-        final = scores[-1][0]
+        final = scores[-1]
         if customer in run.wrote_text:
             assert final.sentiment is not None
             assert -1.0 <= final.sentiment <= 1.0
@@ -147,9 +170,9 @@ def test_no_customer_gets_two_churn_alerts_within_a_week(run):
     cooldown = run.scorer.config.alerts.cooldown_days * DAY
     times: dict[str, list[float]] = defaultdict(list)
     reasons: set[str] = set()
-    for customer, alert, score in run.alerts:
+    for customer, alert, _ in run.alerts:
         if alert.type == "churn_risk":
-            times[customer].append(score.event_time)
+            times[customer].append(alert.time)  # event time, also of a silent customer's re-score
             reasons.update(alert.details["reasons"])
 
     assert cooldown == 7 * DAY

@@ -103,8 +103,8 @@ def test_lapsing_buyers_are_named_by_spend():
     for x in (
         {**BLOBS["loyal"]},
         {**BLOBS["casual"]},
-        {**BLOBS["loyal"], "recency": 0.9},
-        {**BLOBS["casual"], "recency": 0.9},
+        {**BLOBS["loyal"], "recency": 0.5},
+        {**BLOBS["casual"], "recency": 0.5},
     ):
         segmenter.learn_one(x)
 
@@ -116,6 +116,20 @@ def test_lapsing_buyers_are_named_by_spend():
         "loyal big spenders",
         "occasional buyers",
     ]
+
+
+def test_buyers_silent_for_many_months_are_hibernating():
+    segmenter = Segmenter(n_segments=3)
+    for x in (
+        {**BLOBS["loyal"]},
+        {**BLOBS["loyal"], "recency": 0.5},
+        {**BLOBS["casual"], "recency": 1.2},
+    ):
+        segmenter.learn_one(x)
+
+    names = segmenter.describe_all()
+
+    assert sorted(names.values()) == ["hibernating", "lapsing big spenders", "loyal big spenders"]
 
 
 def test_an_untrained_segmenter_answers_segment_zero():

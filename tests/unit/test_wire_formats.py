@@ -67,6 +67,7 @@ def score(**changes: Any) -> Score:
         "sentiment": -0.125,
         "model_version": "0.1.0+42",
         "event_time": WHEN,
+        "as_of": datetime(2025, 3, 4, 10, 0, tzinfo=UTC),  # re-scored three silent days later
         "updated_at": datetime(2025, 3, 1, 10, 0, 0, 123456, tzinfo=UTC),
         **changes,
     }
@@ -119,7 +120,15 @@ def test_times_in_the_hash_are_iso_8601_utc() -> None:
     fields = score().to_redis()
 
     assert datetime.fromisoformat(fields["event_time"]) == WHEN
+    assert datetime.fromisoformat(fields["as_of"]) == datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
     assert datetime.fromisoformat(fields["updated_at"]).utcoffset() is not None
+
+
+def test_a_score_without_as_of_is_as_of_its_latest_event() -> None:
+    fields = score(as_of=None).to_redis()
+
+    assert fields["as_of"] == fields["event_time"]
+    assert Score.from_redis(as_redis_returns(fields)).as_of == WHEN
 
 
 @pytest.mark.parametrize("risk", [-0.01, 1.01, float("nan"), float("inf")])
@@ -157,6 +166,7 @@ def scores(draw: st.DrawFn) -> Score:
         sentiment=draw(st.none() | st.integers(-(10**6), 10**6).map(lambda n: n / 10**6)),
         model_version=draw(st.text(max_size=20)),
         event_time=draw(utc_times),
+        as_of=draw(utc_times),
         updated_at=draw(utc_times),
     )
 

@@ -1,0 +1,364 @@
+"""Quality benchmark: the streaming scorer's backtest on Online Retail against batch baselines.
+
+    python benchmarks/quality.py [--data PATH] [--cutoff 2011-09-09 --cutoff 2011-06-01]
+
+For each cutoff T the scorer is backtested on every event before T (``crm-scorer backtest``'s
+code path) and judged on what customers did in the 90 days after T:
+
+* churn: ROC AUC of ``churn_risk`` for "no purchase in (T, T+90d]" over customers with a
+  purchase before T, against a logistic regression and a gradient-boosted model trained in
+  batch on RFM features at T-90d with labels from (T-90d, T] (the classic approach), and
+  against the River challenger (Hoeffding adaptive tree) in place of the logistic model;
+* recommendations: hit rate@10 and recall@10 on the items each customer bought in
+  (T, T+90d] that they had not bought before T (the scorer does not recommend what a customer
+  already owns, so neither do the baselines), against global popularity and batch item-item
+  collaborative filtering (cosine over customer-item co-occurrence);
+* segmentation: silhouette and within-cluster inertia of the online segments on the
+  customers' RFM features at T, against batch k-means with the same k.
+
+Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
+(scikit-learn): ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, silhouette_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from online_models.scorer import ScorerConfig  # noqa: E402
+from schemas.events import PurchaseEvent, ReturnEvent  # noqa: E402
+from streams.backtest import Backtest, run_backtest  # noqa: E402
+from streams.transactions import load_transactions  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
+RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
+CUTOFFS = ("2011-09-09", "2011-06-01")
+HORIZON = timedelta(days=90)
+K = 10
+DAY = 86_400.0
+
+
+class History:
+    """Purchases and refunds per customer, in event time, for labels and batch features."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.buys: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+        self.refunds: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for loaded in events:
+            event = loaded.event
+            if isinstance(event, PurchaseEvent):
+                self.buys[event.customer_id].append((loaded.time, event.item_id, event.amount))
+            elif isinstance(event, ReturnEvent):
+                self.refunds[event.customer_id].append((loaded.time, event.amount))
+
+    def buyers_before(self, t: float) -> list[str]:
+        return sorted(c for c, buys in self.buys.items() if buys[0][0] < t)
+
+    def bought_between(self, customer: str, start: float, end: float) -> bool:
+        return any(start < when <= end for when, _, _ in self.buys.get(customer, ()))
+
+    def items_before(self, customer: str, t: float) -> set[str]:
+        return {item for when, item, _ in self.buys.get(customer, ()) if when < t}
+
+    def items_between(self, customer: str, start: float, end: float) -> set[str]:
+        return {item for when, item, _ in self.buys.get(customer, ()) if start <= when < end}
+
+    def rfm(self, customer: str, t: float) -> tuple[float, float, float, float]:
+        """Recency (days), frequency (baskets), net monetary, tenure (days) as of ``t``."""
+        buys = [(when, amount) for when, _, amount in self.buys[customer] if when < t]
+        baskets = {when for when, _ in buys}
+        refunded = sum(amount for when, amount in self.refunds.get(customer, ()) if when < t)
+        monetary = max(sum(amount for _, amount in buys) - refunded, 0.0)
+        return (
+            (t - max(baskets)) / DAY,
+            float(len(baskets)),
+            monetary,
+            (t - min(baskets)) / DAY,
+        )
+
+
+def rfm_matrix(history: History, customers: list[str], t: float) -> np.ndarray:
+    return np.log1p(np.array([history.rfm(c, t) for c in customers]))
+
+
+def churn_section(history: History, t: float, runs: dict[str, Backtest]) -> dict[str, Any]:
+    """AUC of the online scores and of batch RFM models trained at t - 90 days."""
+    end = t + HORIZON.total_seconds()
+    customers = history.buyers_before(t)
+    labels = np.array([not history.bought_between(c, t, end) for c in customers])
+    result: dict[str, Any] = {"customers": len(customers), "churn_rate": float(labels.mean())}
+    for name, run in runs.items():
+        risk = {row.customer_id: row.score.churn_risk for row in run.rows}
+        scores = np.array([risk[c] for c in customers])
+        result[f"online_{name}_auc"] = float(roc_auc_score(labels, scores))
+    train_at = t - HORIZON.total_seconds()
+    train = history.buyers_before(train_at)
+    x_train = rfm_matrix(history, train, train_at)
+    y_train = np.array([not history.bought_between(c, train_at, t) for c in train])
+    x_eval = rfm_matrix(history, customers, t)
+    models = {
+        "batch_logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "batch_boosted": HistGradientBoostingClassifier(random_state=0),
+    }
+    for name, model in models.items():
+        model.fit(x_train, y_train)
+        result[f"{name}_auc"] = float(roc_auc_score(labels, model.predict_proba(x_eval)[:, 1]))
+    result["batch_train_customers"] = len(train)
+    return result
+
+
+def recommendation_section(history: History, t: float, run: Backtest) -> dict[str, Any]:
+    """Hit rate and recall at 10 of the online lists, popularity and batch item-item."""
+    end = t + HORIZON.total_seconds()
+    customers = history.buyers_before(t)
+    owned = {c: history.items_before(c, t) for c in customers}
+    truth = {c: history.items_between(c, t, end) - owned[c] for c in customers}
+    judged = [c for c in customers if truth[c]]
+    online = {row.customer_id: row.recommendations for row in run.rows}
+
+    items = sorted({item for c in customers for item in owned[c]})
+    column = {item: i for i, item in enumerate(items)}
+    rows, cols = [], []
+    for r, c in enumerate(customers):
+        for item in owned[c]:
+            rows.append(r)
+            cols.append(column[item])
+    bought = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(customers), len(items))
+    )
+    counts = np.asarray(bought.sum(axis=0)).ravel()
+    cooccurrence = (bought.T @ bought).tocsr().astype(float)
+    norms = np.sqrt(counts)
+    similarity = sparse.diags(1 / norms) @ cooccurrence @ sparse.diags(1 / norms)
+    similarity.setdiag(0)
+    index = {c: r for r, c in enumerate(customers)}
+
+    def top(scores: np.ndarray, exclude: set[str]) -> list[str]:
+        scores = scores.astype(float).copy()
+        for item in exclude:
+            scores[column[item]] = -np.inf
+        best = np.argsort(-scores, kind="stable")[:K]
+        return [items[i] for i in best if np.isfinite(scores[i])]
+
+    popular = np.asarray(counts, dtype=float)
+    lists = {
+        "online": lambda c: online.get(c, [])[:K],
+        "popularity": lambda c: top(popular, owned[c]),
+        "item_item": lambda c: top(
+            np.asarray((bought[index[c]] @ similarity).todense()).ravel() + 1e-9 * popular,
+            owned[c],
+        ),
+    }
+    result: dict[str, Any] = {"customers": len(judged)}
+    for name, recommend in lists.items():
+        hits, recalls = [], []
+        for c in judged:
+            found = len(set(recommend(c)) & truth[c])
+            hits.append(found > 0)
+            recalls.append(found / len(truth[c]))
+        result[f"{name}_hit_rate"] = float(np.mean(hits))
+        result[f"{name}_recall"] = float(np.mean(recalls))
+    return result
+
+
+def segment_section(history: History, t: float, run: Backtest) -> dict[str, Any]:
+    """Silhouette and inertia of the online segments and of batch k-means (same k)."""
+    customers = history.buyers_before(t)
+    segment = {row.customer_id: row.score.segment for row in run.rows}
+    names = {row.score.segment: row.score.segment_name for row in run.rows}
+    x = []
+    for c in customers:
+        recency, frequency, monetary, _ = history.rfm(c, t)
+        # The scales the online segmenter uses (online_models.profile.segment_features).
+        x.append(
+            [
+                min(recency / 180.0, 1.5),
+                min(math.log1p(frequency) / math.log1p(50.0), 1.5),
+                min(math.log1p(monetary) / math.log1p(10_000.0), 1.5),
+            ]
+        )
+    features = np.array(x)
+    labels = np.array([segment[c] for c in customers])
+    k = len(set(labels.tolist()))
+    batch = KMeans(n_clusters=k, n_init=10, random_state=0).fit(features)
+    sizes = {names[s]: int((labels == s).sum()) for s in sorted(set(labels.tolist()))}
+    return {
+        "customers": len(customers),
+        "k": k,
+        "online_inertia": inertia(features, labels),
+        "online_silhouette": float(silhouette_score(features, labels, random_state=0)),
+        "batch_inertia": float(batch.inertia_),
+        "batch_silhouette": float(silhouette_score(features, batch.labels_, random_state=0)),
+        "online_segments": sizes,
+    }
+
+
+def inertia(features: np.ndarray, labels: np.ndarray) -> float:
+    total = 0.0
+    for label in set(labels.tolist()):
+        members = features[labels == label]
+        total += float(((members - members.mean(axis=0)) ** 2).sum())
+    return total
+
+
+def judge(report: dict[str, Any]) -> dict[str, Any]:
+    churn, recs, segs = report["churn"], report["recommendations"], report["segments"]
+    online_auc = churn[f"online_{report['default_churn_model']}_auc"]
+    return {
+        "churn_auc_vs_batch_logistic": online_auc - churn["batch_logistic_auc"],
+        "churn_auc_vs_batch_boosted": online_auc - churn["batch_boosted_auc"],
+        "churn_target_met": online_auc >= churn["batch_logistic_auc"]
+        and online_auc >= churn["batch_boosted_auc"] - 0.02,
+        "hit_rate_vs_popularity": recs["online_hit_rate"] / max(recs["popularity_hit_rate"], 1e-9),
+        "recommendation_target_met": recs["online_hit_rate"] >= 1.5 * recs["popularity_hit_rate"]
+        and recs["online_hit_rate"] >= recs["item_item_hit_rate"],
+        "inertia_ratio": segs["online_inertia"] / segs["batch_inertia"],
+        "segment_target_met": segs["online_inertia"] <= 1.2 * segs["batch_inertia"],
+    }
+
+
+def evaluate(events: list[Any], history: History, cutoff: str, console: Console) -> dict[str, Any]:
+    as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
+    t = as_of.timestamp()
+    runs: dict[str, Backtest] = {}
+    for kind in ("logistic", "hoeffding_tree"):
+        started = time.perf_counter()
+        config = replace(ScorerConfig(), churn_model=kind)
+        runs[kind] = run_backtest((e.event for e in events), as_of, config)
+        console.log(
+            f"{cutoff} {kind}: {runs[kind].events:,} events, {runs[kind].rescores:,} re-scores "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
+    churn = churn_section(history, t, runs)
+    default = max(runs, key=lambda kind: churn[f"online_{kind}_auc"])
+    main = runs["logistic"]
+    assert main.scorer is not None
+    report = {
+        "cutoff": cutoff,
+        "events_before_cutoff": main.events,
+        "backtest_seconds": round(main.seconds, 1),
+        "rescores": main.rescores,
+        "default_churn_model": "logistic",
+        "best_churn_model": default,
+        "churn": churn,
+        "recommendations": recommendation_section(history, t, main),
+        "segments": segment_section(history, t, main),
+        "live_quality": {
+            "rolling_churn_auc": main.scorer.quality.roc_auc,
+            "rolling_hit_rate": main.scorer.recommendation_quality.hit_rate,
+            "churn_drifts": main.scorer.quality.drifts,
+            "labels": dict(main.labels),
+            "alerts": dict(main.alerts),
+        },
+    }
+    report["targets"] = judge(report)
+    return report
+
+
+def show(reports: list[dict[str, Any]], console: Console) -> None:
+    table = Table(
+        title="Quality on Online Retail: online scorer vs batch baselines (90-day window)"
+    )
+    table.add_column("metric")
+    for report in reports:
+        table.add_column(f"as of {report['cutoff']}", justify="right")
+    lines = [
+        ("churn AUC: online logistic (default)", lambda r: r["churn"]["online_logistic_auc"]),
+        ("churn AUC: online Hoeffding tree", lambda r: r["churn"]["online_hoeffding_tree_auc"]),
+        ("churn AUC: batch logistic (RFM)", lambda r: r["churn"]["batch_logistic_auc"]),
+        ("churn AUC: batch boosted (RFM)", lambda r: r["churn"]["batch_boosted_auc"]),
+        ("hit rate@10: online", lambda r: r["recommendations"]["online_hit_rate"]),
+        ("hit rate@10: popularity", lambda r: r["recommendations"]["popularity_hit_rate"]),
+        ("hit rate@10: batch item-item", lambda r: r["recommendations"]["item_item_hit_rate"]),
+        ("recall@10: online", lambda r: r["recommendations"]["online_recall"]),
+        ("recall@10: popularity", lambda r: r["recommendations"]["popularity_recall"]),
+        ("recall@10: batch item-item", lambda r: r["recommendations"]["item_item_recall"]),
+        ("segments: k", lambda r: r["segments"]["k"]),
+        ("inertia: online / batch k-means", lambda r: r["targets"]["inertia_ratio"]),
+        ("silhouette: online", lambda r: r["segments"]["online_silhouette"]),
+        ("silhouette: batch k-means", lambda r: r["segments"]["batch_silhouette"]),
+        ("backtest seconds (events before T)", lambda r: r["backtest_seconds"]),
+    ]
+    for label, get in lines:
+        cells = []
+        for report in reports:
+            value = get(report)
+            cells.append(f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
+        table.add_row(label, *cells)
+    console.print(table)
+    for report in reports:
+        targets = report["targets"]
+        console.print(
+            f"as of {report['cutoff']}: churn target "
+            f"{'met' if targets['churn_target_met'] else 'MISSED'}, recommendation target "
+            f"{'met' if targets['recommendation_target_met'] else 'MISSED'}, segment target "
+            f"{'met' if targets['segment_target_met'] else 'MISSED'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--cutoff", action="append", help="ISO date; repeatable")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    console = Console()
+    if not args.data.is_file():
+        console.print(f"[red]no data at {args.data}: see the README's Quality section")
+        raise SystemExit(2)
+    started = time.perf_counter()
+    loaded = load_transactions(args.data, preset="online-retail")
+    console.log(f"loaded {len(loaded.events):,} events in {time.perf_counter() - started:.1f}s")
+    history = History(loaded.events)
+    reports = [
+        evaluate(loaded.events, history, cutoff, console) for cutoff in args.cutoff or CUTOFFS
+    ]
+    show(reports, console)
+    import river
+    import sklearn
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "command": "python benchmarks/quality.py",
+        "data": str(args.data.name),
+        "rejected_rows": dict(loaded.report.reasons),
+        "reports": reports,
+        "versions": {
+            "python": platform.python_version(),
+            "river": river.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    args.out.write_text(json.dumps(document, indent=2, default=float) + "\n")
+    console.print(
+        f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The scoring loop the worker and the backtest share: states, watermarks, silent re-scores."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Collection, MutableMapping
+from dataclasses import dataclass
+
+from online_models.activity import Activity
+from online_models.scorer import CustomerScorer, ScoreOutcome
+from online_models.state import CustomerState
+
+__all__ = ["Deadlines", "Scored", "ScoringEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+class Deadlines:
+    """When each customer's pending example falls due, without scanning every customer.
+
+    A min-heap of ``(deadline, customer)``; a customer's later entry supersedes earlier ones,
+    so stale heap entries are skipped when popped.
+
+    >>> schedule = Deadlines()
+    >>> schedule.schedule("a", 10.0); schedule.schedule("b", 5.0); schedule.schedule("a", 20.0)
+    >>> schedule.pop_due(15.0)
+    ['b']
+    >>> schedule.pop_due(25.0)
+    ['a']
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._deadlines: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def schedule(self, customer_id: str, deadline: float) -> None:
+        """Set (or move) ``customer_id``'s deadline (event time)."""
+        self._deadlines[customer_id] = deadline
+        heapq.heappush(self._heap, (deadline, customer_id))
+        if len(self._heap) > 4 * len(self._deadlines) + 1024:
+            self._compact()
+
+    def cancel(self, customer_id: str) -> None:
+        """Drop ``customer_id``'s deadline."""
+        self._deadlines.pop(customer_id, None)
+
+    def pop_due(self, watermark: float) -> list[str]:
+        """Customers whose deadline is at or before ``watermark``, removed from the schedule."""
+        due = []
+        heap = self._heap
+        while heap and heap[0][0] <= watermark:
+            deadline, customer_id = heapq.heappop(heap)
+            if self._deadlines.get(customer_id) == deadline:
+                del self._deadlines[customer_id]
+                due.append(customer_id)
+        return due
+
+    def _compact(self) -> None:
+        self._heap = [(d, c) for c, d in self._deadlines.items()]
+        heapq.heapify(self._heap)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A customer's fresh score, from their own event or from a re-score as time moved on."""
+
+    customer_id: str
+    outcome: ScoreOutcome
+
+
+class ScoringEngine:
+    """Scores events in event-time order per shard and re-scores silent customers.
+
+    ``states`` maps a customer id to their :class:`CustomerState`: a dict in the backtest,
+    the Faust table (through a codec) in the worker. Each shard (a Kafka partition) has its
+    own event-time watermark, the latest event time it has seen. Every customer has a
+    deadline in a per-shard heap: when the shard's watermark passes it, the customer is
+    re-scored (:meth:`CustomerScorer.refresh`): at least once per ``rescore_interval_days``
+    of event time, with no scan over all customers.
+
+    >>> from online_models.activity import DAY
+    >>> engine = ScoringEngine(CustomerScorer(), {})
+    >>> first = engine.process("ann", Activity("purchase", 0.0, item_id="a", amount=5.0,
+    ...                                         quantity=1))
+    >>> [s.customer_id for s in first]
+    ['ann']
+    >>> later = engine.process("bob", Activity("view", 2.5 * DAY, item_id="a"))
+    >>> [(s.customer_id, s.outcome.score.as_of / DAY) for s in later]
+    [('bob', 2.5), ('ann', 2.5)]
+    """
+
+    def __init__(self, scorer: CustomerScorer, states: MutableMapping[str, CustomerState]) -> None:
+        self.scorer = scorer
+        self.states = states
+        self._deadlines: dict[int, Deadlines] = {}
+        self._watermarks: dict[int, float] = {}
+
+    def watermark(self, shard: int = 0) -> float:
+        """Latest event time seen on ``shard`` (-inf before its first event)."""
+        return self._watermarks.get(shard, -math.inf)
+
+    def scheduled(self, shard: int | None = None) -> int:
+        """Customers waiting for a re-score (on ``shard``, or on every shard)."""
+        if shard is not None:
+            return len(self._deadlines.get(shard, ()))
+        return sum(len(deadlines) for deadlines in self._deadlines.values())
+
+    def process(self, customer_id: str, activity: Activity, shard: int = 0) -> list[Scored]:
+        """Score one event, then re-score the shard's customers the event's time made due.
+
+        The event's own score comes first; every score returned must be published.
+        """
+        outcome = self.scorer.score(customer_id, self.states.get(customer_id), activity, shard)
+        self.states[customer_id] = outcome.state
+        self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
+        watermark = max(self.watermark(shard), activity.time)
+        return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
+
+    def advance(self, watermark: float, shard: int = 0) -> list[Scored]:
+        """Move the shard's event time to ``watermark`` and re-score whoever is due by then."""
+        self._watermarks[shard] = max(self.watermark(shard), watermark)
+        deadlines = self._deadlines.get(shard)
+        if deadlines is None:
+            return []
+        rescored = []
+        for customer_id in deadlines.pop_due(watermark):
+            state = self.states.get(customer_id)
+            if state is None or state.shard != shard:
+                continue  # forgotten, or it moved to another shard meanwhile
+            outcome = self.scorer.refresh(customer_id, state, watermark)
+            if outcome.changed:
+                self.states[customer_id] = outcome.state
+            self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
+            rescored.append(Scored(customer_id, outcome))
+        return rescored
+
+    def reset(self) -> None:
+        """Forget every deadline (the shards this engine looks after are about to change)."""
+        self._deadlines.clear()
+        self.scorer.pending_labels = 0
+
+    def adopt(self, customer_id: str, state: CustomerState, shards: Collection[int]) -> bool:
+        """Schedule a stored customer's next re-score if they live on one of ``shards``.
+
+        After :meth:`reset`, for a worker whose partitions changed: the next event of a shard
+        re-scores whoever fell due while nobody owned it. True if scheduled.
+        """
+        if state.shard is None or state.shard not in shards:
+            return False
+        self.scorer.pending_labels += len(state.pending)
+        last = max([state.profile.last_seen, *(example.time for example in state.pending)])
+        return self._schedule(customer_id, state, last, state.shard)
+
+    def _schedule(self, customer_id: str, state: CustomerState, now: float, shard: int) -> bool:
+        deadline = self.scorer.next_refresh(state, now)
+        deadlines = self._deadlines.get(shard)
+        if deadlines is None:
+            deadlines = self._deadlines[shard] = Deadlines()
+        if deadline is None:
+            deadlines.cancel(customer_id)
+            return False
+        deadlines.schedule(customer_id, deadline)
+        return True

@@ -1,0 +1,115 @@
+"""Backtest: the worker's scoring path over a history, with scores as of a cutoff."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from online_models.activity import DAY
+from schemas.events import AnyEvent, validate_event
+from streams.backtest import SCORE_COLUMNS, run_backtest, write_scores
+from streams.transactions import load_transactions
+
+START = datetime(2011, 1, 3, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
+
+
+def purchase(customer: str, day: float, item: str, amount: float = 10.0) -> AnyEvent:
+    moment = START + timedelta(days=day)
+    return validate_event(
+        {
+            "event_id": f"{customer}-{day}-{item}",
+            "customer_id": customer,
+            "type": "purchase",
+            "timestamp": moment.isoformat(),
+            "item_id": item,
+            "amount": amount,
+            "quantity": 1,
+        }
+    )
+
+
+def history() -> list[AnyEvent]:
+    """Regulars buying weekly, one-off buyers, and customers who only show up late."""
+    events = []
+    for week in range(30):
+        for n in range(5):
+            events.append(purchase(f"regular-{n}", week * 7.0 + n * 0.1, f"sku-{(week + n) % 7}"))
+    for n in range(10):
+        events.append(purchase(f"once-{n}", 3.0 + n, f"sku-{n % 4}", 25.0))
+    events.append(purchase("late-comer", 250.0, "sku-9"))
+    return sorted(events, key=lambda e: e.timestamp)
+
+
+def test_nothing_after_the_cutoff_is_used() -> None:
+    events = history()
+    cutoff = START + timedelta(days=120)
+    before = [e for e in events if e.timestamp < cutoff]
+
+    full = run_backtest(events, cutoff)
+    truncated = run_backtest(before, cutoff)
+
+    assert full.ignored_after_cutoff == len(events) - len(before) > 0
+    assert full.events == truncated.events == len(before)
+    assert [(r.customer_id, r.score, r.recommendations) for r in full.rows] == [
+        (r.customer_id, r.score, r.recommendations) for r in truncated.rows
+    ]
+    assert "late-comer" not in {r.customer_id for r in full.rows}
+    assert all(r.score.event_time < cutoff.timestamp() for r in full.rows)
+
+
+def test_every_score_is_as_of_the_cutoff_and_silent_customers_were_rescored() -> None:
+    cutoff = START + timedelta(days=120)
+
+    result = run_backtest(history(), cutoff)
+
+    by_customer = {row.customer_id: row.score for row in result.rows}
+    assert len(by_customer) == 15
+    assert {score.as_of for score in by_customer.values()} == {cutoff.timestamp()}
+    # The one-off buyers went silent after day 12; event time then moves a week at a time
+    # (the regulars' baskets), and each move re-scores them.
+    assert result.rescores >= 10 * 15
+    once = by_customer["once-0"]
+    assert once.orders == 1
+    assert (cutoff.timestamp() - once.event_time) / DAY == pytest.approx(117.0)
+    # The model learned that silence means churn: one-off buyers are riskier than regulars.
+    regular_risk = max(by_customer[f"regular-{n}"].churn_risk for n in range(5))
+    once_risk = min(by_customer[f"once-{n}"].churn_risk for n in range(10))
+    assert result.labels["churned"] > 0 and result.labels["stayed"] > 0
+    assert once_risk > regular_risk
+
+
+def test_the_scores_file_has_a_header_and_one_row_per_customer(tmp_path: Path) -> None:
+    result = run_backtest(history(), START + timedelta(days=60))
+    out = tmp_path / "scores.csv"
+
+    written = write_scores(result.rows, out)
+
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert written == len(rows) == len(result.rows)
+    assert tuple(rows[0]) == SCORE_COLUMNS
+    first = rows[0]
+    assert 0.0 <= float(first["churn_risk"]) <= 1.0
+    assert isinstance(orjson.loads(first["recommendations"]), list)
+    assert first["as_of"] == (START + timedelta(days=60)).isoformat()
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason=f"Online Retail data not found at {DATA}")
+def test_a_slice_of_online_retail_scores_every_buyer_before_the_cutoff() -> None:
+    loaded = load_transactions(DATA, preset="online-retail")
+    cutoff = datetime(2011, 1, 15, tzinfo=UTC)
+    events = [e.event for e in loaded.events if e.time < cutoff.timestamp() + 30 * DAY]
+    buyers = {e.customer_id for e in events if e.type == "purchase" and e.timestamp < cutoff}
+
+    result = run_backtest(events, cutoff)
+
+    scored = {row.customer_id for row in result.rows}
+    assert buyers <= scored
+    assert result.ignored_after_cutoff > 0
+    assert all(row.score.orders >= 1 for row in result.rows if row.customer_id in buyers)

@@ -1,0 +1,155 @@
+"""The ScoringEngine: silent customers' scores follow event time, without scanning everyone.
+
+Every shard (a Kafka partition) has its own event-time watermark, moved by its events. A
+customer who goes silent is re-scored as the watermark passes their next re-score time, so
+the churn risk in Redis keeps up with the silence; re-scores stop when nothing can change.
+"""
+
+from __future__ import annotations
+
+import copy
+from itertools import pairwise
+
+import orjson
+import pytest
+
+from online_models.activity import DAY, Activity
+from online_models.churn import PendingExample
+from online_models.engine import Scored, ScoringEngine
+from online_models.scorer import CustomerScorer, ScoreOutcome
+from online_models.state import CustomerState
+
+T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+HOUR = 3_600.0
+HORIZON_DAYS = 90.0
+
+
+def purchase(time: float, item: str = "sku-1") -> Activity:
+    return Activity("purchase", time, item_id=item, amount=25.0, quantity=1)
+
+
+def rescores_of(customer_id: str, scored: list[Scored]) -> list[ScoreOutcome]:
+    return [each.outcome for each in scored if each.customer_id == customer_id]
+
+
+def test_a_silent_customers_score_follows_the_watermark_other_customers_move(churn_world):
+    # A scorer that learned from a year of customers that silence means churn.
+    engine = ScoringEngine(copy.deepcopy(churn_world.scorer), {})
+    start = T0 + 400 * DAY  # after the world's year
+    for week in range(3):
+        engine.process("quiet", purchase(start + week * 7 * DAY, item=f"sku-{week}"))
+    last = start + 14 * DAY
+    engine.process("elsewhere", purchase(last), shard=1)
+
+    # Another customer of the shard browses every five hours for 200 days.
+    rescores: list[ScoreOutcome] = []
+    watermarks: list[float] = []
+    time = last
+    while time < last + 200 * DAY:
+        time += 5 * HOUR
+        scored = engine.process("busy", Activity("view", time, item_id="sku-9"))
+        rescores += rescores_of("quiet", scored)
+        watermarks += [engine.watermark(0)] * len(rescores_of("quiet", scored))
+        assert rescores_of("elsewhere", scored) == []  # another shard's customer
+
+    as_of = [outcome.score.as_of for outcome in rescores]
+    days = [(t - last) / DAY for t in as_of]
+    # The score is as of the shard's event time, never older than a day and five hours.
+    assert as_of == watermarks
+    assert days[0] <= 1.0 + 5 / 24
+    assert all(b - a <= 1.0 + 5 / 24 for a, b in pairwise(days))
+    # At least once in every event-time day of the silence, until the re-scores stop.
+    assert {int(day) for day in days} >= set(range(1, int(days[-1])))
+    assert all(o.score.event_time == last for o in rescores)  # still their latest event
+
+    # The churn risk rises with the silence.
+    risk = {int(day): outcome.score.churn_risk for day, outcome in zip(days, rescores, strict=True)}
+    assert risk[1] < risk[15] < risk[30] < risk[60]
+    assert risk[60] > 0.9
+
+    # Silent for twice the horizon with every example labelled: no more re-scores.
+    assert days[-1] == pytest.approx(180.0, abs=5 / 24)
+    assert [o.labels for o in rescores if o.labels][-1] == [True]
+    assert rescores[-1].state.pending == []
+    assert engine.scheduled(0) == 1  # only busy
+    assert engine.scheduled(1) == 1  # elsewhere waits for its own shard's events
+
+
+class CountingStates(dict[str, CustomerState]):
+    """A customer table that counts the states read from it."""
+
+    reads = 0
+
+    def get(self, customer_id, default=None):  # type: ignore[override]
+        self.reads += 1
+        return super().get(customer_id, default)
+
+
+def test_an_hour_of_event_time_rescores_only_the_customers_due_in_it():
+    states = CountingStates()
+    engine = ScoringEngine(CustomerScorer(), states)
+    # 1,000 customers, each buying once, spread evenly over one day: re-scores due a day apart.
+    spacing = DAY / 1_000
+    for n in range(1_000):
+        engine.process(f"c-{n:04d}", purchase(T0 + n * spacing))
+    assert engine.scheduled() == 1_000
+
+    states.reads = 0
+    first_hour = engine.advance(T0 + DAY + HOUR)
+    second_hour = engine.advance(T0 + DAY + 2 * HOUR)
+
+    due_per_hour = int(HOUR // spacing) + 1  # customers 0..41, then 42..83
+    assert [s.customer_id for s in first_hour] == [f"c-{n:04d}" for n in range(due_per_hour)]
+    assert len(second_hour) == due_per_hour
+    assert first_hour[-1].customer_id < second_hour[0].customer_id
+    assert states.reads == 2 * due_per_hour  # no scan over the other customers
+    assert engine.scheduled() == 1_000  # each re-scored one waits for the next day
+
+    # One more event an hour later: its own score and the next hour's re-scores only.
+    scored = engine.process("new", purchase(T0 + DAY + 3 * HOUR))
+    assert scored[0].customer_id == "new"
+    assert len(scored) == 1 + due_per_hour
+
+
+def stored_customers() -> dict[str, CustomerState]:
+    """Customers as a worker's table holds them after a restart, on shards 0, 1 and 2."""
+    states = {}
+    for n, (shard, examples) in enumerate([(0, 1), (0, 3), (1, 2), (2, 1), (2, 0), (1, 1)]):
+        state = CustomerState.new(T0)
+        state.profile.record(purchase(T0))
+        state.shard = shard
+        features = state.profile.churn_features(T0)
+        state.pending = [PendingExample(T0 + k * 15 * DAY, features, 0.2) for k in range(examples)]
+        stored = orjson.loads(orjson.dumps(state.to_dict()))
+        states[f"c-{n}"] = CustomerState.from_dict(stored)
+    return states
+
+
+def test_adopt_after_a_reset_schedules_only_the_given_shards_and_counts_their_examples():
+    states = stored_customers()
+    engine = ScoringEngine(CustomerScorer(), states)
+    engine.scorer.pending_labels = 99  # counted for the partitions this worker had before
+
+    engine.reset()
+    adopted = [engine.adopt(c, state, shards={0, 2}) for c, state in states.items()]
+
+    assert adopted == [True, True, False, True, True, False]
+    assert (engine.scheduled(0), engine.scheduled(1), engine.scheduled(2)) == (2, 0, 2)
+    assert engine.scorer.pending_labels == 1 + 3 + 1 + 0
+
+    # The first event of shard 2 re-scores its customers who fell due while nobody owned it.
+    scored = engine.process("newcomer", purchase(T0 + 20 * DAY), shard=2)
+    assert [each.customer_id for each in scored] == ["newcomer", "c-3", "c-4"]
+
+
+def test_a_record_without_its_partition_is_not_scheduled_on_a_guess():
+    engine = ScoringEngine(CustomerScorer(), {})
+    engine.process("c-1", purchase(T0), shard=3)
+    stored = orjson.loads(orjson.dumps(engine.states["c-1"].to_dict()))
+    assert CustomerState.from_dict(stored).shard == 3
+    del stored["shard"]  # written before records carried their partition
+
+    engine.reset()
+    assert not engine.adopt("c-1", CustomerState.from_dict(stored), shards={0, 1, 2, 3})
+    assert engine.scheduled() == 0
+    assert engine.scorer.pending_labels == 0
