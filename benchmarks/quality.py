@@ -84,7 +84,8 @@ class History:
         return {item for when, item, _ in self.buys.get(customer, ()) if when < t}
 
     def items_between(self, customer: str, start: float, end: float) -> set[str]:
-        return {item for when, item, _ in self.buys.get(customer, ()) if start <= when < end}
+        """Items bought in (start, end], the window of the churn labels too."""
+        return {item for when, item, _ in self.buys.get(customer, ()) if start < when <= end}
 
     def rfm(self, customer: str, t: float) -> tuple[float, float, float, float]:
         """Recency (days), frequency (baskets), net monetary, tenure (days) as of ``t``."""
@@ -203,6 +204,8 @@ def segment_section(history: History, t: float, run: Backtest) -> dict[str, Any]
     features = np.array(x)
     labels = np.array([segment[c] for c in customers])
     k = len(set(labels.tolist()))
+    if k < 2:
+        return {"customers": len(customers), "k": k, "error": "one segment: nothing to compare"}
     batch = KMeans(n_clusters=k, n_init=10, random_state=0).fit(features)
     sizes = {names[s]: int((labels == s).sum()) for s in sorted(set(labels.tolist()))}
     return {

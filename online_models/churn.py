@@ -21,7 +21,11 @@ CHURN_MODEL_KINDS = ("logistic", "hoeffding_tree")
 
 
 class ChurnModel:
-    """``StandardScaler | LogisticRegression`` over a customer's churn features.
+    """``StandardScaler | LogisticRegression`` (AdaGrad) over a customer's churn features.
+
+    AdaGrad's per-weight steps shrink as evidence accumulates: plain SGD with a fixed step
+    was as good on a year of Online Retail but far worse after five months (AUC 0.65 against
+    0.75), being pushed around by the bursts of delayed labels.
 
     ``kind="hoeffding_tree"`` swaps the regression for River's Hoeffding adaptive tree, the
     challenger the quality benchmark compares; it gives no per-feature reasons.
@@ -38,7 +42,7 @@ class ChurnModel:
     """
 
     def __init__(
-        self, learning_rate: float = 0.05, l2: float = 1e-4, kind: str = "logistic"
+        self, learning_rate: float = 0.1, l2: float = 1e-4, kind: str = "logistic"
     ) -> None:
         if kind not in CHURN_MODEL_KINDS:
             msg = f"kind must be one of {', '.join(CHURN_MODEL_KINDS)}, got {kind!r}"
@@ -48,7 +52,7 @@ class ChurnModel:
         self.kind = kind
         self._scaler = preprocessing.StandardScaler()
         self._regression = linear_model.LogisticRegression(
-            optimizer=optim.SGD(learning_rate), l2=l2
+            optimizer=optim.AdaGrad(learning_rate), l2=l2
         )
         self._classifier: Any = (
             self._regression

@@ -8,7 +8,7 @@ import math
 from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass
 
-from online_models.activity import Activity
+from online_models.activity import DAY, Activity
 from online_models.scorer import CustomerScorer, ScoreOutcome
 from online_models.state import CustomerState
 
@@ -16,9 +16,13 @@ __all__ = ["Deadlines", "Scored", "ScoringEngine"]
 
 logger = logging.getLogger(__name__)
 
+#: Re-scores done for one event at most: after a rebalance or a quiet spell many customers
+#: fall due at once, and the rest wait for the following events instead of blocking one.
+MAX_RESCORES_PER_EVENT = 1_000
+
 
 class Deadlines:
-    """When each customer's pending example falls due, without scanning every customer.
+    """When each customer is next due for a re-score, without scanning every customer.
 
     A min-heap of ``(deadline, customer)``; a customer's later entry supersedes earlier ones,
     so stale heap entries are skipped when popped.
@@ -49,11 +53,12 @@ class Deadlines:
         """Drop ``customer_id``'s deadline."""
         self._deadlines.pop(customer_id, None)
 
-    def pop_due(self, watermark: float) -> list[str]:
-        """Customers whose deadline is at or before ``watermark``, removed from the schedule."""
-        due = []
+    def pop_due(self, watermark: float, limit: int | None = None) -> list[str]:
+        """Customers whose deadline is at or before ``watermark`` (earliest first, at most
+        ``limit``), removed from the schedule."""
+        due: list[str] = []
         heap = self._heap
-        while heap and heap[0][0] <= watermark:
+        while heap and heap[0][0] <= watermark and (limit is None or len(due) < limit):
             deadline, customer_id = heapq.heappop(heap)
             if self._deadlines.get(customer_id) == deadline:
                 del self._deadlines[customer_id]
@@ -99,6 +104,8 @@ class ScoringEngine:
         self.states = states
         self._deadlines: dict[int, Deadlines] = {}
         self._watermarks: dict[int, float] = {}
+        #: Re-scores that raised (a bug or an unreadable stored state): see the log.
+        self.rescore_errors = 0
 
     def watermark(self, shard: int = 0) -> float:
         """Latest event time seen on ``shard`` (-inf before its first event)."""
@@ -121,21 +128,36 @@ class ScoringEngine:
         watermark = max(self.watermark(shard), activity.time)
         return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
 
-    def advance(self, watermark: float, shard: int = 0) -> list[Scored]:
-        """Move the shard's event time to ``watermark`` and re-score whoever is due by then."""
+    def advance(
+        self, watermark: float, shard: int = 0, limit: int | None = MAX_RESCORES_PER_EVENT
+    ) -> list[Scored]:
+        """Move the shard's event time to ``watermark`` and re-score whoever is due by then.
+
+        At most ``limit`` customers (earliest deadlines first); the others stay due for the
+        next call. Never raises: a customer whose re-score fails is logged, counted in
+        :attr:`rescore_errors` and left unscheduled until their next event.
+        """
         self._watermarks[shard] = max(self.watermark(shard), watermark)
         deadlines = self._deadlines.get(shard)
         if deadlines is None:
             return []
+        interval = self.scorer.config.rescore_interval_days * DAY
         rescored = []
-        for customer_id in deadlines.pop_due(watermark):
-            state = self.states.get(customer_id)
-            if state is None or state.shard != shard:
-                continue  # forgotten, or it moved to another shard meanwhile
-            outcome = self.scorer.refresh(customer_id, state, watermark)
-            if outcome.changed:
-                self.states[customer_id] = outcome.state
-            self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
+        for customer_id in deadlines.pop_due(watermark, limit):
+            try:
+                state = self.states.get(customer_id)
+                if state is None or state.shard != shard:
+                    continue  # forgotten, or it moved to another shard meanwhile
+                if self.scorer.next_refresh(state, watermark - interval) is None:
+                    continue  # done with re-scores before anyone watched (e.g. a rebalance)
+                outcome = self.scorer.refresh(customer_id, state, watermark)
+                if outcome.changed:
+                    self.states[customer_id] = outcome.state
+                self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
+            except Exception:
+                self.rescore_errors += 1
+                logger.exception("Re-scoring customer %s failed", customer_id)
+                continue
             rescored.append(Scored(customer_id, outcome))
         return rescored
 
@@ -147,8 +169,10 @@ class ScoringEngine:
     def adopt(self, customer_id: str, state: CustomerState, shards: Collection[int]) -> bool:
         """Schedule a stored customer's next re-score if they live on one of ``shards``.
 
-        After :meth:`reset`, for a worker whose partitions changed: the next event of a shard
-        re-scores whoever fell due while nobody owned it. True if scheduled.
+        After :meth:`reset`, for a worker whose partitions changed: the deadline is counted
+        from the customer's latest event or example, so the shard's next events re-score
+        whoever fell due while nobody owned it (at most ``MAX_RESCORES_PER_EVENT`` per event),
+        skipping customers whose re-scores had already ended by then. True if scheduled.
         """
         if state.shard is None or state.shard not in shards:
             return False

@@ -60,9 +60,9 @@ class Recommender:
         negative_samples: int = 3,
         popularity_halflife_days: float = 30.0,
         co_purchase_neighbors: int = 50,
-        cf_weight: float = 1.0,
+        cf_weight: float = 2.0,
         popularity_weight: float = 0.3,
-        co_purchase_weight: float = 2.0,
+        co_purchase_weight: float = 4.0,
         seed: int = 42,
     ) -> None:
         if n_factors < 1:
@@ -113,6 +113,8 @@ class Recommender:
         self._factors = np.zeros((_INITIAL_CAPACITY, n_factors))  # rows synced from i_latents
         self._popularity = np.zeros(_INITIAL_CAPACITY)  # sum of weight * exp((t - t0) / tau)
         self._neighbors: dict[int, dict[int, float]] = {}  # row -> {co-bought row: count}
+        # row -> (neighbour rows, counts / strongest) as arrays, until the row's counts change
+        self._neighbor_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -291,6 +293,7 @@ class Recommender:
         neighbors = self._neighbors.get(row)
         if neighbors is None:
             neighbors = self._neighbors[row] = {}
+        self._neighbor_arrays.pop(row, None)
         if other in neighbors:
             neighbors[other] += 1.0
             return
@@ -303,26 +306,33 @@ class Recommender:
 
     def _co_purchase_scores(self, recent: Sequence[str], n: int) -> np.ndarray | None:
         """Neighbour counts of the recent items (each scaled by its strongest), max 1."""
-        rows: list[int] = []
-        values: list[float] = []
+        rows: list[np.ndarray] = []
+        values: list[np.ndarray] = []
         for item in dict.fromkeys(recent):
             source = self._index.get(item)
             if source is None:
                 continue
-            neighbors = self._neighbors.get(source)
-            if not neighbors:
-                continue
-            strongest = max(neighbors.values())
-            rows.extend(neighbors)
-            values.extend(count / strongest for count in neighbors.values())
+            arrays = self._neighbor_arrays.get(source)
+            if arrays is None:
+                neighbors = self._neighbors.get(source)
+                if not neighbors:
+                    continue
+                counts = np.fromiter(neighbors.values(), dtype=float, count=len(neighbors))
+                arrays = (
+                    np.fromiter(neighbors.keys(), dtype=np.intp, count=len(neighbors)),
+                    counts / counts.max(),
+                )
+                self._neighbor_arrays[source] = arrays
+            rows.append(arrays[0])
+            values.append(arrays[1])
         if not rows:
             return None
-        co = np.bincount(rows, weights=values, minlength=n)
+        co = np.bincount(np.concatenate(rows), weights=np.concatenate(values), minlength=n)
         return co / co.max()
 
 
 class RecommendationQuality:
-    """Rolling hit rate: the share of new baskets whose item was in the list served before.
+    """Rolling hit rate: the share of new baskets whose first item was in the top-K just before.
 
     >>> quality = RecommendationQuality(window=3)
     >>> for hit in (True, False, False, True):

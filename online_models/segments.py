@@ -84,14 +84,14 @@ class Segmenter:
                 self._kmeans.centers[segment].update(x)
                 self._seeded += 1
                 return segment
-            segment = self.predict_one(x)
-            center = self._kmeans.centers[segment]
-            for key, value in x.items():
-                center[key] = center.get(key, value) + self.halflife * (
-                    value - center.get(key, value)
-                )
-            return segment
-        return int(self._kmeans.learn_predict_one(x))
+        # River's KMeans step (nearest centre moves by ``halflife`` towards x), with the
+        # nearest found by our distance, which never invents centre values for unknown keys.
+        segment = self.predict_one(x)
+        center = self._kmeans.centers[segment]
+        for key, value in x.items():
+            old = center.get(key, value)
+            center[key] = old + self.halflife * (value - old)
+        return segment
 
     def _distance(self, segment: int, x: dict[str, float]) -> float:
         center = self._kmeans.centers[segment]
@@ -116,9 +116,9 @@ class Segmenter:
 
         Names rank the centres against each other: among buyers, a centre silent for
         months is "lapsing" ("lapsing big spenders" for the biggest spenders among them,
-        "hibernating" after about 4.5 months), the highest spend and frequency is "loyal big
-        spenders", the lowest "occasional buyers"; centres of customers who never ordered are
-        "browsers".
+        "hibernating" after about 4.5 months, "lost" after 6), the highest spend and
+        frequency is "loyal big spenders", the lowest "occasional buyers"; centres of
+        customers who never ordered are "browsers".
         """
         centers = self.centers()
         buyers = [i for i, c in centers.items() if c.get("ordered", 1.0) >= 0.5]
@@ -128,10 +128,12 @@ class Segmenter:
             names[i] = "inactive browsers" if centers[i].get("recency", 0.0) >= 0.5 else "browsers"
         lapsing = [i for i in buyers if centers[i].get("recency", 0.0) >= 0.4]
         # Among lapsing centres the biggest spenders are the ones to win back first; months
-        # more of silence make a centre "hibernating".
+        # more of silence make a centre "hibernating", then "lost".
         by_spend = sorted(lapsing, key=lambda i: centers[i].get("monetary", 0.0), reverse=True)
         for rank, i in enumerate(by_spend):
-            if centers[i].get("recency", 0.0) >= 0.75:
+            if centers[i].get("recency", 0.0) >= 1.0:
+                names[i] = "lost"
+            elif centers[i].get("recency", 0.0) >= 0.75:
                 names[i] = "hibernating"
             elif rank == 0 and centers[i].get("monetary", 0.0) >= 0.6:
                 names[i] = "lapsing big spenders"

@@ -72,6 +72,7 @@ class ScorerService:
         self.app = self._build_app()
         self.engine = ScoringEngine(self.scorer, TableStates(self.customers))
         self._drifts_seen = 0
+        self._rescore_errors_seen = 0
         quality = self.scorer.quality
         self.metrics.track(
             customers=lambda: len(self.customers),
@@ -216,6 +217,10 @@ class ScorerService:
         if drifts > self._drifts_seen:
             self.metrics.churn_drifts.inc(drifts - self._drifts_seen)
             self._drifts_seen = drifts
+        errors = self.engine.rescore_errors
+        if errors > self._rescore_errors_seen:
+            self.metrics.rescore_errors.inc(errors - self._rescore_errors_seen)
+            self._rescore_errors_seen = errors
 
     async def _reschedule_pending(self) -> None:
         """Schedule the re-scores of this worker's partitions' customers from the table.
@@ -225,16 +230,22 @@ class ScorerService:
         """
         self._rebuild_schedule = False
         self.engine.reset()
-        scheduled = 0
-        try:
-            for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
+        scheduled = unreadable = 0
+        for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
+            try:
                 state = CustomerState.from_dict(orjson.loads(raw))
                 scheduled += self.engine.adopt(customer_id, state, self._active_partitions)
-                if count % RESCHEDULE_CHUNK == 0:
-                    await asyncio.sleep(0)
-        except Exception:
-            logger.exception("Rebuilding re-score deadlines stopped after %d", scheduled)
-        logger.info("Scheduled %d customers' re-scores from the customer table", scheduled)
+            except Exception:
+                unreadable += 1
+                if unreadable <= 10:
+                    logger.exception("Cannot schedule the re-scores of customer %s", customer_id)
+            if count % RESCHEDULE_CHUNK == 0:
+                await asyncio.sleep(0)
+        logger.info(
+            "Scheduled %d customers' re-scores from the customer table (%d unreadable)",
+            scheduled,
+            unreadable,
+        )
 
     def _emit(self, scored: Scored, produced_at: float | None, event_id: str | None) -> None:
         customer_id, outcome = scored.customer_id, scored.outcome

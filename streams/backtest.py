@@ -94,8 +94,9 @@ def run_backtest(
     The scoring path is the worker's (:class:`ScoringEngine` over one partition): every
     event updates the models and its customer's state, silent customers are re-scored as
     event time moves on, and churn labels arrive when the stream reveals them. Events at or
-    after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of`` and
-    every customer is scored as of that moment. ``progress`` is called with each event count.
+    after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
+    (re-scoring whoever is due) and every customer is scored as of that moment with the
+    models frozen. ``progress`` is called with each event count.
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
@@ -115,13 +116,14 @@ def run_backtest(
         result.rescores += len(scored) - 1
         for each in scored:
             _count(result, each.outcome.alerts, each.outcome.labels)
-    for each in engine.advance(cutoff):
-        result.rescores += 1
-        _count(result, each.outcome.alerts, each.outcome.labels)
+    while rescored := engine.advance(cutoff):
+        for each in rescored:
+            result.rescores += 1
+            _count(result, each.outcome.alerts, each.outcome.labels)
     for customer_id in sorted(states):
-        outcome = scorer.refresh(customer_id, states[customer_id], cutoff)
-        recommendations = scorer.recommend(customer_id, outcome.state)
-        result.rows.append(BacktestRow(customer_id, outcome.score, recommendations))
+        state = states[customer_id]
+        score = scorer.score_as_of(state, cutoff)
+        result.rows.append(BacktestRow(customer_id, score, scorer.recommend(customer_id, state)))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -212,6 +212,10 @@ def backtest(
 
     moment = _as_of(as_of)
     settings = _settings()
+    try:
+        out.touch()  # an unwritable --out fails now, not after the whole backtest
+    except OSError as exc:
+        raise _fail(f"cannot write --out {out}: {exc.strerror}") from None
     console = Console(stderr=True)
     try:
         with console.status(f"reading {file}"):

@@ -122,12 +122,18 @@ class ScorerMetrics:
         )
         self.recommendation_hit_rate = Gauge(
             "crm_scorer_recommendation_hit_rate",
-            "Rolling share of new baskets whose item was in the recommendations served before.",
+            "Rolling share of new baskets whose first item was in the customer's top-K before.",
             registry=registry,
         )
         self.rescores = Counter(
             "crm_scorer_rescores",
             "Scores of silent customers refreshed as event time moved on.",
+            registry=registry,
+        )
+        self.rescore_errors = Counter(
+            "crm_scorer_rescore_errors",
+            "Re-scores of silent customers that failed (a bug or an unreadable state; see the "
+            "log).",
             registry=registry,
         )
         self.rescores_scheduled = Gauge(

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Min event-time gap between churn training examples of one customer."
     )
     churn_learning_rate: float = Field(
-        0.05, gt=0, le=10, description="SGD step of the churn model."
+        0.1, gt=0, le=10, description="AdaGrad learning rate of the churn model."
     )
     churn_model: Literal["logistic", "hoeffding_tree"] = Field(
         "logistic", description="Churn classifier: logistic regression or Hoeffding tree."

@@ -76,3 +76,17 @@ def test_a_bad_cutoff_is_refused_with_the_option_named(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "--as-of" in result.stderr
+
+
+def test_an_unwritable_scores_file_is_refused_before_scoring(tmp_path: Path) -> None:
+    source = tmp_path / "retail.csv"
+    source.write_text(RETAIL_CSV)
+
+    result = crm(
+        "backtest", str(source), "--preset", "online-retail", "--as-of", "2011-01-01",
+        "--out", str(tmp_path / "missing-dir" / "scores.csv"),
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "cannot write --out" in result.stderr
+    assert "scored" not in result.stdout

@@ -356,9 +356,9 @@ def test_a_silent_customer_leaves_an_example_every_15_days_each_labelled_churned
     assert customer.state.pending == []
     assert scorer.pending_labels == 0
     assert scorer.churn_model.labels_learned == 6
-    # Re-scores go on until twice the horizon of silence (the segments follow the lapse),
+    # Re-scores go on until three horizons of silence (the segments follow the lapse),
     # then stop: the score no longer changes.
-    assert (silence[-1].score.as_of - T0) / DAY == 180
+    assert (silence[-1].score.as_of - T0) / DAY == 270
     assert customer.engine.scheduled() == 0
 
 
@@ -391,3 +391,16 @@ def test_a_late_event_from_before_the_pending_example_labels_nothing():
     assert late.state.pending == waiting  # still the example taken at day 5
     assert scorer.churn_model.labels_learned == 1
     assert scorer.pending_labels == 1
+
+
+def test_a_late_cancellation_labels_every_pending_example_churned():
+    customer = Customer(engine_of())
+    customer.does(purchase(T0))
+    customer.stays_silent_until(T0 + 40 * DAY)  # examples at day 0, 15 and 30
+    assert len(customer.state.pending) == 3
+
+    cancel = customer.does(Activity("subscription_cancel", T0 + 10 * DAY))  # dated before two
+
+    assert sorted(cancel.labels) == [True, True, True]
+    assert customer.state.pending == []
+    assert customer.engine.scorer.pending_labels == 0

@@ -41,11 +41,11 @@ def test_a_silent_customers_score_follows_the_watermark_other_customers_move(chu
     last = start + 14 * DAY
     engine.process("elsewhere", purchase(last), shard=1)
 
-    # Another customer of the shard browses every five hours for 200 days.
+    # Another customer of the shard browses every five hours for 300 days.
     rescores: list[ScoreOutcome] = []
     watermarks: list[float] = []
     time = last
-    while time < last + 200 * DAY:
+    while time < last + 300 * DAY:
         time += 5 * HOUR
         scored = engine.process("busy", Activity("view", time, item_id="sku-9"))
         rescores += rescores_of("quiet", scored)
@@ -67,8 +67,8 @@ def test_a_silent_customers_score_follows_the_watermark_other_customers_move(chu
     assert risk[1] < risk[15] < risk[30] < risk[60]
     assert risk[60] > 0.9
 
-    # Silent for twice the horizon with every example labelled: no more re-scores.
-    assert days[-1] == pytest.approx(180.0, abs=5 / 24)
+    # Silent for three horizons with every example labelled: no more re-scores.
+    assert days[-1] == pytest.approx(270.0, abs=5 / 24)
     assert [o.labels for o in rescores if o.labels][-1] == [True]
     assert rescores[-1].state.pending == []
     assert engine.scheduled(0) == 1  # only busy
@@ -153,3 +153,62 @@ def test_a_record_without_its_partition_is_not_scheduled_on_a_guess():
     assert not engine.adopt("c-1", CustomerState.from_dict(stored), shards={0, 1, 2, 3})
     assert engine.scheduled() == 0
     assert engine.scorer.pending_labels == 0
+
+
+def test_after_a_rebalance_customers_whose_rescores_had_ended_are_not_rescored():
+    scorer = CustomerScorer()
+    engine = ScoringEngine(scorer, {})
+    for n in range(50):
+        engine.process(f"old-{n:02d}", purchase(T0 + n * HOUR))
+    engine.process("recent", purchase(T0 + 400 * DAY))
+    stored = dict(engine.states)
+
+    fresh = ScoringEngine(scorer, stored)  # a worker that just took the partition over
+    fresh.reset()
+    for customer_id, state in stored.items():
+        fresh.adopt(customer_id, state, {0})
+    first = fresh.process("recent", view(T0 + 401 * DAY))
+
+    # The old customers' re-scores ended 270 days after their purchase, long before.
+    assert [s.customer_id for s in first] == ["recent"]
+    assert fresh.scheduled() == 1
+
+
+def test_one_event_rescores_a_bounded_number_of_customers_and_the_rest_later():
+    engine = ScoringEngine(CustomerScorer(), {})
+    for n in range(2_500):
+        engine.process(f"c-{n:04d}", purchase(T0 + n))  # all due one day later
+    first = engine.process("mover", view(T0 + 2 * DAY))
+    second = engine.process("mover", view(T0 + 2 * DAY + 1))
+
+    assert len(first) == 1 + 1_000
+    assert len(second) == 1 + 1_000
+    assert {s.customer_id for s in first[1:]}.isdisjoint(s.customer_id for s in second[1:])
+
+
+class FlakyStates(dict):
+    """A state store that can no longer read some customers (records of a newer version)."""
+
+    broken: frozenset[str] = frozenset()
+
+    def get(self, key, default=None):
+        if key in self.broken:
+            raise ValueError("customer state of format version 3; this scorer reads 1, 2")
+        return super().get(key, default)
+
+
+def test_a_customer_that_cannot_be_rescored_does_not_stop_the_others():
+    states = FlakyStates()
+    engine = ScoringEngine(CustomerScorer(), states)
+    for n, customer_id in enumerate(["a", "unreadable", "b"]):
+        engine.process(customer_id, purchase(T0 + n))
+    states.broken = frozenset({"unreadable"})
+
+    scored = engine.process("mover", view(T0 + 2 * DAY))
+
+    assert [s.customer_id for s in scored] == ["mover", "a", "b"]
+    assert engine.rescore_errors == 1
+
+
+def view(time: float, item: str = "sku-1") -> Activity:
+    return Activity("view", time, item_id=item)

@@ -395,7 +395,7 @@ def test_the_factor_step_is_rivers_funk_mf_step() -> None:
     interactions = [("ann", "tea", 1.0), ("bob", "tea", 0.5), ("ann", "cup", 1.0)] * 20
     for step, (user, item, weight) in enumerate(interactions):
         ours.learn_one(user, item, time=float(step), weight=weight)
-        river_mf.i_latents[item]  # noqa: B018  # a new item's row is made first, as ours does
+        river_mf.i_latents[item]  # a new item's row is made first, as ours does
         pred = river_mf.predict_one(user, item)
         river_mf.learn_one(user, item, pred + weight * (1.0 - pred))
 

@@ -118,18 +118,24 @@ def test_lapsing_buyers_are_named_by_spend():
     ]
 
 
-def test_buyers_silent_for_many_months_are_hibernating():
-    segmenter = Segmenter(n_segments=3)
+def test_buyers_silent_for_many_months_are_hibernating_then_lost():
+    segmenter = Segmenter(n_segments=4)
     for x in (
         {**BLOBS["loyal"]},
         {**BLOBS["loyal"], "recency": 0.5},
-        {**BLOBS["casual"], "recency": 1.2},
+        {**BLOBS["casual"], "recency": 0.8},
+        {**BLOBS["casual"], "recency": 1.3},
     ):
         segmenter.learn_one(x)
 
     names = segmenter.describe_all()
 
-    assert sorted(names.values()) == ["hibernating", "lapsing big spenders", "loyal big spenders"]
+    assert sorted(names.values()) == [
+        "hibernating",
+        "lapsing big spenders",
+        "lost",
+        "loyal big spenders",
+    ]
 
 
 def test_an_untrained_segmenter_answers_segment_zero():
