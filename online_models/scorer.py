@@ -212,8 +212,7 @@ class CustomerScorer:
         self._events_learned += 1
 
         now = profile.last_seen
-        features = profile.churn_features(now)
-        risk = 1.0 if state.cancelled else self._churn.risk(features)
+        features, risk = self._churn_risk_at(state, now)
         if not state.pending and not state.cancelled:
             self._take_example(state, now, features, risk)
 
@@ -250,8 +249,7 @@ class CustomerScorer:
         state.pending = waiting
         changed = bool(labels)
 
-        features = profile.churn_features(now)
-        risk = 1.0 if state.cancelled else self._churn.risk(features)
+        features, risk = self._churn_risk_at(state, now)
         newest = waiting[-1].time if waiting else profile.last_seen
         if (
             not state.cancelled
@@ -279,8 +277,7 @@ class CustomerScorer:
         change the models that score the next.
         """
         now = max(now, state.profile.last_seen)
-        features = state.profile.churn_features(now)
-        risk = 1.0 if state.cancelled else self._churn.risk(features)
+        _, risk = self._churn_risk_at(state, now)
         return self._finish(state, risk, now)
 
     def next_refresh(self, state: CustomerState, now: float) -> float | None:
@@ -325,6 +322,11 @@ class CustomerScorer:
         if last_order is not None and activity.time <= last_order:
             return  # a further line of a basket already seen, or a late one
         self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
+
+    def _churn_risk_at(self, state: CustomerState, now: float) -> tuple[dict[str, float], float]:
+        """The churn features at ``now`` and the risk they give (1 for a cancelled customer)."""
+        features = state.profile.churn_features(now)
+        return features, 1.0 if state.cancelled else self._churn.risk(features)
 
     def _take_example(
         self, state: CustomerState, now: float, features: dict[str, float], risk: float

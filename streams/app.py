@@ -71,8 +71,6 @@ class ScorerService:
         )
         self.app = self._build_app()
         self.engine = ScoringEngine(self.scorer, TableStates(self.customers))
-        self._drifts_seen = 0
-        self._rescore_errors_seen = 0
         quality = self.scorer.quality
         self.metrics.track(
             customers=lambda: len(self.customers),
@@ -213,14 +211,9 @@ class ScorerService:
             self._emit(rescored, None, None)
         if len(scored) > 1:
             self.metrics.rescores.inc(len(scored) - 1)
-        drifts = self.scorer.quality.drifts
-        if drifts > self._drifts_seen:
-            self.metrics.churn_drifts.inc(drifts - self._drifts_seen)
-            self._drifts_seen = drifts
-        errors = self.engine.rescore_errors
-        if errors > self._rescore_errors_seen:
-            self.metrics.rescore_errors.inc(errors - self._rescore_errors_seen)
-            self._rescore_errors_seen = errors
+        self.metrics.mirror_totals(
+            churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
+        )
 
     async def _reschedule_pending(self) -> None:
         """Schedule the re-scores of this worker's partitions' customers from the table.

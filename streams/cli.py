@@ -6,7 +6,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -15,7 +15,17 @@ from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.json_schema import wire_json_schema
 from streams.settings import Settings, load_settings
-from streams.transactions import FileArgument, FormatOption, MapOption, PresetOption
+from streams.transactions import (
+    FileArgument,
+    FileFormat,
+    FormatOption,
+    MapOption,
+    PresetOption,
+    Transactions,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["cli", "main"]
 
@@ -132,6 +142,23 @@ def _checked_rate(rate: str | None) -> str | None:
     return rate
 
 
+def _read_transactions(
+    console: Console,
+    file: Path,
+    preset: str | None,
+    maps: list[str] | None,
+    file_format: FileFormat | None,
+) -> Transactions:
+    """The file's events for replay and backtest; a file that cannot be read ends the command."""
+    from streams.transactions import load_transactions
+
+    try:
+        with console.status(f"reading {file}"):
+            return load_transactions(file, preset=preset, maps=maps or (), file_format=file_format)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+
+
 @cli.command()
 def replay(
     file: FileArgument,
@@ -158,15 +185,11 @@ def replay(
 
     from streams.replay import parse_rate, print_report
     from streams.replay import replay as send_replay
-    from streams.transactions import load_transactions
 
     settings = _settings()
     console = Console()
+    transactions = _read_transactions(console, file, preset, maps, file_format)
     try:
-        with console.status(f"reading {file}"):
-            transactions = load_transactions(
-                file, preset=preset, maps=maps or (), file_format=file_format
-            )
         events = transactions.events[:limit]
         result = send_replay(settings, events, rate=parse_rate(rate), console=console, wait=wait)
     except CrmScorerError as exc:
@@ -208,7 +231,6 @@ def backtest(
     from rich.progress import Progress
 
     from streams.backtest import run_backtest, write_scores
-    from streams.transactions import load_transactions
 
     moment = _as_of(as_of)
     settings = _settings()
@@ -217,13 +239,7 @@ def backtest(
     except OSError as exc:
         raise _fail(f"cannot write --out {out}: {exc.strerror}") from None
     console = Console(stderr=True)
-    try:
-        with console.status(f"reading {file}"):
-            transactions = load_transactions(
-                file, preset=preset, maps=maps or (), file_format=file_format
-            )
-    except CrmScorerError as exc:
-        raise _fail(str(exc)) from None
+    transactions = _read_transactions(console, file, preset, maps, file_format)
     events = transactions.events
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=len(events))

@@ -158,6 +158,7 @@ class ScorerMetrics:
             self.dead_letters.labels(reason=reason)
         for alert_type in AlertType:
             self.alerts.labels(type=alert_type.value)
+        self._mirrored: dict[Counter, int] = {}
         self._label_children = {
             True: self.churn_labels.labels(label="churned"),
             False: self.churn_labels.labels(label="stayed"),
@@ -181,6 +182,17 @@ class ScorerMetrics:
         """Count delayed churn labels."""
         for label in labels:
             self._label_children[label].inc()
+
+    def mirror_totals(self, *, churn_drifts: int, rescore_errors: int) -> None:
+        """Bring the counters of running totals kept by the models up to those totals."""
+        for counter, total in (
+            (self.churn_drifts, churn_drifts),
+            (self.rescore_errors, rescore_errors),
+        ):
+            seen = self._mirrored.get(counter, 0)
+            if total > seen:
+                counter.inc(total - seen)
+                self._mirrored[counter] = total
 
     def track(
         self,

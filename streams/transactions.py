@@ -282,9 +282,10 @@ def _jsonl_outcomes(
 
 
 def _checked_preset(preset: str | None) -> str | None:
-    if preset is not None and preset not in PRESETS:
-        msg = f"unknown preset {preset!r}; presets: {', '.join(sorted(PRESETS))}"
-        raise typer.BadParameter(msg)
+    try:
+        resolve_mapping(preset)
+    except MappingError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return preset
 
 
