@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from online_models.activity import DAY, Activity
 from online_models.scorer import CustomerScorer, ScoreOutcome
-from online_models.state import CustomerState
+from online_models.state import CustomerState, event_fingerprint
 
 __all__ = ["Deadlines", "Scored", "ScoringEngine"]
 
@@ -72,10 +72,15 @@ class Deadlines:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A customer's fresh score, from their own event or from a re-score as time moved on."""
+    """A customer's fresh score, from their own event or from a re-score as time moved on.
+
+    ``duplicate`` marks the score of an event applied before (delivered again): it is the
+    stored state's score, changed by nothing, to be published again with no alert.
+    """
 
     customer_id: str
     outcome: ScoreOutcome
+    duplicate: bool = False
 
 
 class ScoringEngine:
@@ -99,13 +104,22 @@ class ScoringEngine:
     [('bob', 2.5), ('ann', 2.5)]
     """
 
-    def __init__(self, scorer: CustomerScorer, states: MutableMapping[str, CustomerState]) -> None:
+    def __init__(
+        self,
+        scorer: CustomerScorer,
+        states: MutableMapping[str, CustomerState],
+        *,
+        event_id_window: int = 32,
+    ) -> None:
         self.scorer = scorer
         self.states = states
+        self.event_id_window = event_id_window
         self._deadlines: dict[int, Deadlines] = {}
         self._watermarks: dict[int, float] = {}
         #: Re-scores that raised (a bug or an unreadable stored state): see the log.
         self.rescore_errors = 0
+        #: Events recognised as applied before and not applied again.
+        self.duplicates = 0
 
     def watermark(self, shard: int = 0) -> float:
         """Latest event time seen on ``shard`` (-inf before its first event)."""
@@ -117,12 +131,33 @@ class ScoringEngine:
             return len(self._deadlines.get(shard, ()))
         return sum(len(deadlines) for deadlines in self._deadlines.values())
 
-    def process(self, customer_id: str, activity: Activity, shard: int = 0) -> list[Scored]:
+    def process(
+        self,
+        customer_id: str,
+        activity: Activity,
+        shard: int = 0,
+        *,
+        offset: int | None = None,
+        event_id: str | None = None,
+    ) -> list[Scored]:
         """Score one event, then re-score the shard's customers the event's time made due.
 
         The event's own score comes first; every score returned must be published.
+
+        An event applied before (``offset`` at or below the customer's latest applied offset
+        of ``shard``, or ``event_id`` among their ``event_id_window`` latest ids) changes
+        nothing: its one score is the stored state's, marked ``duplicate``.
         """
-        outcome = self.scorer.score(customer_id, self.states.get(customer_id), activity, shard)
+        state = self.states.get(customer_id)
+        fingerprint = None if event_id is None else event_fingerprint(event_id)
+        if state is None:
+            state = CustomerState.new(activity.time)
+        elif state.has_applied(shard, offset, fingerprint):
+            self.duplicates += 1
+            score = self.scorer.score_as_of(state, state.last_scored_at())
+            return [Scored(customer_id, ScoreOutcome(state, score, [], [], False), True)]
+        state.record_applied(shard, offset, fingerprint, window=self.event_id_window)
+        outcome = self.scorer.score(customer_id, state, activity, shard)
         self.states[customer_id] = outcome.state
         self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
         watermark = max(self.watermark(shard), activity.time)
@@ -177,8 +212,7 @@ class ScoringEngine:
         if state.shard is None or state.shard not in shards:
             return False
         self.scorer.pending_labels += len(state.pending)
-        last = max([state.profile.last_seen, *(example.time for example in state.pending)])
-        return self._schedule(customer_id, state, last, state.shard)
+        return self._schedule(customer_id, state, state.last_scored_at(), state.shard)
 
     def _schedule(self, customer_id: str, state: CustomerState, now: float, shard: int) -> bool:
         deadline = self.scorer.next_refresh(state, now)

@@ -70,7 +70,9 @@ class ScorerService:
             clock=clock,
         )
         self.app = self._build_app()
-        self.engine = ScoringEngine(self.scorer, TableStates(self.customers))
+        self.engine = ScoringEngine(
+            self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
+        )
         quality = self.scorer.quality
         self.metrics.track(
             customers=lambda: len(self.customers),
@@ -188,24 +190,33 @@ class ScorerService:
             await self._dead_letter(event, "key_mismatch", error, "key", decoded.type)
             return "dead_lettered"
         try:
-            self._score(decoded, message)
+            outcome = self._score(decoded, message)
         except Exception as exc:
             logger.exception("Scoring failed at %s", _position(message))
             error = f"{type(exc).__name__}: {exc}"
             await self._dead_letter(event, "processing_error", error, None, decoded.type)
             return "dead_lettered"
-        self.metrics.event(decoded.type, "scored")
-        return "scored"
+        self.metrics.event(decoded.type, outcome)
+        return outcome
 
-    def _score(self, decoded: Any, message: Any) -> None:
+    def _score(self, decoded: Any, message: Any) -> str:
         """Score the event, then re-score the silent customers its event time made due.
 
         Runs while the event is still the agent's, so every table write goes to this
-        partition's changelog, where all these customers live.
+        partition's changelog, where all these customers live. An event applied before
+        (redelivered after a crash, or sent twice) changes nothing; its customer's stored
+        score is written to Redis again, in case the first write was lost with the crash.
         """
         scored = self.engine.process(
-            decoded.customer_id, activity_of(decoded), shard=message.partition
+            decoded.customer_id,
+            activity_of(decoded),
+            shard=message.partition,
+            offset=message.offset,
+            event_id=decoded.event_id,
         )
+        if scored[0].duplicate:
+            self._emit(scored[0], None, None)
+            return "duplicate"
         self._emit(scored[0], message.timestamp, decoded.event_id)
         for rescored in scored[1:]:
             self._emit(rescored, None, None)
@@ -214,6 +225,7 @@ class ScorerService:
         self.metrics.mirror_totals(
             churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
         )
+        return "scored"
 
     async def _reschedule_pending(self) -> None:
         """Schedule the re-scores of this worker's partitions' customers from the table.

@@ -74,6 +74,7 @@ class Backtest:
     rows: list[BacktestRow] = field(default_factory=list)
     events: int = 0
     ignored_after_cutoff: int = 0
+    duplicates: int = 0
     rescores: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
@@ -111,8 +112,11 @@ def run_backtest(
         if activity.time >= cutoff:
             result.ignored_after_cutoff += 1
             continue
+        scored = engine.process(event.customer_id, activity, event_id=event.event_id)
+        if scored[0].duplicate:
+            result.duplicates += 1
+            continue
         result.events += 1
-        scored = engine.process(event.customer_id, activity)
         result.rescores += len(scored) - 1
         for each in scored:
             _count(result, each.outcome.alerts, each.outcome.labels)

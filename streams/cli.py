@@ -259,6 +259,8 @@ def backtest(
         f"({result.ignored_after_cutoff:,} later ones ignored, {result.rescores:,} re-scores of "
         f"silent customers) in {result.seconds:.1f}s"
     )
+    if result.duplicates:
+        typer.echo(f"{result.duplicates:,} events repeated an earlier event's id and were ignored")
     typer.echo(f"wrote {written:,} customers' scores to {out}")
     if report.rejected:
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in report.reasons.most_common())

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         le=30,
         description="Event-time days between re-scores of a silent customer.",
     )
+    event_id_window: int = Field(
+        32,
+        ge=0,
+        le=1000,
+        description="Latest event ids kept per customer to recognise a redelivered event.",
+    )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
     segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
     segment_confirmations: int = Field(

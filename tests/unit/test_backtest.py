@@ -113,3 +113,16 @@ def test_a_slice_of_online_retail_scores_every_buyer_before_the_cutoff() -> None
     assert buyers <= scored
     assert result.ignored_after_cutoff > 0
     assert all(row.score.orders >= 1 for row in result.rows if row.customer_id in buyers)
+
+
+def test_an_event_id_seen_twice_is_counted_once() -> None:
+    events = history()
+    resent = [e for e in events if e.customer_id == "regular-0"][:5]
+    cutoff = START + timedelta(days=240)
+
+    once = run_backtest(events, cutoff)
+    twice = run_backtest(sorted(events + resent, key=lambda e: e.timestamp), cutoff)
+
+    assert twice.duplicates == 5
+    assert twice.events == once.events
+    assert [row.score for row in twice.rows] == [row.score for row in once.rows]

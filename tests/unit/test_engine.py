@@ -212,3 +212,70 @@ def test_a_customer_that_cannot_be_rescored_does_not_stop_the_others():
 
 def view(time: float, item: str = "sku-1") -> Activity:
     return Activity("view", time, item_id=item)
+
+
+def _models_fingerprint(scorer: CustomerScorer) -> bytes:
+    """Everything the models learned, as bytes: equal bytes, equal models."""
+    import pickle
+
+    return pickle.dumps(
+        (scorer.churn_model, scorer.segmenter, scorer.recommender, scorer.model_version_events)
+    )
+
+
+def _stream(engine: ScoringEngine, events: list[tuple[str, Activity, int, str]]) -> list[Scored]:
+    return [
+        scored
+        for customer_id, activity, offset, event_id in events
+        for scored in engine.process(
+            customer_id, activity, shard=0, offset=offset, event_id=event_id
+        )
+    ]
+
+
+def test_an_event_delivered_again_changes_no_feature_no_model_and_no_count():
+    events = [
+        (f"c-{n % 7}", purchase(T0 + n * HOUR, item=f"sku-{n % 11}"), n, f"e-{n}")
+        for n in range(200)
+    ]
+    once = ScoringEngine(CustomerScorer(), {})
+    _stream(once, events)
+    twice = ScoringEngine(CustomerScorer(), {})
+    _stream(twice, events[:150])
+
+    # A crash after offset 149: the partition is read again from offset 120 ...
+    redelivered = _stream(twice, events[120:150])
+    # ... and a producer retry sends a few events again under new offsets.
+    resent = [(c, a, 1_000 + n, event_id) for n, (c, a, _, event_id) in enumerate(events[140:150])]
+    repeated = _stream(twice, resent)
+    _stream(twice, events[150:])
+
+    assert [s.duplicate for s in redelivered + repeated] == [True] * 40
+    assert all(not s.outcome.alerts and not s.outcome.labels for s in redelivered + repeated)
+    assert twice.duplicates == 40
+    for customer_id in once.states:
+        ours, theirs = twice.states[customer_id], once.states[customer_id]
+        assert ours.profile == theirs.profile
+        assert ours.pending == theirs.pending
+    assert _models_fingerprint(twice.scorer) == _models_fingerprint(once.scorer)
+
+
+def test_a_redelivered_event_republishes_the_stored_score():
+    engine = ScoringEngine(CustomerScorer(), {})
+    first = engine.process("ann", purchase(T0), offset=7, event_id="e-7")[0]
+
+    again = engine.process("ann", purchase(T0), offset=7, event_id="e-7")
+
+    assert len(again) == 1 and again[0].duplicate
+    assert again[0].outcome.score == first.outcome.score
+    assert again[0].outcome.state == engine.states["ann"]
+
+
+def test_the_same_id_under_another_customer_is_a_different_event():
+    engine = ScoringEngine(CustomerScorer(), {})
+    engine.process("ann", purchase(T0), offset=1, event_id="order-1")
+
+    scored = engine.process("bob", purchase(T0), offset=2, event_id="order-1")
+
+    assert not scored[0].duplicate
+    assert engine.states["bob"].profile.orders == 1

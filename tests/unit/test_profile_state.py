@@ -16,7 +16,12 @@ from online_models.profile import (
     MAX_RECENT_ITEMS,
     CustomerProfile,
 )
-from online_models.state import STATE_VERSION, CustomerState, StateVersionError
+from online_models.state import (
+    STATE_VERSION,
+    CustomerState,
+    StateVersionError,
+    event_fingerprint,
+)
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 
@@ -177,6 +182,7 @@ def full_state() -> CustomerState:
     state.segment, state.segment_candidate, state.segment_votes = 2, 4, 1
     state.cancelled = True
     state.alerts = AlertState(churn_armed=False, last_alert_at={"churn_risk": T0 + DAY})
+    state.record_applied(3, 41, event_fingerprint("e-41"), window=4)
     return state
 
 
@@ -212,13 +218,44 @@ def test_a_state_rebuilt_in_memory_does_not_share_anything_with_the_original():
 def test_records_of_format_versions_one_and_two_are_readable():
     current = full_state().to_dict()
     older = format_one_record()
+    two = full_state().to_dict()
+    two["v"] = 2
+    del two["offset"], two["recent_events"]
 
-    assert (current["v"], older["v"]) == (STATE_VERSION, 1) == (2, 1)
+    assert (current["v"], older["v"]) == (STATE_VERSION, 1) == (3, 1)
     assert CustomerState.from_dict(current) == full_state()
     assert CustomerState.from_dict(older).profile == full_state().profile
+    # Format 2 knew no applied events: nothing it holds is taken for a duplicate.
+    from_two = CustomerState.from_dict(two)
+    assert (from_two.offset, from_two.recent_events) == (None, [])
+    assert not from_two.has_applied(3, 0, event_fingerprint("e-41"))
 
 
-@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1", "2"])
+def test_an_applied_event_is_recognised_by_offset_or_by_id_within_the_window():
+    state = CustomerState.new(T0)
+    for offset in range(10, 16):
+        state.record_applied(0, offset, event_fingerprint(f"e-{offset}"), window=4)
+
+    assert state.has_applied(0, 15, None)  # redelivered from its partition
+    assert state.has_applied(0, 3, None)
+    assert not state.has_applied(0, 16, None)
+    assert state.has_applied(0, 99, event_fingerprint("e-12"))  # sent again by the producer
+    assert not state.has_applied(0, 99, event_fingerprint("e-11"))  # fell out of the window
+    assert len(state.recent_events) == 4
+
+
+def test_offsets_of_a_partition_the_customer_left_do_not_hide_new_events():
+    state = CustomerState.new(T0)
+    state.record_applied(1, 500, None, window=4)
+
+    assert not state.has_applied(3, 10, None)  # the topic was repartitioned
+    state.record_applied(3, 10, None, window=4)
+    assert (state.shard, state.offset) == (3, 10)
+    assert not state.has_applied(3, 11, None)
+    assert state.has_applied(3, 10, None)
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1", "3"])
 def test_a_record_of_another_format_version_is_refused(version):
     data = full_state().to_dict()
     if version is None:
