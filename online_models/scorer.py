@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from online_models import __version__
 from online_models.activity import DAY, Activity
@@ -28,6 +29,16 @@ _TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 _RESCORE_HORIZONS = 3.0
 # Items of a customer's purchase history whose co-purchase neighbours are recommended.
 _CO_PURCHASE_HISTORY = 50
+# What the models learned (name in a snapshot: attribute); the rest of a scorer is settings.
+_LEARNED = {
+    "churn": "_churn",
+    "churn_quality": "_quality",
+    "segmenter": "_segmenter",
+    "value": "_value",
+    "recommender": "_recommender",
+    "recommendation_quality": "_hit_rate",
+    "events_learned": "_events_learned",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,23 @@ class CustomerScorer:
     def model_version(self) -> str:
         """Scorer version plus how many events the models have learned."""
         return f"{__version__}+{self._events_learned}"
+
+    def snapshot_models(self) -> dict[str, Any]:
+        """What the models learned, by name: picklable, for a checkpoint.
+
+        The stateless parts (sentiment lexicon, alert policy, settings) are not included;
+        :meth:`restore_models` keeps this scorer's own.
+        """
+        return {name: getattr(self, attribute) for name, attribute in _LEARNED.items()}
+
+    def restore_models(self, models: dict[str, Any]) -> None:
+        """Continue from a :meth:`snapshot_models` of a scorer with the same model shapes."""
+        missing = sorted(set(_LEARNED) - set(models))
+        if missing:
+            msg = f"model snapshot lacks {', '.join(missing)}"
+            raise ValueError(msg)
+        for name, attribute in _LEARNED.items():
+            setattr(self, attribute, models[name])
 
     def score(
         self, customer_id: str, state: CustomerState | None, activity: Activity, shard: int = 0

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -15,6 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
+from online_models.checkpoint import dump_checkpoint
 from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
@@ -22,6 +24,7 @@ from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.scores import Score
+from streams.checkpoints import CheckpointStore
 from streams.convert import activity_of, alert_of, score_of
 from streams.metrics import ScorerMetrics
 from streams.redis_sink import ScoreWriter
@@ -69,6 +72,17 @@ class ScorerService:
             ttl_seconds=int(settings.score_ttl_days * 86_400),
             clock=clock,
         )
+        key = settings.checkpoint_key
+        self._checkpoint_key = None if key is None else key.get_secret_value().encode("utf-8")
+        self.checkpoints = CheckpointStore(
+            settings.checkpoint_directory, keep=settings.checkpoint_keep, key=self._checkpoint_key
+        )
+        # Offset of the latest event handled per partition: what a checkpoint includes.
+        self._positions: dict[int, int] = {}
+        self._events_since_checkpoint = 0
+        self._last_checkpoint_at = time.monotonic()
+        self._checkpoint_write: asyncio.Future[None] | None = None
+        self._restored = "Models not restored from a checkpoint"
         self.app = self._build_app()
         self.engine = ScoringEngine(
             self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
@@ -138,6 +152,9 @@ class ScorerService:
                 logger.error("Shutting down with %d scores Redis did not take", left)
             logger.info("Shutting down: flushed %d pending scores to Redis", written)
             await self.redis.aclose()
+            if self._checkpoint_write is not None:
+                await self._checkpoint_write
+            self.write_checkpoint(*self.snapshot_models())
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             await self.writer.flush(force=True)
@@ -150,7 +167,12 @@ class ScorerService:
             }
             self._rebuild_schedule = True
 
+        async def announce_models() -> None:
+            # Restored before the worker starts, logged once its logging is set up.
+            logger.info("%s", self._restored)
+
         app.agent(self.events_topic, name="score-events")(score_events)
+        app.task(announce_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.page("/metrics")(metrics_page)
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
@@ -167,9 +189,81 @@ class ScorerService:
         if self._rebuild_schedule:
             await self._reschedule_pending()
         await self._handle(event)
+        self._positions[event.message.partition] = event.message.offset
+        self._events_since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if self.writer.full:
             await self.writer.flush()
+        if self._checkpoint_due():
+            # The snapshot is taken here, between two events; the disk write runs aside.
+            raw, created_at = self.snapshot_models()
+            self._checkpoint_write = asyncio.ensure_future(
+                asyncio.to_thread(self.write_checkpoint, raw, created_at)
+            )
+
+    def restore_checkpoint(self) -> Path | None:
+        """Continue from the newest model checkpoint, if any; returns its path.
+
+        Raises :class:`~online_models.checkpoint.CheckpointError` for a checkpoint that
+        cannot be restored (another format, other model shapes, damaged, unsigned): the
+        worker stops rather than silently start from fresh models.
+        """
+        found = self.checkpoints.load_latest()
+        if found is None:
+            self._restored = f"No model checkpoint in {self.checkpoints.directory}: fresh models"
+            return None
+        path, checkpoint = found
+        checkpoint.restore_into(self.scorer)
+        self._positions.update(checkpoint.positions)
+        self._restored = (
+            f"Restored the models from {path} (format {checkpoint.format}, crm-scorer "
+            f"{checkpoint.scorer_version}, {checkpoint.events_learned} events learned, offsets "
+            f"by partition {checkpoint.positions})"
+        )
+        return path
+
+    def snapshot_models(self) -> tuple[bytes, float]:
+        """The models as checkpoint bytes, and the wall time they were taken at."""
+        started = time.perf_counter()
+        created_at = self._clock()
+        raw = dump_checkpoint(
+            self.scorer, self._positions, created_at=created_at, key=self._checkpoint_key
+        )
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self._events_since_checkpoint = 0
+        self._last_checkpoint_at = time.monotonic()
+        return raw, created_at
+
+    def write_checkpoint(self, raw: bytes, created_at: float) -> None:
+        """Store a snapshot; a failure is logged and counted, and the next one tries again."""
+        try:
+            path = self.checkpoints.save(raw, created_at)
+        except OSError as exc:
+            self.metrics.checkpoint_errors.inc()
+            logger.error(
+                "Could not write a model checkpoint to %s: %s", self.checkpoints.directory, exc
+            )
+            return
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_bytes.set(len(raw))
+        self.metrics.last_checkpoint.set(created_at)
+        logger.info(
+            "Checkpointed the models to %s (%d bytes, %d events learned)",
+            path,
+            len(raw),
+            self.scorer.model_version_events,
+        )
+
+    def _checkpoint_due(self) -> bool:
+        if self._checkpoint_write is not None and not self._checkpoint_write.done():
+            return False
+        s, since = self.settings, self._events_since_checkpoint
+        if s.checkpoint_every_events and since >= s.checkpoint_every_events:
+            return True
+        elapsed = time.monotonic() - self._last_checkpoint_at
+        return bool(
+            since and s.checkpoint_interval_seconds and elapsed >= s.checkpoint_interval_seconds
+        )
 
     async def _handle(self, event: faust.EventT) -> str:
         message = event.message

@@ -146,6 +146,28 @@ class ScorerMetrics:
             "Events the models of this worker learned from.",
             registry=registry,
         )
+        self.checkpoints = Counter(
+            "crm_scorer_checkpoints", "Model checkpoints written.", registry=registry
+        )
+        self.checkpoint_errors = Counter(
+            "crm_scorer_checkpoint_errors",
+            "Model checkpoints that failed to be written (see the log).",
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "crm_scorer_checkpoint_seconds",
+            "Time to snapshot the models (the event loop waits for this part).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.checkpoint_bytes = Gauge(
+            "crm_scorer_checkpoint_bytes", "Size of the latest model checkpoint.", registry=registry
+        )
+        self.last_checkpoint = Gauge(
+            "crm_scorer_last_checkpoint_timestamp_seconds",
+            "Wall time of the latest model checkpoint written (0 before the first).",
+            registry=registry,
+        )
         self.customers = Gauge(
             "crm_scorer_customers", "Customers in this worker's state table.", registry=registry
         )

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
+# Never echoed back in an error message.
+_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key"})
 
 
 class SettingsError(CrmScorerError):
@@ -97,6 +99,19 @@ class Settings(BaseSettings):
         ge=0,
         le=1000,
         description="Latest event ids kept per customer to recognise a redelivered event.",
+    )
+    checkpoint_dir: Path | None = Field(
+        None, description="Model checkpoints directory (default: CRM_DATA_DIR/checkpoints)."
+    )
+    checkpoint_every_events: int = Field(
+        50_000, ge=0, description="Checkpoint the models after this many events (0 = never)."
+    )
+    checkpoint_interval_seconds: float = Field(
+        300.0, ge=0, description="Checkpoint the models this often, seconds (0 = never)."
+    )
+    checkpoint_keep: int = Field(3, ge=1, le=1000, description="Newest checkpoints kept.")
+    checkpoint_key: SecretStr | None = Field(
+        None, description="HMAC key: write signed checkpoints and restore only signed ones."
     )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
     segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
@@ -203,12 +218,23 @@ class Settings(BaseSettings):
         env = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if value is None:
+                continue  # unset optional: the child takes the same default
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, bool):
                 value = "true" if value else "false"
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
+
+    @property
+    def checkpoint_directory(self) -> Path:
+        """Where model checkpoints are written and restored from."""
+        return (
+            self.checkpoint_dir
+            if self.checkpoint_dir is not None
+            else self.data_dir / "checkpoints"
+        )
 
     def scorer_config(self) -> ScorerConfig:
         """The models' hyperparameters and alert thresholds."""
@@ -256,7 +282,8 @@ def load_settings(**overrides: Any) -> Settings:
             name = str(error["loc"][0]) if error["loc"] else ""
             label = f"CRM_{name.upper()}" if name else "CRM_* settings"
             value = error.get("input")
-            shown = "" if name == "redis_url" or isinstance(value, dict) else f"={value}"
+            secret = name in _SECRET_SETTINGS or isinstance(value, dict)
+            shown = "" if secret else f"={value}"
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"invalid setting {label}{shown}: {message}")
         raise SettingsError("; ".join(problems)) from None

@@ -39,6 +39,8 @@ def readme_settings() -> dict[str, str]:
 
 def documented(value: object) -> str:
     """A default as the README writes it."""
+    if value is None:
+        return "unset"
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, bool):
