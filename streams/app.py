@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 CUSTOMER_TABLE = "customers"
 RESCHEDULE_CHUNK = 5_000
+# How often the worker asks Redis whether it is still the same server (run_id).
+REDIS_WATCH_SECONDS = 5.0
+REWRITE_CHUNK = 2_000
 # Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -83,6 +86,9 @@ class ScorerService:
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_write: asyncio.Future[None] | None = None
         self._restored = "Models not restored from a checkpoint"
+        # Events handled but not yet acknowledged (their scores may still be buffered).
+        self._handled: list[faust.EventT] = []
+        self._stream: faust.StreamT | None = None
         self.app = self._build_app()
         self.engine = ScoringEngine(
             self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
@@ -136,17 +142,25 @@ class ScorerService:
         )
 
         async def score_events(stream: faust.StreamT) -> None:
-            async for event in stream.events():
+            # Offsets are acknowledged once the events' scores are in Redis (see _flush), so a
+            # committed offset never runs ahead of the scores a crash could lose.
+            self._stream = stream.noack()  # type: ignore[attr-defined]  # not in the stubs
+            async for event in self._stream.events():
                 await self.handle(event)
+                self._handled.append(event)
 
         async def flush_scores() -> None:
-            await self.writer.flush()
+            await self._flush()
+
+        async def watch_redis() -> None:
+            if await self.writer.server_restarted():
+                await self._rewrite_scores()
 
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
 
         async def before_shutdown(sender: Any, **kwargs: Any) -> None:
-            written = await self.writer.flush(force=True)
+            written = await self._flush(force=True)
             left = len(self.writer)
             if left:
                 logger.error("Shutting down with %d scores Redis did not take", left)
@@ -157,7 +171,7 @@ class ScorerService:
             self.write_checkpoint(*self.snapshot_models())
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-            await self.writer.flush(force=True)
+            await self._flush(force=True)
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             # Deadlines live in memory: rebuild them from the table once it is recovered,
@@ -170,10 +184,12 @@ class ScorerService:
         async def announce_models() -> None:
             # Restored before the worker starts, logged once its logging is set up.
             logger.info("%s", self._restored)
+            await self.writer.server_restarted()  # which Redis server holds the scores
 
         app.agent(self.events_topic, name="score-events")(score_events)
         app.task(announce_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
+        app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
         app.page("/metrics")(metrics_page)
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
@@ -193,13 +209,81 @@ class ScorerService:
         self._events_since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if self.writer.full:
-            await self.writer.flush()
+            await self._flush()
+            if len(self.writer) >= self.settings.redis_max_pending:
+                await self._wait_for_redis()
         if self._checkpoint_due():
             # The snapshot is taken here, between two events; the disk write runs aside.
             raw, created_at = self.snapshot_models()
             self._checkpoint_write = asyncio.ensure_future(
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
+
+    async def _flush(self, *, force: bool = False) -> int:
+        """Write the buffered scores; then acknowledge the events handled before, so Faust
+        may commit their offsets. After a failed write nothing is acknowledged."""
+        # Taken before the write: these events' scores are all in this flush's batch (or in a
+        # flush already under way), whatever the agent handles while it runs.
+        handled, self._handled = self._handled, []
+        was_failing = self.writer.failing
+        written = await self.writer.flush(force=force)
+        if self.writer.failing or self._stream is None:
+            self._handled = handled + self._handled
+            return written
+        for event in handled:
+            await self._stream.ack(event)
+        if was_failing and await self.writer.server_restarted():
+            await self._rewrite_scores()  # back after an outage, and empty
+        return written
+
+    async def _wait_for_redis(self) -> None:
+        """Stop consuming until Redis takes the scores it missed (Kafka keeps the events)."""
+        limit = self.settings.redis_max_pending
+        logger.warning(
+            "Redis has not taken %d scores (CRM_REDIS_MAX_PENDING=%d): consuming paused until "
+            "it does",
+            len(self.writer),
+            limit,
+        )
+        self.metrics.redis_paused.set(1)
+        while len(self.writer) >= limit:
+            if not await self._flush():
+                await asyncio.sleep(0.5)
+        self.metrics.redis_paused.set(0)
+        logger.info("Redis takes scores again: consuming resumed")
+
+    async def _rewrite_scores(self) -> None:
+        """Write every score of this worker's partitions again: Redis came back empty.
+
+        Each customer's state is read and their score queued in one step, so a newer score
+        the agent queues afterwards still wins.
+        """
+        logger.warning("Redis restarted (new run_id): writing every customer's score again")
+        self.metrics.redis_resyncs.inc()
+        queued = 0
+        for count, customer_id in enumerate(list(self.customers.keys()), start=1):
+            raw = self.customers.get(customer_id)
+            if raw is not None:
+                try:
+                    state = CustomerState.from_dict(orjson.loads(raw))
+                except Exception:
+                    logger.exception("Cannot rewrite the score of customer %s", customer_id)
+                    continue
+                if state.shard in self._active_partitions:
+                    self._republish(customer_id, state)
+                    queued += 1
+            if count % REWRITE_CHUNK == 0:
+                await self._flush(force=True)
+        await self._flush(force=True)
+        logger.info("Queued %d customers' scores for the restarted Redis", queued)
+
+    def _republish(self, customer_id: str, state: CustomerState) -> None:
+        """Queue the stored score of a customer, as of their shard's current event time."""
+        now = state.last_scored_at()
+        if state.shard is not None:
+            now = max(now, self.engine.watermark(state.shard))
+        score = self.scorer.score_as_of(state, now)
+        self.writer.put(customer_id, partial(self._render, customer_id, state, score))
 
     def restore_checkpoint(self) -> Path | None:
         """Continue from the newest model checkpoint, if any; returns its path.

@@ -88,6 +88,16 @@ class ScorerMetrics:
             "Scores waiting to be written to Redis.",
             registry=registry,
         )
+        self.redis_resyncs = Counter(
+            "crm_scorer_redis_resyncs",
+            "Times a restarted (emptied) Redis got every score of this worker written again.",
+            registry=registry,
+        )
+        self.redis_paused = Gauge(
+            "crm_scorer_redis_paused",
+            "1 while consuming waits for Redis to take the scores buffered during an outage.",
+            registry=registry,
+        )
         self.churn_labels = Counter(
             "crm_scorer_churn_labels",
             "Delayed churn labels learned, by label.",

@@ -53,6 +53,8 @@ class ScoreWriter:
         self._lock = asyncio.Lock()
         self._failures = 0
         self._retry_at = 0.0
+        #: ``run_id`` of the Redis server last seen: a new one means a restarted server.
+        self.server_id: str | None = None
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -61,6 +63,30 @@ class ScoreWriter:
     def full(self) -> bool:
         """Whether the buffer reached a batch and a write may be tried now."""
         return len(self._pending) >= self._batch_size and time.monotonic() >= self._retry_at
+
+    @property
+    def failing(self) -> bool:
+        """Whether the latest write failed (Redis is down or refusing writes)."""
+        return self._failures > 0
+
+    async def server_restarted(self) -> bool:
+        """Whether Redis is now a different server process than when last asked.
+
+        A Redis restarted without persistence comes back empty: every score must be written
+        again, not only the ones buffered during the outage. False while Redis is down.
+        """
+        try:
+            info = await self._redis.info("server")
+        except Exception as exc:  # RedisError, OSError: the writer's own retries report it
+            logger.debug("Cannot ask Redis for its run_id: %s", exc)
+            return False
+        server_id = str(info.get("run_id", ""))
+        if server_id == self.server_id:
+            return False
+        restarted = self.server_id is not None
+        logger.info("Writing scores to the Redis server with run_id %s", server_id)
+        self.server_id = server_id
+        return restarted
 
     def put(
         self, customer_id: str, render: Callable[[], Score], produced_at: float | None = None

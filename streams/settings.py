@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # Redis writer
     redis_batch_size: int = Field(500, ge=1, le=100_000, description="Scores per Redis pipeline.")
     redis_flush_ms: int = Field(50, ge=1, le=60_000, description="Longest wait before a flush, ms.")
+    redis_max_pending: int = Field(
+        100_000,
+        ge=1,
+        description="Scores Redis has not taken before the worker stops consuming until it does.",
+    )
     # Models
     churn_horizon_days: float = Field(90.0, gt=0, description="Silence that counts as churn, days.")
     churn_sample_interval_days: float = Field(

@@ -1,0 +1,342 @@
+"""Nothing lost, nothing counted twice: crashes, redelivery, a Redis outage, poison messages.
+
+Each test streams events whose effect an oracle recomputes from the input, then compares
+every customer's score hash in Redis (orders, net monetary, latest event) with it, exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from schemas.dead_letters import DeadLetter
+from streams.demo import WorkerProcess, read_metrics
+from streams.local_services import LocalRedis
+from tests.support import handled_events, read_topic, start_worker, wait_until, worker_env
+
+logger = logging.getLogger(__name__)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
+HOUR = 3_600
+
+
+@dataclass
+class Expected:
+    """What every customer's hash must say once the worker has seen the events."""
+
+    orders: Counter[str] = field(default_factory=Counter)
+    spent: dict[str, float] = field(default_factory=dict)
+    refunded: dict[str, float] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+
+    def add(self, event: dict[str, Any]) -> None:
+        customer, kind = event["customer_id"], event["type"]
+        self.last_seen[customer] = max(self.last_seen.get(customer, 0.0), event["timestamp"])
+        if kind == "purchase":
+            self.orders[customer] += 1  # every purchase here is a basket of its own
+            self.spent[customer] = self.spent.get(customer, 0.0) + event["amount"]
+        elif kind == "return":
+            self.refunded[customer] = self.refunded.get(customer, 0.0) + event["amount"]
+
+    def fields(self, customer: str) -> tuple[str, str, str]:
+        monetary = max(self.spent.get(customer, 0.0) - self.refunded.get(customer, 0.0), 0.0)
+        when = datetime.fromtimestamp(self.last_seen[customer], UTC).isoformat()
+        return str(self.orders[customer]), f"{monetary:.2f}", when
+
+
+def stream_of(customers: int, events: int, seed: int) -> list[dict[str, Any]]:
+    """Purchases, views and returns in event-time order; each customer's times are distinct."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(events):
+        customer = f"c{rng.randrange(customers):04d}"
+        kind = rng.choices(["purchase", "view", "return"], weights=[6, 3, 1])[0]
+        event: dict[str, Any] = {
+            "event_id": f"e{n}",
+            "customer_id": customer,
+            "type": kind,
+            "timestamp": T0 + n * 60 + rng.random(),
+        }
+        if kind == "view":
+            event["item_id"] = f"sku-{rng.randrange(200)}"
+        else:
+            event.update(
+                item_id=f"sku-{rng.randrange(200)}",
+                amount=round(rng.uniform(1, 200), 2),
+                quantity=rng.randrange(1, 4),
+            )
+        out.append(event)
+    return out
+
+
+def oracle(events: list[dict[str, Any]]) -> Expected:
+    expected = Expected()
+    for event in events:
+        expected.add(event)
+    return expected
+
+
+def send(producer: KafkaProducer, topic: str, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        producer.send(topic, key=event["customer_id"].encode(), value=orjson.dumps(event))
+    producer.flush()
+
+
+def mismatches(client: redis.Redis, prefix: str, expected: Expected) -> list[str]:
+    """Customers whose hash is missing or disagrees with the oracle (empty when all agree)."""
+    customers = sorted(expected.last_seen)
+    with client.pipeline(transaction=False) as pipe:
+        for customer in customers:
+            pipe.hmget(prefix + customer, "orders", "monetary", "event_time")
+        replies = pipe.execute()
+    wrong = []
+    for customer, reply in zip(customers, replies, strict=True):
+        got = tuple(None if v is None else v.decode() for v in reply)
+        if got != expected.fields(customer):
+            wrong.append(f"{customer}: {got} != {expected.fields(customer)}")
+    return wrong
+
+
+def settle(client: redis.Redis, prefix: str, expected: Expected, worker: WorkerProcess) -> None:
+    """Wait until Redis agrees with the oracle; fail listing the first customers that do not."""
+    try:
+        wait_until(lambda: not mismatches(client, prefix, expected), 180, "the oracle", worker)
+    except pytest.fail.Exception:
+        wrong = mismatches(client, prefix, expected)
+        pytest.fail(f"{len(wrong)} customers disagree with the oracle: {wrong[:5]}")
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    return read_metrics(worker.port).get(name, 0.0)
+
+
+def duplicates_seen(worker: WorkerProcess) -> float:
+    """Events the worker recognised as applied before, whatever their type."""
+    return sum(
+        value
+        for name, value in read_metrics(worker.port).items()
+        if name.startswith("crm_scorer_events_total{") and "outcome=duplicate" in name
+    )
+
+
+@pytest.mark.slow
+def test_three_kill_9_crashes_lose_nothing_and_count_nothing_twice(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    env = worker_env(broker, redis_server.url, "crash", tmp_path)
+    env.update(
+        CRM_PRODUCER_BATCH_BYTES="1",  # Tansu 0.6 end offsets: see test_restart.py
+        CRM_CHECKPOINT_EVERY_EVENTS="3000",
+    )
+    events = stream_of(customers=1_000, events=20_000, seed=11)
+    expected = oracle(events)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    rng = random.Random(3)
+
+    def produce() -> None:  # ~40 s of traffic, through the crashes
+        for start in range(0, len(events), 500):
+            send(producer, env["CRM_EVENTS_TOPIC"], events[start : start + 500])
+            time.sleep(1.0)
+
+    sender = threading.Thread(target=produce, daemon=True)
+    sender.start()
+    crashes = []
+    worker = start_worker(env, tmp_path / "worker-0.log")
+    try:
+        for crash in range(3):
+            wait_until(lambda w=worker: handled_events(w) > 0, 120, "events after a start", worker)
+            time.sleep(rng.uniform(1.0, 5.0))
+            crashes.append(handled_events(worker))
+            worker.kill()
+            worker = start_worker(env, tmp_path / f"worker-{crash + 1}.log")
+        sender.join(timeout=120)
+        settle(redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], expected, worker)
+        logger.info(
+            "Killed after %s events; the last worker recognised %d redelivered events",
+            crashes,
+            duplicates_seen(worker),
+        )
+    finally:
+        worker.stop()
+        producer.close()
+    assert len(crashes) == 3 and all(crashes)
+
+
+def test_events_delivered_again_change_nothing(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    env = worker_env(broker, redis_server.url, "redelivery", tmp_path)
+    events = stream_of(customers=50, events=600, seed=12)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = env["CRM_REDIS_PREFIX"]
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        send(producer, env["CRM_EVENTS_TOPIC"], events)
+        settle(client, prefix, oracle(events), worker)
+        before = model_counts(worker)
+
+        send(producer, env["CRM_EVENTS_TOPIC"], events[-300:])  # the same ids again
+        wait_until(lambda: handled_events(worker) >= 900, 120, "the repeated events", worker)
+        wait_until(lambda: metric(worker, "crm_scorer_redis_pending_scores") == 0, 30, "flush")
+        after = model_counts(worker)
+        duplicates = duplicates_seen(worker)
+        # Features: every hash still agrees with the oracle of the events counted once.
+        assert not mismatches(client, prefix, oracle(events))
+        versions = {client.hget(prefix + c, "model_version") for c in oracle(events).last_seen}
+    finally:
+        worker.stop()
+        producer.close()
+    assert duplicates == 300
+    # Models: nothing learned from the repeats; no alert or label twice.
+    assert after == before
+    assert before["crm_scorer_model_events_learned"] == 600
+    assert len(versions) == 1 and versions.pop().endswith(b"+600")
+
+
+def model_counts(worker: WorkerProcess) -> dict[str, float]:
+    """What the models learned and what the worker published, from its metrics."""
+    return {
+        name: value
+        for name, value in read_metrics(worker.port).items()
+        if name.startswith(
+            (
+                "crm_scorer_model_events_learned",
+                "crm_scorer_churn_labels_total",
+                "crm_scorer_alerts_total",
+            )
+        )
+    }
+
+
+def test_a_redis_outage_with_an_empty_restart_loses_no_score(broker: Any, tmp_path: Path) -> None:
+    server = LocalRedis()
+    server.start()
+    env = worker_env(broker, server.url, "outage", tmp_path)
+    events = stream_of(customers=300, events=3_000, seed=13)
+    first, second = events[:2_000], events[2_000:]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    client = redis.Redis.from_url(server.url)
+    prefix = env["CRM_REDIS_PREFIX"]
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        send(producer, env["CRM_EVENTS_TOPIC"], first)
+        settle(client, prefix, oracle(first), worker)
+
+        server.stop()
+        send(producer, env["CRM_EVENTS_TOPIC"], second[:500])
+        time.sleep(5.0)
+        send(producer, env["CRM_EVENTS_TOPIC"], second[500:])
+        time.sleep(5.0)
+        assert worker.alive()
+        server.start()  # same port, empty: it kept nothing on disk
+
+        settle(client, prefix, oracle(events), worker)
+        metrics = read_metrics(worker.port)
+    finally:
+        worker.stop()
+        producer.close()
+        server.stop()
+    assert metrics["crm_scorer_redis_errors_total"] >= 1
+    assert metrics["crm_scorer_redis_resyncs_total"] == 1
+    assert metrics["crm_scorer_redis_paused"] == 0
+    assert "Redis write of" in worker.log_path.read_text()
+
+
+def poison(kind: str, n: int) -> tuple[bytes | None, bytes]:
+    """One bad message of ``kind``: its key and value."""
+    good = {
+        "event_id": f"bad-{n}",
+        "customer_id": "c0001",
+        "type": "purchase",
+        "timestamp": T0,
+        "item_id": "sku-1",
+        "amount": 10.0,
+        "quantity": 1,
+    }
+    key = b"c0001"
+    if kind == "oversized":
+        return key, orjson.dumps(good | {"note": "x" * 1_100_000})
+    if kind == "invalid_utf8":
+        return key, b'{"event_id": "\xff\xfe"}'
+    if kind == "not_json":
+        return key, b'{"event_id": "e", "amount": NaN'
+    if kind == "not_an_object":
+        return key, b'[{"event_id": "e"}]'
+    if kind == "missing_field":
+        return key, orjson.dumps({k: v for k, v in good.items() if k != "amount"})
+    if kind == "wrong_type":
+        return key, orjson.dumps(good | {"quantity": "three"})
+    if kind == "invalid_value":
+        return key, orjson.dumps(good | {"quantity": -2})
+    if kind == "bad_timestamp":
+        return key, orjson.dumps(good | {"timestamp": "2300-01-01T00:00:00+00:00"})
+    if kind == "key_mismatch":
+        return b"someone-else", orjson.dumps(good)
+    raise AssertionError(kind)
+
+
+POISON_KINDS = {
+    "oversized": 4,
+    "invalid_utf8": 50,
+    "not_json": 50,
+    "not_an_object": 50,
+    "missing_field": 50,
+    "wrong_type": 50,
+    "invalid_value": 50,
+    "bad_timestamp": 50,
+    "key_mismatch": 46,
+}
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_and_every_good_event_counts(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    assert sum(POISON_KINDS.values()) == 400
+    env = worker_env(broker, redis_server.url, "poison", tmp_path)
+    events = stream_of(customers=500, events=10_000, seed=14)
+    bad = [kind for kind, count in POISON_KINDS.items() for _ in range(count)]
+    random.Random(4).shuffle(bad)
+    slots = sorted(random.Random(5).sample(range(len(events)), len(bad)))
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=4_000_000)
+    topic = env["CRM_EVENTS_TOPIC"]
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        poisoned = dict(zip(slots, bad, strict=True))
+        for n, event in enumerate(events):
+            if n in poisoned:
+                key, value = poison(poisoned[n], n)
+                producer.send(topic, key=key, value=value)
+            producer.send(topic, key=event["customer_id"].encode(), value=orjson.dumps(event))
+        producer.flush()
+        settle(
+            redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], oracle(events), worker
+        )
+        wait_until(lambda: handled_events(worker) >= 10_400, 60, "every message", worker)
+        metrics = read_metrics(worker.port)
+        assert worker.alive()
+    finally:
+        worker.stop()
+        producer.close()
+    letters = [
+        DeadLetter.model_validate_json(m.value)
+        for m in read_topic(broker.bootstrap, env["CRM_DLQ_TOPIC"])
+    ]
+    assert Counter(letter.reason for letter in letters) == Counter(POISON_KINDS)
+    for kind, count in POISON_KINDS.items():
+        assert metrics[f"crm_scorer_dead_letters_total{{reason={kind}}}"] == count
+    assert metrics["crm_scorer_events_total"] == 10_400
