@@ -13,10 +13,13 @@ import hmac
 import io
 import logging
 import pickle
+import random
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from online_models import __version__
@@ -43,13 +46,41 @@ _SHAPING = {
     "recommender_factors": "CRM_RECOMMENDER_FACTORS",
     "churn_model": "CRM_CHURN_MODEL",
 }
-# Modules whose classes a checkpoint may name: the models are River, numpy and this project.
-# This stops the well-known pickle payloads (os.system and the like), not a determined forger;
-# the HMAC key is what proves a checkpoint was written by a worker holding it.
-_ALLOWED_PACKAGES = frozenset(
-    {"river", "online_models", "numpy", "collections", "copyreg", "functools", "random"}
+# What a checkpoint may name. River and crm-scorer classes, and an exact list of anything
+# else the pickled models need; never a function that could run code, nor a dotted name
+# (pickle resolves "random._os.system"). This stops the known pickle exploits, not a
+# determined forger: the HMAC key proves a checkpoint was written by a worker holding it.
+_CLASS_PACKAGES = frozenset({"river", "online_models"})
+_ALLOWED = frozenset(
+    {
+        ("builtins", "float"),
+        ("builtins", "int"),
+        ("builtins", "complex"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        ("collections", "Counter"),
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("collections", "deque"),
+        ("functools", "partial"),
+        ("random", "Random"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random._pcg64", "PCG64"),
+        ("online_models.checkpoint", "_bound_method"),
+    }
 )
-_ALLOWED_BUILTINS = frozenset({"float", "int", "complex", "set", "frozenset", "getattr", "slice"})
+# Methods a pickled model holds on to (River's initialisers keep ``Random.gauss``).
+_BOUND_METHODS = frozenset({"gauss", "random", "uniform", "normal", "standard_normal"})
 
 
 class CheckpointError(CrmScorerError):
@@ -100,7 +131,9 @@ def dump_checkpoint(
     >>> restored.positions, restored.events_learned
     ({0: 41}, 0)
     """
-    payload = pickle.dumps(scorer.snapshot_models(), protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(scorer.snapshot_models())
+    payload = buffer.getvalue()
     header = {
         "magic": _MAGIC,
         "format": CHECKPOINT_FORMAT,
@@ -187,12 +220,32 @@ def _config_dict(config: ScorerConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in _SHAPING}
 
 
+def _bound_method(owner: Any, name: str) -> Any:
+    """``owner.name`` for the few random-number methods models keep (see ``_Pickler``)."""
+    if name not in _BOUND_METHODS or not isinstance(owner, random.Random | np.random.Generator):
+        msg = f"checkpoint names the method {type(owner).__name__}.{name}, which no model uses"
+        raise CheckpointError(msg)
+    return getattr(owner, name)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles bound methods as :func:`_bound_method` instead of ``builtins.getattr``."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.MethodType | types.BuiltinMethodType) and not isinstance(
+            obj.__self__, types.ModuleType
+        ):
+            return _bound_method, (obj.__self__, obj.__name__)
+        return NotImplemented
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        allowed = module.split(".")[0] in _ALLOWED_PACKAGES or (
-            module == "builtins" and name in _ALLOWED_BUILTINS
-        )
-        if not allowed:
-            msg = f"checkpoint names {module}.{name}, which no crm-scorer model uses"
-            raise CheckpointError(msg)
-        return super().find_class(module, name)
+        if "." not in name and (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        if "." not in name and module.split(".")[0] in _CLASS_PACKAGES:
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        msg = f"checkpoint names {module}.{name}, which no crm-scorer model uses"
+        raise CheckpointError(msg)

@@ -89,15 +89,16 @@ class ScorerService:
         # Events handled but not yet acknowledged (their scores may still be buffered).
         self._handled: list[faust.EventT] = []
         self._stream: faust.StreamT | None = None
+        self._rewriting = False
         self.app = self._build_app()
         self.engine = ScoringEngine(
             self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
         )
-        quality = self.scorer.quality
+        # Read through the scorer at every scrape: a restored checkpoint replaces its models.
         self.metrics.track(
             customers=lambda: len(self.customers),
-            roc_auc=lambda: quality.roc_auc,
-            log_loss=lambda: quality.log_loss,
+            roc_auc=lambda: self.scorer.quality.roc_auc,
+            log_loss=lambda: self.scorer.quality.log_loss,
             pending_labels=lambda: self.scorer.pending_labels,
             events_learned=lambda: self.scorer.model_version_events,
             hit_rate=lambda: self.scorer.recommendation_quality.hit_rate,
@@ -127,6 +128,9 @@ class ScorerService:
             broker_request_timeout=max(40.0, s.session_timeout + 10),
             table_cleanup_interval=60.0,
             producer_max_batch_size=s.producer_batch_bytes,
+            # Acks are manual (after the Redis write) and redelivery is idempotent: Faust must
+            # not wait for them on a rebalance or at shutdown, when the flush timers stop.
+            stream_wait_empty=False,
         )
         self.events_topic = app.topic(s.events_topic, partitions=s.topic_partitions)
         self.alerts_topic = app.topic(s.alerts_topic, partitions=s.topic_partitions)
@@ -146,7 +150,10 @@ class ScorerService:
             # committed offset never runs ahead of the scores a crash could lose.
             self._stream = stream.noack()  # type: ignore[attr-defined]  # not in the stubs
             async for event in self._stream.events():
-                await self.handle(event)
+                try:
+                    await self.handle(event)
+                except Exception:  # a bug: the event is acknowledged, not retried forever
+                    logger.exception("Handling %s failed", _position(event.message))
                 self._handled.append(event)
 
         async def flush_scores() -> None:
@@ -199,7 +206,8 @@ class ScorerService:
     async def handle(self, event: faust.EventT) -> None:
         """Decode, score and emit one event; bad input goes to the dead-letter topic.
 
-        Never raises: an exception escaping the agent would make Faust skip the event.
+        Bad input never raises; the agent still catches and logs what a bug might raise, so
+        the event is acknowledged rather than blocking its partition's commits.
         """
         started = time.perf_counter()
         if self._rebuild_schedule:
@@ -210,11 +218,17 @@ class ScorerService:
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if self.writer.full:
             await self._flush()
-            if len(self.writer) >= self.settings.redis_max_pending:
-                await self._wait_for_redis()
+        limit = self.settings.redis_max_pending
+        if len(self.writer) >= limit or len(self._handled) >= limit:
+            await self._wait_for_redis()
         if self._checkpoint_due():
             # The snapshot is taken here, between two events; the disk write runs aside.
-            raw, created_at = self.snapshot_models()
+            try:
+                raw, created_at = self.snapshot_models()
+            except Exception:
+                self.metrics.checkpoint_errors.inc()
+                logger.exception("Could not snapshot the models for a checkpoint")
+                return
             self._checkpoint_write = asyncio.ensure_future(
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
@@ -232,22 +246,30 @@ class ScorerService:
             return written
         for event in handled:
             await self._stream.ack(event)
-        if was_failing and await self.writer.server_restarted():
+        if was_failing and not self._rewriting and await self.writer.server_restarted():
             await self._rewrite_scores()  # back after an outage, and empty
         return written
 
     async def _wait_for_redis(self) -> None:
-        """Stop consuming until Redis takes the scores it missed (Kafka keeps the events)."""
+        """Stop consuming until Redis takes the scores it missed (Kafka keeps the events).
+
+        Bounds the worker's memory during an outage: the scores waiting (one per customer)
+        and the events waiting for them (one per event). Gives up when the worker stops.
+        """
         limit = self.settings.redis_max_pending
         logger.warning(
-            "Redis has not taken %d scores (CRM_REDIS_MAX_PENDING=%d): consuming paused until "
-            "it does",
+            "Redis has not taken %d scores of %d events (CRM_REDIS_MAX_PENDING=%d): consuming "
+            "paused until it does",
             len(self.writer),
+            len(self._handled),
             limit,
         )
         self.metrics.redis_paused.set(1)
-        while len(self.writer) >= limit:
-            if not await self._flush():
+        while len(self.writer) >= limit or len(self._handled) >= limit:
+            if self.app.should_stop:
+                return
+            await self._flush()
+            if self.writer.failing:
                 await asyncio.sleep(0.5)
         self.metrics.redis_paused.set(0)
         logger.info("Redis takes scores again: consuming resumed")
@@ -260,22 +282,31 @@ class ScorerService:
         """
         logger.warning("Redis restarted (new run_id): writing every customer's score again")
         self.metrics.redis_resyncs.inc()
+        self._rewriting = True
+        try:
+            queued = await self._queue_every_score()
+        except Exception:
+            logger.exception("Rewriting the scores for the restarted Redis failed")
+            return
+        finally:
+            self._rewriting = False
+        logger.info("Queued %d customers' scores for the restarted Redis", queued)
+
+    async def _queue_every_score(self) -> int:
         queued = 0
         for count, customer_id in enumerate(list(self.customers.keys()), start=1):
             raw = self.customers.get(customer_id)
-            if raw is not None:
-                try:
-                    state = CustomerState.from_dict(orjson.loads(raw))
-                except Exception:
-                    logger.exception("Cannot rewrite the score of customer %s", customer_id)
-                    continue
-                if state.shard in self._active_partitions:
+            try:
+                state = None if raw is None else CustomerState.from_dict(orjson.loads(raw))
+                if state is not None and state.shard in self._active_partitions:
                     self._republish(customer_id, state)
                     queued += 1
+            except Exception:
+                logger.exception("Cannot rewrite the score of customer %s", customer_id)
             if count % REWRITE_CHUNK == 0:
                 await self._flush(force=True)
         await self._flush(force=True)
-        logger.info("Queued %d customers' scores for the restarted Redis", queued)
+        return queued
 
     def _republish(self, customer_id: str, state: CustomerState) -> None:
         """Queue the stored score of a customer, as of their shard's current event time."""

@@ -74,9 +74,9 @@ class WorkerProcess(ManagedProcess):
         """Start the worker and wait until it serves /metrics."""
         super().start(timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (the worker flushes pending scores), then SIGKILL after ``timeout``."""
-        super().stop(timeout)
+        return super().stop(timeout)
 
     def metrics(self) -> dict[str, float]:
         """The worker's current metrics."""

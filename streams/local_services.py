@@ -105,17 +105,23 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds).
+
+        Returns its exit status when SIGTERM stopped it, None when it had to be killed (or
+        was not running).
+        """
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
-            return
+            return None
         process.terminate()
         try:
-            process.wait(timeout=timeout)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            logger.warning("%s ignored SIGTERM for %.0fs: killed", self.name, timeout)
             process.kill()
             process.wait(timeout=10)
+            return None
 
     def kill(self) -> None:
         """Stop the process at once, as a crash would."""

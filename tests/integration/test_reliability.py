@@ -165,15 +165,46 @@ def test_three_kill_9_crashes_lose_nothing_and_count_nothing_twice(
             worker = start_worker(env, tmp_path / f"worker-{crash + 1}.log")
         sender.join(timeout=120)
         settle(redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], expected, worker)
+        duplicates = duplicates_seen(worker)
         logger.info(
             "Killed after %s events; the last worker recognised %d redelivered events",
             crashes,
-            duplicates_seen(worker),
+            duplicates,
         )
     finally:
         worker.stop()
         producer.close()
     assert len(crashes) == 3 and all(crashes)
+    assert duplicates > 0  # the crashes did redeliver applied events, and they were recognised
+
+
+def test_sigterm_under_load_flushes_checkpoints_and_loses_nothing(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    env = worker_env(broker, redis_server.url, "sigterm", tmp_path)
+    env["CRM_PRODUCER_BATCH_BYTES"] = "1"  # Tansu 0.6 end offsets: see test_restart.py
+    events = stream_of(customers=400, events=6_000, seed=15)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    first = start_worker(env, tmp_path / "first.log")
+    try:
+        send(producer, env["CRM_EVENTS_TOPIC"], events)
+        wait_until(lambda: handled_events(first) >= 1_000, 120, "a busy worker", first)
+    finally:
+        status = first.stop(timeout=30)  # mid-stream
+    log = first.log_path.read_text()
+    assert status is not None, f"the worker ignored SIGTERM:\n{first.log_tail(40)}"
+    assert log.index("Signal received: 15") < log.index("Checkpointed the models")
+    assert "scores Redis did not take" not in log
+
+    second = start_worker(env, tmp_path / "second.log")
+    try:
+        wait_until(lambda: "Restored the models" in second.log_path.read_text(), 60, "restore")
+        settle(
+            redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], oracle(events), second
+        )
+    finally:
+        second.stop()
+        producer.close()
 
 
 def test_events_delivered_again_change_nothing(
@@ -227,6 +258,7 @@ def test_a_redis_outage_with_an_empty_restart_loses_no_score(broker: Any, tmp_pa
     server = LocalRedis()
     server.start()
     env = worker_env(broker, server.url, "outage", tmp_path)
+    env["CRM_REDIS_MAX_PENDING"] = "200"  # the outage outlasts it: consuming must pause
     events = stream_of(customers=300, events=3_000, seed=13)
     first, second = events[:2_000], events[2_000:]
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -241,8 +273,8 @@ def test_a_redis_outage_with_an_empty_restart_loses_no_score(broker: Any, tmp_pa
         send(producer, env["CRM_EVENTS_TOPIC"], second[:500])
         time.sleep(5.0)
         send(producer, env["CRM_EVENTS_TOPIC"], second[500:])
-        time.sleep(5.0)
-        assert worker.alive()
+        wait_until(lambda: metric(worker, "crm_scorer_redis_paused") == 1, 10, "a pause", worker)
+        time.sleep(3.0)
         server.start()  # same port, empty: it kept nothing on disk
 
         settle(client, prefix, oracle(events), worker)

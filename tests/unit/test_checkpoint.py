@@ -105,21 +105,52 @@ def test_with_a_key_only_checkpoints_signed_with_it_are_loaded():
         load_checkpoint(dump_checkpoint(scorer, {}, created_at=T0), key=b"s3cret")
 
 
-class _Exploit:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/crm-scorer-pwned",))
-
-
-def test_a_pickle_naming_anything_but_model_classes_is_refused_unexecuted(tmp_path):
+def _with_payload(payload: bytes) -> bytes:
+    """A checkpoint whose header is right for ``payload`` (as a forger would make it)."""
     raw = dump_checkpoint(CustomerScorer(), {}, created_at=T0)
     header = orjson.loads(raw.split(b"\n", 1)[0])
-    payload = pickle.dumps({"churn": _Exploit()})
     header |= {"payload_bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    return orjson.dumps(header) + b"\n" + payload
 
-    with pytest.raises(CheckpointError, match=r"(posix|os)\.system"):
-        load_checkpoint(orjson.dumps(header) + b"\n" + payload)
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("os", "system"),
+        ("posix", "system"),
+        ("random", "_os.system"),  # a dotted name reaches any module another one imports
+        ("online_models.checkpoint", "pickle.loads"),
+        ("builtins", "getattr"),
+        ("builtins", "eval"),
+        ("numpy", "memmap"),  # a class, but one that writes files
+        ("river.stream", "iter_csv"),  # a function, not a class
+    ],
+)
+def test_a_pickle_naming_anything_but_model_classes_is_refused_unexecuted(module, name, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = b"c%s\n%s\n(S'touch %s'\ntR." % (module.encode(), name.encode(), str(marker).encode())
+
+    with pytest.raises(CheckpointError, match="which no crm-scorer model uses"):
+        load_checkpoint(_with_payload(payload))
+    assert not marker.exists()
+
+
+def test_a_bound_method_other_than_a_random_draw_is_refused():
+    evil = b"conline_models.checkpoint\n_bound_method\n(crandom\nRandom\n)RS'seed'\ntR."
+
+    with pytest.raises(CheckpointError, match=r"the method Random.seed"):
+        load_checkpoint(_with_payload(evil))
+
+
+@pytest.mark.parametrize("kind", ["logistic", "hoeffding_tree"])
+def test_every_model_kind_round_trips_through_the_restricted_unpickler(kind):
+    live = trained(ScorerConfig(churn_model=kind))
+    checkpoint = load_checkpoint(dump_checkpoint(live.scorer, {}, created_at=T0))
+    fresh = CustomerScorer(ScorerConfig(churn_model=kind))
+    checkpoint.restore_into(fresh)
+
+    later = events(3, 300, start=T0 + 3_000 * 3_600.0)
+    assert scores(fresh, live.states, later) == scores(live.scorer, live.states, later)
 
 
 def test_models_shaped_by_other_settings_are_refused_naming_the_setting():
