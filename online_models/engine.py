@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+from collections import Counter
 from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass
 
@@ -120,6 +121,8 @@ class ScoringEngine:
         self.rescore_errors = 0
         #: Events recognised as applied before and not applied again.
         self.duplicates = 0
+        #: Customers of this engine's shards per confirmed segment id.
+        self.segment_sizes: Counter[int] = Counter()
 
     def watermark(self, shard: int = 0) -> float:
         """Latest event time seen on ``shard`` (-inf before its first event)."""
@@ -150,6 +153,7 @@ class ScoringEngine:
         """
         state = self.states.get(customer_id)
         fingerprint = None if event_id is None else event_fingerprint(event_id)
+        before = None if state is None else state.segment
         if state is None:
             state = CustomerState.new(activity.time)
         elif state.has_applied(shard, offset, fingerprint):
@@ -159,6 +163,7 @@ class ScoringEngine:
         state.record_applied(shard, offset, fingerprint, window=self.event_id_window)
         outcome = self.scorer.score(customer_id, state, activity, shard)
         self.states[customer_id] = outcome.state
+        self._count_segment(before, outcome.state.segment)
         self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
         watermark = max(self.watermark(shard), activity.time)
         return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
@@ -185,9 +190,11 @@ class ScoringEngine:
                     continue  # forgotten, or it moved to another shard meanwhile
                 if self.scorer.next_refresh(state, watermark - interval) is None:
                     continue  # done with re-scores before anyone watched (e.g. a rebalance)
+                before = state.segment
                 outcome = self.scorer.refresh(customer_id, state, watermark)
                 if outcome.changed:
                     self.states[customer_id] = outcome.state
+                    self._count_segment(before, outcome.state.segment)
                 self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
             except Exception:
                 self.rescore_errors += 1
@@ -199,6 +206,7 @@ class ScoringEngine:
     def reset(self) -> None:
         """Forget every deadline (the shards this engine looks after are about to change)."""
         self._deadlines.clear()
+        self.segment_sizes.clear()
         self.scorer.pending_labels = 0
 
     def adopt(self, customer_id: str, state: CustomerState, shards: Collection[int]) -> bool:
@@ -211,8 +219,25 @@ class ScoringEngine:
         """
         if state.shard is None or state.shard not in shards:
             return False
+        self._count_segment(None, state.segment)
         self.scorer.pending_labels += len(state.pending)
         return self._schedule(customer_id, state, state.last_scored_at(), state.shard)
+
+    def segment_counts(self) -> dict[str, int]:
+        """Customers per segment, by the segments' current names (two ids may share one)."""
+        counts: Counter[str] = Counter()
+        for segment, customers in self.segment_sizes.items():
+            if customers > 0:
+                counts[self.scorer.segmenter.describe(segment)] += customers
+        return dict(counts)
+
+    def _count_segment(self, before: int | None, after: int | None) -> None:
+        if before == after:
+            return
+        if before is not None:
+            self.segment_sizes[before] -= 1
+        if after is not None:
+            self.segment_sizes[after] += 1
 
     def _schedule(self, customer_id: str, state: CustomerState, now: float, shard: int) -> bool:
         deadline = self.scorer.next_refresh(state, now)

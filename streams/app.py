@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
@@ -164,6 +165,7 @@ class ScorerService:
                 await self._rewrite_scores()
 
         async def metrics_page(web: Any, request: Any) -> Any:
+            self.metrics.partitions_and_segments(self.consumer_lag(), self.engine.segment_counts())
             return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
 
         async def before_shutdown(sender: Any, **kwargs: Any) -> None:
@@ -232,6 +234,24 @@ class ScorerService:
             self._checkpoint_write = asyncio.ensure_future(
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Per partition this worker owns: events after the latest one it handled.
+
+        From the high-water mark of the consumer's last fetch; a partition it has neither
+        fetched nor handled (nor has in its checkpoint) yet is left out.
+        """
+        lag = {}
+        for partition in sorted(self._active_partitions):
+            try:
+                highwater = self.app.consumer.highwater(TP(self.settings.events_topic, partition))
+            except Exception:  # not fetched yet, or the consumer is not running
+                continue
+            position = self._positions.get(partition)
+            if highwater is None or position is None:
+                continue
+            lag[partition] = max(int(highwater) - position - 1, 0)
+        return lag
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust

@@ -178,6 +178,18 @@ class ScorerMetrics:
             "Wall time of the latest model checkpoint written (0 before the first).",
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "crm_scorer_consumer_lag",
+            "Events of each partition this worker owns that it has not handled yet.",
+            ["partition"],
+            registry=registry,
+        )
+        self.segment_customers = Gauge(
+            "crm_scorer_segment_customers",
+            "Customers of this worker's partitions in each segment, by segment name.",
+            ["segment"],
+            registry=registry,
+        )
         self.customers = Gauge(
             "crm_scorer_customers", "Customers in this worker's state table.", registry=registry
         )
@@ -214,6 +226,13 @@ class ScorerMetrics:
         """Count delayed churn labels."""
         for label in labels:
             self._label_children[label].inc()
+
+    def partitions_and_segments(self, lag: dict[int, int], segments: dict[str, int]) -> None:
+        """Set the per-partition lag and the segment sizes; labels no longer current go."""
+        for gauge, values in ((self.consumer_lag, lag), (self.segment_customers, segments)):
+            gauge.clear()
+            for label, value in values.items():
+                gauge.labels(str(label)).set(value)
 
     def mirror_totals(self, *, churn_drifts: int, rescore_errors: int) -> None:
         """Bring the counters of running totals kept by the models up to those totals."""

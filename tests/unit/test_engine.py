@@ -279,3 +279,22 @@ def test_the_same_id_under_another_customer_is_a_different_event():
 
     assert not scored[0].duplicate
     assert engine.states["bob"].profile.orders == 1
+
+
+def test_segment_sizes_follow_every_move_and_survive_a_rebuild():
+    states: dict[str, CustomerState] = {}
+    engine = ScoringEngine(CustomerScorer(), states)
+    for n in range(600):
+        engine.process(f"c-{n % 60}", purchase(T0 + n * 6 * HOUR, item=f"sku-{n % 9}"))
+    engine.advance(T0 + 400 * DAY)  # silent customers drift towards other segments
+
+    recount: dict[int, int] = {}
+    for state in states.values():
+        recount[state.segment] = recount.get(state.segment, 0) + 1
+    assert {s: c for s, c in engine.segment_sizes.items() if c} == recount
+    assert sum(engine.segment_counts().values()) == 60
+
+    engine.reset()
+    for customer_id, state in states.items():
+        engine.adopt(customer_id, state, {0})
+    assert {s: c for s, c in engine.segment_sizes.items() if c} == recount
