@@ -39,6 +39,8 @@ CUSTOMER_TABLE = "customers"
 RESCHEDULE_CHUNK = 5_000
 # How often the worker asks Redis whether it is still the same server (run_id).
 REDIS_WATCH_SECONDS = 5.0
+# How often the worker asks the broker for its partitions' end offsets (consumer lag).
+LAG_SECONDS = 5.0
 REWRITE_CHUNK = 2_000
 # Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -83,6 +85,9 @@ class ScorerService:
         )
         # Offset of the latest event handled per partition: what a checkpoint includes.
         self._positions: dict[int, int] = {}
+        # Latest offset handled per partition owned now, and the lag last measured from it.
+        self._handled_offsets: dict[int, int] = {}
+        self._lag: dict[int, int] = {}
         self._events_since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_write: asyncio.Future[None] | None = None
@@ -165,7 +170,7 @@ class ScorerService:
                 await self._rewrite_scores()
 
         async def metrics_page(web: Any, request: Any) -> Any:
-            self.metrics.partitions_and_segments(self.consumer_lag(), self.engine.segment_counts())
+            self.metrics.partitions_and_segments(self._lag, self.engine.segment_counts())
             return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
 
         async def before_shutdown(sender: Any, **kwargs: Any) -> None:
@@ -181,6 +186,16 @@ class ScorerService:
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             await self._flush(force=True)
+            # What this worker reports about partitions it may no longer own.
+            self.engine.segment_sizes.clear()
+            self._handled_offsets.clear()
+            self._lag.clear()
+
+        async def measure_lag() -> None:
+            try:
+                self._lag = await self._measure_lag()
+            except Exception as exc:  # the broker is unreachable: the next round tries again
+                logger.debug("Cannot measure the consumer lag: %s", exc)
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             # Deadlines live in memory: rebuild them from the table once it is recovered,
@@ -199,6 +214,7 @@ class ScorerService:
         app.task(announce_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
+        app.timer(LAG_SECONDS, name="measure-lag")(measure_lag)
         app.page("/metrics")(metrics_page)
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
@@ -216,6 +232,7 @@ class ScorerService:
             await self._reschedule_pending()
         await self._handle(event)
         self._positions[event.message.partition] = event.message.offset
+        self._handled_offsets[event.message.partition] = event.message.offset
         self._events_since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if self.writer.full:
@@ -235,23 +252,23 @@ class ScorerService:
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
 
-    def consumer_lag(self) -> dict[int, int]:
-        """Per partition this worker owns: events after the latest one it handled.
+    async def _measure_lag(self) -> dict[int, int]:
+        """Per partition owned: events after the latest one handled, from the broker's end
+        offsets (asked, not cached from the last fetch, so a stuck worker's lag still grows).
 
-        From the high-water mark of the consumer's last fetch; a partition it has neither
-        fetched nor handled (nor has in its checkpoint) yet is left out.
+        A partition with no event handled yet counts from the consumer's fetch position.
         """
-        lag = {}
-        for partition in sorted(self._active_partitions):
-            try:
-                highwater = self.app.consumer.highwater(TP(self.settings.events_topic, partition))
-            except Exception:  # not fetched yet, or the consumer is not running
-                continue
-            position = self._positions.get(partition)
-            if highwater is None or position is None:
-                continue
-            lag[partition] = max(int(highwater) - position - 1, 0)
-        return lag
+        tps = [TP(self.settings.events_topic, p) for p in sorted(self._active_partitions)]
+        if not tps:
+            return {}
+        ends = await self.app.consumer.highwaters(*tps)
+        starts = {}
+        for tp in tps:
+            handled = self._handled_offsets.get(tp.partition)
+            starts[tp.partition] = (
+                handled + 1 if handled is not None else await self.app.consumer.position(tp)
+            )
+        return consumer_lag({tp.partition: end for tp, end in ends.items()}, starts)
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust
@@ -567,6 +584,19 @@ class TableStates(MutableMapping[str, CustomerState]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+def consumer_lag(ends: dict[int, int], starts: dict[int, int | None]) -> dict[int, int]:
+    """Events between each partition's next offset to handle and its end offset.
+
+    >>> consumer_lag({0: 120, 1: 50, 2: 9}, {0: 100, 1: 51, 2: None})
+    {0: 20, 1: 0}
+    """
+    return {
+        partition: max(end - start, 0)
+        for partition, end in ends.items()
+        if (start := starts.get(partition)) is not None
+    }
 
 
 def _position(message: Any) -> str:

@@ -48,6 +48,9 @@ def test_the_stack_has_kafka_in_kraft_mode_redis_two_workers_prometheus_and_graf
     assert not any("zookeeper" in name for name in services)
     kafka = services["kafka"]["environment"]
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    # The log directory is the mounted volume: topics and offsets outlive the container.
+    data = {v.split(":")[1]: v.split(":")[0] for v in services["kafka"]["volumes"]}
+    assert data[kafka["KAFKA_LOG_DIRS"]] in compose()["volumes"]
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{kafka['KAFKA_NODE_ID']}@kafka:")
 
 
@@ -101,6 +104,12 @@ def test_topics_are_created_with_the_recommended_partitions(monkeypatch):
     assert f"{settings.topic_partitions} partitions" in readme
 
 
+def test_every_published_port_is_on_localhost_only():
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
 def test_prometheus_scrapes_every_worker_on_its_metrics_port(monkeypatch):
     services = compose()["services"]
     (job,) = prometheus_config()["scrape_configs"]
@@ -137,7 +146,7 @@ def test_grafana_provisions_the_datasource_the_dashboard_uses():
     mounts = dict(v.split(":")[:2] for v in compose()["services"]["grafana"]["volumes"])
 
     assert datasource["url"] == "http://prometheus:9090"
-    assert "9090:9090" in compose()["services"]["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in compose()["services"]["prometheus"]["ports"]
     assert mounts["./grafana/dashboards"] == provider["options"]["path"]
     uids = {
         target["datasource"]["uid"]
