@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
@@ -88,6 +88,7 @@ class ScorerService:
         # Latest offset handled per partition owned now, and the lag last measured from it.
         self._handled_offsets: dict[int, int] = {}
         self._lag: dict[int, int] = {}
+        self._lag_probe = LagProbe(settings)
         self._events_since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_write: asyncio.Future[None] | None = None
@@ -180,6 +181,7 @@ class ScorerService:
                 logger.error("Shutting down with %d scores Redis did not take", left)
             logger.info("Shutting down: flushed %d pending scores to Redis", written)
             await self.redis.aclose()
+            await self._lag_probe.close()
             if self._checkpoint_write is not None:
                 await self._checkpoint_write
             self.write_checkpoint(*self.snapshot_models())
@@ -193,7 +195,9 @@ class ScorerService:
 
         async def measure_lag() -> None:
             try:
-                self._lag = await self._measure_lag()
+                self._lag = await self._lag_probe.measure(
+                    self._active_partitions, self._handled_offsets
+                )
             except Exception as exc:  # the broker is unreachable: the next round tries again
                 logger.debug("Cannot measure the consumer lag: %s", exc)
 
@@ -251,24 +255,6 @@ class ScorerService:
             self._checkpoint_write = asyncio.ensure_future(
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
-
-    async def _measure_lag(self) -> dict[int, int]:
-        """Per partition owned: events after the latest one handled, from the broker's end
-        offsets (asked, not cached from the last fetch, so a stuck worker's lag still grows).
-
-        A partition with no event handled yet counts from the consumer's fetch position.
-        """
-        tps = [TP(self.settings.events_topic, p) for p in sorted(self._active_partitions)]
-        if not tps:
-            return {}
-        ends = await self.app.consumer.highwaters(*tps)
-        starts = {}
-        for tp in tps:
-            handled = self._handled_offsets.get(tp.partition)
-            starts[tp.partition] = (
-                handled + 1 if handled is not None else await self.app.consumer.position(tp)
-            )
-        return consumer_lag({tp.partition: end for tp, end in ends.items()}, starts)
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust
@@ -584,6 +570,51 @@ class TableStates(MutableMapping[str, CustomerState]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+class LagProbe:
+    """The broker's end offsets and the group's committed ones, through a client of its own.
+
+    Never through Faust's consumer: its thread serves requests one at a time, and a slow
+    offset query there would hold up fetching. The end offsets are asked, not cached from
+    the last fetch, so a stuck worker's lag keeps growing.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: AIOKafkaConsumer | None = None
+
+    async def measure(
+        self, partitions: Collection[int], handled: Mapping[int, int]
+    ) -> dict[int, int]:
+        """Per partition: events after the latest handled one (or after the committed offset,
+        before this worker handled any)."""
+        if not partitions:
+            return {}
+        if self._client is None:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.broker_hosts,
+                group_id=self._settings.app_id,  # to read its committed offsets; never joins
+                enable_auto_commit=False,
+                request_timeout_ms=10_000,
+            )
+            await client.start()
+            self._client = client
+        topic = self._settings.events_topic
+        tps = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        ends = await asyncio.wait_for(self._client.end_offsets(tps), LAG_SECONDS)
+        starts: dict[int, int | None] = {}
+        for tp in tps:
+            last = handled.get(tp.partition)
+            starts[tp.partition] = (
+                last + 1 if last is not None else await self._client.committed(tp)
+            )
+        return consumer_lag({tp.partition: end for tp, end in ends.items()}, starts)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.stop()
+            self._client = None
 
 
 def consumer_lag(ends: dict[int, int], starts: dict[int, int | None]) -> dict[int, int]:

@@ -1,0 +1,366 @@
+"""Throughput, latency and memory of the worker, against Faust's ceiling and a naive scorer.
+
+    python benchmarks/throughput.py [--events 200000] [--customers 20000] [--latency-seconds 30]
+
+Starts a Tansu broker and a redis-server on free ports and pre-produces the events (a mix of
+every type over ~180 days of event time, ending now). Then, one after another over the same
+events, it times, from the first event consumed to the last event's effect:
+  (a) a bare Faust agent that only decodes the JSON (Faust's per-event ceiling),
+  (b) a naive scorer written the obvious way (benchmarks/throughput_consumers.py),
+  (c) the real ``crm-scorer worker`` with every model and alert on, until every score is in Redis.
+Then, with (c) still running, it sends events at half of (c)'s rate for ``--latency-seconds``
+and reads the worker's own event-to-Redis histogram; and it reads the worker's resident memory
+before the events, after them, and after a second pass over the same customers.
+Prints a table and writes benchmarks/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.demo import WorkerProcess, read_metrics  # noqa: E402
+from streams.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
+CONSUMERS = ROOT / "benchmarks" / "throughput_consumers.py"
+KINDS = (
+    ("view", 40),
+    ("purchase", 28),
+    ("cart_add", 15),
+    ("feedback", 5),
+    ("support_ticket", 5),
+    ("return", 4),
+    ("subscription_cancel", 1),
+)
+TEXTS = ("great service", "slow delivery, again", "love it", "broken on arrival", "ok")
+
+
+def make_events(n: int, customers: int, start: float, end: float, seed: int, tag: str) -> list:
+    """``(key, value)`` messages: every event type, customers and items with skewed activity."""
+    rng = random.Random(seed)
+    kinds, weights = zip(*KINDS, strict=True)
+    out = []
+    step = (end - start) / n
+    for i in range(n):
+        customer = f"c{int(rng.paretovariate(1.2) * 7) % customers}"
+        kind = rng.choices(kinds, weights)[0]
+        event: dict[str, Any] = {
+            "event_id": f"{tag}-{i}",
+            "customer_id": customer,
+            "type": kind,
+            "timestamp": start + i * step,
+        }
+        item = f"sku-{int(rng.paretovariate(1.1) * 3) % 5000}"
+        if kind in {"purchase", "return"}:
+            event.update(item_id=item, amount=round(rng.uniform(2, 150), 2), quantity=1)
+        elif kind in {"view", "cart_add"}:
+            event["item_id"] = item
+        elif kind in {"feedback", "support_ticket"}:
+            event["text"] = rng.choice(TEXTS)
+            if kind == "feedback":
+                event["rating"] = rng.randint(1, 5)
+        out.append((customer.encode(), orjson.dumps(event)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, messages: list, rate: float | None = None) -> float:
+    """Send ``messages`` (at ``rate`` per second when given); returns the seconds it took."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024, acks=1
+    )
+    started = time.perf_counter()
+    for n, (key, value) in enumerate(messages):
+        if rate is not None:
+            ahead = started + n / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            value = _restamped(value)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - started
+
+
+def _restamped(value: bytes) -> bytes:
+    event = orjson.loads(value)
+    event["timestamp"] = time.time()
+    return orjson.dumps(event)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def run_reference(kind: str, env: dict[str, str], work: Path, timeout: float) -> dict[str, float]:
+    """Run (a) or (b) until it handled every event; its own first and last timestamps."""
+    result = work / f"{kind}.json"
+    env = {**env, "BENCH_KIND": kind, "BENCH_RESULT": str(result)}
+    env["BENCH_DATADIR"] = str(work / f"{kind}-data")
+    log = (work / f"{kind}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(CONSUMERS), "worker", "-l", "warn"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=work,
+    )
+
+    def finished() -> bool:
+        if process.poll() is not None and not result.exists():
+            tail = (work / f"{kind}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"({kind}) exited with {process.returncode}:\n{tail}")
+        return result.exists()
+
+    try:
+        _wait(finished, timeout, f"({kind}) to finish", work / f"{kind}.log")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    timing = orjson.loads(result.read_bytes())
+    seconds = timing["last"] - timing["first"]
+    return {"seconds": seconds, "events_per_second": timing["events"] / seconds}
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise SystemExit(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.02)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def worker_pid(worker: WorkerProcess) -> int:
+    process = worker._process  # the harness owns the child it started
+    assert process is not None
+    return process.pid
+
+
+def handled(worker: WorkerProcess) -> float:
+    return read_metrics(worker.port).get("crm_scorer_events_total", 0.0)
+
+
+def settled(worker: WorkerProcess, total: int) -> bool:
+    metrics = read_metrics(worker.port)
+    return (
+        metrics.get("crm_scorer_events_total", 0.0) >= total
+        and metrics.get("crm_scorer_redis_pending_scores", 1.0) == 0
+    )
+
+
+def histogram_quantiles(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """p50/p95/p99 (seconds) of the observations between two scrapes, interpolated in buckets."""
+    name = "crm_scorer_event_to_redis_seconds_bucket"
+    bounds = []
+    for key, value in after.items():
+        if key.startswith(name + "{le="):
+            le = key[len(name) + 4 : -1]
+            bound = float("inf") if le == "+Inf" else float(le)
+            bounds.append((bound, value - before.get(key, 0.0)))
+    bounds.sort()
+    total = bounds[-1][1] if bounds else 0.0
+    quantiles = {}
+    for q in (0.5, 0.95, 0.99):
+        target, lower, below = q * total, 0.0, 0.0
+        for bound, count in bounds:
+            if count >= target:
+                if bound == float("inf"):
+                    quantiles[f"p{int(q * 100)}"] = lower
+                else:
+                    share = (target - below) / max(count - below, 1e-9)
+                    quantiles[f"p{int(q * 100)}"] = lower + (bound - lower) * share
+                break
+            lower, below = bound, count
+    quantiles["observations"] = total
+    return quantiles
+
+
+def main() -> None:  # one linear script: each step reads top to bottom
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    now = time.time()
+    events = make_events(args.events, args.customers, now - 180 * 86_400, now - 3600, 1, "a")
+
+    results: dict[str, Any] = {"events": args.events, "customers": args.customers}
+    with tempfile.TemporaryDirectory(prefix="crm-throughput-") as tmp:
+        work = Path(tmp)
+        broker, server = LocalBroker(), LocalRedis()
+        broker.start()
+        server.start()
+        try:
+            topic = "bench.events"
+            create_topic(broker.bootstrap, topic, args.partitions)
+            seconds = produce(broker.bootstrap, topic, events)
+            print(f"pre-produced {args.events:,} events in {seconds:.1f}s", flush=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+            bench_env = {
+                **env,
+                "BENCH_BROKER": broker.url,
+                "BENCH_REDIS": server.url,
+                "BENCH_TOPIC": topic,
+                "BENCH_EVENTS": str(args.events),
+                "BENCH_PARTITIONS": str(args.partitions),
+            }
+            for kind in ("ceiling", "naive"):
+                results[kind] = run_reference(kind, bench_env, work, args.timeout)
+                print(f"({kind}) {results[kind]['events_per_second']:,.0f} events/s", flush=True)
+
+            worker_env = {
+                **env,
+                "CRM_BROKER": broker.url,
+                "CRM_REDIS_URL": server.url,
+                "CRM_APP_ID": "bench-worker",
+                "CRM_EVENTS_TOPIC": topic,
+                "CRM_ALERTS_TOPIC": "bench.alerts",
+                "CRM_DLQ_TOPIC": "bench.events.dlq",
+                "CRM_TOPIC_PARTITIONS": str(args.partitions),
+                "CRM_WEB_PORT": str(free_port()),
+                "CRM_DATA_DIR": str(work / "worker-data"),
+                "CRM_SESSION_TIMEOUT": "10",
+                "CRM_REBALANCE_TIMEOUT": "10",
+                "CRM_LOG_LEVEL": "warning",
+            }
+            worker = WorkerProcess(worker_env, work / "worker.log")
+            worker.start()
+            try:
+                results["worker"] = measure_worker(worker, args, broker, topic, events, now)
+            finally:
+                worker.stop()
+        finally:
+            server.stop()
+            broker.stop()
+
+    a = results["ceiling"]["events_per_second"]
+    b = results["naive"]["events_per_second"]
+    c = results["worker"]["events_per_second"]
+    results["c_over_a"], results["c_over_b"] = c / a, c / b
+    results["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    results["versions"] = _versions()
+    report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def measure_worker(
+    worker: WorkerProcess, args: Any, broker: LocalBroker, topic: str, events: list, now: float
+) -> dict[str, Any]:
+    """(c): throughput over the pre-produced events, then latency, then memory."""
+    pid = worker_pid(worker)
+    _wait(
+        lambda: "crm_scorer_events_total" in read_metrics(worker.port), 120, "(c)", worker.log_path
+    )
+    time.sleep(3)  # idle: the baseline memory of a worker with no customers yet
+    rss_empty = rss_bytes(pid)
+    _wait(lambda: handled(worker) > 0, args.timeout, "(c)'s first event", worker.log_path)
+    first = time.time()
+    _wait(lambda: settled(worker, args.events), args.timeout, "(c) to finish", worker.log_path)
+    seconds = time.time() - first
+    rss_loaded = rss_bytes(pid)
+    rate = args.events / seconds
+    metrics = read_metrics(worker.port)
+    customers = int(metrics.get("crm_scorer_customers", 0))
+    print(f"(c) {rate:,.0f} events/s, {customers:,} customers", flush=True)
+
+    latency_rate = rate / 2
+    count = int(latency_rate * args.latency_seconds)
+    latency_events = make_events(count, args.customers, now, now, 2, "lat")
+    before = read_metrics(worker.port)
+    produce(broker.bootstrap, topic, latency_events, rate=latency_rate)
+    total = int(before["crm_scorer_events_total"]) + count
+    _wait(lambda: settled(worker, total), args.timeout, "the latency events", worker.log_path)
+    latency = histogram_quantiles(before, read_metrics(worker.port))
+    latency["rate"] = latency_rate
+    print(f"latency at {latency_rate:,.0f}/s: {latency}", flush=True)
+
+    # Memory growth with events once customers are no longer new: the same customers again.
+    again = make_events(args.events // 2, args.customers, now, now + 600, 3, "again")
+    produce(broker.bootstrap, topic, again)
+    total = int(read_metrics(worker.port)["crm_scorer_events_total"]) + len(again)
+    _wait(lambda: settled(worker, total), args.timeout, "the second pass", worker.log_path)
+    rss_again = rss_bytes(pid)
+    return {
+        "seconds": seconds,
+        "events_per_second": rate,
+        "rescores": metrics.get("crm_scorer_rescores_total", 0.0),
+        "customers": customers,
+        "latency_seconds": latency,
+        "rss_empty_bytes": rss_empty,
+        "rss_loaded_bytes": rss_loaded,
+        "rss_after_second_pass_bytes": rss_again,
+        "bytes_per_customer": (rss_loaded - rss_empty) / max(customers, 1),
+        "growth_second_pass_bytes": rss_again - rss_loaded,
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("faust-streaming", "river", "redis", "aiokafka")}
+
+
+def report(results: dict[str, Any]) -> None:
+    worker = results["worker"]
+    latency = worker["latency_seconds"]
+    rows = [
+        ("(a) bare Faust agent, decode only", f"{results['ceiling']['events_per_second']:,.0f}/s"),
+        ("(b) naive scorer", f"{results['naive']['events_per_second']:,.0f}/s"),
+        ("(c) crm-scorer worker", f"{worker['events_per_second']:,.0f}/s"),
+        ("c/a (target >= 0.8)", f"{results['c_over_a']:.2f}"),
+        ("c/b (target >= 3)", f"{results['c_over_b']:.2f}"),
+        (
+            f"event to Redis at {latency['rate']:,.0f}/s p50/p95/p99",
+            "/".join(f"{latency[p] * 1000:.0f}" for p in ("p50", "p95", "p99")) + " ms",
+        ),
+        ("worker memory per customer (target <= 2 KB)", f"{worker['bytes_per_customer']:,.0f} B"),
+        ("growth on a second pass", f"{worker['growth_second_pass_bytes'] / 2**20:,.1f} MiB"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
