@@ -3,7 +3,7 @@
     python benchmarks/throughput.py [--events 200000] [--customers 20000] [--latency-seconds 30]
 
 Starts a Tansu broker and a redis-server on free ports and pre-produces the events (a mix of
-every type over ~180 days of event time, ending now). Then, one after another over the same
+every type over ``--span-hours`` of event time, ending an hour ago). Then, one after another over the same
 events, it times, from the first event consumed to the last event's effect:
   (a) a bare Faust agent that only decodes the JSON (Faust's per-event ceiling),
   (b) a naive scorer written the obvious way (benchmarks/throughput_consumers.py),
@@ -60,7 +60,9 @@ def make_events(n: int, customers: int, start: float, end: float, seed: int, tag
     out = []
     step = (end - start) / n
     for i in range(n):
-        customer = f"c{int(rng.paretovariate(1.2) * 7) % customers}"
+        # Every customer appears; a tenth of them send a third of the events.
+        hot = rng.random() < 0.33
+        customer = f"c{rng.randrange(customers // 10 if hot else customers)}"
         kind = rng.choices(kinds, weights)[0]
         event: dict[str, Any] = {
             "event_id": f"{tag}-{i}",
@@ -212,12 +214,23 @@ def main() -> None:  # one linear script: each step reads top to bottom
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--span-hours",
+        type=float,
+        default=24.0,
+        help="event time the events cover: a live burst spans hours; a replayed year makes "
+        "re-scores of silent customers (one per customer per event-time day) dominate",
+    )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--second-pass", type=float, default=0.25, help="share of --events sent again (memory)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     now = time.time()
-    events = make_events(args.events, args.customers, now - 180 * 86_400, now - 3600, 1, "a")
+    start = now - args.span_hours * 3600 - 3600
+    events = make_events(args.events, args.customers, start, now - 3600, 1, "a")
 
     results: dict[str, Any] = {"events": args.events, "customers": args.customers}
     with tempfile.TemporaryDirectory(prefix="crm-throughput-") as tmp:
@@ -316,7 +329,9 @@ def measure_worker(
     print(f"latency at {latency_rate:,.0f}/s: {latency}", flush=True)
 
     # Memory growth with events once customers are no longer new: the same customers again.
-    again = make_events(args.events // 2, args.customers, now, now + 600, 3, "again")
+    again = make_events(
+        int(args.events * args.second_pass), args.customers, now, now + 600, 3, "again"
+    )
     produce(broker.bootstrap, topic, again)
     total = int(read_metrics(worker.port)["crm_scorer_events_total"]) + len(again)
     _wait(lambda: settled(worker, total), args.timeout, "the second pass", worker.log_path)
