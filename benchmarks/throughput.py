@@ -3,8 +3,8 @@
     python benchmarks/throughput.py [--events 200000] [--customers 20000] [--latency-seconds 30]
 
 Starts a Tansu broker and a redis-server on free ports and pre-produces the events (a mix of
-every type over ``--span-hours`` of event time, ending an hour ago). Then, one after another over the same
-events, it times, from the first event consumed to the last event's effect:
+every type over ``--span-hours`` of event time, ending an hour ago). Then, one after another
+over the same events, it times, from the first event consumed to the last event's effect:
   (a) a bare Faust agent that only decodes the JSON (Faust's per-event ceiling),
   (b) a naive scorer written the obvious way (benchmarks/throughput_consumers.py),
   (c) the real ``crm-scorer worker`` with every model and alert on, until every score is in Redis.
