@@ -196,7 +196,7 @@ class ScorerService:
         async def measure_lag() -> None:
             try:
                 self._lag = await self._lag_probe.measure(
-                    self._active_partitions, self._handled_offsets
+                    self._active_partitions, self._handled_offsets, self._committed_offsets()
                 )
             except Exception as exc:  # the broker is unreachable: the next round tries again
                 logger.debug("Cannot measure the consumer lag: %s", exc)
@@ -255,6 +255,13 @@ class ScorerService:
             self._checkpoint_write = asyncio.ensure_future(
                 asyncio.to_thread(self.write_checkpoint, raw, created_at)
             )
+
+    def _committed_offsets(self) -> dict[int, int | None]:
+        """The offsets Faust last committed for the events topic, as it keeps them in memory
+        (no request: Faust's consumer thread must not wait for this)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        topic = self.settings.events_topic
+        return {tp.partition: offset for tp, offset in committed.items() if tp.topic == topic}
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust
@@ -573,7 +580,7 @@ class TableStates(MutableMapping[str, CustomerState]):
 
 
 class LagProbe:
-    """The broker's end offsets and the group's committed ones, through a client of its own.
+    """The broker's end offsets, through a client of its own.
 
     Never through Faust's consumer: its thread serves requests one at a time, and a slow
     offset query there would hold up fetching. The end offsets are asked, not cached from
@@ -585,16 +592,19 @@ class LagProbe:
         self._client: AIOKafkaConsumer | None = None
 
     async def measure(
-        self, partitions: Collection[int], handled: Mapping[int, int]
+        self,
+        partitions: Collection[int],
+        handled: Mapping[int, int],
+        committed: Mapping[int, int | None],
     ) -> dict[int, int]:
         """Per partition: events after the latest handled one (or after the committed offset,
         before this worker handled any)."""
         if not partitions:
             return {}
         if self._client is None:
+            # No group: this client only lists offsets, and never touches the consumer group.
             client = AIOKafkaConsumer(
                 bootstrap_servers=self._settings.broker_hosts,
-                group_id=self._settings.app_id,  # to read its committed offsets; never joins
                 enable_auto_commit=False,
                 request_timeout_ms=10_000,
             )
@@ -606,9 +616,7 @@ class LagProbe:
         starts: dict[int, int | None] = {}
         for tp in tps:
             last = handled.get(tp.partition)
-            starts[tp.partition] = (
-                last + 1 if last is not None else await self._client.committed(tp)
-            )
+            starts[tp.partition] = last + 1 if last is not None else committed.get(tp.partition)
         return consumer_lag({tp.partition: end for tp, end in ends.items()}, starts)
 
     async def close(self) -> None:
