@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -41,6 +48,7 @@ RESCHEDULE_CHUNK = 5_000
 REDIS_WATCH_SECONDS = 5.0
 # How often the worker asks the broker for its partitions' end offsets (consumer lag).
 LAG_SECONDS = 5.0
+# A restarted Redis is refilled in pipelines of about this many scores.
 REWRITE_CHUNK = 2_000
 # Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -324,19 +332,42 @@ class ScorerService:
 
     async def _queue_every_score(self) -> int:
         queued = 0
-        for count, customer_id in enumerate(list(self.customers.keys()), start=1):
-            raw = self.customers.get(customer_id)
+        async for customer_id, state in self._owned_states("rewrite the score of"):
+            if state is None:
+                continue
             try:
-                state = None if raw is None else CustomerState.from_dict(orjson.loads(raw))
-                if state is not None and state.shard in self._active_partitions:
-                    self._republish(customer_id, state)
-                    queued += 1
+                self._republish(customer_id, state)
+                queued += 1
             except Exception:
                 logger.exception("Cannot rewrite the score of customer %s", customer_id)
-            if count % REWRITE_CHUNK == 0:
+            if len(self.writer) >= REWRITE_CHUNK:
                 await self._flush(force=True)
         await self._flush(force=True)
         return queued
+
+    async def _owned_states(self, purpose: str) -> AsyncIterator[tuple[str, CustomerState | None]]:
+        """Every stored customer of this worker's partitions, decoded (None when unreadable).
+
+        The keys are listed first, since the agent may write while this runs. An unreadable
+        record is logged (the first 10 of a pass, saying what it was read to ``purpose``).
+        Yields to the event loop every few thousand records so /metrics and the Redis
+        flushes keep running.
+        """
+        unreadable = 0
+        for count, customer_id in enumerate(list(self.customers.keys()), start=1):
+            raw = self.customers.get(customer_id)
+            if raw is not None:
+                try:
+                    state: CustomerState | None = CustomerState.from_dict(orjson.loads(raw))
+                except Exception:
+                    state = None
+                    unreadable += 1
+                    if unreadable <= 10:
+                        logger.exception("Cannot %s customer %s", purpose, customer_id)
+                if state is None or state.shard in self._active_partitions:
+                    yield customer_id, state
+            if count % RESCHEDULE_CHUNK == 0:
+                await asyncio.sleep(0)
 
     def _republish(self, customer_id: str, state: CustomerState) -> None:
         """Queue the stored score of a customer, as of their shard's current event time."""
@@ -467,24 +498,19 @@ class ScorerService:
         return "scored"
 
     async def _reschedule_pending(self) -> None:
-        """Schedule the re-scores of this worker's partitions' customers from the table.
-
-        Yields to the event loop every few thousand records so /metrics and the Redis
-        flushes keep running.
-        """
+        """Schedule the re-scores of this worker's partitions' customers from the table."""
         self._rebuild_schedule = False
         self.engine.reset()
         scheduled = unreadable = 0
-        for count, (customer_id, raw) in enumerate(self.customers.items(), start=1):
+        async for customer_id, state in self._owned_states("schedule the re-scores of"):
+            if state is None:
+                unreadable += 1
+                continue
             try:
-                state = CustomerState.from_dict(orjson.loads(raw))
                 scheduled += self.engine.adopt(customer_id, state, self._active_partitions)
             except Exception:
                 unreadable += 1
-                if unreadable <= 10:
-                    logger.exception("Cannot schedule the re-scores of customer %s", customer_id)
-            if count % RESCHEDULE_CHUNK == 0:
-                await asyncio.sleep(0)
+                logger.exception("Cannot schedule the re-scores of customer %s", customer_id)
         logger.info(
             "Scheduled %d customers' re-scores from the customer table (%d unreadable)",
             scheduled,
