@@ -5,14 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Collection,
-    Iterator,
-    Mapping,
-    MutableMapping,
-)
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -20,7 +13,7 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import Message
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
@@ -32,8 +25,11 @@ from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.scores import Score
+from streams.batching import BatchingApp, enter_event, leave_event
 from streams.checkpoints import CheckpointStore
 from streams.convert import activity_of, alert_of, score_of
+from streams.customer_table import TableStates
+from streams.lag import LAG_SECONDS, LagProbe
 from streams.metrics import ScorerMetrics
 from streams.redis_sink import ScoreWriter
 from streams.settings import Settings
@@ -42,12 +38,15 @@ __all__ = ["ScorerService"]
 
 logger = logging.getLogger(__name__)
 
+# A rejected event on its way to the dead-letter topic: message, reason, error, field, type.
+_Letter = tuple[Message, str, str, str | None, str | None]
+
 CUSTOMER_TABLE = "customers"
 RESCHEDULE_CHUNK = 5_000
 # How often the worker asks Redis whether it is still the same server (run_id).
 REDIS_WATCH_SECONDS = 5.0
-# How often the worker asks the broker for its partitions' end offsets (consumer lag).
-LAG_SECONDS = 5.0
+# The longest a batch of events holds the event loop before letting other tasks run.
+YIELD_SECONDS = 0.02
 # A restarted Redis is refilled in pipelines of about this many scores.
 REWRITE_CHUNK = 2_000
 # Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
@@ -102,8 +101,7 @@ class ScorerService:
         self._checkpoint_write: asyncio.Future[None] | None = None
         self._restored = "Models not restored from a checkpoint"
         # Events handled but not yet acknowledged (their scores may still be buffered).
-        self._handled: list[faust.EventT] = []
-        self._stream: faust.StreamT | None = None
+        self._handled: list[Message] = []
         self._rewriting = False
         self.app = self._build_app()
         self.engine = ScoringEngine(
@@ -122,8 +120,9 @@ class ScorerService:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
+        app = BatchingApp(
             s.app_id,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             broker=s.broker,
             store=s.store,
             datadir=str(s.data_dir),
@@ -159,17 +158,6 @@ class ScorerService:
             partitions=s.topic_partitions,
             help="Per-customer features, pending churn label, segment and alert memory.",
         )
-
-        async def score_events(stream: faust.StreamT) -> None:
-            # Offsets are acknowledged once the events' scores are in Redis (see _flush), so a
-            # committed offset never runs ahead of the scores a crash could lose.
-            self._stream = stream.noack()  # type: ignore[attr-defined]  # not in the stubs
-            async for event in self._stream.events():
-                try:
-                    await self.handle(event)
-                except Exception:  # a bug: the event is acknowledged, not retried forever
-                    logger.exception("Handling %s failed", _position(event.message))
-                self._handled.append(event)
 
         async def flush_scores() -> None:
             await self._flush()
@@ -222,7 +210,7 @@ class ScorerService:
             logger.info("%s", self._restored)
             await self.writer.server_restarted()  # which Redis server holds the scores
 
-        app.agent(self.events_topic, name="score-events")(score_events)
+        app.batch_agent(self.events_topic, self.handle_batch, name="score-events")
         app.task(announce_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
@@ -233,36 +221,68 @@ class ScorerService:
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
         return app
 
-    async def handle(self, event: faust.EventT) -> None:
-        """Decode, score and emit one event; bad input goes to the dead-letter topic.
+    async def handle_batch(self, messages: list[Message]) -> None:
+        """Decode, score and emit the events of one fetch, then write their scores to Redis.
 
-        Bad input never raises; the agent still catches and logs what a bug might raise, so
-        the event is acknowledged rather than blocking its partition's commits.
+        Bad input never raises: it is dead-lettered. What a bug might raise is logged and the
+        event acknowledged all the same, rather than blocking its partition's commits. Offsets
+        are acknowledged once the events' scores are in Redis (see :meth:`_flush`), so a
+        committed offset never runs ahead of the scores a crash could lose. A message of an
+        older consumer generation (a rebalance began) ends the batch: the rest are fetched
+        again by whoever owns their partition next.
         """
-        started = time.perf_counter()
         if self._rebuild_schedule:
             await self._reschedule_pending()
-        await self._handle(event)
-        self._positions[event.message.partition] = event.message.offset
-        self._handled_offsets[event.message.partition] = event.message.offset
-        self._events_since_checkpoint += 1
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        if self.writer.full:
-            await self._flush()
+        app = self.app
+        letters: list[_Letter] = []
+        flow_active = app.flow_control.is_active
+        not_after = datetime.fromtimestamp(self._clock() + self.settings.max_future_seconds, UTC)
+        observe, clock = self.metrics.processing_seconds.observe, time.perf_counter
+        handled = 0
+        slice_started = clock()
+        for message in messages:
+            started = clock()
+            if started - slice_started >= YIELD_SECONDS:
+                await asyncio.sleep(0)  # /metrics, timers and the Redis flush get their turn
+                started = slice_started = clock()
+            if message.generation_id != app.consumer_generation_id or not flow_active():
+                break
+            event = enter_event(app, message)  # the customer table writes to its partition
+            try:
+                self._handle(message, not_after, letters)
+            except Exception:  # a bug: acknowledged, not retried forever
+                logger.exception("Handling %s failed", _position(message))
+            del event
+            self._positions[message.partition] = message.offset
+            self._handled_offsets[message.partition] = message.offset
+            self._handled.append(message)
+            handled += 1
+            observe(clock() - started)
+        leave_event()
+        self._events_since_checkpoint += handled
+        self.metrics.mirror_totals(
+            churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
+        )
+        for letter in letters:
+            await self._dead_letter(*letter)
+        await self._flush()
         limit = self.settings.redis_max_pending
         if len(self.writer) >= limit or len(self._handled) >= limit:
             await self._wait_for_redis()
         if self._checkpoint_due():
-            # The snapshot is taken here, between two events; the disk write runs aside.
-            try:
-                raw, created_at = self.snapshot_models()
-            except Exception:
-                self.metrics.checkpoint_errors.inc()
-                logger.exception("Could not snapshot the models for a checkpoint")
-                return
-            self._checkpoint_write = asyncio.ensure_future(
-                asyncio.to_thread(self.write_checkpoint, raw, created_at)
-            )
+            self._start_checkpoint()
+
+    def _start_checkpoint(self) -> None:
+        """Snapshot the models now, between two batches; the disk write runs aside."""
+        try:
+            raw, created_at = self.snapshot_models()
+        except Exception:
+            self.metrics.checkpoint_errors.inc()
+            logger.exception("Could not snapshot the models for a checkpoint")
+            return
+        self._checkpoint_write = asyncio.ensure_future(
+            asyncio.to_thread(self.write_checkpoint, raw, created_at)
+        )
 
     def _committed_offsets(self) -> dict[int, int | None]:
         """The offsets Faust last committed for the events topic, as it keeps them in memory
@@ -278,12 +298,17 @@ class ScorerService:
         # flush already under way), whatever the agent handles while it runs.
         handled, self._handled = self._handled, []
         was_failing = self.writer.failing
-        written = await self.writer.flush(force=force)
-        if self.writer.failing or self._stream is None:
+        try:
+            written = await self.writer.flush(force=force)
+        except BaseException:  # cancelled (the worker stops): acknowledged by no one yet
+            self._handled = handled + self._handled
+            raise
+        if self.writer.failing:
             self._handled = handled + self._handled
             return written
-        for event in handled:
-            await self._stream.ack(event)
+        ack = self.app.consumer.ack
+        for message in handled:
+            ack(message)
         if was_failing and not self._rewriting and await self.writer.server_restarted():
             await self._rewrite_scores()  # back after an outage, and empty
         return written
@@ -441,30 +466,29 @@ class ScorerService:
             since and s.checkpoint_interval_seconds and elapsed >= s.checkpoint_interval_seconds
         )
 
-    async def _handle(self, event: faust.EventT) -> str:
-        message = event.message
-        not_after = datetime.fromtimestamp(self._clock() + self.settings.max_future_seconds, UTC)
+    def _handle(self, message: Message, not_after: datetime, letters: list[_Letter]) -> str:
+        """Decode and score one event; bad input joins ``letters``, for the dead-letter topic."""
         try:
-            decoded = decode_event(event.value, not_after=not_after)
+            decoded = decode_event(message.value, not_after=not_after)
         except UnknownEventType as exc:
             self.metrics.event(None, "skipped")
             logger.debug("Skipped %s at %s", exc, _position(message))
             return "skipped"
         except EventRejected as exc:
-            await self._dead_letter(event, exc.reason, exc.message, exc.field, None)
+            letters.append((message, exc.reason, exc.message, exc.field, None))
             return "dead_lettered"
-        key = event.key
+        key = message.key
         if key is None or key != decoded.customer_id.encode("utf-8"):
             shown = repr(key)[:100]
             error = f"key: message key {shown} must equal customer_id {decoded.customer_id!r}"
-            await self._dead_letter(event, "key_mismatch", error, "key", decoded.type)
+            letters.append((message, "key_mismatch", error, "key", decoded.type))
             return "dead_lettered"
         try:
             outcome = self._score(decoded, message)
         except Exception as exc:
             logger.exception("Scoring failed at %s", _position(message))
             error = f"{type(exc).__name__}: {exc}"
-            await self._dead_letter(event, "processing_error", error, None, decoded.type)
+            letters.append((message, "processing_error", error, None, decoded.type))
             return "dead_lettered"
         self.metrics.event(decoded.type, outcome)
         return outcome
@@ -492,9 +516,6 @@ class ScorerService:
             self._emit(rescored, None, None)
         if len(scored) > 1:
             self.metrics.rescores.inc(len(scored) - 1)
-        self.metrics.mirror_totals(
-            churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
-        )
         return "scored"
 
     async def _reschedule_pending(self) -> None:
@@ -543,15 +564,14 @@ class ScorerService:
 
     async def _dead_letter(
         self,
-        event: faust.EventT,
+        message: Message,
         reason: str,
         error: str,
         field: str | None,
         event_type: str | None,
     ) -> None:
-        message = event.message
         letter = DeadLetter.for_message(
-            event.value,
+            message.value,
             reason=reason,
             error=error,
             field=field,
@@ -561,7 +581,7 @@ class ScorerService:
             dead_lettered_at=datetime.fromtimestamp(self._clock(), tz=UTC),
         )
         try:
-            await self.dlq_topic.send(key=event.key, value=letter.to_bytes())
+            await self.dlq_topic.send(key=message.key, value=letter.to_bytes())
         except Exception:
             self.metrics.dead_letter_failures.inc()
             logger.exception("Could not dead-letter %s (%s: %s)", _position(message), reason, error)
@@ -575,93 +595,6 @@ class ScorerService:
             reason,
             error,
         )
-
-
-class TableStates(MutableMapping[str, CustomerState]):
-    """The Faust customer table seen as customer states: JSON bytes in, states out.
-
-    Every read decodes a fresh state, so a state handed out is never changed by later events.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def __getitem__(self, customer_id: str) -> CustomerState:
-        raw = self._table.get(customer_id)
-        if raw is None:
-            raise KeyError(customer_id)
-        return CustomerState.from_dict(orjson.loads(raw))
-
-    def __setitem__(self, customer_id: str, state: CustomerState) -> None:
-        self._table[customer_id] = orjson.dumps(state.to_dict())
-
-    def __delitem__(self, customer_id: str) -> None:
-        del self._table[customer_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table.keys())
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-class LagProbe:
-    """The broker's end offsets, through a client of its own.
-
-    Never through Faust's consumer: its thread serves requests one at a time, and a slow
-    offset query there would hold up fetching. The end offsets are asked, not cached from
-    the last fetch, so a stuck worker's lag keeps growing.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._client: AIOKafkaConsumer | None = None
-
-    async def measure(
-        self,
-        partitions: Collection[int],
-        handled: Mapping[int, int],
-        committed: Mapping[int, int | None],
-    ) -> dict[int, int]:
-        """Per partition: events after the latest handled one (or after the committed offset,
-        before this worker handled any)."""
-        if not partitions:
-            return {}
-        if self._client is None:
-            # No group: this client only lists offsets, and never touches the consumer group.
-            client = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.broker_hosts,
-                enable_auto_commit=False,
-                request_timeout_ms=10_000,
-            )
-            await client.start()
-            self._client = client
-        topic = self._settings.events_topic
-        tps = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        ends = await asyncio.wait_for(self._client.end_offsets(tps), LAG_SECONDS)
-        starts: dict[int, int | None] = {}
-        for tp in tps:
-            last = handled.get(tp.partition)
-            starts[tp.partition] = last + 1 if last is not None else committed.get(tp.partition)
-        return consumer_lag({tp.partition: end for tp, end in ends.items()}, starts)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.stop()
-            self._client = None
-
-
-def consumer_lag(ends: dict[int, int], starts: dict[int, int | None]) -> dict[int, int]:
-    """Events between each partition's next offset to handle and its end offset.
-
-    >>> consumer_lag({0: 120, 1: 50, 2: 9}, {0: 100, 1: 51, 2: None})
-    {0: 20, 1: 0}
-    """
-    return {
-        partition: max(end - start, 0)
-        for partition, end in ends.items()
-        if (start := starts.get(partition)) is not None
-    }
 
 
 def _position(message: Any) -> str:

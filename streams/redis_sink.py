@@ -112,6 +112,9 @@ class ScoreWriter:
             started = time.perf_counter()
             try:
                 results = await self._write(rendered)
+            except asyncio.CancelledError:  # the worker stops: its shutdown flush writes them
+                self._requeue(batch)
+                raise
             except Exception as exc:  # RedisError, OSError, or anything else: never lose the batch
                 self._keep_for_retry(batch, exc)
                 return 0
@@ -142,10 +145,13 @@ class ScoreWriter:
                     pipe.expire(key, self._ttl_seconds)
             return list(await pipe.execute(raise_on_error=False))
 
-    def _keep_for_retry(self, batch: dict[str, _Queued], exc: Exception) -> None:
-        # Scores that arrived meanwhile are newer: keep them over the failed batch's.
+    def _requeue(self, batch: dict[str, _Queued]) -> None:
+        # Scores that arrived meanwhile are newer: keep them over the batch's.
         batch.update(self._pending)
         self._pending = batch
+
+    def _keep_for_retry(self, batch: dict[str, _Queued], exc: Exception) -> None:
+        self._requeue(batch)
         self._failures += 1
         doublings = min(self._failures - 1, 16)  # 2**1024 would not fit in a float
         backoff = min(BASE_BACKOFF_SECONDS * 2**doublings, MAX_BACKOFF_SECONDS)

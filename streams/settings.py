@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         le=315_360_000,
         description="Dead-letter events timestamped this far past the clock, s.",
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=60_000,
+        description="Longest a fetch waits for new events, ms (an idle worker's latency bound "
+        "on brokers that do not answer a waiting fetch when events arrive).",
+    )
     producer_batch_bytes: int = Field(
         16_384, ge=1, description="Kafka producer batch size per partition, bytes (1 on Tansu 0.6)."
     )

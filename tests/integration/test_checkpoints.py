@@ -76,7 +76,13 @@ def test_a_restarted_worker_scores_with_the_models_it_checkpointed(
     try:
         _send(producer, topic, history)
         wait_until(lambda: handled_events(first) >= len(history), 180, "the history", first)
-        assert read_metrics(first.port)["crm_scorer_checkpoints_total"] >= 1  # periodic ones
+        # A periodic checkpoint, taken after the batch that passed 200 events, written aside.
+        wait_until(
+            lambda: read_metrics(first.port)["crm_scorer_checkpoints_total"] >= 1,
+            60,
+            "a periodic checkpoint",
+            first,
+        )
     finally:
         first.stop()  # SIGTERM: a last checkpoint
     assert "Checkpointed the models" in first.log_path.read_text()
