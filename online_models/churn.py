@@ -125,6 +125,22 @@ class PendingExample:
             "risk": self.risk,
         }
 
+    def to_list(self) -> list[Any]:
+        """``[time, risk, feature values in CHURN_FEATURES order]``, for a compact record.
+
+        >>> PendingExample.from_list(PendingExample(5.0, {"log_orders": 1.0}, 0.25).to_list())
+        ... # doctest: +ELLIPSIS
+        PendingExample(time=5.0, features={'log_orders': 1.0, ...}, risk=0.25)
+        """
+        features = self.features
+        return [self.time, self.risk, [features.get(name, 0.0) for name in CHURN_FEATURES]]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> PendingExample:
+        """Inverse of :meth:`to_list`."""
+        time, risk, values = data
+        return cls(time, dict(zip(CHURN_FEATURES, values, strict=True)), risk)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PendingExample:
         """Inverse of :meth:`to_dict` (also reads the named ``features`` of state format 1)."""

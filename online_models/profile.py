@@ -9,7 +9,7 @@ from typing import Any
 
 from online_models.activity import DAY, Activity
 
-__all__ = ["CHURN_FEATURES", "CustomerProfile"]
+__all__ = ["CHURN_FEATURES", "PROFILE_FIELDS", "CustomerProfile"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,5 +202,7 @@ class CustomerProfile:
         return cls(**known)
 
 
-_FIELDS = tuple(f.name for f in fields(CustomerProfile))
+#: The profile's fields in declaration order: the order of a compact state record.
+PROFILE_FIELDS = tuple(f.name for f in fields(CustomerProfile))
+_FIELDS = PROFILE_FIELDS
 _LIST_FIELDS = tuple(f.name for f in fields(CustomerProfile) if str(f.type).startswith("list["))

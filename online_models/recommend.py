@@ -13,7 +13,7 @@ from river import optim, reco, stats, utils
 
 from online_models.activity import DAY
 
-__all__ = ["RecommendationQuality", "Recommender"]
+__all__ = ["RankRequest", "RecommendationQuality", "Recommender"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,12 @@ _INITIAL_CAPACITY = 64
 _MAX_EXPONENT = 50.0
 # Standard deviation of River's random initial latent factors.
 _INIT_SIGMA = 0.1
+
+# Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
+_MAX_SCORE_CELLS = 2_000_000
+
+#: What :meth:`Recommender.rank_many` ranks for: a user, items to leave out, recent items.
+RankRequest = tuple[str, Collection[str], Sequence[str]]
 
 
 class Recommender:
@@ -160,7 +166,7 @@ class Recommender:
             raise ValueError(msg)
 
         row = self._row(item)
-        self._learn_factors(user, item, row, weight)
+        self._learn_factors(user, row, weight)
         self._add_popularity(row, time, weight)
         if weight >= 1.0 and basket and self.co_purchase_neighbors > 0:
             others = [self._row(other) for other in dict.fromkeys(basket) if other != item]
@@ -181,36 +187,125 @@ class Recommender:
         ``recent`` are items the user just bought or looked at: their co-purchase
         neighbours are boosted, which is what personalises the list of an unknown user.
         """
+        return self.rank_many([(user, exclude, recent)], k)[0]
+
+    def rank_many(self, requests: Sequence[RankRequest], k: int) -> list[list[str]]:
+        """:meth:`rank` for many ``(user, exclude, recent)`` requests at once.
+
+        One matrix product scores the catalogue for every user and one partition per row
+        finds the top ``k``: the per-item work runs in numpy, never in a Python loop, and
+        a flush of hundreds of scores ranks them together.
+
+        >>> rec = Recommender(seed=7)
+        >>> rec.learn_one("ann", "tea", time=0.0)
+        >>> rec.learn_one("ann", "cup", time=60.0, basket=["tea"])
+        >>> rec.rank_many([("ann", {"cup"}, ["cup"]), ("bob", (), ())], 2)
+        [['tea'], ['cup', 'tea']]
+        """
         n = len(self._items)
         if k <= 0 or n == 0:
-            return []
-
-        scores = np.zeros(n)
-        latent = self._mf.u_latents.get(user)  # .get: never creates factors for a stranger
-        if latent is not None and self.cf_weight > 0:
-            cf = self._factors[:n] @ latent
-            np.clip(cf, 0.0, 1.0, out=cf)
-            scores += self.cf_weight * cf
+            return [[] for _ in requests]
+        # Users ranked together share (users x items) score matrices: bounded in size.
+        chunk = max(1, _MAX_SCORE_CELLS // n)
+        if len(requests) > chunk:
+            ranked = []
+            for start in range(0, len(requests), chunk):
+                ranked += self.rank_many(requests[start : start + chunk], k)
+            return ranked
+        m = len(requests)
+        # float32: ranking reads and writes the whole matrix a few times, and single
+        # precision halves that traffic; the order it gives is what float64 gives.
+        scores = np.zeros((m, n), dtype=np.float32)
+        if self.cf_weight > 0:
+            self._add_factor_scores(scores, [user for user, _, _ in requests], n)
         if self.popularity_weight > 0:
             popularity = self._popularity[:n]
             top = popularity.max()
             if top > 0:
-                scores += (self.popularity_weight / top) * popularity
-        if recent and self.co_purchase_weight > 0:
-            co = self._co_purchase_scores(recent, n)
-            if co is not None:
-                scores += self.co_purchase_weight * co
-
-        excluded = {self._index[item] for item in exclude if item in self._index}
+                scores += ((self.popularity_weight / top) * popularity).astype(np.float32)
+        if self.co_purchase_weight > 0:
+            self._add_co_purchase_scores(scores, [recent for _, _, recent in requests])
+        index = self._index
+        excluded = [
+            row * n + index[item]
+            for row, (_, exclude, _) in enumerate(requests)
+            for item in exclude
+            if item in index
+        ]
         if excluded:
-            scores[list(excluded)] = -np.inf
-        k = min(k, n - len(excluded))
-        if k <= 0:
-            return []
-        top_rows = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
-        # Best score first; ties broken by row, i.e. by first appearance of the item.
-        order = top_rows[np.lexsort((top_rows, -scores[top_rows]))]
-        return [self._items[row] for row in order.tolist()]
+            scores.reshape(-1)[excluded] = -np.inf
+        if k < n:
+            top_rows = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+        else:
+            top_rows = np.broadcast_to(np.arange(n), (m, n))
+        top_scores = np.take_along_axis(scores, top_rows, axis=1)
+        items = self._items
+        ranked = []
+        for rows, row_scores in zip(top_rows, top_scores, strict=True):
+            keep = np.isfinite(row_scores)  # never an excluded item, even to fill the list
+            rows, row_scores = rows[keep], row_scores[keep]
+            # Best score first; ties broken by row, i.e. by first appearance of the item.
+            order = rows[np.lexsort((rows, -row_scores))]
+            ranked.append([items[row] for row in order.tolist()])
+        return ranked
+
+    def _add_factor_scores(self, scores: np.ndarray, users: list[str], n: int) -> None:
+        """Add each user's clipped factor score of every item (none for a stranger)."""
+        latents = self._mf.u_latents
+        known = [(row, latents[user]) for row, user in enumerate(users) if user in latents]
+        if not known:
+            return  # ``in``, not ``latents[user]``: never creates factors for a stranger
+        rows = [row for row, _ in known]
+        users_factors = np.stack([latent for _, latent in known]).astype(np.float32)
+        cf = users_factors @ self._factors[:n].astype(np.float32).T
+        np.maximum(cf, 0.0, out=cf)
+        np.minimum(cf, 1.0, out=cf)
+        cf *= self.cf_weight
+        if len(rows) == len(users):
+            scores += cf
+        else:
+            scores[rows] += cf
+
+    def _add_co_purchase_scores(self, scores: np.ndarray, recents: list[Sequence[str]]) -> None:
+        """Add each user's co-purchase score: neighbour counts of their recent items (each
+        scaled by its strongest), scaled to a maximum of ``co_purchase_weight``.
+
+        All users' counts are summed by one ``bincount`` over (user, item) cells.
+        """
+        m, n = scores.shape
+        cells: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for row, recent in enumerate(recents):
+            for item in dict.fromkeys(recent):
+                arrays = self._neighbor_arrays_of(item)
+                if arrays is not None:
+                    cells.append(arrays[0] + row * n)
+                    values.append(arrays[1])
+        if not cells:
+            return
+        counts = np.bincount(np.concatenate(cells), weights=np.concatenate(values), minlength=m * n)
+        co: np.ndarray = counts.reshape(m, n).astype(np.float32)
+        strongest = co.max(axis=1, keepdims=True)
+        np.divide(co, strongest, out=co, where=strongest > 0)
+        scores += self.co_purchase_weight * co
+
+    def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The co-bought rows of ``item`` and their counts over the strongest (cached)."""
+        source = self._index.get(item)
+        if source is None:
+            return None
+        arrays = self._neighbor_arrays.get(source)
+        if arrays is None:
+            neighbors = self._neighbors.get(source)
+            if not neighbors:
+                return None
+            counts = np.fromiter(neighbors.values(), dtype=float, count=len(neighbors))
+            arrays = (
+                np.fromiter(neighbors.keys(), dtype=np.intp, count=len(neighbors)),
+                counts / counts.max(),
+            )
+            self._neighbor_arrays[source] = arrays
+        return arrays
 
     def forget_user(self, user: str) -> bool:
         """Drop the user's latent factors; True if the user had any."""
@@ -220,7 +315,11 @@ class Recommender:
         return forgotten
 
     def _row(self, item: str) -> int:
-        """Row of ``item``, allocating one (with River's initial factors) if new."""
+        """Row of ``item``, allocating one (with River's initial factors) if new.
+
+        River's ``i_latents[item]`` is a view of the row: the matrix the ranking reads and
+        the vectors River's API shows are one and the same memory.
+        """
         row = self._index.get(item)
         if row is not None:
             return row
@@ -232,44 +331,63 @@ class Recommender:
             popularity = np.zeros(capacity)
             popularity[:row] = self._popularity
             self._factors, self._popularity = factors, popularity
+            self._link_item_latents()
         self._factors[row] = self._mf.i_latents[item]
+        self._mf.i_latents[item] = self._factors[row]
         self._index[item] = row
         self._items.append(item)
         return row
 
-    def _learn_factors(self, user: str, item: str, row: int, weight: float) -> None:
-        """One weighted positive step, then ``negative_samples`` weighted negative steps."""
-        self._step(user, item, row, 1.0, weight)
-        n = len(self._items)
-        if n < 2:
-            return
-        for _ in range(self.negative_samples):
-            negative = self._rng.randrange(n - 1)
-            if negative >= row:  # uniform over the other known items
-                negative += 1
-            self._step(user, self._items[negative], negative, 0.0, weight)
+    def _link_item_latents(self) -> None:
+        """Point River's item vectors at the rows of the factor matrix (after it moved)."""
+        latents = self._mf.i_latents
+        for item, row in self._index.items():
+            latents[item] = self._factors[row]
 
-    def _step(self, user: str, item: str, row: int, target: float, weight: float) -> None:
-        """SGD step on (user, item) towards ``target`` with sample weight ``weight``.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickling copies the row views: a restored model links them to its matrix again.
+        self.__dict__.update(state)
+        self._link_item_latents()
+
+    def _learn_factors(self, user: str, row: int, weight: float) -> None:
+        """One weighted positive step and ``negative_samples`` weighted negative steps."""
+        rows = [row]
+        others = len(self._items) - 1
+        if others > 0:
+            draw = self._rng.random
+            for _ in range(self.negative_samples):
+                negative = int(draw() * others)
+                if negative >= row:  # uniform over the other known items
+                    negative += 1
+                rows.append(negative)
+        self._step(user, rows, weight)
+
+    def _step(self, user: str, rows: list[int], weight: float) -> None:
+        """SGD step of ``user`` on the items of ``rows``: the first towards 1 (what the user
+        interacted with), the others towards 0 (negative samples), all with sample weight
+        ``weight``, as one mini-batch (every gradient taken at the same point).
 
         With squared loss the gradient is 2 * (pred - y); learning towards
         pred + weight * (target - pred) multiplies it by exactly ``weight``.
 
-        This is River's ``FunkMF.learn_one`` (squared loss, plain SGD, gradient clipping)
-        written out on the model's own latent vectors: the same numbers without River's
-        per-call dict and optimizer overhead, which was 40% of a backtest's time.
+        For one row this is River's ``FunkMF.learn_one`` (squared loss, plain SGD, gradient
+        clipping) written out on the model's own latent vectors (a test pins the numbers):
+        River's per-call dict and optimizer overhead was 40% of a backtest's time, and one
+        step per sample another 20% of a worker's.
         """
         mf = self._mf
         user_latent = mf.u_latents[user]  # created first, as River's predict_one does
-        item_latent = mf.i_latents[item]
-        pred = float(user_latent @ item_latent)
-        gradient = 2.0 * (pred - (pred + weight * (target - pred)))
-        gradient = min(max(gradient, -mf.clip_gradient), mf.clip_gradient)
-        user_step = gradient * item_latent + self.l2 * user_latent
-        item_step = gradient * user_latent + self.l2 * item_latent
+        item_latents = self._factors[rows]
+        gradients = item_latents @ user_latent
+        gradients[0] -= 1.0  # the targets: 1, then 0 for each negative sample
+        gradients *= 2.0 * weight
+        # np.clip's Python-level overhead is most of its cost on a few numbers; ufuncs are not.
+        np.maximum(gradients, -mf.clip_gradient, out=gradients)
+        np.minimum(gradients, mf.clip_gradient, out=gradients)
+        user_step = gradients @ item_latents + (self.l2 * len(rows)) * user_latent
+        item_steps = gradients[:, None] * user_latent + self.l2 * item_latents
         user_latent -= self.learning_rate * user_step
-        item_latent -= self.learning_rate * item_step
-        self._factors[row] = item_latent
+        self._factors[rows] = item_latents - self.learning_rate * item_steps
 
     def _add_popularity(self, row: int, time: float, weight: float) -> None:
         """Forward decay: add weight * exp((time - t0) / tau); order of events is free."""
@@ -304,47 +422,43 @@ class Recommender:
             neighbors.update(kept)
         neighbors[other] = 1.0
 
-    def _co_purchase_scores(self, recent: Sequence[str], n: int) -> np.ndarray | None:
-        """Neighbour counts of the recent items (each scaled by its strongest), max 1."""
-        rows: list[np.ndarray] = []
-        values: list[np.ndarray] = []
-        for item in dict.fromkeys(recent):
-            source = self._index.get(item)
-            if source is None:
-                continue
-            arrays = self._neighbor_arrays.get(source)
-            if arrays is None:
-                neighbors = self._neighbors.get(source)
-                if not neighbors:
-                    continue
-                counts = np.fromiter(neighbors.values(), dtype=float, count=len(neighbors))
-                arrays = (
-                    np.fromiter(neighbors.keys(), dtype=np.intp, count=len(neighbors)),
-                    counts / counts.max(),
-                )
-                self._neighbor_arrays[source] = arrays
-            rows.append(arrays[0])
-            values.append(arrays[1])
-        if not rows:
-            return None
-        co = np.bincount(np.concatenate(rows), weights=np.concatenate(values), minlength=n)
-        return co / co.max()
-
 
 class RecommendationQuality:
     """Rolling hit rate: the share of new baskets whose first item was in the top-K just before.
+
+    Ranking a customer's list costs as much as the rest of scoring an event, so only every
+    ``sample_every``-th new basket is evaluated (:meth:`due`): the rate stays unbiased, its
+    window covers ``sample_every`` times more baskets.
 
     >>> quality = RecommendationQuality(window=3)
     >>> for hit in (True, False, False, True):
     ...     quality.update(hit)
     >>> round(quality.hit_rate, 3), quality.baskets
     (0.333, 4)
+    >>> sampled = RecommendationQuality(sample_every=4)
+    >>> [sampled.due() for _ in range(6)]
+    [True, False, False, False, True, False]
     """
 
-    def __init__(self, window: int = 1000) -> None:
+    # Class defaults: a model checkpointed before sampling existed evaluates every basket.
+    sample_every = 1
+    _new_baskets = 0
+
+    def __init__(self, window: int = 1000, sample_every: int = 1) -> None:
+        if sample_every < 1:
+            msg = f"sample_every must be >= 1, got {sample_every}"
+            raise ValueError(msg)
         self.window = window
+        self.sample_every = sample_every
         self._hits: Any = utils.Rolling(stats.Mean, window_size=window)
         self._baskets = 0
+        self._new_baskets = 0
+
+    def due(self) -> bool:
+        """Count a new basket; whether it is one to evaluate."""
+        due = self._new_baskets % self.sample_every == 0
+        self._new_baskets += 1
+        return due
 
     def update(self, hit: bool) -> None:
         """Count one basket: whether its item was among the recommendations."""

@@ -64,7 +64,7 @@ class Segmenter:
         # Own distance: River's predict_one would invent centre values for unknown keys.
         best, best_distance = 0, math.inf
         for segment in range(self._seeded):
-            distance = self._distance(segment, x)
+            distance = self._squared_distance(segment, x)
             if distance < best_distance:
                 best, best_distance = segment, distance
         return best
@@ -94,14 +94,24 @@ class Segmenter:
         return segment
 
     def _distance(self, segment: int, x: dict[str, float]) -> float:
+        return math.sqrt(self._squared_distance(segment, x))
+
+    def _squared_distance(self, segment: int, x: dict[str, float]) -> float:
+        """Squared Euclidean distance; a key missing on either side counts as 0 there."""
         center = self._kmeans.centers[segment]
         total = 0.0
+        shared = 0
         for key, value in x.items():
-            delta = center.get(key, 0.0) - value
-            total += delta * delta
-        if len(center) > len(x) or center.keys() != x.keys():
+            mean = center.get(key)
+            if mean is None:
+                total += value * value
+            else:
+                shared += 1
+                delta = mean - value
+                total += delta * delta
+        if len(center) > shared:
             total += sum(value * value for key, value in center.items() if key not in x)
-        return math.sqrt(total)
+        return total
 
     def describe(self, segment: int) -> str:
         """The segment in CRM words (names are refreshed as the centres move)."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.types import Message
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
@@ -40,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # A rejected event on its way to the dead-letter topic: message, reason, error, field, type.
 _Letter = tuple[Message, str, str, str | None, str | None]
+# A score queued for Redis, rendered at the flush: customer, state, model score.
+_Unrendered = tuple[str, CustomerState, CustomerScore]
 
 CUSTOMER_TABLE = "customers"
 RESCHEDULE_CHUNK = 5_000
@@ -84,6 +85,7 @@ class ScorerService:
             batch_size=settings.redis_batch_size,
             ttl_seconds=int(settings.score_ttl_days * 86_400),
             clock=clock,
+            render_many=self._render_many,
         )
         key = settings.checkpoint_key
         self._checkpoint_key = None if key is None else key.get_secret_value().encode("utf-8")
@@ -383,7 +385,7 @@ class ScorerService:
             raw = self.customers.get(customer_id)
             if raw is not None:
                 try:
-                    state: CustomerState | None = CustomerState.from_dict(orjson.loads(raw))
+                    state: CustomerState | None = CustomerState.decode(raw)
                 except Exception:
                     state = None
                     unreadable += 1
@@ -400,7 +402,7 @@ class ScorerService:
         if state.shard is not None:
             now = max(now, self.engine.watermark(state.shard))
         score = self.scorer.score_as_of(state, now)
-        self.writer.put(customer_id, partial(self._render, customer_id, state, score))
+        self.writer.put(customer_id, (customer_id, state, score))
 
     def restore_checkpoint(self) -> Path | None:
         """Continue from the newest model checkpoint, if any; returns its path.
@@ -541,8 +543,7 @@ class ScorerService:
     def _emit(self, scored: Scored, produced_at: float | None, event_id: str | None) -> None:
         customer_id, outcome = scored.customer_id, scored.outcome
         score = outcome.score
-        render = partial(self._render, customer_id, outcome.state, score)
-        self.writer.put(customer_id, render, produced_at)
+        self.writer.put(customer_id, (customer_id, outcome.state, score), produced_at)
         self.metrics.churn_risk.observe(score.churn_risk)
         self.metrics.labels_learned(outcome.labels)
         key = customer_id.encode("utf-8")
@@ -553,11 +554,14 @@ class ScorerService:
                 key=key, value=alert.to_bytes(), callback=partial(self._alert_sent, intent.type)
             )
 
-    def _render(self, customer_id: str, state: CustomerState, score: CustomerScore) -> Score:
-        """The Redis score, with recommendations ranked now (at the flush)."""
-        recommendations = self.scorer.recommend(customer_id, state)
+    def _render_many(self, queued: Sequence[_Unrendered]) -> list[Score]:
+        """The Redis scores of a flush, their recommendations ranked together now."""
+        recommendations = self.scorer.recommend_many([(c, state) for c, state, _ in queued])
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        return score_of(customer_id, score, recommendations, now)
+        return [
+            score_of(customer_id, score, ranked, now)
+            for (customer_id, _, score), ranked in zip(queued, recommendations, strict=True)
+        ]
 
     def _alert_sent(self, alert_type: str, _: Any) -> None:
         self.metrics.alert(alert_type)

@@ -1,12 +1,10 @@
-"""The Faust customer table seen as customer states: JSON bytes in the table, states out."""
+"""The Faust customer table seen as customer states: compact records in, states out."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any
-
-import orjson
 
 from online_models.state import CustomerState
 
@@ -16,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 class TableStates(MutableMapping[str, CustomerState]):
-    """The Faust customer table seen as customer states: JSON bytes in, states out.
+    """The Faust customer table seen as customer states: compact records in, states out.
 
     Every read decodes a fresh state, so a state handed out is never changed by later events.
     """
@@ -28,10 +26,10 @@ class TableStates(MutableMapping[str, CustomerState]):
         raw = self._table.get(customer_id)
         if raw is None:
             raise KeyError(customer_id)
-        return CustomerState.from_dict(orjson.loads(raw))
+        return CustomerState.decode(raw)
 
     def __setitem__(self, customer_id: str, state: CustomerState) -> None:
-        self._table[customer_id] = orjson.dumps(state.to_dict())
+        self._table[customer_id] = state.encode()
 
     def __delitem__(self, customer_id: str) -> None:
         del self._table[customer_id]

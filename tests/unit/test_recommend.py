@@ -352,7 +352,7 @@ def test_same_seed_same_stream_same_ranking():
 
 
 def test_a_new_basket_of_a_recommended_item_counts_as_a_hit():
-    scorer = CustomerScorer(ScorerConfig(top_k=3))
+    scorer = CustomerScorer(ScorerConfig(top_k=3, hit_rate_sample_every=1))
     quality = scorer.recommendation_quality
     t0 = 1_735_689_600.0
 

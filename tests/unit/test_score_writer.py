@@ -1,4 +1,4 @@
-"""The score writer's retry behaviour, against a Redis that always fails."""
+"""The score writer's retry behaviour against a Redis that always fails, and its packing."""
 
 from __future__ import annotations
 
@@ -7,31 +7,24 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.scores import Score
 from streams.metrics import ScorerMetrics
-from streams.redis_sink import MAX_BACKOFF_SECONDS, ScoreWriter
+from streams.redis_sink import MAX_BACKOFF_SECONDS, ScoreWriter, pack_command, pack_hset
 
 
-class _FailingPipeline:
-    async def __aenter__(self) -> _FailingPipeline:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        return None
-
-    def hset(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    async def execute(self, **kwargs: Any) -> list[Any]:
+class _DownPool:
+    async def get_connection(self) -> Any:
         raise RedisConnectionError("Redis is down")
 
 
 class _DownRedis:
-    def pipeline(self, transaction: bool = False) -> _FailingPipeline:
-        return _FailingPipeline()
+    connection_pool = _DownPool()
 
 
 def _score() -> Score:
@@ -71,3 +64,17 @@ def test_a_long_outage_keeps_the_scores_and_caps_the_backoff() -> None:
     assert not writer.full  # backing off: the agent does not wait on Redis per event
     assert registry.get_sample_value("crm_scorer_redis_errors_total") == 1_100
     assert writer._retry_at - time.monotonic() <= MAX_BACKOFF_SECONDS
+
+
+@given(
+    key=st.text(min_size=1),
+    fields=st.dictionaries(st.text(min_size=1), st.text(), min_size=1, max_size=20),
+)
+def test_hset_is_packed_byte_for_byte_as_redis_py_packs_it(key: str, fields: dict) -> None:
+    args = ["HSET", key]
+    for name, value in fields.items():
+        args += [name, value]
+    expected = b"".join(Connection().pack_command(*args))
+
+    assert pack_hset(key.encode(), fields) == expected
+    assert pack_command([arg.encode() for arg in args]) == expected
