@@ -4,7 +4,8 @@
 
 Starts a Tansu broker and a redis-server on free ports and pre-produces the events (a mix of
 every type over ``--span-hours`` of event time, ending an hour ago). Then, one after another
-over the same events, it times, from the first event consumed to the last event's effect:
+over the same events, it times, from the consumer's partition assignment (when it may start
+fetching) to the last event's effect:
   (a) a bare Faust agent that only decodes the JSON (Faust's per-event ceiling),
   (a') the same decoding on the batched delivery path the worker uses (streams/batching.py),
   (b) a naive scorer written the obvious way (benchmarks/throughput_consumers.py),
@@ -312,8 +313,9 @@ def measure_worker(
     )
     time.sleep(3)  # idle: the baseline memory of a worker with no customers yet
     rss_empty = rss_bytes(pid)
-    _wait(lambda: handled(worker) > 0, args.timeout, "(c)'s first event", worker.log_path, 0.02)
-    first = time.time()
+    _wait(lambda: handled(worker) > 0, args.timeout, "(c)'s first event", worker.log_path)
+    # From the worker's partition assignment, as for (a), (a') and (b).
+    first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
     _wait(lambda: settled(worker, args.events), args.timeout, "(c) to finish", worker.log_path)
     seconds = time.time() - first
     rss_loaded = rss_bytes(pid)
@@ -337,8 +339,8 @@ def measure_worker(
     again = make_events(
         int(args.events * args.second_pass), args.customers, now, now + 600, 3, "again"
     )
-    produce(broker.bootstrap, topic, again)
     total = int(read_metrics(worker.port)["crm_scorer_events_total"]) + len(again)
+    produce(broker.bootstrap, topic, again)
     _wait(lambda: settled(worker, total), args.timeout, "the second pass", worker.log_path)
     rss_again = rss_bytes(pid)
     return {

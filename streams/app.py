@@ -206,6 +206,7 @@ class ScorerService:
                 tp.partition for tp in assigned if tp.topic == self.settings.events_topic
             }
             self._rebuild_schedule = True
+            self.metrics.last_rebalance.set(self._clock())
 
         async def announce_models() -> None:
             # Restored before the worker starts, logged once its logging is set up.

@@ -193,6 +193,11 @@ class ScorerMetrics:
         self.customers = Gauge(
             "crm_scorer_customers", "Customers in this worker's state table.", registry=registry
         )
+        self.last_rebalance = Gauge(
+            "crm_scorer_last_rebalance_timestamp_seconds",
+            "Wall time this worker was last assigned its partitions (0 before the first).",
+            registry=registry,
+        )
         self._event_children = {
             (t, o): self.events.labels(type=t, outcome=o)
             for t in _EVENT_TYPE_LABELS

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -374,6 +375,8 @@ def test_metrics_count_what_happened(run: Run) -> None:
     assert metrics["crm_scorer_rescores_scheduled"] > 0
     assert metrics["crm_scorer_score_render_errors_total"] == 0
     assert 0.0 <= metrics["crm_scorer_recommendation_hit_rate"] <= 1.0
+    # Set when the worker got its partitions, during this test run.
+    assert 0 < time.time() - metrics["crm_scorer_last_rebalance_timestamp_seconds"] < 600
 
 
 def test_lookup_prints_the_score_as_json(run: Run) -> None:
