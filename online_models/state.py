@@ -171,7 +171,7 @@ class CustomerState:
         True
         """
         profile = self.profile
-        return orjson.dumps(
+        record = orjson.dumps(
             [
                 RECORD_VERSION,
                 [getattr(profile, name) for name in PROFILE_FIELDS],
@@ -187,6 +187,9 @@ class CustomerState:
                 _pack_fingerprints(self.recent_events),
             ]
         )
+        # A right-sized copy: the worker keeps this record for as long as it owns the
+        # customer, and orjson's own bytes keep its whole scratch buffer (4 KB and up).
+        return bytes(memoryview(record))
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerState:

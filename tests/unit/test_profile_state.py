@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import tracemalloc
 
 import orjson
 import pytest
@@ -198,6 +200,21 @@ def test_state_to_dict_is_json_and_round_trips():
         example.features for example in state.pending
     ]
     assert restored.profile.purchased_items == ["sku-1", "sku-2"]
+
+
+def test_a_stored_record_occupies_about_its_own_length_in_memory():
+    # The worker keeps one record per customer for as long as it owns them: a record must
+    # not hold on to a serialiser's scratch buffer (orjson's are 4 KB and up).
+    states = [full_state() for _ in range(200)]
+    tracemalloc.start()
+    try:
+        records = [state.encode() for state in states]
+        allocated, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    record_bytes = sum(sys.getsizeof(record) for record in records)
+    assert allocated < 1.25 * record_bytes + 8 * len(records)
 
 
 def test_a_state_rebuilt_in_memory_does_not_share_anything_with_the_original():
