@@ -118,6 +118,7 @@ class ScorerService:
             events_learned=lambda: self.scorer.model_version_events,
             hit_rate=lambda: self.scorer.recommendation_quality.hit_rate,
             rescores_scheduled=self.engine.scheduled,
+            producer_pending=lambda: self.app.producer.buffer.size,
         )
 
     def _build_app(self) -> faust.App:
@@ -241,6 +242,8 @@ class ScorerService:
         flow_active = app.flow_control.is_active
         not_after = datetime.fromtimestamp(self._clock() + self.settings.max_future_seconds, UTC)
         observe, clock = self.metrics.processing_seconds.observe, time.perf_counter
+        producer = app.producer.buffer
+        producer_limit = self.settings.producer_max_pending
         handled = 0
         slice_started = clock()
         for message in messages:
@@ -261,6 +264,9 @@ class ScorerService:
             self._handled.append(message)
             handled += 1
             observe(clock() - started)
+            if producer.size > producer_limit:
+                await self._wait_for_producer()
+                slice_started = clock()
         leave_event()
         self._events_since_checkpoint += handled
         self.metrics.mirror_totals(
@@ -315,6 +321,19 @@ class ScorerService:
         if was_failing and not self._rewriting and await self.writer.server_restarted():
             await self._rewrite_scores()  # back after an outage, and empty
         return written
+
+    async def _wait_for_producer(self) -> None:
+        """Let the Kafka producer drain its buffer to half of ``CRM_PRODUCER_MAX_PENDING``.
+
+        Table writes are synchronous, so their changelog records queue in Faust's producer
+        buffer. Faust's own per-event path waits for that buffer to ebb before each event;
+        the batched path waits here, or a scorer faster than its producer would queue every
+        record of a burst in memory.
+        """
+        buffer = self.app.producer.buffer
+        low = self.settings.producer_max_pending // 2
+        while buffer.size > low and not self.app.should_stop:
+            await asyncio.sleep(0.001)
 
     async def _wait_for_redis(self) -> None:
         """Stop consuming until Redis takes the scores it missed (Kafka keeps the events).

@@ -93,6 +93,11 @@ class ScorerMetrics:
             "Times a restarted (emptied) Redis got every score of this worker written again.",
             registry=registry,
         )
+        self.producer_pending = Gauge(
+            "crm_scorer_producer_pending",
+            "Changelog, alert and dead-letter records waiting for the Kafka producer.",
+            registry=registry,
+        )
         self.redis_paused = Gauge(
             "crm_scorer_redis_paused",
             "1 while consuming waits for Redis to take the scores buffered during an outage.",
@@ -260,6 +265,7 @@ class ScorerMetrics:
         events_learned: Callable[[], float],
         hit_rate: Callable[[], float],
         rescores_scheduled: Callable[[], float],
+        producer_pending: Callable[[], float],
     ) -> None:
         """Read the live gauges from these callables at every scrape, so they are never stale."""
         self.customers.set_function(customers)
@@ -269,3 +275,4 @@ class ScorerMetrics:
         self.model_events_learned.set_function(events_learned)
         self.recommendation_hit_rate.set_function(hit_rate)
         self.rescores_scheduled.set_function(rescores_scheduled)
+        self.producer_pending.set_function(producer_pending)

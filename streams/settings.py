@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     producer_batch_bytes: int = Field(
         16_384, ge=1, description="Kafka producer batch size per partition, bytes (1 on Tansu 0.6)."
     )
+    producer_max_pending: int = Field(
+        1_000,
+        ge=1,
+        description="Changelog, alert and dead-letter records waiting for the Kafka producer "
+        "before the worker stops consuming until they drain.",
+    )
     # Redis writer
     redis_batch_size: int = Field(500, ge=1, le=100_000, description="Scores per Redis pipeline.")
     redis_flush_ms: int = Field(50, ge=1, le=60_000, description="Longest wait before a flush, ms.")

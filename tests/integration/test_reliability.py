@@ -274,6 +274,36 @@ def test_events_delivered_again_change_nothing(
     assert len(versions) == 1 and versions.pop().endswith(b"+600")
 
 
+def test_a_producer_slower_than_the_scorer_holds_consuming_back_and_loses_nothing(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    """Every event writes the customer table, whose changelog records queue for the producer:
+    when the producer falls behind (one record per request here), consuming waits for it
+    instead of queueing a whole burst in memory."""
+    limit = 20
+    env = worker_env(broker, redis_server.url, "slow-producer", tmp_path)
+    env.update(CRM_PRODUCER_BATCH_BYTES="1", CRM_PRODUCER_MAX_PENDING=str(limit))
+    events = stream_of(customers=300, events=3_000, seed=13)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    seen: list[float] = []
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        send(producer, env["CRM_EVENTS_TOPIC"], events)
+        while handled_events(worker) < len(events):
+            seen.append(metric(worker, "crm_scorer_producer_pending"))
+            time.sleep(0.05)
+        settle(
+            redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], oracle(events), worker
+        )
+        wait_until(lambda: metric(worker, "crm_scorer_producer_pending") == 0, 60, "the producer")
+    finally:
+        worker.stop()
+        producer.close()
+    logger.info("Records waiting for the producer, sampled: max %d", max(seen))
+    # One event writes a few records (its customer, re-scored customers, an alert).
+    assert max(seen) <= limit + 10
+
+
 def settled_counts(worker: WorkerProcess, quiet: float = 1.5) -> dict[str, float]:
     """:func:`model_counts` once they stayed the same for ``quiet`` seconds."""
     counts = model_counts(worker)

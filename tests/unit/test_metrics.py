@@ -124,6 +124,7 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         "learned": 99.0,
         "hit_rate": 0.1,
         "scheduled": 3.0,
+        "producer": 0.0,
     }
     metrics.track(
         customers=lambda: live["customers"],
@@ -133,6 +134,7 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         events_learned=lambda: live["learned"],
         hit_rate=lambda: live["hit_rate"],
         rescores_scheduled=lambda: live["scheduled"],
+        producer_pending=lambda: live["producer"],
     )
     assert value(registry, "crm_scorer_customers") == 3.0
 
@@ -144,6 +146,7 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         learned=20_000.0,
         hit_rate=0.25,
         scheduled=3_900.0,
+        producer=250.0,
     )
 
     assert value(registry, "crm_scorer_customers") == 4000.0
@@ -153,6 +156,7 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
     assert value(registry, "crm_scorer_model_events_learned") == 20_000.0
     assert value(registry, "crm_scorer_recommendation_hit_rate") == 0.25
     assert value(registry, "crm_scorer_rescores_scheduled") == 3_900.0
+    assert value(registry, "crm_scorer_producer_pending") == 250.0
 
 
 def test_every_metric_name_starts_with_crm_scorer(
