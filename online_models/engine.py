@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import sys
 from collections import Counter
 from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ class Deadlines:
         """Set (or move) ``customer_id``'s deadline (event time)."""
         self._deadlines[customer_id] = deadline
         heapq.heappush(self._heap, (deadline, customer_id))
-        if len(self._heap) > 4 * len(self._deadlines) + 1024:
+        # Moved deadlines stay in the heap until popped: at most about one stale entry per
+        # live one, which keeps the heap within twice the customers, O(1) amortised.
+        if len(self._heap) > 2 * len(self._deadlines) + 1024:
             self._compact()
 
     def cancel(self, customer_id: str) -> None:
@@ -151,6 +154,9 @@ class ScoringEngine:
         of ``shard``, or ``event_id`` among their ``event_id_window`` latest ids) changes
         nothing: its one score is the stored state's, marked ``duplicate``.
         """
+        # One string per customer, however many events name them: the table, the schedule
+        # and the recommender each keep the id.
+        customer_id = sys.intern(customer_id)
         state = self.states.get(customer_id)
         fingerprint = None if event_id is None else event_fingerprint(event_id)
         before = None if state is None else state.segment

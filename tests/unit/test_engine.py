@@ -8,6 +8,7 @@ the churn risk in Redis keeps up with the silence; re-scores stop when nothing c
 from __future__ import annotations
 
 import copy
+import sys
 from itertools import pairwise
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 
 from online_models.activity import DAY, Activity
 from online_models.churn import PendingExample
-from online_models.engine import Scored, ScoringEngine
+from online_models.engine import Deadlines, Scored, ScoringEngine
 from online_models.scorer import CustomerScorer, ScoreOutcome
 from online_models.state import CustomerState
 
@@ -298,3 +299,26 @@ def test_segment_sizes_follow_every_move_and_survive_a_rebuild():
     for customer_id, state in states.items():
         engine.adopt(customer_id, state, {0})
     assert {s: c for s, c in engine.segment_sizes.items() if c} == recount
+
+
+def test_deadlines_moved_many_times_keep_memory_within_twice_the_customers():
+    deadlines = Deadlines()
+    customers = [f"c{n}" for n in range(5_000)]
+    for move in range(6):
+        for n, customer in enumerate(customers):
+            deadlines.schedule(customer, float(move * 10_000 + n))
+
+    assert len(deadlines) == len(customers)
+    assert len(deadlines._heap) <= 2 * len(customers) + 1024
+    # Only the latest deadline of each customer counts.
+    assert deadlines.pop_due(50_000.0 + 9) == [f"c{n}" for n in range(10)]
+
+
+def test_a_customer_named_by_many_events_is_kept_as_one_string():
+    engine = ScoringEngine(CustomerScorer(), {})
+    for n in range(3):
+        name = "".join(["ann", "-", "1"])  # a new string object per event, as decoded
+        engine.process(name, Activity("view", n * 3_600.0, item_id="a"))
+
+    (key,) = engine.states
+    assert key is sys.intern("ann-1")
