@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-quick lint schema quality clean
+.PHONY: setup demo test test-quick lint schema quality throughput clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: setup
 
 quality: setup
 	$(BIN)/python benchmarks/quality.py
+
+throughput: setup
+	$(BIN)/python benchmarks/throughput.py
 
 schema: setup
 	$(BIN)/crm-scorer schema > schemas/crm-scorer.schema.json
