@@ -28,6 +28,7 @@ from streams.batching import BatchingApp, enter_event, leave_event
 from streams.checkpoints import CheckpointStore
 from streams.convert import activity_of, alert_of, score_of
 from streams.customer_table import TableStates
+from streams.kafka_security import faust_credentials
 from streams.lag import LAG_SECONDS, LagProbe
 from streams.metrics import ScorerMetrics
 from streams.redis_sink import ScoreWriter
@@ -127,6 +128,7 @@ class ScorerService:
             s.app_id,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             broker=s.broker,
+            broker_credentials=faust_credentials(s),
             store=s.store,
             datadir=str(s.data_dir),
             autodiscover=False,

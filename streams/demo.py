@@ -25,6 +25,7 @@ from rich.table import Table
 
 from schemas.errors import CrmScorerError
 from schemas.scores import Score
+from streams.kafka_security import kafka_python_options
 from streams.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
 from streams.producer import EventProducer
 from streams.settings import ENV_PREFIX, Settings, child_environment, load_settings
@@ -175,6 +176,7 @@ def _alerts_by_type(settings: Settings) -> tuple[Counter[str], dict[str, str]]:
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
         enable_auto_commit=False,
+        **kafka_python_options(settings),
     )
     counts: Counter[str] = Counter()
     example: dict[str, str] = {}

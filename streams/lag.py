@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_security import aiokafka_options
 from streams.settings import Settings
 
 __all__ = ["LAG_SECONDS", "LagProbe", "consumer_lag"]
@@ -46,6 +47,7 @@ class LagProbe:
                 bootstrap_servers=self._settings.broker_hosts,
                 enable_auto_commit=False,
                 request_timeout_ms=10_000,
+                **aiokafka_options(self._settings),
             )
             await client.start()
             self._client = client

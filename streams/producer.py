@@ -10,6 +10,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 from streams.topics import BrokerUnavailable, ensure_topics
 
@@ -47,6 +48,7 @@ class EventProducer:
                 linger_ms=5,
                 acks="all",
                 batch_size=256 * 1024,
+                **kafka_python_options(settings),
             )
         except KafkaError as exc:
             msg = f"cannot reach the Kafka broker at CRM_BROKER={settings.broker}: {exc}"

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
 # Never echoed back in an error message.
-_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key"})
+_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key", "broker_password"})
 
 
 class SettingsError(CrmScorerError):
@@ -37,6 +37,20 @@ class Settings(BaseSettings):
     broker: str = Field(
         "kafka://localhost:9092", description="Kafka bootstrap URL(s), ';'-separated."
     )
+    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    broker_username: str = Field("", description="SASL user name.")
+    broker_password: SecretStr = Field(SecretStr(""), description="SASL password.")
+    broker_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) the broker's certificate is checked against."
+    )
+    broker_cert_file: Path | None = Field(None, description="Client certificate (PEM), for mTLS.")
+    broker_key_file: Path | None = Field(None, description="Client certificate's key (PEM).")
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), description="Redis URL.")
     app_id: str = Field("crm-scorer", min_length=1, description="Faust app id and consumer group.")
     events_topic: str = Field("crm.events", min_length=1, description="Topic the CRM produces to.")
@@ -212,6 +226,26 @@ class Settings(BaseSettings):
             msg = f"{value!r} is not one of debug, info, warning, error, critical"
             raise ValueError(msg)
         return value.lower()
+
+    @model_validator(mode="after")
+    def _broker_security(self) -> Settings:
+        if self.broker_security_protocol.startswith("SASL_") and not (
+            self.broker_username and self.broker_password.get_secret_value()
+        ):
+            msg = (
+                f"CRM_BROKER_SECURITY_PROTOCOL={self.broker_security_protocol} needs "
+                "CRM_BROKER_USERNAME and CRM_BROKER_PASSWORD"
+            )
+            raise ValueError(msg)
+        for name in ("broker_ca_file", "broker_cert_file", "broker_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                msg = f"CRM_{name.upper()}={path}: no such file"
+                raise ValueError(msg)
+        if (self.broker_cert_file is None) != (self.broker_key_file is None):
+            msg = "CRM_BROKER_CERT_FILE and CRM_BROKER_KEY_FILE go together"
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:

@@ -11,6 +11,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.errors import CrmScorerError
+from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 
 __all__ = ["BrokerUnavailable", "ensure_topics", "partition_count"]
@@ -31,6 +32,7 @@ def _admin(settings: Settings, timeout: float) -> tuple[KafkaAdminClient, set[st
                 bootstrap_servers=settings.broker_hosts,
                 client_id=f"{settings.app_id}-admin",
                 request_timeout_ms=10_000,
+                **kafka_python_options(settings),
             )
             return admin, set(admin.list_topics())
         except (KafkaError, OSError) as exc:
@@ -75,7 +77,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 def partition_count(settings: Settings, topic: str, timeout: float = 30.0) -> int:
     """How many partitions ``topic`` has on the cluster (the customer table must match it)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.broker_hosts, request_timeout_ms=10_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.broker_hosts,
+        request_timeout_ms=10_000,
+        **kafka_python_options(settings),
+    )
     deadline = time.monotonic() + timeout
     try:
         while True:
