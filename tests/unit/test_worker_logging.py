@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import faust
@@ -13,9 +14,12 @@ from streams.worker import faust_worker
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
+    # The worker's logging set-up also redirects stdout and stderr into the log.
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    stdout, stderr = sys.stdout, sys.stderr
     yield
+    sys.stdout, sys.stderr = stdout, stderr
     root.handlers[:] = handlers
     root.setLevel(level)
 
