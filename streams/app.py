@@ -31,6 +31,7 @@ from streams.customer_table import TableStates
 from streams.kafka_security import faust_credentials
 from streams.lag import LAG_SECONDS, LagProbe
 from streams.metrics import ScorerMetrics
+from streams.pseudonyms import pseudonymiser
 from streams.redis_sink import ScoreWriter
 from streams.settings import Settings
 
@@ -73,6 +74,8 @@ class ScorerService:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScorerMetrics(self.registry)
         self.scorer = CustomerScorer(settings.scorer_config())
+        #: The id the scorer keeps for a customer: raw, or pseudonymised (CRM_PSEUDONYM_KEY).
+        self._customer_id = pseudonymiser(settings)
         self._clock = clock
         self._active_partitions: set[int] = set()
         self._rebuild_schedule = False
@@ -526,7 +529,7 @@ class ScorerService:
         score is written to Redis again, in case the first write was lost with the crash.
         """
         scored = self.engine.process(
-            decoded.customer_id,
+            self._customer_id(decoded.customer_id),
             activity_of(decoded),
             shard=message.partition,
             offset=message.offset,

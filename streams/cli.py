@@ -273,11 +273,12 @@ def lookup(customer_id: Annotated[str, typer.Argument(help="The customer's id.")
     import redis
 
     from schemas.scores import Score
+    from streams.pseudonyms import pseudonymiser
 
     settings = _settings()
     client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5.0)
     try:
-        fields = client.hgetall(settings.redis_prefix + customer_id)
+        fields = client.hgetall(settings.redis_prefix + pseudonymiser(settings)(customer_id))
     except redis.RedisError as exc:
         raise _fail(f"cannot read from Redis at CRM_REDIS_URL: {exc}") from None
     if not fields:

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
 # Never echoed back in an error message.
-_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key", "broker_password"})
+_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key", "broker_password", "pseudonym_key"})
 
 
 class SettingsError(CrmScorerError):
@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port serving /metrics.")
     web_bind: str = Field("0.0.0.0", description="Interface the HTTP server binds to.")
     redis_prefix: str = Field("crm:score:", min_length=1, description="Score hash key prefix.")
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key: when set, customer ids are replaced by their keyed hash "
+        "(hex) before state, models, Redis, alerts and logs.",
+    )
     score_ttl_days: float = Field(
         0.0, ge=0.0, description="Expire score hashes after this many days (0 = never)."
     )
@@ -226,6 +231,14 @@ class Settings(BaseSettings):
             msg = f"{value!r} is not one of debug, info, warning, error, critical"
             raise ValueError(msg)
         return value.lower()
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _pseudonym_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            msg = "must be at least 16 characters"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _broker_security(self) -> Settings:
