@@ -9,9 +9,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from streams.demo import WorkerProcess, read_metrics
 from streams.local_services import LocalBroker, free_port
@@ -84,6 +86,17 @@ def wait_until(
 def handled_events(worker: WorkerProcess) -> int:
     """Events the worker scored, dead-lettered or skipped so far."""
     return int(read_metrics(worker.port).get("crm_scorer_events_total", 0.0))
+
+
+def send_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    """Produce ``events`` as JSON, keyed by customer id, as a CRM producer does."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for event in events:
+            producer.send(topic, key=event["customer_id"].encode(), value=orjson.dumps(event))
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:

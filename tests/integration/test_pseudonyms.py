@@ -16,10 +16,17 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
 
 from streams.demo import read_metrics
-from tests.support import crm, handled_events, read_topic, start_worker, wait_until, worker_env
+from tests.support import (
+    crm,
+    handled_events,
+    read_topic,
+    send_events,
+    start_worker,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +71,7 @@ def test_no_raw_customer_id_reaches_redis_alerts_changelog_metrics_or_logs(
     env = worker_env(broker, redis_server.url, "pseudo", tmp_path)
     env["CRM_PSEUDONYM_KEY"] = KEY
     events = _events()
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-    for event in events:
-        producer.send(env["CRM_EVENTS_TOPIC"], key=event["customer_id"].encode(),
-                      value=orjson.dumps(event))  # fmt: skip
-    producer.flush()
-    producer.close()
+    send_events(broker.bootstrap, env["CRM_EVENTS_TOPIC"], events)
     client = redis.Redis.from_url(redis_server.url)
     worker = start_worker(env, tmp_path / "worker.log")
     try:

@@ -15,10 +15,9 @@ from urllib.parse import quote
 import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
 
 from streams.local_services import LocalRedis
-from tests.support import crm, handled_events, start_worker, wait_until, worker_env
+from tests.support import crm, handled_events, send_events, start_worker, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +92,7 @@ def test_the_worker_scores_over_tls_as_the_deployed_acl_user(
          "quantity": 1}
         for n in range(40)
     ]  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-    for event in events:
-        producer.send(env["CRM_EVENTS_TOPIC"], key=event["customer_id"].encode(),
-                      value=orjson.dumps(event))  # fmt: skip
-    producer.flush()
-    producer.close()
+    send_events(broker.bootstrap, env["CRM_EVENTS_TOPIC"], events)
     reader = redis.Redis.from_url(secured.url_for("crm-reader", PASSWORD))
     worker = start_worker(env, tmp_path / "worker.log")
     try:
