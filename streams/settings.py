@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path(".crm-scorer"), description="Worker data directory.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker log lines: text, or json (one object per line)."
+    )
     # Faust consumer group timing
     session_timeout: float = Field(30.0, gt=0, description="Consumer session timeout, seconds.")
     rebalance_timeout: float = Field(30.0, gt=0, description="Group rebalance timeout, seconds.")

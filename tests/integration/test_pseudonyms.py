@@ -69,7 +69,7 @@ def test_no_raw_customer_id_reaches_redis_alerts_changelog_metrics_or_logs(
     broker: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     env = worker_env(broker, redis_server.url, "pseudo", tmp_path)
-    env["CRM_PSEUDONYM_KEY"] = KEY
+    env.update(CRM_PSEUDONYM_KEY=KEY, CRM_LOG_FORMAT="json")
     events = _events()
     send_events(broker.bootstrap, env["CRM_EVENTS_TOPIC"], events)
     client = redis.Redis.from_url(redis_server.url)
@@ -97,6 +97,8 @@ def test_no_raw_customer_id_reaches_redis_alerts_changelog_metrics_or_logs(
     assert changelog and all(not _raw_ids_in(r.key) and not _raw_ids_in(r.value) for r in changelog)
     assert not _raw_ids_in(" ".join(metrics))
     assert not _raw_ids_in(log)
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines and all(isinstance(orjson.loads(line), dict) for line in lines), lines[:3]
     # The CRM finds its customer by the id it knows.
     assert lookup.returncode == 0, lookup.stderr
     assert orjson.loads(lookup.stdout)["customer_id"] == _pseudonym(VIP)

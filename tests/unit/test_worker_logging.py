@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 
 import faust
+import orjson
 import pytest
 
 from streams.worker import faust_worker
@@ -36,3 +37,26 @@ def test_a_worker_at_a_quiet_level_leaves_library_debug_calls_disabled(
     for name in ("aiokafka.producer.producer", "aiokafka.conn", "faust.topics", "streams.app"):
         assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
     assert logging.getLogger("streams.app").isEnabledFor(getattr(logging, level.upper()))
+
+
+def test_json_logs_are_one_object_per_line_with_level_logger_and_message(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = faust.App("logging-json-test", broker="kafka://127.0.0.1:1")
+    worker = faust_worker(app, "info", log_format="json")
+    worker._setup_logging()
+
+    logging.getLogger("streams.app").info("Scored %d events", 3)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("streams.app").exception("Handling failed")
+    sys.stdout.flush()
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    records = [orjson.loads(line) for line in lines]
+    assert records[-2]["message"] == "Scored 3 events"
+    assert records[-2]["level"] == "INFO" and records[-2]["logger"] == "streams.app"
+    assert "timestamp" in records[-2]
+    assert records[-1]["level"] == "ERROR"
+    assert "ValueError: boom" in records[-1]["exception"]
