@@ -53,9 +53,9 @@ class Deadlines:
         if len(self._heap) > 2 * len(self._deadlines) + 1024:
             self._compact()
 
-    def cancel(self, customer_id: str) -> None:
-        """Drop ``customer_id``'s deadline."""
-        self._deadlines.pop(customer_id, None)
+    def cancel(self, customer_id: str) -> bool:
+        """Drop ``customer_id``'s deadline; True if they had one."""
+        return self._deadlines.pop(customer_id, None) is not None
 
     def pop_due(self, watermark: float, limit: int | None = None) -> list[str]:
         """Customers whose deadline is at or before ``watermark`` (earliest first, at most
@@ -228,6 +228,32 @@ class ScoringEngine:
         self._count_segment(None, state.segment)
         self.scorer.pending_labels += len(state.pending)
         return self._schedule(customer_id, state, state.last_scored_at(), state.shard)
+
+    def forget(self, customer_id: str) -> dict[str, bool | int]:
+        """Erase what this engine and its models keep of one customer (an erasure request):
+        their state with its pending churn examples, their re-score deadline and the
+        recommender's user factors. Returns what there was to remove.
+
+        What shared parameters learned from them (churn weights, segment centres, item
+        factors, co-purchase counts, popularity) cannot be taken out, and stays.
+        """
+        customer_id = sys.intern(customer_id)
+        state = self.states.get(customer_id)
+        pending = 0
+        if state is not None:
+            pending = len(state.pending)
+            del self.states[customer_id]
+            self._count_segment(state.segment, None)
+            self.scorer.pending_labels = max(self.scorer.pending_labels - pending, 0)
+        scheduled = False
+        for deadlines in self._deadlines.values():
+            scheduled = deadlines.cancel(customer_id) or scheduled
+        return {
+            "state": state is not None,
+            "pending_labels": pending,
+            "rescore_schedule": scheduled,
+            "recommender_user_factors": self.scorer.recommender.forget_user(customer_id),
+        }
 
     def segment_counts(self) -> dict[str, int]:
         """Customers per segment, by the segments' current names (two ids may share one)."""

@@ -75,6 +75,7 @@ class EventType(StrEnum):
     FEEDBACK = "feedback"
     SUBSCRIPTION_CANCEL = "subscription_cancel"
     RETURN = "return"
+    ERASURE_REQUEST = "erasure_request"
 
 
 def parse_event_time(value: Any) -> datetime:
@@ -206,6 +207,15 @@ class ReturnEvent(_EventBase):
     quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 
+class ErasureRequestEvent(_EventBase):
+    """The customer asked to be forgotten (GDPR art. 17): the worker that owns them deletes
+    their state, score and per-customer model parameters, then writes an audit record.
+    ``crm-scorer forget`` sends one; so may any producer, keyed by the customer id."""
+
+    type: Literal["erasure_request"]
+    requested_by: Identifier = Field(description="Who asked: an operator or a system.")
+
+
 AnyEvent = (
     PurchaseEvent
     | ViewEvent
@@ -214,6 +224,7 @@ AnyEvent = (
     | FeedbackEvent
     | SubscriptionCancelEvent
     | ReturnEvent
+    | ErasureRequestEvent
 )
 CustomerEvent = Annotated[AnyEvent, Field(discriminator="type")]
 

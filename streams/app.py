@@ -20,9 +20,10 @@ from online_models.checkpoint import dump_checkpoint
 from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
+from schemas.audit import ErasureRecord
 from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import EventRejected, UnknownEventType
-from schemas.events import decode_event
+from schemas.events import ErasureRequestEvent, decode_event
 from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.checkpoints import CheckpointStore
@@ -76,6 +77,8 @@ class ScorerService:
         self.scorer = CustomerScorer(settings.scorer_config())
         #: The id the scorer keeps for a customer: raw, or pseudonymised (CRM_PSEUDONYM_KEY).
         self._customer_id = pseudonymiser(settings)
+        #: Erasure requests handled, waiting for Redis and the audit record.
+        self._erasures: list[tuple[Message, Any, str, dict[str, bool | int]]] = []
         self._clock = clock
         self._active_partitions: set[int] = set()
         self._rebuild_schedule = False
@@ -157,6 +160,7 @@ class ScorerService:
         self.events_topic = app.topic(s.events_topic, partitions=s.topic_partitions)
         self.alerts_topic = app.topic(s.alerts_topic, partitions=s.topic_partitions)
         self.dlq_topic = app.topic(s.dlq_topic, partitions=s.topic_partitions)
+        self.audit_topic = app.topic(s.audit_topic, partitions=s.topic_partitions)
         # bytes values make the changelog raw: what recovery hands back is what was stored.
         self.customers = app.Table(
             CUSTOMER_TABLE,
@@ -259,14 +263,18 @@ class ScorerService:
             if message.generation_id != app.consumer_generation_id or not flow_active():
                 break
             event = enter_event(app, message)  # the customer table writes to its partition
+            outcome = "failed"
             try:
-                self._handle(message, not_after, letters)
+                outcome = self._handle(message, not_after, letters)
             except Exception:  # a bug: acknowledged, not retried forever
                 logger.exception("Handling %s failed", _position(message))
+            if self._erasures:  # acknowledged once carried out and recorded
+                await self._carry_out_erasures()
             del event
             self._positions[message.partition] = message.offset
             self._handled_offsets[message.partition] = message.offset
-            self._handled.append(message)
+            if outcome != "erased":
+                self._handled.append(message)
             handled += 1
             observe(clock() - started)
             if producer.size > producer_limit:
@@ -326,6 +334,35 @@ class ScorerService:
         if was_failing and not self._rewriting and await self.writer.server_restarted():
             await self._rewrite_scores()  # back after an outage, and empty
         return written
+
+    async def _carry_out_erasures(self) -> None:
+        """Delete the forgotten customers' scores from Redis, publish an audit record for
+        each, then acknowledge their requests. The state, schedule and user factors went
+        when the request was handled; if Redis fails, the rest waits for the next event."""
+        while self._erasures:
+            message, request, customer_id, removed = self._erasures[0]
+            try:
+                had_score = await self.writer.delete(customer_id)
+            except Exception as exc:  # RedisError, OSError: retried, never dropped
+                self.metrics.redis_errors.inc()
+                logger.error("Erasure %s waits for Redis: %s", request.event_id, exc)
+                return
+            record = ErasureRecord(
+                request_id=request.event_id,
+                customer_id=customer_id,
+                requested_by=request.requested_by,
+                requested_at=request.timestamp,
+                erased_at=datetime.fromtimestamp(self._clock(), UTC),
+                worker=self.settings.app_id,
+                partition=message.partition,
+                offset=message.offset,
+                removed={**removed, "redis_score": had_score},
+            )
+            sent = await self.audit_topic.send(key=customer_id.encode(), value=record.to_bytes())
+            await sent
+            self.app.consumer.ack(message)
+            self._erasures.pop(0)
+            logger.info("Carried out erasure request %s", request.event_id)
 
     async def _wait_for_producer(self) -> None:
         """Let the Kafka producer drain its buffer to half of ``CRM_PRODUCER_MAX_PENDING``.
@@ -510,6 +547,12 @@ class ScorerService:
             error = f"key: message key {shown} must equal customer_id {decoded.customer_id!r}"
             letters.append((message, "key_mismatch", error, "key", decoded.type))
             return "dead_lettered"
+        if isinstance(decoded, ErasureRequestEvent):
+            customer_id = self._customer_id(decoded.customer_id)
+            removed = self.engine.forget(customer_id)
+            self._erasures.append((message, decoded, customer_id, removed))
+            self.metrics.event(decoded.type, "erased")
+            return "erased"
         try:
             outcome = self._score(decoded, message)
         except Exception as exc:

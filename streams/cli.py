@@ -268,6 +268,75 @@ def backtest(
 
 
 @cli.command()
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer's id, as the CRM knows it.")],
+    requested_by: Annotated[
+        str, typer.Option(help="Who asks: recorded in the audit record.", show_default=False)
+    ],
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the worker's audit record (0: no wait).")
+    ] = 120.0,
+) -> None:
+    """Erase a customer (GDPR art. 17): send an erasure request, print its audit record."""
+    import time
+    import uuid
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.kafka_security import kafka_python_options
+    from streams.producer import EventProducer
+
+    settings = _settings()
+    request_id = f"erasure-{uuid.uuid4()}"
+    request = {
+        "event_id": request_id,
+        "customer_id": customer_id,
+        "type": "erasure_request",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "requested_by": requested_by,
+    }
+    try:
+        with EventProducer(settings) as producer:  # creates the audit topic if missing
+            audit = KafkaConsumer(
+                bootstrap_servers=settings.broker_hosts,
+                enable_auto_commit=False,
+                **kafka_python_options(settings),
+            )
+            partitions = [
+                TopicPartition(settings.audit_topic, p)
+                for p in sorted(audit.partitions_for_topic(settings.audit_topic) or ())
+            ]
+            audit.assign(partitions)
+            audit.seek_to_end(*partitions)
+            for partition in partitions:  # pinned now: the record comes after the request
+                audit.position(partition)
+            producer.send_event(request).get(timeout=30)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # KafkaError: the request was not acknowledged
+        msg = f"cannot send the erasure request to CRM_BROKER={settings.broker}: {exc}"
+        raise _fail(msg) from None
+    typer.echo(f"sent erasure request {request_id} to {settings.events_topic}", err=True)
+    deadline = time.monotonic() + wait
+    try:
+        while wait > 0 and time.monotonic() < deadline:
+            for records in audit.poll(timeout_ms=500).values():
+                for record in records:
+                    document = orjson.loads(record.value)
+                    if document.get("request_id") == request_id:
+                        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+                        return
+    finally:
+        audit.close()
+    if wait > 0:
+        raise _fail(
+            f"no audit record of {request_id} on {settings.audit_topic} within {wait:.0f}s: "
+            "is a worker of CRM_APP_ID running?",
+            1,
+        )
+
+
+@cli.command()
 def lookup(customer_id: Annotated[str, typer.Argument(help="The customer's id.")]) -> None:
     """Print a customer's score hash from Redis as JSON."""
     import redis

@@ -14,7 +14,7 @@ __all__ = ["EVENT_OUTCOMES", "ScorerMetrics"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered", "skipped")
+EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered", "skipped", "erased")
 # Label values for event types are this fixed set; anything else is "other".
 _EVENT_TYPE_LABELS = (*(t.value for t in EventType), "other")
 _ALERT_TYPE_LABELS = frozenset(t.value for t in AlertType)

@@ -107,6 +107,16 @@ class ScoreWriter:
         self._pending.pop(customer_id, None)
         self._pending[customer_id] = (unrendered, produced_at)
 
+    async def delete(self, customer_id: str) -> bool:
+        """Delete a customer's score hash now, dropping a queued score of theirs first;
+        True if Redis had one. Raises what Redis raises: an erasure is retried, never lost.
+
+        Under the flush lock: no write of an older score can land after the delete.
+        """
+        async with self._lock:
+            self._pending.pop(customer_id, None)
+            return bool(await self._redis.delete(self._prefix + customer_id))
+
     async def flush(self, *, force: bool = False) -> int:
         """Write what is buffered; returns how many scores were written.
 

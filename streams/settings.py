@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     events_topic: str = Field("crm.events", min_length=1, description="Topic the CRM produces to.")
     alerts_topic: str = Field("crm.alerts", min_length=1, description="Outbound alerts topic.")
     dlq_topic: str = Field("crm.events.dlq", min_length=1, description="Dead-letter topic.")
+    audit_topic: str = Field(
+        "crm.audit", min_length=1, description="Audit records of carried-out erasure requests."
+    )
     topic_partitions: int = Field(8, ge=1, le=10_000, description="Partitions of created topics.")
     topic_replication: int = Field(1, ge=1, le=10, description="Replication of created topics.")
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port serving /metrics.")
@@ -269,10 +272,11 @@ class Settings(BaseSettings):
             "CRM_EVENTS_TOPIC": self.events_topic,
             "CRM_ALERTS_TOPIC": self.alerts_topic,
             "CRM_DLQ_TOPIC": self.dlq_topic,
+            "CRM_AUDIT_TOPIC": self.audit_topic,
         }
         if len(set(topics.values())) != len(topics):
             given = ", ".join(f"{name}={topic}" for name, topic in topics.items())
-            msg = f"CRM_EVENTS_TOPIC, CRM_ALERTS_TOPIC and CRM_DLQ_TOPIC must differ ({given})"
+            msg = f"the event, alert, dead-letter and audit topics must differ ({given})"
             raise ValueError(msg)
         return self
 

@@ -54,7 +54,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     admin, existing = _admin(settings, timeout)
     created = []
     try:
-        for name in (settings.events_topic, settings.alerts_topic, settings.dlq_topic):
+        topics = (settings.events_topic, settings.alerts_topic, settings.dlq_topic)
+        for name in (*topics, settings.audit_topic):
             if name in existing:
                 continue
             topic = NewTopic(name, settings.topic_partitions, settings.topic_replication)

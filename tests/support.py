@@ -50,6 +50,7 @@ def worker_env(broker: LocalBroker, redis_url: str, name: str, data_dir: Path) -
         CRM_EVENTS_TOPIC=f"{name}.events",
         CRM_ALERTS_TOPIC=f"{name}.alerts",
         CRM_DLQ_TOPIC=f"{name}.events.dlq",
+        CRM_AUDIT_TOPIC=f"{name}.audit",
         CRM_REDIS_PREFIX=f"{name}:score:",
         CRM_WEB_PORT=str(free_port()),
         CRM_DATA_DIR=str(data_dir),

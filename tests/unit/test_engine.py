@@ -322,3 +322,35 @@ def test_a_customer_named_by_many_events_is_kept_as_one_string():
 
     (key,) = engine.states
     assert key is sys.intern("ann-1")
+
+
+def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
+    engine = ScoringEngine(CustomerScorer(), {})
+    for n in range(6):
+        engine.process("ann", Activity("purchase", n * DAY, item_id=f"sku-{n % 3}", amount=9.0,
+                                       quantity=1))  # fmt: skip
+        engine.process("bob", Activity("purchase", n * DAY + 60, item_id="sku-1", amount=5.0,
+                                       quantity=1))  # fmt: skip
+    pending = len(engine.states["ann"].pending)
+    labels_before = engine.scorer.pending_labels
+
+    removed = engine.forget("ann")
+
+    assert removed == {
+        "state": True,
+        "pending_labels": pending,
+        "rescore_schedule": True,
+        "recommender_user_factors": True,
+    }
+    assert "ann" not in engine.states and "bob" in engine.states
+    assert engine.scheduled() == 1
+    assert "ann" not in engine.scorer.recommender._mf.u_latents
+    assert "bob" in engine.scorer.recommender._mf.u_latents
+    assert engine.scorer.pending_labels == labels_before - pending
+    assert sum(engine.segment_sizes.values()) <= 1
+    assert engine.forget("ann") == {
+        "state": False,
+        "pending_labels": 0,
+        "rescore_schedule": False,
+        "recommender_user_factors": False,
+    }

@@ -38,6 +38,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "feedback": {"text": "great service"},
     "subscription_cancel": {},
     "return": {"item_id": "sku-17", "amount": 12.5},
+    "erasure_request": {"requested_by": "dpo@example.com"},
 }
 
 #: Reasons only the worker can give (they need the Kafka key or a crash after decoding).

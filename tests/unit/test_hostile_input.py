@@ -18,7 +18,7 @@ from online_models.engine import ScoringEngine
 from online_models.scorer import CustomerScorer
 from online_models.state import CustomerState
 from schemas.errors import EventRejected, UnknownEventType
-from schemas.events import decode_event
+from schemas.events import ErasureRequestEvent, decode_event
 from streams.convert import activity_of
 from tests.unit.test_events import event, near_valid_events, to_message
 
@@ -61,6 +61,10 @@ def assert_scored_or_rejected(message: bytes) -> None:
     except (EventRejected, UnknownEventType):
         return
     engine = engine_with_history()
+    if isinstance(decoded, ErasureRequestEvent):  # the worker erases instead of scoring
+        engine.forget(decoded.customer_id)
+        assert decoded.customer_id not in engine.states
+        return
     for scored in engine.process(decoded.customer_id, activity_of(decoded), offset=99):
         score = scored.outcome.score
         assert 0.0 <= score.churn_risk <= 1.0
