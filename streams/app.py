@@ -79,6 +79,8 @@ class ScorerService:
         self._customer_id = pseudonymiser(settings)
         #: Erasure requests handled, waiting for Redis and the audit record.
         self._erasures: list[tuple[Message, Any, str, dict[str, bool | int]]] = []
+        self._erasures_waiting = False  # Redis refused one: retried once per batch
+        self._erasure_lock = asyncio.Lock()
         self._clock = clock
         self._active_partitions: set[int] = set()
         self._rebuild_schedule = False
@@ -177,6 +179,9 @@ class ScorerService:
         async def watch_redis() -> None:
             if await self.writer.server_restarted():
                 await self._rewrite_scores()
+            if self._erasures:  # waiting for Redis, and maybe for no more events
+                self._erasures_waiting = False
+                await self._carry_out_erasures()
 
         async def metrics_page(web: Any, request: Any) -> Any:
             self.metrics.partitions_and_segments(self._lag, self.engine.segment_counts())
@@ -196,6 +201,8 @@ class ScorerService:
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             await self._flush(force=True)
+            # Not acknowledged: the partitions' next owner carries them out again.
+            self._erasures.clear()
             # What this worker reports about partitions it may no longer own.
             self.engine.segment_sizes.clear()
             self._handled_offsets.clear()
@@ -268,7 +275,7 @@ class ScorerService:
                 outcome = self._handle(message, not_after, letters)
             except Exception:  # a bug: acknowledged, not retried forever
                 logger.exception("Handling %s failed", _position(message))
-            if self._erasures:  # acknowledged once carried out and recorded
+            if self._erasures and not self._erasures_waiting:  # acked once carried out
                 await self._carry_out_erasures()
             del event
             self._positions[message.partition] = message.offset
@@ -287,6 +294,9 @@ class ScorerService:
         )
         for letter in letters:
             await self._dead_letter(*letter)
+        if self._erasures:  # once per batch while Redis refuses them
+            self._erasures_waiting = False
+            await self._carry_out_erasures()
         await self._flush()
         limit = self.settings.redis_max_pending
         if len(self.writer) >= limit or len(self._handled) >= limit:
@@ -338,7 +348,12 @@ class ScorerService:
     async def _carry_out_erasures(self) -> None:
         """Delete the forgotten customers' scores from Redis, publish an audit record for
         each, then acknowledge their requests. The state, schedule and user factors went
-        when the request was handled; if Redis fails, the rest waits for the next event."""
+        when the request was handled; if Redis fails, they wait for the next batch or the
+        Redis watch, whichever comes first."""
+        async with self._erasure_lock:
+            await self._carry_out_erasures_locked()
+
+    async def _carry_out_erasures_locked(self) -> None:
         while self._erasures:
             message, request, customer_id, removed = self._erasures[0]
             try:
@@ -346,6 +361,7 @@ class ScorerService:
             except Exception as exc:  # RedisError, OSError: retried, never dropped
                 self.metrics.redis_errors.inc()
                 logger.error("Erasure %s waits for Redis: %s", request.event_id, exc)
+                self._erasures_waiting = True
                 return
             record = ErasureRecord(
                 request_id=request.event_id,

@@ -12,6 +12,7 @@ import redis
 
 from schemas.audit import ErasureRecord
 from streams.demo import read_metrics
+from streams.local_services import LocalRedis
 from tests.support import (
     crm,
     handled_events,
@@ -97,3 +98,34 @@ def test_forget_erases_the_customer_everywhere_and_records_it(
     assert customers == 2
     assert not redis.Redis.from_url(redis_server.url).exists(prefix + "ann")
     assert "Scheduled 2 customers' re-scores" in (tmp_path / "second.log").read_text()
+
+
+def test_an_erasure_redis_refuses_waits_and_is_carried_out_when_redis_takes_writes(
+    broker: Any, tmp_path: Path
+) -> None:
+    server = LocalRedis()
+    server.start()
+    env = worker_env(broker, server.url, "erase-outage", tmp_path)
+    prefix = env["CRM_REDIS_PREFIX"]
+    admin = redis.Redis.from_url(server.url)
+    events = [*_purchases("ann", 3, T0), *_purchases("bob", 3, T0)]
+    send_events(broker.bootstrap, env["CRM_EVENTS_TOPIC"], events)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: _settled(worker, len(events)), 120, "the scores", worker)
+        admin.config_set("min-replicas-to-write", 1)  # every write refused, data kept
+        refused = crm("forget", "ann", "--requested-by", "dpo", "--wait", "8", env=env)
+        assert refused.returncode == 1  # no audit record: not carried out yet
+        assert "no audit record" in refused.stderr
+        assert admin.exists(prefix + "ann")
+
+        admin.config_set("min-replicas-to-write", 0)  # no new event: the Redis watch retries
+        wait_until(lambda: not admin.exists(prefix + "ann"), 30, "the erasure", worker)
+        audit = read_topic(broker.bootstrap, env["CRM_AUDIT_TOPIC"])
+    finally:
+        worker.stop()
+        admin.close()
+        server.stop()
+    records = [ErasureRecord.model_validate_json(r.value) for r in audit]
+    assert [(r.customer_id, r.removed["redis_score"]) for r in records] == [("ann", True)]
+    assert "Erasure erasure-" in worker.log_path.read_text()  # it said what it waits for
