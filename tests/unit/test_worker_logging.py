@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import faust
 import orjson
@@ -15,14 +16,19 @@ from streams.worker import faust_worker
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
-    # The worker's logging set-up also redirects stdout and stderr into the log.
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    stdout, stderr = sys.stdout, sys.stderr
     yield
-    sys.stdout, sys.stderr = stdout, stderr
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def set_up_logging(worker: Any) -> None:
+    """What the worker does first when it runs, without redirecting stdout and stderr into
+    the log: that redirect is a context the worker leaves when it stops, and a test's worker
+    never stops (the context, collected later, would put back a stale stdout mid-test)."""
+    worker.redirect_stdouts = False
+    worker._setup_logging()
 
 
 @pytest.mark.parametrize("level", ["warning", "error", "info"])
@@ -32,7 +38,7 @@ def test_a_worker_at_a_quiet_level_leaves_library_debug_calls_disabled(
     app = faust.App("logging-test", broker="kafka://127.0.0.1:1")
     worker = faust_worker(app, level)
 
-    worker._setup_logging()  # what the worker does first when it runs
+    set_up_logging(worker)
 
     for name in ("aiokafka.producer.producer", "aiokafka.conn", "faust.topics", "streams.app"):
         assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
@@ -44,7 +50,7 @@ def test_json_logs_are_one_object_per_line_with_level_logger_and_message(
 ) -> None:
     app = faust.App("logging-json-test", broker="kafka://127.0.0.1:1")
     worker = faust_worker(app, "info", log_format="json")
-    worker._setup_logging()
+    set_up_logging(worker)
 
     logging.getLogger("streams.app").info("Scored %d events", 3)
     try:
