@@ -268,17 +268,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
-        topics = {
-            "CRM_EVENTS_TOPIC": self.events_topic,
-            "CRM_ALERTS_TOPIC": self.alerts_topic,
-            "CRM_DLQ_TOPIC": self.dlq_topic,
-            "CRM_AUDIT_TOPIC": self.audit_topic,
-        }
+        topics = self.topics
         if len(set(topics.values())) != len(topics):
             given = ", ".join(f"{name}={topic}" for name, topic in topics.items())
             msg = f"the event, alert, dead-letter and audit topics must differ ({given})"
             raise ValueError(msg)
         return self
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """The scorer's own topics, by the variable naming each: events, alerts, dead letters
+        and audit records."""
+        return {
+            "CRM_EVENTS_TOPIC": self.events_topic,
+            "CRM_ALERTS_TOPIC": self.alerts_topic,
+            "CRM_DLQ_TOPIC": self.dlq_topic,
+            "CRM_AUDIT_TOPIC": self.audit_topic,
+        }
 
     @property
     def broker_hosts(self) -> list[str]:

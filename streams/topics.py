@@ -46,7 +46,7 @@ def _admin(settings: Settings, timeout: float) -> tuple[KafkaAdminClient, set[st
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the events, alerts and dead-letter topics if missing; returns those created.
+    """Create the scorer's topics (:attr:`Settings.topics`) if missing; returns those created.
 
     Uses ``CRM_TOPIC_PARTITIONS`` and ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic
     creation (ACLs) is logged, not fatal: the topics may have been made by an operator.
@@ -54,8 +54,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     admin, existing = _admin(settings, timeout)
     created = []
     try:
-        topics = (settings.events_topic, settings.alerts_topic, settings.dlq_topic)
-        for name in (*topics, settings.audit_topic):
+        for name in settings.topics.values():
             if name in existing:
                 continue
             topic = NewTopic(name, settings.topic_partitions, settings.topic_replication)
