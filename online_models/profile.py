@@ -190,7 +190,7 @@ class CustomerProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the state table (lists copied, so the record owns them)."""
-        data = {name: getattr(self, name) for name in _FIELDS}
+        data = {name: getattr(self, name) for name in PROFILE_FIELDS}
         for name in _LIST_FIELDS:
             data[name] = list(data[name])
         return data
@@ -204,5 +204,4 @@ class CustomerProfile:
 
 #: The profile's fields in declaration order: the order of a compact state record.
 PROFILE_FIELDS = tuple(f.name for f in fields(CustomerProfile))
-_FIELDS = PROFILE_FIELDS
 _LIST_FIELDS = tuple(f.name for f in fields(CustomerProfile) if str(f.type).startswith("list["))

@@ -351,34 +351,31 @@ class ScorerService:
         when the request was handled; if Redis fails, they wait for the next batch or the
         Redis watch, whichever comes first."""
         async with self._erasure_lock:
-            await self._carry_out_erasures_locked()
-
-    async def _carry_out_erasures_locked(self) -> None:
-        while self._erasures:
-            message, request, customer_id, removed = self._erasures[0]
-            try:
-                had_score = await self.writer.delete(customer_id)
-            except Exception as exc:  # RedisError, OSError: retried, never dropped
-                self.metrics.redis_errors.inc()
-                logger.error("Erasure %s waits for Redis: %s", request.event_id, exc)
-                self._erasures_waiting = True
-                return
-            record = ErasureRecord(
-                request_id=request.event_id,
-                customer_id=customer_id,
-                requested_by=request.requested_by,
-                requested_at=request.timestamp,
-                erased_at=datetime.fromtimestamp(self._clock(), UTC),
-                worker=self.settings.app_id,
-                partition=message.partition,
-                offset=message.offset,
-                removed={**removed, "redis_score": had_score},
-            )
-            sent = await self.audit_topic.send(key=customer_id.encode(), value=record.to_bytes())
-            await sent
-            self.app.consumer.ack(message)
-            self._erasures.pop(0)
-            logger.info("Carried out erasure request %s", request.event_id)
+            while self._erasures:
+                message, request, customer_id, removed = self._erasures[0]
+                try:
+                    had_score = await self.writer.delete(customer_id)
+                except Exception as exc:  # RedisError, OSError: retried, never dropped
+                    self.metrics.redis_errors.inc()
+                    logger.error("Erasure %s waits for Redis: %s", request.event_id, exc)
+                    self._erasures_waiting = True
+                    return
+                record = ErasureRecord(
+                    request_id=request.event_id,
+                    customer_id=customer_id,
+                    requested_by=request.requested_by,
+                    requested_at=request.timestamp,
+                    erased_at=datetime.fromtimestamp(self._clock(), UTC),
+                    worker=self.settings.app_id,
+                    partition=message.partition,
+                    offset=message.offset,
+                    removed={**removed, "redis_score": had_score},
+                )
+                key, value = customer_id.encode(), record.to_bytes()
+                await (await self.audit_topic.send(key=key, value=value))
+                self.app.consumer.ack(message)
+                self._erasures.pop(0)
+                logger.info("Carried out erasure request %s", request.event_id)
 
     async def _wait_for_producer(self) -> None:
         """Let the Kafka producer drain its buffer to half of ``CRM_PRODUCER_MAX_PENDING``.
