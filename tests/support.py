@@ -100,6 +100,24 @@ def send_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> Non
         producer.close()
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> Path:
+    """A test CA (``CN=crm-test-ca``) and a server certificate for 127.0.0.1 signed by it,
+    in ``directory`` as ca.crt, server.crt and server.key; returns the CA's path."""
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.crt", "-days", "1", "-subj", "/CN=crm-test-ca", cwd=directory)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=directory)  # fmt: skip
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "1",
+             "-extfile", "san.ext", cwd=directory)  # fmt: skip
+    return directory / "ca.crt"
+
+
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:
     """Every message of ``topic`` from the beginning, until ``idle_ms`` pass without one."""
     consumer = KafkaConsumer(

@@ -6,7 +6,6 @@ their password and key prefix filled in; the server speaks TLS alone, with a CA 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,29 +16,21 @@ import pytest
 import redis
 
 from streams.local_services import LocalRedis
-from tests.support import crm, handled_events, send_events, start_worker, wait_until, worker_env
+from tests.support import (
+    crm,
+    handled_events,
+    make_certificates,
+    send_events,
+    start_worker,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
 ACL_FILE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "users.acl"
 PASSWORD = "s3cret-for-tests"
 PREFIX = "sec:score:"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(directory: Path) -> None:
-    """A test CA and a server certificate for 127.0.0.1 signed by it."""
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", "1", "-subj", "/CN=crm-test-ca", cwd=directory)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-             "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=directory)  # fmt: skip
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "1",
-             "-extfile", "san.ext", cwd=directory)  # fmt: skip
 
 
 class SecuredRedis(LocalRedis):

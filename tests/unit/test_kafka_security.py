@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,14 @@ from kafka.admin import KafkaAdminClient
 from streams.app import ScorerService
 from streams.kafka_security import aiokafka_options, faust_credentials, kafka_python_options
 from streams.settings import SettingsError, load_settings
+from tests.support import make_certificates
 
 PASSWORD = "pa55-word"
 
 
 @pytest.fixture(scope="module")
 def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("ca")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-         "-out", "ca.crt", "-days", "1", "-subj", "/CN=crm-kafka-test-ca"],
-        cwd=directory, check=True, capture_output=True,
-    )  # fmt: skip
-    return directory / "ca.crt"
+    return make_certificates(tmp_path_factory.mktemp("ca"))
 
 
 def _sasl_ssl(ca_file: Path, tmp_path: Path) -> dict[str, object]:
@@ -57,7 +51,7 @@ def test_sasl_ssl_reaches_the_plain_kafka_clients(ca_file: Path, tmp_path: Path)
     assert options["sasl_mechanism"] == "SCRAM-SHA-256"
     assert options["sasl_plain_username"] == "crm-scorer"
     assert options["sasl_plain_password"] == PASSWORD
-    assert _trusts(options["ssl_context"], "crm-kafka-test-ca")
+    assert _trusts(options["ssl_context"], "crm-test-ca")
     for client in (KafkaConsumer, KafkaProducer, KafkaAdminClient):  # options they all take
         assert set(options) <= set(client.DEFAULT_CONFIG), client
 
@@ -74,7 +68,7 @@ def test_sasl_ssl_reaches_aiokafka_as_faust_passes_it(ca_file: Path, tmp_path: P
     assert client._client._security_protocol == "SASL_SSL"
     assert client._client._sasl_mechanism == "SCRAM-SHA-256"
     assert client._client._sasl_plain_password == PASSWORD
-    assert _trusts(client._client._ssl_context, "crm-kafka-test-ca")
+    assert _trusts(client._client._ssl_context, "crm-test-ca")
 
 
 def test_the_worker_app_carries_the_credentials(ca_file: Path, tmp_path: Path) -> None:
