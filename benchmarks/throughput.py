@@ -336,10 +336,7 @@ def measure_worker(
     latency_rate = rate / 2
     count = int(latency_rate * args.latency_seconds)
     latency_events = make_events(count, args.customers, now, now, 2, "lat")
-    before = read_metrics(worker.port)
-    produce(broker.bootstrap, topic, latency_events, rate=latency_rate)
-    total = int(before["crm_scorer_events_total"]) + count
-    _wait(lambda: settled(worker, total), args.timeout, "the latency events", worker.log_path)
+    before = send_and_settle(worker, broker, topic, latency_events, args, rate=latency_rate)
     latency = histogram_quantiles(before, read_metrics(worker.port))
     latency["rate"] = latency_rate
     print(f"latency at {latency_rate:,.0f}/s: {latency}", flush=True)
@@ -348,9 +345,7 @@ def measure_worker(
     again = make_events(
         int(args.events * args.second_pass), args.customers, now, now + 600, 3, "again"
     )
-    total = int(read_metrics(worker.port)["crm_scorer_events_total"]) + len(again)
-    produce(broker.bootstrap, topic, again)
-    _wait(lambda: settled(worker, total), args.timeout, "the second pass", worker.log_path)
+    send_and_settle(worker, broker, topic, again, args)
     rss_again = rss_bytes(pid)
 
     # Memory per customer of state: the growth while many customers never seen before
@@ -360,10 +355,7 @@ def measure_worker(
     fresh = make_events(
         3 * args.new_customers, args.new_customers, now + 600, now + 1200, 4, "new", prefix="n"
     )
-    known = int(read_metrics(worker.port)["crm_scorer_customers"])
-    total = int(read_metrics(worker.port)["crm_scorer_events_total"]) + len(fresh)
-    produce(broker.bootstrap, topic, fresh)
-    _wait(lambda: settled(worker, total), args.timeout, "the new customers", worker.log_path)
+    known = int(send_and_settle(worker, broker, topic, fresh, args)["crm_scorer_customers"])
     added = int(read_metrics(worker.port)["crm_scorer_customers"]) - known
     rss_new = rss_bytes(pid)
     print(f"{added:,} new customers: RSS {rss_again / 2**20:,.0f} -> {rss_new / 2**20:,.0f} MiB")
@@ -382,6 +374,23 @@ def measure_worker(
         "bytes_per_customer_with_fixed_costs": (rss_loaded - rss_empty) / max(customers, 1),
         "growth_second_pass_bytes": rss_again - rss_loaded,
     }
+
+
+def send_and_settle(
+    worker: WorkerProcess,
+    broker: LocalBroker,
+    topic: str,
+    events: list,
+    args: Any,
+    rate: float | None = None,
+) -> dict[str, float]:
+    """Send ``events`` to the running worker and wait until it scored them and Redis has
+    every score; returns the worker's metrics from before the events."""
+    before = read_metrics(worker.port)  # read first: the worker counts as soon as they arrive
+    total = int(before["crm_scorer_events_total"]) + len(events)
+    produce(broker.bootstrap, topic, events, rate=rate)
+    _wait(lambda: settled(worker, total), args.timeout, f"{len(events):,} events", worker.log_path)
+    return before
 
 
 def _versions() -> dict[str, str]:
