@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 from faust.types import Message
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from online_models.checkpoint import dump_checkpoint
@@ -35,6 +35,7 @@ from streams.metrics import ScorerMetrics
 from streams.pseudonyms import pseudonymiser
 from streams.redis_sink import ScoreWriter
 from streams.settings import Settings
+from streams.web import FAUST_VIEW_SETTINGS, Readiness, install_routes, redis_check, web_ssl_context
 
 __all__ = ["ScorerService"]
 
@@ -53,8 +54,6 @@ REDIS_WATCH_SECONDS = 5.0
 YIELD_SECONDS = 0.02
 # A restarted Redis is refilled in pipelines of about this many scores.
 REWRITE_CHUNK = 2_000
-# Prometheus' text format; aiohttp adds the charset itself and refuses one in content_type.
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class ScorerService:
@@ -83,6 +82,7 @@ class ScorerService:
         self._erasure_lock = asyncio.Lock()
         self._clock = clock
         self._active_partitions: set[int] = set()
+        self._assignments = 0  # rebalances this worker completed (readiness)
         self._rebuild_schedule = False
         self.redis = Redis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=5.0
@@ -144,6 +144,8 @@ class ScorerService:
             web_port=s.web_port,
             web_bind=s.web_bind,
             web_host="localhost",
+            web_ssl_context=web_ssl_context(s),
+            **FAUST_VIEW_SETTINGS,
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.topic_replication,
             key_serializer="raw",
@@ -183,10 +185,6 @@ class ScorerService:
                 self._erasures_waiting = False
                 await self._carry_out_erasures()
 
-        async def metrics_page(web: Any, request: Any) -> Any:
-            self.metrics.partitions_and_segments(self._lag, self.engine.segment_counts())
-            return web.bytes(generate_latest(self.registry), content_type=METRICS_CONTENT_TYPE)
-
         async def before_shutdown(sender: Any, **kwargs: Any) -> None:
             written = await self._flush(force=True)
             left = len(self.writer)
@@ -222,6 +220,7 @@ class ScorerService:
             self._active_partitions = {
                 tp.partition for tp in assigned if tp.topic == self.settings.events_topic
             }
+            self._assignments += 1
             self._rebuild_schedule = True
             self.metrics.last_rebalance.set(self._clock())
 
@@ -235,7 +234,22 @@ class ScorerService:
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
         app.timer(LAG_SECONDS, name="measure-lag")(measure_lag)
-        app.page("/metrics")(metrics_page)
+        install_routes(
+            app,
+            s,
+            registry=self.registry,
+            before_scrape=lambda: self.metrics.partitions_and_segments(
+                self._lag, self.engine.segment_counts()
+            ),
+            readiness=Readiness(
+                {
+                    "partitions_assigned": self._assigned,
+                    "tables_recovered": self._recovered,
+                    "models_loaded": self._models_loaded,
+                    "redis_reachable": redis_check(self.redis.ping),
+                }
+            ),
+        )
         app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
@@ -315,6 +329,21 @@ class ScorerService:
         self._checkpoint_write = asyncio.ensure_future(
             asyncio.to_thread(self.write_checkpoint, raw, created_at)
         )
+
+    async def _assigned(self) -> bool | str:
+        """Readiness: the consumer group gave this worker its partitions (maybe none)."""
+        if not self._assignments:
+            return "waiting for the consumer group to assign partitions"
+        return "rebalancing" if self.app.rebalancing else True
+
+    async def _recovered(self) -> bool | str:
+        """Readiness: the customer table is rebuilt from its changelog."""
+        tables: Any = self.app.tables
+        return tables.recovery.completed.is_set() or "recovering the customer table"
+
+    async def _models_loaded(self) -> bool | str:
+        """Readiness: the models to score with are in place (restored before start-up)."""
+        return True
 
     def _committed_offsets(self) -> dict[int, int | None]:
         """The offsets Faust last committed for the events topic, as it keeps them in memory

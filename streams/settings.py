@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,9 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
 # Never echoed back in an error message.
-_SECRET_SETTINGS = frozenset({"redis_url", "checkpoint_key", "broker_password", "pseudonym_key"})
+_SECRET_SETTINGS = frozenset(
+    {"redis_url", "checkpoint_key", "broker_password", "pseudonym_key", "metrics_password"}
+)
 
 
 class SettingsError(CrmScorerError):
@@ -61,8 +64,20 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(8, ge=1, le=10_000, description="Partitions of created topics.")
     topic_replication: int = Field(1, ge=1, le=10, description="Replication of created topics.")
-    web_port: int = Field(6066, ge=1, le=65535, description="HTTP port serving /metrics.")
+    web_port: int = Field(
+        6066, ge=1, le=65535, description="HTTP port serving /metrics, /livez and /readyz."
+    )
     web_bind: str = Field("0.0.0.0", description="Interface the HTTP server binds to.")
+    web_tls_cert_file: Path | None = Field(
+        None, description="Certificate (PEM) the HTTP port serves TLS with; unset means plain HTTP."
+    )
+    web_tls_key_file: Path | None = Field(None, description="Key (PEM) of CRM_WEB_TLS_CERT_FILE.")
+    metrics_username: str = Field(
+        "", description="User name /metrics asks for with HTTP basic auth; empty means none."
+    )
+    metrics_password: SecretStr = Field(
+        SecretStr(""), description="Password of CRM_METRICS_USERNAME."
+    )
     redis_prefix: str = Field("crm:score:", min_length=1, description="Score hash key prefix.")
     pseudonym_key: SecretStr | None = Field(
         None,
@@ -264,6 +279,29 @@ class Settings(BaseSettings):
         if (self.broker_cert_file is None) != (self.broker_key_file is None):
             msg = "CRM_BROKER_CERT_FILE and CRM_BROKER_KEY_FILE go together"
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _web_security(self) -> Settings:
+        if bool(self.metrics_username) != bool(self.metrics_password.get_secret_value()):
+            msg = "CRM_METRICS_USERNAME and CRM_METRICS_PASSWORD go together"
+            raise ValueError(msg)
+        if ":" in self.metrics_username:
+            msg = f"CRM_METRICS_USERNAME={self.metrics_username}: basic auth forbids ':' in it"
+            raise ValueError(msg)
+        cert, key = self.web_tls_cert_file, self.web_tls_key_file
+        if (cert is None) != (key is None):
+            msg = "CRM_WEB_TLS_CERT_FILE and CRM_WEB_TLS_KEY_FILE go together"
+            raise ValueError(msg)
+        if cert is not None and key is not None:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                msg = (
+                    f"CRM_WEB_TLS_CERT_FILE={cert} with CRM_WEB_TLS_KEY_FILE={key} cannot be "
+                    f"loaded: {exc}"
+                )
+                raise ValueError(msg) from None
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -24,7 +25,13 @@ import yaml
 from kafka import KafkaProducer
 
 from streams.local_services import ManagedProcess
-from tests.support import handled_events, start_worker, wait_until, worker_env
+from tests.support import (
+    handled_events,
+    make_certificates,
+    start_worker,
+    wait_until,
+    worker_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +139,72 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(
     assert not empty, "panels without data:\n" + "\n".join(empty)
     rules = [rule for group in groups for rule in group["rules"]]
     assert rules and all(rule["health"] == "ok" for rule in rules), rules
+
+
+def _protected_job() -> dict[str, Any]:
+    """The scrape job of prometheus.yml with its documented ``protected`` block uncommented."""
+    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    block = text[text.index("# protected:begin") : text.index("# protected:end")]
+    uncommented = "\n".join(
+        line.replace("# ", "", 1) for line in block.splitlines()[1:] if line.strip()
+    )
+    job = yaml.safe_load(text)["scrape_configs"][0]
+    job.update(yaml.safe_load(textwrap.dedent(uncommented)))
+    return dict(job)
+
+
+def test_prometheus_scrapes_a_protected_worker_with_the_documented_config(
+    broker: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    make_certificates(tmp_path)
+    password = "scrape-Pa55word"
+    env = worker_env(broker, redis_server.url, "protected-scrape", tmp_path)
+    env.update(
+        CRM_WEB_TLS_CERT_FILE=str(tmp_path / "server.crt"),
+        CRM_WEB_TLS_KEY_FILE=str(tmp_path / "server.key"),
+        CRM_METRICS_USERNAME="prometheus",
+        CRM_METRICS_PASSWORD=password,
+    )
+    worker = start_worker(env, tmp_path / "worker.log")
+    (tmp_path / "password").write_text(password)
+    protected = _protected_job()
+    protected["tls_config"]["ca_file"] = str(tmp_path / "ca.crt")
+    protected["basic_auth"]["password_file"] = str(tmp_path / "password")
+    protected["static_configs"] = [{"targets": [f"127.0.0.1:{worker.port}"]}]
+    anonymous = {k: v for k, v in protected.items() if k != "basic_auth"}
+    anonymous["job_name"] = "anonymous"
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [protected, anonymous],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus = LocalPrometheus(tmp_path / "prometheus.yml", tmp_path)
+    try:
+        prometheus.start(timeout=60)
+        wait_until(
+            lambda: len(prometheus.query('up{job="crm-scorer"} == 1')) == 1,
+            60,
+            "Prometheus to scrape the protected worker",
+            worker,
+        )
+        assert prometheus.query("crm_scorer_customers")
+        targets = {
+            t["labels"]["job"]: t for t in prometheus.get("/api/v1/targets")["activeTargets"]
+        }
+        wait_until(
+            lambda: "401" in _target(prometheus, "anonymous").get("lastError", ""),
+            30,
+            "the scrape without credentials to be refused",
+        )
+    finally:
+        prometheus.stop()
+        worker.stop()
+    assert targets["crm-scorer"]["health"] == "up"
+
+
+def _target(prometheus: LocalPrometheus, job: str) -> dict[str, Any]:
+    targets = prometheus.get("/api/v1/targets")["activeTargets"]
+    return next((t for t in targets if t["labels"]["job"] == job), {})
 
 
 def _stream(producer: KafkaProducer, topic: str, n: int) -> None:

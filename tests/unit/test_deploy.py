@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from streams.metrics import ScorerMetrics
 from streams.settings import Settings, load_settings
+from streams.web import ALLOWED_ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -170,12 +171,22 @@ def test_every_dashboard_metric_is_one_the_worker_exports():
     assert used - exported == set()
 
 
+def test_workers_are_healthy_when_ready_to_score():
+    services = compose()["services"]
+    for name in ("worker-1", "worker-2"):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        port = services[name]["environment"]["CRM_WEB_PORT"]
+        assert f"127.0.0.1:{port}/readyz" in probe
+    assert services["prometheus"]["depends_on"]["worker-1"]["condition"] == "service_healthy"
+
+
 def test_the_image_runs_as_a_non_root_user_with_a_healthcheck():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     final_stage = dockerfile.split("\nFROM ")[-1]
 
     assert re.search(r"^USER (?!root)\S+", final_stage, re.MULTILINE)
-    assert "HEALTHCHECK" in final_stage and "/metrics" in final_stage
+    healthcheck = final_stage[final_stage.index("HEALTHCHECK") :].split("\nENTRYPOINT")[0]
+    assert "/readyz" in healthcheck and ("GET", "/readyz") in ALLOWED_ROUTES
     assert f"EXPOSE {Settings.model_fields['web_port'].default}" in final_stage
     assert 'ENTRYPOINT ["crm-scorer"]' in final_stage
     assert final_stage.startswith("python:3.11-slim")
