@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from online_models.scorer import ScorerConfig  # noqa: E402
 from schemas.events import PurchaseEvent, ReturnEvent  # noqa: E402
-from streams.backtest import Backtest, run_backtest  # noqa: E402
-from streams.transactions import load_transactions  # noqa: E402
+from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
+from streams.commands.transactions import load_transactions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas.events import PurchaseEvent  # noqa: E402
-from streams.demo import WorkerProcess, read_metrics  # noqa: E402
-from streams.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
-from streams.transactions import load_transactions  # noqa: E402
+from streams.commands.demo import WorkerProcess, read_metrics  # noqa: E402
+from streams.commands.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
+from streams.commands.transactions import load_transactions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "replay_online_retail.json"

@@ -39,8 +39,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.demo import WorkerProcess, read_metrics  # noqa: E402
-from streams.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
+from streams.commands.demo import WorkerProcess, read_metrics  # noqa: E402
+from streams.commands.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
 CONSUMERS = ROOT / "benchmarks" / "throughput_consumers.py"

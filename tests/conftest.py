@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import pytest
 
-from streams.local_services import LocalBroker, LocalRedis, LocalServiceError
+from streams.commands.local_services import LocalBroker, LocalRedis, LocalServiceError
 
 logger = logging.getLogger(__name__)
 

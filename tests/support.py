@@ -15,8 +15,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.demo import WorkerProcess, read_metrics
-from streams.local_services import LocalBroker, free_port
+from streams.commands.demo import WorkerProcess, read_metrics
+from streams.commands.local_services import LocalBroker, free_port
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from schemas.json_schema import wire_json_schema
-from streams.local_services import free_port
+from streams.commands.local_services import free_port
 from tests.support import crm, handled_events, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.local_services import free_port
+from streams.commands.local_services import free_port
 from tests.support import crm, read_topic
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from online_models.checkpoint import dump_checkpoint, load_checkpoint
 from online_models.scorer import CustomerScorer
 from schemas.scores import Score
 from streams.checkpoints import CheckpointStore
-from streams.demo import read_metrics
+from streams.commands.demo import read_metrics
 from streams.settings import load_settings
 from tests.support import crm, handled_events, start_worker, wait_until, worker_env
 

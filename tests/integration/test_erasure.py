@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from schemas.audit import ErasureRecord
-from streams.demo import read_metrics
-from streams.local_services import LocalRedis
+from streams.commands.demo import read_metrics
+from streams.commands.local_services import LocalRedis
 from tests.support import (
     crm,
     handled_events,

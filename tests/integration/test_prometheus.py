@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from streams.local_services import ManagedProcess
+from streams.commands.local_services import ManagedProcess
 from tests.support import (
     handled_events,
     make_certificates,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis
 
-from streams.demo import read_metrics
+from streams.commands.demo import read_metrics
 from tests.support import (
     crm,
     handled_events,

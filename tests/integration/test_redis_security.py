@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from streams.local_services import LocalRedis
+from streams.commands.local_services import LocalRedis
 from tests.support import (
     crm,
     handled_events,

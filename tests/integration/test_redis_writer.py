@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from schemas.scores import Score
-from streams.local_services import LocalRedis
+from streams.commands.local_services import LocalRedis
 from streams.metrics import ScorerMetrics
 from streams.redis_sink import ScoreWriter
 

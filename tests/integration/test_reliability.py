@@ -22,8 +22,8 @@ import redis
 from kafka import KafkaProducer
 
 from schemas.dead_letters import DeadLetter
-from streams.demo import WorkerProcess, read_metrics
-from streams.local_services import LocalRedis, free_port
+from streams.commands.demo import WorkerProcess, read_metrics
+from streams.commands.local_services import LocalRedis, free_port
 from tests.support import handled_events, read_topic, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)

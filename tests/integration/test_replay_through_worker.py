@@ -15,8 +15,8 @@ import redis
 
 from schemas.scores import Score
 from schemas.transactions import PRESETS
-from streams.demo import read_metrics
-from streams.transactions import load_transactions
+from streams.commands.demo import read_metrics
+from streams.commands.transactions import load_transactions
 from tests.support import crm, handled_events, start_worker, wait_until, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]

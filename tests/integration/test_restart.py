@@ -12,7 +12,7 @@ import redis
 from kafka import KafkaProducer
 
 from schemas.scores import Score
-from streams.demo import read_metrics
+from streams.commands.demo import read_metrics
 from tests.support import handled_events, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)

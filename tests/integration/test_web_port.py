@@ -22,8 +22,8 @@ import orjson
 import pytest
 import redis
 
-from streams.demo import WorkerProcess
-from streams.local_services import LocalRedis
+from streams.commands.demo import WorkerProcess
+from streams.commands.local_services import LocalRedis
 from tests.support import make_certificates, send_events, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)

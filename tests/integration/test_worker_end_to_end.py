@@ -20,8 +20,8 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas import Alert, DeadLetter, EventRejected, Score, UnknownEventType, decode_event
-from streams.demo import read_metrics
-from streams.simulator import SimulationConfig, generate_messages
+from streams.commands.demo import read_metrics
+from streams.commands.simulator import SimulationConfig, generate_messages
 from tests.support import handled_events, read_topic, start_worker, wait_until, worker_env
 
 logger = logging.getLogger(__name__)
@@ -381,7 +381,7 @@ def test_metrics_count_what_happened(run: Run) -> None:
 
 def test_lookup_prints_the_score_as_json(run: Run) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "lookup", "vip-1"],
+        [sys.executable, "-m", "streams.commands.cli", "lookup", "vip-1"],
         env=run.env,
         capture_output=True,
         text=True,

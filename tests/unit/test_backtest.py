@@ -11,8 +11,8 @@ import pytest
 
 from online_models.activity import DAY
 from schemas.events import AnyEvent, validate_event
-from streams.backtest import SCORE_COLUMNS, run_backtest, write_scores
-from streams.transactions import load_transactions
+from streams.commands.backtest import SCORE_COLUMNS, run_backtest, write_scores
+from streams.commands.transactions import load_transactions
 
 START = datetime(2011, 1, 3, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.replay import InvalidRate, parse_rate, send_paced
+from streams.commands.replay import InvalidRate, parse_rate, send_paced
 
 
 class DrivenClock:

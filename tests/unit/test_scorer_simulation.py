@@ -22,8 +22,8 @@ from online_models.profile import MAX_PURCHASED_ITEMS
 from online_models.scorer import CustomerScore, CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.state import CustomerState
 from schemas import decode_event
+from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
-from streams.simulator import SimulationConfig, generate_events
 
 CUSTOMERS = 300
 EVENTS = 15_000

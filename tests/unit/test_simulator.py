@@ -14,7 +14,7 @@ import pytest
 
 from schemas import EventRejected, decode_event, parse_event_time
 from schemas.events import EVENT_FIELDS
-from streams.simulator import (
+from streams.commands.simulator import (
     SimulationConfig,
     generate_events,
     generate_messages,

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.events import validate_event
 from schemas.transactions import ColumnMapping, MappingError
-from streams.transactions import (
+from streams.commands.transactions import (
     TransactionFileError,
     Transactions,
     load_transactions,

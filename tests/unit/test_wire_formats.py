@@ -32,8 +32,8 @@ from schemas import (
     decode_event,
     wire_json_schema,
 )
+from streams.commands.producer import customer_key
 from streams.convert import alert_of
-from streams.producer import customer_key
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "crm-scorer.schema.json"
 WHEN = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)

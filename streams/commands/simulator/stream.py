@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from streams.simulator.catalogue import build_catalogue
-from streams.simulator.customers import DAY, Customer
+from streams.commands.simulator.catalogue import build_catalogue
+from streams.commands.simulator.customers import DAY, Customer
 
 __all__ = ["SimulationConfig", "generate_events", "generate_messages"]
 

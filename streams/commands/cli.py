@@ -14,8 +14,7 @@ import typer
 from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.json_schema import wire_json_schema
-from streams.settings import Settings, load_settings
-from streams.transactions import (
+from streams.commands.transactions import (
     FileArgument,
     FileFormat,
     FormatOption,
@@ -23,6 +22,7 @@ from streams.transactions import (
     PresetOption,
     Transactions,
 )
+from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,7 +81,7 @@ def demo(
     ] = 0.01,
 ) -> None:
     """Run the scorer end to end on a generated stream (starts Tansu and redis-server if needed)."""
-    from streams.demo import DemoOptions, run_demo
+    from streams.commands.demo import DemoOptions, run_demo
 
     try:
         run_demo(DemoOptions(events=events, customers=customers, seed=seed, bad_ratio=bad_ratio))
@@ -94,7 +94,7 @@ def produce(
     file: Annotated[str, typer.Argument(help="JSON-lines file of events, or - for stdin.")] = "-",
 ) -> None:
     """Send JSON-lines events to CRM_EVENTS_TOPIC, keyed by customer_id, exactly as written."""
-    from streams.producer import EventProducer
+    from streams.commands.producer import EventProducer
 
     settings = _settings()
     stream = sys.stdin.buffer if file == "-" else None
@@ -133,7 +133,7 @@ def produce(
 
 
 def _checked_rate(rate: str | None) -> str | None:
-    from streams.replay import InvalidRate, parse_rate
+    from streams.commands.replay import InvalidRate, parse_rate
 
     try:
         parse_rate(rate)
@@ -150,7 +150,7 @@ def _read_transactions(
     file_format: FileFormat | None,
 ) -> Transactions:
     """The file's events for replay and backtest; a file that cannot be read ends the command."""
-    from streams.transactions import load_transactions
+    from streams.commands.transactions import load_transactions
 
     try:
         with console.status(f"reading {file}"):
@@ -183,8 +183,8 @@ def replay(
     """Send a transactions file to CRM_EVENTS_TOPIC as events, in event-time order."""
     from rich.console import Console
 
-    from streams.replay import parse_rate, print_report
-    from streams.replay import replay as send_replay
+    from streams.commands.replay import parse_rate, print_report
+    from streams.commands.replay import replay as send_replay
 
     settings = _settings()
     console = Console()
@@ -230,7 +230,7 @@ def backtest(
     from rich.console import Console
     from rich.progress import Progress
 
-    from streams.backtest import run_backtest, write_scores
+    from streams.commands.backtest import run_backtest, write_scores
 
     moment = _as_of(as_of)
     settings = _settings()
@@ -283,8 +283,8 @@ def forget(
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from streams.commands.producer import EventProducer
     from streams.kafka_security import kafka_python_options
-    from streams.producer import EventProducer
 
     settings = _settings()
     request_id = f"erasure-{uuid.uuid4()}"

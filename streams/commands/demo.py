@@ -25,11 +25,11 @@ from rich.table import Table
 
 from schemas.errors import CrmScorerError
 from schemas.scores import Score
+from streams.commands.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
+from streams.commands.producer import EventProducer
+from streams.commands.simulator import SimulationConfig, generate_messages
 from streams.kafka_security import kafka_python_options
-from streams.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
-from streams.producer import EventProducer
 from streams.settings import ENV_PREFIX, Settings, child_environment, load_settings
-from streams.simulator import SimulationConfig, generate_messages
 
 __all__ = ["DemoOptions", "WorkerProcess", "read_metrics", "run_demo"]
 
@@ -69,7 +69,7 @@ class WorkerProcess(ManagedProcess):
         super().__init__(int(env[f"{ENV_PREFIX}WEB_PORT"]), env=env, log_path=log_path)
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "streams.cli", "worker"]
+        return [sys.executable, "-m", "streams.commands.cli", "worker"]
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the worker and wait until it serves /metrics."""

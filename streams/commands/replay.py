@@ -23,10 +23,10 @@ from rich.progress import (
 from rich.table import Table
 
 from schemas.errors import CrmScorerError
-from streams.producer import EventProducer
+from streams.commands.producer import EventProducer
+from streams.commands.transactions import LoadedEvent, Transactions
 from streams.settings import Settings
 from streams.topics import BrokerUnavailable
-from streams.transactions import LoadedEvent, Transactions
 
 __all__ = ["InvalidRate", "ReplayResult", "parse_rate", "print_report", "replay", "send_paced"]
 
@@ -61,7 +61,7 @@ def parse_rate(text: str | None) -> float | None:
     >>> parse_rate("fast")
     Traceback (most recent call last):
     ...
-    streams.replay.InvalidRate: 'fast' is not a rate: write N/s (e.g. 500/s), N, or max
+    streams.commands.replay.InvalidRate: 'fast' is not a rate: write N/s (e.g. 500/s), N, or max
     """
     if text is None or text.strip().lower() == "max":
         return None

@@ -2,7 +2,7 @@
 
 import logging
 
-from streams.simulator.stream import SimulationConfig, generate_events, generate_messages
+from streams.commands.simulator.stream import SimulationConfig, generate_events, generate_messages
 
 __all__ = ["SimulationConfig", "generate_events", "generate_messages"]
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
 
-from streams.simulator.catalogue import (
+from streams.commands.simulator.catalogue import (
     NEGATIVE_PHRASES,
     NEUTRAL_PHRASES,
     POSITIVE_PHRASES,
