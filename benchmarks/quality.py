@@ -14,7 +14,11 @@ code path) and judged on what customers did in the 90 days after T:
   already owns, so neither do the baselines), against global popularity and batch item-item
   collaborative filtering (cosine over customer-item co-occurrence);
 * segmentation: silhouette and within-cluster inertia of the online segments on the
-  customers' RFM features at T, against batch k-means with the same k.
+  customers' RFM features at T, against batch k-means with the same k;
+* scale-out: the same backtest split over 4 and 8 workers of one consumer group (customers
+  over 8 partitions as Kafka's default partitioner would), syncing through the group model
+  every 15 s of event time (the default ``CRM_MODEL_SYNC_SECONDS``) and 10 times slower:
+  churn AUC and hit rate@10 next to one worker's.
 
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
 (scikit-learn): ``pip install -e '.[bench]'``.
@@ -56,6 +60,14 @@ from streams.commands.transactions import load_transactions  # noqa: E402
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
+PARTITIONS = 8
+SYNC_SECONDS = 15.0
+# Scale-out runs: name -> (workers, seconds of event time between syncs).
+GROUPS = {
+    "workers_4": (4, SYNC_SECONDS),
+    "workers_8": (8, SYNC_SECONDS),
+    "workers_8_slow_sync": (8, 10 * SYNC_SECONDS),
+}
 HORIZON = timedelta(days=90)
 K = 10
 DAY = 86_400.0
@@ -240,6 +252,13 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         and recs["online_hit_rate"] >= recs["item_item_hit_rate"],
         "inertia_ratio": segs["online_inertia"] / segs["batch_inertia"],
         "segment_target_met": segs["online_inertia"] <= 1.2 * segs["batch_inertia"],
+        # Scale-out at the default sync: within 0.01 of one worker's AUC and hit rate.
+        "scale_out_target_met": all(
+            abs(group["churn_auc_vs_one_worker"]) <= 0.01
+            and abs(group["hit_rate_vs_one_worker"]) <= 0.01
+            for name, group in report["scale_out"].items()
+            if not name.endswith("slow_sync")
+        ),
     }
 
 
@@ -247,17 +266,41 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
     as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
     t = as_of.timestamp()
     runs: dict[str, Backtest] = {}
-    for kind in ("logistic", "hoeffding_tree"):
+    plans = {"logistic": ("logistic", 1, SYNC_SECONDS)}
+    plans["hoeffding_tree"] = ("hoeffding_tree", 1, SYNC_SECONDS)
+    plans.update({name: ("logistic", *group) for name, group in GROUPS.items()})
+    for name, (kind, workers, sync) in plans.items():
         started = time.perf_counter()
         config = replace(ScorerConfig(), churn_model=kind)
-        runs[kind] = run_backtest((e.event for e in events), as_of, config)
+        runs[name] = run_backtest(
+            (e.event for e in events),
+            as_of,
+            config,
+            workers=workers,
+            partitions=PARTITIONS,
+            sync_seconds=sync,
+        )
         console.log(
-            f"{cutoff} {kind}: {runs[kind].events:,} events, {runs[kind].rescores:,} re-scores "
-            f"in {time.perf_counter() - started:.1f}s"
+            f"{cutoff} {name}: {runs[name].events:,} events, {runs[name].rescores:,} re-scores, "
+            f"group model version {runs[name].model_version} in "
+            f"{time.perf_counter() - started:.1f}s"
         )
     churn = churn_section(history, t, runs)
-    default = max(runs, key=lambda kind: churn[f"online_{kind}_auc"])
+    default = max(("logistic", "hoeffding_tree"), key=lambda kind: churn[f"online_{kind}_auc"])
     main = runs["logistic"]
+    recommendations = recommendation_section(history, t, main)
+    scale_out = {}
+    for name in GROUPS:
+        hit_rate = recommendation_section(history, t, runs[name])["online_hit_rate"]
+        auc = churn[f"online_{name}_auc"]
+        scale_out[name] = {
+            "churn_auc": auc,
+            "hit_rate": hit_rate,
+            "churn_auc_vs_one_worker": auc - churn["online_logistic_auc"],
+            "hit_rate_vs_one_worker": hit_rate - recommendations["online_hit_rate"],
+            "seconds": round(runs[name].seconds, 1),
+            "versions": runs[name].model_version,
+        }
     assert main.scorer is not None
     report = {
         "cutoff": cutoff,
@@ -267,7 +310,8 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
         "default_churn_model": "logistic",
         "best_churn_model": default,
         "churn": churn,
-        "recommendations": recommendation_section(history, t, main),
+        "recommendations": recommendations,
+        "scale_out": scale_out,
         "segments": segment_section(history, t, main),
         "live_quality": {
             "rolling_churn_auc": main.scorer.quality.roc_auc,
@@ -303,6 +347,18 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
         ("inertia: online / batch k-means", lambda r: r["targets"]["inertia_ratio"]),
         ("silhouette: online", lambda r: r["segments"]["online_silhouette"]),
         ("silhouette: batch k-means", lambda r: r["segments"]["batch_silhouette"]),
+        ("churn AUC: 4 workers", lambda r: r["scale_out"]["workers_4"]["churn_auc"]),
+        ("churn AUC: 8 workers", lambda r: r["scale_out"]["workers_8"]["churn_auc"]),
+        (
+            "churn AUC: 8 workers, sync 10x slower",
+            lambda r: r["scale_out"]["workers_8_slow_sync"]["churn_auc"],
+        ),
+        ("hit rate@10: 4 workers", lambda r: r["scale_out"]["workers_4"]["hit_rate"]),
+        ("hit rate@10: 8 workers", lambda r: r["scale_out"]["workers_8"]["hit_rate"]),
+        (
+            "hit rate@10: 8 workers, sync 10x slower",
+            lambda r: r["scale_out"]["workers_8_slow_sync"]["hit_rate"],
+        ),
         ("backtest seconds (events before T)", lambda r: r["backtest_seconds"]),
     ]
     for label, get in lines:
@@ -318,7 +374,8 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             f"as of {report['cutoff']}: churn target "
             f"{'met' if targets['churn_target_met'] else 'MISSED'}, recommendation target "
             f"{'met' if targets['recommendation_target_met'] else 'MISSED'}, segment target "
-            f"{'met' if targets['segment_target_met'] else 'MISSED'}"
+            f"{'met' if targets['segment_target_met'] else 'MISSED'}, scale-out target "
+            f"{'met' if targets['scale_out_target_met'] else 'MISSED'}"
         )
 
 

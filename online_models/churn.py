@@ -4,20 +4,111 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from river import drift, linear_model, metrics, optim, preprocessing, stats, tree, utils
 
 from online_models.profile import CHURN_FEATURES
 
-__all__ = ["CHURN_MODEL_KINDS", "ChurnModel", "ChurnQuality", "PendingExample"]
+__all__ = [
+    "CHURN_MODEL_KINDS",
+    "ChurnModel",
+    "ChurnQuality",
+    "ChurnShare",
+    "PendingExample",
+    "merge_churn",
+]
 
 logger = logging.getLogger(__name__)
 
 
 #: The churn model kinds: the default logistic regression and its challenger.
 CHURN_MODEL_KINDS = ("logistic", "hoeffding_tree")
+_FEATURES = len(CHURN_FEATURES)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnShare:
+    """The churn model's shared part, or what one worker learned since its last delta.
+
+    Arrays follow ``CHURN_FEATURES``. ``weights``, ``intercept`` and ``g2`` (AdaGrad's sums of
+    squared gradients) are sums of per-example steps, as the regression starts from zero: a
+    delta holds the steps its worker took, and steps add. ``count``, ``mean`` and ``var`` are
+    the scaler's statistics (population variance), which merge exactly (Chan et al.).
+    ``labels`` counts the labelled examples learned.
+    """
+
+    weights: np.ndarray
+    intercept: float
+    g2: np.ndarray
+    count: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    labels: int
+
+    @classmethod
+    def zero(cls) -> ChurnShare:
+        """Nothing learned."""
+        weights, g2, count, mean, var = _zeros(5)
+        return cls(weights, 0.0, g2, count, mean, var, 0)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record."""
+        meta = {"intercept": self.intercept, "labels": self.labels, "features": CHURN_FEATURES}
+        arrays = {name: getattr(self, name) for name in ("weights", "g2", "count", "mean", "var")}
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ChurnShare:
+        """The share a model record carries; ValueError if it does not fit the churn model."""
+        if list(meta.get("features") or ()) != list(CHURN_FEATURES):
+            msg = f"churn share of features {meta.get('features')}, not {list(CHURN_FEATURES)}"
+            raise ValueError(msg)
+        values = {name: arrays[name] for name in ("weights", "g2", "count", "mean", "var")}
+        if any(v.shape != (_FEATURES,) or not np.isfinite(v).all() for v in values.values()):
+            msg = f"churn share arrays must be {_FEATURES} finite numbers each"
+            raise ValueError(msg)
+        if (values["count"] < 0).any() or (values["var"] < 0).any() or (values["g2"] < 0).any():
+            msg = "churn share has negative counts, variances or squared gradients"
+            raise ValueError(msg)
+        return cls(
+            intercept=float(meta["intercept"]),
+            labels=int(meta["labels"]),
+            **{name: value.astype(float) for name, value in values.items()},
+        )
+
+
+def merge_churn(a: ChurnShare, b: ChurnShare) -> ChurnShare:
+    """``a`` and ``b`` together: steps and label counts add; the scaler statistics merge as
+    if one scaler had seen both streams.
+
+    >>> a = replace(ChurnShare.zero(), count=np.full(14, 2.0), mean=np.full(14, 1.0))
+    >>> b = replace(ChurnShare.zero(), count=np.full(14, 2.0), mean=np.full(14, 3.0))
+    >>> merged = merge_churn(a, b)
+    >>> float(merged.mean[0]), float(merged.var[0])
+    (2.0, 1.0)
+    """
+    count = a.count + b.count
+    share_a = np.divide(a.count, count, out=np.zeros(_FEATURES), where=count > 0)
+    share_b = np.divide(b.count, count, out=np.zeros(_FEATURES), where=count > 0)
+    delta = b.mean - a.mean
+    return ChurnShare(
+        weights=a.weights + b.weights,
+        intercept=a.intercept + b.intercept,
+        g2=a.g2 + b.g2,
+        count=count,
+        mean=share_a * a.mean + share_b * b.mean,
+        var=share_a * a.var + share_b * b.var + share_a * share_b * delta * delta,
+        labels=a.labels + b.labels,
+    )
+
+
+def _zeros(n: int) -> list[np.ndarray]:
+    return [np.zeros(_FEATURES) for _ in range(n)]
 
 
 class ChurnModel:
@@ -62,6 +153,12 @@ class ChurnModel:
             )
         )
         self._labels_learned = 0
+        # What the group has not got yet: the steps since ``_sent`` was taken (the live
+        # weights, intercept and squared gradients minus it), the examples' scaler statistics
+        # and the labels since the last delta.
+        self._sent = ChurnShare.zero()
+        self._unsent_scaler = preprocessing.StandardScaler()
+        self._unsent_labels = 0
 
     @property
     def labels_learned(self) -> int:
@@ -85,8 +182,71 @@ class ChurnModel:
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         """Learn one labelled example (``y`` True = churned)."""
         self._scaler.learn_one(x)
+        self._unsent_scaler.learn_one(x)
         self._classifier.learn_one(self._scaler.transform_one(x), y)
         self._labels_learned += 1
+        self._unsent_labels += 1
+
+    def delta(self) -> ChurnShare:
+        """What this model learned since its last delta (the shared part of it)."""
+        delta = self._unsent()
+        self._sent = self._additive()
+        self._unsent_scaler = preprocessing.StandardScaler()
+        self._unsent_labels = 0
+        return delta
+
+    def apply(self, group: ChurnShare, pending: Sequence[ChurnShare] = ()) -> None:
+        """Score with the group's model plus what the group has not merged yet of this
+        model's: its ``pending`` deltas and what it learned since the last one.
+
+        A Hoeffding tree is not shared (trees do not merge): only the scaler and the label
+        count are; the tree goes on learning from this worker's labels.
+        """
+        base = group
+        for share in pending:
+            base = merge_churn(base, share)
+        live = merge_churn(base, self._unsent())
+        self._sent = replace(base, weights=base.weights.copy(), g2=base.g2.copy())
+        self._labels_learned = live.labels
+        scaler = self._scaler
+        scaler.counts = Counter(dict(zip(CHURN_FEATURES, live.count.tolist(), strict=True)))
+        scaler.means = defaultdict(float, zip(CHURN_FEATURES, live.mean.tolist(), strict=True))
+        scaler.vars = defaultdict(float, zip(CHURN_FEATURES, live.var.tolist(), strict=True))
+        if self.kind == "logistic":
+            regression = self._regression
+            regression._weights = utils.VectorDict(
+                dict(zip(CHURN_FEATURES, live.weights.tolist(), strict=True))
+            )
+            regression.intercept = live.intercept
+            regression.optimizer.g2 = defaultdict(
+                float, zip(CHURN_FEATURES, live.g2.tolist(), strict=True)
+            )
+
+    def _additive(self) -> ChurnShare:
+        """The live regression's weights, intercept and squared gradients (scaler left out)."""
+        zero = ChurnShare.zero()
+        if self.kind != "logistic":
+            return zero
+        weights = self._regression.weights
+        g2 = self._regression.optimizer.g2
+        return replace(
+            zero,
+            weights=np.array([weights.get(name, 0.0) for name in CHURN_FEATURES]),
+            intercept=float(self._regression.intercept),
+            g2=np.array([g2.get(name, 0.0) for name in CHURN_FEATURES]),
+        )
+
+    def _unsent(self) -> ChurnShare:
+        live, sent, scaler = self._additive(), self._sent, self._unsent_scaler
+        return ChurnShare(
+            weights=live.weights - sent.weights,
+            intercept=live.intercept - sent.intercept,
+            g2=live.g2 - sent.g2,
+            count=np.array([float(scaler.counts.get(name, 0)) for name in CHURN_FEATURES]),
+            mean=np.array([scaler.means.get(name, 0.0) for name in CHURN_FEATURES]),
+            var=np.array([scaler.vars.get(name, 0.0) for name in CHURN_FEATURES]),
+            labels=self._unsent_labels,
+        )
 
     def explain_one(self, x: dict[str, float], top: int = 3) -> list[str]:
         """The features pushing the risk up the most, strongest first (logistic kind only)."""

@@ -231,8 +231,8 @@ class ScoringEngine:
 
     def forget(self, customer_id: str) -> dict[str, bool | int]:
         """Erase what this engine and its models keep of one customer (an erasure request):
-        their state with its pending churn examples, their re-score deadline and the
-        recommender's user factors. Returns what there was to remove.
+        their state with its pending churn examples and their own latent factors, and their
+        re-score deadline. Returns what there was to remove.
 
         What shared parameters learned from them (churn weights, segment centres, item
         factors, co-purchase counts, popularity) cannot be taken out, and stays.
@@ -252,7 +252,7 @@ class ScoringEngine:
             "state": state is not None,
             "pending_labels": pending,
             "rescore_schedule": scheduled,
-            "recommender_user_factors": self.scorer.recommender.forget_user(customer_id),
+            "recommender_user_factors": state is not None and state.latent is not None,
         }
 
     def segment_counts(self) -> dict[str, int]:

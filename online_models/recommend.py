@@ -2,34 +2,227 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from river import optim, reco, stats, utils
+from river import stats, utils
 
 from online_models.activity import DAY
 
-__all__ = ["RankRequest", "RecommendationQuality", "Recommender"]
+__all__ = [
+    "ItemShare",
+    "RankRequest",
+    "RecommendationQuality",
+    "Recommender",
+    "initial_latent",
+    "item_hash",
+    "merge_items",
+]
 
 logger = logging.getLogger(__name__)
 
 # Item rows are allocated in blocks that double when full.
 _INITIAL_CAPACITY = 64
-# Forward-decay weights are exp((t - t0) / tau); past this exponent t0 moves forward and every
-# score is rescaled, far below the float64 overflow at exp(709).
-_MAX_EXPONENT = 50.0
-# Standard deviation of River's random initial latent factors.
+# Standard deviation of the initial latent factors (River's FunkMF initialiser's).
 _INIT_SIGMA = 0.1
-
 # Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
 _MAX_SCORE_CELLS = 2_000_000
 
-#: What :meth:`Recommender.rank_many` ranks for: a user, items to leave out, recent items.
-RankRequest = tuple[str, Collection[str], Sequence[str]]
+#: What :meth:`Recommender.rank_many` ranks for: a user (an id the model holds factors for,
+#: or the user's own latent factors), items to leave out, recent items.
+RankRequest = tuple[str | np.ndarray | None, Collection[str], Sequence[str]]
+
+
+def item_hash(item: str) -> int:
+    """A 64-bit signed hash of an item id: how a co-purchase pair names its other item.
+
+    >>> item_hash("sku-1") == item_hash("sku-1") != item_hash("sku-2")
+    True
+    """
+    digest = hashlib.blake2b(item.encode("utf-8"), digest_size=8, person=b"crm-item").digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def initial_latent(key: str, n_factors: int, *, kind: str = "item") -> np.ndarray:
+    """The latent factors a new item or user (``kind``) starts with: N(0, 0.1) draws seeded
+    by its id, so every worker starts the same item or customer at the same place.
+
+    >>> bool((initial_latent("sku-1", 4) == initial_latent("sku-1", 4)).all())
+    True
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=kind.encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    return rng.normal(0.0, _INIT_SIGMA, n_factors)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemShare:
+    """The recommender's shared part for one bucket of items, or what one worker learned
+    about them since its last delta.
+
+    ``factors`` are the items' latent factors (in a delta: the sum of the steps taken, which
+    add); ``popularity`` is the log of each item's popularity with forward decay (the log of
+    the sum of ``weight * exp(t / tau)`` over its events, -inf for none), which merges by
+    ``logaddexp`` with no landmark to agree on; the co-purchase counts of item ``i`` are
+    ``counts[offsets[i]:offsets[i + 1]]`` of the items whose :func:`item_hash` is in ``refs``.
+    """
+
+    items: tuple[str, ...]
+    factors: np.ndarray
+    popularity: np.ndarray
+    offsets: np.ndarray
+    refs: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def empty(cls, n_factors: int) -> ItemShare:
+        """No item."""
+        return cls((), np.zeros((0, n_factors)), np.zeros(0), np.zeros(1, np.int64),
+                   np.zeros(0, np.int64), np.zeros(0))  # fmt: skip
+
+    def neighbors(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The co-bought item hashes of the item at ``position`` and their counts."""
+        start, end = self.offsets[position], self.offsets[position + 1]
+        return self.refs[start:end], self.counts[start:end]
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record (factors and counts in single precision)."""
+        arrays = {
+            "factors": self.factors.astype(np.float32),
+            "popularity": self.popularity,
+            "offsets": self.offsets.astype(np.int64),
+            "refs": self.refs.astype(np.int64),
+            "counts": self.counts.astype(np.float32),
+        }
+        return {"items": list(self.items)}, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, n_factors: int
+    ) -> ItemShare:
+        """The share a model record carries; ValueError if it does not fit the recommender."""
+        items = meta.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            msg = "item share must list its item ids"
+            raise ValueError(msg)
+        n = len(items)
+        factors, popularity = arrays["factors"], arrays["popularity"]
+        offsets, refs, counts = arrays["offsets"], arrays["refs"], arrays["counts"]
+        if (
+            factors.shape != (n, n_factors)
+            or popularity.shape != (n,)
+            or offsets.shape != (n + 1,)
+            or refs.shape != counts.shape
+            or refs.ndim != 1
+            or offsets.dtype.kind != "i"
+            or refs.dtype.kind != "i"
+            or (n and (offsets[0] != 0 or offsets[-1] != len(refs) or (np.diff(offsets) < 0).any()))
+            or not np.isfinite(factors).all()
+            or not np.isfinite(counts).all()
+            or np.isnan(popularity).any()
+            or (popularity == np.inf).any()
+            or len(set(items)) != n
+        ):
+            msg = (
+                f"item share of {n} items with factors {factors.shape}, popularity "
+                f"{popularity.shape}, offsets {offsets.shape}, refs {refs.shape} and counts "
+                f"{counts.shape} does not fit {n_factors} factors"
+            )
+            raise ValueError(msg)
+        return cls(
+            tuple(items),
+            factors.astype(float),
+            popularity.astype(float),
+            offsets.astype(np.int64),
+            refs.astype(np.int64),
+            counts.astype(float),
+        )
+
+
+def merge_items(
+    a: ItemShare,
+    b: ItemShare,
+    *,
+    initial: Callable[[str], np.ndarray] | None = None,
+    max_neighbors: int | None = None,
+) -> ItemShare:
+    """``a`` and ``b`` together: factor steps and co-purchase counts add, popularity adds (in
+    log space); items only ``b`` knows are appended.
+
+    ``a`` may be the group's bucket (absolute factors): then ``initial`` gives the factors an
+    item new to the group starts from, and an item's co-purchase list longer than
+    ``max_neighbors`` keeps its strongest half. Two deltas merge with neither.
+
+    >>> one = ItemShare(("tea",), np.ones((1, 2)), np.zeros(1), np.array([0, 1]),
+    ...                 np.array([item_hash("cup")]), np.array([1.0]))
+    >>> both = merge_items(one, one)
+    >>> both.factors.tolist(), float(np.exp(both.popularity[0])), both.counts.tolist()
+    ([[2.0, 2.0]], 2.0, [2.0])
+    """
+    position = {item: i for i, item in enumerate(a.items)}
+    new_items = [item for item in b.items if item not in position]
+    items = a.items + tuple(new_items)
+    for item in new_items:
+        position[item] = len(position)
+    n = len(items)
+    factors = np.zeros((n, a.factors.shape[1]))
+    factors[: len(a.items)] = a.factors
+    popularity = np.full(n, -np.inf)
+    popularity[: len(a.items)] = a.popularity
+    if initial is not None:
+        for item in new_items:
+            factors[position[item]] = initial(item)
+    at = np.array([position[item] for item in b.items], dtype=np.int64)
+    if len(at):
+        factors[at] += b.factors
+        popularity[at] = np.logaddexp(popularity[at], b.popularity)
+    touched = {
+        position[item]: i for i, item in enumerate(b.items) if b.offsets[i + 1] > b.offsets[i]
+    }
+    if not touched and n == len(a.items):
+        return ItemShare(items, factors, popularity, a.offsets, a.refs, a.counts)
+    refs_out: list[np.ndarray] = []
+    counts_out: list[np.ndarray] = []
+    for i in range(n):
+        refs, counts = a.neighbors(i) if i < len(a.items) else (a.refs[:0], a.counts[:0])
+        if i in touched:
+            refs, counts = _add_counts(refs, counts, *b.neighbors(touched[i]), max_neighbors)
+        refs_out.append(refs)
+        counts_out.append(counts)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in refs_out])
+    return ItemShare(
+        items, factors, popularity, offsets,
+        np.concatenate(refs_out) if refs_out else np.zeros(0, np.int64),
+        np.concatenate(counts_out) if counts_out else np.zeros(0),
+    )  # fmt: skip
+
+
+def _add_counts(
+    refs: np.ndarray,
+    counts: np.ndarray,
+    more_refs: np.ndarray,
+    more_counts: np.ndarray,
+    max_neighbors: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One co-purchase list plus another; past ``max_neighbors``, the strongest half stays
+    (the oldest first on ties)."""
+    merged = dict(zip(refs.tolist(), counts.tolist(), strict=True))
+    for ref, count in zip(more_refs.tolist(), more_counts.tolist(), strict=True):
+        merged[ref] = merged.get(ref, 0.0) + count
+    pairs = list(merged.items())
+    if max_neighbors is not None and len(pairs) > max_neighbors:
+        pairs = sorted(pairs, key=lambda kv: kv[1], reverse=True)[: max(max_neighbors // 2, 1)]
+    return (
+        np.array([ref for ref, _ in pairs], dtype=np.int64),
+        np.array([count for _, count in pairs], dtype=float),
+    )
 
 
 class Recommender:
@@ -37,14 +230,21 @@ class Recommender:
 
     Three signals are blended, each scaled to [0, 1] before weighting:
 
-    * collaborative filtering: River ``FunkMF`` trained on positives (target 1) and
-      ``negative_samples`` uniformly sampled known items (target 0); its prediction, an
-      estimate of "would interact", is clipped to [0, 1]. Users without factors get none.
+    * collaborative filtering: matrix factorisation (River's ``FunkMF`` step) trained on
+      positives (target 1) and ``negative_samples`` uniformly sampled known items (target 0);
+      its prediction, an estimate of "would interact", is clipped to [0, 1]. Users without
+      factors get none.
     * popularity: event-time exponentially decayed sum of event weights, divided by its max.
     * co-purchase: bounded co-bought counters of the ``recent`` items, divided by its max.
 
     The event ``weight`` acts as a sample weight for the factorisation: the squared-loss
     gradient of the positive step and of its negative steps is multiplied by ``weight``.
+
+    A user's latent factors belong to the user: the scorer keeps them in the customer's state
+    and passes them in (``latent``); given only an id, the model keeps them itself, as
+    River's ``FunkMF`` does. Items are the model's, and in a group of workers (``shared``)
+    they are the group's: :meth:`delta` says what this worker learned about them, bucket by
+    bucket (``buckets`` by :func:`item_hash`), and :meth:`apply` takes the group's buckets.
 
     >>> rec = Recommender(seed=7)
     >>> rec.learn_one("ann", "tea", time=0.0)
@@ -70,9 +270,10 @@ class Recommender:
         popularity_weight: float = 0.3,
         co_purchase_weight: float = 4.0,
         seed: int = 42,
+        buckets: int = 64,
     ) -> None:
-        if n_factors < 1:
-            msg = f"n_factors must be >= 1, got {n_factors}"
+        if n_factors < 1 or buckets < 1:
+            msg = f"n_factors and buckets must be >= 1, got {n_factors} and {buckets}"
             raise ValueError(msg)
         if not learning_rate > 0:
             msg = f"learning_rate must be > 0, got {learning_rate}"
@@ -102,25 +303,30 @@ class Recommender:
         self.popularity_weight = popularity_weight
         self.co_purchase_weight = co_purchase_weight
         self.seed = seed
-
-        self._mf = reco.FunkMF(
-            n_factors=n_factors,
-            optimizer=optim.SGD(learning_rate),
-            loss=optim.losses.Squared(),
-            l2=l2,
-            initializer=optim.initializers.Normal(mu=0.0, sigma=_INIT_SIGMA, seed=seed),
-            seed=seed,
-        )
+        self.buckets = buckets
+        #: In a group: keep what was learned since the last delta, for :meth:`delta`.
+        self.shared = False
+        # River's FunkMF settings of the factor step: squared loss, plain SGD, clipping.
+        self.clip_gradient = 1e12
+        self._users: dict[str, np.ndarray] = {}  # factors of users given by id only
         self._rng = random.Random(seed)  # negative sampling
         self._tau = popularity_halflife_days * DAY / math.log(2.0)  # decay time constant (s)
-        self._t0: float | None = None  # forward-decay landmark (event time)
         self._index: dict[str, int] = {}  # item id -> row
         self._items: list[str] = []  # row -> item id
-        self._factors = np.zeros((_INITIAL_CAPACITY, n_factors))  # rows synced from i_latents
-        self._popularity = np.zeros(_INITIAL_CAPACITY)  # sum of weight * exp((t - t0) / tau)
-        self._neighbors: dict[int, dict[int, float]] = {}  # row -> {co-bought row: count}
+        self._hashes = np.zeros(_INITIAL_CAPACITY, dtype=np.int64)  # row -> item_hash
+        self._factors = np.zeros((_INITIAL_CAPACITY, n_factors))
+        self._popularity = np.full(_INITIAL_CAPACITY, -np.inf)  # log popularity
+        # Co-purchase counts: the group's (arrays, by row) and this worker's since (dicts).
+        self._group_neighbors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._neighbors: dict[int, dict[int, float]] = {}
         # row -> (neighbour rows, counts / strongest) as arrays, until the row's counts change
         self._neighbor_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # What the group has not got yet (shared only).
+        self._unsent_factors = np.zeros((_INITIAL_CAPACITY, n_factors))
+        self._unsent_popularity = np.full(_INITIAL_CAPACITY, -np.inf)
+        self._unsent_pairs: dict[int, dict[int, float]] = {}
+        self._touched: set[int] = set()
+        self._by_hash: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, rows
 
     def __repr__(self) -> str:
         return (
@@ -130,18 +336,27 @@ class Recommender:
             f"popularity_halflife_days={self.popularity_halflife_days}, "
             f"co_purchase_neighbors={self.co_purchase_neighbors}, "
             f"cf_weight={self.cf_weight}, popularity_weight={self.popularity_weight}, "
-            f"co_purchase_weight={self.co_purchase_weight}, seed={self.seed})"
+            f"co_purchase_weight={self.co_purchase_weight}, seed={self.seed}, "
+            f"buckets={self.buckets})"
         )
 
     @property
     def n_items(self) -> int:
-        """Number of distinct items seen (as a learned item or in a basket)."""
+        """Number of distinct items seen (as a learned item, in a basket, or from the group)."""
         return len(self._items)
 
     @property
     def n_users(self) -> int:
-        """Number of users that currently have latent factors."""
-        return len(self._mf.u_latents)
+        """Number of users whose latent factors the model itself holds (given by id)."""
+        return len(self._users)
+
+    def user_latent(self, user: str) -> np.ndarray:
+        """The latent factors a new user starts with (a fresh array: the caller keeps it)."""
+        return initial_latent(user, self.n_factors, kind="user")
+
+    def bucket_of(self, item: str) -> int:
+        """The bucket of the group's model that holds ``item``."""
+        return item_hash(item) % self.buckets
 
     def learn_one(
         self,
@@ -151,12 +366,14 @@ class Recommender:
         time: float,
         weight: float = 1.0,
         basket: Sequence[str] = (),
+        latent: np.ndarray | None = None,
     ) -> None:
         """Learn that ``user`` interacted with ``item`` at event time ``time`` (epoch seconds).
 
         ``weight`` grades the evidence (purchase 1.0, cart add ~0.5, view ~0.2). ``basket``
         holds the user's other recently purchased items; co-purchase counts are updated with
-        them only when ``weight >= 1.0``.
+        them only when ``weight >= 1.0``. ``latent`` are the user's factors, updated in place;
+        without them the model keeps the user's factors itself.
         """
         if not (weight > 0 and math.isfinite(weight)):
             msg = f"weight must be a positive finite number, got {weight}"
@@ -165,8 +382,12 @@ class Recommender:
             msg = f"time must be finite, got {time}"
             raise ValueError(msg)
 
+        if latent is None:
+            latent = self._users.get(user)
+            if latent is None:
+                latent = self._users[user] = self.user_latent(user)
         row = self._row(item)
-        self._learn_factors(user, row, weight)
+        self._learn_factors(latent, row, weight)
         self._add_popularity(row, time, weight)
         if weight >= 1.0 and basket and self.co_purchase_neighbors > 0:
             others = [self._row(other) for other in dict.fromkeys(basket) if other != item]
@@ -176,13 +397,14 @@ class Recommender:
 
     def rank(
         self,
-        user: str,
+        user: str | np.ndarray | None,
         k: int,
         *,
         exclude: Collection[str] = (),
         recent: Sequence[str] = (),
     ) -> list[str]:
-        """The ``k`` best items for ``user``, best first, none of them in ``exclude``.
+        """The ``k`` best items for ``user`` (an id, or the user's latent factors), best
+        first, none of them in ``exclude``.
 
         ``recent`` are items the user just bought or looked at: their co-purchase
         neighbours are boosted, which is what personalises the list of an unknown user.
@@ -221,8 +443,9 @@ class Recommender:
         if self.popularity_weight > 0:
             popularity = self._popularity[:n]
             top = popularity.max()
-            if top > 0:
-                scores += ((self.popularity_weight / top) * popularity).astype(np.float32)
+            if top > -np.inf:
+                relative = np.exp(popularity - top)
+                scores += (self.popularity_weight * relative).astype(np.float32)
         if self.co_purchase_weight > 0:
             self._add_co_purchase_scores(scores, [recent for _, _, recent in requests])
         index = self._index
@@ -249,12 +472,97 @@ class Recommender:
             ranked.append([items[row] for row in order.tolist()])
         return ranked
 
-    def _add_factor_scores(self, scores: np.ndarray, users: list[str], n: int) -> None:
+    def forget_user(self, user: str) -> bool:
+        """Drop the latent factors the model holds for ``user``; True if it held any."""
+        return self._users.pop(user, None) is not None
+
+    # --- the group's model ------------------------------------------------------------------
+
+    def delta(self) -> dict[int, ItemShare]:
+        """What this model learned since its last delta, by bucket: the factor steps, the
+        popularity and the co-purchase counts of the items it touched."""
+        rows = set(self._touched)
+        for row, paired in self._unsent_pairs.items():
+            rows.add(row)
+            rows.update(paired)
+        by_bucket: dict[int, list[int]] = {}
+        for row in sorted(rows):
+            by_bucket.setdefault(int(self._hashes[row]) % self.buckets, []).append(row)
+        deltas = {}
+        for bucket, bucket_rows in by_bucket.items():
+            at = np.array(bucket_rows, dtype=np.int64)
+            lists = [self._unsent_pairs.get(row, {}) for row in bucket_rows]
+            offsets = np.zeros(len(at) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(pairs) for pairs in lists])
+            others = [other for pairs in lists for other in pairs]
+            deltas[bucket] = ItemShare(
+                tuple(self._items[row] for row in bucket_rows),
+                self._unsent_factors[at].copy(),
+                self._unsent_popularity[at].copy(),
+                offsets,
+                self._hashes[np.array(others, dtype=np.int64)] if others else np.zeros(0, np.int64),
+                np.array([count for pairs in lists for count in pairs.values()], dtype=float),
+            )
+        n = len(self._items)
+        self._unsent_factors[:n] = 0.0
+        self._unsent_popularity[:n] = -np.inf
+        self._unsent_pairs = {}
+        self._touched = set()
+        return deltas
+
+    def apply(self, buckets: Mapping[int, tuple[ItemShare, Sequence[ItemShare]]]) -> None:
+        """Score with the group's buckets (each with this model's ``pending`` deltas for it,
+        not merged by the group yet) plus what it learned since its last delta."""
+        bases = {}
+        for bucket, (group, pending) in buckets.items():
+            base = group
+            for share in pending:
+                base = merge_items(base, share)
+            bases[bucket] = base
+            for item in base.items:
+                self._row(item)
+        hashes, rows_by_hash = self._hash_index()
+        for base in bases.values():
+            at = np.array([self._index[item] for item in base.items], dtype=np.int64)
+            if not len(at):
+                continue
+            self._factors[at] = base.factors + self._unsent_factors[at]
+            self._popularity[at] = np.logaddexp(base.popularity, self._unsent_popularity[at])
+            found = np.searchsorted(hashes, base.refs)
+            found = np.minimum(found, len(hashes) - 1)
+            known = hashes[found] == base.refs
+            neighbor_rows = np.where(known, rows_by_hash[found], -1)
+            for position, row in enumerate(at.tolist()):
+                start, end = base.offsets[position], base.offsets[position + 1]
+                keep = neighbor_rows[start:end] >= 0
+                self._group_neighbors[row] = (
+                    neighbor_rows[start:end][keep],
+                    base.counts[start:end][keep],
+                )
+                self._neighbors[row] = dict(self._unsent_pairs.get(row, {}))
+                self._neighbor_arrays.pop(row, None)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _hash_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item hashes sorted, and the row of each: for resolving co-purchase refs."""
+        n = len(self._items)
+        if self._by_hash is None or len(self._by_hash[0]) != n:
+            order = np.argsort(self._hashes[:n], kind="stable")
+            self._by_hash = (self._hashes[:n][order], order)
+        return self._by_hash
+
+    def _add_factor_scores(
+        self, scores: np.ndarray, users: list[str | np.ndarray | None], n: int
+    ) -> None:
         """Add each user's clipped factor score of every item (none for a stranger)."""
-        latents = self._mf.u_latents
-        known = [(row, latents[user]) for row, user in enumerate(users) if user in latents]
+        known = []
+        for row, user in enumerate(users):
+            latent = self._users.get(user) if isinstance(user, str) else user
+            if latent is not None:
+                known.append((row, latent))
         if not known:
-            return  # ``in``, not ``latents[user]``: never creates factors for a stranger
+            return  # ``get``, not ``[]``: never creates factors for a stranger
         rows = [row for row, _ in known]
         users_factors = np.stack([latent for _, latent in known]).astype(np.float32)
         cf = users_factors @ self._factors[:n].astype(np.float32).T
@@ -290,66 +598,57 @@ class Recommender:
         scores += self.co_purchase_weight * co
 
     def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The co-bought rows of ``item`` and their counts over the strongest (cached)."""
+        """The co-bought rows of ``item`` and their counts over the strongest (cached): the
+        group's counts plus this worker's since."""
         source = self._index.get(item)
         if source is None:
             return None
         arrays = self._neighbor_arrays.get(source)
         if arrays is None:
-            neighbors = self._neighbors.get(source)
-            if not neighbors:
+            empty = (np.zeros(0, np.intp), np.zeros(0))
+            rows, counts = self._group_neighbors.get(source, empty)
+            local = self._neighbors.get(source)
+            if local:
+                merged = dict(zip(rows.tolist(), counts.tolist(), strict=True))
+                for other, count in local.items():
+                    merged[other] = merged.get(other, 0.0) + count
+                rows = np.fromiter(merged.keys(), dtype=np.intp, count=len(merged))
+                counts = np.fromiter(merged.values(), dtype=float, count=len(merged))
+            if not len(rows):
                 return None
-            counts = np.fromiter(neighbors.values(), dtype=float, count=len(neighbors))
-            arrays = (
-                np.fromiter(neighbors.keys(), dtype=np.intp, count=len(neighbors)),
-                counts / counts.max(),
-            )
+            arrays = (rows.astype(np.intp), counts / counts.max())
             self._neighbor_arrays[source] = arrays
         return arrays
 
-    def forget_user(self, user: str) -> bool:
-        """Drop the user's latent factors; True if the user had any."""
-        forgotten = self._mf.u_latents.pop(user, None) is not None
-        if forgotten:
-            logger.debug("forgot the latent factors of a user")
-        return forgotten
-
     def _row(self, item: str) -> int:
-        """Row of ``item``, allocating one (with River's initial factors) if new.
-
-        River's ``i_latents[item]`` is a view of the row: the matrix the ranking reads and
-        the vectors River's API shows are one and the same memory.
-        """
+        """Row of ``item``, allocating one (with the item's initial factors) if new."""
         row = self._index.get(item)
         if row is not None:
             return row
         row = len(self._items)
         if row == len(self._popularity):
-            capacity = 2 * row
-            factors = np.zeros((capacity, self.n_factors))
-            factors[:row] = self._factors
-            popularity = np.zeros(capacity)
-            popularity[:row] = self._popularity
-            self._factors, self._popularity = factors, popularity
-            self._link_item_latents()
-        self._factors[row] = self._mf.i_latents[item]
-        self._mf.i_latents[item] = self._factors[row]
+            self._grow(2 * row)
+        self._factors[row] = initial_latent(item, self.n_factors)
+        self._hashes[row] = item_hash(item)
         self._index[item] = row
         self._items.append(item)
         return row
 
-    def _link_item_latents(self) -> None:
-        """Point River's item vectors at the rows of the factor matrix (after it moved)."""
-        latents = self._mf.i_latents
-        for item, row in self._index.items():
-            latents[item] = self._factors[row]
+    def _grow(self, capacity: int) -> None:
+        row = len(self._items)
+        for name, fill in (
+            ("_factors", 0.0),
+            ("_unsent_factors", 0.0),
+            ("_popularity", -np.inf),
+            ("_unsent_popularity", -np.inf),
+            ("_hashes", 0),
+        ):
+            old = getattr(self, name)
+            new = np.full((capacity, *old.shape[1:]), fill, dtype=old.dtype)
+            new[:row] = old[:row]
+            setattr(self, name, new)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Pickling copies the row views: a restored model links them to its matrix again.
-        self.__dict__.update(state)
-        self._link_item_latents()
-
-    def _learn_factors(self, user: str, row: int, weight: float) -> None:
+    def _learn_factors(self, latent: np.ndarray, row: int, weight: float) -> None:
         """One weighted positive step and ``negative_samples`` weighted negative steps."""
         rows = [row]
         others = len(self._items) - 1
@@ -360,12 +659,12 @@ class Recommender:
                 if negative >= row:  # uniform over the other known items
                     negative += 1
                 rows.append(negative)
-        self._step(user, rows, weight)
+        self._step(latent, rows, weight)
 
-    def _step(self, user: str, rows: list[int], weight: float) -> None:
-        """SGD step of ``user`` on the items of ``rows``: the first towards 1 (what the user
-        interacted with), the others towards 0 (negative samples), all with sample weight
-        ``weight``, as one mini-batch (every gradient taken at the same point).
+    def _step(self, latent: np.ndarray, rows: list[int], weight: float) -> None:
+        """SGD step of a user (``latent``) on the items of ``rows``: the first towards 1 (what
+        the user interacted with), the others towards 0 (negative samples), all with sample
+        weight ``weight``, as one mini-batch (every gradient taken at the same point).
 
         With squared loss the gradient is 2 * (pred - y); learning towards
         pred + weight * (target - pred) multiplies it by exactly ``weight``.
@@ -375,32 +674,30 @@ class Recommender:
         River's per-call dict and optimizer overhead was 40% of a backtest's time, and one
         step per sample another 20% of a worker's.
         """
-        mf = self._mf
-        user_latent = mf.u_latents[user]  # created first, as River's predict_one does
         item_latents = self._factors[rows]
-        gradients = item_latents @ user_latent
+        gradients = item_latents @ latent
         gradients[0] -= 1.0  # the targets: 1, then 0 for each negative sample
         gradients *= 2.0 * weight
         # np.clip's Python-level overhead is most of its cost on a few numbers; ufuncs are not.
-        np.maximum(gradients, -mf.clip_gradient, out=gradients)
-        np.minimum(gradients, mf.clip_gradient, out=gradients)
-        user_step = gradients @ item_latents + (self.l2 * len(rows)) * user_latent
-        item_steps = gradients[:, None] * user_latent + self.l2 * item_latents
-        user_latent -= self.learning_rate * user_step
+        np.maximum(gradients, -self.clip_gradient, out=gradients)
+        np.minimum(gradients, self.clip_gradient, out=gradients)
+        user_step = gradients @ item_latents + (self.l2 * len(rows)) * latent
+        item_steps = gradients[:, None] * latent + self.l2 * item_latents
+        latent -= self.learning_rate * user_step
         self._factors[rows] = item_latents - self.learning_rate * item_steps
+        if self.shared:
+            # With a row drawn twice the last write wins, as in the factor matrix itself.
+            self._unsent_factors[rows] += self._factors[rows] - item_latents
+            self._touched.update(rows)
 
     def _add_popularity(self, row: int, time: float, weight: float) -> None:
-        """Forward decay: add weight * exp((time - t0) / tau); order of events is free."""
-        if self._t0 is None:
-            self._t0 = time
-        exponent = (time - self._t0) / self._tau
-        if exponent > _MAX_EXPONENT:
-            n = len(self._items)
-            self._popularity[:n] *= math.exp(-exponent)
-            self._t0 = time
-            exponent = 0.0
-            logger.debug("popularity landmark moved to event time %s", time)
-        self._popularity[row] += weight * math.exp(exponent)
+        """Forward decay in log space: add log(weight) + time / tau (order of events is free,
+        and no landmark: the log of a sum of exponentials never overflows)."""
+        contribution = math.log(weight) + time / self._tau
+        self._popularity[row] = np.logaddexp(self._popularity[row], contribution)
+        if self.shared:
+            self._unsent_popularity[row] = np.logaddexp(self._unsent_popularity[row], contribution)
+            self._touched.add(row)
 
     def _count_pair(self, row: int, other: int) -> None:
         """Count ``other`` as co-bought with ``row``, keeping the strongest neighbours.
@@ -412,6 +709,9 @@ class Recommender:
         if neighbors is None:
             neighbors = self._neighbors[row] = {}
         self._neighbor_arrays.pop(row, None)
+        if self.shared:
+            unsent = self._unsent_pairs.setdefault(row, {})
+            unsent[other] = unsent.get(other, 0.0) + 1.0
         if other in neighbors:
             neighbors[other] += 1.0
             return

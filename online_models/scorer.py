@@ -6,7 +6,8 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+import numpy as np
 
 from online_models import __version__
 from online_models.activity import DAY, Activity
@@ -30,16 +31,8 @@ _TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 _RESCORE_HORIZONS = 3.0
 # Items of a customer's purchase history whose co-purchase neighbours are recommended.
 _CO_PURCHASE_HISTORY = 50
-# What the models learned (name in a snapshot: attribute); the rest of a scorer is settings.
-_LEARNED = {
-    "churn": "_churn",
-    "churn_quality": "_quality",
-    "segmenter": "_segmenter",
-    "value": "_value",
-    "recommender": "_recommender",
-    "recommendation_quality": "_hit_rate",
-    "events_learned": "_events_learned",
-}
+# A customer's latent factors in their state: float32, little-endian.
+_LATENT = np.dtype("<f4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +48,13 @@ class ScorerConfig:
     rescore_interval_days: float = 1.0
     quality_window: int = 1000
     segments: int = 6
-    segment_halflife: float = 0.02
+    segment_halflife_days: float = 30.0
     segment_confirmations: int = 3
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
+    item_buckets: int = 64
+    co_purchase_neighbors: int = 50
     hit_rate_sample_every: int = 4
     value_recency_halflife_days: float = 30.0
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
@@ -126,10 +121,12 @@ class CustomerScorer:
             learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
         )
         self._quality = ChurnQuality(window=cfg.quality_window)
-        self._segmenter = Segmenter(n_segments=cfg.segments, halflife=cfg.segment_halflife)
+        self._segmenter = Segmenter(
+            n_segments=cfg.segments, halflife_days=cfg.segment_halflife_days
+        )
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._sentiment = SentimentModel()
-        self._recommender = Recommender(n_factors=cfg.recommender_factors)
+        self._recommender = Recommender(n_factors=cfg.recommender_factors, buckets=cfg.item_buckets)
         self._hit_rate = RecommendationQuality(
             window=cfg.quality_window, sample_every=cfg.hit_rate_sample_every
         )
@@ -137,6 +134,8 @@ class CustomerScorer:
         self._horizon = cfg.churn_horizon_days * DAY
         self._events_learned = 0
         self._pending = 0
+        #: Version of the group's model the models continue from (0: none yet).
+        self.group_version = 0
 
     @property
     def churn_model(self) -> ChurnModel:
@@ -164,6 +163,11 @@ class CustomerScorer:
         return self._recommender
 
     @property
+    def value_model(self) -> ValueModel:
+        """The value model."""
+        return self._value
+
+    @property
     def pending_labels(self) -> int:
         """Churn examples waiting for a label in the states this scorer looks after."""
         return self._pending
@@ -175,30 +179,14 @@ class CustomerScorer:
 
     @property
     def model_version_events(self) -> int:
-        """Events the models have learned from."""
+        """Events this scorer's models have learned from (this worker's, since it started)."""
         return self._events_learned
 
     @property
     def model_version(self) -> str:
-        """Scorer version plus how many events the models have learned."""
-        return f"{__version__}+{self._events_learned}"
-
-    def snapshot_models(self) -> dict[str, Any]:
-        """What the models learned, by name: picklable, for a checkpoint.
-
-        The stateless parts (sentiment lexicon, alert policy, settings) are not included;
-        :meth:`restore_models` keeps this scorer's own.
-        """
-        return {name: getattr(self, attribute) for name, attribute in _LEARNED.items()}
-
-    def restore_models(self, models: dict[str, Any]) -> None:
-        """Continue from a :meth:`snapshot_models` of a scorer with the same model shapes."""
-        missing = sorted(set(_LEARNED) - set(models))
-        if missing:
-            msg = f"model snapshot lacks {', '.join(missing)}"
-            raise ValueError(msg)
-        for name, attribute in _LEARNED.items():
-            setattr(self, attribute, models[name])
+        """Scorer version plus the version of the group's model scored with, e.g.
+        ``0.1.0+v42`` (``+v0``: no group version yet, the models learned alone)."""
+        return f"{__version__}+v{self.group_version}"
 
     def score(
         self, customer_id: str, state: CustomerState | None, activity: Activity, shard: int = 0
@@ -234,13 +222,16 @@ class CustomerScorer:
         )
         if activity.item_id is not None and activity.kind in _INTERACTION_WEIGHTS:
             basket = [i for i in profile.recent_items if i != activity.item_id]
+            latent = self._latent(customer_id, state)
             self._recommender.learn_one(
                 customer_id,
                 activity.item_id,
                 time=activity.time,
                 weight=_INTERACTION_WEIGHTS[activity.kind],
                 basket=basket if activity.kind == "purchase" else (),
+                latent=latent,
             )
+            state.latent = latent.astype(_LATENT).tobytes()
         self._events_learned += 1
 
         now = profile.last_seen
@@ -252,7 +243,7 @@ class CustomerScorer:
         # follow customers, not the lines of the biggest baskets.
         segment_x = profile.segment_features(now)
         if new_moment:
-            predicted = self._segmenter.learn_predict_one(segment_x)
+            predicted = self._segmenter.learn_predict_one(segment_x, now)
         else:
             predicted = self._segmenter.predict_one(segment_x)
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
@@ -294,7 +285,7 @@ class CustomerScorer:
         before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         # Silent customers drift towards "lapsing": the centres learn where they are now.
-        predicted = self._segmenter.learn_predict_one(profile.segment_features(now))
+        predicted = self._segmenter.learn_predict_one(profile.segment_features(now), now)
         left = state.confirm_segment(predicted, self.config.segment_confirmations)
         score = self._finish(state, risk, now)
         alerts = self._alerts(state, score, left, now, features, None, "silence")
@@ -337,13 +328,14 @@ class CustomerScorer:
         """:meth:`recommend` for many customers at once (ranked together, see
         :meth:`Recommender.rank_many`)."""
         requests: list[RankRequest] = []
-        for customer_id, state in customers:
+        for _customer_id, state in customers:
             profile = state.profile
             exclude = () if self.config.allow_repurchase else profile.purchased_items
             # Co-purchase neighbours of the latest items and of the last items first bought:
             # the whole recent history, not one basket (+0.04 hit rate on Online Retail).
             history = [*profile.recent_items, *profile.purchased_items[-_CO_PURCHASE_HISTORY:]]
-            requests.append((customer_id, exclude, history))
+            latent = None if state.latent is None else np.frombuffer(state.latent, _LATENT)
+            requests.append((latent, exclude, history))
         return self._recommender.rank_many(requests, self.config.top_k)
 
     def _evaluate_recommendations(
@@ -361,6 +353,12 @@ class CustomerScorer:
             return  # a further line of a basket already seen, or a late one
         if self._hit_rate.due():
             self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
+
+    def _latent(self, customer_id: str, state: CustomerState) -> np.ndarray:
+        """The customer's latent factors, to update (a new customer's start seeded by id)."""
+        if state.latent is None:
+            return self._recommender.user_latent(customer_id)
+        return np.frombuffer(state.latent, _LATENT).astype(float)
 
     def _churn_risk_at(self, state: CustomerState, now: float) -> tuple[dict[str, float], float]:
         """The churn features at ``now`` and the risk they give (1 for a cancelled customer)."""

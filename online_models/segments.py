@@ -1,28 +1,165 @@
-"""Customer segmentation by River's incremental k-means, with ids that stay put."""
+"""Customer segmentation: online k-means over decayed sums and counts, with ids that stay put."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from river import cluster
+import numpy as np
 
-__all__ = ["Segmenter"]
+from online_models.activity import DAY
+
+__all__ = ["SEGMENT_FEATURES", "SegmentShare", "Segmenter", "merge_segments"]
 
 logger = logging.getLogger(__name__)
 
-_RENAME_EVERY = 32
+#: The segment features, in the order of a centre's coordinates.
+SEGMENT_FEATURES = ("ordered", "recency", "frequency", "monetary", "engagement")
+
+
+@dataclass(slots=True)
+class SegmentShare:
+    """The segmenter's shared part, or what one worker learned since its last delta.
+
+    Each centre is ``sums[i] / weights[i]``: the decayed sum and weight of the points assigned
+    to it, both as of event time ``time`` (a point ``d`` days older weighs ``2**(-d /
+    halflife)``). ``points`` counts points learned. ``candidates`` are points far from every
+    centre that a delta proposes as new centres; only the group's model creates centres.
+    """
+
+    sums: np.ndarray  # (centres, features)
+    weights: np.ndarray  # (centres,)
+    time: float = -math.inf
+    points: int = 0
+    candidates: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SEGMENT_FEATURES))))
+
+    @classmethod
+    def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
+        """No centre (or ``centres`` empty ones) and no point."""
+        return cls(np.zeros((centres, features)), np.zeros(centres))
+
+    def decayed(self, time: float, halflife_days: float) -> SegmentShare:
+        """This share as of the later event time ``time`` (a copy)."""
+        if time <= self.time or not math.isfinite(self.time):
+            return SegmentShare(
+                self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
+                self.candidates.copy(),
+            )  # fmt: skip
+        factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
+        return SegmentShare(
+            self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy()
+        )
+
+    def centers(self) -> np.ndarray:
+        """Each centre's coordinates (a centre that lost all weight keeps its last place
+        as 0 coordinates)."""
+        weights = self.weights[:, None]
+        return np.divide(self.sums, weights, out=np.zeros_like(self.sums), where=weights > 0)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record."""
+        meta = {"time": self.time if math.isfinite(self.time) else None, "points": self.points}
+        arrays = {"sums": self.sums, "weights": self.weights, "candidates": self.candidates}
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, max_centres: int
+    ) -> SegmentShare:
+        """The share a model record carries; ValueError if it does not fit the segmenter."""
+        sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
+        features = len(SEGMENT_FEATURES)
+        if (
+            sums.ndim != 2
+            or sums.shape[1] != features
+            or sums.shape[0] > max_centres
+            or weights.shape != (sums.shape[0],)
+            or candidates.ndim != 2
+            or candidates.shape[1] != features
+            or not (np.isfinite(sums).all() and np.isfinite(weights).all())
+            or (weights < 0).any()
+        ):
+            msg = (
+                f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape} "
+                f"does not fit {max_centres} centres of {features} features"
+            )
+            raise ValueError(msg)
+        time = meta.get("time")
+        return cls(
+            sums.astype(float),
+            weights.astype(float),
+            -math.inf if time is None else float(time),
+            int(meta.get("points", 0)),
+            candidates.astype(float),
+        )
+
+
+def merge_segments(
+    a: SegmentShare,
+    b: SegmentShare,
+    *,
+    halflife_days: float,
+    max_centres: int = 0,
+    min_seed_distance: float = 0.15,
+) -> SegmentShare:
+    """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
+    centre (exact: the order of merging does not matter), points added.
+
+    With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
+    centres, in order, while there are fewer than ``max_centres`` and each is at least
+    ``min_seed_distance`` from every centre; otherwise candidates are carried along.
+
+    >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
+    >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
+    >>> float(merge_segments(a, b, halflife_days=30).centers()[0, 0])
+    2.0
+    """
+    time = max(a.time, b.time)
+    a, b = a.decayed(time, halflife_days), b.decayed(time, halflife_days)
+    centres = max(len(a.weights), len(b.weights))
+    sums = np.zeros((centres, a.sums.shape[1]))
+    weights = np.zeros(centres)
+    for share in (a, b):
+        sums[: len(share.weights)] += share.sums
+        weights[: len(share.weights)] += share.weights
+    merged = SegmentShare(sums, weights, time, a.points + b.points)
+    proposed = np.concatenate([a.candidates, b.candidates])
+    if not max_centres:
+        merged.candidates = proposed
+        return merged
+    for candidate in proposed:
+        if len(merged.weights) >= max_centres:
+            break
+        centers = merged.centers()
+        if (
+            len(centers)
+            and np.sqrt(((centers - candidate) ** 2).sum(axis=1)).min() < min_seed_distance
+        ):
+            continue
+        merged.sums = np.vstack([merged.sums, candidate])
+        merged.weights = np.append(merged.weights, 1.0)
+    return merged
 
 
 class Segmenter:
-    """Sequential k-means over RFM and engagement features on fixed scales.
+    """Online k-means over RFM and engagement features on fixed scales (Flink ML's online
+    k-means, with event-time decay): each centre is the decayed mean of the points assigned
+    to it, kept as sums and weights, so what two workers learned merges exactly.
 
-    Centres are seeded from the first ``n_segments`` distinct customers instead of River's
-    random draw (random centres far from the data never win a point and stay empty); after
-    that each point nudges only its nearest centre by ``halflife``, so centre ``i`` stays
-    segment ``i`` and a small ``halflife`` keeps customers from flapping between segments.
+    Centres are seeded from the first points at least ``min_seed_distance`` from every
+    centre, instead of River's random draw (random centres far from the data never win a
+    point and stay empty); centre ``i`` stays segment ``i``, and a point nudges only its
+    nearest centre, by its share of that centre's weight. A point ``d`` days older than the
+    newest weighs ``2**(-d / halflife_days)``, so centres follow customers over months.
 
-    >>> segmenter = Segmenter(n_segments=2, halflife=0.1)
+    A segmenter of a worker in a group (``shared = True``) never seeds a centre itself: it
+    proposes candidates in its :meth:`delta`, and the group's model creates centres, so a
+    segment id names the same segment on every worker.
+
+    >>> segmenter = Segmenter(n_segments=2)
     >>> low = {"monetary": 0.1, "frequency": 0.1}
     >>> high = {"monetary": 0.9, "frequency": 0.8}
     >>> segmenter.learn_predict_one(low), segmenter.learn_predict_one(high)
@@ -32,137 +169,192 @@ class Segmenter:
     """
 
     def __init__(
-        self, n_segments: int = 6, halflife: float = 0.02, min_seed_distance: float = 0.15
-    ):
+        self, n_segments: int = 6, halflife_days: float = 30.0, min_seed_distance: float = 0.15
+    ) -> None:
+        if n_segments < 1 or not halflife_days > 0:
+            msg = (
+                f"n_segments must be >= 1 and halflife_days > 0, got {n_segments}, {halflife_days}"
+            )
+            raise ValueError(msg)
         self.n_segments = n_segments
-        self.halflife = halflife
+        self.halflife_days = halflife_days
         self.min_seed_distance = min_seed_distance
-        self._kmeans = cluster.KMeans(n_clusters=n_segments, halflife=halflife, seed=0)
-        self._seeded = 0
-        self._learned = 0
+        #: In a group: centres come from the group's model, never from this segmenter alone.
+        self.shared = False
+        self._live = SegmentShare.empty()
+        self._unsent = SegmentShare.empty()
+        self._centers = np.zeros((0, len(SEGMENT_FEATURES)))
         self._names: dict[int, str] = {}
         self._names_at = -1
 
     @property
     def learned(self) -> int:
-        """Points learned so far."""
-        return self._learned
+        """Points learned so far (by the whole group, for a shared segmenter)."""
+        return self._live.points
 
     @property
     def ready(self) -> bool:
         """Whether every centre has been seeded from data."""
-        return self._seeded >= self.n_segments
+        return len(self._centers) >= self.n_segments
 
     def centers(self) -> dict[int, dict[str, float]]:
         """Each segment's centre (only seeded ones)."""
-        return {i: dict(self._kmeans.centers[i]) for i in range(self._seeded)}
+        return {
+            i: dict(zip(SEGMENT_FEATURES, row.tolist(), strict=True))
+            for i, row in enumerate(self._centers)
+        }
 
-    def predict_one(self, x: dict[str, float]) -> int:
-        """The segment nearest to ``x`` among seeded centres (0 before any learning)."""
-        if self._seeded == 0:
+    def predict_one(self, x: Mapping[str, float]) -> int:
+        """The segment nearest to ``x`` among seeded centres (0 before any)."""
+        nearest, _ = self._nearest(_vector(x))
+        return nearest
+
+    def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
+        """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
+        self.learn_predict_one(x, time)
+
+    def learn_predict_one(self, x: Mapping[str, float], time: float | None = None) -> int:
+        """Learn ``x`` (at event time ``time``) and return its segment."""
+        point = _vector(x)
+        weight = self._advance(time)
+        nearest, distance = self._nearest(point)
+        self._live.points += 1
+        self._unsent.points += 1
+        if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
+            if not self.shared:
+                return self._seed(point, weight)
+            if self._proposable(point):
+                self._unsent.candidates = np.vstack([self._unsent.candidates, point])
+        if not len(self._centers):
             return 0
-        # Own distance: River's predict_one would invent centre values for unknown keys.
-        best, best_distance = 0, math.inf
-        for segment in range(self._seeded):
-            distance = self._squared_distance(segment, x)
-            if distance < best_distance:
-                best, best_distance = segment, distance
-        return best
+        for share in (self._live, self._unsent):
+            share.sums[nearest] += weight * point
+            share.weights[nearest] += weight
+        self._centers[nearest] = self._live.sums[nearest] / self._live.weights[nearest]
+        return nearest
 
-    def learn_one(self, x: dict[str, float]) -> None:
-        """Move the nearest centre towards ``x`` (or seed a new centre with it)."""
-        self.learn_predict_one(x)
+    def delta(self) -> SegmentShare:
+        """What this segmenter learned since its last delta (and the centres it proposes)."""
+        delta, self._unsent = self._unsent, SegmentShare.empty(len(self._centers))
+        self._unsent.time = self._live.time
+        return delta
 
-    def learn_predict_one(self, x: dict[str, float]) -> int:
-        """Learn ``x`` and return its segment."""
-        self._learned += 1
-        if not self.ready:
-            nearest = min((self._distance(i, x) for i in range(self._seeded)), default=math.inf)
-            if nearest >= self.min_seed_distance:
-                segment = self._seeded
-                self._kmeans.centers[segment].clear()
-                self._kmeans.centers[segment].update(x)
-                self._seeded += 1
-                return segment
-        # River's KMeans step (nearest centre moves by ``halflife`` towards x), with the
-        # nearest found by our distance, which never invents centre values for unknown keys.
-        segment = self.predict_one(x)
-        center = self._kmeans.centers[segment]
-        for key, value in x.items():
-            old = center.get(key, value)
-            center[key] = old + self.halflife * (value - old)
-        return segment
-
-    def _distance(self, segment: int, x: dict[str, float]) -> float:
-        return math.sqrt(self._squared_distance(segment, x))
-
-    def _squared_distance(self, segment: int, x: dict[str, float]) -> float:
-        """Squared Euclidean distance; a key missing on either side counts as 0 there."""
-        center = self._kmeans.centers[segment]
-        total = 0.0
-        shared = 0
-        for key, value in x.items():
-            mean = center.get(key)
-            if mean is None:
-                total += value * value
-            else:
-                shared += 1
-                delta = mean - value
-                total += delta * delta
-        if len(center) > shared:
-            total += sum(value * value for key, value in center.items() if key not in x)
-        return total
+    def apply(self, group: SegmentShare, pending: Sequence[SegmentShare] = ()) -> None:
+        """Score with the group's centres plus what the group has not merged yet of this
+        segmenter's: its ``pending`` deltas and what it learned since the last one."""
+        live = group
+        for share in (*pending, self._unsent):
+            live = merge_segments(live, share, halflife_days=self.halflife_days)
+        live.candidates = np.zeros((0, len(SEGMENT_FEATURES)))
+        self._live = live
+        if len(self._unsent.weights) < len(live.weights):
+            self._unsent = merge_segments(
+                self._unsent,
+                SegmentShare.empty(len(live.weights)),
+                halflife_days=self.halflife_days,
+            )
+        self._centers = live.centers()
+        # Named from the group's centres alone: the same names on every worker.
+        self._names = _names(group.centers())
+        self._names_at = live.points
 
     def describe(self, segment: int) -> str:
         """The segment in CRM words (names are refreshed as the centres move)."""
-        # Centres move by ``halflife`` per point: renaming every few dozen points is plenty.
-        if len(self._names) != self._seeded or self._learned - self._names_at >= _RENAME_EVERY:
+        # Centres move by a point's share of their weight: renaming every few dozen points is
+        # plenty. A shared segmenter names segments when it applies a group version.
+        stale = len(self._names) != len(self._centers) or self.learned - self._names_at >= 32
+        if stale and not self.shared:
             self._names = self.describe_all()
-            self._names_at = self._learned
+            self._names_at = self.learned
         return self._names.get(segment, "new customers")
 
     def describe_all(self) -> dict[int, str]:
-        """A distinct CRM name for every seeded segment, from where its centre sits.
+        """A distinct CRM name for every seeded segment, from where its centre sits
+        (see :func:`_names`)."""
+        return _names(self._centers)
 
-        Names rank the centres against each other: among buyers, a centre silent for
-        months is "lapsing" ("lapsing big spenders" for the biggest spenders among them,
-        "hibernating" after about 4.5 months, "lost" after 6), the highest spend and
-        frequency is "loyal big spenders", the lowest "occasional buyers"; centres of
-        customers who never ordered are "browsers".
-        """
-        centers = self.centers()
-        buyers = [i for i, c in centers.items() if c.get("ordered", 1.0) >= 0.5]
-        browsers = [i for i in centers if i not in buyers]
-        names: dict[int, str] = {}
-        for i in browsers:
-            names[i] = "inactive browsers" if centers[i].get("recency", 0.0) >= 0.5 else "browsers"
-        lapsing = [i for i in buyers if centers[i].get("recency", 0.0) >= 0.4]
-        # Among lapsing centres the biggest spenders are the ones to win back first; months
-        # more of silence make a centre "hibernating", then "lost".
-        by_spend = sorted(lapsing, key=lambda i: centers[i].get("monetary", 0.0), reverse=True)
-        for rank, i in enumerate(by_spend):
-            if centers[i].get("recency", 0.0) >= 1.0:
-                names[i] = "lost"
-            elif centers[i].get("recency", 0.0) >= 0.75:
-                names[i] = "hibernating"
-            elif rank == 0 and centers[i].get("monetary", 0.0) >= 0.6:
-                names[i] = "lapsing big spenders"
-            else:
-                names[i] = "lapsing"
-        active = sorted(
-            (i for i in buyers if i not in lapsing),
-            key=lambda i: centers[i].get("monetary", 0.0) + centers[i].get("frequency", 0.0),
-            reverse=True,
-        )
-        ladder = ["loyal big spenders", "regulars", "promising", "occasional buyers"]
-        for rank, i in enumerate(active):
-            if rank == len(active) - 1 and rank > 0:
-                names[i] = "occasional buyers"
-            else:
-                names[i] = ladder[min(rank, len(ladder) - 2)]
-        seen: dict[str, int] = {}
-        for i in sorted(names):
-            count = seen[names[i]] = seen.get(names[i], 0) + 1
-            if count > 1:
-                names[i] = f"{names[i]} {count}"
-        return names
+    def _advance(self, time: float | None) -> float:
+        """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
+        if time is None:
+            return 1.0
+        if time > self._live.time:
+            self._live = self._live.decayed(time, self.halflife_days)
+            self._unsent = self._unsent.decayed(time, self.halflife_days)
+            return 1.0
+        return float(0.5 ** ((self._live.time - time) / (self.halflife_days * DAY)))
+
+    def _nearest(self, point: np.ndarray) -> tuple[int, float]:
+        if not len(self._centers):
+            return 0, math.inf
+        distances = ((self._centers - point) ** 2).sum(axis=1)
+        nearest = int(distances.argmin())
+        return nearest, math.sqrt(float(distances[nearest]))
+
+    def _seed(self, point: np.ndarray, weight: float) -> int:
+        for share in (self._live, self._unsent):
+            share.sums = np.vstack([share.sums, weight * point])
+            share.weights = np.append(share.weights, weight)
+        self._centers = np.vstack([self._centers, point])
+        return len(self._centers) - 1
+
+    def _proposable(self, point: np.ndarray) -> bool:
+        proposed = self._unsent.candidates
+        if len(self._centers) + len(proposed) >= self.n_segments:
+            return False
+        if not len(proposed):
+            return True
+        return bool(np.sqrt(((proposed - point) ** 2).sum(axis=1)).min() >= self.min_seed_distance)
+
+
+def _vector(x: Mapping[str, float]) -> np.ndarray:
+    """A point's coordinates in :data:`SEGMENT_FEATURES` order (a missing feature is 0)."""
+    return np.array([x.get(name, 0.0) for name in SEGMENT_FEATURES])
+
+
+def _names(centers: np.ndarray) -> dict[int, str]:
+    """A distinct CRM name for every centre, from where it sits.
+
+    Names rank the centres against each other: among buyers, a centre silent for months is
+    "lapsing" ("lapsing big spenders" for the biggest spenders among them, "hibernating"
+    after about 4.5 months, "lost" after 6), the highest spend and frequency is "loyal big
+    spenders", the lowest "occasional buyers"; centres of customers who never ordered are
+    "browsers".
+    """
+    at = {name: index for index, name in enumerate(SEGMENT_FEATURES)}
+    ordered, recency = centers[:, at["ordered"]], centers[:, at["recency"]]
+    monetary, frequency = centers[:, at["monetary"]], centers[:, at["frequency"]]
+    count = len(centers)
+    buyers = [i for i in range(count) if ordered[i] >= 0.5]
+    names: dict[int, str] = {}
+    for i in range(count):
+        if i not in buyers:
+            names[i] = "inactive browsers" if recency[i] >= 0.5 else "browsers"
+    lapsing = [i for i in buyers if recency[i] >= 0.4]
+    # Among lapsing centres the biggest spenders are the ones to win back first; months more
+    # of silence make a centre "hibernating", then "lost".
+    for rank, i in enumerate(sorted(lapsing, key=lambda i: monetary[i], reverse=True)):
+        if recency[i] >= 1.0:
+            names[i] = "lost"
+        elif recency[i] >= 0.75:
+            names[i] = "hibernating"
+        elif rank == 0 and monetary[i] >= 0.6:
+            names[i] = "lapsing big spenders"
+        else:
+            names[i] = "lapsing"
+    active = sorted(
+        (i for i in buyers if i not in lapsing),
+        key=lambda i: monetary[i] + frequency[i],
+        reverse=True,
+    )
+    ladder = ["loyal big spenders", "regulars", "promising", "occasional buyers"]
+    for rank, i in enumerate(active):
+        if rank == len(active) - 1 and rank > 0:
+            names[i] = "occasional buyers"
+        else:
+            names[i] = ladder[min(rank, len(ladder) - 2)]
+    seen: dict[str, int] = {}
+    for i in sorted(names):
+        repeat = seen[names[i]] = seen.get(names[i], 0) + 1
+        if repeat > 1:
+            names[i] = f"{names[i]} {repeat}"
+    return names

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
-RECORD_VERSION = 4
+#: Format 5 added the customer's latent factors; format 4 records read as having none.
+RECORD_VERSION = 5
+_READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
 # record of the events applied. Both read as is.
 _READABLE_VERSIONS = frozenset({1, 2, STATE_VERSION})
@@ -65,6 +67,10 @@ class CustomerState:
     and ``recent_events`` the fingerprints of the latest events' ids, newest last: together
     they let an event delivered twice be recognised and applied once (:meth:`has_applied`).
 
+    ``latent`` holds the customer's own latent factors of the recommender (float32,
+    little-endian): they are the customer's, so they move with the customer's partition and
+    go with an erasure, while the item factors belong to the group's model.
+
     >>> state = CustomerState.new(0.0)
     >>> CustomerState.from_dict(state.to_dict()) == state
     True
@@ -80,6 +86,7 @@ class CustomerState:
     shard: int | None = None
     offset: int | None = None
     recent_events: list[int] = field(default_factory=list)
+    latent: bytes | None = None
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -161,6 +168,7 @@ class CustomerState:
             "shard": self.shard,
             "offset": self.offset,
             "recent_events": self.recent_events,
+            "latent": None if self.latent is None else base64.b64encode(self.latent).decode(),
         }
 
     def encode(self) -> bytes:
@@ -185,6 +193,7 @@ class CustomerState:
                 self.shard,
                 self.offset,
                 _pack_fingerprints(self.recent_events),
+                None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
             ]
         )
         # A right-sized copy: the worker keeps this record for as long as it owns the
@@ -198,11 +207,12 @@ class CustomerState:
         data = orjson.loads(raw)
         if not isinstance(data, list):
             return cls.from_dict(data)
-        if not data or data[0] != RECORD_VERSION:
-            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-4"
+        if not data or data[0] not in _READABLE_RECORDS:
+            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-5"
             raise StateVersionError(msg)
         _, profile, pending, segment, candidate, votes, cancelled, armed, alerted, *rest = data
-        shard, offset, recent = rest
+        shard, offset, recent, *more = rest
+        latent = more[0] if more else None
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -214,6 +224,7 @@ class CustomerState:
             shard=shard,
             offset=offset,
             recent_events=_unpack_fingerprints(recent),
+            latent=None if latent is None else base64.b64decode(latent),
         )
 
     @classmethod
@@ -238,6 +249,7 @@ class CustomerState:
             shard=data.get("shard"),
             offset=data.get("offset"),
             recent_events=list(data.get("recent_events") or []),
+            latent=None if data.get("latent") is None else base64.b64decode(data["latent"]),
         )
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ValueModel"]
+__all__ = ["ValueModel", "ValueShare", "merge_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +21,42 @@ _EDGES = [0.0, 1e-9, *np.geomspace(1.0, 1e7, 160).tolist()]
 
 # Spend matters most to a CRM's notion of value; frequency and recency refine it.
 _MONETARY_WEIGHT, _FREQUENCY_WEIGHT, _RECENCY_WEIGHT = 0.5, 0.3, 0.2
+
+
+_BINS = len(_EDGES) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ValueShare:
+    """The value model's shared part, or what one worker changed since its last delta: how
+    many customers sit in each log bin of net spend and of order count (a delta's counts go
+    up and down as its customers move between bins)."""
+
+    monetary: np.ndarray
+    frequency: np.ndarray
+
+    @classmethod
+    def zero(cls) -> ValueShare:
+        """No customer."""
+        return cls(np.zeros(_BINS, dtype=np.int64), np.zeros(_BINS, dtype=np.int64))
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record."""
+        return {"bins": _BINS}, {"monetary": self.monetary, "frequency": self.frequency}
+
+    @classmethod
+    def from_arrays(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ValueShare:
+        """The share a model record carries; ValueError if it does not fit the value model."""
+        monetary, frequency = arrays["monetary"], arrays["frequency"]
+        if monetary.shape != (_BINS,) or frequency.shape != (_BINS,) or monetary.dtype.kind != "i":
+            msg = f"value share must hold {_BINS} integer counts per quantity"
+            raise ValueError(msg)
+        return cls(monetary.astype(np.int64), frequency.astype(np.int64))
+
+
+def merge_value(a: ValueShare, b: ValueShare) -> ValueShare:
+    """``a`` and ``b`` together: counts add, exactly."""
+    return ValueShare(a.monetary + b.monetary, a.frequency + b.frequency)
 
 
 class _Ranks:
@@ -59,12 +98,28 @@ class _Ranks:
                 self._add(old_bin, -1)
         self._add(self._bin(new), 1)
 
+    def counts(self) -> np.ndarray:
+        """Customers per bin."""
+        return np.array(self._counts, dtype=np.int64)
+
+    def reset(self, counts: np.ndarray) -> None:
+        """Hold exactly ``counts``."""
+        self._counts = [int(count) for count in counts]
+        self._total = sum(self._counts)
+        self._tree = [0] * (self._size + 1)
+        for index, count in enumerate(self._counts, start=1):
+            self._tree[index] += count
+            parent = index + (index & -index)
+            if parent <= self._size:
+                self._tree[parent] += self._tree[index]
+
     def percentile(self, value: float) -> float:
-        if self._total == 0:
+        if self._total <= 0:
             return 0.0
         index = self._bin(value)
         # Half the ties count as below, so a lone customer sits mid-range, not at the top.
-        return (self._below(index) + 0.5 * self._counts[index]) / self._total
+        rank = (self._below(index) + 0.5 * self._counts[index]) / self._total
+        return min(max(rank, 0.0), 1.0)  # counts lost with a crashed worker can skew a bin
 
     @property
     def total(self) -> int:
@@ -90,6 +145,31 @@ class ValueModel:
         self.recency_halflife_days = recency_halflife_days
         self._monetary = _Ranks()
         self._frequency = _Ranks()
+        self._sent = ValueShare.zero()  # the counts as of the last delta
+
+    def delta(self) -> ValueShare:
+        """How the counts moved since the last delta."""
+        live = self._live()
+        delta = ValueShare(
+            live.monetary - self._sent.monetary, live.frequency - self._sent.frequency
+        )
+        self._sent = live
+        return delta
+
+    def apply(self, group: ValueShare, pending: Sequence[ValueShare] = ()) -> None:
+        """Rank against the group's counts plus what the group has not merged yet of this
+        model's: its ``pending`` deltas and the moves since the last one."""
+        base = group
+        for share in pending:
+            base = merge_value(base, share)
+        unsent = self.delta()
+        live = merge_value(base, unsent)
+        self._monetary.reset(live.monetary)
+        self._frequency.reset(live.frequency)
+        self._sent = ValueShare(live.monetary - unsent.monetary, live.frequency - unsent.frequency)
+
+    def _live(self) -> ValueShare:
+        return ValueShare(self._monetary.counts(), self._frequency.counts())
 
     @property
     def customers(self) -> int:

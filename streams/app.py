@@ -8,15 +8,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.errors import ConsumerStoppedError
 from faust.types import Message
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from online_models.checkpoint import dump_checkpoint
 from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
@@ -26,15 +25,16 @@ from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import ErasureRequestEvent, decode_event
 from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
-from streams.checkpoints import CheckpointStore
 from streams.convert import activity_of, alert_of, score_of
 from streams.customer_table import TableStates
 from streams.kafka_security import faust_credentials
 from streams.lag import LAG_SECONDS, LagProbe
 from streams.metrics import ScorerMetrics
+from streams.model_sync import ModelSync
 from streams.pseudonyms import pseudonymiser
 from streams.redis_sink import ScoreWriter
 from streams.settings import Settings
+from streams.topics import MODEL_RECORD_BYTES
 from streams.web import FAUST_VIEW_SETTINGS, Readiness, install_routes, redis_check, web_ssl_context
 
 __all__ = ["ScorerService"]
@@ -52,6 +52,10 @@ RESCHEDULE_CHUNK = 5_000
 REDIS_WATCH_SECONDS = 5.0
 # The longest a batch of events holds the event loop before letting other tasks run.
 YIELD_SECONDS = 0.02
+# How often a group with no model version yet syncs (then every CRM_MODEL_SYNC_SECONDS).
+FIRST_SYNC_SECONDS = 1.0
+# The longest a stopping worker spends handing its last delta to the group.
+SHUTDOWN_SYNC_SECONDS = 10.0
 # A restarted Redis is refilled in pipelines of about this many scores.
 REWRITE_CHUNK = 2_000
 
@@ -96,29 +100,21 @@ class ScorerService:
             clock=clock,
             render_many=self._render_many,
         )
-        key = settings.checkpoint_key
-        self._checkpoint_key = None if key is None else key.get_secret_value().encode("utf-8")
-        self.checkpoints = CheckpointStore(
-            settings.checkpoint_directory, keep=settings.checkpoint_keep, key=self._checkpoint_key
-        )
-        # Offset of the latest event handled per partition: what a checkpoint includes.
-        self._positions: dict[int, int] = {}
         # Latest offset handled per partition owned now, and the lag last measured from it.
         self._handled_offsets: dict[int, int] = {}
         self._lag: dict[int, int] = {}
         self._lag_probe = LagProbe(settings)
-        self._events_since_checkpoint = 0
-        self._last_checkpoint_at = time.monotonic()
-        self._checkpoint_write: asyncio.Future[None] | None = None
-        self._restored = "Models not restored from a checkpoint"
         # Events handled but not yet acknowledged (their scores may still be buffered).
         self._handled: list[Message] = []
         self._rewriting = False
+        self.model_sync = ModelSync(
+            settings, self.scorer, self.metrics, send=self._send, ack=self._ack, clock=clock
+        )
         self.app = self._build_app()
         self.engine = ScoringEngine(
             self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
         )
-        # Read through the scorer at every scrape: a restored checkpoint replaces its models.
+        # Read at every scrape, so never stale.
         self.metrics.track(
             customers=lambda: len(self.customers),
             roc_auc=lambda: self.scorer.quality.roc_auc,
@@ -157,6 +153,8 @@ class ScorerService:
             broker_request_timeout=max(40.0, s.session_timeout + 10),
             table_cleanup_interval=60.0,
             producer_max_batch_size=s.producer_batch_bytes,
+            # A part of the group model is one record (see CRM_MODEL_ITEM_BUCKETS).
+            producer_max_request_size=MODEL_RECORD_BYTES + 65_536,
             # Acks are manual (after the Redis write) and redelivery is idempotent: Faust must
             # not wait for them on a rebalance or at shutdown, when the flush timers stop.
             stream_wait_empty=False,
@@ -165,6 +163,9 @@ class ScorerService:
         self.alerts_topic = app.topic(s.alerts_topic, partitions=s.topic_partitions)
         self.dlq_topic = app.topic(s.dlq_topic, partitions=s.topic_partitions)
         self.audit_topic = app.topic(s.audit_topic, partitions=s.topic_partitions)
+        # One partition each: the group's assignment of the updates topic elects the merger.
+        self.updates_topic = app.topic(s.model_updates_topic, partitions=1)
+        self.models_topic = app.topic(s.models_topic, partitions=1, compacting=True)
         # bytes values make the changelog raw: what recovery hands back is what was stored.
         self.customers = app.Table(
             CUSTOMER_TABLE,
@@ -193,11 +194,17 @@ class ScorerService:
             logger.info("Shutting down: flushed %d pending scores to Redis", written)
             await self.redis.aclose()
             await self._lag_probe.close()
-            if self._checkpoint_write is not None:
-                await self._checkpoint_write
-            self.write_checkpoint(*self.snapshot_models())
+            # What the models learned since the last sync goes to the group, not with us.
+            try:
+                await asyncio.wait_for(self.model_sync.tick(), SHUTDOWN_SYNC_SECONDS)
+            except Exception as exc:
+                logger.error("Could not hand the models' last delta to the group: %s", exc)
+            else:
+                logger.info("Handed the models' last delta to the group")
+            await self.model_sync.feed.stop()
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            self.model_sync.on_revoked()
             await self._flush(force=True)
             # Not acknowledged: the partitions' next owner carries them out again.
             self._erasures.clear()
@@ -221,16 +228,22 @@ class ScorerService:
                 tp.partition for tp in assigned if tp.topic == self.settings.events_topic
             }
             self._assignments += 1
+            updates = self.settings.model_updates_topic
+            self.model_sync.on_assigned(any(tp.topic == updates for tp in assigned))
             self._rebuild_schedule = True
             self.metrics.last_rebalance.set(self._clock())
 
-        async def announce_models() -> None:
-            # Restored before the worker starts, logged once its logging is set up.
-            logger.info("%s", self._restored)
+        async def follow_models() -> None:
             await self.writer.server_restarted()  # which Redis server holds the scores
+            await self._follow_models()
+
+        async def sync_models() -> None:
+            await self.model_sync.tick(force=False)
 
         app.batch_agent(self.events_topic, self.handle_batch, name="score-events")
-        app.task(announce_models)
+        app.batch_agent(self.updates_topic, self.model_sync.merge, name="merge-models")
+        app.task(follow_models)
+        app.timer(min(s.model_sync_seconds, FIRST_SYNC_SECONDS), name="sync-models")(sync_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
         app.timer(LAG_SECONDS, name="measure-lag")(measure_lag)
@@ -265,6 +278,9 @@ class ScorerService:
         older consumer generation (a rebalance began) ends the batch: the rest are fetched
         again by whoever owns their partition next.
         """
+        feed = self.model_sync.feed
+        if not feed.ready.is_set():  # the newest group model first, then the first event
+            await feed.ready.wait()
         if self._rebuild_schedule:
             await self._reschedule_pending()
         app = self.app
@@ -274,7 +290,6 @@ class ScorerService:
         observe, clock = self.metrics.processing_seconds.observe, time.perf_counter
         producer = app.producer.buffer
         producer_limit = self.settings.producer_max_pending
-        handled = 0
         slice_started = clock()
         for message in messages:
             started = clock()
@@ -292,17 +307,14 @@ class ScorerService:
             if self._erasures and not self._erasures_waiting:  # acked once carried out
                 await self._carry_out_erasures()
             del event
-            self._positions[message.partition] = message.offset
             self._handled_offsets[message.partition] = message.offset
             if outcome != "erased":
                 self._handled.append(message)
-            handled += 1
             observe(clock() - started)
             if producer.size > producer_limit:
                 await self._wait_for_producer()
                 slice_started = clock()
         leave_event()
-        self._events_since_checkpoint += handled
         self.metrics.mirror_totals(
             churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
         )
@@ -315,20 +327,38 @@ class ScorerService:
         limit = self.settings.redis_max_pending
         if len(self.writer) >= limit or len(self._handled) >= limit:
             await self._wait_for_redis()
-        if self._checkpoint_due():
-            self._start_checkpoint()
 
-    def _start_checkpoint(self) -> None:
-        """Snapshot the models now, between two batches; the disk write runs aside."""
-        try:
-            raw, created_at = self.snapshot_models()
-        except Exception:
-            self.metrics.checkpoint_errors.inc()
-            logger.exception("Could not snapshot the models for a checkpoint")
-            return
-        self._checkpoint_write = asyncio.ensure_future(
-            asyncio.to_thread(self.write_checkpoint, raw, created_at)
-        )
+    async def _follow_models(self) -> None:
+        """Load the newest version of the group model, then apply each new one; a broker
+        that does not answer is asked again."""
+        feed = self.model_sync.feed
+        while not feed.ready.is_set():
+            try:
+                await feed.start()
+            except Exception as exc:
+                logger.warning("Cannot read %s yet: %s", self.settings.models_topic, exc)
+                await feed.stop()
+                await asyncio.sleep(1.0)
+        while True:
+            try:
+                await feed.follow()
+            except asyncio.CancelledError:
+                raise
+            except ConsumerStoppedError:
+                return  # the worker stops
+            except Exception:
+                logger.exception("Reading %s failed; reading on", self.settings.models_topic)
+                await asyncio.sleep(1.0)
+
+    async def _send(self, topic: str, key: bytes, value: bytes) -> int:
+        """Produce one record of the model topics; its offset once the broker has it."""
+        target = self.updates_topic if topic == self.settings.model_updates_topic else None
+        target = target or self.models_topic
+        metadata = await (await target.send(key=key, value=value))
+        return int(metadata.offset)
+
+    def _ack(self, message: Message) -> None:
+        self.app.consumer.ack(message)
 
     async def _assigned(self) -> bool | str:
         """Readiness: the consumer group gave this worker its partitions (maybe none)."""
@@ -342,8 +372,9 @@ class ScorerService:
         return tables.recovery.completed.is_set() or "recovering the customer table"
 
     async def _models_loaded(self) -> bool | str:
-        """Readiness: the models to score with are in place (restored before start-up)."""
-        return True
+        """Readiness: the newest version of the group model is loaded."""
+        ready = self.model_sync.feed.ready.is_set()
+        return ready or "loading the newest version of the group model"
 
     def _committed_offsets(self) -> dict[int, int | None]:
         """The offsets Faust last committed for the events topic, as it keeps them in memory
@@ -507,70 +538,6 @@ class ScorerService:
             now = max(now, self.engine.watermark(state.shard))
         score = self.scorer.score_as_of(state, now)
         self.writer.put(customer_id, (customer_id, state, score))
-
-    def restore_checkpoint(self) -> Path | None:
-        """Continue from the newest model checkpoint, if any; returns its path.
-
-        Raises :class:`~online_models.checkpoint.CheckpointError` for a checkpoint that
-        cannot be restored (another format, other model shapes, damaged, unsigned): the
-        worker stops rather than silently start from fresh models.
-        """
-        found = self.checkpoints.load_latest()
-        if found is None:
-            self._restored = f"No model checkpoint in {self.checkpoints.directory}: fresh models"
-            return None
-        path, checkpoint = found
-        checkpoint.restore_into(self.scorer)
-        self._positions.update(checkpoint.positions)
-        self._restored = (
-            f"Restored the models from {path} (format {checkpoint.format}, crm-scorer "
-            f"{checkpoint.scorer_version}, {checkpoint.events_learned} events learned, offsets "
-            f"by partition {checkpoint.positions})"
-        )
-        return path
-
-    def snapshot_models(self) -> tuple[bytes, float]:
-        """The models as checkpoint bytes, and the wall time they were taken at."""
-        started = time.perf_counter()
-        created_at = self._clock()
-        raw = dump_checkpoint(
-            self.scorer, self._positions, created_at=created_at, key=self._checkpoint_key
-        )
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        self._events_since_checkpoint = 0
-        self._last_checkpoint_at = time.monotonic()
-        return raw, created_at
-
-    def write_checkpoint(self, raw: bytes, created_at: float) -> None:
-        """Store a snapshot; a failure is logged and counted, and the next one tries again."""
-        try:
-            path = self.checkpoints.save(raw, created_at)
-        except OSError as exc:
-            self.metrics.checkpoint_errors.inc()
-            logger.error(
-                "Could not write a model checkpoint to %s: %s", self.checkpoints.directory, exc
-            )
-            return
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_bytes.set(len(raw))
-        self.metrics.last_checkpoint.set(created_at)
-        logger.info(
-            "Checkpointed the models to %s (%d bytes, %d events learned)",
-            path,
-            len(raw),
-            self.scorer.model_version_events,
-        )
-
-    def _checkpoint_due(self) -> bool:
-        if self._checkpoint_write is not None and not self._checkpoint_write.done():
-            return False
-        s, since = self.settings, self._events_since_checkpoint
-        if s.checkpoint_every_events and since >= s.checkpoint_every_events:
-            return True
-        elapsed = time.monotonic() - self._last_checkpoint_at
-        return bool(
-            since and s.checkpoint_interval_seconds and elapsed >= s.checkpoint_interval_seconds
-        )
 
     def _handle(self, message: Message, not_after: datetime, letters: list[_Letter]) -> str:
         """Decode and score one event; bad input joins ``letters``, for the dead-letter topic."""

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.alerts import AlertType
 from schemas.events import DEAD_LETTER_REASONS, EventType
+from schemas.model_records import REFUSAL_REASONS
 
 __all__ = ["EVENT_OUTCOMES", "ScorerMetrics"]
 
@@ -19,6 +20,7 @@ EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered", "skipped", "erased")
 _EVENT_TYPE_LABELS = (*(t.value for t in EventType), "other")
 _ALERT_TYPE_LABELS = frozenset(t.value for t in AlertType)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BYTE_BUCKETS = tuple(float(4**n) for n in range(5, 14))  # 1 KiB .. 64 MiB
 
 
 class ScorerMetrics:
@@ -161,26 +163,69 @@ class ScorerMetrics:
             "Events the models of this worker learned from.",
             registry=registry,
         )
-        self.checkpoints = Counter(
-            "crm_scorer_checkpoints", "Model checkpoints written.", registry=registry
-        )
-        self.checkpoint_errors = Counter(
-            "crm_scorer_checkpoint_errors",
-            "Model checkpoints that failed to be written (see the log).",
+        self.model_version = Gauge(
+            "crm_scorer_model_version",
+            "Version of the group model this worker scores with (0: none published yet).",
             registry=registry,
         )
-        self.checkpoint_seconds = Histogram(
-            "crm_scorer_checkpoint_seconds",
-            "Time to snapshot the models (the event loop waits for this part).",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        self.model_loaded = Gauge(
+            "crm_scorer_model_loaded_timestamp_seconds",
+            "Wall time this worker last applied a version of the group model (0 before).",
             registry=registry,
         )
-        self.checkpoint_bytes = Gauge(
-            "crm_scorer_checkpoint_bytes", "Size of the latest model checkpoint.", registry=registry
+        self.model_deltas_sent = Counter(
+            "crm_scorer_model_deltas_sent",
+            "Delta records (one per model part) this worker sent to the model-updates topic.",
+            registry=registry,
         )
-        self.last_checkpoint = Gauge(
-            "crm_scorer_last_checkpoint_timestamp_seconds",
-            "Wall time of the latest model checkpoint written (0 before the first).",
+        self.model_deltas_merged = Counter(
+            "crm_scorer_model_deltas_merged",
+            "Delta records this worker merged into the group model, as its merger.",
+            registry=registry,
+        )
+        self.model_versions_published = Counter(
+            "crm_scorer_model_versions_published",
+            "Versions of the group model this worker published, as its merger.",
+            registry=registry,
+        )
+        self.model_records_refused = Counter(
+            "crm_scorer_model_records_refused",
+            "Records of the model topics refused (unsigned, another format, wrong shapes...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.model_delta_bytes = Histogram(
+            "crm_scorer_model_delta_bytes",
+            "Bytes of one sync's delta records.",
+            buckets=_BYTE_BUCKETS,
+            registry=registry,
+        )
+        self.model_version_bytes = Histogram(
+            "crm_scorer_model_version_bytes",
+            "Bytes of one published version (its changed parts and manifest).",
+            buckets=_BYTE_BUCKETS,
+            registry=registry,
+        )
+        self.model_apply_seconds = Histogram(
+            "crm_scorer_model_apply_seconds",
+            "Time the event loop is held applying a version of the group model.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_delta_seconds = Histogram(
+            "crm_scorer_model_delta_seconds",
+            "Time the event loop is held taking and encoding a delta.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_pending_deltas = Gauge(
+            "crm_scorer_model_pending_deltas",
+            "Deltas of this worker the group model does not include yet.",
+            registry=registry,
+        )
+        self.model_merger = Gauge(
+            "crm_scorer_model_merger",
+            "1 while this worker merges the group model's deltas (owns the updates topic).",
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -212,6 +257,8 @@ class ScorerMetrics:
             self.dead_letters.labels(reason=reason)
         for alert_type in AlertType:
             self.alerts.labels(type=alert_type.value)
+        for reason in REFUSAL_REASONS:
+            self.model_records_refused.labels(reason=reason)
         self._mirrored: dict[Counter, int] = {}
         self._label_children = {
             True: self.churn_labels.labels(label="churned"),
@@ -231,6 +278,10 @@ class ScorerMetrics:
         """Count one published alert."""
         known = alert_type in _ALERT_TYPE_LABELS
         self.alerts.labels(type=alert_type if known else "other").inc()
+
+    def model_record_refused(self, reason: str) -> None:
+        """Count one refused record of the model topics."""
+        self.model_records_refused.labels(reason=reason).inc()
 
     def labels_learned(self, labels: list[bool]) -> None:
         """Count delayed churn labels."""

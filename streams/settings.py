@@ -158,18 +158,35 @@ class Settings(BaseSettings):
         le=1000,
         description="Latest event ids kept per customer to recognise a redelivered event.",
     )
-    checkpoint_dir: Path | None = Field(
-        None, description="Model checkpoints directory (default: CRM_DATA_DIR/checkpoints)."
-    )
-    checkpoint_every_events: int = Field(
-        50_000, ge=0, description="Checkpoint the models after this many events (0 = never)."
-    )
-    checkpoint_interval_seconds: float = Field(
-        300.0, ge=0, description="Checkpoint the models this often, seconds (0 = never)."
-    )
-    checkpoint_keep: int = Field(3, ge=1, le=1000, description="Newest checkpoints kept.")
     checkpoint_key: SecretStr | None = Field(
-        None, description="HMAC key: write signed checkpoints and restore only signed ones."
+        None,
+        description="HMAC key: the group model's records are signed with it, and only records "
+        "signed with it are trusted.",
+    )
+    model_sync_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=3600,
+        description="Seconds between a worker's deltas to the group model, and between versions.",
+    )
+    model_updates_topic: str = Field(
+        None,  # type: ignore[assignment]  # filled from CRM_APP_ID when unset
+        min_length=1,
+        description="Topic (1 partition) the workers send their model deltas to; unset means "
+        "CRM_APP_ID-model-updates.",
+    )
+    models_topic: str = Field(
+        None,  # type: ignore[assignment]  # filled from CRM_APP_ID when unset
+        min_length=1,
+        description="Compacted topic (1 partition) holding the group model's versions; unset "
+        "means CRM_APP_ID-models.",
+    )
+    model_item_buckets: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Buckets the group model's items are published in (more for bigger "
+        "catalogues: a bucket is one Kafka record).",
     )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
     segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
@@ -219,6 +236,18 @@ class Settings(BaseSettings):
     segment_alert_cooldown_days: float = Field(
         30.0, ge=0, description="Event-time days between two segment-change alerts of one customer."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_model_topics(cls, data: Any) -> Any:
+        # A consumer group's model is its own: two app ids never share these topics.
+        if isinstance(data, dict):
+            app_id = data.get("app_id") or cls.model_fields["app_id"].default
+            if data.get("model_updates_topic") is None:
+                data = {**data, "model_updates_topic": f"{app_id}-model-updates"}
+            if data.get("models_topic") is None:
+                data = {**data, "models_topic": f"{app_id}-models"}
+        return data
 
     @field_validator("broker")
     @classmethod
@@ -306,23 +335,37 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
-        topics = self.topics
+        topics = {**self.topics, **self.model_topics}
         if len(set(topics.values())) != len(topics):
             given = ", ".join(f"{name}={topic}" for name, topic in topics.items())
-            msg = f"the event, alert, dead-letter and audit topics must differ ({given})"
+            msg = f"the scorer's topics must differ ({given})"
             raise ValueError(msg)
         return self
 
     @property
     def topics(self) -> dict[str, str]:
-        """The scorer's own topics, by the variable naming each: events, alerts, dead letters
-        and audit records."""
+        """The scorer's topics of customer data, by the variable naming each: events, alerts,
+        dead letters and audit records (``CRM_TOPIC_PARTITIONS`` partitions each)."""
         return {
             "CRM_EVENTS_TOPIC": self.events_topic,
             "CRM_ALERTS_TOPIC": self.alerts_topic,
             "CRM_DLQ_TOPIC": self.dlq_topic,
             "CRM_AUDIT_TOPIC": self.audit_topic,
         }
+
+    @property
+    def model_topics(self) -> dict[str, str]:
+        """The group model's topics (one partition each): deltas in, versions out."""
+        return {
+            "CRM_MODEL_UPDATES_TOPIC": self.model_updates_topic,
+            "CRM_MODELS_TOPIC": self.models_topic,
+        }
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The HMAC key of the group model's records (``CRM_CHECKPOINT_KEY``), if set."""
+        key = self.checkpoint_key
+        return None if key is None else key.get_secret_value().encode("utf-8")
 
     @property
     def broker_hosts(self) -> list[str]:
@@ -343,15 +386,6 @@ class Settings(BaseSettings):
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 
-    @property
-    def checkpoint_directory(self) -> Path:
-        """Where model checkpoints are written and restored from."""
-        return (
-            self.checkpoint_dir
-            if self.checkpoint_dir is not None
-            else self.data_dir / "checkpoints"
-        )
-
     def scorer_config(self) -> ScorerConfig:
         """The models' hyperparameters and alert thresholds."""
         return ScorerConfig(
@@ -367,6 +401,7 @@ class Settings(BaseSettings):
             top_k=self.top_k,
             allow_repurchase=self.allow_repurchase,
             recommender_factors=self.recommender_factors,
+            item_buckets=self.model_item_buckets,
             alerts=AlertThresholds(
                 churn_risk=self.churn_alert_threshold,
                 churn_hysteresis=self.churn_alert_hysteresis,

@@ -14,9 +14,22 @@ from schemas.errors import CrmScorerError
 from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 
-__all__ = ["BrokerUnavailable", "ensure_topics", "partition_count"]
+__all__ = ["MODEL_RECORD_BYTES", "BrokerUnavailable", "ensure_topics", "partition_count"]
 
 logger = logging.getLogger(__name__)
+
+#: The largest record of the model topics (a delta or a part): what the topics accept and the
+#: producer sends. A bigger part means too few CRM_MODEL_ITEM_BUCKETS for the catalogue.
+MODEL_RECORD_BYTES = 8 * 1024 * 1024
+# The models topic is a table: the newest record of each part and the newest manifest are
+# what matter, so it is compacted, in segments small enough for the cleaner to reach soon.
+_MODELS_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "max.message.bytes": str(MODEL_RECORD_BYTES),
+}
+_UPDATES_TOPIC_CONFIG = {"max.message.bytes": str(MODEL_RECORD_BYTES)}
 
 
 class BrokerUnavailable(CrmScorerError):
@@ -46,18 +59,28 @@ def _admin(settings: Settings, timeout: float) -> tuple[KafkaAdminClient, set[st
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the scorer's topics (:attr:`Settings.topics`) if missing; returns those created.
+    """Create the scorer's topics if missing; returns those created.
 
-    Uses ``CRM_TOPIC_PARTITIONS`` and ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic
-    creation (ACLs) is logged, not fatal: the topics may have been made by an operator.
+    The customer-data topics (:attr:`Settings.topics`) get ``CRM_TOPIC_PARTITIONS``; the
+    group model's (:attr:`Settings.model_topics`) one partition each, the models topic
+    compacted. All get ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic creation
+    (ACLs) is logged, not fatal: the topics may have been made by an operator.
     """
     admin, existing = _admin(settings, timeout)
     created = []
+    wanted = [
+        *(NewTopic(name, settings.topic_partitions, settings.topic_replication)
+          for name in settings.topics.values()),
+        NewTopic(settings.model_updates_topic, 1, settings.topic_replication,
+                 topic_configs=_UPDATES_TOPIC_CONFIG),
+        NewTopic(settings.models_topic, 1, settings.topic_replication,
+                 topic_configs=_MODELS_TOPIC_CONFIG),
+    ]  # fmt: skip
     try:
-        for name in settings.topics.values():
+        for topic in wanted:
+            name = topic.name
             if name in existing:
                 continue
-            topic = NewTopic(name, settings.topic_partitions, settings.topic_replication)
             try:
                 admin.create_topics([topic])
                 created.append(name)
@@ -69,9 +92,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         with contextlib.suppress(Exception):
             admin.close()
     if created:
-        logger.info(
-            "Created topics %s with %d partitions", ", ".join(created), settings.topic_partitions
-        )
+        logger.info("Created topics %s", ", ".join(created))
     return created
 
 

@@ -50,8 +50,6 @@ def check_redis(settings: Settings, wait: float) -> None:
 
 def run_worker(settings: Settings, wait: float = 30.0) -> None:
     """Run until SIGINT or SIGTERM; pending scores are flushed to Redis on the way out."""
-    # A checkpoint that cannot be restored stops start-up before anything connects.
-    ScorerService(settings).restore_checkpoint()
     check_redis(settings, wait)
     ensure_topics(settings, timeout=wait)
     partitions = partition_count(settings, settings.events_topic, timeout=wait)
@@ -64,7 +62,6 @@ def run_worker(settings: Settings, wait: float = 30.0) -> None:
         )
         settings = settings.model_copy(update={"topic_partitions": partitions})
     service = ScorerService(settings)
-    service.restore_checkpoint()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faust_worker(service.app, settings.log_level, settings.log_format).execute_from_commandline()
 

@@ -12,15 +12,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from kafka.partitioner.default import murmur2
 
 from online_models.alert_policy import AlertIntent
-from online_models.engine import ScoringEngine
+from online_models.group import LocalGroup
 from online_models.scorer import CustomerScore, CustomerScorer, ScorerConfig
 from online_models.state import CustomerState
 from schemas.events import AnyEvent
 from streams.convert import activity_of
 
-__all__ = ["SCORE_COLUMNS", "Backtest", "BacktestRow", "run_backtest", "write_scores"]
+__all__ = [
+    "SCORE_COLUMNS",
+    "Backtest",
+    "BacktestRow",
+    "partition_of",
+    "run_backtest",
+    "write_scores",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +76,11 @@ class BacktestRow:
 
 @dataclass(slots=True)
 class Backtest:
-    """What a backtest did: the scores as of the cutoff and what happened on the way."""
+    """What a backtest did: the scores as of the cutoff and what happened on the way.
+
+    ``scorer`` is the first worker's (with one worker, the only one); ``states`` holds every
+    customer's state, whichever worker scored them.
+    """
 
     as_of: float
     rows: list[BacktestRow] = field(default_factory=list)
@@ -79,8 +91,19 @@ class Backtest:
     alerts: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    workers: int = 1
+    model_version: int = 0
     scorer: CustomerScorer | None = None
     states: dict[str, CustomerState] = field(default_factory=dict)
+
+
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2 of the key) gives a customer.
+
+    >>> [partition_of(c, 8) for c in ("c-1", "c-2", "c-42")]
+    [7, 2, 4]
+    """
+    return (murmur2(customer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 def run_backtest(
@@ -88,23 +111,30 @@ def run_backtest(
     as_of: datetime,
     config: ScorerConfig | None = None,
     *,
+    workers: int = 1,
+    partitions: int = 1,
+    sync_seconds: float = 15.0,
     progress: Callable[[int], None] | None = None,
 ) -> Backtest:
-    """Score ``events`` (in event-time order) that happened before ``as_of``, as the worker does.
+    """Score ``events`` (in event-time order) that happened before ``as_of``, as the workers do.
 
-    The scoring path is the worker's (:class:`ScoringEngine` over one partition): every
+    The scoring path is the worker's (:class:`~online_models.engine.ScoringEngine`): every
     event updates the models and its customer's state, silent customers are re-scored as
-    event time moves on, and churn labels arrive when the stream reveals them. Events at or
+    event time moves on, and churn labels arrive when the stream reveals them. Customers are
+    split over ``partitions`` as Kafka's default partitioner would (each partition has its own
+    event time, as in the worker), the partitions over ``workers`` in turn, and the workers
+    sync through the group's model every ``sync_seconds`` of event time
+    (:class:`~online_models.group.LocalGroup`). Events at or
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
-    (re-scoring whoever is due) and every customer is scored as of that moment with the
-    models frozen. ``progress`` is called with each event count.
+    (re-scoring whoever is due), the workers sync, and every customer is scored by their
+    worker as of that moment with the models frozen. ``progress`` is called with each event
+    count.
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
-    scorer = CustomerScorer(config)
-    states: dict[str, CustomerState] = {}
-    engine = ScoringEngine(scorer, states)
-    result = Backtest(as_of=cutoff, scorer=scorer, states=states)
+    group = LocalGroup(config or ScorerConfig(), workers=workers, sync_seconds=sync_seconds)
+    result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
+    shards: dict[str, int] = {}
     for count, event in enumerate(events, start=1):
         if progress is not None:
             progress(count)
@@ -112,7 +142,13 @@ def run_backtest(
         if activity.time >= cutoff:
             result.ignored_after_cutoff += 1
             continue
-        scored = engine.process(event.customer_id, activity, event_id=event.event_id)
+        customer_id = event.customer_id
+        shard = shards.get(customer_id)
+        if shard is None:
+            shard = shards[customer_id] = partition_of(customer_id, partitions)
+        scored = group.process(
+            customer_id, activity, worker=shard % workers, shard=shard, event_id=event.event_id
+        )
         if scored[0].duplicate:
             result.duplicates += 1
             continue
@@ -120,14 +156,20 @@ def run_backtest(
         result.rescores += len(scored) - 1
         for each in scored:
             _count(result, each.outcome.alerts, each.outcome.labels)
-    while rescored := engine.advance(cutoff):
-        for each in rescored:
-            result.rescores += 1
-            _count(result, each.outcome.alerts, each.outcome.labels)
-    for customer_id in sorted(states):
-        state = states[customer_id]
-        score = scorer.score_as_of(state, cutoff)
-        result.rows.append(BacktestRow(customer_id, score, scorer.recommend(customer_id, state)))
+    for shard in range(partitions):
+        while rescored := group.engines[shard % workers].advance(cutoff, shard):
+            for each in rescored:
+                result.rescores += 1
+                _count(result, each.outcome.alerts, each.outcome.labels)
+    result.model_version = group.sync()
+    for scorer, states in zip(group.scorers, group.states, strict=True):
+        result.states.update(states)
+        for customer_id in sorted(states):
+            state = states[customer_id]
+            score = scorer.score_as_of(state, cutoff)
+            ranked = scorer.recommend(customer_id, state)
+            result.rows.append(BacktestRow(customer_id, score, ranked))
+    result.rows.sort(key=lambda row: row.customer_id)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -79,12 +79,19 @@ def demo(
     bad_ratio: Annotated[
         float, typer.Option(help="Share of malformed messages mixed in.", min=0.0, max=0.5)
     ] = 0.01,
+    workers: Annotated[
+        int,
+        typer.Option(help="Workers in the consumer group, sharing one model.", min=1, max=8),
+    ] = 1,
 ) -> None:
     """Run the scorer end to end on a generated stream (starts Tansu and redis-server if needed)."""
     from streams.commands.demo import DemoOptions, run_demo
 
+    options = DemoOptions(
+        events=events, customers=customers, seed=seed, bad_ratio=bad_ratio, workers=workers
+    )
     try:
-        run_demo(DemoOptions(events=events, customers=customers, seed=seed, bad_ratio=bad_ratio))
+        run_demo(options)
     except CrmScorerError as exc:
         raise _fail(str(exc)) from None
 
@@ -225,6 +232,16 @@ def backtest(
     preset: PresetOption = None,
     maps: MapOption = None,
     file_format: FormatOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Workers of one consumer group to split the customers over (as Kafka's "
+            "default partitioner over CRM_TOPIC_PARTITIONS), syncing their group model every "
+            "CRM_MODEL_SYNC_SECONDS of event time.",
+            min=1,
+            max=1024,
+        ),
+    ] = 1,
 ) -> None:
     """Run the worker's models in-process over a file's events before --as-of; write scores."""
     from rich.console import Console
@@ -250,7 +267,13 @@ def backtest(
                 progress.update(task, completed=count)
 
         result = run_backtest(
-            (loaded.event for loaded in events), moment, settings.scorer_config(), progress=advance
+            (loaded.event for loaded in events),
+            moment,
+            settings.scorer_config(),
+            workers=workers,
+            partitions=settings.topic_partitions,
+            sync_seconds=settings.model_sync_seconds,
+            progress=advance,
         )
     written = write_scores(result.rows, out)
     report = transactions.report
@@ -258,6 +281,10 @@ def backtest(
         f"scored {result.events:,} events before {moment.isoformat()} "
         f"({result.ignored_after_cutoff:,} later ones ignored, {result.rescores:,} re-scores of "
         f"silent customers) in {result.seconds:.1f}s"
+    )
+    typer.echo(
+        f"{result.workers} worker(s) over {settings.topic_partitions} partitions ended on "
+        f"version {result.model_version} of the group model"
     )
     if result.duplicates:
         typer.echo(f"{result.duplicates:,} events repeated an earlier event's id and were ignored")

@@ -44,6 +44,7 @@ class DemoOptions:
     customers: int = 800
     seed: int = 7
     bad_ratio: float = 0.01
+    workers: int = 1
     timeout: float = 600.0
 
 
@@ -83,12 +84,24 @@ class WorkerProcess(ManagedProcess):
         """The worker's current metrics."""
         return read_metrics(self.port)
 
+    def ready(self) -> bool:
+        """Whether the worker answers ``GET /readyz`` with 200."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=3) as r:
+                return bool(r.status == 200)
+        except (OSError, ValueError):
+            return False
+
 
 @contextlib.contextmanager
-def _services(settings: Settings, console: Console) -> Iterator[tuple[Settings, Path]]:
+def _services(
+    settings: Settings, console: Console, workers: int = 1
+) -> Iterator[tuple[Settings, Path]]:
     """The demo's settings: configured services, or local ones started for the demo."""
     configured = settings.model_fields_set
     updates: dict[str, object] = {}
+    if "model_sync_seconds" not in configured:
+        updates["model_sync_seconds"] = 2.0  # versions within a short demo
     with contextlib.ExitStack() as stack:
         if "broker" not in configured:
             broker = LocalBroker()
@@ -99,6 +112,11 @@ def _services(settings: Settings, console: Console) -> Iterator[tuple[Settings, 
             for timeout in ("session_timeout", "rebalance_timeout"):
                 if timeout not in configured:
                     updates[timeout] = 10.0
+            if workers > 1 and "producer_batch_bytes" not in configured:
+                # Tansu 0.6 reports a changelog's end offset as its last batch's base offset
+                # + 1: a worker taking over partitions would stop recovering before their last
+                # records (Faust's ConsistencyError). One record a batch keeps it right.
+                updates["producer_batch_bytes"] = 1
             console.print(f"[dim]started Tansu broker on {broker.url}[/dim]")
         if "redis_url" not in configured:
             server = LocalRedis()
@@ -116,8 +134,12 @@ def _services(settings: Settings, console: Console) -> Iterator[tuple[Settings, 
         yield settings.model_copy(update=updates), work_dir / "worker.log"
 
 
+def _handled(workers: list[WorkerProcess]) -> int:
+    return sum(int(w.metrics().get("crm_scorer_events_total", 0.0)) for w in workers)
+
+
 def _stream(
-    settings: Settings, worker: WorkerProcess, options: DemoOptions, console: Console
+    settings: Settings, workers: list[WorkerProcess], options: DemoOptions, console: Console
 ) -> tuple[int, float]:
     """Produce the simulated stream and follow the worker until it handled every message."""
     config = SimulationConfig(
@@ -146,26 +168,30 @@ def _stream(
         deadline = time.monotonic() + options.timeout
         first_scored: float | None = None
         while True:
-            handled = int(worker.metrics().get("crm_scorer_events_total", 0.0))
+            handled = _handled(workers)
             progress.update(handled_task, completed=handled)
             if handled and first_scored is None:
                 first_scored = time.monotonic()
             if handled >= sent:
                 break
-            if not worker.alive():
-                msg = f"the worker stopped; its log:\n{worker.log_tail()}"
-                raise CrmScorerError(msg)
+            _all_alive(workers)
             if time.monotonic() > deadline:
                 msg = f"the worker handled {handled} of {sent} events in {options.timeout:.0f}s"
                 raise CrmScorerError(msg)
             time.sleep(0.25)
     finished = time.monotonic()
     elapsed = finished - (first_scored if first_scored is not None else started)
-    # Scores are flushed to Redis every few milliseconds; wait for the last batch.
-    for _ in range(100):
-        if worker.metrics().get("crm_scorer_redis_pending_scores", 0.0) == 0:
+    # Scores are flushed to Redis every few milliseconds; wait for the last batch, and for
+    # the workers' last deltas to reach one version of the group model.
+    deadline = time.monotonic() + 10 * settings.model_sync_seconds + 10
+    while time.monotonic() < deadline:
+        metrics = [w.metrics() for w in workers]
+        flushed = all(m.get("crm_scorer_redis_pending_scores", 0.0) == 0 for m in metrics)
+        versions = {m.get("crm_scorer_model_version", 0.0) for m in metrics}
+        pending = sum(m.get("crm_scorer_model_pending_deltas", 0.0) for m in metrics)
+        if flushed and len(versions) == 1 and not pending:
             break
-        time.sleep(0.1)
+        time.sleep(0.2)
     return sent, elapsed
 
 
@@ -191,9 +217,11 @@ def _alerts_by_type(settings: Settings) -> tuple[Counter[str], dict[str, str]]:
 
 
 def _summary(
-    settings: Settings, worker: WorkerProcess, sent: int, elapsed: float, console: Console
+    settings: Settings, workers: list[WorkerProcess], sent: int, elapsed: float, console: Console
 ) -> None:
-    metrics = worker.metrics()
+    each = [w.metrics() for w in workers]
+    metrics = {name: sum(m.get(name, 0.0) for m in each) for name in set().union(*each)}
+    metrics["crm_scorer_churn_roc_auc"] = each[0].get("crm_scorer_churn_roc_auc", math.nan)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     customers = sum(1 for _ in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
     alerts, examples = _alerts_by_type(settings)
@@ -212,6 +240,15 @@ def _summary(
     table.add_row("churn rolling ROC AUC", shown if labelled else "n/a (no labels yet)")
     for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
         table.add_row(f"alerts: {alert_type}", f"{alerts.get(alert_type, 0):,}")
+    for n, (worker, worker_metrics) in enumerate(zip(workers, each, strict=True), start=1):
+        partitions = sum(1 for k in worker_metrics if k.startswith("crm_scorer_consumer_lag{"))
+        role = ", merges the group model" if worker_metrics.get("crm_scorer_model_merger") else ""
+        table.add_row(
+            f"worker {n} (:{worker.port})",
+            f"{worker_metrics.get('crm_scorer_events_total', 0.0):,.0f} events, {partitions} "
+            f"partitions, model version {worker_metrics.get('crm_scorer_model_version', 0):.0f}"
+            f"{role}",
+        )
     console.print(table)
     example = examples.get("negative_feedback") or examples.get("churn_risk")
     if example is None:
@@ -230,14 +267,47 @@ def _sum(metrics: dict[str, float], name: str, label: str) -> float:
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> None:
-    """Start what is missing, run a worker, stream ``options.events`` events, print a summary."""
+    """Start what is missing, run the workers, stream ``options.events`` events, print a
+    summary."""
     console = console or Console()
-    with _services(load_settings(), console) as (settings, log_path):
-        worker = WorkerProcess(child_environment(settings), log_path)
-        console.print(f"[dim]starting worker (log: {worker.log_path})[/dim]")
-        worker.start()
+    with _services(load_settings(), console, options.workers) as (settings, log_path):
+        workers: list[WorkerProcess] = []
         try:
-            sent, elapsed = _stream(settings, worker, options, console)
-            _summary(settings, worker, sent, elapsed, console)
+            for n in range(options.workers):
+                own = settings
+                if n:  # one consumer group: its own port and data directory each
+                    data_dir = settings.data_dir.with_name(f"{settings.data_dir.name}-{n + 1}")
+                    own = settings.model_copy(
+                        update={"web_port": free_port(), "data_dir": data_dir}
+                    )
+                path = log_path.with_name(f"worker-{n + 1}.log") if n else log_path
+                worker = WorkerProcess(child_environment(own), path)
+                console.print(f"[dim]starting worker {n + 1} (log: {worker.log_path})[/dim]")
+                worker.start()
+                workers.append(worker)
+            _wait_for_the_group(workers, options.timeout)
+            sent, elapsed = _stream(settings, workers, options, console)
+            _summary(settings, workers, sent, elapsed, console)
         finally:
-            worker.stop()
+            for worker in workers:
+                worker.stop()
+
+
+def _all_alive(workers: list[WorkerProcess]) -> None:
+    """Raise with the log of a worker that stopped, if one did."""
+    for worker in workers:
+        if not worker.alive():
+            msg = f"a worker stopped; its log:\n{worker.log_tail()}"
+            raise CrmScorerError(msg)
+
+
+def _wait_for_the_group(workers: list[WorkerProcess], timeout: float) -> None:
+    """Until every worker is ready: the partitions are spread before the stream starts."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        while not worker.ready():
+            _all_alive(workers)
+            if time.monotonic() > deadline:
+                msg = f"the workers were not ready within {timeout:.0f}s"
+                raise CrmScorerError(msg)
+            time.sleep(0.2)

@@ -109,7 +109,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(
     broker: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     env = worker_env(broker, redis_server.url, "dashboard", tmp_path)
-    env["CRM_CHECKPOINT_EVERY_EVENTS"] = "500"
+    env["CRM_MODEL_SYNC_SECONDS"] = "1"  # versions within the run: the model panel has data
     worker = start_worker(env, tmp_path / "worker.log")
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}

@@ -21,6 +21,7 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
+from online_models import __version__
 from schemas.dead_letters import DeadLetter
 from streams.commands.demo import WorkerProcess, read_metrics
 from streams.commands.local_services import LocalRedis, free_port
@@ -213,7 +214,7 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_nothing_and_counts_nothin
         producer.close()
 
 
-def test_sigterm_under_load_flushes_checkpoints_and_loses_nothing(
+def test_sigterm_under_load_hands_the_last_delta_to_the_group_and_loses_nothing(
     broker: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     env = worker_env(broker, redis_server.url, "sigterm", tmp_path)
@@ -228,12 +229,15 @@ def test_sigterm_under_load_flushes_checkpoints_and_loses_nothing(
         status = first.stop(timeout=30)  # mid-stream
     log = first.log_path.read_text()
     assert status is not None, f"the worker ignored SIGTERM:\n{first.log_tail(40)}"
-    assert log.index("Signal received: 15") < log.index("Checkpointed the models")
+    assert log.index("Signal received: 15") < log.index("Handed the models' last delta")
     assert "scores Redis did not take" not in log
 
     second = start_worker(env, tmp_path / "second.log")
     try:
-        wait_until(lambda: "Restored the models" in second.log_path.read_text(), 60, "restore")
+        # It merges the first worker's last deltas into a new version of the group model.
+        wait_until(
+            lambda: "Scoring with version" in second.log_path.read_text(), 60, "a group version"
+        )
         settle(
             redis.Redis.from_url(redis_server.url), env["CRM_REDIS_PREFIX"], oracle(events), second
         )
@@ -246,6 +250,7 @@ def test_events_delivered_again_change_nothing(
     broker: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     env = worker_env(broker, redis_server.url, "redelivery", tmp_path)
+    env["CRM_MODEL_SYNC_SECONDS"] = "1"
     events = stream_of(customers=50, events=600, seed=12)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     client = redis.Redis.from_url(redis_server.url)
@@ -254,6 +259,17 @@ def test_events_delivered_again_change_nothing(
     try:
         send(producer, env["CRM_EVENTS_TOPIC"], events)
         settle(client, prefix, oracle(events), worker)
+        # The group model holds all it learned: the repeats must not make a newer version.
+        wait_until(
+            lambda: (
+                metric(worker, "crm_scorer_model_version") > 0
+                and metric(worker, "crm_scorer_model_pending_deltas") == 0
+            ),
+            30,
+            "the group model to hold every event",
+            worker,
+        )
+        version = metric(worker, "crm_scorer_model_version")
         before = settled_counts(worker)  # alerts count when Kafka acknowledged them
 
         send(producer, env["CRM_EVENTS_TOPIC"], events[-300:])  # the same ids again
@@ -264,6 +280,7 @@ def test_events_delivered_again_change_nothing(
         # Features: every hash still agrees with the oracle of the events counted once.
         assert not mismatches(client, prefix, oracle(events))
         versions = {client.hget(prefix + c, "model_version") for c in oracle(events).last_seen}
+        assert metric(worker, "crm_scorer_model_version") == version
     finally:
         worker.stop()
         producer.close()
@@ -271,7 +288,7 @@ def test_events_delivered_again_change_nothing(
     # Models: nothing learned from the repeats; no alert or label twice.
     assert after == before
     assert before["crm_scorer_model_events_learned"] == 600
-    assert len(versions) == 1 and versions.pop().endswith(b"+600")
+    assert versions == {f"{__version__}+v{int(version)}".encode()}
 
 
 def test_a_producer_slower_than_the_scorer_holds_consuming_back_and_loses_nothing(

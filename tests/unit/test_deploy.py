@@ -96,9 +96,14 @@ def test_topics_are_created_with_the_recommended_partitions(monkeypatch):
     script = "\n".join(compose()["services"]["topics"]["command"])
     readme = (ROOT / "README.md").read_text()
 
-    for topic in (settings.events_topic, settings.alerts_topic, settings.dlq_topic):
+    for topic in settings.topics.values():
         assert topic in script
     assert f"--partitions {settings.topic_partitions}" in script
+    # The group model's topics: one partition each (it elects the merger), models compacted.
+    for topic in settings.model_topics.values():
+        assert f"--topic {topic} --partitions 1" in script
+    models = script[script.index(f"--topic {settings.models_topic} ") :]
+    assert "--config cleanup.policy=compact" in models
     assert compose()["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"] == str(
         settings.topic_partitions
     )

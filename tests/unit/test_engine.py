@@ -333,6 +333,7 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
                                        quantity=1))  # fmt: skip
     pending = len(engine.states["ann"].pending)
     labels_before = engine.scorer.pending_labels
+    assert engine.states["ann"].latent is not None  # her own latent factors live in her state
 
     removed = engine.forget("ann")
 
@@ -344,8 +345,8 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
     }
     assert "ann" not in engine.states and "bob" in engine.states
     assert engine.scheduled() == 1
-    assert "ann" not in engine.scorer.recommender._mf.u_latents
-    assert "bob" in engine.scorer.recommender._mf.u_latents
+    assert engine.scorer.recommender.n_users == 0  # the model itself holds nobody's factors
+    assert engine.states["bob"].latent is not None
     assert engine.scorer.pending_labels == labels_before - pending
     assert sum(engine.segment_sizes.values()) <= 1
     assert engine.forget("ann") == {

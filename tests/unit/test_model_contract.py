@@ -268,7 +268,7 @@ CASES = {
         build_segmenter,
         predict_segmenter,
         odd_segmenter,
-        {"n_segments": 4, "halflife": 0.05, "min_seed_distance": 0.2},
+        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2},
     ),
     "ValueModel": Case(build_value, predict_value, odd_value, {"recency_halflife_days": 14.0}),
     "SentimentModel": Case(
@@ -289,6 +289,7 @@ CASES = {
             "popularity_weight": 0.1,
             "co_purchase_weight": 0.2,
             "seed": 9,
+            "buckets": 8,
         },
     ),
     "CustomerScorer": Case(

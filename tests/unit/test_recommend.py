@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from online_models.activity import Activity
-from online_models.recommend import Recommender
+from online_models.recommend import Recommender, initial_latent, item_hash
 from online_models.scorer import CustomerScorer, ScorerConfig
 from online_models.state import CustomerState
 
@@ -291,20 +291,20 @@ def test_event_weight_scales_the_gradient_like_a_sample_weight():
     moves = {}
     for weight in (0.2, 1.0):
         model = copy.deepcopy(base)
-        before = model._mf.u_latents["u"].copy()
+        before = model._users["u"].copy()
         model.learn_one("u", "x", time=1.0, weight=weight)
-        moves[weight] = model._mf.u_latents["u"] - before
+        moves[weight] = model._users["u"] - before
     np.testing.assert_allclose(moves[0.2], 0.2 * moves[1.0], rtol=1e-9, atol=1e-15)
 
 
-def test_item_matrix_grows_and_stays_synced_with_river():
+def test_item_matrix_grows_and_keeps_every_item_in_its_row():
     model = Recommender(n_factors=4)
     for i in range(300):  # several capacity doublings
         model.learn_one(f"u{i % 17}", f"item{i}", time=float(i), basket=[f"item{i // 2}"])
     assert model.n_items == 300
     for item, row in model._index.items():
-        np.testing.assert_array_equal(model._factors[row], model._mf.i_latents[item])
-    assert len(model._mf.i_latents) == model.n_items
+        assert model._items[row] == item and model._hashes[row] == item_hash(item)
+    assert np.isfinite(model._factors[:300]).all() and np.isfinite(model._popularity[:300]).all()
 
 
 # --- persistence, privacy, determinism ----------------------------------------------------
@@ -333,7 +333,7 @@ def test_forget_user_drops_factors_and_falls_back_to_popularity(world):
     assert model.forget_user("a-user0") is False
     assert model.forget_user("never-seen") is False
     assert model.n_users == n_users - 1
-    assert "a-user0" not in model._mf.u_latents
+    assert "a-user0" not in model._users
     assert model.rank("a-user0", 5) == model.rank("stranger", 5)
     assert model.n_users == n_users - 1
 
@@ -392,14 +392,18 @@ def test_the_factor_step_is_rivers_funk_mf_step() -> None:
         initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=3),
         seed=3,
     )
+    # Both start from the same factors: ours are seeded by the ids, so every worker agrees.
+    for user in ("ann", "bob"):
+        river_mf.u_latents[user] = ours.user_latent(user)
+    for item in ("tea", "cup"):
+        river_mf.i_latents[item] = initial_latent(item, 4)
     interactions = [("ann", "tea", 1.0), ("bob", "tea", 0.5), ("ann", "cup", 1.0)] * 20
     for step, (user, item, weight) in enumerate(interactions):
         ours.learn_one(user, item, time=float(step), weight=weight)
-        river_mf.i_latents[item]  # a new item's row is made first, as ours does
         pred = river_mf.predict_one(user, item)
         river_mf.learn_one(user, item, pred + weight * (1.0 - pred))
 
     for user in ("ann", "bob"):
-        np.testing.assert_allclose(ours._mf.u_latents[user], river_mf.u_latents[user])
+        np.testing.assert_allclose(ours._users[user], river_mf.u_latents[user])
     for item in ("tea", "cup"):
-        np.testing.assert_allclose(ours._mf.i_latents[item], river_mf.i_latents[item])
+        np.testing.assert_allclose(ours._factors[ours._index[item]], river_mf.i_latents[item])

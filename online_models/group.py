@@ -1,0 +1,373 @@
+"""One model for a whole consumer group: the parts every worker shares, deltas and merging.
+
+Each worker learns from its own events and, every sync, hands what it learned since its last
+delta to the group (:meth:`WorkerSync.deltas`). One worker merges the deltas into the group's
+model (:class:`GroupModel`, Flink ML's single model-update operator) and publishes the parts
+that changed as a new version; every worker then scores with that version plus what the group
+has not merged yet of its own (:meth:`WorkerSync.apply`).
+
+The model is cut into *parts* (``churn``, ``segments``, ``value``, and the items in
+``item_buckets`` buckets), each with its own version and a record of the latest delta of every
+worker it includes: merging is idempotent per part, so a delta delivered twice, or a version
+published half before its merger died, never counts anything twice.
+
+Merge rules (each model's ``merge_*`` function, tested on its own):
+
+- counts and sums merge exactly: value-rank bin counts, the churn scaler's statistics, label
+  counts, segment sums and weights, popularity, co-purchase counts;
+- gradient-learned weights (churn regression, AdaGrad's squared gradients, item factors): a
+  delta is the sum of its worker's per-example steps, and the group adds the steps, so each
+  worker counts in proportion to the examples it learned, as in one model taking every step;
+- segment centres are created in the group's model only, from the candidates deltas propose.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from online_models.churn import ChurnShare, merge_churn
+from online_models.recommend import ItemShare, initial_latent, merge_items
+from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.segments import SegmentShare, merge_segments
+from online_models.value import ValueShare, merge_value
+
+__all__ = [
+    "CHURN",
+    "SEGMENTS",
+    "VALUE",
+    "Delta",
+    "GroupModel",
+    "GroupPart",
+    "Share",
+    "WorkerSync",
+    "item_part",
+    "merge_part",
+    "share_from_arrays",
+    "share_to_arrays",
+]
+
+logger = logging.getLogger(__name__)
+
+CHURN, SEGMENTS, VALUE = "churn", "segments", "value"
+_ITEMS = "items/"
+# A worker's entry in a part's record of merged deltas goes once the worker has sent nothing
+# for this many versions (its old deltas are long committed and cannot come again).
+_FORGET_WORKERS_AFTER = 1000
+# The segmenter's distance below which a proposed centre duplicates one (Segmenter's default).
+_MIN_SEED_DISTANCE = 0.15
+
+Share = ChurnShare | SegmentShare | ValueShare | ItemShare
+
+
+def item_part(bucket: int) -> str:
+    """The key of the part holding the items of ``bucket``.
+
+    >>> item_part(7)
+    'items/0007'
+    """
+    return f"{_ITEMS}{bucket:04d}"
+
+
+def _bucket(key: str) -> int:
+    return int(key.removeprefix(_ITEMS))
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What ``worker`` learned for part ``key`` since its delta ``seq - 1``."""
+
+    key: str
+    worker: str
+    seq: int
+    share: Share
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPart:
+    """One part of the group's model: its share, the version that last changed it, and the
+    latest delta of each worker it includes."""
+
+    key: str
+    share: Share
+    version: int
+    merged: Mapping[str, int] = field(default_factory=dict)
+
+
+def empty_share(key: str, config: ScorerConfig) -> Share:
+    """A part with nothing learned."""
+    if key == CHURN:
+        return ChurnShare.zero()
+    if key == SEGMENTS:
+        return SegmentShare.empty()
+    if key == VALUE:
+        return ValueShare.zero()
+    return ItemShare.empty(config.recommender_factors)
+
+
+def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Share:
+    """The group's part ``key`` with ``delta`` merged in (the merging worker's rule)."""
+    if isinstance(group, ChurnShare) and isinstance(delta, ChurnShare):
+        return merge_churn(group, delta)
+    if isinstance(group, SegmentShare) and isinstance(delta, SegmentShare):
+        return merge_segments(
+            group,
+            delta,
+            halflife_days=config.segment_halflife_days,
+            max_centres=config.segments,
+            min_seed_distance=_MIN_SEED_DISTANCE,
+        )
+    if isinstance(group, ValueShare) and isinstance(delta, ValueShare):
+        return merge_value(group, delta)
+    if isinstance(group, ItemShare) and isinstance(delta, ItemShare):
+        return merge_items(
+            group,
+            delta,
+            initial=partial(initial_latent, n_factors=config.recommender_factors),
+            max_neighbors=2 * config.co_purchase_neighbors,
+        )
+    msg = f"part {key} cannot merge a {type(delta).__name__} into a {type(group).__name__}"
+    raise TypeError(msg)
+
+
+def share_to_arrays(share: Share) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A share as record metadata and arrays."""
+    return share.to_arrays()
+
+
+def share_from_arrays(
+    key: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], config: ScorerConfig
+) -> Share:
+    """The share of part ``key`` a record carries. Raises ValueError (or KeyError for a
+    missing array) when it does not fit models made with ``config``."""
+    if key == CHURN:
+        return ChurnShare.from_arrays(meta, arrays)
+    if key == SEGMENTS:
+        return SegmentShare.from_arrays(meta, arrays, max_centres=config.segments)
+    if key == VALUE:
+        return ValueShare.from_arrays(meta, arrays)
+    if key.startswith(_ITEMS) and key[len(_ITEMS) :].isdigit():
+        if _bucket(key) >= config.item_buckets:
+            msg = f"part {key} is beyond the {config.item_buckets} item buckets"
+            raise ValueError(msg)
+        return ItemShare.from_arrays(meta, arrays, n_factors=config.recommender_factors)
+    msg = f"no part of the model is called {key!r}"
+    raise ValueError(msg)
+
+
+class GroupModel:
+    """The merging worker's copy of the group's model: parts, version, deltas merged since.
+
+    >>> config = ScorerConfig()
+    >>> group = GroupModel(config)
+    >>> delta = Delta("value", "w1", 1, ValueShare.zero())
+    >>> group.merge(delta), group.merge(delta)
+    (True, False)
+    >>> version, parts = group.publish()
+    >>> version, [part.key for part in parts], parts[0].merged
+    (1, ['value'], {'w1': 1})
+    """
+
+    def __init__(
+        self, config: ScorerConfig, parts: Mapping[str, GroupPart] | None = None, version: int = 0
+    ) -> None:
+        self.config = config
+        self.parts: dict[str, GroupPart] = dict(parts or {})
+        self.version = max([version, *(part.version for part in self.parts.values())])
+        self._dirty: dict[str, dict[str, int]] = {}  # key -> merged record, being built
+        self._last_seen: dict[str, int] = {}  # worker -> version it last sent a delta in
+
+    @property
+    def dirty(self) -> bool:
+        """Whether deltas were merged since the last :meth:`publish`."""
+        return bool(self._dirty)
+
+    def merge(self, delta: Delta) -> bool:
+        """Merge a worker's delta; False when the part already includes it (a repeat)."""
+        part = self.parts.get(delta.key)
+        merged = self._dirty.get(delta.key)
+        if merged is None:
+            merged = dict(part.merged) if part is not None else {}
+        if merged.get(delta.worker, 0) >= delta.seq:
+            return False
+        share = part.share if part is not None else empty_share(delta.key, self.config)
+        share = merge_part(delta.key, share, delta.share, self.config)
+        merged[delta.worker] = delta.seq
+        self._dirty[delta.key] = merged
+        self._last_seen[delta.worker] = self.version + 1
+        self.parts[delta.key] = GroupPart(delta.key, share, self.version + 1, merged)
+        return True
+
+    def publish(self) -> tuple[int, list[GroupPart]]:
+        """A new version: its number and the parts that changed since the last."""
+        self.version += 1
+        changed = []
+        for key, merged in self._dirty.items():
+            kept = {
+                worker: seq
+                for worker, seq in merged.items()
+                if self.version - self._last_seen.get(worker, self.version) < _FORGET_WORKERS_AFTER
+            }
+            part = GroupPart(key, self.parts[key].share, self.version, kept)
+            self.parts[key] = part
+            changed.append(part)
+        self._dirty = {}
+        return self.version, changed
+
+
+class WorkerSync:
+    """A worker's side of the group's model: its deltas, and versions applied to its scorer.
+
+    Deltas sent but not yet merged into a part stay *pending*: the worker scores with the
+    group's part plus them plus what it learned since, so nothing it learned ever vanishes
+    from its own scores while the group catches up.
+    """
+
+    def __init__(self, scorer: CustomerScorer, worker: str | None = None) -> None:
+        self.scorer = scorer
+        self.worker = worker or uuid.uuid4().hex[:16]
+        self.seq = 0
+        #: The group's parts this worker scores with, by key.
+        self.parts: dict[str, GroupPart] = {}
+        self.version = 0
+        self._pending: dict[str, list[Delta]] = {}
+        scorer.segmenter.shared = True
+        scorer.recommender.shared = True
+
+    @property
+    def pending(self) -> int:
+        """Deltas sent whose learning the group's parts do not include yet."""
+        return sum(len(deltas) for deltas in self._pending.values())
+
+    def deltas(self) -> list[Delta]:
+        """What the models learned since the last call, one delta per part that changed."""
+        self.seq += 1
+        scorer = self.scorer
+        shares: dict[str, Share] = {
+            CHURN: scorer.churn_model.delta(),
+            SEGMENTS: scorer.segmenter.delta(),
+            VALUE: scorer.value_model.delta(),
+        }
+        for bucket, share in scorer.recommender.delta().items():
+            shares[item_part(bucket)] = share
+        deltas = [
+            Delta(key, self.worker, self.seq, share)
+            for key, share in shares.items()
+            if not _is_empty(share)
+        ]
+        for delta in deltas:
+            self._pending.setdefault(delta.key, []).append(delta)
+        return deltas
+
+    def apply(self, version: int, parts: Mapping[str, GroupPart]) -> None:
+        """Score with ``version`` of the group's model, whose changed ``parts`` these are."""
+        scorer = self.scorer
+        buckets: dict[int, tuple[ItemShare, list[ItemShare]]] = {}
+        for key, part in parts.items():
+            included = part.merged.get(self.worker, 0)
+            pending = [d for d in self._pending.get(key, []) if d.seq > included]
+            if pending:
+                self._pending[key] = pending
+            else:
+                self._pending.pop(key, None)
+            shares: list[Any] = [d.share for d in pending]
+            share = part.share
+            if isinstance(share, ChurnShare):
+                scorer.churn_model.apply(share, shares)
+            elif isinstance(share, SegmentShare):
+                scorer.segmenter.apply(share, shares)
+            elif isinstance(share, ValueShare):
+                scorer.value_model.apply(share, shares)
+            else:
+                buckets[_bucket(key)] = (share, shares)
+            self.parts[key] = part
+        if buckets:
+            scorer.recommender.apply(buckets)
+        self.version = scorer.group_version = max(self.version, version)
+
+
+def _is_empty(share: Share) -> bool:
+    if isinstance(share, ChurnShare):
+        return share.labels == 0 and not share.count.any()
+    if isinstance(share, SegmentShare):
+        return share.points == 0 and not len(share.candidates)
+    if isinstance(share, ValueShare):
+        return not (share.monetary.any() or share.frequency.any())
+    return not share.items
+
+
+class LocalGroup:
+    """A consumer group of ``workers`` and their merger in one process: each worker scores
+    its customers with its own scorer and engine, and every ``sync_seconds`` of event time
+    they sync through the group's model, as the workers do through Kafka every
+    ``CRM_MODEL_SYNC_SECONDS`` (what ``crm-scorer backtest --workers`` runs).
+
+    >>> from online_models.activity import Activity
+    >>> group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=60.0)
+    >>> for n in range(4):
+    ...     _ = group.process(f"c{n}", Activity("view", 100.0 * n, item_id="a"), worker=n % 2)
+    >>> group.version, [sync.version for sync in group.syncs]
+    (3, [3, 3])
+    """
+
+    def __init__(
+        self, config: ScorerConfig, *, workers: int = 1, sync_seconds: float = 15.0
+    ) -> None:
+        from online_models.engine import ScoringEngine
+
+        if workers < 1 or not sync_seconds > 0:
+            msg = f"workers must be >= 1 and sync_seconds > 0, got {workers}, {sync_seconds}"
+            raise ValueError(msg)
+        self.config = config
+        self.sync_seconds = sync_seconds
+        self.scorers = [CustomerScorer(config) for _ in range(workers)]
+        self.states: list[dict[str, Any]] = [{} for _ in range(workers)]
+        self.engines = [
+            ScoringEngine(scorer, states)
+            for scorer, states in zip(self.scorers, self.states, strict=True)
+        ]
+        self.syncs = [WorkerSync(scorer, f"worker-{n}") for n, scorer in enumerate(self.scorers)]
+        self.merger = GroupModel(config)
+        self._next_sync: float | None = None
+
+    @property
+    def version(self) -> int:
+        """The group model's newest version."""
+        return self.merger.version
+
+    def process(
+        self,
+        customer_id: str,
+        activity: Any,
+        *,
+        worker: int = 0,
+        shard: int = 0,
+        event_id: str | None = None,
+    ) -> list[Any]:
+        """Score one event on ``worker`` (its partition ``shard``), syncing first when a sync
+        interval of event time has passed; returns the engine's scores."""
+        if self._next_sync is None:
+            self._next_sync = activity.time + self.sync_seconds
+        elif activity.time >= self._next_sync:
+            self.sync()
+            self._next_sync = activity.time + self.sync_seconds
+        return list(self.engines[worker].process(customer_id, activity, shard, event_id=event_id))
+
+    def sync(self) -> int:
+        """Every worker sends its delta, the merger publishes, every worker applies."""
+        for worker_sync in self.syncs:
+            for delta in worker_sync.deltas():
+                self.merger.merge(delta)
+        if not self.merger.dirty:
+            return self.merger.version
+        version, parts = self.merger.publish()
+        changed = {part.key: part for part in parts}
+        for worker_sync in self.syncs:
+            worker_sync.apply(version, changed)
+        return version

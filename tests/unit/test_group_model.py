@@ -1,0 +1,278 @@
+"""The group model's merge rules, each without a broker: what workers learn apart, merged.
+
+- counts and sums merge exactly: two workers' deltas merged equal one model that learned both
+  streams (value-rank counts, scaler statistics, label counts, segment sums and weights,
+  popularity, co-purchase counts);
+- gradient-learned weights (churn regression, item factors) merge by adding each worker's
+  steps, and land within a stated tolerance of one model learning every example;
+- segment centres are created in the group's model only, so an id names one segment on every
+  worker.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from online_models import __version__
+from online_models.activity import DAY, Activity
+from online_models.churn import CHURN_FEATURES, ChurnModel
+from online_models.group import GroupModel, LocalGroup, WorkerSync
+from online_models.recommend import Recommender
+from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.segments import Segmenter, SegmentShare, merge_segments
+from online_models.value import ValueModel, merge_value
+
+T0 = 1_735_689_600.0
+CONFIG = ScorerConfig(recommender_factors=4, item_buckets=8)
+# How far the churn risk of a model merged from 2 or 4 workers' steps (syncing every 50 to 100
+# labels per worker) may be from one model that learned every example: absolute probability,
+# worst case over 200 probe customers; the README's stated tolerance. One model learning the
+# same examples in another order lands 0.11 away.
+CHURN_TOLERANCE = 0.05
+
+
+def churn_examples(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
+    """Examples where long silence and few orders mean churn."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        x = {name: rng.gauss(0.0, 1.0) for name in CHURN_FEATURES}
+        logit = 1.5 * x["log_days_since_order"] - 1.0 * x["log_orders"] + 0.3
+        examples.append((x, rng.random() < 1.0 / (1.0 + math.exp(-logit))))
+    return examples
+
+
+# --- counts and sums merge exactly -------------------------------------------------------------
+
+
+def test_value_counts_of_two_workers_merge_into_one_models_counts() -> None:
+    one, a, b = ValueModel(), ValueModel(), ValueModel()
+    rng = random.Random(1)
+    for n in range(300):
+        spend, orders = rng.uniform(1, 5000), rng.randint(1, 40)
+        one.observe(None, None, spend, orders)
+        (a if n % 2 else b).observe(None, None, spend, orders)
+    merged = merge_value(a.delta(), b.delta())
+    whole = one.delta()
+    np.testing.assert_array_equal(merged.monetary, whole.monetary)
+    np.testing.assert_array_equal(merged.frequency, whole.frequency)
+
+
+def test_churn_scaler_statistics_and_labels_merge_exactly() -> None:
+    examples = churn_examples(400, seed=2)
+    one, a, b = ChurnModel(), ChurnModel(), ChurnModel()
+    for n, (x, y) in enumerate(examples):
+        one.learn_one(x, y)
+        (a if n % 3 else b).learn_one(x, y)
+    from online_models.churn import merge_churn
+
+    merged, whole = merge_churn(a.delta(), b.delta()), one.delta()
+    np.testing.assert_allclose(merged.count, whole.count)
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(merged.var, whole.var, rtol=1e-10, atol=1e-12)
+    assert merged.labels == whole.labels == 400
+
+
+def test_segment_sums_and_weights_merge_exactly() -> None:
+    centres = np.array(
+        [[1.0, 0.1, 0.8, 0.8, 0.5], [1.0, 0.9, 0.1, 0.2, 0.1], [0.0, 0.5, 0, 0, 0.7]]
+    )
+    group = SegmentShare(centres.copy(), np.ones(3), time=T0, points=3)
+    one, a, b = (Segmenter(n_segments=3, halflife_days=30.0) for _ in range(3))
+    for model in (one, a, b):
+        model.shared = True
+        model.apply(group)
+    rng = random.Random(3)
+    for n in range(600):
+        point = dict(
+            zip(("ordered", "recency", "frequency", "monetary", "engagement"),
+                (centres[n % 3] + [rng.gauss(0, 0.03) for _ in range(5)]).tolist(), strict=True)
+        )  # fmt: skip
+        when = T0 + n * 600.0
+        one.learn_one(point, when)
+        (a if rng.random() < 0.5 else b).learn_one(point, when)
+    merged = merge_segments(a.delta(), b.delta(), halflife_days=30.0)
+    whole = one.delta()
+    np.testing.assert_allclose(merged.sums, whole.sums, rtol=1e-9)
+    np.testing.assert_allclose(merged.weights, whole.weights, rtol=1e-9)
+    assert merged.points == whole.points == 600
+
+
+def test_popularity_and_co_purchase_counts_merge_exactly() -> None:
+    one, a, b = (Recommender(n_factors=4, buckets=4, seed=5) for _ in range(3))
+    for model in (one, a, b):
+        model.shared = True
+    rng = random.Random(4)
+    for n in range(500):
+        basket = [f"sku-{rng.randrange(12)}" for _ in range(2)]
+        item = f"sku-{rng.randrange(12)}"
+        for model in (one, a if n % 2 else b):
+            model.learn_one(f"u{n % 30}", item, time=T0 + n * 60.0, basket=basket)
+    merged_buckets = {}
+    a_deltas, b_deltas = a.delta(), b.delta()
+    from online_models.recommend import merge_items
+
+    for bucket in set(a_deltas) | set(b_deltas):
+        empty = a_deltas.get(bucket) or b_deltas[bucket]
+        first = a_deltas.get(bucket, type(empty).empty(4))
+        merged_buckets[bucket] = merge_items(first, b_deltas.get(bucket, type(empty).empty(4)))
+    for bucket, whole in one.delta().items():
+        merged = merged_buckets[bucket]
+        at = {item: i for i, item in enumerate(merged.items)}
+        for i, item in enumerate(whole.items):
+            j = at[item]
+            assert merged.popularity[j] == pytest.approx(whole.popularity[i], abs=1e-9)
+            got = dict(zip(*(v.tolist() for v in merged.neighbors(j)), strict=True))
+            want = dict(zip(*(v.tolist() for v in whole.neighbors(i)), strict=True))
+            assert got == want
+
+
+# --- gradient-learned weights: within a stated tolerance ------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_churn_weights_merged_from_workers_steps_stay_near_one_model(workers: int) -> None:
+    examples = churn_examples(4_000, seed=6)
+    alone = ChurnModel()
+    scorers = [CustomerScorer(CONFIG) for _ in range(workers)]
+    syncs = [WorkerSync(scorer, f"w{n}") for n, scorer in enumerate(scorers)]
+    group = GroupModel(CONFIG)
+    for n, (x, y) in enumerate(examples):
+        alone.learn_one(x, y)
+        scorers[n % workers].churn_model.learn_one(x, y)
+        if n % 200 == 199:  # a sync every 200 labels, 50 per worker with 4 workers
+            for sync in syncs:
+                for delta in sync.deltas():
+                    group.merge(delta)
+            version, parts = group.publish()
+            for sync in syncs:
+                sync.apply(version, {part.key: part for part in parts})
+    probes = [x for x, _ in churn_examples(200, seed=7)]
+    gaps = [abs(scorers[0].churn_model.risk(x) - alone.risk(x)) for x in probes]
+    assert max(gaps) <= CHURN_TOLERANCE, f"largest gap {max(gaps):.4f}"
+    shuffled, reordered = examples[:], ChurnModel()
+    random.Random(1).shuffle(shuffled)
+    for x, y in shuffled:
+        reordered.learn_one(x, y)
+    assert max(gaps) < max(abs(reordered.risk(x) - alone.risk(x)) for x in probes)
+    risks = [scorers[-1].churn_model.risk(x) for x in probes]
+    assert risks == [scorers[0].churn_model.risk(x) for x in probes]  # one model, every worker
+    assert scorers[0].churn_model.labels_learned == len(examples)
+
+
+def test_item_factors_merged_from_workers_steps_rank_like_one_model() -> None:
+    """Two groups of customers buying from two groups of items: the factors alone (no
+    popularity, no co-purchase) must put a customer's own group first, split or not."""
+    rng = random.Random(8)
+    stream = []
+    for n in range(4_000):
+        group = "a" if n % 2 else "b"
+        stream.append((f"{group}-user{rng.randrange(20)}", f"{group}-sku{rng.randrange(10)}"))
+    models = {}
+    for workers in (1, 4):
+        local = LocalGroup(CONFIG, workers=workers, sync_seconds=600.0)
+        for n, (user, item) in enumerate(stream):
+            activity = Activity("purchase", T0 + n * 60.0, item_id=item, amount=5.0, quantity=1)
+            local.process(user, activity, worker=int(user[-1]) % workers)
+        local.sync()
+        models[workers] = local
+    for workers, local in models.items():
+        hits = 0
+        for user in {user for user, _ in stream}:
+            n = int(user[-1]) % workers
+            state = local.states[n][user]
+            recommender = local.scorers[n].recommender
+            recommender.popularity_weight = recommender.co_purchase_weight = 0.0
+            top = recommender.rank(np.frombuffer(state.latent, "<f4"), 5)
+            hits += sum(item[0] == user[0] for item in top)
+        assert hits / (40 * 5) >= 0.9, (workers, hits)
+
+
+# --- segment ids: created in the group's model, the same on every worker -------------------------
+
+
+def test_workers_propose_centres_and_only_the_group_creates_them() -> None:
+    group = LocalGroup(ScorerConfig(segments=3), workers=2, sync_seconds=3_600.0)
+    for n in range(40):
+        spend = 10.0 if n % 2 else 4_000.0
+        activity = Activity("purchase", T0 + n * 900.0, item_id="sku-1", amount=spend, quantity=1)
+        group.process(f"c{n}", activity, worker=n % 2)
+        if n == 1:  # before any sync: no worker has a centre of its own
+            assert all(len(s.segmenter.centers()) == 0 for s in group.scorers)
+    group.sync()
+    centres = [s.segmenter.centers() for s in group.scorers]
+    assert 1 <= len(centres[0]) <= 3
+    assert centres[0] == centres[1]
+    names = [s.segmenter.describe_all() for s in group.scorers]
+    assert names[0] == names[1]
+
+
+def test_a_delta_merged_twice_counts_once() -> None:
+    scorer = CustomerScorer(CONFIG)
+    sync = WorkerSync(scorer, "w1")
+    scorer.value_model.observe(None, None, 50.0, 2)
+    (delta,) = sync.deltas()
+    group = GroupModel(CONFIG)
+    assert group.merge(delta) is True
+    assert group.merge(delta) is False
+    _, parts = group.publish()
+    assert int(parts[0].share.monetary.sum()) == 1
+
+
+def test_pending_learning_stays_in_the_workers_own_scores_until_merged() -> None:
+    scorer = CustomerScorer(CONFIG)
+    sync = WorkerSync(scorer, "w1")
+    other = WorkerSync(CustomerScorer(CONFIG), "w2")
+    scorer.value_model.observe(None, None, 5_000.0, 30)
+    sync.deltas()  # sent, not merged yet
+    other.scorer.value_model.observe(None, None, 10.0, 1)
+    group = GroupModel(CONFIG)
+    for delta in other.deltas():
+        group.merge(delta)
+    version, parts = group.publish()
+    sync.apply(version, {p.key: p for p in parts})
+    # The group knows the other worker's customer; this worker still counts its own.
+    assert scorer.value_model.customers == 2
+    assert sync.pending == 1
+
+
+def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_do() -> None:
+    group = LocalGroup(CONFIG, workers=2, sync_seconds=1_800.0)
+    rng = random.Random(9)
+    for n in range(2_000):
+        customer = f"c{rng.randrange(120)}"
+        activity = Activity(
+            "purchase", T0 + n * 3_000.0, item_id=f"sku-{rng.randrange(20)}",
+            amount=rng.uniform(5, 300), quantity=1,
+        )  # fmt: skip
+        group.process(customer, activity, worker=hash(customer) % 2)
+    group.sync()
+    fresh = CustomerScorer(CONFIG)
+    WorkerSync(fresh, "new").apply(group.version, group.merger.parts)
+    when = T0 + 2_000 * 3_000.0
+    newcomer = Activity("purchase", when, item_id="sku-3", amount=42.0, quantity=1)
+    scores = [s.score("newcomer", None, newcomer).score for s in (*group.scorers, fresh)]
+    for score in scores[1:]:
+        assert score.churn_risk == pytest.approx(scores[0].churn_risk, abs=1e-9)
+        assert score.value == pytest.approx(scores[0].value, abs=1e-9)
+        assert (score.segment, score.segment_name) == (scores[0].segment, scores[0].segment_name)
+        assert score.model_version == scores[0].model_version == f"{__version__}+v{group.version}"
+
+
+def test_local_group_workers_share_one_label_count() -> None:
+    one = LocalGroup(CONFIG, workers=1, sync_seconds=DAY)
+    four = LocalGroup(CONFIG, workers=4, sync_seconds=DAY)
+    rng = random.Random(10)
+    for n in range(3_000):
+        customer = f"c{rng.randrange(200)}"
+        activity = Activity("view", T0 + n * 7_200.0, item_id="sku-1")
+        one.process(customer, activity)
+        four.process(customer, activity, worker=hash(customer) % 4, shard=hash(customer) % 4)
+    one.sync(), four.sync()
+    learned = {s.churn_model.labels_learned for s in four.scorers}
+    assert len(learned) == 1
+    assert learned.pop() > 0

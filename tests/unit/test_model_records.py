@@ -1,0 +1,168 @@
+"""The group model's wire format: what any writer to the model topics can and cannot do.
+
+Whoever can write to the models or model-updates topic can make a worker refuse a record,
+never run code in it nor make it trust numbers of another shape: every record is numbers
+with JSON metadata in a versioned envelope, signed when ``CRM_CHECKPOINT_KEY`` is set.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import struct
+
+import numpy as np
+import orjson
+import pytest
+
+from online_models.activity import Activity
+from online_models.group import LocalGroup
+from online_models.scorer import ScorerConfig
+from schemas.model_records import (
+    MAX_RECORD_BYTES,
+    ManifestHeader,
+    ModelRecord,
+    ModelRecordRefused,
+    PartRef,
+    decode_record,
+    encode_record,
+)
+from streams.model_sync import (
+    decode_delta,
+    decode_manifest,
+    decode_part,
+    encode_delta,
+    encode_manifest,
+    encode_part,
+    model_shapes,
+)
+
+CONFIG = ScorerConfig(recommender_factors=4, item_buckets=8, segments=4)
+KEY = b"group-model-key"
+T0 = 1_735_689_600.0
+
+
+@pytest.fixture(scope="module")
+def group() -> LocalGroup:
+    """Two workers that learned every kind of part."""
+    local = LocalGroup(CONFIG, workers=2, sync_seconds=3_600.0)
+    rng = random.Random(1)
+    for n in range(1_500):
+        customer = f"c{rng.randrange(80)}"
+        kind = rng.choice(["purchase", "purchase", "view"])
+        activity = Activity(
+            kind, T0 + n * 1_200.0, item_id=f"sku-{rng.randrange(30)}",
+            amount=rng.uniform(5, 200) if kind == "purchase" else 0.0,
+            quantity=1 if kind == "purchase" else 0,
+        )  # fmt: skip
+        local.process(customer, activity, worker=hash(customer) % 2)
+    local.sync()
+    return local
+
+
+def manifest(version: int = 3, shapes: dict[str, int] | None = None) -> ManifestHeader:
+    return ManifestHeader(
+        version=version,
+        parts={"churn": PartRef(version=2, offset=10)},
+        shapes=shapes or model_shapes(CONFIG),
+        merger="w-1",
+        published_at=T0,
+    )
+
+
+def test_every_part_and_delta_survives_its_bytes(group: LocalGroup) -> None:
+    kinds = set()
+    for part in group.merger.parts.values():
+        back = decode_part(encode_part(part, key=KEY), CONFIG, key=KEY)
+        assert (back.key, back.version, dict(back.merged)) == (
+            part.key,
+            part.version,
+            dict(part.merged),
+        )
+        kinds.add(type(back.share).__name__)
+    assert kinds == {"ChurnShare", "SegmentShare", "ValueShare", "ItemShare"}
+    group.process("late", Activity("view", T0 + 9e6, item_id="sku-1"), worker=0)
+    for delta in group.syncs[0].deltas():
+        back = decode_delta(encode_delta(delta, key=None, sent_at=T0), CONFIG, key=None)
+        assert (back.key, back.worker, back.seq) == (delta.key, delta.worker, delta.seq)
+    assert decode_manifest(encode_manifest(manifest(), key=KEY), CONFIG, key=KEY) == manifest()
+
+
+def test_item_factors_travel_in_single_precision(group: LocalGroup) -> None:
+    part = next(p for key, p in group.merger.parts.items() if key.startswith("items/"))
+    back = decode_part(encode_part(part, key=None), CONFIG, key=None)
+    np.testing.assert_allclose(back.share.factors, part.share.factors, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(back.share.popularity, part.share.popularity)
+
+
+def refusal(raw: bytes, *, key: bytes | None = KEY, kind: str = "part") -> ModelRecordRefused:
+    decode = {"part": decode_part, "delta": decode_delta, "manifest": decode_manifest}[kind]
+    with pytest.raises(ModelRecordRefused) as caught:
+        decode(raw, CONFIG, key=key)
+    return caught.value
+
+
+def test_garbage_a_pickle_and_an_empty_record_are_not_model_records() -> None:
+    assert refusal(b"\x00\x01garbage" * 10).reason == "not_a_model_record"
+    assert refusal(pickle.dumps({"weights": [1.0]})).reason == "not_a_model_record"
+    assert refusal(b"").reason == "not_a_model_record"
+
+
+def test_another_format_version_is_refused(group: LocalGroup) -> None:
+    raw = bytearray(encode_part(group.merger.parts["churn"], key=KEY))
+    raw[4] = 2
+    refused = refusal(bytes(raw))
+    assert refused.reason == "format" and "format 2" in refused.message
+
+
+def test_with_a_key_set_unsigned_and_foreign_records_are_refused(group: LocalGroup) -> None:
+    part = group.merger.parts["value"]
+    assert refusal(encode_part(part, key=None)).reason == "unsigned"
+    assert refusal(encode_part(part, key=b"someone-else")).reason == "bad_signature"
+    tampered = bytearray(encode_part(part, key=KEY))
+    tampered[-1] ^= 0xFF
+    assert refusal(bytes(tampered)).reason == "bad_signature"
+
+
+def test_a_record_lying_about_its_arrays_is_malformed() -> None:
+    record = ModelRecord("part", {"header": {}}, {"x": np.zeros(4)})
+    raw = encode_record(record)
+    assert refusal(raw[:-8], key=None).reason == "malformed"  # truncated
+    assert refusal(raw + b"\x00" * 8, key=None).reason == "malformed"  # trailing bytes
+    header = orjson.dumps(
+        {"kind": "part", "meta": {}, "arrays": [{"name": "x", "dtype": "|O", "shape": [1]}]}
+    )
+    objects = b"CRMM" + bytes([1, 0]) + bytes(32) + struct.pack("<I", len(header)) + header
+    assert refusal(objects + pickle.dumps(object()), key=None).reason == "malformed"
+
+
+def test_an_oversized_record_is_refused_before_it_is_read() -> None:
+    assert refusal(b"CRMM" + bytes(MAX_RECORD_BYTES)).reason == "oversized"
+
+
+def test_records_of_other_model_shapes_are_refused(group: LocalGroup) -> None:
+    other = ScorerConfig(recommender_factors=8, item_buckets=8, segments=4)
+    bucket = next(p for key, p in group.merger.parts.items() if key.startswith("items/"))
+    raw = encode_part(bucket, key=KEY)
+    with pytest.raises(ModelRecordRefused) as caught:
+        decode_part(raw, other, key=KEY)
+    assert caught.value.reason == "shape"
+    with pytest.raises(ModelRecordRefused) as caught:
+        decode_part(raw, ScorerConfig(recommender_factors=4, item_buckets=2), key=KEY)
+    assert caught.value.reason == "shape" or caught.value.reason == "malformed"
+    wrong = manifest(shapes={**model_shapes(CONFIG), "segments": 9})
+    refused = refusal(encode_manifest(wrong, key=KEY), kind="manifest")
+    assert refused.reason == "shape" and "CRM_SEGMENTS" in refused.message
+
+
+def test_a_header_naming_an_unknown_part_or_a_bad_worker_is_malformed(group: LocalGroup) -> None:
+    part = group.merger.parts["churn"]
+    raw = encode_part(part, key=None)
+    record = decode_record(raw)
+    for header in (
+        {**record.meta["header"], "key": "../../etc/passwd"},
+        {**record.meta["header"], "version": 0},
+        {**record.meta["header"], "surprise": True},
+    ):
+        forged = ModelRecord("part", {**record.meta, "header": header}, record.arrays)
+        assert refusal(encode_record(forged), key=None).reason == "malformed"
