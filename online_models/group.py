@@ -92,12 +92,18 @@ class Delta:
 @dataclass(frozen=True, slots=True)
 class GroupPart:
     """One part of the group's model: its share, the version that last changed it, and the
-    latest delta of each worker it includes."""
+    latest delta of each worker it includes.
+
+    An items part also says what changed since the version ``since`` of it: the positions
+    of the items in ``changed``, so a worker that applied that version applies only them.
+    """
 
     key: str
     share: Share
     version: int
     merged: Mapping[str, int] = field(default_factory=dict)
+    since: int = 0
+    changed: np.ndarray | None = None
 
 
 def empty_share(key: str, config: ScorerConfig) -> Share:
@@ -182,6 +188,8 @@ class GroupModel:
         self.version = max([version, *(part.version for part in self.parts.values())])
         self._dirty: dict[str, dict[str, int]] = {}  # key -> merged record, being built
         self._last_seen: dict[str, int] = {}  # worker -> version it last sent a delta in
+        self._published = {key: part.version for key, part in self.parts.items()}
+        self._touched: dict[str, set[int]] = {}  # items part -> positions changed since
 
     @property
     def dirty(self) -> bool:
@@ -198,6 +206,9 @@ class GroupModel:
             return False
         share = part.share if part is not None else empty_share(delta.key, self.config)
         share = merge_part(delta.key, share, delta.share, self.config)
+        if isinstance(share, ItemShare) and isinstance(delta.share, ItemShare):
+            at = share.positions
+            self._touched.setdefault(delta.key, set()).update(at[i] for i in delta.share.items)
         merged[delta.worker] = delta.seq
         self._dirty[delta.key] = merged
         self._last_seen[delta.worker] = self.version + 1
@@ -214,8 +225,12 @@ class GroupModel:
                 for worker, seq in merged.items()
                 if self.version - self._last_seen.get(worker, self.version) < _FORGET_WORKERS_AFTER
             }
-            part = GroupPart(key, self.parts[key].share, self.version, kept)
+            touched = self._touched.pop(key, None)
+            positions = None if touched is None else np.array(sorted(touched), dtype=np.int64)
+            since = self._published.get(key, 0)
+            part = GroupPart(key, self.parts[key].share, self.version, kept, since, positions)
             self.parts[key] = part
+            self._published[key] = self.version
             changed.append(part)
         self._dirty = {}
         return self.version, changed
@@ -268,7 +283,7 @@ class WorkerSync:
     def apply(self, version: int, parts: Mapping[str, GroupPart]) -> None:
         """Score with ``version`` of the group's model, whose changed ``parts`` these are."""
         scorer = self.scorer
-        buckets: dict[int, tuple[ItemShare, list[ItemShare]]] = {}
+        buckets: dict[int, Any] = {}
         for key, part in parts.items():
             included = part.merged.get(self.worker, 0)
             pending = [d for d in self._pending.get(key, []) if d.seq > included]
@@ -278,18 +293,38 @@ class WorkerSync:
                 self._pending.pop(key, None)
             shares: list[Any] = [d.share for d in pending]
             share = part.share
-            if isinstance(share, ChurnShare):
+            if self._only_own_news(part):
+                pass  # the part gained this worker's own deltas, which it scores with already
+            elif isinstance(share, ChurnShare):
                 scorer.churn_model.apply(share, shares)
             elif isinstance(share, SegmentShare):
                 scorer.segmenter.apply(share, shares)
             elif isinstance(share, ValueShare):
                 scorer.value_model.apply(share, shares)
             else:
-                buckets[_bucket(key)] = (share, shares)
+                previous = self.parts.get(key)
+                known = previous is not None and previous.version == part.since
+                buckets[_bucket(key)] = (share, shares, part.changed if known else None)
             self.parts[key] = part
         if buckets:
             scorer.recommender.apply(buckets)
         self.version = scorer.group_version = max(self.version, version)
+
+    def _only_own_news(self, part: GroupPart) -> bool:
+        """Whether ``part`` differs from the one applied before only by this worker's deltas.
+
+        Counts, sums and steps add, so the live model (the old part plus this worker's
+        pending deltas plus what it learned since) already is the new part plus what it
+        learned since: applying it would change nothing but the time spent. Segments are
+        always applied: the group's model creates centres and decays them.
+        """
+        previous = self.parts.get(part.key)
+        if previous is None or isinstance(part.share, SegmentShare):
+            return False
+        before, after, me = previous.merged, part.merged, self.worker
+        return all(w == me or before.get(w, 0) == seq for w, seq in after.items()) and all(
+            w == me or w in after for w in before
+        )
 
 
 def _is_empty(share: Share) -> bool:

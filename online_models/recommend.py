@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,10 @@ _INITIAL_CAPACITY = 64
 _INIT_SIGMA = 0.1
 # Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
 _MAX_SCORE_CELLS = 2_000_000
+
+#: A bucket of the group's model for :meth:`Recommender.apply`: the group's share, this
+#: worker's pending deltas of it, and the positions that changed (None: all of them).
+BucketUpdate = tuple["ItemShare", Sequence["ItemShare"], np.ndarray | None]
 
 #: What :meth:`Recommender.rank_many` ranks for: a user (an id the model holds factors for,
 #: or the user's own latent factors), items to leave out, recent items.
@@ -61,7 +66,7 @@ def initial_latent(key: str, n_factors: int, *, kind: str = "item") -> np.ndarra
     return rng.normal(0.0, _INIT_SIGMA, n_factors)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ItemShare:
     """The recommender's shared part for one bucket of items, or what one worker learned
     about them since its last delta.
@@ -90,6 +95,16 @@ class ItemShare:
         """The co-bought item hashes of the item at ``position`` and their counts."""
         start, end = self.offsets[position], self.offsets[position + 1]
         return self.refs[start:end], self.counts[start:end]
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Each item's position."""
+        return {item: i for i, item in enumerate(self.items)}
+
+    @cached_property
+    def owners(self) -> np.ndarray:
+        """The position of the item each co-purchase count belongs to."""
+        return np.repeat(np.arange(len(self.items)), np.diff(self.offsets))
 
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a model record (factors and counts in single precision)."""
@@ -157,7 +172,8 @@ def merge_items(
 
     ``a`` may be the group's bucket (absolute factors): then ``initial`` gives the factors an
     item new to the group starts from, and an item's co-purchase list longer than
-    ``max_neighbors`` keeps its strongest half. Two deltas merge with neither.
+    ``max_neighbors`` keeps its strongest half. Two deltas merge with neither. The work is
+    numpy over the bucket plus Python over ``b``'s items only.
 
     >>> one = ItemShare(("tea",), np.ones((1, 2)), np.zeros(1), np.array([0, 1]),
     ...                 np.array([item_hash("cup")]), np.array([1.0]))
@@ -165,64 +181,75 @@ def merge_items(
     >>> both.factors.tolist(), float(np.exp(both.popularity[0])), both.counts.tolist()
     ([[2.0, 2.0]], 2.0, [2.0])
     """
-    position = {item: i for i, item in enumerate(a.items)}
+    position = a.positions
     new_items = [item for item in b.items if item not in position]
     items = a.items + tuple(new_items)
-    for item in new_items:
-        position[item] = len(position)
-    n = len(items)
-    factors = np.zeros((n, a.factors.shape[1]))
-    factors[: len(a.items)] = a.factors
+    if new_items:
+        position = {**position, **{item: len(position) + i for i, item in enumerate(new_items)}}
+    n_a, n = len(a.items), len(a.items) + len(new_items)
+    factors = np.empty((n, a.factors.shape[1]))
+    factors[:n_a] = a.factors
     popularity = np.full(n, -np.inf)
-    popularity[: len(a.items)] = a.popularity
-    if initial is not None:
-        for item in new_items:
-            factors[position[item]] = initial(item)
+    popularity[:n_a] = a.popularity
+    for offset, item in enumerate(new_items):
+        factors[n_a + offset] = 0.0 if initial is None else initial(item)
     at = np.array([position[item] for item in b.items], dtype=np.int64)
     if len(at):
         factors[at] += b.factors
         popularity[at] = np.logaddexp(popularity[at], b.popularity)
-    touched = {
-        position[item]: i for i, item in enumerate(b.items) if b.offsets[i + 1] > b.offsets[i]
-    }
-    if not touched and n == len(a.items):
-        return ItemShare(items, factors, popularity, a.offsets, a.refs, a.counts)
-    refs_out: list[np.ndarray] = []
-    counts_out: list[np.ndarray] = []
-    for i in range(n):
-        refs, counts = a.neighbors(i) if i < len(a.items) else (a.refs[:0], a.counts[:0])
-        if i in touched:
-            refs, counts = _add_counts(refs, counts, *b.neighbors(touched[i]), max_neighbors)
-        refs_out.append(refs)
-        counts_out.append(counts)
+    if not len(b.refs):
+        offsets = np.concatenate([a.offsets, np.full(n - n_a, a.offsets[-1])])
+        return _with_positions(
+            ItemShare(items, factors, popularity, offsets, a.refs, a.counts), position
+        )
+    # Counts of the items b touched are summed per (item, ref); the others are kept as they are.
+    b_owner = at[b.owners]
+    touched = np.zeros(n, dtype=bool)
+    touched[b_owner] = True
+    keep = ~touched[a.owners]
+    owners = np.concatenate([a.owners[~keep], b_owner])
+    refs = np.concatenate([a.refs[~keep], b.refs])
+    counts = np.concatenate([a.counts[~keep], b.counts])
+    order = np.lexsort((refs, owners))
+    owners, refs, counts = owners[order], refs[order], counts[order]
+    first = np.ones(len(owners), dtype=bool)
+    first[1:] = (owners[1:] != owners[:-1]) | (refs[1:] != refs[:-1])
+    starts = np.flatnonzero(first)
+    owners, refs, counts = owners[starts], refs[starts], np.add.reduceat(counts, starts)
+    if max_neighbors is not None:
+        owners, refs, counts = _prune(owners, refs, counts, max_neighbors)
+    owners = np.concatenate([a.owners[keep], owners])
+    refs = np.concatenate([a.refs[keep], refs])
+    counts = np.concatenate([a.counts[keep], counts])
+    order = np.argsort(owners, kind="stable")
     offsets = np.zeros(n + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for r in refs_out])
-    return ItemShare(
-        items, factors, popularity, offsets,
-        np.concatenate(refs_out) if refs_out else np.zeros(0, np.int64),
-        np.concatenate(counts_out) if counts_out else np.zeros(0),
-    )  # fmt: skip
+    offsets[1:] = np.cumsum(np.bincount(owners, minlength=n))
+    merged = ItemShare(items, factors, popularity, offsets, refs[order], counts[order])
+    merged.__dict__["owners"] = owners[order]
+    return _with_positions(merged, position)
 
 
-def _add_counts(
-    refs: np.ndarray,
-    counts: np.ndarray,
-    more_refs: np.ndarray,
-    more_counts: np.ndarray,
-    max_neighbors: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One co-purchase list plus another; past ``max_neighbors``, the strongest half stays
-    (the oldest first on ties)."""
-    merged = dict(zip(refs.tolist(), counts.tolist(), strict=True))
-    for ref, count in zip(more_refs.tolist(), more_counts.tolist(), strict=True):
-        merged[ref] = merged.get(ref, 0.0) + count
-    pairs = list(merged.items())
-    if max_neighbors is not None and len(pairs) > max_neighbors:
-        pairs = sorted(pairs, key=lambda kv: kv[1], reverse=True)[: max(max_neighbors // 2, 1)]
-    return (
-        np.array([ref for ref, _ in pairs], dtype=np.int64),
-        np.array([count for _, count in pairs], dtype=float),
-    )
+def _with_positions(share: ItemShare, positions: dict[str, int]) -> ItemShare:
+    """``share`` with its :attr:`ItemShare.positions` known already (never mutated after)."""
+    share.__dict__["positions"] = positions
+    return share
+
+
+def _prune(
+    owners: np.ndarray, refs: np.ndarray, counts: np.ndarray, max_neighbors: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Past ``max_neighbors`` counts, an item keeps its strongest half (``owners`` sorted)."""
+    sizes = np.bincount(owners)
+    crowded = np.flatnonzero(sizes > max_neighbors)
+    if not len(crowded):
+        return owners, refs, counts
+    keep = np.ones(len(owners), dtype=bool)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for owner in crowded.tolist():
+        start, end = starts[owner], starts[owner + 1]
+        weakest = np.argsort(-counts[start:end], kind="stable")[max(max_neighbors // 2, 1) :]
+        keep[start + weakest] = False
+    return owners[keep], refs[keep], counts[keep]
 
 
 class Recommender:
@@ -316,7 +343,8 @@ class Recommender:
         self._hashes = np.zeros(_INITIAL_CAPACITY, dtype=np.int64)  # row -> item_hash
         self._factors = np.zeros((_INITIAL_CAPACITY, n_factors))
         self._popularity = np.full(_INITIAL_CAPACITY, -np.inf)  # log popularity
-        # Co-purchase counts: the group's (arrays, by row) and this worker's since (dicts).
+        # Co-purchase counts: the group's (co-bought rows and counts, by row) and this
+        # worker's not merged yet (dicts, by row).
         self._group_neighbors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._neighbors: dict[int, dict[int, float]] = {}
         # row -> (neighbour rows, counts / strongest) as arrays, until the row's counts change
@@ -510,37 +538,69 @@ class Recommender:
         self._touched = set()
         return deltas
 
-    def apply(self, buckets: Mapping[int, tuple[ItemShare, Sequence[ItemShare]]]) -> None:
-        """Score with the group's buckets (each with this model's ``pending`` deltas for it,
-        not merged by the group yet) plus what it learned since its last delta."""
-        bases = {}
-        for bucket, (group, pending) in buckets.items():
-            base = group
-            for share in pending:
-                base = merge_items(base, share)
-            bases[bucket] = base
-            for item in base.items:
-                self._row(item)
+    def apply(self, buckets: Mapping[int, BucketUpdate]) -> None:
+        """Score with the group's buckets plus what the group has not merged yet of this
+        model's: its ``pending`` deltas for each bucket and what it learned since.
+
+        A bucket's ``changed`` positions (those that changed since the version of it applied
+        before) limit the work to its changed items; None applies every item of it.
+        """
+        updates = []
+        for group, pending, changed in buckets.values():
+            own = pending[0] if pending else None
+            for share in pending[1:]:
+                own = merge_items(own, share) if own is not None else share
+            positions = np.arange(len(group.items)) if changed is None else changed
+            items = [group.items[p] for p in positions.tolist()]
+            updates.append((group, own, positions, [self._row(item) for item in items], items))
         hashes, rows_by_hash = self._hash_index()
-        for base in bases.values():
-            at = np.array([self._index[item] for item in base.items], dtype=np.int64)
-            if not len(at):
-                continue
-            self._factors[at] = base.factors + self._unsent_factors[at]
-            self._popularity[at] = np.logaddexp(base.popularity, self._unsent_popularity[at])
-            found = np.searchsorted(hashes, base.refs)
-            found = np.minimum(found, len(hashes) - 1)
-            known = hashes[found] == base.refs
-            neighbor_rows = np.where(known, rows_by_hash[found], -1)
-            for position, row in enumerate(at.tolist()):
-                start, end = base.offsets[position], base.offsets[position + 1]
-                keep = neighbor_rows[start:end] >= 0
-                self._group_neighbors[row] = (
-                    neighbor_rows[start:end][keep],
-                    base.counts[start:end][keep],
-                )
-                self._neighbors[row] = dict(self._unsent_pairs.get(row, {}))
+        # Every bucket's changed co-purchase lists, resolved to rows in one pass.
+        slices = [
+            (group, a, b)
+            for group, _, positions, _, _ in updates
+            for a, b in zip(group.offsets[positions], group.offsets[positions + 1], strict=True)
+        ]
+        if not slices:
+            return
+        refs = np.concatenate([group.refs[a:b] for group, a, b in slices])
+        found = np.minimum(np.searchsorted(hashes, refs), max(len(hashes) - 1, 0))
+        resolved = np.where(hashes[found] == refs, rows_by_hash[found], -1)
+        bounds = np.concatenate([[0], np.cumsum([b - a for _, a, b in slices])]).tolist()
+        next_slice = 0
+        for group, own, positions, rows, items in updates:
+            at = np.array(rows, dtype=np.int64)
+            factors = group.factors[positions] + self._unsent_factors[at]
+            popularity = np.logaddexp(group.popularity[positions], self._unsent_popularity[at])
+            own_at = own.positions if own is not None else {}
+            for i, (row, item) in enumerate(zip(rows, items, strict=True)):
+                _, a, b = slices[next_slice]
+                start, end = bounds[next_slice], bounds[next_slice + 1]
+                next_slice += 1
+                neighbor_rows = resolved[start:end]
+                known = neighbor_rows >= 0
+                self._group_neighbors[row] = (neighbor_rows[known], group.counts[a:b][known])
+                local = dict(self._unsent_pairs.get(row, {}))
+                mine = own_at.get(item)
+                if own is not None and mine is not None:
+                    factors[i] += own.factors[mine]
+                    popularity[i] = np.logaddexp(popularity[i], own.popularity[mine])
+                    for ref, count in zip(*own.neighbors(mine), strict=True):
+                        other = self._row_of_hash(int(ref), hashes, rows_by_hash)
+                        if other is not None:
+                            local[other] = local.get(other, 0.0) + float(count)
+                if local:
+                    self._neighbors[row] = local
+                else:
+                    self._neighbors.pop(row, None)
                 self._neighbor_arrays.pop(row, None)
+            if len(at):
+                self._factors[at] = factors
+                self._popularity[at] = popularity
+
+    @staticmethod
+    def _row_of_hash(ref: int, hashes: np.ndarray, rows: np.ndarray) -> int | None:
+        found = int(np.searchsorted(hashes, ref))
+        return int(rows[found]) if found < len(hashes) and hashes[found] == ref else None
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -605,8 +665,7 @@ class Recommender:
             return None
         arrays = self._neighbor_arrays.get(source)
         if arrays is None:
-            empty = (np.zeros(0, np.intp), np.zeros(0))
-            rows, counts = self._group_neighbors.get(source, empty)
+            rows, counts = self._group_neighbors_of(source)
             local = self._neighbors.get(source)
             if local:
                 merged = dict(zip(rows.tolist(), counts.tolist(), strict=True))
@@ -619,6 +678,10 @@ class Recommender:
             arrays = (rows.astype(np.intp), counts / counts.max())
             self._neighbor_arrays[source] = arrays
         return arrays
+
+    def _group_neighbors_of(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The group's co-bought rows of the item at ``row`` and their counts."""
+        return self._group_neighbors.get(row, (np.zeros(0, np.intp), np.zeros(0)))
 
     def _row(self, item: str) -> int:
         """Row of ``item``, allocating one (with the item's initial factors) if new."""

@@ -222,12 +222,15 @@ class DeltaHeader(_Header):
 
 
 class PartHeader(_Header):
-    """A part's ``meta["header"]``: the version that last changed part ``key``, and the
-    latest delta ``seq`` of each worker it includes."""
+    """A part's ``meta["header"]``: the version that last changed part ``key``, the latest
+    delta ``seq`` of each worker it includes, and the version of the part before (``since``,
+    0 for a new part; an items part lists the positions changed since in its ``changed``
+    array)."""
 
     key: str = Field(pattern=PART_KEY)
     version: int = Field(ge=1)
     merged: dict[str, int]
+    since: int = Field(0, ge=0)
 
 
 class PartRef(_Header):

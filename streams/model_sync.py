@@ -109,8 +109,12 @@ def decode_delta(raw: bytes | None, config: ScorerConfig, *, key: bytes | None) 
 
 def encode_part(part: GroupPart, *, key: bytes | None) -> bytes:
     """A part of the group's model as a signed model record."""
-    header = PartHeader(key=part.key, version=part.version, merged=dict(part.merged))
+    header = PartHeader(
+        key=part.key, version=part.version, merged=dict(part.merged), since=part.since
+    )
     meta, arrays = share_to_arrays(part.share)
+    if part.changed is not None:
+        arrays = {**arrays, "changed": part.changed}
     return encode_record(
         ModelRecord("part", {"header": header.model_dump(), "share": meta}, arrays), key=key
     )
@@ -120,7 +124,19 @@ def decode_part(raw: bytes | None, config: ScorerConfig, *, key: bytes | None) -
     """A part from its record; :class:`ModelRecordRefused` for anything not to be trusted."""
     record = _decoded(raw, "part", key)
     header: PartHeader = read_header(record)
-    return GroupPart(header.key, _share(header.key, record, config), header.version, header.merged)
+    share = _share(header.key, record, config)
+    changed = record.arrays.get("changed")
+    if changed is not None:
+        size = len(getattr(share, "items", ()))
+        if (
+            changed.ndim != 1
+            or changed.dtype.kind != "i"
+            or (changed >= size).any()
+            or (changed < 0).any()
+        ):
+            msg = f"part record of {header.key} names changed items it does not hold"
+            raise ModelRecordRefused("shape", msg)
+    return GroupPart(header.key, share, header.version, header.merged, header.since, changed)
 
 
 def encode_manifest(header: ManifestHeader, *, key: bytes | None) -> bytes:
