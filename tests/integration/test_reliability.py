@@ -141,7 +141,7 @@ def test_three_kill_9_crashes_lose_nothing_and_count_nothing_twice(
     env = worker_env(broker, redis_server.url, "crash", tmp_path)
     env.update(
         CRM_PRODUCER_BATCH_BYTES="1",  # Tansu 0.6 end offsets: see test_restart.py
-        CRM_CHECKPOINT_EVERY_EVENTS="3000",
+        CRM_MODEL_SYNC_SECONDS="1",  # the group model syncs between the crashes too
     )
     events = stream_of(customers=1_000, events=20_000, seed=11)
     expected = oracle(events)

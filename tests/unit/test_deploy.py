@@ -75,9 +75,7 @@ def test_the_workers_share_a_consumer_group_but_not_a_data_volume(monkeypatch):
     for service, each in settings.items():
         volumes = services[service]["volumes"]
         mounted = {v.split(":")[1]: v.split(":")[0] for v in volumes}
-        assert str(each.data_dir) in mounted, (
-            f"{service} keeps its state and checkpoints on a volume"
-        )
+        assert str(each.data_dir) in mounted, f"{service} keeps its table store on a volume"
         mounts[service] = mounted[str(each.data_dir)]
     assert len(set(mounts.values())) == len(WORKERS)
     assert set(mounts.values()) <= set(compose()["volumes"])
