@@ -123,7 +123,7 @@ def _services(
             server.start()
             stack.callback(server.stop)
             updates["redis_url"] = SecretStr(server.url)
-            console.print(f"[dim]started redis-server on {server.url}[/dim]")
+            console.print(f"[dim]started {server.program} on {server.url}[/dim]")
         if "web_port" not in configured:
             updates["web_port"] = free_port()
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="crm-demo-")))

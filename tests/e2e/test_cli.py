@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,12 @@ def test_produce_a_file_then_lookup_the_scores(
 @pytest.mark.integration
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_its_own_services(tmp_path: Path) -> None:
+    """On a machine with Python alone: no redis-server on the PATH, the wheels bring it all."""
+    bare = [
+        entry
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if not (Path(entry) / "redis-server").exists()
+    ]
     result = crm(
         "demo",
         "--events",
@@ -129,13 +136,35 @@ def test_demo_runs_end_to_end_on_its_own_services(tmp_path: Path) -> None:
         "--customers",
         "150",
         timeout=400,
-        env={"HOME": os.environ.get("HOME", str(tmp_path))},
+        env={"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": os.pathsep.join(bare)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "started Tansu broker" in out
-    assert "started redis-server" in out
+    assert "started valkey-server" in out
     assert "events sent" in out and "3,000" in out
     assert "customers scored in Redis" in out
     assert "crm-scorer lookup" in out
     assert '"churn_risk"' in out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_with_two_workers_shows_both_on_one_model_version(tmp_path: Path) -> None:
+    result = crm(
+        "demo",
+        "--workers",
+        "2",
+        "--events",
+        "3000",
+        "--customers",
+        "150",
+        timeout=400,
+        env={"HOME": os.environ.get("HOME", str(tmp_path)), "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = re.findall(r"worker (\d) \(:\d+\).*?model version (\d+)", result.stdout)
+    assert [worker for worker, _ in rows] == ["1", "2"], result.stdout
+    versions = {int(version) for _, version in rows}
+    assert len(versions) == 1 and versions.pop() > 0, result.stdout
+    assert "merges the group model" in result.stdout
