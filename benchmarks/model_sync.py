@@ -102,8 +102,8 @@ def run(
         sync = WorkerSync(CustomerScorer(config), f"w{n}")
         started = time.perf_counter()
         decoded = {key: decode_part(raw, config, key=None) for key, raw in encoded.items()}
-        sync.apply(1, decoded)
-        held_load.append(time.perf_counter() - started)
+        held_slice = max(sync.apply_slices(1, decoded))
+        held_load.append((time.perf_counter() - started, held_slice))
         syncs.append(sync)
     delta_bytes, delta_held, delta_records = [], [], 0
     raw_deltas = []
@@ -130,12 +130,13 @@ def run(
         started = time.perf_counter()
         decoded = {key: decode_part(raw, config, key=None) for key, raw in
                    zip((p.key for p in changed), published, strict=True)}  # fmt: skip
-        sync.apply(version, decoded)
-        applied.append(time.perf_counter() - started)
+        held_slice = max(sync.apply_slices(version, decoded))
+        applied.append((time.perf_counter() - started, held_slice))
     return {
         "workers": workers,
         "events_per_worker": events,
-        "load_ms_max": 1000 * max(held_load),
+        "load_ms_max": 1000 * max(total for total, _ in held_load),
+        "load_slice_ms_max": 1000 * max(held for _, held in held_load),
         "delta_bytes_mean": float(np.mean(delta_bytes)),
         "delta_records": delta_records,
         "delta_ms_max": 1000 * max(delta_held),
@@ -143,7 +144,8 @@ def run(
         "publish_ms": 1000 * publish_seconds,
         "version_bytes": sum(map(len, published)),
         "version_parts": len(published),
-        "apply_ms_max": 1000 * max(applied),
+        "apply_ms_max": 1000 * max(total for total, _ in applied),
+        "apply_slice_ms_max": 1000 * max(held for _, held in applied),
         "merger_cpu_share": (merged + publish_seconds) / SYNC_SECONDS,
     }
 
@@ -240,8 +242,10 @@ def main() -> None:
         ("publish (encode) a version, ms", "publish_ms", "{:,.0f}"),
         ("version: bytes", "version_bytes", "{:,.0f}"),
         ("version: parts", "version_parts", "{:,.0f}"),
-        ("apply a version: event loop held, ms", "apply_ms_max", "{:,.0f}"),
+        ("apply a version (decode + apply), ms", "apply_ms_max", "{:,.0f}"),
+        ("  event loop held at most (one slice), ms", "apply_slice_ms_max", "{:,.0f}"),
         ("load the whole model at start-up, ms", "load_ms_max", "{:,.0f}"),
+        ("  event loop held at most (one slice), ms", "load_slice_ms_max", "{:,.0f}"),
         ("merger CPU share of a 15 s sync", "merger_cpu_share", "{:.1%}"),
     ):
         table.add_row(label, *(fmt.format(row[key]) for row in rows))

@@ -24,8 +24,9 @@ Merge rules (each model's ``merge_*`` function, tested on its own):
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -280,8 +281,28 @@ class WorkerSync:
             self._pending.setdefault(delta.key, []).append(delta)
         return deltas
 
-    def apply(self, version: int, parts: Mapping[str, GroupPart]) -> None:
-        """Score with ``version`` of the group's model, whose changed ``parts`` these are."""
+    def apply_slices(
+        self, version: int, parts: Mapping[str, GroupPart], size: int = 4
+    ) -> Iterator[float]:
+        """:meth:`apply` ``size`` parts at a time (the small parts first), yielding the time
+        each slice took: the worker lets its other tasks run between two slices, so a big
+        version never holds its event loop for long. Every item is known before the first
+        slice, so one bucket's co-purchase counts can name items of another."""
+        for part in parts.values():
+            if isinstance(part.share, ItemShare):
+                self.scorer.recommender.register(part.share.items)
+        keys = sorted(parts, key=lambda key: key.startswith(_ITEMS))
+        slices = [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]
+        for n, keys_of_slice in enumerate(slices, start=1):
+            started = time.perf_counter()
+            self.apply(
+                version, {key: parts[key] for key in keys_of_slice}, complete=n == len(slices)
+            )
+            yield time.perf_counter() - started
+
+    def apply(self, version: int, parts: Mapping[str, GroupPart], *, complete: bool = True) -> None:
+        """Score with ``version`` of the group's model, whose changed ``parts`` these are
+        (all of them, or with ``complete`` false a slice, the last slice completing it)."""
         scorer = self.scorer
         buckets: dict[int, Any] = {}
         for key, part in parts.items():
@@ -308,7 +329,8 @@ class WorkerSync:
             self.parts[key] = part
         if buckets:
             scorer.recommender.apply(buckets)
-        self.version = scorer.group_version = max(self.version, version)
+        if complete:
+            self.version = scorer.group_version = max(self.version, version)
 
     def _only_own_news(self, part: GroupPart) -> bool:
         """Whether ``part`` differs from the one applied before only by this worker's deltas.
@@ -404,5 +426,6 @@ class LocalGroup:
         version, parts = self.merger.publish()
         changed = {part.key: part for part in parts}
         for worker_sync in self.syncs:
-            worker_sync.apply(version, changed)
+            for _ in worker_sync.apply_slices(version, changed):
+                pass  # as a worker applies a version, slice by slice
         return version

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -381,6 +381,12 @@ class Recommender:
     def user_latent(self, user: str) -> np.ndarray:
         """The latent factors a new user starts with (a fresh array: the caller keeps it)."""
         return initial_latent(user, self.n_factors, kind="user")
+
+    def register(self, items: Iterable[str]) -> None:
+        """Give every item a row (those new start from their seeded factors)."""
+        for item in items:
+            if item not in self._index:
+                self._row(item)
 
     def bucket_of(self, item: str) -> int:
         """The bucket of the group's model that holds ``item``."""

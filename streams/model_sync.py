@@ -73,6 +73,8 @@ MANIFEST_KEY = b"manifest"
 _POLL_MS = 500
 # Records between two wanted parts of a manifest beyond which the reader seeks instead.
 _SEEK_GAP = 256
+# Parts of a version applied between two turns of the event loop.
+_APPLY_SLICE = 4
 # The longest the merger's handler waits for its feed to reach the newest version.
 _CATCH_UP_SECONDS = 5.0
 
@@ -205,6 +207,7 @@ class ModelFeed:
         self._tp = TopicPartition(settings.models_topic, 0)
         self._consumer: AIOKafkaConsumer | None = None
         self._buffer: dict[str, tuple[int, GroupPart]] = {}  # key -> (offset, newest record)
+        self._applying = asyncio.Lock()
         #: Set once the newest version at start-up is applied.
         self.ready = asyncio.Event()
         #: The newest manifest applied, and the highest part version ever read.
@@ -234,7 +237,7 @@ class ModelFeed:
         else:
             offset, manifest = found
             parts = await self._parts_at(manifest.parts)
-            self._apply(manifest, parts)
+            await self._apply(manifest, parts)
             self._position = offset + 1
         consumer.seek(self._tp, self._position)
         self.ready.set()
@@ -269,6 +272,8 @@ class ModelFeed:
         end = await self._end()
         while self._position < end:
             await asyncio.sleep(0.05)
+        async with self._applying:  # a version read is applied whole first
+            pass
 
     def _on_part(self, offset: int, raw: bytes | None) -> None:
         try:
@@ -303,24 +308,32 @@ class ModelFeed:
                 missing[key] = ref
         if missing:  # a record refused or read before this worker started: fetch it
             parts.update(await self._parts_at(missing, resume=self._position))
-        self._apply(manifest, parts)
+        await self._apply(manifest, parts)
         for key in parts:
             self._buffer.pop(key, None)
 
-    def _apply(self, manifest: ManifestHeader, parts: Mapping[str, GroupPart]) -> None:
-        started = time.perf_counter()
-        self._sync.apply(manifest.version, parts)
-        self.manifest = manifest
-        self.highest_version = max(self.highest_version, manifest.version)
-        held = time.perf_counter() - started
-        self._metrics.model_apply_seconds.observe(held)
-        self._metrics.model_loaded.set(self._clock())
-        logger.info(
-            "Scoring with version %d of the group model (%d parts changed, applied in %.0f ms)",
-            manifest.version,
-            len(parts),
-            held * 1000,
-        )
+    async def _apply(self, manifest: ManifestHeader, parts: Mapping[str, GroupPart]) -> None:
+        """Apply a version a few parts at a time, letting the worker's other tasks (scoring,
+        heartbeats, /metrics) run in between: a big version never holds the event loop for
+        longer than a slice."""
+        async with self._applying:
+            started = time.perf_counter()
+            longest = 0.0
+            for held in self._sync.apply_slices(manifest.version, parts, _APPLY_SLICE):
+                longest = max(longest, held)
+                self._metrics.model_apply_seconds.observe(held)
+                await asyncio.sleep(0)
+            self.manifest = manifest
+            self.highest_version = max(self.highest_version, manifest.version)
+            self._metrics.model_loaded.set(self._clock())
+            logger.info(
+                "Scoring with version %d of the group model (%d parts changed, applied in "
+                "%.0f ms, the event loop held %.0f ms at most)",
+                manifest.version,
+                len(parts),
+                (time.perf_counter() - started) * 1000,
+                longest * 1000,
+            )
 
     def _refused(self, exc: ModelRecordRefused, offset: int) -> None:
         self._metrics.model_record_refused(exc.reason)
@@ -547,6 +560,7 @@ class ModelSync:
             if group.merge(delta):
                 self._metrics.model_deltas_merged.inc()
             self._held.append(message)
+            await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
 
     async def publish(self) -> int | None:
         """Publish the deltas merged since the last version; returns the new version.
