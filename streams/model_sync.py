@@ -561,6 +561,8 @@ class ModelSync:
                 self._metrics.model_deltas_merged.inc()
             self._held.append(message)
             await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
+            if self._group is not group:
+                return  # the partition was taken away meanwhile: its next owner merges them
 
     async def publish(self) -> int | None:
         """Publish the deltas merged since the last version; returns the new version.
