@@ -190,6 +190,10 @@ class GroupModel:
         self._dirty: dict[str, dict[str, int]] = {}  # key -> merged record, being built
         self._last_seen: dict[str, int] = {}  # worker -> version it last sent a delta in
         self._published = {key: part.version for key, part in self.parts.items()}
+        # A worker was last seen by the newest part that includes one of its deltas.
+        for part in self.parts.values():
+            for worker in part.merged:
+                self._last_seen[worker] = max(self._last_seen.get(worker, 0), part.version)
         self._touched: dict[str, set[int]] = {}  # items part -> positions changed since
 
     @property
@@ -288,9 +292,12 @@ class WorkerSync:
         each slice took: the worker lets its other tasks run between two slices, so a big
         version never holds its event loop for long. Every item is known before the first
         slice, so one bucket's co-purchase counts can name items of another."""
-        for part in parts.values():
-            if isinstance(part.share, ItemShare):
-                self.scorer.recommender.register(part.share.items)
+        items = [part.share.items for part in parts.values() if isinstance(part.share, ItemShare)]
+        for n in range(0, len(items), size):
+            started = time.perf_counter()
+            for chunk in items[n : n + size]:
+                self.scorer.recommender.register(chunk)
+            yield time.perf_counter() - started
         keys = sorted(parts, key=lambda key: key.startswith(_ITEMS))
         slices = [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]
         for n, keys_of_slice in enumerate(slices, start=1):

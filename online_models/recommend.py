@@ -137,7 +137,9 @@ class ItemShare:
             or refs.ndim != 1
             or offsets.dtype.kind != "i"
             or refs.dtype.kind != "i"
-            or (n and (offsets[0] != 0 or offsets[-1] != len(refs) or (np.diff(offsets) < 0).any()))
+            or offsets[0] != 0
+            or offsets[-1] != len(refs)
+            or (np.diff(offsets) < 0).any()
             or not np.isfinite(factors).all()
             or not np.isfinite(counts).all()
             or np.isnan(popularity).any()
@@ -347,6 +349,10 @@ class Recommender:
         # worker's not merged yet (dicts, by row).
         self._group_neighbors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._neighbors: dict[int, dict[int, float]] = {}
+        # Group co-purchase counts naming items not known here yet: hash -> {row: count},
+        # and the hashes each row waits for.
+        self._dangling: dict[int, dict[int, float]] = {}
+        self._dangling_of: dict[int, set[int]] = {}
         # row -> (neighbour rows, counts / strongest) as arrays, until the row's counts change
         self._neighbor_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # What the group has not got yet (shared only).
@@ -585,6 +591,8 @@ class Recommender:
                 neighbor_rows = resolved[start:end]
                 known = neighbor_rows >= 0
                 self._group_neighbors[row] = (neighbor_rows[known], group.counts[a:b][known])
+                # Counts naming an item this worker does not know yet: linked when it comes.
+                self._dangle(row, group.refs[a:b][~known], group.counts[a:b][~known])
                 local = dict(self._unsent_pairs.get(row, {}))
                 mine = own_at.get(item)
                 if own is not None and mine is not None:
@@ -698,10 +706,25 @@ class Recommender:
         if row == len(self._popularity):
             self._grow(2 * row)
         self._factors[row] = initial_latent(item, self.n_factors)
-        self._hashes[row] = item_hash(item)
+        hashed = self._hashes[row] = item_hash(item)
         self._index[item] = row
         self._items.append(item)
+        for source, count in self._dangling.pop(hashed, {}).items():
+            self._dangling_of[source].discard(hashed)
+            rows, counts = self._group_neighbors.get(source, (np.zeros(0, np.intp), np.zeros(0)))
+            self._group_neighbors[source] = (np.append(rows, row), np.append(counts, count))
+            self._neighbor_arrays.pop(source, None)
         return row
+
+    def _dangle(self, row: int, refs: np.ndarray, counts: np.ndarray) -> None:
+        """Remember the group's counts of ``row`` naming items not known here yet (they are
+        linked when the items arrive), instead of the ones remembered before."""
+        for ref in self._dangling_of.pop(row, ()):
+            self._dangling.get(ref, {}).pop(row, None)
+        if len(refs):
+            self._dangling_of[row] = set(refs.tolist())
+            for ref, count in zip(refs.tolist(), counts.tolist(), strict=True):
+                self._dangling.setdefault(ref, {})[row] = count
 
     def _grow(self, capacity: int) -> None:
         row = len(self._items)

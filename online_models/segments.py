@@ -247,6 +247,8 @@ class Segmenter:
             live = merge_segments(live, share, halflife_days=self.halflife_days)
         live.candidates = np.zeros((0, len(SEGMENT_FEATURES)))
         self._live = live
+        # What is unsent stays as of the live time: later points weigh against that time.
+        self._unsent = self._unsent.decayed(live.time, self.halflife_days)
         if len(self._unsent.weights) < len(live.weights):
             self._unsent = merge_segments(
                 self._unsent,

@@ -25,11 +25,11 @@ import logging
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from schemas.errors import CrmScorerError
 
@@ -62,6 +62,8 @@ RECORD_KINDS = frozenset({"delta", "part", "manifest"})
 ARRAY_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "<u8"})
 #: The largest record read; a bigger one is refused before it is parsed.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: The largest JSON header read (an items part lists its item ids there).
+MAX_HEADER_BYTES = 4 * 1024 * 1024
 #: Why a record is refused (the label of ``crm_scorer_model_records_refused_total``).
 REFUSAL_REASONS = (
     "not_a_model_record",
@@ -76,6 +78,9 @@ REFUSAL_REASONS = (
 #: A part of the group model: ``churn``, ``segments``, ``value`` or ``items/NNNN``.
 PART_KEY = r"^(churn|segments|value|items/[0-9]{4})$"
 WORKER_ID = r"^[A-Za-z0-9._-]{1,64}$"
+_Worker = Annotated[str, StringConstraints(pattern=WORKER_ID)]
+_PartKey = Annotated[str, StringConstraints(pattern=PART_KEY)]
+_Seq = Annotated[int, Field(ge=1)]
 _PREFIX = struct.Struct("<4sBB32sI")
 _SIGNED = 1
 _MAX_DIMENSIONS = 4
@@ -156,6 +161,9 @@ def decode_record(raw: bytes, *, key: bytes | None = None) -> ModelRecord:
             msg = "model record not signed with CRM_CHECKPOINT_KEY"
             raise ModelRecordRefused("bad_signature", msg)
     header_end = _PREFIX.size + header_size
+    if header_size > MAX_HEADER_BYTES:
+        msg = f"model record header of {header_size} bytes is over the {MAX_HEADER_BYTES} read"
+        raise ModelRecordRefused("oversized", msg)
     if header_end > len(raw):
         raise ModelRecordRefused("malformed", "model record header runs past its end")
     try:
@@ -171,7 +179,7 @@ def _checked_header(header: Any) -> tuple[str, dict[str, Any], list[dict[str, An
     if not isinstance(header, dict):
         raise ModelRecordRefused("malformed", "model record header is not an object")
     kind, meta, arrays = header.get("kind"), header.get("meta"), header.get("arrays")
-    if kind not in RECORD_KINDS:
+    if not isinstance(kind, str) or kind not in RECORD_KINDS:
         raise ModelRecordRefused("malformed", f"model record of unknown kind {kind!r}")
     if not isinstance(meta, dict) or not isinstance(arrays, list):
         raise ModelRecordRefused("malformed", "model record header lacks meta or arrays")
@@ -179,7 +187,8 @@ def _checked_header(header: Any) -> tuple[str, dict[str, Any], list[dict[str, An
         if not (
             isinstance(described, dict)
             and isinstance(described.get("name"), str)
-            and described.get("dtype") in ARRAY_DTYPES
+            and isinstance(described.get("dtype"), str)
+            and described["dtype"] in ARRAY_DTYPES
             and isinstance(described.get("shape"), list)
             and len(described["shape"]) <= _MAX_DIMENSIONS
             and all(isinstance(n, int) and 0 <= n < 2**40 for n in described["shape"])
@@ -229,7 +238,7 @@ class PartHeader(_Header):
 
     key: str = Field(pattern=PART_KEY)
     version: int = Field(ge=1)
-    merged: dict[str, int]
+    merged: dict[_Worker, _Seq]
     since: int = Field(0, ge=0)
 
 
@@ -246,7 +255,7 @@ class ManifestHeader(_Header):
     and when (wall clock)."""
 
     version: int = Field(ge=1)
-    parts: dict[str, PartRef]
+    parts: dict[_PartKey, PartRef]
     shapes: dict[str, int]
     merger: str = Field(pattern=WORKER_ID)
     published_at: float

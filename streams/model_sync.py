@@ -73,10 +73,13 @@ MANIFEST_KEY = b"manifest"
 _POLL_MS = 500
 # Records between two wanted parts of a manifest beyond which the reader seeks instead.
 _SEEK_GAP = 256
+# Empty reads in a row after which a part a manifest names counts as missing (for now).
+_EMPTY_POLLS = 10
 # Parts of a version applied between two turns of the event loop.
 _APPLY_SLICE = 4
-# The longest the merger's handler waits for its feed to reach the newest version.
-_CATCH_UP_SECONDS = 5.0
+# The longest the merger waits for its feed to reach the newest version (it waits in the fetch
+# loop: the events wait as long), then leaves the deltas for the next fetch or sync.
+_CATCH_UP_SECONDS = 0.5
 
 
 def model_shapes(config: ScorerConfig) -> dict[str, int]:
@@ -212,6 +215,8 @@ class ModelFeed:
         self.ready = asyncio.Event()
         #: The newest manifest applied, and the highest part version ever read.
         self.manifest: ManifestHeader | None = None
+        #: Parts of the applied manifests that could not be read yet, by key.
+        self.missing: dict[str, PartRef] = {}
         self.highest_version = 0
         self._position = 0
 
@@ -236,9 +241,10 @@ class ModelFeed:
             self._position = 0
         else:
             offset, manifest = found
-            parts = await self._parts_at(manifest.parts)
-            await self._apply(manifest, parts)
-            self._position = offset + 1
+            async with self._applying:
+                parts = await self._parts_at(manifest.parts)
+                await self._apply(manifest, parts, manifest.parts)
+                self._position = offset + 1
         consumer.seek(self._tp, self._position)
         self.ready.set()
 
@@ -260,11 +266,13 @@ class ModelFeed:
         count = 0
         for message in batches.get(self._tp, []):
             count += 1
-            self._position = message.offset + 1
             if message.key == MANIFEST_KEY:
-                await self._on_manifest(message.offset, message.value)
+                async with self._applying:  # the merger never reads a version half applied
+                    await self._on_manifest(message.offset, message.value)
+                    self._position = message.offset + 1
             else:
                 self._on_part(message.offset, message.value)
+                self._position = message.offset + 1
         return count
 
     async def caught_up(self) -> None:
@@ -298,6 +306,8 @@ class ModelFeed:
             for key, ref in manifest.parts.items()
             if key not in applied or applied[key].version < ref.version
         }
+        # Parts missing from an earlier version (refused, or not read in time) come again.
+        changed.update({k: r for k, r in self.missing.items() if k not in manifest.parts})
         parts = {}
         missing = {}
         for key, ref in changed.items():
@@ -308,32 +318,38 @@ class ModelFeed:
                 missing[key] = ref
         if missing:  # a record refused or read before this worker started: fetch it
             parts.update(await self._parts_at(missing, resume=self._position))
-        await self._apply(manifest, parts)
+        await self._apply(manifest, parts, changed)
         for key in parts:
             self._buffer.pop(key, None)
 
-    async def _apply(self, manifest: ManifestHeader, parts: Mapping[str, GroupPart]) -> None:
+    async def _apply(
+        self,
+        manifest: ManifestHeader,
+        parts: Mapping[str, GroupPart],
+        wanted: Mapping[str, PartRef],
+    ) -> None:
         """Apply a version a few parts at a time, letting the worker's other tasks (scoring,
         heartbeats, /metrics) run in between: a big version never holds the event loop for
-        longer than a slice."""
-        async with self._applying:
-            started = time.perf_counter()
-            longest = 0.0
-            for held in self._sync.apply_slices(manifest.version, parts, _APPLY_SLICE):
-                longest = max(longest, held)
-                self._metrics.model_apply_seconds.observe(held)
-                await asyncio.sleep(0)
-            self.manifest = manifest
-            self.highest_version = max(self.highest_version, manifest.version)
-            self._metrics.model_loaded.set(self._clock())
-            logger.info(
-                "Scoring with version %d of the group model (%d parts changed, applied in "
-                "%.0f ms, the event loop held %.0f ms at most)",
-                manifest.version,
-                len(parts),
-                (time.perf_counter() - started) * 1000,
-                longest * 1000,
-            )
+        longer than a slice. Parts ``wanted`` but not read are remembered as missing: they
+        are fetched again with the next version, and this worker will not merge meanwhile."""
+        self.missing = {key: ref for key, ref in wanted.items() if key not in parts}
+        started = time.perf_counter()
+        longest = 0.0
+        for held in self._sync.apply_slices(manifest.version, parts, _APPLY_SLICE):
+            longest = max(longest, held)
+            self._metrics.model_apply_seconds.observe(held)
+            await asyncio.sleep(0)
+        self.manifest = manifest
+        self.highest_version = max(self.highest_version, manifest.version)
+        self._metrics.model_loaded.set(self._clock())
+        logger.info(
+            "Scoring with version %d of the group model (%d parts changed, applied in "
+            "%.0f ms, the event loop held %.0f ms at most)",
+            manifest.version,
+            len(parts),
+            (time.perf_counter() - started) * 1000,
+            longest * 1000,
+        )
 
     def _refused(self, exc: ModelRecordRefused, offset: int) -> None:
         self._metrics.model_record_refused(exc.reason)
@@ -396,11 +412,14 @@ class ModelFeed:
                 continue  # found, or read past without finding it: missing
             if position is None or ref.offset > position + _SEEK_GAP:
                 self._consumer.seek(self._tp, ref.offset)
-            while key not in found:
+            empty = 0
+            while key not in found and empty < _EMPTY_POLLS:
                 batch = await self._consumer.getmany(self._tp, timeout_ms=_POLL_MS)
                 messages = batch.get(self._tp, [])
                 if not messages:
-                    break
+                    empty += 1  # a slow broker or a big record: ask again before giving up
+                    continue
+                empty = 0
                 for message in messages:
                     position = message.offset
                     name = (message.key or b"").decode("utf-8", "replace")
@@ -413,7 +432,12 @@ class ModelFeed:
                         self._refused(exc, message.offset)
         for key in wanted.keys() - found.keys():
             self._metrics.model_record_refused("missing_part")
-            logger.error("Part %s of the group model is missing from %s", key, self._tp.topic)
+            logger.error(
+                "Part %s of the group model is missing from %s (tried again with the next "
+                "version; this worker does not merge until it has it)",
+                key,
+                self._tp.topic,
+            )
         if resume is not None:
             self._consumer.seek(self._tp, resume)
         return found
@@ -459,6 +483,7 @@ class ModelSync:
         self._unpublished: tuple[int, list[GroupPart], list[Message]] | None = None
         self._offsets: dict[str, PartRef] = {}
         self._lock = asyncio.Lock()
+        self._sending = asyncio.Lock()
         self._interval = settings.model_sync_seconds
         self._synced_at = time.monotonic()
         metrics.model_version.set_function(lambda: self.sync.version)
@@ -485,6 +510,10 @@ class ModelSync:
 
     async def send_deltas(self) -> int:
         """Send what the models learned since the last delta; returns the records sent."""
+        async with self._sending:  # the shutdown's last sync may meet the timer's
+            return await self._send_deltas()
+
+    async def _send_deltas(self) -> int:
         started = time.perf_counter()
         deltas = self.sync.deltas()
         now = self._clock()
@@ -545,19 +574,23 @@ class ModelSync:
         for message in waiting:
             try:
                 delta = decode_delta(message.value, self._config, key=self._key)
-            except ModelRecordRefused as exc:
-                self._metrics.model_record_refused(exc.reason)
+                merged = group.merge(delta)
+            except Exception as exc:  # refused, or a record no merge can take: never again
+                refused = isinstance(exc, ModelRecordRefused)
+                reason = exc.reason if isinstance(exc, ModelRecordRefused) else "malformed"
+                self._metrics.model_record_refused(reason)
                 logger.error(
                     "Refused the delta at %s[%d]@%d: %s (%s)",
                     message.topic,
                     message.partition,
                     message.offset,
-                    exc.message,
-                    exc.reason,
+                    exc.message if isinstance(exc, ModelRecordRefused) else repr(exc),
+                    reason,
+                    exc_info=not refused,
                 )
                 self._ack(message)  # never mergeable: nothing to wait for
                 continue
-            if group.merge(delta):
+            if merged:
                 self._metrics.model_deltas_merged.inc()
             self._held.append(message)
             await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
@@ -583,10 +616,12 @@ class ModelSync:
                 self._unpublished = (*group.publish(), held)
             version, parts, held = self._unpublished
             try:
-                size = await self._publish(version, parts)
+                size = await self._publish(version, parts, group)
             except Exception as exc:
                 logger.error("Could not publish version %d of the group model: %s", version, exc)
                 return None
+            if self._group is not group:
+                return None  # deposed while publishing: the next merger merges them again
             self._unpublished = None
             for message in held:
                 self._ack(message)
@@ -594,10 +629,13 @@ class ModelSync:
             self._metrics.model_version_bytes.observe(size)
             return version
 
-    async def _publish(self, version: int, parts: Sequence[GroupPart]) -> int:
+    async def _publish(self, version: int, parts: Sequence[GroupPart], group: GroupModel) -> int:
         topic = self._settings.models_topic
         size = 0
         for part in parts:
+            if self._group is not group:  # deposed by a rebalance: stop writing at once
+                msg = "this worker no longer merges (its partition was reassigned)"
+                raise RuntimeError(msg)
             raw = encode_part(part, key=self._key)
             if len(raw) > MODEL_RECORD_BYTES:
                 msg = (
@@ -616,6 +654,9 @@ class ModelSync:
             published_at=self._clock(),
         )
         raw = encode_manifest(manifest, key=self._key)
+        if self._group is not group:
+            msg = "this worker no longer merges (its partition was reassigned)"
+            raise RuntimeError(msg)
         await self._send(topic, MANIFEST_KEY, raw)
         return size + len(raw)
 
@@ -623,10 +664,18 @@ class ModelSync:
         """The group's model to merge into: the newest version on the models topic (None
         while this worker has not read up to it yet)."""
         if self._group is None:
+            feed = self.feed
+            if not feed.ready.is_set():
+                return None  # the newest version is not loaded yet
             try:
-                await asyncio.wait_for(self.feed.caught_up(), _CATCH_UP_SECONDS)
-            except TimeoutError:
-                logger.warning("Not merging yet: still reading %s", self._settings.models_topic)
+                await asyncio.wait_for(feed.caught_up(), _CATCH_UP_SECONDS)
+            except Exception as exc:  # not caught up in time, or the broker does not answer
+                logger.warning("Not merging yet: %s is not read up to its end (%r)",
+                               self._settings.models_topic, exc)  # fmt: skip
+                return None
+            if feed.missing:
+                logger.warning("Not merging yet: parts %s of the group model are missing",
+                               ", ".join(sorted(feed.missing)))  # fmt: skip
                 return None
             manifest = self.feed.manifest
             self._offsets = dict(manifest.parts) if manifest is not None else {}

