@@ -48,7 +48,7 @@ class ScorerConfig:
     rescore_interval_days: float = 1.0
     quality_window: int = 1000
     segments: int = 6
-    segment_halflife_days: float = 30.0
+    segment_halflife_days: float = 1.0
     segment_confirmations: int = 3
     top_k: int = 10
     allow_repurchase: bool = False

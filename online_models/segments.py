@@ -153,7 +153,7 @@ class Segmenter:
     centre, instead of River's random draw (random centres far from the data never win a
     point and stay empty); centre ``i`` stays segment ``i``, and a point nudges only its
     nearest centre, by its share of that centre's weight. A point ``d`` days older than the
-    newest weighs ``2**(-d / halflife_days)``, so centres follow customers over months.
+    newest weighs ``2**(-d / halflife_days)``, so centres follow where customers are now.
 
     A segmenter of a worker in a group (``shared = True``) never seeds a centre itself: it
     proposes candidates in its :meth:`delta`, and the group's model creates centres, so a
@@ -169,7 +169,7 @@ class Segmenter:
     """
 
     def __init__(
-        self, n_segments: int = 6, halflife_days: float = 30.0, min_seed_distance: float = 0.15
+        self, n_segments: int = 6, halflife_days: float = 1.0, min_seed_distance: float = 0.15
     ) -> None:
         if n_segments < 1 or not halflife_days > 0:
             msg = (
