@@ -216,7 +216,7 @@ class ScorerService:
         async def measure_lag() -> None:
             try:
                 self._lag = await self._lag_probe.measure(
-                    self._active_partitions, self._handled_offsets, self._committed_offsets()
+                    self._active_partitions, self._handled_offsets
                 )
             except Exception as exc:  # the broker is unreachable: the next round tries again
                 logger.debug("Cannot measure the consumer lag: %s", exc)
@@ -375,13 +375,6 @@ class ScorerService:
         """Readiness: the newest version of the group model is loaded."""
         ready = self.model_sync.feed.ready.is_set()
         return ready or "loading the newest version of the group model"
-
-    def _committed_offsets(self) -> dict[int, int | None]:
-        """The offsets Faust last committed for the events topic, as it keeps them in memory
-        (no request: Faust's consumer thread must not wait for this)."""
-        committed = getattr(self.app.consumer, "_committed_offset", {})
-        topic = self.settings.events_topic
-        return {tp.partition: offset for tp, offset in committed.items() if tp.topic == topic}
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust
