@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import sparse
+from scipy import optimize, sparse, special, stats
 from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -94,6 +94,29 @@ class History:
 
     def items_before(self, customer: str, t: float) -> set[str]:
         return {item for when, item, _ in self.buys.get(customer, ()) if when < t}
+
+    def spend_between(self, customer: str, start: float, end: float) -> float:
+        """Net spend in (start, end]."""
+        bought = sum(a for when, _, a in self.buys.get(customer, ()) if start < when <= end)
+        refunded = sum(a for when, a in self.refunds.get(customer, ()) if start < when <= end)
+        return max(bought - refunded, 0.0)
+
+    def baskets_between(self, customer: str, start: float, end: float) -> int:
+        """Distinct purchase times in (start, end]."""
+        return len({when for when, _, _ in self.buys.get(customer, ()) if start < when <= end})
+
+    def summary(self, customer: str, t: float) -> tuple[float, float, float, float, float]:
+        """BG/NBD's x, t_x, T (days) and Gamma-Gamma's mean spend per order, and net spend,
+        of the purchases before t."""
+        baskets: dict[float, float] = defaultdict(float)
+        for when, _, amount in self.buys.get(customer, ()):
+            if when < t:
+                baskets[when] += amount
+        times = sorted(baskets)
+        spend = max(sum(baskets.values()) - sum(
+            a for when, a in self.refunds.get(customer, ()) if when < t), 0.0)  # fmt: skip
+        mean = max(sum(baskets.values()) / len(times), 0.01)
+        return (len(times) - 1.0, (times[-1] - times[0]) / DAY, (t - times[0]) / DAY, mean, spend)
 
     def items_between(self, customer: str, start: float, end: float) -> set[str]:
         """Items bought in (start, end], the window of the churn labels too."""
@@ -239,6 +262,116 @@ def inertia(features: np.ndarray, labels: np.ndarray) -> float:
     return total
 
 
+def lifetime_section(history: History, t: float, run: Backtest) -> dict[str, Any]:
+    """Predicted spend and orders over the next 90 days against what customers did, next to
+    ranking by historic spend and a batch BG/NBD + Gamma-Gamma fitted on everything before t."""
+    end = t + HORIZON.total_seconds()
+    customers = history.buyers_before(t)
+    spend_after = np.array([history.spend_between(c, t, end) for c in customers])
+    orders_after = np.array([history.baskets_between(c, t, end) for c in customers], float)
+    summaries = np.array([history.summary(c, t) for c in customers])  # x, t_x, T, mean, spend
+    x, t_x, age, mean, spend = summaries.T
+    batch_orders, batch_spend = batch_bgnbd_gamma_gamma(x, t_x, age, mean)
+    horizon = HORIZON.total_seconds() / DAY
+    assert run.scorer is not None
+    lifetime, states = run.scorer.lifetime_model, run.states
+
+    def outlook(customer: str) -> Any:
+        p = states[customer].profile
+        return lifetime.predict(first=p.first_order_at, last=p.last_order_at, orders=p.orders,
+                                spend=p.net_monetary, now=t, horizon_days=horizon,
+                                clv_days=horizon)  # fmt: skip
+
+    online = {c: outlook(c) for c in customers}
+    predictions = {
+        "online": np.array([online[c].predicted_clv for c in customers]),
+        "historic_spend": spend * horizon / np.maximum(age, horizon),
+        "batch_bgnbd_gg": batch_spend,
+    }
+    result: dict[str, Any] = {"customers": len(customers), "revenue_after": spend_after.sum()}
+    for name, predicted in predictions.items():
+        # Historic spend ranks by the spend itself; as a prediction of 90 days' spend it is
+        # the customer's daily rate times 90.
+        ranking = spend if name == "historic_spend" else predicted
+        top = np.argsort(-ranking, kind="stable")[: max(len(customers) // 10, 1)]
+        result[f"{name}_spearman"] = float(stats.spearmanr(ranking, spend_after).statistic)
+        result[f"{name}_mae"] = float(np.abs(predicted - spend_after).mean())
+        result[f"{name}_top_decile_capture"] = float(spend_after[top].sum() / spend_after.sum())
+    online_orders = np.array([online[c].expected_orders for c in customers])
+    result["online_orders_mae"] = float(np.abs(online_orders - orders_after).mean())
+    result["batch_bgnbd_orders_mae"] = float(np.abs(batch_orders - orders_after).mean())
+    result["online_mean_p_alive"] = float(np.mean([online[c].p_alive for c in customers]))
+    return result
+
+
+def batch_bgnbd_gamma_gamma(
+    x: np.ndarray, t_x: np.ndarray, age: np.ndarray, mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected orders and spend over the next 90 days from BG/NBD + Gamma-Gamma fitted by
+    maximum likelihood on these customers (what the ``lifetimes`` package does, in scipy)."""
+
+    def bgnbd_nll(log_params: np.ndarray) -> float:
+        r, alpha, a, b = np.exp(log_params)
+        common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+        alive = common + special.betaln(a, b + x) - special.betaln(a, b)
+        alive -= (r + x) * np.log(alpha + age)
+        gone = common + special.betaln(a + 1, b + np.maximum(x - 1, 0)) - special.betaln(a, b)
+        gone -= (r + x) * np.log(alpha + t_x)
+        ll = np.where(x > 0, np.logaddexp(alive, np.where(x > 0, gone, -np.inf)), alive)
+        return float(-ll.mean())
+
+    n = x + 1
+
+    def gg_nll(log_params: np.ndarray) -> float:
+        p, q, g = np.exp(log_params)
+        ll = (special.gammaln(p * n + q) - special.gammaln(p * n) - special.gammaln(q)
+              + q * np.log(g) + p * n * np.log(n) + (p * n - 1) * np.log(mean)
+              - (p * n + q) * np.log(g + mean * n))  # fmt: skip
+        return float(-ll.mean())
+
+    options = {"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}
+    with np.errstate(all="ignore"):
+        bg = optimize.minimize(bgnbd_nll, np.log([0.5, 10, 1, 1]), method="Nelder-Mead",
+                               options=options)  # fmt: skip
+        gg = optimize.minimize(gg_nll, np.log([2, 3, 100]), method="Nelder-Mead", options=options)
+    r, alpha, a, b = np.exp(bg.x)
+    p, q, g = np.exp(gg.x)
+    days = HORIZON.total_seconds() / DAY
+    hyper = special.hyp2f1(r + x, b + x, a + b + x - 1, days / (alpha + age + days))
+    tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
+    dropped = (x > 0) * (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x)
+    orders = (a + b + x - 1) / (a - 1) * (1 - tail * hyper) / (1 + dropped)
+    per_order = (g + mean * n) * p / (p * n + q - 1)
+    return orders, orders * per_order
+
+
+def alert_section(history: History, t: float, runs: dict[str, Backtest]) -> dict[str, Any]:
+    """Churn alerts per 1,000 customers per month, their precision (no purchase within 90
+    days after the alert) and the revenue of the customers lost after t that they covered (an
+    alert within the 90 days before t), for the default policy and without the value bar."""
+    horizon = HORIZON.total_seconds()
+    lost = [c for c in history.buyers_before(t) if not history.bought_between(c, t, t + horizon)]
+    lost_revenue = {c: history.spend_between(c, t - 365 * DAY, t) for c in lost}
+    result: dict[str, Any] = {"lost_customers": len(lost)}
+    for name, run in runs.items():
+        churn = [(c, when) for c, kind, when, _ in run.alert_log if kind == "churn_risk"]
+        segment = sum(1 for _, kind, _, _ in run.alert_log if kind == "segment_change")
+        customers = len(run.rows)
+        first = min((when for _, when in churn), default=t)
+        months = max((t - first) / (30.44 * DAY), 1.0)
+        right = sum(not history.bought_between(c, when, when + horizon) for c, when in churn)
+        recent = {c for c, when in churn if t - horizon <= when < t}
+        covered = sum(lost_revenue[c] for c in lost if c in recent)
+        result[name] = {
+            "churn_alerts": len(churn),
+            "segment_change_alerts": segment,
+            "churn_alerts_per_1000_customers_per_month": 1000 * len(churn) / customers / months,
+            "precision": right / len(churn) if churn else math.nan,
+            "lost_revenue_covered": covered / max(sum(lost_revenue.values()), 1e-9),
+        }
+    return result
+
+
 def judge(report: dict[str, Any]) -> dict[str, Any]:
     churn, recs, segs = report["churn"], report["recommendations"], report["segments"]
     online_auc = churn[f"online_{report['default_churn_model']}_auc"]
@@ -252,6 +385,18 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         and recs["online_hit_rate"] >= recs["item_item_hit_rate"],
         "inertia_ratio": segs["online_inertia"] / segs["batch_inertia"],
         "segment_target_met": segs["online_inertia"] <= 1.2 * segs["batch_inertia"],
+        "lifetime_target_met": report["lifetime"]["online_top_decile_capture"]
+        >= max(
+            report["lifetime"]["historic_spend_top_decile_capture"],
+            report["lifetime"]["batch_bgnbd_gg_top_decile_capture"],
+        )
+        and report["lifetime"]["online_spearman"]
+        >= max(
+            report["lifetime"]["historic_spend_spearman"],
+            report["lifetime"]["batch_bgnbd_gg_spearman"],
+        ),
+        "live_auc_within_0_05": abs(report["live_quality"]["cohort_churn_auc"] - online_auc)
+        <= 0.05,
         # Scale-out at the default sync: within 0.01 of one worker's AUC and hit rate.
         "scale_out_target_met": all(
             abs(group["churn_auc_vs_one_worker"]) <= 0.01
@@ -268,10 +413,13 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
     runs: dict[str, Backtest] = {}
     plans = {"logistic": ("logistic", 1, SYNC_SECONDS)}
     plans["hoeffding_tree"] = ("hoeffding_tree", 1, SYNC_SECONDS)
+    plans["no_value_bar"] = ("logistic", 1, SYNC_SECONDS)
     plans.update({name: ("logistic", *group) for name, group in GROUPS.items()})
     for name, (kind, workers, sync) in plans.items():
         started = time.perf_counter()
         config = replace(ScorerConfig(), churn_model=kind)
+        if name == "no_value_bar":  # churn alerts as before value at risk: every risky customer
+            config = replace(config, alerts=replace(config.alerts, value_at_risk=0.0))
         runs[name] = run_backtest(
             (e.event for e in events),
             as_of,
@@ -285,7 +433,7 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
             f"group model version {runs[name].model_version} in "
             f"{time.perf_counter() - started:.1f}s"
         )
-    churn = churn_section(history, t, runs)
+    churn = churn_section(history, t, {k: v for k, v in runs.items() if k != "no_value_bar"})
     default = max(("logistic", "hoeffding_tree"), key=lambda kind: churn[f"online_{kind}_auc"])
     main = runs["logistic"]
     recommendations = recommendation_section(history, t, main)
@@ -312,9 +460,14 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
         "churn": churn,
         "recommendations": recommendations,
         "scale_out": scale_out,
+        "lifetime": lifetime_section(history, t, main),
+        "alerts": alert_section(
+            history, t, {"default": main, "no_value_bar": runs["no_value_bar"]}
+        ),
         "segments": segment_section(history, t, main),
         "live_quality": {
             "rolling_churn_auc": main.scorer.quality.roc_auc,
+            "cohort_churn_auc": main.scorer.quality.cohort_roc_auc,
             "rolling_hit_rate": main.scorer.recommendation_quality.hit_rate,
             "churn_drifts": main.scorer.quality.drifts,
             "labels": dict(main.labels),
@@ -359,6 +512,50 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             "hit rate@10: 8 workers, sync 10x slower",
             lambda r: r["scale_out"]["workers_8_slow_sync"]["hit_rate"],
         ),
+        ("90d spend Spearman: online", lambda r: r["lifetime"]["online_spearman"]),
+        ("90d spend Spearman: historic spend", lambda r: r["lifetime"]["historic_spend_spearman"]),
+        ("90d spend Spearman: batch BG/NBD+GG", lambda r: r["lifetime"]["batch_bgnbd_gg_spearman"]),
+        ("top-decile capture: online", lambda r: r["lifetime"]["online_top_decile_capture"]),
+        (
+            "top-decile capture: historic spend",
+            lambda r: r["lifetime"]["historic_spend_top_decile_capture"],
+        ),
+        (
+            "top-decile capture: batch BG/NBD+GG",
+            lambda r: r["lifetime"]["batch_bgnbd_gg_top_decile_capture"],
+        ),
+        ("90d spend MAE: online", lambda r: r["lifetime"]["online_mae"]),
+        ("90d spend MAE: historic spend", lambda r: r["lifetime"]["historic_spend_mae"]),
+        ("90d spend MAE: batch BG/NBD+GG", lambda r: r["lifetime"]["batch_bgnbd_gg_mae"]),
+        ("90d orders MAE: online", lambda r: r["lifetime"]["online_orders_mae"]),
+        ("90d orders MAE: batch BG/NBD", lambda r: r["lifetime"]["batch_bgnbd_orders_mae"]),
+        ("mean p_alive (online)", lambda r: r["lifetime"]["online_mean_p_alive"]),
+        (
+            "churn alerts /1000 customers/month: default",
+            lambda r: r["alerts"]["default"]["churn_alerts_per_1000_customers_per_month"],
+        ),
+        (
+            "churn alerts /1000 customers/month: no value bar",
+            lambda r: r["alerts"]["no_value_bar"]["churn_alerts_per_1000_customers_per_month"],
+        ),
+        ("churn alert precision: default", lambda r: r["alerts"]["default"]["precision"]),
+        (
+            "churn alert precision: no value bar",
+            lambda r: r["alerts"]["no_value_bar"]["precision"],
+        ),
+        (
+            "lost revenue covered: default",
+            lambda r: r["alerts"]["default"]["lost_revenue_covered"],
+        ),
+        (
+            "lost revenue covered: no value bar",
+            lambda r: r["alerts"]["no_value_bar"]["lost_revenue_covered"],
+        ),
+        (
+            "segment_change alerts: default",
+            lambda r: r["alerts"]["default"]["segment_change_alerts"],
+        ),
+        ("live churn AUC (closed cohorts) at T", lambda r: r["live_quality"]["cohort_churn_auc"]),
         ("backtest seconds (events before T)", lambda r: r["backtest_seconds"]),
     ]
     for label, get in lines:
@@ -375,7 +572,9 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             f"{'met' if targets['churn_target_met'] else 'MISSED'}, recommendation target "
             f"{'met' if targets['recommendation_target_met'] else 'MISSED'}, segment target "
             f"{'met' if targets['segment_target_met'] else 'MISSED'}, scale-out target "
-            f"{'met' if targets['scale_out_target_met'] else 'MISSED'}"
+            f"{'met' if targets['scale_out_target_met'] else 'MISSED'}, lifetime target "
+            f"{'met' if targets['lifetime_target_met'] else 'MISSED'}, live AUC within 0.05 "
+            f"{'yes' if targets['live_auc_within_0_05'] else 'NO'}"
         )
 
 

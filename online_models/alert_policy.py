@@ -13,6 +13,9 @@ __all__ = ["AlertIntent", "AlertPolicy", "AlertState", "AlertThresholds"]
 
 logger = logging.getLogger(__name__)
 
+# Segment names silence drifts a customer into (see Segmenter.describe_all).
+_LAPSING_NAMES = ("lapsing", "hibernating", "lost")
+
 
 @dataclass(frozen=True, slots=True)
 class AlertThresholds:
@@ -21,6 +24,7 @@ class AlertThresholds:
     churn_risk: float = 0.7
     churn_hysteresis: float = 0.1
     churn_min_labels: int = 200
+    value_at_risk: float = 300.0
     negative_sentiment: float = -0.3
     valuable_customer_value: float = 0.8
     segment_min_orders: int = 2
@@ -59,14 +63,20 @@ class AlertIntent:
 class AlertPolicy:
     """Decides which alerts a fresh score raises.
 
-    Churn risk uses hysteresis: once it fired, it re-arms only after the risk fell below
-    ``churn_risk - churn_hysteresis``; and every alert type has a per-customer cooldown.
+    A churn-risk alert needs both a risk of at least ``churn_risk`` and a value at risk
+    (risk times predicted CLV) of at least ``value_at_risk``: the CRM hears about the valuable
+    customers it is about to lose, not every cheap one-time buyer drifting silent. It uses
+    hysteresis: once it fired, it re-arms only after the risk fell below ``churn_risk -
+    churn_hysteresis``; and every alert type has a per-customer cooldown.
 
-    >>> policy = AlertPolicy(AlertThresholds(churn_min_labels=0, cooldown_days=0.0))
+    >>> policy = AlertPolicy(AlertThresholds(churn_min_labels=0, cooldown_days=0.0,
+    ...                                      value_at_risk=100.0))
     >>> state = AlertState()
-    >>> [len(policy.churn(state, risk, time=t, labels=1, reasons=[])) for t, risk in
-    ...  enumerate([0.75, 0.69, 0.72, 0.55, 0.71])]
+    >>> [len(policy.churn(state, risk, value_at_risk=300 * risk, time=t, labels=1))
+    ...  for t, risk in enumerate([0.75, 0.69, 0.72, 0.55, 0.71])]
     [1, 0, 0, 0, 1]
+    >>> len(policy.churn(AlertState(), 0.95, value_at_risk=40.0, time=0.0, labels=1))
+    0
     """
 
     def __init__(self, thresholds: AlertThresholds) -> None:
@@ -92,27 +102,42 @@ class AlertPolicy:
         state: AlertState,
         risk: float,
         *,
+        value_at_risk: float,
         time: float,
         labels: int,
-        reasons: list[str] | Callable[[], list[str]],
+        details: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     ) -> list[AlertIntent]:
-        """A churn-risk alert when the risk crosses the threshold while armed.
+        """A churn-risk alert when risk and value at risk cross their thresholds while armed.
 
-        ``reasons`` may be a callable, asked only when the alert fires.
+        ``details`` (more of the alert's details) may be a callable, asked only when the
+        alert fires.
         """
         limits = self.thresholds
         if risk < limits.churn_risk - limits.churn_hysteresis:
             state.churn_armed = True
         if not state.churn_armed or risk < limits.churn_risk or labels < limits.churn_min_labels:
             return []
+        if value_at_risk < limits.value_at_risk:
+            return []
         if not self._cooled_down(state, "churn_risk", time):
             return []
         state.churn_armed = False
         severity = "critical" if risk >= (1.0 + limits.churn_risk) / 2 else "warning"
-        if callable(reasons):
-            reasons = reasons()
-        details = {"score": round(risk, 6), "threshold": limits.churn_risk, "reasons": reasons}
-        return self._fire(state, "churn_risk", time, severity, details)
+        if callable(details):
+            details = details()
+        return self._fire(
+            state,
+            "churn_risk",
+            time,
+            severity,
+            {
+                "score": round(risk, 6),
+                "threshold": limits.churn_risk,
+                "value_at_risk": round(value_at_risk, 2),
+                "value_at_risk_threshold": limits.value_at_risk,
+                **(details or {}),
+            },
+        )
 
     def cancellation(self, state: AlertState, *, time: float) -> list[AlertIntent]:
         """A cancellation is certain churn: always alert, once, whatever hysteresis says."""
@@ -120,8 +145,11 @@ class AlertPolicy:
         details = {
             "score": 1.0,
             "threshold": self.thresholds.churn_risk,
-            "reasons": ["subscription_cancel"],
-        }
+            "reasons": [
+                {"factor": "subscription_cancel", "contribution": None,
+                 "reason": "cancelled the subscription"}
+            ],
+        }  # fmt: skip
         return self._fire(state, "churn_risk", time, "critical", details)
 
     def segment_change(
@@ -134,10 +162,18 @@ class AlertPolicy:
         names: tuple[str, str],
         orders: int,
         learned: int,
+        by_silence: bool = False,
     ) -> list[AlertIntent]:
-        """A segment-change alert for an established customer once segments have settled."""
+        """A segment-change alert for an established customer once segments have settled.
+
+        Silence alone (a re-score, no event of the customer's) moving them into or between
+        lapsing, hibernating and lost raises none: that drift is every quiet customer's, and
+        the churn-risk alert (value at risk) says which of them matter.
+        """
         limits = self.thresholds
         if previous is None or previous == current:
+            return []
+        if by_silence and names[1].startswith(_LAPSING_NAMES):
             return []
         if orders < limits.segment_min_orders or learned < limits.segment_warmup:
             return []

@@ -24,6 +24,7 @@ Merge rules (each model's ``merge_*`` function, tested on its own):
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -33,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from online_models.activity import DAY
 from online_models.churn import ChurnShare, merge_churn
+from online_models.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
 from online_models.recommend import ItemShare, initial_latent, merge_items
 from online_models.scorer import CustomerScorer, ScorerConfig
 from online_models.segments import SegmentShare, merge_segments
@@ -41,6 +44,7 @@ from online_models.value import ValueShare, merge_value
 
 __all__ = [
     "CHURN",
+    "LIFETIME",
     "SEGMENTS",
     "VALUE",
     "Delta",
@@ -56,7 +60,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHURN, SEGMENTS, VALUE = "churn", "segments", "value"
+CHURN, SEGMENTS, VALUE, LIFETIME = "churn", "segments", "value", "lifetime"
 _ITEMS = "items/"
 # A worker's entry in a part's record of merged deltas goes once the worker has sent nothing
 # for this many versions (its old deltas are long committed and cannot come again).
@@ -64,7 +68,7 @@ _FORGET_WORKERS_AFTER = 1000
 # The segmenter's distance below which a proposed centre duplicates one (Segmenter's default).
 _MIN_SEED_DISTANCE = 0.15
 
-Share = ChurnShare | SegmentShare | ValueShare | ItemShare
+Share = ChurnShare | SegmentShare | ValueShare | LifetimeShare | ItemShare
 
 
 def item_part(bucket: int) -> str:
@@ -115,6 +119,8 @@ def empty_share(key: str, config: ScorerConfig) -> Share:
         return SegmentShare.empty()
     if key == VALUE:
         return ValueShare.zero()
+    if key == LIFETIME:
+        return LifetimeShare.empty()
     return ItemShare.empty(config.recommender_factors)
 
 
@@ -132,6 +138,8 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
         )
     if isinstance(group, ValueShare) and isinstance(delta, ValueShare):
         return merge_value(group, delta)
+    if isinstance(group, LifetimeShare) and isinstance(delta, LifetimeShare):
+        return merge_lifetime(group, delta, sample_size=config.lifetime_sample)
     if isinstance(group, ItemShare) and isinstance(delta, ItemShare):
         return merge_items(
             group,
@@ -159,6 +167,8 @@ def share_from_arrays(
         return SegmentShare.from_arrays(meta, arrays, max_centres=config.segments)
     if key == VALUE:
         return ValueShare.from_arrays(meta, arrays)
+    if key == LIFETIME:
+        return LifetimeShare.from_arrays(meta, arrays, sample_size=config.lifetime_sample)
     if key.startswith(_ITEMS) and key[len(_ITEMS) :].isdigit():
         if _bucket(key) >= config.item_buckets:
             msg = f"part {key} is beyond the {config.item_buckets} item buckets"
@@ -224,6 +234,7 @@ class GroupModel:
         """A new version: its number and the parts that changed since the last."""
         self.version += 1
         changed = []
+        self._refit_lifetime()
         for key, merged in self._dirty.items():
             kept = {
                 worker: seq
@@ -239,6 +250,19 @@ class GroupModel:
             changed.append(part)
         self._dirty = {}
         return self.version, changed
+
+    def _refit_lifetime(self) -> None:
+        """Refit the lifetime model's parameters on its sample once a day of event time (the
+        sample's newest summary): the group's model fits, never a worker alone."""
+        part = self.parts.get(LIFETIME)
+        if part is None or LIFETIME not in self._dirty:
+            return
+        share = part.share
+        assert isinstance(share, LifetimeShare)
+        now = float(share.summaries[:, 4].max()) if len(share.summaries) else -math.inf
+        if now - share.fitted_at >= self.config.lifetime_refit_days * DAY:
+            share = fit_lifetime(share, now=now)
+            self.parts[LIFETIME] = GroupPart(LIFETIME, share, part.version, part.merged)
 
 
 class WorkerSync:
@@ -259,6 +283,7 @@ class WorkerSync:
         self._pending: dict[str, list[Delta]] = {}
         scorer.segmenter.shared = True
         scorer.recommender.shared = True
+        scorer.lifetime_model.shared = True
 
     @property
     def pending(self) -> int:
@@ -273,6 +298,7 @@ class WorkerSync:
             CHURN: scorer.churn_model.delta(),
             SEGMENTS: scorer.segmenter.delta(),
             VALUE: scorer.value_model.delta(),
+            LIFETIME: scorer.lifetime_model.delta(),
         }
         for bucket, share in scorer.recommender.delta().items():
             shares[item_part(bucket)] = share
@@ -329,6 +355,8 @@ class WorkerSync:
                 scorer.segmenter.apply(share, shares)
             elif isinstance(share, ValueShare):
                 scorer.value_model.apply(share, shares)
+            elif isinstance(share, LifetimeShare):
+                scorer.lifetime_model.apply(share, shares)
             else:
                 previous = self.parts.get(key)
                 known = previous is not None and previous.version == part.since
@@ -345,10 +373,11 @@ class WorkerSync:
         Counts, sums and steps add, so the live model (the old part plus this worker's
         pending deltas plus what it learned since) already is the new part plus what it
         learned since: applying it would change nothing but the time spent. Segments are
-        always applied: the group's model creates centres and decays them.
+        always applied: the group's model creates centres and decays them; so is the lifetime
+        part, whose parameters the group's model fits.
         """
         previous = self.parts.get(part.key)
-        if previous is None or isinstance(part.share, SegmentShare):
+        if previous is None or isinstance(part.share, SegmentShare | LifetimeShare):
             return False
         before, after, me = previous.merged, part.merged, self.worker
         return all(w == me or before.get(w, 0) == seq for w, seq in after.items()) and all(
@@ -363,6 +392,8 @@ def _is_empty(share: Share) -> bool:
         return share.points == 0 and not len(share.candidates)
     if isinstance(share, ValueShare):
         return not (share.monetary.any() or share.frequency.any())
+    if isinstance(share, LifetimeShare):
+        return not len(share.keys)
     return not share.items
 
 

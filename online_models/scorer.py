@@ -13,6 +13,8 @@ from online_models import __version__
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
+from online_models.lifetime import LifetimeModel
+from online_models.reasons import ChurnReason, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
 from online_models.segments import Segmenter
 from online_models.sentiment import SentimentModel
@@ -57,6 +59,13 @@ class ScorerConfig:
     co_purchase_neighbors: int = 50
     hit_rate_sample_every: int = 4
     value_recency_halflife_days: float = 30.0
+    clv_horizon_days: float = 365.0
+    lifetime_sample: int = 5_000
+    lifetime_refit_days: float = 1.0
+    #: The churn risk served: this weight on the logistic model, the rest on BG/NBD's chance
+    #: of no order within the horizon (customers who ever ordered; the quality benchmark's
+    #: winner: 0.742 and 0.752 AUC on Online Retail against 0.730 and 0.745 for either alone).
+    churn_logistic_weight: float = 0.5
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
 
 
@@ -78,6 +87,21 @@ class CustomerScore:
     event_time: float
     as_of: float
     model_version: str
+    p_alive: float = 1.0
+    expected_orders: float = 0.0
+    predicted_clv: float = 0.0
+    next_order_expected: float | None = None
+    churn_reasons: tuple[ChurnReason, ...] = ()
+
+    @property
+    def value_at_risk(self) -> float:
+        """What the CRM stands to lose: churn risk times predicted spend (CLV)."""
+        return self.churn_risk * self.predicted_clv
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1.0 - 1e-9)
+    return math.log(p / (1.0 - p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +144,14 @@ class CustomerScorer:
         self._churn = ChurnModel(
             learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
         )
-        self._quality = ChurnQuality(window=cfg.quality_window)
+        self._quality = ChurnQuality(window=cfg.quality_window, horizon_days=cfg.churn_horizon_days)
         self._segmenter = Segmenter(
             n_segments=cfg.segments, halflife_days=cfg.segment_halflife_days
         )
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
+        self._lifetime = LifetimeModel(
+            sample_size=cfg.lifetime_sample, refit_days=cfg.lifetime_refit_days
+        )
         self._sentiment = SentimentModel()
         self._recommender = Recommender(n_factors=cfg.recommender_factors, buckets=cfg.item_buckets)
         self._hit_rate = RecommendationQuality(
@@ -166,6 +193,11 @@ class CustomerScorer:
     def value_model(self) -> ValueModel:
         """The value model."""
         return self._value
+
+    @property
+    def lifetime_model(self) -> LifetimeModel:
+        """The customer-lifetime model (BG/NBD and Gamma-Gamma)."""
+        return self._lifetime
 
     @property
     def pending_labels(self) -> int:
@@ -235,6 +267,7 @@ class CustomerScorer:
         self._events_learned += 1
 
         now = profile.last_seen
+        self._observe_lifetime(customer_id, state, now)
         features, risk = self._churn_risk_at(state, now)
         if not state.pending and not state.cancelled:
             self._take_example(state, now, features, risk)
@@ -247,10 +280,8 @@ class CustomerScorer:
         else:
             predicted = self._segmenter.predict_one(segment_x)
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
-        score = self._finish(state, risk, now)
-        alerts = self._alerts(
-            state, score, left, now, features, tone, activity.kind, newly_cancelled
-        )
+        score = self._finish(state, risk, now, features)
+        alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
@@ -266,12 +297,13 @@ class CustomerScorer:
         waiting = []
         for example in state.pending:
             if now - example.time >= self._horizon:
-                self._learn_label(example, True, labels)
+                self._learn_label(example, True, labels, now)
             else:
                 waiting.append(example)
         state.pending = waiting
         changed = bool(labels)
 
+        self._observe_lifetime(customer_id, state, now)
         features, risk = self._churn_risk_at(state, now)
         newest = waiting[-1].time if waiting else profile.last_seen
         if (
@@ -287,8 +319,8 @@ class CustomerScorer:
         # Silent customers drift towards "lapsing": the centres learn where they are now.
         predicted = self._segmenter.learn_predict_one(profile.segment_features(now), now)
         left = state.confirm_segment(predicted, self.config.segment_confirmations)
-        score = self._finish(state, risk, now)
-        alerts = self._alerts(state, score, left, now, features, None, "silence")
+        score = self._finish(state, risk, now, features)
+        alerts = self._alerts(state, score, left, now, None, "silence")
         after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
@@ -300,8 +332,8 @@ class CustomerScorer:
         change the models that score the next.
         """
         now = max(now, state.profile.last_seen)
-        _, risk = self._churn_risk_at(state, now)
-        return self._finish(state, risk, now)
+        features, risk = self._churn_risk_at(state, now)
+        return self._finish(state, risk, now, features)
 
     def next_refresh(self, state: CustomerState, now: float) -> float | None:
         """When to re-score a customer last scored at ``now``; None when never again.
@@ -361,9 +393,27 @@ class CustomerScorer:
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
     def _churn_risk_at(self, state: CustomerState, now: float) -> tuple[dict[str, float], float]:
-        """The churn features at ``now`` and the risk they give (1 for a cancelled customer)."""
+        """The churn features at ``now`` and the risk served (1 for a cancelled customer):
+        the logistic model's, blended with BG/NBD's chance of no order within the horizon."""
         features = state.profile.churn_features(now)
-        return features, 1.0 if state.cancelled else self._churn.risk(features)
+        if state.cancelled:
+            return features, 1.0
+        logistic, silent = self._churn_parts(state, now, features)
+        if silent is None:
+            return features, logistic
+        weight = self.config.churn_logistic_weight
+        return features, weight * logistic + (1.0 - weight) * silent
+
+    def _churn_parts(
+        self, state: CustomerState, now: float, features: dict[str, float]
+    ) -> tuple[float, float | None]:
+        """The logistic model's risk and BG/NBD's chance of no order within the horizon."""
+        p = state.profile
+        silent = self._lifetime.no_order_probability(
+            first=p.first_order_at, last=p.last_order_at, orders=p.orders, now=now,
+            days=self.config.churn_horizon_days,
+        )  # fmt: skip
+        return self._churn.risk(features), silent
 
     def _take_example(
         self, state: CustomerState, now: float, features: dict[str, float], risk: float
@@ -371,8 +421,10 @@ class CustomerScorer:
         state.pending.append(PendingExample(now, features, risk))
         self._pending += 1
 
-    def _learn_label(self, pending: PendingExample, churned: bool, labels: list[bool]) -> None:
-        self._quality.update(pending.risk, churned)
+    def _learn_label(
+        self, pending: PendingExample, churned: bool, labels: list[bool], now: float
+    ) -> None:
+        self._quality.update(pending.risk, churned, served_at=pending.time, now=now)
         self._churn.learn_one(pending.features, churned)
         self._pending = max(self._pending - 1, 0)
         labels.append(churned)
@@ -390,23 +442,57 @@ class CustomerScorer:
             if age >= self._horizon or cancelled:
                 # A cancellation is churn whenever it is dated: no re-score would label an
                 # example a cancelled customer left behind.
-                self._learn_label(example, True, labels)
+                self._learn_label(example, True, labels, activity.time)
             elif age < 0:
                 later.append(example)  # a late event from before the example changes nothing
             elif age >= cfg.churn_sample_interval_days * DAY:
-                self._learn_label(example, False, labels)
+                self._learn_label(example, False, labels, activity.time)
             else:
                 # Too soon for a label: a new example is taken after this event instead.
                 self._pending = max(self._pending - 1, 0)
         state.pending = later
         return labels
 
-    def _finish(self, state: CustomerState, risk: float, now: float) -> CustomerScore:
+    def _observe_lifetime(self, customer_id: str, state: CustomerState, now: float) -> None:
+        """The lifetime model's sample learns the customer's latest totals."""
+        profile = state.profile
+        lifetime = self._lifetime
+        lifetime.observe(customer_id, profile.first_order_at, profile.last_order_at,
+                         profile.orders, profile.net_monetary, now=now)  # fmt: skip
+        if lifetime.fit_due(now):
+            lifetime.fit(now)
+
+    def _finish(
+        self, state: CustomerState, risk: float, now: float, features: dict[str, float]
+    ) -> CustomerScore:
         profile = state.profile
         segment = state.segment if state.segment is not None else 0
         value = self._value.value(
             profile.net_monetary, profile.orders, profile.days_since_order(now)
         )
+        cfg = self.config
+        outlook = self._lifetime.predict(
+            first=profile.first_order_at,
+            last=profile.last_order_at,
+            orders=profile.orders,
+            spend=profile.net_monetary,
+            now=now,
+            horizon_days=cfg.churn_horizon_days,
+            clv_days=cfg.clv_horizon_days,
+        )
+        if state.cancelled:
+            reasons: tuple[ChurnReason, ...] = (
+                ChurnReason("subscription_cancel", None, "cancelled the subscription"),
+            )
+        else:
+            contributions = self._churn.contributions(features)
+            logistic, _ = self._churn_parts(state, now, features)
+            # The blend's other half, in the same units: how far BG/NBD moved the log-odds.
+            shift = _logit(risk) - _logit(logistic)
+            if shift > 0:
+                contributions["expected_orders"] = shift
+            reasons = tuple(churn_reasons(contributions, profile, now, outlook.expected_orders,
+                                          cfg.churn_horizon_days))  # fmt: skip
         return CustomerScore(
             churn_risk=min(max(risk, 0.0), 1.0),
             segment=segment,
@@ -418,6 +504,11 @@ class CustomerScorer:
             event_time=profile.last_seen,
             as_of=now,
             model_version=self.model_version,
+            p_alive=0.0 if state.cancelled else outlook.p_alive,
+            expected_orders=0.0 if state.cancelled else outlook.expected_orders,
+            predicted_clv=0.0 if state.cancelled else outlook.predicted_clv,
+            next_order_expected=None if state.cancelled else outlook.next_order_expected,
+            churn_reasons=reasons,
         )
 
     def _alerts(
@@ -426,7 +517,6 @@ class CustomerScorer:
         score: CustomerScore,
         left_segment: int | None,
         now: float,
-        features: dict[str, float],
         tone: float | None,
         kind: str,
         newly_cancelled: bool = False,
@@ -441,9 +531,14 @@ class CustomerScorer:
             alerts = policy.churn(
                 state.alerts,
                 score.churn_risk,
+                value_at_risk=score.value_at_risk,
                 time=time,
                 labels=self._churn.labels_learned,
-                reasons=lambda: self._churn.explain_one(features),
+                details=lambda: {
+                    "p_alive": round(score.p_alive, 6),
+                    "predicted_clv": round(score.predicted_clv, 2),
+                    "reasons": [reason.to_dict() for reason in score.churn_reasons],
+                },
             )
         # Ids of neighbouring clusters can trade customers without a change a CRM cares
         # about: only a move to a differently described segment is an alert.
@@ -459,6 +554,7 @@ class CustomerScorer:
                 names=(self._segmenter.describe(left_segment), score.segment_name),
                 orders=score.orders,
                 learned=self._segmenter.learned,
+                by_silence=kind == "silence",
             )
         if tone is not None:
             alerts += policy.negative_feedback(

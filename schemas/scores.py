@@ -10,11 +10,24 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Score"]
+__all__ = ["ChurnReasonField", "Score"]
 
 logger = logging.getLogger(__name__)
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ChurnReasonField(BaseModel):
+    """One factor pushing a customer's churn risk up (``churn_reasons``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    factor: str = Field(description="The churn model's feature, or subscription_cancel.")
+    contribution: float | None = Field(
+        description="Its term of the risk's log-odds (positive: it raises the risk); null for "
+        "a rule such as a cancellation."
+    )
+    reason: str = Field(description="What it means, in CRM words.")
 
 
 class Score(BaseModel):
@@ -46,7 +59,9 @@ class Score(BaseModel):
     sentiment: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="Recent feedback and ticket tone, -1..1."
     )
-    model_version: str = Field(description="Scorer version and how many events its models learned.")
+    model_version: str = Field(
+        description="Scorer version and the version of the group model that scored, e.g. 0.1.0+v42."
+    )
     event_time: datetime = Field(description="Event time of the customer's latest event.")
     as_of: datetime | None = Field(
         default=None,
@@ -54,6 +69,26 @@ class Score(BaseModel):
         "customer was re-scored while silent.",
     )
     updated_at: datetime = Field(description="Wall-clock time the score was computed.")
+    p_alive: Unit = Field(
+        default=1.0, description="Probability that the customer still buys (BG/NBD)."
+    )
+    expected_orders: float = Field(
+        default=0.0, ge=0.0, description="Orders expected within CRM_CHURN_HORIZON_DAYS."
+    )
+    predicted_clv: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Spend expected within CRM_CLV_HORIZON_DAYS, in the events' currency.",
+    )
+    next_order_expected: datetime | None = Field(
+        default=None,
+        description="Event time by which an active customer's expected number of new orders "
+        "reaches one; absent for a customer who never ordered or who cancelled.",
+    )
+    churn_reasons: list[ChurnReasonField] = Field(
+        default_factory=list,
+        description="The (at most three) factors pushing the churn risk up the most.",
+    )
 
     def to_redis(self) -> dict[str, str]:
         """The hash fields, every value a string."""
@@ -70,9 +105,17 @@ class Score(BaseModel):
             "event_time": self.event_time.isoformat(),
             "as_of": (self.as_of or self.event_time).isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "p_alive": f"{self.p_alive:.6f}",
+            "expected_orders": f"{self.expected_orders:.4f}",
+            "predicted_clv": f"{self.predicted_clv:.2f}",
+            "churn_reasons": orjson.dumps(
+                [reason.model_dump() for reason in self.churn_reasons]
+            ).decode(),
         }
         if self.sentiment is not None:
             fields["sentiment"] = f"{self.sentiment:.6f}"
+        if self.next_order_expected is not None:
+            fields["next_order_expected"] = self.next_order_expected.isoformat()
         return fields
 
     @classmethod
@@ -84,4 +127,5 @@ class Score(BaseModel):
         }
         data: dict[str, object] = dict(text)
         data["recommendations"] = orjson.loads(text.get("recommendations", "[]"))
+        data["churn_reasons"] = orjson.loads(text.get("churn_reasons", "[]"))
         return cls.model_validate(data)

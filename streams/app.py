@@ -117,7 +117,7 @@ class ScorerService:
         # Read at every scrape, so never stale.
         self.metrics.track(
             customers=lambda: len(self.customers),
-            roc_auc=lambda: self.scorer.quality.roc_auc,
+            roc_auc=lambda: self.scorer.quality.cohort_roc_auc,
             log_loss=lambda: self.scorer.quality.log_loss,
             pending_labels=lambda: self.scorer.pending_labels,
             events_learned=lambda: self.scorer.model_version_events,

@@ -16,7 +16,7 @@ from schemas.events import (
     ReturnEvent,
     SupportTicketEvent,
 )
-from schemas.scores import Score
+from schemas.scores import ChurnReasonField, Score
 
 __all__ = ["activity_of", "alert_of", "score_of"]
 
@@ -58,6 +58,18 @@ def score_of(
         event_time=datetime.fromtimestamp(score.event_time, tz=UTC),
         as_of=datetime.fromtimestamp(score.as_of, tz=UTC),
         updated_at=updated_at,
+        p_alive=score.p_alive,
+        expected_orders=score.expected_orders,
+        predicted_clv=score.predicted_clv,
+        next_order_expected=(
+            None
+            if score.next_order_expected is None
+            else datetime.fromtimestamp(score.next_order_expected, tz=UTC)
+        ),
+        churn_reasons=[
+            ChurnReasonField(factor=r.factor, contribution=r.contribution, reason=r.reason)
+            for r in score.churn_reasons
+        ],
     )
 
 

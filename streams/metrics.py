@@ -119,7 +119,8 @@ class ScorerMetrics:
         )
         self.churn_roc_auc = Gauge(
             "crm_scorer_churn_roc_auc",
-            "Rolling ROC AUC of served churn scores on their delayed labels.",
+            "ROC AUC of the churn risks served on the 7 latest event-time days whose horizon has "
+            "closed, against their labels (NaN before).",
             registry=registry,
         )
         self.churn_log_loss = Gauge(

@@ -89,6 +89,7 @@ def model_shapes(config: ScorerConfig) -> dict[str, int]:
         "factors": config.recommender_factors,
         "item_buckets": config.item_buckets,
         "churn_features": len(CHURN_FEATURES),
+        "lifetime_sample": config.lifetime_sample,
     }
 
 

@@ -203,6 +203,16 @@ class Settings(BaseSettings):
     recommender_factors: int = Field(
         16, ge=1, le=512, description="Latent factors of the recommender."
     )
+    clv_horizon_days: float = Field(
+        365.0, gt=0, le=3650, description="Days of spend predicted_clv covers."
+    )
+    churn_logistic_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the logistic model in the served churn risk; the rest is "
+        "BG/NBD's chance of no order within the horizon (1 = the logistic model alone).",
+    )
     # Alerts
     churn_alert_threshold: float = Field(
         0.7, ge=0.0, le=1.0, description="Churn risk that raises an alert."
@@ -215,6 +225,12 @@ class Settings(BaseSettings):
     )
     churn_alert_min_labels: int = Field(
         200, ge=0, description="Labels the churn model needs before it may alert."
+    )
+    value_at_risk_threshold: float = Field(
+        300.0,
+        ge=0,
+        description="Value at risk (churn risk x predicted CLV, in the events' currency) from "
+        "which a churn-risk alert fires.",
     )
     negative_sentiment_threshold: float = Field(
         -0.3, ge=-1.0, le=1.0, description="Feedback tone at or below this is negative."
@@ -402,10 +418,13 @@ class Settings(BaseSettings):
             allow_repurchase=self.allow_repurchase,
             recommender_factors=self.recommender_factors,
             item_buckets=self.model_item_buckets,
+            clv_horizon_days=self.clv_horizon_days,
+            churn_logistic_weight=self.churn_logistic_weight,
             alerts=AlertThresholds(
                 churn_risk=self.churn_alert_threshold,
                 churn_hysteresis=self.churn_alert_hysteresis,
                 churn_min_labels=self.churn_alert_min_labels,
+                value_at_risk=self.value_at_risk_threshold,
                 negative_sentiment=self.negative_sentiment_threshold,
                 valuable_customer_value=self.valuable_customer_value,
                 cooldown_days=self.alert_cooldown_days,

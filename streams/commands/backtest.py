@@ -45,6 +45,11 @@ SCORE_COLUMNS = (
     "recommendations",
     "last_event",
     "as_of",
+    "p_alive",
+    "expected_orders",
+    "predicted_clv",
+    "next_order_expected",
+    "churn_reasons",
 )
 
 
@@ -71,6 +76,11 @@ class BacktestRow:
             orjson.dumps(self.recommendations).decode(),
             _iso(score.event_time),
             _iso(score.as_of),
+            f"{score.p_alive:.6f}",
+            f"{score.expected_orders:.4f}",
+            f"{score.predicted_clv:.2f}",
+            "" if score.next_order_expected is None else _iso(score.next_order_expected),
+            orjson.dumps([reason.to_dict() for reason in score.churn_reasons]).decode(),
         ]
 
 
@@ -89,6 +99,8 @@ class Backtest:
     duplicates: int = 0
     rescores: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
+    #: Every alert raised: customer, type, event time, value at risk (churn alerts).
+    alert_log: list[tuple[str, str, float, float | None]] = field(default_factory=list)
     labels: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     workers: int = 1
@@ -155,12 +167,12 @@ def run_backtest(
         result.events += 1
         result.rescores += len(scored) - 1
         for each in scored:
-            _count(result, each.outcome.alerts, each.outcome.labels)
+            _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
     for shard in range(partitions):
         while rescored := group.engines[shard % workers].advance(cutoff, shard):
             for each in rescored:
                 result.rescores += 1
-                _count(result, each.outcome.alerts, each.outcome.labels)
+                _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
     result.model_version = group.sync()
     for scorer, states in zip(group.scorers, group.states, strict=True):
         result.states.update(states)
@@ -186,8 +198,13 @@ def write_scores(rows: Iterable[BacktestRow], path: Path) -> int:
     return written
 
 
-def _count(result: Backtest, alerts: Iterable[AlertIntent], labels: Iterable[bool]) -> None:
-    result.alerts.update(alert.type for alert in alerts)
+def _count(
+    result: Backtest, customer_id: str, alerts: Iterable[AlertIntent], labels: Iterable[bool]
+) -> None:
+    for alert in alerts:
+        result.alerts[alert.type] += 1
+        at_risk = alert.details.get("value_at_risk")
+        result.alert_log.append((customer_id, alert.type, alert.time, at_risk))
     result.labels.update("churned" if label else "stayed" for label in labels)
 
 

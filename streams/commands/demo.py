@@ -236,8 +236,12 @@ def _summary(
     )
     labelled = metrics.get("crm_scorer_churn_labels_total", 0.0)
     auc = metrics.get("crm_scorer_churn_roc_auc", math.nan)
-    shown = "n/a (needs both churned and stayed labels)" if math.isnan(auc) else f"{auc:.3f}"
-    table.add_row("churn rolling ROC AUC", shown if labelled else "n/a (no labels yet)")
+    shown = (
+        "n/a (no cohort has closed: needs a horizon of event time)"
+        if math.isnan(auc)
+        else f"{auc:.3f}"
+    )
+    table.add_row("churn ROC AUC (closed cohorts)", shown if labelled else "n/a (no labels yet)")
     for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
         table.add_row(f"alerts: {alert_type}", f"{alerts.get(alert_type, 0):,}")
     for n, (worker, worker_metrics) in enumerate(zip(workers, each, strict=True), start=1):

@@ -13,7 +13,7 @@ T0 = 1_735_689_600.0
 def churn_alerts(policy, state, risks, *, start=T0, step=DAY, labels=1_000):
     """Feed a series of risks, one per ``step`` of event time; the alerts raised at each."""
     return [
-        policy.churn(state, risk, time=start + n * step, labels=labels, reasons=["why"])
+        policy.churn(state, risk, value_at_risk=1e6, time=start + n * step, labels=labels)
         for n, risk in enumerate(risks)
     ]
 
@@ -41,10 +41,10 @@ def test_churn_alert_respects_the_cooldown_in_event_days():
     policy = AlertPolicy(AlertThresholds(cooldown_days=7.0))
     state = AlertState()
 
-    first = policy.churn(state, 0.9, time=T0, labels=1_000, reasons=[])
-    policy.churn(state, 0.2, time=T0 + 1 * DAY, labels=1_000, reasons=[])  # re-armed
-    early = policy.churn(state, 0.9, time=T0 + 6.9 * DAY, labels=1_000, reasons=[])
-    due = policy.churn(state, 0.9, time=T0 + 7 * DAY, labels=1_000, reasons=[])
+    first = policy.churn(state, 0.9, value_at_risk=1e6, time=T0, labels=1_000)
+    policy.churn(state, 0.2, value_at_risk=1e6, time=T0 + 1 * DAY, labels=1_000)  # re-armed
+    early = policy.churn(state, 0.9, value_at_risk=1e6, time=T0 + 6.9 * DAY, labels=1_000)
+    due = policy.churn(state, 0.9, value_at_risk=1e6, time=T0 + 7 * DAY, labels=1_000)
 
     assert len(first) == 1
     assert early == []
@@ -65,8 +65,8 @@ def test_churn_alerts_wait_for_enough_labels():
     policy = AlertPolicy(AlertThresholds(churn_min_labels=200, cooldown_days=0.0))
     state = AlertState()
 
-    young = policy.churn(state, 0.95, time=T0, labels=199, reasons=[])
-    trained = policy.churn(state, 0.95, time=T0 + DAY, labels=200, reasons=[])
+    young = policy.churn(state, 0.95, value_at_risk=1e6, time=T0, labels=199)
+    trained = policy.churn(state, 0.95, value_at_risk=1e6, time=T0 + DAY, labels=200)
 
     assert young == []
     assert len(trained) == 1
@@ -75,8 +75,8 @@ def test_churn_alerts_wait_for_enough_labels():
 def test_churn_severity_is_critical_from_halfway_to_one():
     policy = AlertPolicy(AlertThresholds(churn_risk=0.7, cooldown_days=0.0))
 
-    warning = policy.churn(AlertState(), 0.84, time=T0, labels=1_000, reasons=[])
-    critical = policy.churn(AlertState(), 0.85, time=T0, labels=1_000, reasons=[])
+    warning = policy.churn(AlertState(), 0.84, value_at_risk=1e6, time=T0, labels=1_000)
+    critical = policy.churn(AlertState(), 0.85, value_at_risk=1e6, time=T0, labels=1_000)
 
     assert warning[0].severity == "warning"
     assert critical[0].severity == "critical"
@@ -85,14 +85,39 @@ def test_churn_severity_is_critical_from_halfway_to_one():
 def test_churn_alert_details_carry_score_threshold_and_reasons():
     policy = AlertPolicy(AlertThresholds())
 
+    reason = {"factor": "overdue_ratio", "contribution": 0.8, "reason": "no order for 40 days"}
     (alert,) = policy.churn(
-        AlertState(), 0.8123456789, time=T0, labels=1_000, reasons=["overdue_ratio"]
+        AlertState(),
+        0.8123456789,
+        value_at_risk=812.3456,
+        time=T0,
+        labels=1_000,
+        details=lambda: {"p_alive": 0.4, "predicted_clv": 1000.0, "reasons": [reason]},
     )
 
     assert alert.type == "churn_risk"
     assert alert.details["score"] == pytest.approx(0.812346)
     assert alert.details["threshold"] == 0.7
-    assert alert.details["reasons"] == ["overdue_ratio"]
+    assert alert.details["value_at_risk"] == pytest.approx(812.35)
+    assert (alert.details["p_alive"], alert.details["predicted_clv"]) == (0.4, 1000.0)
+    assert alert.details["reasons"] == [reason]
+
+
+def test_a_cheap_customer_at_risk_raises_no_churn_alert_a_valuable_one_does():
+    policy = AlertPolicy(AlertThresholds(churn_min_labels=0, value_at_risk=500.0))
+    cheap = policy.churn(AlertState(), 0.95, value_at_risk=0.95 * 40.0, time=T0, labels=1)
+    valuable = policy.churn(AlertState(), 0.75, value_at_risk=0.75 * 2_000.0, time=T0, labels=1)
+    assert cheap == [] and len(valuable) == 1
+
+
+def test_silence_drifting_a_customer_towards_lost_raises_no_segment_change_alert():
+    policy = AlertPolicy(AlertThresholds())
+    for names in (("regulars", "lapsing"), ("lapsing", "hibernating"), ("hibernating", "lost")):
+        assert segment_change(policy, AlertState(), names=names, by_silence=True) == []
+    # A customer's own purchase moving them still alerts, as does leaving the lapsing ones.
+    assert len(segment_change(policy, AlertState(), names=("regulars", "lapsing"))) == 1
+    back = segment_change(policy, AlertState(), names=("lapsing", "regulars"), by_silence=True)
+    assert len(back) == 1
 
 
 def negative(policy, state, *, sentiment, value, time=T0, kind="feedback"):
@@ -149,7 +174,7 @@ def test_alert_types_have_separate_cooldowns():
     policy = AlertPolicy(AlertThresholds(cooldown_days=7.0))
     state = AlertState()
 
-    churn = policy.churn(state, 0.9, time=T0, labels=1_000, reasons=[])
+    churn = policy.churn(state, 0.9, value_at_risk=1e6, time=T0, labels=1_000)
     feedback = negative(policy, state, sentiment=-0.9, value=0.9, time=T0 + DAY)
 
     assert len(churn) == 1
@@ -214,12 +239,13 @@ def test_segment_change_alerts_at_most_once_per_segment_cooldown():
 def test_alert_state_survives_its_plain_data_form():
     policy = AlertPolicy(AlertThresholds(cooldown_days=7.0))
     state = AlertState()
-    policy.churn(state, 0.9, time=T0, labels=1_000, reasons=[])
+    policy.churn(state, 0.9, value_at_risk=1e6, time=T0, labels=1_000)
 
     restored = AlertState.from_dict(state.to_dict())
 
     # Still disarmed and cooling down after a restart.
-    assert policy.churn(restored, 0.95, time=T0 + DAY, labels=1_000, reasons=[]) == []
-    policy.churn(restored, 0.1, time=T0 + 2 * DAY, labels=1_000, reasons=[])
-    assert policy.churn(restored, 0.95, time=T0 + 3 * DAY, labels=1_000, reasons=[]) == []
-    assert len(policy.churn(restored, 0.95, time=T0 + 8 * DAY, labels=1_000, reasons=[])) == 1
+    assert policy.churn(restored, 0.95, value_at_risk=1e6, time=T0 + DAY, labels=1_000) == []
+    policy.churn(restored, 0.1, value_at_risk=1e6, time=T0 + 2 * DAY, labels=1_000)
+    assert policy.churn(restored, 0.95, value_at_risk=1e6, time=T0 + 3 * DAY, labels=1_000) == []
+    again = policy.churn(restored, 0.95, value_at_risk=1e6, time=T0 + 8 * DAY, labels=1_000)
+    assert len(again) == 1

@@ -97,7 +97,7 @@ def test_every_part_and_delta_survives_its_bytes(group: LocalGroup) -> None:
             assert back.changed is not None and back.changed.tolist() == part.changed.tolist()
         same_share(part.share, back.share)
         kinds.add(type(back.share).__name__)
-    assert kinds == {"ChurnShare", "SegmentShare", "ValueShare", "ItemShare"}
+    assert kinds == {"ChurnShare", "SegmentShare", "ValueShare", "LifetimeShare", "ItemShare"}
     group.process("late", Activity("purchase", T0 + 9e6, item_id="sku-1", amount=3.0,
                                    quantity=1), worker=0)  # fmt: skip
     deltas = group.syncs[0].deltas()

@@ -1,0 +1,358 @@
+"""What a customer is worth: BG/NBD for orders and dropout, Gamma-Gamma for spend per order.
+
+Per customer the models need only what the profile keeps: orders, the first and latest order
+times and net spend. What they learn from everyone are seven population parameters: BG/NBD's
+``r, alpha`` (how often customers order) and ``a, b`` (how likely they drop out after an
+order), Gamma-Gamma's ``p, q, gamma`` (how much an order is worth). They are fitted by maximum
+likelihood on a sample of customers that the stream keeps current: a bottom-k sketch keyed by
+a hash of the customer id (a uniform sample of customers, each with their latest summary),
+which merges exactly across workers, so the group's model holds one sample and one fit.
+
+References: Fader, Hardie and Lee (2005), "Counting your customers the easy way: an
+alternative to the Pareto/NBD model"; Fader, Hardie and Lee (2005), "RFM and CLV: using
+iso-value curves for customer base analysis" (Gamma-Gamma).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+from online_models.activity import DAY
+
+__all__ = [
+    "LifetimeModel",
+    "LifetimeScore",
+    "LifetimeShare",
+    "fit_lifetime",
+    "merge_lifetime",
+    "sketch_key",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Starting parameters (r, alpha, a, b, p, q, gamma): a few orders a year, a small dropout
+#: chance per order, spend per order around 50; replaced by the first fit.
+PRIOR = (0.5, 30.0, 0.5, 5.0, 3.0, 3.0, 100.0)
+# Summaries of the sample: first order, latest order, orders, net spend, as of (event time).
+_COLUMNS = ("first", "last", "orders", "spend", "as_of")
+
+
+def sketch_key(customer_id: str) -> int:
+    """The customer's place in the sample: the smallest ``sample_size`` keys are kept.
+
+    >>> sketch_key("c-1") == sketch_key("c-1") != sketch_key("c-2")
+    True
+    """
+    digest = hashlib.blake2b(customer_id.encode("utf-8"), digest_size=8, person=b"crm-clv")
+    return int.from_bytes(digest.digest(), "little") >> 1  # fits a signed 64-bit integer
+
+
+@dataclass(frozen=True)
+class LifetimeShare:
+    """The lifetime model's shared part, or what one worker saw since its last delta: a sample
+    of customer summaries (by :func:`sketch_key`, the latest summary of each) and, in the
+    group's model, the parameters fitted on it (``params``, fitted at event time
+    ``fitted_at`` on ``fitted_on`` customers)."""
+
+    keys: np.ndarray  # int64, ascending
+    summaries: np.ndarray  # (n, 5): first, last, orders, spend, as_of
+    params: tuple[float, ...] = PRIOR
+    fitted_at: float = -math.inf
+    fitted_on: int = 0
+
+    @classmethod
+    def empty(cls) -> LifetimeShare:
+        """No customer, the prior parameters."""
+        return cls(np.zeros(0, np.int64), np.zeros((0, len(_COLUMNS))))
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record."""
+        meta = {
+            "params": list(self.params),
+            "fitted_at": self.fitted_at if math.isfinite(self.fitted_at) else None,
+            "fitted_on": self.fitted_on,
+        }
+        return meta, {"keys": self.keys, "summaries": self.summaries}
+
+    @classmethod
+    def from_arrays(
+        cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, sample_size: int
+    ) -> LifetimeShare:
+        """The share a model record carries; ValueError if it does not fit the model."""
+        keys, summaries = arrays["keys"], arrays["summaries"]
+        params = meta.get("params")
+        if (
+            keys.ndim != 1
+            or keys.dtype.kind != "i"
+            or summaries.shape != (len(keys), len(_COLUMNS))
+            or len(keys) > sample_size
+            or not np.isfinite(summaries).all()
+            or not isinstance(params, list)
+            or len(params) != len(PRIOR)
+            or not all(isinstance(v, int | float) and v > 0 and math.isfinite(v) for v in params)
+        ):
+            msg = f"lifetime share of {keys.shape} keys, {summaries.shape} summaries and params "
+            msg += f"{params!r} does not fit a sample of {sample_size}"
+            raise ValueError(msg)
+        fitted_at = meta.get("fitted_at")
+        return cls(
+            keys.astype(np.int64),
+            summaries.astype(float),
+            tuple(float(v) for v in params),
+            -math.inf if fitted_at is None else float(fitted_at),
+            int(meta.get("fitted_on", 0)),
+        )
+
+
+def merge_lifetime(a: LifetimeShare, b: LifetimeShare, *, sample_size: int) -> LifetimeShare:
+    """``a`` and ``b`` together: the latest summary of each customer, the ``sample_size``
+    smallest keys kept (exact: the order of merging does not matter); ``a``'s parameters.
+
+    >>> one = LifetimeShare(np.array([5, 9]), np.array([[0, 1, 2, 10, 3], [0, 0, 1, 5, 3.0]]))
+    >>> two = LifetimeShare(np.array([5, 7]), np.array([[0, 2, 3, 20, 4], [1, 1, 1, 9, 4.0]]))
+    >>> merged = merge_lifetime(one, two, sample_size=2)
+    >>> merged.keys.tolist(), merged.summaries[:, 2].tolist()
+    ([5, 7], [3.0, 1.0])
+    """
+    keys = np.concatenate([a.keys, b.keys])
+    summaries = np.concatenate([a.summaries, b.summaries])
+    # The newest summary of a customer wins: sort by key, then as_of descending.
+    order = np.lexsort((-summaries[:, 4], keys))
+    keys, summaries = keys[order], summaries[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, summaries = keys[first][:sample_size], summaries[first][:sample_size]
+    return LifetimeShare(keys, summaries, a.params, a.fitted_at, a.fitted_on)
+
+
+def fit_lifetime(share: LifetimeShare, *, now: float) -> LifetimeShare:
+    """``share`` with its parameters fitted by maximum likelihood on its sample (warm-started
+    from the current ones); the sample's buyers as of each summary's time."""
+    first, last, orders, spend, as_of = share.summaries.T
+    buyers = orders >= 1
+    if buyers.sum() < 20:
+        return share
+    x = orders[buyers] - 1.0
+    t_x = (last[buyers] - first[buyers]) / DAY
+    age = np.maximum((as_of[buyers] - first[buyers]) / DAY, t_x)
+    mean_spend = np.maximum(spend[buyers] / orders[buyers], 0.01)
+    bg = _fit(lambda p: -np.mean(_bgnbd_ll(p[0], p[1], p[2], p[3], x, t_x, age)), share.params[:4])
+    gg = _fit(
+        lambda p: -np.mean(_gamma_gamma_ll(p[0], p[1], p[2], x + 1.0, mean_spend)),
+        share.params[4:],
+    )
+    return LifetimeShare(share.keys, share.summaries, bg + gg, now, int(buyers.sum()))
+
+
+def _fit(nll: Any, start: Sequence[float]) -> tuple[float, ...]:
+    """Minimise ``nll`` over positive parameters (searched in log space)."""
+    with np.errstate(all="ignore"):
+        result = optimize.minimize(
+            lambda lp: nll(np.exp(lp)), np.log(start), method="Nelder-Mead",
+            options={"maxiter": 600, "xatol": 1e-4, "fatol": 1e-7},
+        )  # fmt: skip
+    found = np.exp(result.x)
+    if not np.isfinite(result.fun) or not np.isfinite(found).all():
+        return tuple(start)
+    return tuple(float(v) for v in np.clip(found, 1e-4, 1e6))
+
+
+def _bgnbd_ll(r: float, alpha: float, a: float, b: float, x: Any, t_x: Any, age: Any) -> Any:
+    """BG/NBD log-likelihood of customers with ``x`` repeat orders, the latest ``t_x`` days
+    after the first, observed for ``age`` days since the first."""
+    common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    alive = common + special.betaln(a, b + x) - special.betaln(a, b)
+    alive = alive - (r + x) * np.log(alpha + age)
+    gone = common + special.betaln(a + 1, b + np.maximum(x - 1, 0)) - special.betaln(a, b)
+    gone = gone - (r + x) * np.log(alpha + t_x)
+    return np.where(x > 0, np.logaddexp(alive, np.where(x > 0, gone, -np.inf)), alive)
+
+
+def _gamma_gamma_ll(p: float, q: float, gamma: float, n: Any, mean: Any) -> Any:
+    """Gamma-Gamma log-likelihood of ``n`` orders averaging ``mean``."""
+    return (
+        special.gammaln(p * n + q) - special.gammaln(p * n) - special.gammaln(q)
+        + q * np.log(gamma) + p * n * np.log(n) + (p * n - 1) * np.log(mean)
+        - (p * n + q) * np.log(gamma + mean * n)
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeScore:
+    """A customer's outlook as of event time ``as_of``.
+
+    ``p_alive``: the probability that the customer still buys (has not dropped out);
+    ``expected_orders``: orders expected over the next ``horizon_days``; ``predicted_clv``:
+    spend expected over the next ``clv_days`` (expected orders x expected spend per order);
+    ``next_order_expected``: the event time by which an active customer's expected number of
+    new orders reaches one (``as_of`` plus the mean days between orders, alpha + T over r + x,
+    of BG/NBD's posterior purchase rate); None for a customer who never ordered.
+    """
+
+    p_alive: float
+    expected_orders: float
+    predicted_clv: float
+    next_order_expected: float | None
+    spend_per_order: float
+
+
+class LifetimeModel:
+    """BG/NBD and Gamma-Gamma with population parameters learned from the stream.
+
+    >>> model = LifetimeModel(sample_size=100)
+    >>> day = 86_400.0
+    >>> for n in range(60):
+    ...     first = n * day
+    ...     orders = 1 + n % 5
+    ...     model.observe(f"c{n}", first, first + 20 * day * (orders - 1), orders,
+    ...                   40.0 * orders, now=200 * day)
+    >>> model.fit(200 * day)
+    >>> score = model.predict(first=0.0, last=80 * day, orders=5, spend=200.0,
+    ...                       now=100 * day, horizon_days=90, clv_days=365)
+    >>> 0 < score.p_alive <= 1, score.expected_orders > 0, score.predicted_clv > 0
+    (True, True, True)
+    """
+
+    def __init__(self, sample_size: int = 5_000, refit_days: float = 1.0) -> None:
+        self.sample_size = sample_size
+        self.refit_days = refit_days
+        #: In a group: the group's model fits the parameters, never a worker alone.
+        self.shared = False
+        self._live = LifetimeShare.empty()
+        self._unsent: dict[int, np.ndarray] = {}
+
+    @property
+    def params(self) -> tuple[float, ...]:
+        """The fitted parameters: r, alpha, a, b (BG/NBD), p, q, gamma (Gamma-Gamma)."""
+        return self._live.params
+
+    def observe(
+        self,
+        customer_id: str,
+        first: float | None,
+        last: float | None,
+        orders: int,
+        spend: float,
+        *,
+        now: float,
+    ) -> None:
+        """A customer's latest summary; kept if they belong to the sample."""
+        if first is None or last is None or orders < 1:
+            return
+        key = sketch_key(customer_id)
+        keys = self._live.keys
+        if len(keys) >= self.sample_size and key > keys[-1]:
+            return  # not in the sample: most customers leave at this cheap test
+        self._unsent[key] = np.array([first, last, float(orders), spend, now])
+
+    def delta(self) -> LifetimeShare:
+        """The summaries seen since the last delta."""
+        share = self._pending_share()
+        self._live = merge_lifetime(self._live, share, sample_size=self.sample_size)
+        self._unsent = {}
+        return share
+
+    def apply(self, group: LifetimeShare, pending: Sequence[LifetimeShare] = ()) -> None:
+        """Predict with the group's fit and sample plus this model's summaries not merged."""
+        live = group
+        for share in (*pending, self._pending_share()):
+            live = merge_lifetime(live, share, sample_size=self.sample_size)
+        self._live = live
+
+    def fit(self, now: float) -> None:
+        """Fit the parameters on the sample (a model alone; in a group the group's does)."""
+        self._live = fit_lifetime(
+            merge_lifetime(self._live, self._pending_share(), sample_size=self.sample_size),
+            now=now,
+        )
+
+    def fit_due(self, now: float) -> bool:
+        """Whether a model alone should refit (every ``refit_days`` of event time)."""
+        return not self.shared and now - self._live.fitted_at >= self.refit_days * DAY
+
+    def predict(
+        self,
+        *,
+        first: float | None,
+        last: float | None,
+        orders: int,
+        spend: float,
+        now: float,
+        horizon_days: float,
+        clv_days: float,
+    ) -> LifetimeScore:
+        """The outlook of a customer with these totals, as of event time ``now``."""
+        r, alpha, a, b, p, q, gamma = self._live.params
+        per_order = gamma * p / (q - 1) if q > 1 else 0.0  # the population's mean
+        if first is None or last is None or orders < 1:
+            return LifetimeScore(1.0, 0.0, 0.0, None, per_order)
+        x = orders - 1.0
+        t_x = max(last - first, 0.0) / DAY
+        age = max(now - first, last - first, 0.0) / DAY
+        dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0
+        p_alive = 1.0 / (1.0 + dropped)
+        mean = max(spend / orders, 0.0)
+        per_order = (
+            (gamma + mean * orders) * p / (p * orders + q - 1) if p * orders + q > 1 else mean
+        )
+        rate = (r + x) / (alpha + age)  # posterior mean orders per day of an active customer
+        return LifetimeScore(
+            p_alive=p_alive,
+            expected_orders=_expected_orders(r, alpha, a, b, x, t_x, age, horizon_days, dropped),
+            predicted_clv=per_order
+            * _expected_orders(r, alpha, a, b, x, t_x, age, clv_days, dropped),
+            next_order_expected=now + DAY / rate if rate > 0 else None,
+            spend_per_order=per_order,
+        )
+
+    def no_order_probability(
+        self, *, first: float | None, last: float | None, orders: int, now: float, days: float
+    ) -> float | None:
+        """BG/NBD's probability of no order in the next ``days``: dropped out, or alive and
+        silent that long (an alive customer drops out only after an order); None for a
+        customer who never ordered.
+
+        >>> LifetimeModel().no_order_probability(first=0.0, last=0.0, orders=1, now=0.0,
+        ...                                      days=90) < 1
+        True
+        """
+        if first is None or last is None or orders < 1:
+            return None
+        r, alpha, a, b = self._live.params[:4]
+        x = orders - 1.0
+        t_x = max(last - first, 0.0) / DAY
+        age = max(now - first, last - first, 0.0) / DAY
+        dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0
+        p_alive = 1.0 / (1.0 + dropped)
+        silent = ((alpha + age) / (alpha + age + days)) ** (r + x)
+        return (1.0 - p_alive) + p_alive * silent
+
+    def _pending_share(self) -> LifetimeShare:
+        if not self._unsent:
+            return LifetimeShare.empty()
+        keys = np.fromiter(self._unsent.keys(), dtype=np.int64, count=len(self._unsent))
+        summaries = np.stack(list(self._unsent.values()))
+        order = np.argsort(keys)
+        return LifetimeShare(keys[order], summaries[order])
+
+
+def _expected_orders(
+    r: float, alpha: float, a: float, b: float, x: float, t_x: float, age: float, days: float,
+    dropped: float,
+) -> float:  # fmt: skip
+    """BG/NBD's expected orders over the next ``days`` (Fader, Hardie and Lee 2005, eq. 10)."""
+    if abs(a - 1.0) < 1e-9:
+        a = 1.0 + 1e-6  # the formula's removable singularity
+    z = days / (alpha + age + days)
+    tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
+    hyper = float(special.hyp2f1(r + x, b + x, a + b + x - 1, z))
+    expected = (a + b + x - 1) / (a - 1) * (1.0 - tail * hyper) / (1.0 + dropped)
+    return max(expected, 0.0) if math.isfinite(expected) else 0.0

@@ -1,0 +1,127 @@
+"""Why a customer is at risk: the churn model's strongest push, in the CRM's words.
+
+A logistic regression's log-odds are a sum of one term per feature (its weight times the
+scaled feature value): the terms are the factors' signed contributions, exact for the model
+that produced the risk. The three largest positive ones are a score's reasons; a feature that
+pulls the risk down is never one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from online_models.profile import CustomerProfile
+
+__all__ = ["ChurnReason", "churn_reasons", "phrase"]
+
+logger = logging.getLogger(__name__)
+
+#: At most this many reasons per score.
+TOP_REASONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnReason:
+    """One factor pushing a customer's churn risk up: the churn feature, its contribution to
+    the risk's log-odds (None for a rule, such as a cancellation), and what it means in CRM
+    words."""
+
+    factor: str
+    contribution: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for the score hash and alerts."""
+        contribution = None if self.contribution is None else round(self.contribution, 4)
+        return {"factor": self.factor, "contribution": contribution, "reason": self.reason}
+
+
+def churn_reasons(
+    contributions: Mapping[str, float],
+    profile: CustomerProfile,
+    now: float,
+    expected_orders: float = 0.0,
+    horizon_days: float = 90.0,
+) -> list[ChurnReason]:
+    """The (at most three) factors pushing the risk up the most, strongest first.
+
+    ``expected_orders`` (over ``horizon_days``) phrases the BG/NBD half of the served risk.
+
+    >>> p = CustomerProfile.new(0.0)
+    >>> p.orders, p.last_order_at, p.gap_mean_days, p.gaps = 5, 0.0, 12.0, 4
+    >>> [r.reason for r in churn_reasons({"log_days_since_order": 1.2, "log_orders": -0.4},
+    ...                                  p, 63 * 86_400.0)]
+    ['no order for 63 days; usually orders every 12']
+    """
+    pushing = sorted(
+        ((name, value) for name, value in contributions.items() if value > 0),
+        key=lambda item: item[1],
+        reverse=True,
+    )
+    top = pushing[:TOP_REASONS]
+    return [
+        ChurnReason(
+            name,
+            value,
+            f"{_silence(profile, now)}: {expected_orders:.1f} orders expected in the next "
+            f"{horizon_days:.0f} days"
+            if name == "expected_orders"
+            else phrase(name, profile, now),
+        )
+        for name, value in top
+    ]
+
+
+def _silence(p: CustomerProfile, now: float) -> str:
+    if not p.orders:
+        return f"has not ordered in {p.tenure_days(now):.0f} days as a customer"
+    days = p.days_since_order(now)
+    if p.gaps:
+        return f"no order for {days:.0f} days; usually orders every {p.gap_mean_days:.0f}"
+    return f"no order for {days:.0f} days, after a single order"
+
+
+def _plural(count: float, word: str) -> str:
+    number = round(count)
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
+_PHRASES: dict[str, Callable[[CustomerProfile, float], str]] = {
+    "log_days_since_order": _silence,
+    "overdue_ratio": _silence,
+    "log_orders": lambda p, now: f"only {_plural(p.orders, 'order')} so far",
+    "log_net_monetary": lambda p, now: f"has spent only {p.net_monetary:.2f} so far",
+    "log_avg_order": lambda p, now: (
+        f"small orders: {p.monetary / p.orders:.2f} on average" if p.orders else "no order yet"
+    ),
+    "log_tenure_days": lambda p, now: f"a customer for {p.tenure_days(now):.0f} days",
+    "log_mean_gap_days": lambda p, now: f"orders only every {p.gap_mean_days:.0f} days",
+    "orders_per_month": lambda p, now: (
+        f"{p.orders / max(p.tenure_days(now) / 30.0, 1.0):.1f} orders a month"
+    ),
+    "log_views_per_order": lambda p, now: (
+        f"browses without buying: {_plural(p.views, 'view')} for {_plural(p.orders, 'order')}"
+    ),
+    "log_cart_adds": lambda p, now: f"{_plural(p.cart_adds, 'cart add')} not always bought",
+    "return_rate": lambda p, now: f"returned {p.returns} of {p.purchase_lines} purchased lines",
+    "log_tickets": lambda p, now: f"opened {_plural(p.tickets, 'support ticket')}",
+    "sentiment": lambda p, now: (
+        f"unhappy in feedback or tickets (tone {p.sentiment:+.2f})"
+        if p.sentiment is not None
+        else "no feedback yet"
+    ),
+    "has_ordered": lambda p, now: "has ordered" if p.orders else "has never ordered",
+}
+
+
+def phrase(factor: str, profile: CustomerProfile, now: float) -> str:
+    """What ``factor`` says about this customer now, in CRM words."""
+    describe = _PHRASES.get(factor)
+    if describe is None:
+        return factor.replace("_", " ")
+    try:
+        return describe(profile, now)
+    except (ArithmeticError, ValueError):  # a degenerate profile: say the factor's name
+        return factor.replace("_", " ")

@@ -1,0 +1,229 @@
+"""What a customer is worth and why they are at risk: BG/NBD, Gamma-Gamma, reasons, cohorts.
+
+The lifetime model is checked against the BG/NBD paper's own numbers, its fit against data
+simulated from known parameters, its sample's merge for exactness; the reasons against
+customers whose risk has one obvious cause; the live AUC against the cohorts it judges.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from online_models.activity import DAY, Activity
+from online_models.churn import ChurnQuality, roc_auc
+from online_models.lifetime import (
+    LifetimeModel,
+    LifetimeShare,
+    _expected_orders,
+    fit_lifetime,
+    merge_lifetime,
+)
+from online_models.profile import CustomerProfile
+from online_models.reasons import churn_reasons
+from online_models.scorer import CustomerScorer, ScorerConfig
+
+T0 = 1_735_689_600.0
+
+
+def test_expected_orders_match_the_bgnbd_paper() -> None:
+    """Fader, Hardie and Lee (2005), CDNOW, in weeks: a customer with x = 2, t_x = 30.43,
+    T = 38.86 is expected to make 1.226 orders in the next 39 weeks."""
+    r, alpha, a, b = 0.243, 4.414, 0.793, 2.426
+    x, t_x, age = 2.0, 30.43, 38.86
+    dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x)
+    assert _expected_orders(r, alpha, a, b, x, t_x, age, 39.0, dropped) == pytest.approx(
+        1.226, abs=5e-4
+    )
+
+
+def simulate(customers: int, seed: int) -> list[tuple[float, float, int, float]]:
+    """Customers drawn from BG/NBD (r=0.8, alpha=20 days, a=1.5, b=6) with Gamma-Gamma spend
+    (p=4, q=5, gamma=40), observed for 300 days: (first, last, orders, spend)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(customers):
+        rate = rng.gamma(0.8, 1 / 20.0)
+        dropout = rng.beta(1.5, 6.0)
+        scale = rng.gamma(5.0, 1 / 40.0)  # per-order spend rate nu
+        first = rng.uniform(0, 100) * DAY
+        t, last, orders, spend = first, first, 1, rng.gamma(4.0, 1 / scale)
+        while True:
+            if rng.random() < dropout:
+                break
+            t += rng.exponential(1 / rate) * DAY
+            if t > 300 * DAY:
+                break
+            last, orders = t, orders + 1
+            spend += rng.gamma(4.0, 1 / scale)
+        out.append((first, last, orders, spend))
+    return out
+
+
+def test_the_fit_recovers_the_parameters_data_was_drawn_from() -> None:
+    model = LifetimeModel(sample_size=5_000)
+    for n, (first, last, orders, spend) in enumerate(simulate(4_000, seed=1)):
+        model.observe(f"c{n}", first, last, orders, spend, now=300 * DAY)
+    model.fit(300 * DAY)
+    r, alpha, a, b, p, q, gamma = model.params
+    # Maximum likelihood on 4,000 customers: the rate and dropout means come back closely.
+    assert r / alpha == pytest.approx(0.8 / 20, rel=0.25)
+    assert a / (a + b) == pytest.approx(1.5 / 7.5, rel=0.35)
+    assert gamma * p / (q - 1) == pytest.approx(40 * 4 / 4, rel=0.25)
+
+
+def test_two_workers_samples_merge_into_one_models_sample() -> None:
+    data = simulate(600, seed=2)
+    one, left, right = (LifetimeModel(sample_size=200) for _ in range(3))
+    for n, (first, last, orders, spend) in enumerate(data):
+        for model in (one, left if n % 2 else right):
+            model.observe(f"c{n}", first, last, orders, spend, now=300 * DAY)
+    merged = merge_lifetime(left.delta(), right.delta(), sample_size=200)
+    whole = merge_lifetime(LifetimeShare.empty(), one.delta(), sample_size=200)
+    assert merged.keys.tolist() == whole.keys.tolist()
+    np.testing.assert_array_equal(merged.summaries, whole.summaries)
+
+
+def test_a_newer_summary_of_a_customer_replaces_the_older() -> None:
+    model = LifetimeModel(sample_size=10)
+    model.observe("c1", 0.0, 0.0, 1, 10.0, now=DAY)
+    model.observe("c1", 0.0, 5 * DAY, 2, 25.0, now=6 * DAY)
+    share = model.delta()
+    assert len(share.keys) == 1 and share.summaries[0, 2] == 2
+
+
+def test_a_grouped_model_never_fits_alone_the_group_does() -> None:
+    from online_models.group import LocalGroup
+
+    group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=3_600.0)
+    rng = random.Random(3)
+    for n in range(3_000):
+        customer = f"c{rng.randrange(300)}"
+        activity = Activity("purchase", T0 + n * 2_400.0, item_id="a",
+                            amount=rng.uniform(5, 100), quantity=1)  # fmt: skip
+        group.process(customer, activity, worker=n % 2)
+    group.sync()
+    params = {scorer.lifetime_model.params for scorer in group.scorers}
+    assert len(params) == 1  # the group's fit, on every worker
+    assert params.pop() != LifetimeModel().params  # fitted, not the prior
+
+
+def test_predictions_of_a_lapsed_and_a_regular_customer() -> None:
+    model = LifetimeModel()
+    model._live = fit_lifetime(  # a population that drops out: a/(a+b) well above zero
+        LifetimeShare(
+            np.arange(len(sim := simulate(2_000, seed=4)), dtype=np.int64),
+            np.array([[f, la, o, s, 300 * DAY] for f, la, o, s in sim]),
+        ),
+        now=300 * DAY,
+    )
+    regular = model.predict(first=0.0, last=290 * DAY, orders=20, spend=800.0, now=300 * DAY,
+                            horizon_days=90, clv_days=365)  # fmt: skip
+    lapsed = model.predict(first=0.0, last=30 * DAY, orders=20, spend=800.0, now=300 * DAY,
+                           horizon_days=90, clv_days=365)  # fmt: skip
+    assert regular.p_alive > 0.9 > lapsed.p_alive
+    assert regular.expected_orders > lapsed.expected_orders
+    assert regular.predicted_clv > lapsed.predicted_clv > 0
+    assert regular.next_order_expected is not None
+    # The next order is due about the mean gap (15 days) after now, for an active customer.
+    assert 5 * DAY < regular.next_order_expected - 300 * DAY < 30 * DAY
+
+
+# --- reasons --------------------------------------------------------------------------------
+
+
+def trained_scorer(complaints_churn: bool) -> CustomerScorer:
+    """A scorer whose churn model learned that silence (and, if asked, complaints) is churn."""
+    scorer = CustomerScorer()
+    rng = random.Random(5)
+    for _ in range(3_000):
+        profile = CustomerProfile.new(T0)
+        silent = rng.random() < 0.5
+        unhappy = complaints_churn and rng.random() < 0.3
+        for n in range(rng.randint(2, 8)):
+            profile.record(Activity("purchase", T0 + n * 10 * DAY, item_id="a", amount=20.0,
+                                    quantity=1))  # fmt: skip
+        if unhappy:
+            profile.record(Activity("support_ticket", profile.last_seen + DAY, text="x"), -0.9)
+        now = profile.last_order_at + (rng.uniform(60, 150) if silent else rng.uniform(1, 8)) * DAY
+        scorer.churn_model.learn_one(profile.churn_features(now), silent or unhappy)
+    return scorer
+
+
+def test_a_long_silent_customers_top_reason_is_the_silence() -> None:
+    scorer = trained_scorer(complaints_churn=False)
+    profile = CustomerProfile.new(T0)
+    for n in range(6):
+        profile.record(Activity("purchase", T0 + n * 12 * DAY, item_id="a", amount=20.0,
+                                quantity=1))  # fmt: skip
+    now = profile.last_order_at + 63 * DAY
+    features = profile.churn_features(now)
+    reasons = churn_reasons(scorer.churn_model.contributions(features), profile, now)
+    assert reasons[0].factor in {"log_days_since_order", "overdue_ratio"}
+    assert reasons[0].reason == "no order for 63 days; usually orders every 12"
+    assert all(reason.contribution > 0 for reason in reasons)
+
+
+def test_a_complaining_customers_top_reason_is_the_complaint() -> None:
+    scorer = trained_scorer(complaints_churn=True)
+    profile = CustomerProfile.new(T0)
+    for n in range(5):
+        profile.record(Activity("purchase", T0 + n * 10 * DAY, item_id="a", amount=20.0,
+                                quantity=1))  # fmt: skip
+    profile.record(Activity("support_ticket", profile.last_seen + DAY, text="x"), -0.9)
+    now = profile.last_seen + 2 * DAY
+    contributions = scorer.churn_model.contributions(profile.churn_features(now))
+    reasons = churn_reasons(contributions, profile, now)
+    assert reasons[0].factor in {"sentiment", "log_tickets"}
+    assert "ticket" in reasons[0].reason or "unhappy" in reasons[0].reason
+    pulling_down = {name for name, value in contributions.items() if value <= 0}
+    assert not pulling_down & {reason.factor for reason in reasons}
+
+
+def test_contributions_add_up_to_the_risk() -> None:
+    scorer = trained_scorer(complaints_churn=True)
+    profile = CustomerProfile.new(T0)
+    profile.record(Activity("purchase", T0, item_id="a", amount=20.0, quantity=1))
+    features = profile.churn_features(T0 + 40 * DAY)
+    model = scorer.churn_model
+    logit = sum(model.contributions(features).values()) + model.weights()["intercept"]
+    assert 1 / (1 + math.exp(-logit)) == pytest.approx(model.risk(features), abs=1e-9)
+
+
+def test_every_score_carries_its_outlook_and_reasons() -> None:
+    scorer = trained_scorer(complaints_churn=False)
+    outcome = scorer.score("c1", None, Activity("purchase", T0, item_id="a", amount=30.0,
+                                                quantity=1))  # fmt: skip
+    later = scorer.refresh("c1", outcome.state, T0 + 80 * DAY)
+    score = later.score
+    assert 0 <= score.p_alive <= 1 and score.expected_orders >= 0 and score.predicted_clv >= 0
+    assert score.next_order_expected is not None and score.next_order_expected > T0
+    assert score.churn_reasons and score.churn_reasons[0].reason.startswith("no order for 80")
+    assert score.value_at_risk == pytest.approx(score.churn_risk * score.predicted_clv)
+
+
+# --- live AUC by cohort ---------------------------------------------------------------------
+
+
+def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
+    quality = ChurnQuality(horizon_days=90.0, cohort_days=7)
+    rng = random.Random(6)
+    served: list[tuple[float, bool]] = []
+    for day in range(30):
+        for _ in range(50):
+            churned = rng.random() < 0.4
+            risk = min(max(rng.gauss(0.65 if churned else 0.35, 0.2), 0), 1)
+            # Churned labels come a horizon later, "stayed" ones within days.
+            label_at = T0 + (day + (90 if churned else rng.uniform(1, 20))) * DAY
+            quality.update(risk, churned, served_at=T0 + day * DAY + 3600, now=label_at)
+            if 22 <= day <= 28:
+                served.append((risk, churned))
+        if day == 0:
+            assert math.isnan(quality.cohort_roc_auc)  # no day's horizon has closed yet
+    # The latest label is day 29's, a horizon on: days up to 28 are whole, 22..28 judged.
+    expected = roc_auc(np.array([r for r, _ in served]), np.array([c for _, c in served]))
+    assert quality.cohort_roc_auc == pytest.approx(expected)
+    assert 0.7 < quality.cohort_roc_auc < 0.95
