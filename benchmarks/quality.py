@@ -18,7 +18,15 @@ code path) and judged on what customers did in the 90 days after T:
 * scale-out: the same backtest split over 4 and 8 workers of one consumer group (customers
   over 8 partitions as Kafka's default partitioner would), syncing through the group model
   every 15 s of event time (the default ``CRM_MODEL_SYNC_SECONDS``) and 10 times slower:
-  churn AUC and hit rate@10 next to one worker's.
+  churn AUC and hit rate@10 next to one worker's;
+* lifetime: predicted spend and orders over (T, T+90d] against what customers did, next to
+  ranking by historic spend and a batch BG/NBD + Gamma-Gamma fitted at T;
+* churn's ingredients: the logistic model alone and BG/NBD alone next to the served blend;
+* alerts: churn alerts per 1,000 customers per month, their precision and the lost revenue
+  they covered, with the default policy, without the value-at-risk bar, and as before the
+  lifetime model (the logistic model's risk alone, no value bar, segment alerts for drifting
+  by silence);
+* the live gauge: the ROC AUC of closed one-day cohorts at T next to the cross-sectional AUC.
 
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
 (scikit-learn): ``pip install -e '.[bench]'``.
@@ -67,6 +75,26 @@ GROUPS = {
     "workers_4": (4, SYNC_SECONDS),
     "workers_8": (8, SYNC_SECONDS),
     "workers_8_slow_sync": (8, 10 * SYNC_SECONDS),
+}
+
+
+def _no_value_bar(config: ScorerConfig) -> ScorerConfig:
+    return replace(config, alerts=replace(config.alerts, value_at_risk=0.0))
+
+
+# Single-worker variants of the default scorer, each judged next to it.
+VARIANTS = {
+    # Churn alerts for every risky customer, whatever their predicted value.
+    "no_value_bar": _no_value_bar,
+    # As before the lifetime model: the logistic model's risk alone, every risky customer
+    # alerted, segment alerts for drifting by silence too.
+    "before": lambda config: replace(
+        _no_value_bar(config),
+        churn_logistic_weight=1.0,
+        alerts=replace(_no_value_bar(config).alerts, segment_alert_on_silence=True),
+    ),
+    # BG/NBD's chance of no order within the horizon alone, as the churn risk.
+    "bgnbd_alone": lambda config: replace(config, churn_logistic_weight=0.0),
 }
 HORIZON = timedelta(days=90)
 K = 10
@@ -413,13 +441,14 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
     runs: dict[str, Backtest] = {}
     plans = {"logistic": ("logistic", 1, SYNC_SECONDS)}
     plans["hoeffding_tree"] = ("hoeffding_tree", 1, SYNC_SECONDS)
-    plans["no_value_bar"] = ("logistic", 1, SYNC_SECONDS)
+    for name in VARIANTS:
+        plans[name] = ("logistic", 1, SYNC_SECONDS)
     plans.update({name: ("logistic", *group) for name, group in GROUPS.items()})
     for name, (kind, workers, sync) in plans.items():
         started = time.perf_counter()
         config = replace(ScorerConfig(), churn_model=kind)
-        if name == "no_value_bar":  # churn alerts as before value at risk: every risky customer
-            config = replace(config, alerts=replace(config.alerts, value_at_risk=0.0))
+        if name in VARIANTS:
+            config = VARIANTS[name](config)
         runs[name] = run_backtest(
             (e.event for e in events),
             as_of,
@@ -434,6 +463,7 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
             f"{time.perf_counter() - started:.1f}s"
         )
     churn = churn_section(history, t, {k: v for k, v in runs.items() if k != "no_value_bar"})
+    churn["online_logistic_alone_auc"] = churn.pop("online_before_auc")
     default = max(("logistic", "hoeffding_tree"), key=lambda kind: churn[f"online_{kind}_auc"])
     main = runs["logistic"]
     recommendations = recommendation_section(history, t, main)
@@ -462,7 +492,9 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
         "scale_out": scale_out,
         "lifetime": lifetime_section(history, t, main),
         "alerts": alert_section(
-            history, t, {"default": main, "no_value_bar": runs["no_value_bar"]}
+            history,
+            t,
+            {"default": main, "no_value_bar": runs["no_value_bar"], "before": runs["before"]},
         ),
         "segments": segment_section(history, t, main),
         "live_quality": {
@@ -486,8 +518,16 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
     for report in reports:
         table.add_column(f"as of {report['cutoff']}", justify="right")
     lines = [
-        ("churn AUC: online logistic (default)", lambda r: r["churn"]["online_logistic_auc"]),
+        (
+            "churn AUC: online blend (default)",
+            lambda r: r["churn"]["online_logistic_auc"],
+        ),
         ("churn AUC: online Hoeffding tree", lambda r: r["churn"]["online_hoeffding_tree_auc"]),
+        (
+            "churn AUC: online logistic alone (before)",
+            lambda r: r["churn"]["online_logistic_alone_auc"],
+        ),
+        ("churn AUC: online BG/NBD alone", lambda r: r["churn"]["online_bgnbd_alone_auc"]),
         ("churn AUC: batch logistic (RFM)", lambda r: r["churn"]["batch_logistic_auc"]),
         ("churn AUC: batch boosted (RFM)", lambda r: r["churn"]["batch_boosted_auc"]),
         ("hit rate@10: online", lambda r: r["recommendations"]["online_hit_rate"]),
@@ -538,7 +578,14 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             "churn alerts /1000 customers/month: no value bar",
             lambda r: r["alerts"]["no_value_bar"]["churn_alerts_per_1000_customers_per_month"],
         ),
+        (
+            "churn alerts /1000 customers/month: before",
+            lambda r: r["alerts"]["before"]["churn_alerts_per_1000_customers_per_month"],
+        ),
+        ("churn alerts: default", lambda r: r["alerts"]["default"]["churn_alerts"]),
+        ("churn alerts: before", lambda r: r["alerts"]["before"]["churn_alerts"]),
         ("churn alert precision: default", lambda r: r["alerts"]["default"]["precision"]),
+        ("churn alert precision: before", lambda r: r["alerts"]["before"]["precision"]),
         (
             "churn alert precision: no value bar",
             lambda r: r["alerts"]["no_value_bar"]["precision"],
@@ -552,8 +599,16 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             lambda r: r["alerts"]["no_value_bar"]["lost_revenue_covered"],
         ),
         (
+            "lost revenue covered: before",
+            lambda r: r["alerts"]["before"]["lost_revenue_covered"],
+        ),
+        (
             "segment_change alerts: default",
             lambda r: r["alerts"]["default"]["segment_change_alerts"],
+        ),
+        (
+            "segment_change alerts: before",
+            lambda r: r["alerts"]["before"]["segment_change_alerts"],
         ),
         ("live churn AUC (closed cohorts) at T", lambda r: r["live_quality"]["cohort_churn_auc"]),
         ("backtest seconds (events before T)", lambda r: r["backtest_seconds"]),

@@ -31,6 +31,7 @@ class AlertThresholds:
     segment_warmup: int = 500
     cooldown_days: float = 7.0
     segment_cooldown_days: float = 30.0
+    segment_alert_on_silence: bool = False
 
 
 @dataclass(slots=True)
@@ -168,12 +169,17 @@ class AlertPolicy:
 
         Silence alone (a re-score, no event of the customer's) moving them into or between
         lapsing, hibernating and lost raises none: that drift is every quiet customer's, and
-        the churn-risk alert (value at risk) says which of them matter.
+        the churn-risk alert (value at risk) says which of them matter
+        (``segment_alert_on_silence`` brings those alerts back).
         """
         limits = self.thresholds
         if previous is None or previous == current:
             return []
-        if by_silence and names[1].startswith(_LAPSING_NAMES):
+        if (
+            by_silence
+            and names[1].startswith(_LAPSING_NAMES)
+            and not limits.segment_alert_on_silence
+        ):
             return []
         if orders < limits.segment_min_orders or learned < limits.segment_warmup:
             return []

@@ -252,6 +252,11 @@ class Settings(BaseSettings):
     segment_alert_cooldown_days: float = Field(
         30.0, ge=0, description="Event-time days between two segment-change alerts of one customer."
     )
+    segment_alert_on_silence: bool = Field(
+        False,
+        description="Alert also when silence alone moves a customer into or between lapsing, "
+        "hibernating and lost.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -431,6 +436,7 @@ class Settings(BaseSettings):
                 segment_cooldown_days=self.segment_alert_cooldown_days,
                 segment_min_orders=self.segment_alert_min_orders,
                 segment_warmup=self.segment_alert_warmup,
+                segment_alert_on_silence=self.segment_alert_on_silence,
             ),
         )
 

@@ -118,6 +118,12 @@ def test_silence_drifting_a_customer_towards_lost_raises_no_segment_change_alert
     assert len(segment_change(policy, AlertState(), names=("regulars", "lapsing"))) == 1
     back = segment_change(policy, AlertState(), names=("lapsing", "regulars"), by_silence=True)
     assert len(back) == 1
+    # The operator who wants every drift asks for it.
+    drifts = AlertPolicy(AlertThresholds(segment_alert_on_silence=True))
+    assert (
+        len(segment_change(drifts, AlertState(), names=("regulars", "lapsing"), by_silence=True))
+        == 1
+    )
 
 
 def negative(policy, state, *, sentiment, value, time=T0, kind="feedback"):
