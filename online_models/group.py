@@ -28,7 +28,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -251,18 +251,35 @@ class GroupModel:
         self._dirty = {}
         return self.version, changed
 
-    def _refit_lifetime(self) -> None:
-        """Refit the lifetime model's parameters on its sample once a day of event time (the
-        sample's newest summary): the group's model fits, never a worker alone."""
+    def lifetime_fit_due(self) -> tuple[LifetimeShare, float] | None:
+        """The lifetime sample and its event time, when its parameters are due for a refit
+        (once a day of event time, as of the sample's newest summary): the group's model fits,
+        never a worker alone."""
         part = self.parts.get(LIFETIME)
         if part is None or LIFETIME not in self._dirty:
-            return
+            return None
         share = part.share
         assert isinstance(share, LifetimeShare)
         now = float(share.summaries[:, 4].max()) if len(share.summaries) else -math.inf
-        if now - share.fitted_at >= self.config.lifetime_refit_days * DAY:
-            share = fit_lifetime(share, now=now)
-            self.parts[LIFETIME] = GroupPart(LIFETIME, share, part.version, part.merged)
+        if now - share.fitted_at < self.config.lifetime_refit_days * DAY:
+            return None
+        return share, now
+
+    def take_lifetime_fit(self, fitted: LifetimeShare) -> None:
+        """Parameters fitted on the sample :meth:`lifetime_fit_due` gave (perhaps in another
+        thread): the current sample, with whatever merged meanwhile, takes them."""
+        part = self.parts[LIFETIME]
+        share = part.share
+        assert isinstance(share, LifetimeShare)
+        refitted = replace(
+            share, params=fitted.params, fitted_at=fitted.fitted_at, fitted_on=fitted.fitted_on
+        )
+        self.parts[LIFETIME] = GroupPart(LIFETIME, refitted, part.version, part.merged)
+
+    def _refit_lifetime(self) -> None:
+        due = self.lifetime_fit_due()
+        if due is not None:
+            self.take_lifetime_fit(fit_lifetime(due[0], now=due[1]))
 
 
 class WorkerSync:

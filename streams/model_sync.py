@@ -37,6 +37,7 @@ from online_models.group import (
     share_from_arrays,
     share_to_arrays,
 )
+from online_models.lifetime import fit_lifetime
 from online_models.scorer import CustomerScorer, ScorerConfig
 from schemas.model_records import (
     DeltaHeader,
@@ -613,6 +614,13 @@ class ModelSync:
             if self._unpublished is None:
                 if not group.dirty:
                     return None
+                due = group.lifetime_fit_due()
+                if due is not None:
+                    # Up to a second of scipy once a day of event time: not on the event loop.
+                    fitted = await asyncio.to_thread(fit_lifetime, due[0], now=due[1])
+                    if self._group is not group:
+                        return None
+                    group.take_lifetime_fit(fitted)
                 held, self._held = self._held, []
                 self._unpublished = (*group.publish(), held)
             version, parts, held = self._unpublished

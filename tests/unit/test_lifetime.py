@@ -227,3 +227,31 @@ def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
     expected = roc_auc(np.array([r for r, _ in served]), np.array([c for _, c in served]))
     assert quality.cohort_roc_auc == pytest.approx(expected)
     assert 0.7 < quality.cohort_roc_auc < 0.95
+
+
+def test_a_fit_made_off_the_event_loop_keeps_the_customers_merged_meanwhile() -> None:
+    from online_models.group import LIFETIME, LocalGroup
+
+    group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=1e9)  # merged by hand below
+    rng = random.Random(5)
+
+    def buy(customers: range, start: float) -> None:
+        for n in range(2_000):
+            activity = Activity("purchase", start + n * 2_400.0, item_id="a",
+                                amount=rng.uniform(5, 100), quantity=1)  # fmt: skip
+            group.process(f"c{rng.choice(customers)}", activity, worker=n % 2)
+        for worker_sync in group.syncs:
+            for delta in worker_sync.deltas():
+                group.merger.merge(delta)
+
+    buy(range(200), T0)
+    due = group.merger.lifetime_fit_due()
+    assert due is not None  # a sample, never fitted
+    sample, now = due
+    buy(range(200, 400), T0 + 60 * DAY)  # merged while the fit runs elsewhere
+    fitted = fit_lifetime(sample, now=now)
+    group.merger.take_lifetime_fit(fitted)
+    share = group.merger.parts[LIFETIME].share
+    assert share.params == fitted.params and share.fitted_at == now
+    assert len(share.keys) > len(sample.keys)  # the newer customers are still in the sample
+    assert group.merger.lifetime_fit_due() is None or group.merger.lifetime_fit_due()[1] > now
