@@ -97,6 +97,8 @@ VARIANTS = {
     "bgnbd_alone": lambda config: replace(config, churn_logistic_weight=0.0),
 }
 HORIZON = timedelta(days=90)
+# Value-at-risk bars the alert section compares (the events' currency, pounds here).
+VALUE_AT_RISK_SWEEP = (0, 50, 100, 200, 300, 500, 1000, 2000)
 K = 10
 DAY = 86_400.0
 
@@ -381,22 +383,41 @@ def alert_section(history: History, t: float, runs: dict[str, Backtest]) -> dict
     lost = [c for c in history.buyers_before(t) if not history.bought_between(c, t, t + horizon)]
     lost_revenue = {c: history.spend_between(c, t - 365 * DAY, t) for c in lost}
     result: dict[str, Any] = {"lost_customers": len(lost)}
-    for name, run in runs.items():
-        churn = [(c, when) for c, kind, when, _ in run.alert_log if kind == "churn_risk"]
-        segment = sum(1 for _, kind, _, _ in run.alert_log if kind == "segment_change")
-        customers = len(run.rows)
-        first = min((when for _, when in churn), default=t)
-        months = max((t - first) / (30.44 * DAY), 1.0)
+
+    def judged(churn: list[tuple[str, float]], customers: int, months: float) -> dict[str, Any]:
         right = sum(not history.bought_between(c, when, when + horizon) for c, when in churn)
         recent = {c for c, when in churn if t - horizon <= when < t}
         covered = sum(lost_revenue[c] for c in lost if c in recent)
-        result[name] = {
+        return {
             "churn_alerts": len(churn),
-            "segment_change_alerts": segment,
             "churn_alerts_per_1000_customers_per_month": 1000 * len(churn) / customers / months,
             "precision": right / len(churn) if churn else math.nan,
             "lost_revenue_covered": covered / max(sum(lost_revenue.values()), 1e-9),
         }
+
+    for name, run in runs.items():
+        churn = [(c, when) for c, kind, when, _ in run.alert_log if kind == "churn_risk"]
+        first = min((when for _, when in churn), default=t)
+        months = max((t - first) / (30.44 * DAY), 1.0)
+        segment = sum(1 for _, kind, _, _ in run.alert_log if kind == "segment_change")
+        result[name] = {
+            **judged(churn, len(run.rows), months),
+            "segment_change_alerts": segment,
+        }
+        if name == "no_value_bar":
+            # Where to set the bar: the alerts of the run without one whose value at risk
+            # reaches each threshold (as if the bar had been there, cooldowns aside; a
+            # cancellation's alert carries no value at risk and always counts).
+            valued = [(c, when, value) for c, kind, when, value in run.alert_log
+                      if kind == "churn_risk"]  # fmt: skip
+            result["value_at_risk_sweep"] = {
+                str(bar): judged(
+                    [(c, when) for c, when, value in valued if value is None or value >= bar],
+                    len(run.rows),
+                    months,
+                )
+                for bar in VALUE_AT_RISK_SWEEP
+            }
     return result
 
 
@@ -620,6 +641,22 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
             cells.append(f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
         table.add_row(label, *cells)
     console.print(table)
+    sweep = Table(title="Churn alerts by value-at-risk bar (the run without one, filtered)")
+    sweep.add_column("bar")
+    for report in reports:
+        for column in ("/1000/month", "precision", "lost revenue"):
+            sweep.add_column(f"{report['cutoff']} {column}", justify="right")
+    for bar in VALUE_AT_RISK_SWEEP:
+        cells = []
+        for report in reports:
+            row = report["alerts"]["value_at_risk_sweep"][str(bar)]
+            cells += [
+                f"{row['churn_alerts_per_1000_customers_per_month']:.0f}",
+                f"{row['precision']:.3f}",
+                f"{row['lost_revenue_covered']:.3f}",
+            ]
+        sweep.add_row(f"{bar:,}", *cells)
+    console.print(sweep)
     for report in reports:
         targets = report["targets"]
         console.print(

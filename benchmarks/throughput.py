@@ -3,7 +3,8 @@
     python benchmarks/throughput.py [--events 200000] [--customers 20000] [--latency-seconds 30]
 
 Starts a Tansu broker and a redis-server on free ports and pre-produces the events (a mix of
-every type over ``--span-hours`` of event time, ending an hour ago). Then, one after another
+every type over ``--span-days`` of event time, ending an hour ago: 30 days by default, so the
+daily re-scores of silent customers are part of the load, as in production). Then, one after another
 over the same events, it times, from the consumer's partition assignment (when it may start
 fetching) to the last event's effect:
   (a) a bare Faust agent that only decodes the JSON (Faust's per-event ceiling),
@@ -14,6 +15,9 @@ Then, with (c) still running, it sends events at half of (c)'s rate for ``--late
 and reads the worker's own event-to-Redis histogram; and it reads the worker's resident memory
 before the events, after them, after a second pass over the same customers (growth with events)
 and after ``--new-customers`` never seen before arrive (memory per customer of state).
+With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR COMMIT``)
+that commit's worker first scores the same events the same way, so the cost of what changed
+since is a ratio of two rows of one run, not of two runs on a noisy machine.
 Prints a table and writes benchmarks/results/throughput.json.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -224,11 +229,11 @@ def main() -> None:  # one linear script: each step reads top to bottom
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
-        "--span-hours",
+        "--span-days",
         type=float,
-        default=24.0,
-        help="event time the events cover: a live burst spans hours; a replayed year makes "
-        "re-scores of silent customers (one per customer per event-time day) dominate",
+        default=30.0,
+        help="event time the events cover: every silent customer is re-scored once per "
+        "event-time day, as in production (a day or less measures a burst without re-scores)",
     )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument(
@@ -241,13 +246,23 @@ def main() -> None:  # one linear script: each step reads top to bottom
         help="customers never seen before, sent last with 3 events each (memory per customer)",
     )
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add DIR COMMIT): its worker scores "
+        "the same events first, so (c) before and after a change are rows of one run",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     now = time.time()
-    start = now - args.span_hours * 3600 - 3600
+    start = now - args.span_days * 86_400 - 3600
     events = make_events(args.events, args.customers, start, now - 3600, 1, "a")
 
-    results: dict[str, Any] = {"events": args.events, "customers": args.customers}
+    results: dict[str, Any] = {
+        "events": args.events,
+        "customers": args.customers,
+        "span_days": args.span_days,
+    }
     with tempfile.TemporaryDirectory(prefix="crm-throughput-") as tmp:
         work = Path(tmp)
         broker, server = LocalBroker(), LocalRedis()
@@ -271,22 +286,29 @@ def main() -> None:  # one linear script: each step reads top to bottom
                 results[kind] = run_reference(kind, bench_env, work, args.timeout)
                 print(f"({kind}) {results[kind]['events_per_second']:,.0f} events/s", flush=True)
 
-            worker_env = {
-                **env,
-                "CRM_BROKER": broker.url,
-                "CRM_REDIS_URL": server.url,
-                "CRM_APP_ID": "bench-worker",
-                "CRM_EVENTS_TOPIC": topic,
-                "CRM_ALERTS_TOPIC": "bench.alerts",
-                "CRM_DLQ_TOPIC": "bench.events.dlq",
-                "CRM_TOPIC_PARTITIONS": str(args.partitions),
-                "CRM_WEB_PORT": str(free_port()),
-                "CRM_DATA_DIR": str(work / "worker-data"),
-                "CRM_SESSION_TIMEOUT": "10",
-                "CRM_REBALANCE_TIMEOUT": "10",
-                "CRM_LOG_LEVEL": "warning",
-            }
-            worker = WorkerProcess(worker_env, work / "worker.log")
+            def worker_env(name: str) -> dict[str, str]:
+                # Its own consumer group, group-model topics, outputs and data directory.
+                return {
+                    **env,
+                    "CRM_BROKER": broker.url,
+                    "CRM_REDIS_URL": server.url,
+                    "CRM_APP_ID": f"bench-{name}",
+                    "CRM_EVENTS_TOPIC": topic,
+                    "CRM_ALERTS_TOPIC": f"bench.{name}.alerts",
+                    "CRM_DLQ_TOPIC": f"bench.{name}.dlq",
+                    "CRM_TOPIC_PARTITIONS": str(args.partitions),
+                    "CRM_WEB_PORT": str(free_port()),
+                    "CRM_DATA_DIR": str(work / f"{name}-data"),
+                    "CRM_SESSION_TIMEOUT": "10",
+                    "CRM_REBALANCE_TIMEOUT": "10",
+                    "CRM_LOG_LEVEL": "warning",
+                }
+
+            if args.baseline is not None:
+                results["baseline"] = measure_baseline(
+                    args, worker_env("baseline"), work, server.url
+                )
+            worker = WorkerProcess(worker_env("worker"), work / "worker.log")
             worker.start()
             try:
                 results["worker"] = measure_worker(worker, args, broker, topic, events, now)
@@ -300,6 +322,8 @@ def main() -> None:  # one linear script: each step reads top to bottom
     b = results["naive"]["events_per_second"]
     c = results["worker"]["events_per_second"]
     results["c_over_a"], results["c_over_b"] = c / a, c / b
+    if "baseline" in results:
+        results["c_over_baseline"] = c / results["baseline"]["events_per_second"]
     results["machine"] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -310,6 +334,42 @@ def main() -> None:  # one linear script: each step reads top to bottom
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def measure_baseline(args: Any, env: dict[str, str], work: Path, redis_url: str) -> dict[str, Any]:
+    """(c) with the worker of the checkout ``args.baseline``: the first pass only, timed as
+    (c) is; Redis is emptied afterwards so (c) starts as this one did."""
+    source = args.baseline.resolve()
+    commit = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # The child runs from ``work``: PYTHONPATH puts the checkout's packages before the
+    # installed ones (the same dependencies serve both).
+    env = {**env, "PYTHONPATH": str(source)}
+    log = work / "baseline.log"
+    worker = WorkerProcess(env, log)
+    worker.start()
+    try:
+        _wait(lambda: handled(worker) > 0, args.timeout, "the baseline's first event", log)
+        first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
+        _wait(lambda: settled(worker, args.events), args.timeout, "the baseline to finish", log)
+        seconds = time.time() - first
+        rescores = read_metrics(worker.port).get("crm_scorer_rescores_total", 0.0)
+    finally:
+        worker.stop()
+    redis.Redis.from_url(redis_url).flushall()
+    rate = args.events / seconds
+    print(f"(c) at {commit}: {rate:,.0f} events/s, {rescores:,.0f} re-scores", flush=True)
+    return {
+        "commit": commit,
+        "seconds": seconds,
+        "events_per_second": rate,
+        "rescores": rescores,
+        "rescores_per_second": rescores / seconds,
+    }
 
 
 def measure_worker(
@@ -331,7 +391,12 @@ def measure_worker(
     rate = args.events / seconds
     metrics = read_metrics(worker.port)
     customers = int(metrics.get("crm_scorer_customers", 0))
-    print(f"(c) {rate:,.0f} events/s, {customers:,} customers", flush=True)
+    rescores = metrics.get("crm_scorer_rescores_total", 0.0)
+    print(
+        f"(c) {rate:,.0f} events/s and {rescores / seconds:,.0f} re-scores/s "
+        f"({rescores:,.0f} re-scores), {customers:,} customers",
+        flush=True,
+    )
 
     latency_rate = rate / 2
     count = int(latency_rate * args.latency_seconds)
@@ -362,7 +427,8 @@ def measure_worker(
     return {
         "seconds": seconds,
         "events_per_second": rate,
-        "rescores": metrics.get("crm_scorer_rescores_total", 0.0),
+        "rescores": rescores,
+        "rescores_per_second": rescores / seconds,
         "customers": customers,
         "latency_seconds": latency,
         "rss_empty_bytes": rss_empty,
@@ -410,6 +476,21 @@ def report(results: dict[str, Any]) -> None:
         ),
         ("(b) naive scorer", f"{results['naive']['events_per_second']:,.0f}/s"),
         ("(c) crm-scorer worker", f"{worker['events_per_second']:,.0f}/s"),
+        (
+            f"  re-scores of silent customers over {results['span_days']:g} days",
+            f"{worker['rescores_per_second']:,.0f}/s ({worker['rescores']:,.0f})",
+        ),
+        *(
+            [
+                (
+                    f"(c) at {results['baseline']['commit']} (--baseline), same events",
+                    f"{results['baseline']['events_per_second']:,.0f}/s",
+                ),
+                ("c / baseline", f"{results['c_over_baseline']:.2f}"),
+            ]
+            if "baseline" in results
+            else []
+        ),
         ("c/a (target >= 0.8)", f"{results['c_over_a']:.2f}"),
         ("c/b (target >= 3)", f"{results['c_over_b']:.2f}"),
         (
