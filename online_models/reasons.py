@@ -44,10 +44,13 @@ def churn_reasons(
     now: float,
     expected_orders: float = 0.0,
     horizon_days: float = 90.0,
+    no_order_chance: float | None = None,
 ) -> list[ChurnReason]:
     """The (at most three) factors pushing the risk up the most, strongest first.
 
-    ``expected_orders`` (over ``horizon_days``) phrases the BG/NBD half of the served risk.
+    Factor ``expected_orders`` is the BG/NBD half of the served risk: it is phrased with
+    BG/NBD's ``no_order_chance`` within ``horizon_days`` (what raised the risk) and the
+    ``expected_orders`` over them.
 
     >>> p = CustomerProfile.new(0.0)
     >>> p.orders, p.last_order_at, p.gap_mean_days, p.gaps = 5, 0.0, 12.0, 4
@@ -65,13 +68,28 @@ def churn_reasons(
         ChurnReason(
             name,
             value,
-            f"{_silence(profile, now)}: {expected_orders:.1f} orders expected in the next "
-            f"{horizon_days:.0f} days"
+            _rhythm(profile, now, expected_orders, horizon_days, no_order_chance)
             if name == "expected_orders"
             else phrase(name, profile, now),
         )
         for name, value in top
     ]
+
+
+def _rhythm(
+    p: CustomerProfile,
+    now: float,
+    expected_orders: float,
+    horizon_days: float,
+    no_order_chance: float | None,
+) -> str:
+    expected = f"{expected_orders:.1f} orders expected"
+    if no_order_chance is None:
+        return f"{_silence(p, now)}: {expected} in the next {horizon_days:.0f} days"
+    return (
+        f"{_silence(p, now)}: {no_order_chance:.0%} chance of no order in the next "
+        f"{horizon_days:.0f} days ({expected})"
+    )
 
 
 def _silence(p: CustomerProfile, now: float) -> str:

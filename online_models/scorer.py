@@ -486,13 +486,13 @@ class CustomerScorer:
             )
         else:
             contributions = self._churn.contributions(features)
-            logistic, _ = self._churn_parts(state, now, features)
+            logistic, no_order = self._churn_parts(state, now, features)
             # The blend's other half, in the same units: how far BG/NBD moved the log-odds.
             shift = _logit(risk) - _logit(logistic)
             if shift > 0:
                 contributions["expected_orders"] = shift
             reasons = tuple(churn_reasons(contributions, profile, now, outlook.expected_orders,
-                                          cfg.churn_horizon_days))  # fmt: skip
+                                          cfg.churn_horizon_days, no_order))  # fmt: skip
         return CustomerScore(
             churn_risk=min(max(risk, 0.0), 1.0),
             segment=segment,

@@ -183,6 +183,39 @@ def test_a_complaining_customers_top_reason_is_the_complaint() -> None:
     assert not pulling_down & {reason.factor for reason in reasons}
 
 
+def test_the_purchase_rhythm_reason_says_how_likely_no_order_is() -> None:
+    # A regular buyer: BG/NBD's half of the blend can raise a very low logistic risk a little
+    # (its chance that the customer has stopped buying), and the reason must say that, not
+    # read as reassurance.
+    profile = CustomerProfile.new(T0)
+    for n in range(6):
+        profile.record(Activity("purchase", T0 + n * 9 * DAY, item_id="a", amount=20.0,
+                                quantity=1))  # fmt: skip
+    now = profile.last_order_at + 6 * DAY
+    contributions = {"expected_orders": 0.4, "log_orders": -1.0}
+    reasons = churn_reasons(
+        contributions, profile, now, expected_orders=7.2, horizon_days=90, no_order_chance=0.042
+    )
+    assert [r.factor for r in reasons] == ["expected_orders"]
+    assert reasons[0].reason == (
+        "no order for 6 days; usually orders every 9: 4% chance of no order in the next "
+        "90 days (7.2 orders expected)"
+    )
+
+
+def test_a_served_score_phrases_the_blend_with_its_chance_of_no_order() -> None:
+    scorer = trained_scorer(complaints_churn=False)
+    outcome = None
+    for n in range(8):
+        activity = Activity("purchase", T0 + n * 9 * DAY, item_id="a", amount=30.0, quantity=1)
+        outcome = scorer.score("c1", outcome.state if outcome else None, activity)
+    assert outcome is not None
+    later = scorer.refresh("c1", outcome.state, T0 + 7 * 9 * DAY + 40 * DAY).score
+    blend = [r for r in later.churn_reasons if r.factor == "expected_orders"]
+    assert blend, later.churn_reasons
+    assert "chance of no order in the next 90 days" in blend[0].reason
+
+
 def test_contributions_add_up_to_the_risk() -> None:
     scorer = trained_scorer(complaints_churn=True)
     profile = CustomerProfile.new(T0)
