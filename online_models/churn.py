@@ -280,6 +280,20 @@ class ChurnModel:
         weights = self._regression.weights
         return {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
 
+    def risk_and_contributions(self, x: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """:meth:`risk` and :meth:`contributions` from one scaling of ``x`` (a score needs
+        both: the risk it serves and the terms its reasons are made of)."""
+        if self.kind != "logistic":
+            return self.risk(x), {}
+        regression = self._regression
+        weights = regression.weights
+        terms = {
+            name: weights.get(name, 0.0) * value
+            for name, value in self._scaler.transform_one(x).items()
+        }
+        logit = sum(terms.values()) + regression.intercept
+        return float(regression.loss.mean_func(logit)), terms
+
     def explain_one(self, x: dict[str, float], top: int = 3) -> list[str]:
         """The features pushing the risk up the most, strongest first (logistic kind only)."""
         ranked = sorted(self.contributions(x).items(), key=lambda kv: kv[1], reverse=True)

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,6 +118,14 @@ class ScoreOutcome:
     alerts: list[AlertIntent]
     labels: list[bool]
     changed: bool = True
+
+
+class _ChurnParts(NamedTuple):
+    """The two halves of a served churn risk, and the logistic half's log-odds terms."""
+
+    logistic: float
+    terms: dict[str, float]
+    no_order: float | None  # BG/NBD's chance of no order in the horizon; None: never ordered
 
 
 class CustomerScorer:
@@ -268,7 +277,7 @@ class CustomerScorer:
 
         now = profile.last_seen
         self._observe_lifetime(customer_id, state, now)
-        features, risk = self._churn_risk_at(state, now)
+        features, risk, parts = self._churn_risk_at(state, now)
         if not state.pending and not state.cancelled:
             self._take_example(state, now, features, risk)
 
@@ -280,7 +289,7 @@ class CustomerScorer:
         else:
             predicted = self._segmenter.predict_one(segment_x)
         left = state.confirm_segment(predicted, cfg.segment_confirmations)
-        score = self._finish(state, risk, now, features)
+        score = self._finish(state, risk, now, features, parts)
         alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
@@ -304,7 +313,7 @@ class CustomerScorer:
         changed = bool(labels)
 
         self._observe_lifetime(customer_id, state, now)
-        features, risk = self._churn_risk_at(state, now)
+        features, risk, parts = self._churn_risk_at(state, now)
         newest = waiting[-1].time if waiting else profile.last_seen
         if (
             not state.cancelled
@@ -319,7 +328,7 @@ class CustomerScorer:
         # Silent customers drift towards "lapsing": the centres learn where they are now.
         predicted = self._segmenter.learn_predict_one(profile.segment_features(now), now)
         left = state.confirm_segment(predicted, self.config.segment_confirmations)
-        score = self._finish(state, risk, now, features)
+        score = self._finish(state, risk, now, features, parts)
         alerts = self._alerts(state, score, left, now, None, "silence")
         after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
@@ -332,8 +341,8 @@ class CustomerScorer:
         change the models that score the next.
         """
         now = max(now, state.profile.last_seen)
-        features, risk = self._churn_risk_at(state, now)
-        return self._finish(state, risk, now, features)
+        features, risk, parts = self._churn_risk_at(state, now)
+        return self._finish(state, risk, now, features, parts)
 
     def next_refresh(self, state: CustomerState, now: float) -> float | None:
         """When to re-score a customer last scored at ``now``; None when never again.
@@ -392,28 +401,32 @@ class CustomerScorer:
             return self._recommender.user_latent(customer_id)
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
-    def _churn_risk_at(self, state: CustomerState, now: float) -> tuple[dict[str, float], float]:
-        """The churn features at ``now`` and the risk served (1 for a cancelled customer):
-        the logistic model's, blended with BG/NBD's chance of no order within the horizon."""
+    def _churn_risk_at(
+        self, state: CustomerState, now: float
+    ) -> tuple[dict[str, float], float, _ChurnParts | None]:
+        """The churn features at ``now``, the risk served (1 for a cancelled customer: the
+        logistic model's, blended with BG/NBD's chance of no order within the horizon) and
+        those two parts (None when cancelled), which the score's reasons explain."""
         features = state.profile.churn_features(now)
         if state.cancelled:
-            return features, 1.0
-        logistic, silent = self._churn_parts(state, now, features)
-        if silent is None:
-            return features, logistic
+            return features, 1.0, None
+        parts = self._churn_parts(state, now, features)
+        if parts.no_order is None:
+            return features, parts.logistic, parts
         weight = self.config.churn_logistic_weight
-        return features, weight * logistic + (1.0 - weight) * silent
+        return features, weight * parts.logistic + (1.0 - weight) * parts.no_order, parts
 
     def _churn_parts(
         self, state: CustomerState, now: float, features: dict[str, float]
-    ) -> tuple[float, float | None]:
-        """The logistic model's risk and BG/NBD's chance of no order within the horizon."""
+    ) -> _ChurnParts:
+        """The logistic model's risk and terms, and BG/NBD's chance of no order within the
+        horizon."""
         p = state.profile
         silent = self._lifetime.no_order_probability(
             first=p.first_order_at, last=p.last_order_at, orders=p.orders, now=now,
             days=self.config.churn_horizon_days,
         )  # fmt: skip
-        return self._churn.risk(features), silent
+        return _ChurnParts(*self._churn.risk_and_contributions(features), silent)
 
     def _take_example(
         self, state: CustomerState, now: float, features: dict[str, float], risk: float
@@ -463,7 +476,12 @@ class CustomerScorer:
             lifetime.fit(now)
 
     def _finish(
-        self, state: CustomerState, risk: float, now: float, features: dict[str, float]
+        self,
+        state: CustomerState,
+        risk: float,
+        now: float,
+        features: dict[str, float],
+        parts: _ChurnParts | None,
     ) -> CustomerScore:
         profile = state.profile
         segment = state.segment if state.segment is not None else 0
@@ -480,19 +498,18 @@ class CustomerScorer:
             horizon_days=cfg.churn_horizon_days,
             clv_days=cfg.clv_horizon_days,
         )
-        if state.cancelled:
+        if parts is None:  # cancelled
             reasons: tuple[ChurnReason, ...] = (
                 ChurnReason("subscription_cancel", None, "cancelled the subscription"),
             )
         else:
-            contributions = self._churn.contributions(features)
-            logistic, no_order = self._churn_parts(state, now, features)
+            contributions = parts.terms
             # The blend's other half, in the same units: how far BG/NBD moved the log-odds.
-            shift = _logit(risk) - _logit(logistic)
+            shift = _logit(risk) - _logit(parts.logistic)
             if shift > 0:
                 contributions["expected_orders"] = shift
             reasons = tuple(churn_reasons(contributions, profile, now, outlook.expected_orders,
-                                          cfg.churn_horizon_days, no_order))  # fmt: skip
+                                          cfg.churn_horizon_days, parts.no_order))  # fmt: skip
         return CustomerScore(
             churn_risk=min(max(risk, 0.0), 1.0),
             segment=segment,
