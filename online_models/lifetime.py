@@ -294,10 +294,7 @@ class LifetimeModel:
         per_order = gamma * p / (q - 1) if q > 1 else 0.0  # the population's mean
         if first is None or last is None or orders < 1:
             return LifetimeScore(1.0, 0.0, 0.0, None, per_order)
-        x = orders - 1.0
-        t_x = max(last - first, 0.0) / DAY
-        age = max(now - first, last - first, 0.0) / DAY
-        dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0
+        x, t_x, age, dropped = _bgnbd_position(r, alpha, a, b, first, last, orders, now)
         p_alive = 1.0 / (1.0 + dropped)
         mean = max(spend / orders, 0.0)
         per_order = (
@@ -327,10 +324,7 @@ class LifetimeModel:
         if first is None or last is None or orders < 1:
             return None
         r, alpha, a, b = self._live.params[:4]
-        x = orders - 1.0
-        t_x = max(last - first, 0.0) / DAY
-        age = max(now - first, last - first, 0.0) / DAY
-        dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0
+        x, _, age, dropped = _bgnbd_position(r, alpha, a, b, first, last, orders, now)
         p_alive = 1.0 / (1.0 + dropped)
         silent = ((alpha + age) / (alpha + age + days)) ** (r + x)
         return (1.0 - p_alive) + p_alive * silent
@@ -342,6 +336,18 @@ class LifetimeModel:
         summaries = np.stack(list(self._unsent.values()))
         order = np.argsort(keys)
         return LifetimeShare(keys[order], summaries[order])
+
+
+def _bgnbd_position(
+    r: float, alpha: float, a: float, b: float, first: float, last: float, orders: int, now: float
+) -> tuple[float, float, float, float]:
+    """A customer's BG/NBD summary as of ``now`` (repeat orders x, time of the last t_x and
+    age T, in days) and the odds that they have dropped out, P(dropped) / P(alive)."""
+    x = orders - 1.0
+    t_x = max(last - first, 0.0) / DAY
+    age = max(now - first, last - first, 0.0) / DAY
+    dropped = (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x) if x > 0 else 0.0
+    return x, t_x, age, dropped
 
 
 def _expected_orders(
