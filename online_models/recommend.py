@@ -15,6 +15,7 @@ import numpy as np
 from river import stats, utils
 
 from online_models.activity import DAY
+from online_models.content import ContentModel
 
 __all__ = [
     "ItemShare",
@@ -257,7 +258,8 @@ def _prune(
 class Recommender:
     """Top-K product recommendations learned online from implicit feedback.
 
-    Three signals are blended, each scaled to [0, 1] before weighting:
+    Three signals are blended, each scaled to [0, 1] before weighting, and a fourth when the
+    model has a catalogue (:attr:`content`):
 
     * collaborative filtering: matrix factorisation (River's ``FunkMF`` step) trained on
       positives (target 1) and ``negative_samples`` uniformly sampled known items (target 0);
@@ -265,6 +267,9 @@ class Recommender:
       factors get none.
     * popularity: event-time exponentially decayed sum of event weights, divided by its max.
     * co-purchase: bounded co-bought counters of the ``recent`` items, divided by its max.
+    * content: the cosine of the ``recent`` items' content profile with each catalogue item
+      (:class:`~online_models.content.ContentModel`); the catalogue's items are rankable
+      from the moment they are added, and what it does not allow is never recommended.
 
     The event ``weight`` acts as a sample weight for the factorisation: the squared-loss
     gradient of the positive step and of its negative steps is multiplied by ``weight``.
@@ -298,6 +303,7 @@ class Recommender:
         cf_weight: float = 2.0,
         popularity_weight: float = 0.3,
         co_purchase_weight: float = 4.0,
+        content_weight: float = 1.0,
         seed: int = 42,
         buckets: int = 64,
     ) -> None:
@@ -317,6 +323,7 @@ class Recommender:
             ("cf_weight", cf_weight),
             ("popularity_weight", popularity_weight),
             ("co_purchase_weight", co_purchase_weight),
+            ("content_weight", content_weight),
         ):
             if not value >= 0:
                 msg = f"{name} must be >= 0, got {value}"
@@ -331,10 +338,16 @@ class Recommender:
         self.cf_weight = cf_weight
         self.popularity_weight = popularity_weight
         self.co_purchase_weight = co_purchase_weight
+        self.content_weight = content_weight
         self.seed = seed
         self.buckets = buckets
         #: In a group: keep what was learned since the last delta, for :meth:`delta`.
         self.shared = False
+        #: The catalogue's content model, when there is a catalogue (see :meth:`attach`).
+        self.content: ContentModel | None = None
+        # The catalogue's vectors and allowed flags by row, and the (version, rows) they are of.
+        self._content_view: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._registered_version = -1  # the catalogue version whose items have rows
         # River's FunkMF settings of the factor step: squared loss, plain SGD, clipping.
         self.clip_gradient = 1e12
         self._users: dict[str, np.ndarray] = {}  # factors of users given by id only
@@ -370,7 +383,8 @@ class Recommender:
             f"popularity_halflife_days={self.popularity_halflife_days}, "
             f"co_purchase_neighbors={self.co_purchase_neighbors}, "
             f"cf_weight={self.cf_weight}, popularity_weight={self.popularity_weight}, "
-            f"co_purchase_weight={self.co_purchase_weight}, seed={self.seed}, "
+            f"co_purchase_weight={self.co_purchase_weight}, "
+            f"content_weight={self.content_weight}, seed={self.seed}, "
             f"buckets={self.buckets})"
         )
 
@@ -393,6 +407,12 @@ class Recommender:
         for item in items:
             if item not in self._index:
                 self._row(item)
+
+    def attach(self, content: ContentModel) -> None:
+        """Rank with ``content``, a catalogue: its items become rankable as they are added."""
+        self.content = content
+        self._content_view = None
+        self._registered_version = -1
 
     def bucket_of(self, item: str) -> int:
         """The bucket of the group's model that holds ``item``."""
@@ -464,6 +484,11 @@ class Recommender:
         >>> rec.rank_many([("ann", {"cup"}, ["cup"]), ("bob", (), ())], 2)
         [['tea'], ['cup', 'tea']]
         """
+        content = self.content
+        if content is not None and content.version != self._registered_version:
+            # New catalogue items get rows (their seeded factors, no popularity) to rank.
+            self.register(content.available_items)
+            self._registered_version = content.version
         n = len(self._items)
         if k <= 0 or n == 0:
             return [[] for _ in requests]
@@ -488,6 +513,8 @@ class Recommender:
                 scores += (self.popularity_weight * relative).astype(np.float32)
         if self.co_purchase_weight > 0:
             self._add_co_purchase_scores(scores, [recent for _, _, recent in requests])
+        if self.content is not None:
+            self._add_content_scores(scores, [recent for _, _, recent in requests])
         index = self._index
         excluded = [
             row * n + index[item]
@@ -670,6 +697,22 @@ class Recommender:
         strongest = co.max(axis=1, keepdims=True)
         np.divide(co, strongest, out=co, where=strongest > 0)
         scores += self.co_purchase_weight * co
+
+    def _add_content_scores(self, scores: np.ndarray, recents: list[Sequence[str]]) -> None:
+        """Add each user's content score, and rule out what the catalogue does not allow."""
+        content = self.content
+        assert content is not None
+        n = scores.shape[1]
+        view = self._content_view
+        if view is None or view[0] != content.version or view[1] != n:
+            items = self._items[:n]
+            view = (content.version, n, content.vectors(items), content.allowed(items))
+            self._content_view = view
+        _, _, vectors, allowed = view
+        if self.content_weight > 0 and len(content):
+            scores += self.content_weight * content.scores_against(recents, vectors)
+        if not allowed.all():
+            scores[:, ~allowed] = -np.inf
 
     def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The co-bought rows of ``item`` and their counts over the strongest (cached): the

@@ -14,6 +14,7 @@ from online_models import __version__
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
+from online_models.content import ContentModel
 from online_models.lifetime import LifetimeModel
 from online_models.reasons import ChurnReason, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
@@ -58,6 +59,12 @@ class ScorerConfig:
     recommender_factors: int = 16
     item_buckets: int = 64
     co_purchase_neighbors: int = 50
+    #: Weight of the catalogue's content similarity in the recommendations' blend (the
+    #: factor, popularity and co-purchase weights are 2.0, 0.3 and 4.0; see the README).
+    content_weight: float = 1.0
+    #: With a catalogue, recommend only the items it holds (False: also items it never named,
+    #: but never one it marks unavailable or removed).
+    recommend_catalogue_only: bool = True
     hit_rate_sample_every: int = 4
     value_recency_halflife_days: float = 30.0
     clv_horizon_days: float = 365.0
@@ -162,7 +169,13 @@ class CustomerScorer:
             sample_size=cfg.lifetime_sample, refit_days=cfg.lifetime_refit_days
         )
         self._sentiment = SentimentModel()
-        self._recommender = Recommender(n_factors=cfg.recommender_factors, buckets=cfg.item_buckets)
+        self._recommender = Recommender(
+            n_factors=cfg.recommender_factors,
+            buckets=cfg.item_buckets,
+            content_weight=cfg.content_weight,
+        )
+        self._catalogue = ContentModel(catalogue_only=cfg.recommend_catalogue_only)
+        self._recommender.attach(self._catalogue)
         self._hit_rate = RecommendationQuality(
             window=cfg.quality_window, sample_every=cfg.hit_rate_sample_every
         )
@@ -197,6 +210,11 @@ class CustomerScorer:
     def recommender(self) -> Recommender:
         """The recommendation model."""
         return self._recommender
+
+    @property
+    def catalogue(self) -> ContentModel:
+        """The product catalogue the recommendations are drawn from (empty: no catalogue)."""
+        return self._catalogue
 
     @property
     def value_model(self) -> ValueModel:

@@ -39,6 +39,7 @@ __all__ = [
     "parse_event_json",
     "parse_event_time",
     "validate_event",
+    "validation_rejection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ _WRONG_TYPE_ERRORS = frozenset(
 )
 
 
-def _rejection(exc: ValidationError) -> EventRejected:
+def validation_rejection(exc: ValidationError) -> EventRejected:
     """The first validation error as a dead-letter reason naming the field."""
     error = exc.errors(include_url=False)[0]
     loc = [str(part) for part in error["loc"]]
@@ -300,7 +301,7 @@ def validate_event(document: dict[str, Any], *, not_after: datetime | None = Non
     try:
         event: AnyEvent = _EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
-        raise _rejection(exc) from None
+        raise validation_rejection(exc) from None
     if not_after is not None and event.timestamp > not_after:
         # A clock running ahead would end every other customer's horizon at once.
         msg = (

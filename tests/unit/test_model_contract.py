@@ -20,6 +20,7 @@ import pytest
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertThresholds
 from online_models.churn import ChurnModel
+from online_models.content import ContentModel
 from online_models.engine import ScoringEngine
 from online_models.profile import CustomerProfile
 from online_models.recommend import Recommender
@@ -172,6 +173,37 @@ def build_recommender() -> Recommender:
     return model
 
 
+def build_content() -> ContentModel:
+    rng = random.Random(2)
+    words = ["red", "blue", "lamp", "mug", "tea", "heart", "candle", "glass", "wooden", "box"]
+    model = ContentModel(dimensions=32)
+    for n in range(120):
+        model.upsert(
+            f"sku-{n}",
+            {
+                "name": " ".join(rng.sample(words, 3)),
+                "category": rng.choice(["home/lighting", "home/kitchen", "gifts"]),
+                "price": rng.uniform(1, 50),
+                "available": n % 9 != 0,
+            },
+        )
+    model.remove("sku-5")
+    return model
+
+
+def predict_content(model: ContentModel) -> list[list[float]]:
+    items = [f"sku-{n}" for n in range(0, 120, 3)]
+    scores = model.scores([["sku-1", "sku-2"], ["sku-7"], []], items)
+    return [*scores.round(6).tolist(), model.allowed(items).astype(float).tolist()]
+
+
+def odd_content(model: ContentModel) -> list[list[float]]:
+    scores = model.scores([["never-seen"], [], ["sku-5"]], ["sku-1", "unknown", "sku-5"])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    model.upsert("odd", {"name": "!!! ???", "price": 0, "properties": {"a": None}})
+    return [*scores.tolist(), model.allowed(["odd", "unknown", "sku-5"]).astype(float).tolist()]
+
+
 def predict_recommender(model: Recommender) -> list[list[str]]:
     return [
         model.rank(f"user-{u}", 10, exclude={"sku-1"}, recent=["sku-2"]) for u in range(0, 60, 7)
@@ -288,9 +320,16 @@ CASES = {
             "cf_weight": 0.5,
             "popularity_weight": 0.1,
             "co_purchase_weight": 0.2,
+            "content_weight": 0.7,
             "seed": 9,
             "buckets": 8,
         },
+    ),
+    "ContentModel": Case(
+        build_content,
+        predict_content,
+        odd_content,
+        {"dimensions": 16, "catalogue_only": False},
     ),
     "CustomerScorer": Case(
         build_scorer_world, predict_scorer, odd_scorer, {"config": SCORER_CONFIG}
@@ -302,6 +341,7 @@ MODEL_CLASSES = {
     "ValueModel": ValueModel,
     "SentimentModel": SentimentModel,
     "Recommender": Recommender,
+    "ContentModel": ContentModel,
     "CustomerScorer": CustomerScorer,
 }
 

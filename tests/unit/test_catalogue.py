@@ -1,0 +1,162 @@
+"""The product catalogue: its records on the wire, and what it changes in the recommendations."""
+
+from __future__ import annotations
+
+import pytest
+
+from online_models.activity import DAY, Activity
+from online_models.content import ContentModel
+from online_models.engine import ScoringEngine
+from online_models.scorer import CustomerScorer, ScorerConfig
+from schemas.errors import EventRejected
+from schemas.items import CatalogueItem, decode_item
+
+T0 = 1_735_689_600.0
+
+CATALOGUE = {
+    "lamp-red": {"name": "Red table lamp", "category": "home/lighting", "brand": "Lumo"},
+    "lamp-green": {"name": "Green table lamp", "category": "home/lighting", "brand": "Lumo"},
+    "lamp-white": {"name": "White table lamp", "category": "home/lighting", "brand": "Lumo"},
+    "mug-blue": {"name": "Blue coffee mug", "category": "home/kitchen", "price": 6},
+    "mug-pink": {"name": "Pink coffee mug", "category": "home/kitchen", "price": 6},
+    "teapot": {"name": "Teapot with strainer", "category": "home/kitchen", "price": 25},
+    "socks": {"name": "Wool socks", "category": "clothing", "price": 9},
+    "scarf": {"name": "Wool scarf", "category": "clothing", "price": 19},
+}
+
+
+def shop(config: ScorerConfig | None = None) -> tuple[CustomerScorer, ScoringEngine]:
+    """A scorer with the catalogue, and kitchen shoppers who made mugs the popular items."""
+    scorer = CustomerScorer(config or ScorerConfig(top_k=3))
+    for item_id, item in CATALOGUE.items():
+        scorer.catalogue.upsert(item_id, item)
+    engine = ScoringEngine(scorer, {})
+    t = T0
+    for n in range(30):
+        for item in ("mug-blue", "mug-pink", "teapot"):
+            t += 600
+            engine.process(f"kitchen-{n}", Activity("purchase", t, item_id=item, amount=6.0,
+                                                    quantity=1))  # fmt: skip
+    return scorer, engine
+
+
+def buy(engine: ScoringEngine, customer: str, item: str, t: float) -> None:
+    engine.process(customer, Activity("purchase", t, item_id=item, amount=20.0, quantity=1))
+
+
+def recommendations(scorer: CustomerScorer, engine: ScoringEngine, customer: str) -> list[str]:
+    return scorer.recommend(customer, engine.states[customer])
+
+
+def test_a_new_catalogue_item_is_recommended_from_its_content_before_anyone_buys_it():
+    scorer, engine = shop()
+    buy(engine, "ann", "lamp-red", T0 + DAY)
+
+    assert "lamp-green" in recommendations(scorer, engine, "ann")  # nobody bought it
+
+    scorer.catalogue.upsert(
+        "lamp-amber", {"name": "Amber table lamp", "category": "home/lighting", "brand": "Lumo"}
+    )
+    assert "lamp-amber" in recommendations(scorer, engine, "ann")
+
+
+def test_without_content_the_same_customer_gets_the_popular_kitchen_items():
+    scorer, engine = shop(ScorerConfig(top_k=3, content_weight=0.0))
+    buy(engine, "ann", "lamp-red", T0 + DAY)
+
+    assert set(recommendations(scorer, engine, "ann")) == {"mug-blue", "mug-pink", "teapot"}
+
+
+def test_an_item_marked_unavailable_disappears_from_every_customers_recommendations():
+    scorer, engine = shop()
+    buy(engine, "ann", "lamp-red", T0 + DAY)
+    customers = sorted(engine.states)
+    before = {c: recommendations(scorer, engine, c) for c in customers}
+    assert sum("mug-pink" in ranked for ranked in before.values()) > 0
+
+    scorer.catalogue.upsert("mug-pink", {**CATALOGUE["mug-pink"], "available": False})
+
+    after = {c: recommendations(scorer, engine, c) for c in customers}
+    assert not any("mug-pink" in ranked for ranked in after.values())
+    assert all(len(ranked) == 3 for ranked in after.values())  # the lists are refilled
+
+    scorer.catalogue.upsert("mug-pink", CATALOGUE["mug-pink"])  # back in stock
+    assert sum("mug-pink" in recommendations(scorer, engine, c) for c in customers) > 0
+
+
+def test_a_removed_item_is_never_recommended_and_items_outside_the_catalogue_only_if_allowed():
+    for catalogue_only in (True, False):
+        scorer, engine = shop(ScorerConfig(top_k=10, recommend_catalogue_only=catalogue_only))
+        for n in range(5):  # an item the catalogue never names, bought by many
+            buy(engine, f"gift-{n}", "gift-card", T0 + DAY + n)
+        scorer.catalogue.remove("teapot")
+        buy(engine, "ann", "socks", T0 + 2 * DAY)
+
+        ranked = recommendations(scorer, engine, "ann")
+
+        assert "teapot" not in ranked
+        assert ("gift-card" in ranked) is not catalogue_only
+
+
+def test_an_empty_catalogue_changes_nothing():
+    scorer = CustomerScorer(ScorerConfig(top_k=3))
+    engine = ScoringEngine(scorer, {})
+    buy(engine, "ann", "anything", T0)
+    buy(engine, "bob", "other", T0 + 1)
+
+    assert recommendations(scorer, engine, "bob") == ["anything"]
+
+
+def test_content_vectors_are_the_same_on_every_worker_and_follow_the_catalogue():
+    one, two = ContentModel(), ContentModel()
+    for item_id, item in CATALOGUE.items():
+        one.upsert(item_id, item)
+    for item_id, item in reversed(CATALOGUE.items()):
+        two.upsert(item_id, item)
+    items = list(CATALOGUE)
+
+    assert (one.vectors(items) == two.vectors(items)).all()
+    lamps = one.scores([["lamp-red"]], ["lamp-green", "scarf"])[0]
+    assert lamps[0] > 0.3 > lamps[1]
+
+    one.upsert("lamp-green", {"name": "Green wool scarf", "category": "clothing"})
+    assert one.scores([["lamp-red"]], ["lamp-green"])[0, 0] < lamps[0]
+
+
+def test_a_catalogue_record_decodes_or_names_what_is_wrong():
+    raw = (
+        b'{"item_id": "sku-1", "name": "Lamp", "category": "home / lighting", "price": 12,'
+        b' "available": false, "properties": {"colour": "red"}, "supplier": "x"}'
+    )
+    item = decode_item(b"sku-1", raw)
+
+    assert isinstance(item, CatalogueItem)
+    assert (item.category, item.price, item.available) == ("home/lighting", 12.0, False)
+    assert item.model_extra == {"supplier": "x"}
+    assert decode_item(b"sku-1", item.to_bytes()) == item
+    assert decode_item(b"sku-1", None) is None  # a tombstone: the item is removed
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "reason", "field"),
+    [
+        (b"sku-1", b"not json", "not_json", None),
+        (b"sku-1", b"[1, 2]", "not_an_object", None),
+        (b"sku-1", b'{"item_id": "sku-1"}', "missing_field", "name"),
+        (b"sku-1", b'{"item_id": "sku-1", "name": ""}', "invalid_value", "name"),
+        (b"sku-1", b'{"item_id": "sku-1", "name": "x", "price": -1}', "invalid_value", "price"),
+        (b"sku-1", b'{"item_id": "sku-1", "name": "x", "available": "no"}', "wrong_type",
+         "available"),
+        (b"sku-1", b'{"item_id": "sku-1", "name": "x", "category": " / "}', "invalid_value",
+         "category"),
+        (b"sku-2", b'{"item_id": "sku-1", "name": "x"}', "key_mismatch", "item_id"),
+        (None, None, "missing_field", None),
+        (b"sku-1", b'{"item_id": "sku-1", "name": "' + b"x" * 300_000 + b'"}', "oversized", None),
+    ],
+)  # fmt: skip
+def test_a_bad_catalogue_record_is_rejected_with_its_reason(key, raw, reason, field):
+    with pytest.raises(EventRejected) as caught:
+        decode_item(key, raw)
+
+    assert caught.value.reason == reason
+    assert caught.value.field == field
