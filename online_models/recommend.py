@@ -669,6 +669,11 @@ class Recommender:
         cf = users_factors @ self._factors[:n].astype(np.float32).T
         np.maximum(cf, 0.0, out=cf)
         np.minimum(cf, 1.0, out=cf)
+        # An item nobody interacted with (a catalogue item not sold yet) has only its random
+        # starting factors: no evidence, so no factor score.
+        unseen = ~np.isfinite(self._popularity[:n])
+        if unseen.any():
+            cf[:, unseen] = 0.0
         cf *= self.cf_weight
         if len(rows) == len(users):
             scores += cf

@@ -216,6 +216,11 @@ class CustomerScorer:
         """The product catalogue the recommendations are drawn from (empty: no catalogue)."""
         return self._catalogue
 
+    def use_catalogue(self, catalogue: ContentModel) -> None:
+        """Recommend from ``catalogue`` from now on (a catalogue read whole, replacing the last)."""
+        self._catalogue = catalogue
+        self._recommender.attach(catalogue)
+
     @property
     def value_model(self) -> ValueModel:
         """The value model."""

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 from schemas.alerts import Alert
 from schemas.dead_letters import DeadLetter
 from schemas.events import CustomerEvent, EventType
+from schemas.items import CatalogueItem
 from schemas.scores import Score
 
 __all__ = ["wire_json_schema"]
@@ -20,10 +21,10 @@ _ID = "urn:crm-scorer:"
 
 
 def wire_json_schema() -> dict[str, Any]:
-    """One document with the schema of events, scores, alerts and dead letters.
+    """One document with the schema of events, catalogue items, scores, alerts and dead letters.
 
     >>> sorted(wire_json_schema()["properties"])
-    ['alert', 'dead_letter', 'event', 'score']
+    ['alert', 'catalogue_item', 'dead_letter', 'event', 'score']
     """
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -32,7 +33,8 @@ def wire_json_schema() -> dict[str, Any]:
             "event: a message value on CRM_EVENTS_TOPIC (key = customer_id). "
             "score: the Redis hash at CRM_REDIS_PREFIX + customer_id (all values are strings "
             "there; recommendations is a JSON array). alert: a message value on "
-            "CRM_ALERTS_TOPIC. dead_letter: a message value on CRM_DLQ_TOPIC."
+            "CRM_ALERTS_TOPIC. dead_letter: a message value on CRM_DLQ_TOPIC. catalogue_item: "
+            "a message value on CRM_ITEMS_TOPIC (key = item_id; no value removes the item)."
         ),
         "type": "object",
         "properties": {
@@ -42,6 +44,7 @@ def wire_json_schema() -> dict[str, Any]:
             "score": {"$id": f"{_ID}score", **Score.model_json_schema()},
             "alert": {"$id": f"{_ID}alert", **Alert.model_json_schema()},
             "dead_letter": {"$id": f"{_ID}dead-letter", **DeadLetter.model_json_schema()},
+            "catalogue_item": {"$id": f"{_ID}catalogue-item", **CatalogueItem.model_json_schema()},
         },
     }
 

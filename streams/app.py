@@ -25,6 +25,7 @@ from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import ErasureRequestEvent, decode_event
 from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
+from streams.catalogue import CatalogueCheck, CatalogueFeed
 from streams.convert import activity_of, alert_of, score_of
 from streams.customer_table import TableStates
 from streams.kafka_security import faust_credentials
@@ -110,6 +111,7 @@ class ScorerService:
         self.model_sync = ModelSync(
             settings, self.scorer, self.metrics, send=self._send, ack=self._ack, clock=clock
         )
+        self.catalogue = CatalogueFeed(settings, self.scorer, self.metrics)
         self.app = self._build_app()
         self.engine = ScoringEngine(
             self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
@@ -166,6 +168,7 @@ class ScorerService:
         # One partition each: the group's assignment of the updates topic elects the merger.
         self.updates_topic = app.topic(s.model_updates_topic, partitions=1)
         self.models_topic = app.topic(s.models_topic, partitions=1, compacting=True)
+        self.items_topic = app.topic(s.items_topic, compacting=True)
         # bytes values make the changelog raw: what recovery hands back is what was stored.
         self.customers = app.Table(
             CUSTOMER_TABLE,
@@ -202,6 +205,7 @@ class ScorerService:
             else:
                 logger.info("Handed the models' last delta to the group")
             await self.model_sync.feed.stop()
+            await self.catalogue.stop()
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             self.model_sync.on_revoked()
@@ -242,7 +246,10 @@ class ScorerService:
 
         app.batch_agent(self.events_topic, self.handle_batch, name="score-events")
         app.batch_agent(self.updates_topic, self.model_sync.merge, name="merge-models")
+        checked = CatalogueCheck(self._dead_letter, self._ack)
+        app.batch_agent(self.items_topic, checked.check, name="check-items")
         app.task(follow_models)
+        app.task(self.catalogue.run)
         app.timer(min(s.model_sync_seconds, FIRST_SYNC_SECONDS), name="sync-models")(sync_models)
         app.timer(s.redis_flush_ms / 1000.0, name="flush-scores")(flush_scores)
         app.timer(REDIS_WATCH_SECONDS, name="watch-redis")(watch_redis)
@@ -259,6 +266,7 @@ class ScorerService:
                     "partitions_assigned": self._assigned,
                     "tables_recovered": self._recovered,
                     "models_loaded": self._models_loaded,
+                    "catalogue_loaded": self._catalogue_loaded,
                     "redis_reachable": redis_check(self.redis.ping),
                 }
             ),
@@ -278,9 +286,9 @@ class ScorerService:
         older consumer generation (a rebalance began) ends the batch: the rest are fetched
         again by whoever owns their partition next.
         """
-        feed = self.model_sync.feed
-        if not feed.ready.is_set():  # the newest group model first, then the first event
-            await feed.ready.wait()
+        for ready in (self.model_sync.feed.ready, self.catalogue.ready):
+            if not ready.is_set():  # the group model and the catalogue, then the first event
+                await ready.wait()
         if self._rebuild_schedule:
             await self._reschedule_pending()
         app = self.app
@@ -375,6 +383,10 @@ class ScorerService:
         """Readiness: the newest version of the group model is loaded."""
         ready = self.model_sync.feed.ready.is_set()
         return ready or "loading the newest version of the group model"
+
+    async def _catalogue_loaded(self) -> bool | str:
+        """Readiness: the whole catalogue is read."""
+        return self.catalogue.ready.is_set() or "reading the catalogue"
 
     async def _flush(self, *, force: bool = False) -> int:
         """Write the buffered scores; then acknowledge the events handled before, so Faust

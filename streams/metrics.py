@@ -11,11 +11,13 @@ from schemas.alerts import AlertType
 from schemas.events import DEAD_LETTER_REASONS, EventType
 from schemas.model_records import REFUSAL_REASONS
 
-__all__ = ["EVENT_OUTCOMES", "ScorerMetrics"]
+__all__ = ["CATALOGUE_OUTCOMES", "EVENT_OUTCOMES", "ScorerMetrics"]
 
 logger = logging.getLogger(__name__)
 
 EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered", "skipped", "erased")
+#: What became of a catalogue record this worker read.
+CATALOGUE_OUTCOMES = ("applied", "removed", "refused")
 # Label values for event types are this fixed set; anything else is "other".
 _EVENT_TYPE_LABELS = (*(t.value for t in EventType), "other")
 _ALERT_TYPE_LABELS = frozenset(t.value for t in AlertType)
@@ -249,6 +251,26 @@ class ScorerMetrics:
             "Wall time this worker was last assigned its partitions (0 before the first).",
             registry=registry,
         )
+        self.catalogue_records = Counter(
+            "crm_scorer_catalogue_records",
+            "Records of CRM_ITEMS_TOPIC this worker read, by outcome (refused: failed its checks; "
+            "the worker owning its partition dead-letters it).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.catalogue_items = Gauge(
+            "crm_scorer_catalogue_items",
+            "Items of the catalogue this worker holds, by availability.",
+            ["available"],
+            registry=registry,
+        )
+        self.catalogue_loaded = Gauge(
+            "crm_scorer_catalogue_loaded",
+            "1 once this worker read the whole catalogue (it scores no event before).",
+            registry=registry,
+        )
+        for outcome in CATALOGUE_OUTCOMES:
+            self.catalogue_records.labels(outcome=outcome)
         self._event_children = {
             (t, o): self.events.labels(type=t, outcome=o)
             for t in _EVENT_TYPE_LABELS

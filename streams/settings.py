@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     audit_topic: str = Field(
         "crm.audit", min_length=1, description="Audit records of carried-out erasure requests."
     )
+    items_topic: str = Field(
+        "crm.items",
+        min_length=1,
+        description="Compacted topic of the product catalogue (key = item_id; a tombstone "
+        "removes an item); every worker reads all of it.",
+    )
     topic_partitions: int = Field(8, ge=1, le=10_000, description="Partitions of created topics.")
     topic_replication: int = Field(1, ge=1, le=10, description="Replication of created topics.")
     web_port: int = Field(
@@ -202,6 +208,18 @@ class Settings(BaseSettings):
     )
     recommender_factors: int = Field(
         16, ge=1, le=512, description="Latent factors of the recommender."
+    )
+    content_weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="Weight of catalogue content similarity in the recommendations (factors "
+        "2.0, popularity 0.3, co-purchase 4.0; 0 = no content signal).",
+    )
+    recommend_catalogue_only: bool = Field(
+        True,
+        description="Once the catalogue holds items, recommend only items it holds (unavailable "
+        "or removed ones are never recommended either way).",
     )
     clv_horizon_days: float = Field(
         365.0, gt=0, le=3650, description="Days of spend predicted_clv covers."
@@ -356,7 +374,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
-        topics = {**self.topics, **self.model_topics}
+        topics = {**self.topics, **self.model_topics, "CRM_ITEMS_TOPIC": self.items_topic}
         if len(set(topics.values())) != len(topics):
             given = ", ".join(f"{name}={topic}" for name, topic in topics.items())
             msg = f"the scorer's topics must differ ({given})"
@@ -425,6 +443,8 @@ class Settings(BaseSettings):
             item_buckets=self.model_item_buckets,
             clv_horizon_days=self.clv_horizon_days,
             churn_logistic_weight=self.churn_logistic_weight,
+            content_weight=self.content_weight,
+            recommend_catalogue_only=self.recommend_catalogue_only,
             alerts=AlertThresholds(
                 churn_risk=self.churn_alert_threshold,
                 churn_hysteresis=self.churn_alert_hysteresis,

@@ -30,6 +30,8 @@ _MODELS_TOPIC_CONFIG = {
     "max.message.bytes": str(MODEL_RECORD_BYTES),
 }
 _UPDATES_TOPIC_CONFIG = {"max.message.bytes": str(MODEL_RECORD_BYTES)}
+# The catalogue is a table too: the newest record of each item is the item.
+_ITEMS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
 
 class BrokerUnavailable(CrmScorerError):
@@ -63,8 +65,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
     The customer-data topics (:attr:`Settings.topics`) get ``CRM_TOPIC_PARTITIONS``; the
     group model's (:attr:`Settings.model_topics`) one partition each, the models topic
-    compacted. All get ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic creation
-    (ACLs) is logged, not fatal: the topics may have been made by an operator.
+    compacted; the catalogue (``CRM_ITEMS_TOPIC``) ``CRM_TOPIC_PARTITIONS``, compacted. All
+    get ``CRM_TOPIC_REPLICATION``. A cluster that forbids topic creation (ACLs) is logged,
+    not fatal: the topics may have been made by an operator.
     """
     admin, existing = _admin(settings, timeout)
     created = []
@@ -75,6 +78,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                  topic_configs=_UPDATES_TOPIC_CONFIG),
         NewTopic(settings.models_topic, 1, settings.topic_replication,
                  topic_configs=_MODELS_TOPIC_CONFIG),
+        NewTopic(settings.items_topic, settings.topic_partitions, settings.topic_replication,
+                 topic_configs=_ITEMS_TOPIC_CONFIG),
     ]  # fmt: skip
     try:
         for topic in wanted:

@@ -53,6 +53,7 @@ def worker_env(broker: LocalBroker, redis_url: str, name: str, data_dir: Path) -
         CRM_AUDIT_TOPIC=f"{name}.audit",
         CRM_MODEL_UPDATES_TOPIC=f"{name}.model-updates",
         CRM_MODELS_TOPIC=f"{name}.models",
+        CRM_ITEMS_TOPIC=f"{name}.items",
         CRM_REDIS_PREFIX=f"{name}:score:",
         CRM_WEB_PORT=str(free_port()),
         CRM_DATA_DIR=str(data_dir),

@@ -19,6 +19,7 @@ from online_models.group import LocalGroup
 from online_models.scorer import CustomerScore, CustomerScorer, ScorerConfig
 from online_models.state import CustomerState
 from schemas.events import AnyEvent
+from schemas.items import CatalogueItem
 from streams.convert import activity_of
 
 __all__ = [
@@ -127,6 +128,7 @@ def run_backtest(
     partitions: int = 1,
     sync_seconds: float = 15.0,
     progress: Callable[[int], None] | None = None,
+    items: Iterable[CatalogueItem] | None = None,
 ) -> Backtest:
     """Score ``events`` (in event-time order) that happened before ``as_of``, as the workers do.
 
@@ -140,11 +142,15 @@ def run_backtest(
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their
     worker as of that moment with the models frozen. ``progress`` is called with each event
-    count.
+    count. ``items`` is the catalogue every worker reads first (as from ``CRM_ITEMS_TOPIC``).
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
     group = LocalGroup(config or ScorerConfig(), workers=workers, sync_seconds=sync_seconds)
+    for item in items or ():
+        document = item.model_dump(exclude_none=True)
+        for scorer in group.scorers:
+            scorer.catalogue.upsert(item.item_id, document)
     result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
     shards: dict[str, int] = {}
     for count, event in enumerate(events, start=1):

@@ -27,6 +27,8 @@ from streams.settings import Settings, load_settings
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from streams.commands.items import Catalogue
+
 __all__ = ["cli", "main"]
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,108 @@ def _checked_rate(rate: str | None) -> str | None:
     return rate
 
 
+def _checked_item_maps(maps: list[str] | None) -> list[str] | None:
+    from streams.commands.items import item_columns
+
+    try:
+        item_columns(None, maps or ())
+    except CrmScorerError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return maps
+
+
+#: ``--items-map FIELD=Column``: the catalogue file's columns (item_id, name, category, ...).
+ItemMapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--items-map",
+        help="Source column of a catalogue field, FIELD=Column, comma-separated or repeated "
+        "(item_id, name, category, brand, price, description, available).",
+        metavar="FIELD=Column",
+        callback=_checked_item_maps,
+        show_default=False,
+    ),
+]
+
+
+def _read_catalogue(
+    file: Path, preset: str | None, maps: list[str] | None, file_format: FileFormat | None
+) -> Catalogue:
+    """A catalogue file's items; a file that cannot be read ends the command."""
+    from streams.commands.items import load_catalogue
+
+    try:
+        catalogue = load_catalogue(file, preset=preset, maps=maps or (), file_format=file_format)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+    if catalogue.rejected:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in catalogue.rejected.most_common())
+        typer.echo(f"left out of the catalogue: {reasons}", err=True)
+        for reason, example in catalogue.examples.items():
+            typer.echo(f"  {reason}: {example}", err=True)
+    return catalogue
+
+
+def _send_catalogue(
+    settings: Settings,
+    file: Path,
+    preset: str | None,
+    maps: list[str] | None,
+    file_format: FileFormat | None,
+    wait: float,
+) -> tuple[Catalogue, int]:
+    """Read a catalogue file and send it; what was read and how many items were sent."""
+    from streams.commands.items import send_catalogue
+
+    catalogue = _read_catalogue(file, preset, maps, file_format)
+    try:
+        return catalogue, send_catalogue(settings, catalogue.items, wait=wait)
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
+
+
+@cli.command()
+def items(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Catalogue: CSV (one row per item, or transactions: rows are gathered per "
+            "item) or JSON lines in CRM_ITEMS_TOPIC's format; gzip allowed.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Column layout of a known source: online-retail (StockCode, Description, "
+            "UnitPrice).",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Source column of a catalogue field, FIELD=Column, comma-separated or repeated; "
+            "applied over --preset (item_id, name, category, brand, price, description, "
+            "available).",
+            metavar="FIELD=Column",
+            callback=_checked_item_maps,
+            show_default=False,
+        ),
+    ] = None,
+    file_format: FormatOption = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Kafka.")] = 30.0,
+) -> None:
+    """Send a product catalogue to CRM_ITEMS_TOPIC, one record per item keyed by item_id."""
+    settings = _settings()
+    catalogue, sent = _send_catalogue(settings, file, preset, maps, file_format, wait)
+    typer.echo(f"sent {sent:,} items ({catalogue.available:,} available) to {settings.items_topic}")
+
+
 def _read_transactions(
     console: Console,
     file: Path,
@@ -186,6 +290,14 @@ def replay(
         typer.Option(help="Send only the first N events in event-time order.", min=1),
     ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for Kafka.")] = 30.0,
+    send_items: Annotated[
+        bool,
+        typer.Option(
+            "--items/--no-items",
+            help="First send the catalogue the file implies to CRM_ITEMS_TOPIC (with a preset "
+            "that has one: online-retail).",
+        ),
+    ] = False,
 ) -> None:
     """Send a transactions file to CRM_EVENTS_TOPIC as events, in event-time order."""
     from rich.console import Console
@@ -196,6 +308,11 @@ def replay(
     settings = _settings()
     console = Console()
     transactions = _read_transactions(console, file, preset, maps, file_format)
+    if send_items:
+        if preset is None:
+            raise _fail("--items needs --preset: the catalogue's columns come from it")
+        _, sent = _send_catalogue(settings, file, preset, None, file_format, wait)
+        console.print(f"sent {sent:,} catalogue items to {settings.items_topic}")
     try:
         events = transactions.events[:limit]
         result = send_replay(settings, events, rate=parse_rate(rate), console=console, wait=wait)
@@ -242,20 +359,40 @@ def backtest(
             max=1024,
         ),
     ] = 1,
+    items_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--items",
+            help="A catalogue read before the events (JSON lines in CRM_ITEMS_TOPIC's format, "
+            "or CSV with --items-preset / --items-map): recommendations come from it.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    items_preset: Annotated[
+        str | None,
+        typer.Option("--items-preset", help="Column layout of the catalogue file.", metavar="NAME"),
+    ] = None,
+    items_maps: ItemMapOption = None,
 ) -> None:
     """Run the worker's models in-process over a file's events before --as-of; write scores."""
     from rich.console import Console
     from rich.progress import Progress
 
     from streams.commands.backtest import run_backtest, write_scores
+    from streams.worker import one_numeric_thread
 
     moment = _as_of(as_of)
     settings = _settings()
+    one_numeric_thread()
     try:
         out.touch()  # an unwritable --out fails now, not after the whole backtest
     except OSError as exc:
         raise _fail(f"cannot write --out {out}: {exc.strerror}") from None
     console = Console(stderr=True)
+    catalogue = None
+    if items_file is not None:
+        catalogue = _read_catalogue(items_file, items_preset, items_maps, None).items
     transactions = _read_transactions(console, file, preset, maps, file_format)
     events = transactions.events
     with Progress(console=console, transient=True) as progress:
@@ -274,6 +411,7 @@ def backtest(
             partitions=settings.topic_partitions,
             sync_seconds=settings.model_sync_seconds,
             progress=advance,
+            items=catalogue,
         )
     written = write_scores(result.rows, out)
     report = transactions.report

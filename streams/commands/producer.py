@@ -14,7 +14,7 @@ from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 from streams.topics import BrokerUnavailable, ensure_topics
 
-__all__ = ["EventProducer", "customer_key"]
+__all__ = ["EventProducer", "check_acknowledged", "customer_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,21 @@ def customer_key(raw: bytes) -> bytes | None:
     return None
 
 
+def check_acknowledged(
+    settings: Settings, failures: list[BaseException], total: int, what: str
+) -> None:
+    """Raise :class:`BrokerUnavailable` when any of ``total`` records (``what``) failed."""
+    if failures:
+        msg = (
+            f"{len(failures)} of {total} {what} were not acknowledged by "
+            f"CRM_BROKER={settings.broker}: {failures[0]}"
+        )
+        raise BrokerUnavailable(msg)
+
+
 class EventProducer:
-    """Sends event messages to ``CRM_EVENTS_TOPIC``; creates the scorer's topics if missing."""
+    """Sends event messages to ``CRM_EVENTS_TOPIC`` (and catalogue records to
+    ``CRM_ITEMS_TOPIC``); creates the scorer's topics if missing."""
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self._settings = settings
@@ -64,6 +77,10 @@ class EventProducer:
             value=value,
             key=key if key is not None else customer_key(value),
         )
+
+    def send_to(self, topic: str, key: bytes, value: bytes | None) -> Any:
+        """Send one record to ``topic`` (a catalogue item, a tombstone); returns its future."""
+        return self._producer.send(topic, value=value, key=key)
 
     def send_event(self, event: dict[str, Any]) -> Any:
         """Send one event given as a dict; returns the future of its delivery."""

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from schemas.errors import CrmScorerError
-from streams.commands.producer import EventProducer
+from streams.commands.producer import EventProducer, check_acknowledged
 from streams.commands.transactions import LoadedEvent, Transactions
 from streams.settings import Settings
 from streams.topics import BrokerUnavailable
@@ -142,12 +142,7 @@ def replay(
     except KafkaError as exc:
         msg = f"sending to CRM_BROKER={settings.broker} failed: {exc}"
         raise BrokerUnavailable(msg) from exc
-    if failures:
-        msg = (
-            f"{len(failures)} of {len(events)} events were not acknowledged by "
-            f"CRM_BROKER={settings.broker}: {failures[0]}"
-        )
-        raise BrokerUnavailable(msg)
+    check_acknowledged(settings, failures, len(events), "events")
     return ReplayResult(events, clock() - started)
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "Transactions",
     "detect_format",
     "load_transactions",
+    "opened_file",
+    "require_file",
     "resolve_mapping",
 ]
 
@@ -168,13 +170,11 @@ def load_transactions(
     path = Path(path)
     mapping = resolve_mapping(preset, maps)
     fmt = detect_format(path, file_format)
-    if not path.is_file():
-        msg = f"{path} is not a file" if path.exists() else f"no such file: {path}"
-        raise TransactionFileError(msg)
+    require_file(path)
     report = RejectReport()
     events: list[LoadedEvent] = []
     try:
-        with _opened(path, binary=fmt is FileFormat.JSONL) as handle, _no_cyclic_gc():
+        with opened_file(path, binary=fmt is FileFormat.JSONL) as handle, _no_cyclic_gc():
             if fmt is FileFormat.CSV:
                 outcomes = _csv_outcomes(handle, mapping, path.name, same_names=preset is None)
             else:
@@ -211,8 +211,15 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+def require_file(path: Path) -> None:
+    """Raise :class:`TransactionFileError` unless ``path`` is a file."""
+    if not path.is_file():
+        msg = f"{path} is not a file" if path.exists() else f"no such file: {path}"
+        raise TransactionFileError(msg)
+
+
 @contextmanager
-def _opened(path: Path, *, binary: bool) -> Iterator[IO[Any]]:
+def opened_file(path: Path, *, binary: bool) -> Iterator[IO[Any]]:
     """``path`` opened for reading, gunzipped when it is gzip; I/O errors say which file."""
     try:
         with ExitStack() as stack:

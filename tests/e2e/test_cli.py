@@ -28,7 +28,13 @@ def test_schema_prints_the_committed_json_schema() -> None:
     assert printed == orjson.loads(orjson.dumps(wire_json_schema()))
     committed = json.loads((ROOT / "schemas" / "crm-scorer.schema.json").read_text())
     assert printed == committed, "regenerate with: make schema"
-    assert set(printed["properties"]) == {"event", "score", "alert", "dead_letter"}
+    assert set(printed["properties"]) == {
+        "event",
+        "score",
+        "alert",
+        "dead_letter",
+        "catalogue_item",
+    }
 
 
 @pytest.mark.parametrize(

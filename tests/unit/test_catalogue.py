@@ -160,3 +160,48 @@ def test_a_bad_catalogue_record_is_rejected_with_its_reason(key, raw, reason, fi
 
     assert caught.value.reason == reason
     assert caught.value.field == field
+
+
+RETAIL_CSV = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom
+536366,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:28,2.95,17851,United Kingdom
+536367,85123A,?,6,12/1/2010 8:29,0,,United Kingdom
+536368,71053,WHITE METAL LANTERN,6,12/1/2010 8:30,3.39,17850,United Kingdom
+536369,POST,POSTAGE,1,12/1/2010 8:31,18.0,17850,United Kingdom
+536370,22752,SET 7 BABUSHKA NESTING BOXES,2,12/2/2010 9:00,7.65,17852,United Kingdom
+"""
+
+
+def test_the_online_retail_preset_derives_a_catalogue_from_transactions(tmp_path):
+    from streams.commands.items import load_catalogue
+
+    path = tmp_path / "retail.csv"
+    path.write_text(RETAIL_CSV)
+
+    catalogue = load_catalogue(path, preset="online-retail")
+
+    by_id = {item.item_id: item for item in catalogue.items}
+    assert set(by_id) == {"85123A", "71053", "22752"}
+    assert by_id["85123A"].name == "WHITE HANGING HEART T-LIGHT HOLDER"  # the most common
+    assert by_id["85123A"].price == 2.75  # the median of the priced lines
+    assert dict(catalogue.rejected) == {"not_a_product": 1}
+
+
+def test_a_backtest_with_a_catalogue_recommends_only_what_it_lists(tmp_path):
+    from datetime import UTC, datetime
+
+    from streams.commands.backtest import run_backtest
+    from streams.commands.items import load_catalogue
+    from streams.commands.transactions import load_transactions
+
+    path = tmp_path / "retail.csv"
+    path.write_text(RETAIL_CSV)
+    events = [loaded.event for loaded in load_transactions(path, preset="online-retail").events]
+    items = [i for i in load_catalogue(path, preset="online-retail").items if i.item_id != "71053"]
+    items.append(CatalogueItem(item_id="NEW-1", name="WHITE HANGING HEART LANTERN"))
+
+    result = run_backtest(events, datetime(2011, 1, 1, tzinfo=UTC), items=items)
+
+    recommended = {item for row in result.rows for item in row.recommendations}
+    assert "71053" not in recommended  # bought, but not in the catalogue
+    assert "NEW-1" in recommended  # never bought: its content matches the hearts and lanterns

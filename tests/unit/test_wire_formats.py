@@ -334,7 +334,7 @@ def test_any_bytes_survive_a_dead_letter_round_trip(message: bytes) -> None:
 def test_wire_json_schema_covers_every_wire_format() -> None:
     schema = wire_json_schema()
 
-    assert set(schema["properties"]) == {"event", "score", "alert", "dead_letter"}
+    assert set(schema["properties"]) == {"event", "score", "alert", "dead_letter", "catalogue_item"}
     assert orjson.loads(orjson.dumps(schema)) == schema
 
 
