@@ -27,7 +27,7 @@ from schemas.errors import CrmScorerError
 from schemas.scores import Score
 from streams.commands.local_services import LocalBroker, LocalRedis, ManagedProcess, free_port
 from streams.commands.producer import EventProducer
-from streams.commands.simulator import SimulationConfig, generate_messages
+from streams.commands.simulator import SimulationConfig, catalogue_items, generate_messages
 from streams.kafka_security import kafka_python_options
 from streams.settings import ENV_PREFIX, Settings, child_environment, load_settings
 
@@ -157,6 +157,9 @@ def _stream(
         produced_task = progress.add_task("produced", total=options.events)
         handled_task = progress.add_task("scored", total=options.events)
         with EventProducer(settings) as producer:
+            for item in catalogue_items(config):  # the shop's catalogue first
+                key, value = item["item_id"].encode(), orjson.dumps(item)
+                producer.send_to(settings.items_topic, key, value)
             for key, value in generate_messages(config, limit=options.events):
                 producer.send_raw(value, key)
                 sent += 1
@@ -231,6 +234,8 @@ def _summary(
     table.add_row("scored", f"{_sum(metrics, 'crm_scorer_events_total', 'outcome=scored'):,.0f}")
     table.add_row("dead-lettered", f"{metrics.get('crm_scorer_dead_letters_total', 0.0):,.0f}")
     table.add_row("customers scored in Redis", f"{customers:,}")
+    catalogue = each[0].get("crm_scorer_catalogue_items{available=true}", 0.0)
+    table.add_row("catalogue items (each worker reads all)", f"{catalogue:,.0f}")
     table.add_row(
         "churn labels learned", f"{metrics.get('crm_scorer_churn_labels_total', 0.0):,.0f}"
     )

@@ -2,8 +2,13 @@
 
 import logging
 
-from streams.commands.simulator.stream import SimulationConfig, generate_events, generate_messages
+from streams.commands.simulator.stream import (
+    SimulationConfig,
+    catalogue_items,
+    generate_events,
+    generate_messages,
+)
 
-__all__ = ["SimulationConfig", "generate_events", "generate_messages"]
+__all__ = ["SimulationConfig", "catalogue_items", "generate_events", "generate_messages"]
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import orjson
 from streams.commands.simulator.catalogue import build_catalogue
 from streams.commands.simulator.customers import DAY, Customer
 
-__all__ = ["SimulationConfig", "generate_events", "generate_messages"]
+__all__ = ["SimulationConfig", "catalogue_items", "generate_events", "generate_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,25 @@ class SimulationConfig:
         if not 0.0 <= self.bad_event_ratio < 1.0:
             msg = f"bad_event_ratio must be in [0, 1), got {self.bad_event_ratio}"
             raise ValueError(msg)
+
+
+def catalogue_items(config: SimulationConfig) -> list[dict[str, Any]]:
+    """The simulated shop's catalogue, as records of ``CRM_ITEMS_TOPIC``: each item with its
+    category (the simulated customers favour a few), price band and a name from both.
+
+    >>> items = catalogue_items(SimulationConfig(items=30))
+    >>> len(items), sorted(items[0])
+    (30, ['category', 'item_id', 'name', 'price'])
+    """
+    catalogue = build_catalogue(config.seed, config.items)
+    items = []
+    for n, item_id in enumerate(catalogue.item_ids):
+        category = catalogue.category_names[catalogue.categories[n]]
+        price = catalogue.prices[n]
+        tier = "budget" if price < 10 else "premium" if price > 60 else "classic"
+        items.append({"item_id": item_id, "name": f"{tier.title()} {category} item {n + 1}",
+                      "category": f"shop/{category}", "price": price})  # fmt: skip
+    return items
 
 
 def _timed_events(config: SimulationConfig) -> Iterator[tuple[int, dict[str, Any]]]:
