@@ -102,6 +102,9 @@ def test_topics_are_created_with_the_recommended_partitions(monkeypatch):
         assert f"--topic {topic} --partitions 1" in script
     models = script[script.index(f"--topic {settings.models_topic} ") :]
     assert "--config cleanup.policy=compact" in models
+    items = script[script.index(f"--topic {settings.items_topic} ") :]
+    assert f"--partitions {settings.topic_partitions}" in items
+    assert "--config cleanup.policy=compact" in items
     assert compose()["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"] == str(
         settings.topic_partitions
     )
