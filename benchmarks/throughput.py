@@ -15,6 +15,10 @@ Then, with (c) still running, it sends events at half of (c)'s rate for ``--late
 and reads the worker's own event-to-Redis histogram; and it reads the worker's resident memory
 before the events, after them, after a second pass over the same customers (growth with events)
 and after ``--new-customers`` never seen before arrive (memory per customer of state).
+(c) reads a product catalogue of the events' 5,000 items first (``CRM_ITEMS_TOPIC``: a name,
+a category and a price each), so content scores are part of every ranking; before it, the same
+worker scores the same events with no catalogue (first pass only), and the ratio of the two is
+what the catalogue costs.
 With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add DIR COMMIT``)
 that commit's worker first scores the same events the same way, so the cost of what changed
 since is a ratio of two rows of one run, not of two runs on a noisy machine.
@@ -59,6 +63,26 @@ KINDS = (
     ("subscription_cancel", 1),
 )
 TEXTS = ("great service", "slow delivery, again", "love it", "broken on arrival", "ok")
+ITEMS = 5_000
+_COLOURS = ("red", "blue", "green", "white", "black", "pink", "grey", "gold", "silver", "ivory")
+_NOUNS = ("lamp", "mug", "candle", "frame", "cushion", "bag", "vase", "clock", "tray", "jar")
+_NOUNS += ("bowl", "box", "card", "set", "light", "sign", "tin", "plate", "holder", "bottle")
+
+
+def make_catalogue(items: int = ITEMS) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` records of ``CRM_ITEMS_TOPIC`` for the events' items ``sku-N``."""
+    rng = random.Random("catalogue")
+    records = []
+    for n in range(items):
+        noun = rng.choice(_NOUNS)
+        item = {
+            "item_id": f"sku-{n}",
+            "name": f"{rng.choice(_COLOURS)} {rng.choice(_COLOURS)} {noun} {rng.randrange(99)}",
+            "category": f"home/{noun}s",
+            "price": round(rng.lognormvariate(2.0, 0.8), 2),
+        }
+        records.append((item["item_id"].encode(), orjson.dumps(item)))
+    return records
 
 
 def make_events(
@@ -80,7 +104,7 @@ def make_events(
             "type": kind,
             "timestamp": start + i * step,
         }
-        item = f"sku-{int(rng.paretovariate(1.1) * 3) % 5000}"
+        item = f"sku-{int(rng.paretovariate(1.1) * 3) % ITEMS}"
         if kind in {"purchase", "return"}:
             event.update(item_id=item, amount=round(rng.uniform(2, 150), 2), quantity=1)
         elif kind in {"view", "cart_add"}:
@@ -271,6 +295,9 @@ def main() -> None:  # one linear script: each step reads top to bottom
         try:
             topic = "bench.events"
             create_topic(broker.bootstrap, topic, args.partitions)
+            create_topic(broker.bootstrap, "bench.items", args.partitions)
+            create_topic(broker.bootstrap, "bench.no-items", args.partitions)
+            produce(broker.bootstrap, "bench.items", make_catalogue())
             seconds = produce(broker.bootstrap, topic, events)
             print(f"pre-produced {args.events:,} events in {seconds:.1f}s", flush=True)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
@@ -286,7 +313,7 @@ def main() -> None:  # one linear script: each step reads top to bottom
                 results[kind] = run_reference(kind, bench_env, work, args.timeout)
                 print(f"({kind}) {results[kind]['events_per_second']:,.0f} events/s", flush=True)
 
-            def worker_env(name: str) -> dict[str, str]:
+            def worker_env(name: str, items: str = "bench.items") -> dict[str, str]:
                 # Its own consumer group, group-model topics, outputs and data directory.
                 return {
                     **env,
@@ -296,6 +323,7 @@ def main() -> None:  # one linear script: each step reads top to bottom
                     "CRM_EVENTS_TOPIC": topic,
                     "CRM_ALERTS_TOPIC": f"bench.{name}.alerts",
                     "CRM_DLQ_TOPIC": f"bench.{name}.dlq",
+                    "CRM_ITEMS_TOPIC": items,
                     "CRM_TOPIC_PARTITIONS": str(args.partitions),
                     "CRM_WEB_PORT": str(free_port()),
                     "CRM_DATA_DIR": str(work / f"{name}-data"),
@@ -305,9 +333,12 @@ def main() -> None:  # one linear script: each step reads top to bottom
                 }
 
             if args.baseline is not None:
-                results["baseline"] = measure_baseline(
-                    args, worker_env("baseline"), work, server.url
+                results["baseline"] = measure_first_pass(
+                    args, worker_env("baseline"), work, server.url, args.baseline
                 )
+            results["no_catalogue"] = measure_first_pass(
+                args, worker_env("no-catalogue", "bench.no-items"), work, server.url
+            )
             worker = WorkerProcess(worker_env("worker"), work / "worker.log")
             worker.start()
             try:
@@ -324,6 +355,7 @@ def main() -> None:  # one linear script: each step reads top to bottom
     results["c_over_a"], results["c_over_b"] = c / a, c / b
     if "baseline" in results:
         results["c_over_baseline"] = c / results["baseline"]["events_per_second"]
+    results["c_over_no_catalogue"] = c / results["no_catalogue"]["events_per_second"]
     results["machine"] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -336,20 +368,25 @@ def main() -> None:  # one linear script: each step reads top to bottom
     print(f"wrote {args.out}")
 
 
-def measure_baseline(args: Any, env: dict[str, str], work: Path, redis_url: str) -> dict[str, Any]:
-    """(c) with the worker of the checkout ``args.baseline``: the first pass only, timed as
-    (c) is; Redis is emptied afterwards so (c) starts as this one did."""
-    source = args.baseline.resolve()
-    commit = subprocess.run(
-        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    # The child runs from ``work``: PYTHONPATH puts the checkout's packages before the
-    # installed ones (the same dependencies serve both).
-    env = {**env, "PYTHONPATH": str(source)}
-    log = work / "baseline.log"
+def measure_first_pass(
+    args: Any, env: dict[str, str], work: Path, redis_url: str, checkout: Path | None = None
+) -> dict[str, Any]:
+    """(c)'s first pass only, timed as (c) is, with ``env`` (and the worker of ``checkout``, a
+    checkout of an earlier commit, when given); Redis is emptied afterwards so (c) starts as
+    this one did."""
+    commit = "this commit"
+    if checkout is not None:
+        source = checkout.resolve()
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        # The child runs from ``work``: PYTHONPATH puts the checkout's packages before the
+        # installed ones (the same dependencies serve both).
+        env = {**env, "PYTHONPATH": str(source)}
+    log = work / f"{env['CRM_APP_ID']}.log"
     worker = WorkerProcess(env, log)
     worker.start()
     try:
@@ -362,7 +399,8 @@ def measure_baseline(args: Any, env: dict[str, str], work: Path, redis_url: str)
         worker.stop()
     redis.Redis.from_url(redis_url).flushall()
     rate = args.events / seconds
-    print(f"(c) at {commit}: {rate:,.0f} events/s, {rescores:,.0f} re-scores", flush=True)
+    label = "no catalogue" if env["CRM_ITEMS_TOPIC"] == "bench.no-items" else "catalogue"
+    print(f"(c) at {commit}, {label}: {rate:,.0f} events/s, {rescores:,.0f} re-scores", flush=True)
     return {
         "commit": commit,
         "seconds": seconds,
@@ -491,6 +529,11 @@ def report(results: dict[str, Any]) -> None:
             if "baseline" in results
             else []
         ),
+        (
+            "(c) with no catalogue, same events",
+            f"{results['no_catalogue']['events_per_second']:,.0f}/s",
+        ),
+        ("c / no catalogue (target >= 0.9)", f"{results['c_over_no_catalogue']:.2f}"),
         ("c/a (target >= 0.8)", f"{results['c_over_a']:.2f}"),
         ("c/b (target >= 3)", f"{results['c_over_b']:.2f}"),
         (
