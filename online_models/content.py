@@ -143,13 +143,19 @@ class ContentModel:
     def upsert(self, item_id: str, item: Mapping[str, Any]) -> None:
         """Add or replace ``item_id`` (its catalogue fields; ``available`` defaults to true)."""
         old = self._items.get(item_id)
-        if old is not None:
-            self._count(old[0], -1)
         features = {
             self._feature_id(feature): weight for feature, weight in item_features(item).items()
         }
+        available = bool(item.get("available", True))
+        if old is not None and old[0] == features:
+            # Only its availability (or nothing) changed: the vectors stay as they are.
+            self._items[item_id] = (features, available)
+            self.version += 1
+            return
+        if old is not None:
+            self._count(old[0], -1)
         self._count(features, +1)
-        self._items[item_id] = (features, bool(item.get("available", True)))
+        self._items[item_id] = (features, available)
         self._removed.discard(item_id)
         self._changed()
 
