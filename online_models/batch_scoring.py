@@ -155,10 +155,11 @@ class _Batch:
                 waiting.append(example)
         state.pending = waiting
         scorer._observe_lifetime(customer_id, state, now)
+        newest = waiting[-1].time if waiting else profile.last_seen
         self.customer_ids.append(customer_id)
         self.states.append(state)
         self.labels.append(labels)
-        self.newest.append(waiting[-1].time if waiting else profile.last_seen)
+        self.newest.append(newest)
 
     def one_by_one(self, on_error: OnError) -> list[ScoreOutcome]:
         """The batch's customers re-scored with :meth:`CustomerScorer.refresh` (the labels
