@@ -294,6 +294,112 @@ class ChurnModel:
         logit = sum(terms.values()) + regression.intercept
         return float(regression.loss.mean_func(logit)), terms
 
+    def risk_and_contributions_many(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`risk_and_contributions` of many customers at once: ``features`` is one row
+        per customer in ``CHURN_FEATURES`` order; the risks and the matrix of terms come from
+        one scaling and one product (logistic kind; the tree's risks come row by row, with
+        zero terms).
+
+        >>> model = ChurnModel()
+        >>> model.learn_one(dict.fromkeys(CHURN_FEATURES, 1.0), True)
+        >>> risk, terms = model.risk_and_contributions_many(np.ones((2, 14)))
+        >>> risk.tolist() == [model.risk(dict.fromkeys(CHURN_FEATURES, 1.0))] * 2, terms.shape
+        (True, (2, 14))
+        """
+        if self.kind != "logistic":
+            risks = [self.risk(dict(zip(CHURN_FEATURES, row, strict=True))) for row in features]
+            return np.array(risks, dtype=float), np.zeros(features.shape)
+        live = self._additive()
+        _, mean, var = self._scaler_arrays(self._scaler)
+        scaled = np.divide(
+            features - mean, np.sqrt(var), out=np.zeros(features.shape), where=var != 0
+        )
+        terms = scaled * live.weights
+        logit = terms.sum(axis=1) + live.intercept
+        # River's sigmoid: 0 and 1 beyond +-30.
+        with np.errstate(over="ignore"):
+            risk = np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, 1 / (1 + np.exp(-logit))))
+        return risk, terms
+
+    def learn_many(self, xs: Sequence[dict[str, float]], ys: Sequence[bool]) -> None:
+        """Learn labelled examples in order: the same steps as :meth:`learn_one` on each in
+        turn (the scaler's running statistics, then one AdaGrad step on the example scaled
+        by them), taken over arrays instead of River's dictionaries.
+
+        Examples missing a churn feature, and the tree, are learned one by one by River.
+
+        >>> one, many = ChurnModel(), ChurnModel()
+        >>> xs = [{**dict.fromkeys(CHURN_FEATURES, 0.0), "log_orders": v} for v in (1.0, 3.0)]
+        >>> for x, y in zip(xs, (False, True)):
+        ...     one.learn_one(x, y)
+        >>> many.learn_many(xs, [False, True])
+        >>> abs(one.weights()["log_orders"] - many.weights()["log_orders"]) < 1e-12
+        True
+        """
+        if not xs:
+            return
+        if self.kind != "logistic" or any(len(x) != _FEATURES for x in xs):
+            for x, y in zip(xs, ys, strict=True):
+                self.learn_one(x, y)
+            return
+        features = np.array([[x[name] for name in CHURN_FEATURES] for x in xs], dtype=float)
+        churned = np.asarray(ys, dtype=bool)
+        self._learn_scaled(self._learn_scaler(self._scaler, features), churned)
+        self._learn_scaler(self._unsent_scaler, features)
+        self._labels_learned += len(churned)
+        self._unsent_labels += len(churned)
+
+    def _learn_scaled(self, scaled: np.ndarray, churned: np.ndarray) -> None:
+        """River's ``LogisticRegression.learn_one`` (log loss, L2, AdaGrad, constant intercept
+        rate) on each row of ``scaled`` in turn."""
+        regression = self._regression
+        optimizer = regression.optimizer
+        live = self._additive()
+        weights, intercept, g2 = live.weights, live.intercept, live.g2
+        rate = optimizer.learning_rate
+        intercept_rate = regression.intercept_lr.get(optimizer.n_iterations)
+        l2, eps, clip = regression.l2, optimizer.eps, regression.clip_gradient
+        for row, label in zip(scaled, churned.tolist(), strict=True):
+            loss_gradient = regression.loss.gradient(label, float(row @ weights) + intercept)
+            loss_gradient = min(max(loss_gradient, -clip), clip)
+            gradient = loss_gradient * row + l2 * weights if l2 else loss_gradient * row
+            intercept -= intercept_rate * loss_gradient
+            g2 = g2 + gradient * gradient
+            weights = weights - rate / np.sqrt(g2 + eps) * gradient
+        optimizer.n_iterations += len(churned)
+        regression._weights = utils.VectorDict(
+            dict(zip(CHURN_FEATURES, weights.tolist(), strict=True))
+        )
+        regression.intercept = intercept
+        optimizer.g2 = defaultdict(float, zip(CHURN_FEATURES, g2.tolist(), strict=True))
+
+    @staticmethod
+    def _scaler_arrays(scaler: preprocessing.StandardScaler) -> list[np.ndarray]:
+        """A scaler's counts, means and variances in ``CHURN_FEATURES`` order."""
+        return [
+            np.array([float(stat.get(name, 0)) for name in CHURN_FEATURES])
+            for stat in (scaler.counts, scaler.means, scaler.vars)
+        ]
+
+    @classmethod
+    def _learn_scaler(
+        cls, scaler: preprocessing.StandardScaler, features: np.ndarray
+    ) -> np.ndarray:
+        """River's ``StandardScaler.learn_one`` on each row in turn; each row scaled by the
+        statistics just after learning it (what :meth:`learn_one` feeds the regression)."""
+        count, mean, var = cls._scaler_arrays(scaler)
+        scaled = np.empty(features.shape)
+        for i, x in enumerate(features):
+            count = count + 1
+            old = mean
+            mean = old + (x - old) / count
+            var = var + ((x - old) * (x - mean) - var) / count
+            scaled[i] = np.divide(x - mean, np.sqrt(var), out=np.zeros(len(x)), where=var != 0)
+        scaler.counts = Counter(dict(zip(CHURN_FEATURES, count.astype(int).tolist(), strict=True)))
+        scaler.means = defaultdict(float, zip(CHURN_FEATURES, mean.tolist(), strict=True))
+        scaler.vars = defaultdict(float, zip(CHURN_FEATURES, var.tolist(), strict=True))
+        return scaled
+
     def explain_one(self, x: dict[str, float], top: int = 3) -> list[str]:
         """The features pushing the risk up the most, strongest first (logistic kind only)."""
         ranked = sorted(self.contributions(x).items(), key=lambda kv: kv[1], reverse=True)

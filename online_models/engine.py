@@ -94,8 +94,8 @@ class ScoringEngine:
     the Faust table (through a codec) in the worker. Each shard (a Kafka partition) has its
     own event-time watermark, the latest event time it has seen. Every customer has a
     deadline in a per-shard heap: when the shard's watermark passes it, the customer is
-    re-scored (:meth:`CustomerScorer.refresh`): at least once per ``rescore_interval_days``
-    of event time, with no scan over all customers.
+    re-scored (:meth:`CustomerScorer.refresh_many`, the shard's due customers together): at
+    least once per ``rescore_interval_days`` of event time, with no scan over all customers.
 
     >>> from online_models.activity import DAY
     >>> engine = ScoringEngine(CustomerScorer(), {})
@@ -188,7 +188,8 @@ class ScoringEngine:
         if deadlines is None:
             return []
         interval = self.scorer.config.rescore_interval_days * DAY
-        rescored = []
+        due: list[tuple[str, CustomerState]] = []
+        segments: list[int | None] = []
         for customer_id in deadlines.pop_due(watermark, limit):
             try:
                 state = self.states.get(customer_id)
@@ -196,18 +197,37 @@ class ScoringEngine:
                     continue  # forgotten, or it moved to another shard meanwhile
                 if self.scorer.next_refresh(state, watermark - interval) is None:
                     continue  # done with re-scores before anyone watched (e.g. a rebalance)
-                before = state.segment
-                outcome = self.scorer.refresh(customer_id, state, watermark)
+            except Exception:
+                self._rescore_failed(customer_id)
+                continue
+            due.append((customer_id, state))
+            segments.append(state.segment)
+        failed: set[str] = set()
+
+        def on_error(customer_id: str, error: Exception) -> None:
+            failed.add(customer_id)
+            self._rescore_failed(customer_id, error)
+
+        outcomes = iter(self.scorer.refresh_many(due, watermark, on_error=on_error))
+        rescored = []
+        for (customer_id, _), before in zip(due, segments, strict=True):
+            if customer_id in failed:
+                continue
+            outcome = next(outcomes)
+            try:
                 if outcome.changed:
                     self.states[customer_id] = outcome.state
                     self._count_segment(before, outcome.state.segment)
                 self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
             except Exception:
-                self.rescore_errors += 1
-                logger.exception("Re-scoring customer %s failed", customer_id)
+                self._rescore_failed(customer_id)
                 continue
             rescored.append(Scored(customer_id, outcome))
         return rescored
+
+    def _rescore_failed(self, customer_id: str, error: BaseException | None = None) -> None:
+        self.rescore_errors += 1
+        logger.error("Re-scoring customer %s failed", customer_id, exc_info=error or True)
 
     def reset(self) -> None:
         """Forget every deadline (the shards this engine looks after are about to change)."""

@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import optimize, special
@@ -29,6 +29,7 @@ from online_models.activity import DAY
 
 __all__ = [
     "LifetimeModel",
+    "LifetimeOutlooks",
     "LifetimeScore",
     "LifetimeShare",
     "fit_lifetime",
@@ -204,6 +205,21 @@ class LifetimeScore:
     spend_per_order: float
 
 
+class LifetimeOutlooks(NamedTuple):
+    """:class:`LifetimeScore` of many customers, as arrays (one entry per customer).
+
+    ``next_order_expected`` and ``no_order`` (BG/NBD's chance of no order within the churn
+    horizon) are NaN where :meth:`LifetimeModel.predict` and
+    :meth:`LifetimeModel.no_order_probability` answer None: customers who never ordered.
+    """
+
+    p_alive: np.ndarray
+    expected_orders: np.ndarray
+    predicted_clv: np.ndarray
+    next_order_expected: np.ndarray
+    no_order: np.ndarray
+
+
 class LifetimeModel:
     """BG/NBD and Gamma-Gamma with population parameters learned from the stream.
 
@@ -329,6 +345,58 @@ class LifetimeModel:
         silent = ((alpha + age) / (alpha + age + days)) ** (r + x)
         return (1.0 - p_alive) + p_alive * silent
 
+    def predict_many(
+        self,
+        *,
+        first: np.ndarray,
+        last: np.ndarray,
+        orders: np.ndarray,
+        spend: np.ndarray,
+        now: np.ndarray,
+        horizon_days: float,
+        clv_days: float,
+    ) -> LifetimeOutlooks:
+        """:meth:`predict` and :meth:`no_order_probability` (over ``horizon_days``) of many
+        customers at once; ``first`` and ``last`` are NaN for a customer who never ordered.
+
+        >>> model = LifetimeModel()
+        >>> many = model.predict_many(first=np.array([0.0, np.nan]), last=np.array([0.0, np.nan]),
+        ...     orders=np.array([1, 0]), spend=np.array([9.0, 0.0]), now=np.array([5e6, 5e6]),
+        ...     horizon_days=90, clv_days=365)
+        >>> one = model.predict(first=0.0, last=0.0, orders=1, spend=9.0, now=5e6,
+        ...                     horizon_days=90, clv_days=365)
+        >>> float(many.predicted_clv[0]) == one.predicted_clv, float(many.predicted_clv[1])
+        (True, 0.0)
+        """
+        r, alpha, a, b, p, q, gamma = self._live.params
+        bought = ~(np.isnan(first) | np.isnan(last)) & (orders >= 1)
+        orders = np.where(bought, orders, 1).astype(float)
+        first, last = np.where(bought, first, 0.0), np.where(bought, last, 0.0)
+        x = orders - 1.0
+        t_x = np.maximum(last - first, 0.0) / DAY
+        age = np.maximum(np.maximum(now - first, last - first), 0.0) / DAY
+        with np.errstate(all="ignore"):
+            dropped = np.where(
+                x > 0, (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x), 0.0
+            )
+            p_alive = 1.0 / (1.0 + dropped)
+            silent = ((alpha + age) / (alpha + age + horizon_days)) ** (r + x)
+            mean = np.maximum(spend / orders, 0.0)
+            per_order = np.where(
+                p * orders + q > 1, (gamma + mean * orders) * p / (p * orders + q - 1), mean
+            )
+            rate = (r + x) / (alpha + age)
+            next_order = np.where(rate > 0, now + DAY / rate, np.nan)
+            expected = _expected_orders_many(r, alpha, a, b, x, t_x, age, horizon_days, dropped)
+            clv = per_order * _expected_orders_many(r, alpha, a, b, x, t_x, age, clv_days, dropped)
+        return LifetimeOutlooks(
+            p_alive=np.where(bought, p_alive, 1.0),
+            expected_orders=np.where(bought, expected, 0.0),
+            predicted_clv=np.where(bought, clv, 0.0),
+            next_order_expected=np.where(bought, next_order, np.nan),
+            no_order=np.where(bought, (1.0 - p_alive) + p_alive * silent, np.nan),
+        )
+
     def _pending_share(self) -> LifetimeShare:
         if not self._unsent:
             return LifetimeShare.empty()
@@ -362,3 +430,17 @@ def _expected_orders(
     hyper = float(special.hyp2f1(r + x, b + x, a + b + x - 1, z))
     expected = (a + b + x - 1) / (a - 1) * (1.0 - tail * hyper) / (1.0 + dropped)
     return max(expected, 0.0) if math.isfinite(expected) else 0.0
+
+
+def _expected_orders_many(
+    r: float, alpha: float, a: float, b: float, x: np.ndarray, t_x: np.ndarray,
+    age: np.ndarray, days: float, dropped: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """:func:`_expected_orders` over arrays (``hyp2f1`` is a ufunc)."""
+    if abs(a - 1.0) < 1e-9:
+        a = 1.0 + 1e-6
+    z = days / (alpha + age + days)
+    tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
+    hyper = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
+    expected = (a + b + x - 1) / (a - 1) * (1.0 - tail * hyper) / (1.0 + dropped)
+    return np.where(np.isfinite(expected), np.maximum(expected, 0.0), 0.0)

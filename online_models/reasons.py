@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from online_models.profile import CustomerProfile
 
-__all__ = ["ChurnReason", "churn_reasons", "phrase"]
+__all__ = ["CANCELLED_REASONS", "ChurnReason", "churn_reasons", "phrase"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ class ChurnReason:
         """Plain data for the score hash and alerts."""
         contribution = None if self.contribution is None else round(self.contribution, 4)
         return {"factor": self.factor, "contribution": contribution, "reason": self.reason}
+
+
+#: The reasons of a cancelled customer's risk (1): a rule, not the model.
+CANCELLED_REASONS: tuple[ChurnReason, ...] = (
+    ChurnReason("subscription_cancel", None, "cancelled the subscription"),
+)
 
 
 def churn_reasons(

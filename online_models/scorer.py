@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -15,8 +15,9 @@ from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
-from online_models.lifetime import LifetimeModel
-from online_models.reasons import ChurnReason, churn_reasons
+from online_models.lifetime import LifetimeModel, LifetimeScore
+from online_models.profile import CustomerProfile
+from online_models.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
 from online_models.segments import Segmenter
 from online_models.sentiment import SentimentModel
@@ -100,6 +101,40 @@ class CustomerScore:
     predicted_clv: float = 0.0
     next_order_expected: float | None = None
     churn_reasons: tuple[ChurnReason, ...] = ()
+
+    @classmethod
+    def of_profile(
+        cls,
+        profile: CustomerProfile,
+        *,
+        churn_risk: float,
+        segment: int,
+        segment_name: str,
+        value: float,
+        as_of: float,
+        model_version: str,
+        outlook: LifetimeScore | None,
+        churn_reasons: tuple[ChurnReason, ...],
+    ) -> CustomerScore:
+        """The score of a customer with ``profile``: risk and value clipped to 0..1, and no
+        lifetime outlook (None) for a cancelled customer."""
+        return cls(
+            churn_risk=min(max(churn_risk, 0.0), 1.0),
+            segment=segment,
+            segment_name=segment_name,
+            value=min(max(value, 0.0), 1.0),
+            monetary=profile.net_monetary,
+            orders=profile.orders,
+            sentiment=profile.sentiment,
+            event_time=profile.last_seen,
+            as_of=as_of,
+            model_version=model_version,
+            p_alive=0.0 if outlook is None else outlook.p_alive,
+            expected_orders=0.0 if outlook is None else outlook.expected_orders,
+            predicted_clv=0.0 if outlook is None else outlook.predicted_clv,
+            next_order_expected=None if outlook is None else outlook.next_order_expected,
+            churn_reasons=churn_reasons,
+        )
 
     @property
     def value_at_risk(self) -> float:
@@ -356,6 +391,32 @@ class CustomerScorer:
         after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
+    def refresh_many(
+        self,
+        customers: Sequence[tuple[str, CustomerState]],
+        now: float,
+        *,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> list[ScoreOutcome]:
+        """:meth:`refresh` of many customers at event time ``now``, their numbers computed
+        together as arrays (see :mod:`online_models.batch_scoring`). The models learn the
+        batch as a mini-batch: the labels that fell due first, so every customer is scored
+        with all of them; the segment centres after every point is assigned. A batch of
+        fewer than ``batch_scoring.MIN_BATCH`` customers is re-scored one by one.
+
+        A customer whose re-score raises is handed to ``on_error`` with the exception and
+        left out of the outcomes (without ``on_error`` the exception propagates).
+
+        >>> scorer = CustomerScorer()
+        >>> first = scorer.score("c1", None, Activity("purchase", 1.7e9, amount=9.5, quantity=1))
+        >>> [later] = scorer.refresh_many([("c1", first.state)], 1.7e9 + 30 * DAY)
+        >>> later.score.churn_risk >= first.score.churn_risk
+        True
+        """
+        from online_models.batch_scoring import rescore_many  # it builds on this module
+
+        return rescore_many(self, customers, now, on_error)
+
     def score_as_of(self, state: CustomerState, now: float) -> CustomerScore:
         """The customer's score at event time ``now``, changing nothing: no label is learned,
         no example taken, no segment vote cast (the served segment is the confirmed one).
@@ -522,9 +583,7 @@ class CustomerScorer:
             clv_days=cfg.clv_horizon_days,
         )
         if parts is None:  # cancelled
-            reasons: tuple[ChurnReason, ...] = (
-                ChurnReason("subscription_cancel", None, "cancelled the subscription"),
-            )
+            reasons = CANCELLED_REASONS
         else:
             contributions = parts.terms
             # The blend's other half, in the same units: how far BG/NBD moved the log-odds.
@@ -533,23 +592,12 @@ class CustomerScorer:
                 contributions["expected_orders"] = shift
             reasons = tuple(churn_reasons(contributions, profile, now, outlook.expected_orders,
                                           cfg.churn_horizon_days, parts.no_order))  # fmt: skip
-        return CustomerScore(
-            churn_risk=min(max(risk, 0.0), 1.0),
-            segment=segment,
-            segment_name=self._segmenter.describe(segment),
-            value=min(max(value, 0.0), 1.0),
-            monetary=profile.net_monetary,
-            orders=profile.orders,
-            sentiment=profile.sentiment,
-            event_time=profile.last_seen,
-            as_of=now,
-            model_version=self.model_version,
-            p_alive=0.0 if state.cancelled else outlook.p_alive,
-            expected_orders=0.0 if state.cancelled else outlook.expected_orders,
-            predicted_clv=0.0 if state.cancelled else outlook.predicted_clv,
-            next_order_expected=None if state.cancelled else outlook.next_order_expected,
+        return CustomerScore.of_profile(
+            profile, churn_risk=risk, segment=segment,
+            segment_name=self._segmenter.describe(segment), value=value, as_of=now,
+            model_version=self.model_version, outlook=None if state.cancelled else outlook,
             churn_reasons=reasons,
-        )
+        )  # fmt: skip
 
     def _alerts(
         self,

@@ -215,7 +215,39 @@ class Segmenter:
 
     def learn_predict_one(self, x: Mapping[str, float], time: float | None = None) -> int:
         """Learn ``x`` (at event time ``time``) and return its segment."""
-        point = _vector(x)
+        return self._learn_point(_vector(x), time)
+
+    def learn_predict_many(self, points: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The segments of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
+        ``times``), then the points learned as one mini-batch, as Flink ML's online k-means
+        learns a batch: every point is assigned with the centres as they were before it, and
+        each nudges its nearest centre. While centres are still being seeded, points are
+        learned one by one (:meth:`learn_predict_one`), as seeding depends on the order.
+
+        >>> segmenter = Segmenter(n_segments=2)
+        >>> segmenter.learn_predict_many(np.array([[0.1] * 5, [0.9] * 5, [0.8] * 5]),
+        ...                              np.zeros(3)).tolist()
+        [0, 1, 1]
+        """
+        if not self.ready:
+            return np.array(
+                [self._learn_point(p, float(t)) for p, t in zip(points, times, strict=True)],
+                dtype=np.int64,
+            )
+        self._advance(float(times.max()))
+        weights = 0.5 ** ((self._live.time - times) / (self.halflife_days * DAY))
+        distances = ((self._centers[None, :, :] - points[:, None, :]) ** 2).sum(axis=2)
+        nearest = distances.argmin(axis=1)
+        weighted = weights[:, None] * points
+        for share in (self._live, self._unsent):
+            share.points += len(points)
+            np.add.at(share.sums, nearest, weighted)
+            np.add.at(share.weights, nearest, weights)
+        moved = np.unique(nearest)
+        self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
+        return nearest
+
+    def _learn_point(self, point: np.ndarray, time: float | None) -> int:
         weight = self._advance(time)
         nearest, distance = self._nearest(point)
         self._live.points += 1

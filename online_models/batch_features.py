@@ -1,0 +1,120 @@
+"""Many customers' churn and segment features at once: profiles as columns, features as arrays."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import NamedTuple
+
+import numpy as np
+
+from online_models.activity import DAY
+from online_models.profile import CHURN_FEATURES, CustomerProfile
+from online_models.segments import SEGMENT_FEATURES
+
+__all__ = ["ProfileColumns", "churn_feature_matrix", "segment_feature_matrix"]
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = (
+    "first_seen", "orders", "monetary", "refunded", "returns", "purchase_lines", "views",
+    "cart_adds", "tickets", "gap_mean_days", "sentiment", "first_order_at", "last_order_at",
+)  # fmt: skip
+_READ = attrgetter(*_COLUMNS)
+_LOG_51, _LOG_10001, _LOG_201 = math.log1p(50.0), math.log1p(10_000.0), math.log1p(200.0)
+
+
+class ProfileColumns(NamedTuple):
+    """What the features of many profiles are made of: one array per profile field (NaN for
+    a field that is None: no order yet, no feedback yet)."""
+
+    first_seen: np.ndarray
+    orders: np.ndarray
+    monetary: np.ndarray
+    refunded: np.ndarray
+    returns: np.ndarray
+    purchase_lines: np.ndarray
+    views: np.ndarray
+    cart_adds: np.ndarray
+    tickets: np.ndarray
+    gap_mean_days: np.ndarray
+    sentiment: np.ndarray
+    first_order_at: np.ndarray
+    last_order_at: np.ndarray
+
+    @classmethod
+    def of(cls, profiles: Sequence[CustomerProfile]) -> ProfileColumns:
+        """The columns of ``profiles``, in order.
+
+        >>> profile = CustomerProfile.new(0.0)
+        >>> columns = ProfileColumns.of([profile])
+        >>> columns.orders.tolist(), bool(np.isnan(columns.last_order_at[0]))
+        ([0.0], True)
+        """
+        table = np.array([_READ(p) for p in profiles], dtype=float).reshape(-1, len(_COLUMNS))
+        return cls(*table.T)
+
+    @property
+    def net_monetary(self) -> np.ndarray:
+        """Purchases minus refunds, never below zero (:attr:`CustomerProfile.net_monetary`)."""
+        return np.maximum(self.monetary - self.refunded, 0.0)
+
+    def days_since_order(self, now: np.ndarray) -> np.ndarray:
+        """Days since the latest basket, or since first seen (``days_since_order``)."""
+        anchor = np.where(np.isnan(self.last_order_at), self.first_seen, self.last_order_at)
+        return np.maximum(now - anchor, 0.0) / DAY
+
+
+def churn_feature_matrix(columns: ProfileColumns, now: np.ndarray) -> np.ndarray:
+    """One row of churn features per profile, in ``CHURN_FEATURES`` order:
+    :meth:`CustomerProfile.churn_features` of each at its ``now``.
+
+    >>> profile = CustomerProfile.new(0.0)
+    >>> profile.orders, profile.monetary, profile.last_order_at = 2, 30.0, 0.0
+    >>> row = churn_feature_matrix(ProfileColumns.of([profile]), np.array([9 * DAY]))[0]
+    >>> features = profile.churn_features(9 * DAY)
+    >>> all(abs(features[name] - value) < 1e-12 for name, value in zip(CHURN_FEATURES, row))
+    True
+    """
+    c = columns
+    days_since = c.days_since_order(now)
+    tenure = np.maximum(now - c.first_seen, 0.0) / DAY
+    orders = c.orders
+    bought = orders > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        average = np.where(bought, np.log1p(c.monetary / orders), 0.0)
+    features = (
+        np.log1p(orders),
+        np.log1p(c.net_monetary),
+        average,
+        np.log1p(tenure),
+        np.log1p(days_since),
+        np.log1p(c.gap_mean_days),
+        np.minimum(days_since / (c.gap_mean_days + 7.0), 10.0),
+        orders / np.maximum(tenure / 30.0, 1.0),
+        np.log1p(c.views / (orders + 1)),
+        np.log1p(c.cart_adds),
+        np.minimum(c.returns / np.maximum(c.purchase_lines, 1), 1.0),
+        np.log1p(c.tickets),
+        np.where(np.isnan(c.sentiment), 0.0, c.sentiment),
+        bought.astype(float),
+    )
+    assert len(features) == len(CHURN_FEATURES)
+    return np.stack(features, axis=1)
+
+
+def segment_feature_matrix(columns: ProfileColumns, now: np.ndarray) -> np.ndarray:
+    """One row of segment features per profile, in ``SEGMENT_FEATURES`` order:
+    :meth:`CustomerProfile.segment_features` of each at its ``now``."""
+    c = columns
+    features = (
+        (c.orders > 0).astype(float),
+        np.minimum(c.days_since_order(now) / 180.0, 1.5),
+        np.minimum(np.log1p(c.orders) / _LOG_51, 1.5),
+        np.minimum(np.log1p(c.net_monetary) / _LOG_10001, 1.5),
+        np.minimum(np.log1p(c.views + c.cart_adds) / _LOG_201, 1.5),
+    )
+    assert len(features) == len(SEGMENT_FEATURES)
+    return np.stack(features, axis=1)
