@@ -55,7 +55,8 @@ DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.cs
 RESULTS = ROOT / "benchmarks" / "results" / "recommendations.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
 PARTITIONS = 8
-CONTENT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+CONTENT_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
+NEW_ITEM_SLOTS = (0, 1, 2)
 
 
 def ranked_lists(run: Backtest, scorer: CustomerScorer) -> SimpleNamespace:
@@ -134,18 +135,22 @@ def evaluate(
     scorer = hybrid.scorer
     assert scorer is not None
     sweep = {}
+    recommender = scorer.recommender
     for weight in CONTENT_WEIGHTS:
-        scorer.recommender.content_weight = weight
-        lists = ranked_lists(hybrid, scorer)
-        judged = recommendation_section(history, t, lists)
-        sweep[str(weight)] = {
-            "hit_rate": judged["online_hit_rate"],
-            "recall": judged["online_recall"],
-            "new_items": new_items_recall(history, t, first_sold, lists),
-        }
-    report["hybrid_by_content_weight"] = sweep
-    scorer.recommender.content_weight = ScorerConfig().content_weight
-    report["hybrid"] = sweep[str(ScorerConfig().content_weight)]
+        for slots in NEW_ITEM_SLOTS:
+            recommender.content_weight, recommender.new_item_slots = weight, slots
+            lists = ranked_lists(hybrid, scorer)
+            judged = recommendation_section(history, t, lists)
+            sweep[f"{weight}/{slots}"] = {
+                "hit_rate": judged["online_hit_rate"],
+                "recall": judged["online_recall"],
+                "new_items": new_items_recall(history, t, first_sold, lists),
+            }
+    report["hybrid_by_content_weight_and_new_item_slots"] = sweep
+    default = ScorerConfig()
+    recommender.content_weight = default.content_weight
+    recommender.new_item_slots = default.new_item_slots
+    report["hybrid"] = sweep[f"{default.content_weight}/{default.new_item_slots}"]
     report["unavailable"] = unavailable_check(hybrid, scorer)
     popularity = max(report["popularity"]["hit_rate"], 1e-9)
     report["hybrid_vs_popularity"] = report["hybrid"]["hit_rate"] / popularity
@@ -177,10 +182,12 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
     row("recall@10: batch item-item", lambda r: r["item_item"]["recall"])
     row("new items recall@10: hybrid", lambda r: r["hybrid"]["new_items"]["recall"])
     row("new items recall@10: today's", lambda r: r["today"]["new_items"]["recall"])
+    key = "hybrid_by_content_weight_and_new_item_slots"
     for weight in CONTENT_WEIGHTS:
-        row(f"hit rate@10 / new-item recall, content weight {weight}",
-            lambda r, w=str(weight): f"{r['hybrid_by_content_weight'][w]['hit_rate']:.3f} / "
-            f"{r['hybrid_by_content_weight'][w]['new_items']['recall']:.3f}", "{}")  # fmt: skip
+        for slots in NEW_ITEM_SLOTS:
+            row(f"hit rate / new-item recall, weight {weight}, {slots} slot(s)",
+                lambda r, w=f"{weight}/{slots}": f"{r[key][w]['hit_rate']:.3f} / "
+                f"{r[key][w]['new_items']['recall']:.3f}", "{}")  # fmt: skip
     row("lists with the unavailable item, before / after",
         lambda r: f"{r['unavailable']['lists_holding_it_before']:,} / "
         f"{r['unavailable']['lists_holding_it_after']:,}", "{}")  # fmt: skip

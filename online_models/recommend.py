@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 _INITIAL_CAPACITY = 64
 # Standard deviation of the initial latent factors (River's FunkMF initialiser's).
 _INIT_SIGMA = 0.1
+#: The least content cosine that earns a new item (no interaction yet) a place in a list.
+NEW_ITEM_MIN_SIMILARITY = 0.2
 # Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
 _MAX_SCORE_CELLS = 2_000_000
 
@@ -270,6 +272,10 @@ class Recommender:
     * content: the cosine of the ``recent`` items' content profile with each catalogue item
       (:class:`~online_models.content.ContentModel`); the catalogue's items are rankable
       from the moment they are added, and what it does not allow is never recommended.
+      Items nobody interacted with yet have no factor, popularity or co-purchase score, so
+      they would rarely outrank known ones: the last ``new_item_slots`` places of a list go
+      to the new items whose content matches the user best (cosine at least
+      ``NEW_ITEM_MIN_SIMILARITY``), when there are such items.
 
     The event ``weight`` acts as a sample weight for the factorisation: the squared-loss
     gradient of the positive step and of its negative steps is multiplied by ``weight``.
@@ -304,6 +310,7 @@ class Recommender:
         popularity_weight: float = 0.3,
         co_purchase_weight: float = 4.0,
         content_weight: float = 1.0,
+        new_item_slots: int = 1,
         seed: int = 42,
         buckets: int = 64,
     ) -> None:
@@ -324,6 +331,7 @@ class Recommender:
             ("popularity_weight", popularity_weight),
             ("co_purchase_weight", co_purchase_weight),
             ("content_weight", content_weight),
+            ("new_item_slots", new_item_slots),
         ):
             if not value >= 0:
                 msg = f"{name} must be >= 0, got {value}"
@@ -339,6 +347,7 @@ class Recommender:
         self.popularity_weight = popularity_weight
         self.co_purchase_weight = co_purchase_weight
         self.content_weight = content_weight
+        self.new_item_slots = new_item_slots
         self.seed = seed
         self.buckets = buckets
         #: In a group: keep what was learned since the last delta, for :meth:`delta`.
@@ -384,7 +393,8 @@ class Recommender:
             f"co_purchase_neighbors={self.co_purchase_neighbors}, "
             f"cf_weight={self.cf_weight}, popularity_weight={self.popularity_weight}, "
             f"co_purchase_weight={self.co_purchase_weight}, "
-            f"content_weight={self.content_weight}, seed={self.seed}, "
+            f"content_weight={self.content_weight}, "
+            f"new_item_slots={self.new_item_slots}, seed={self.seed}, "
             f"buckets={self.buckets})"
         )
 
@@ -513,8 +523,9 @@ class Recommender:
                 scores += (self.popularity_weight * relative).astype(np.float32)
         if self.co_purchase_weight > 0:
             self._add_co_purchase_scores(scores, [recent for _, _, recent in requests])
+        similarity = None
         if self.content is not None:
-            self._add_content_scores(scores, [recent for _, _, recent in requests])
+            similarity = self._add_content_scores(scores, [recent for _, _, recent in requests])
         index = self._index
         excluded = [
             row * n + index[item]
@@ -537,7 +548,37 @@ class Recommender:
             # Best score first; ties broken by row, i.e. by first appearance of the item.
             order = rows[np.lexsort((rows, -row_scores))]
             ranked.append([items[row] for row in order.tolist()])
+        if similarity is not None and self.new_item_slots > 0:
+            self._give_new_items_slots(ranked, scores, similarity, k)
         return ranked
+
+    def _give_new_items_slots(
+        self, ranked: list[list[str]], scores: np.ndarray, similarity: np.ndarray, k: int
+    ) -> None:
+        """Put each user's best-matching new items (no interaction yet, allowed, not
+        excluded, cosine >= ``NEW_ITEM_MIN_SIMILARITY``) in the last ``new_item_slots``
+        places of their list, in place."""
+        n = scores.shape[1]
+        new = ~np.isfinite(self._popularity[:n])
+        if not new.any():
+            return
+        columns = np.flatnonzero(new)
+        candidates = np.where(
+            np.isfinite(scores[:, columns]), similarity[:, columns], -np.inf
+        ).astype(np.float32)
+        slots = min(self.new_item_slots, k, len(columns))
+        best = np.argpartition(-candidates, slots - 1, axis=1)[:, :slots]
+        items = self._items
+        for user, (picks, ranking) in enumerate(zip(best, ranked, strict=True)):
+            values = candidates[user, picks]
+            chosen = [
+                items[int(columns[pick])]
+                for pick in picks[np.argsort(-values, kind="stable")]
+                if candidates[user, pick] >= NEW_ITEM_MIN_SIMILARITY
+            ]
+            if chosen:
+                kept = [item for item in ranking if item not in chosen]
+                ranking[:] = kept[: k - len(chosen)] + chosen
 
     def forget_user(self, user: str) -> bool:
         """Drop the latent factors the model holds for ``user``; True if it held any."""
@@ -703,8 +744,11 @@ class Recommender:
         np.divide(co, strongest, out=co, where=strongest > 0)
         scores += self.co_purchase_weight * co
 
-    def _add_content_scores(self, scores: np.ndarray, recents: list[Sequence[str]]) -> None:
-        """Add each user's content score, and rule out what the catalogue does not allow."""
+    def _add_content_scores(
+        self, scores: np.ndarray, recents: list[Sequence[str]]
+    ) -> np.ndarray | None:
+        """Add each user's content score, and rule out what the catalogue does not allow;
+        returns the users' cosines with every item (None without a content signal)."""
         content = self.content
         assert content is not None
         n = scores.shape[1]
@@ -714,10 +758,13 @@ class Recommender:
             view = (content.version, n, content.vectors(items), content.allowed(items))
             self._content_view = view
         _, _, vectors, allowed = view
+        similarity = None
         if self.content_weight > 0 and len(content):
-            scores += self.content_weight * content.scores_against(recents, vectors)
+            similarity = content.scores_against(recents, vectors)
+            scores += self.content_weight * similarity
         if not allowed.all():
             scores[:, ~allowed] = -np.inf
+        return similarity
 
     def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The co-bought rows of ``item`` and their counts over the strongest (cached): the

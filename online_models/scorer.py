@@ -63,6 +63,9 @@ class ScorerConfig:
     #: Weight of the catalogue's content similarity in the recommendations' blend (the
     #: factor, popularity and co-purchase weights are 2.0, 0.3 and 4.0; see the README).
     content_weight: float = 1.0
+    #: Places at the end of each list for the catalogue's new items (nobody interacted with
+    #: them yet) that match the customer's recent items best.
+    new_item_slots: int = 1
     #: With a catalogue, recommend only the items it holds (False: also items it never named,
     #: but never one it marks unavailable or removed).
     recommend_catalogue_only: bool = True
@@ -208,6 +211,7 @@ class CustomerScorer:
             n_factors=cfg.recommender_factors,
             buckets=cfg.item_buckets,
             content_weight=cfg.content_weight,
+            new_item_slots=cfg.new_item_slots,
         )
         self._catalogue = ContentModel(catalogue_only=cfg.recommend_catalogue_only)
         self._recommender.attach(self._catalogue)

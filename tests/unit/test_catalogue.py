@@ -205,3 +205,23 @@ def test_a_backtest_with_a_catalogue_recommends_only_what_it_lists(tmp_path):
     recommended = {item for row in result.rows for item in row.recommendations}
     assert "71053" not in recommended  # bought, but not in the catalogue
     assert "NEW-1" in recommended  # never bought: its content matches the hearts and lanterns
+
+
+def test_a_new_item_gets_the_last_place_even_when_known_items_outscore_it():
+    config = ScorerConfig(top_k=3, content_weight=0.1)  # content alone would never rank it
+    scorer, engine = shop(config)
+    for n in range(10):  # lamps bought together: strong co-purchase and popularity
+        engine.process(f"lamps-{n}", Activity("purchase", T0 + DAY + n, item_id="lamp-red",
+                                              amount=9.0, quantity=1))  # fmt: skip
+        engine.process(f"lamps-{n}", Activity("purchase", T0 + DAY + n, item_id="lamp-green",
+                                              amount=9.0, quantity=1))  # fmt: skip
+    buy(engine, "ann", "lamp-red", T0 + 2 * DAY)
+    scorer.catalogue.upsert("lamp-amber", {**CATALOGUE["lamp-red"], "name": "Amber table lamp"})
+    scorer.catalogue.upsert("socks-red", {**CATALOGUE["socks"], "name": "Red socks"})
+
+    ranked = recommendations(scorer, engine, "ann")
+
+    assert ranked[-1] == "lamp-amber"  # the best-matching new item, last
+    assert ranked[0] == "lamp-green"  # the known items keep their order before it
+    scorer.recommender.new_item_slots = 0
+    assert "lamp-amber" not in recommendations(scorer, engine, "ann")

@@ -321,6 +321,7 @@ CASES = {
             "popularity_weight": 0.1,
             "co_purchase_weight": 0.2,
             "content_weight": 0.7,
+            "new_item_slots": 2,
             "seed": 9,
             "buckets": 8,
         },
