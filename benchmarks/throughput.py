@@ -314,23 +314,9 @@ def main() -> None:  # one linear script: each step reads top to bottom
                 print(f"({kind}) {results[kind]['events_per_second']:,.0f} events/s", flush=True)
 
             def worker_env(name: str, items: str = "bench.items") -> dict[str, str]:
-                # Its own consumer group, group-model topics, outputs and data directory.
-                return {
-                    **env,
-                    "CRM_BROKER": broker.url,
-                    "CRM_REDIS_URL": server.url,
-                    "CRM_APP_ID": f"bench-{name}",
-                    "CRM_EVENTS_TOPIC": topic,
-                    "CRM_ALERTS_TOPIC": f"bench.{name}.alerts",
-                    "CRM_DLQ_TOPIC": f"bench.{name}.dlq",
-                    "CRM_ITEMS_TOPIC": items,
-                    "CRM_TOPIC_PARTITIONS": str(args.partitions),
-                    "CRM_WEB_PORT": str(free_port()),
-                    "CRM_DATA_DIR": str(work / f"{name}-data"),
-                    "CRM_SESSION_TIMEOUT": "10",
-                    "CRM_REBALANCE_TIMEOUT": "10",
-                    "CRM_LOG_LEVEL": "warning",
-                }
+                return bench_worker_env(
+                    env, name, broker, server, topic, args.partitions, work, items=items
+                )
 
             if args.baseline is not None:
                 results["baseline"] = measure_first_pass(
@@ -366,6 +352,37 @@ def main() -> None:  # one linear script: each step reads top to bottom
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def bench_worker_env(
+    env: dict[str, str],
+    name: str,
+    broker: LocalBroker,
+    server: LocalRedis,
+    topic: str,
+    partitions: int,
+    work: Path,
+    *,
+    items: str = "bench.items",
+) -> dict[str, str]:
+    """``env`` for a worker of its own: consumer group, group-model topics, outputs and data
+    directory named ``name``, reading ``topic`` and the catalogue ``items``."""
+    return {
+        **env,
+        "CRM_BROKER": broker.url,
+        "CRM_REDIS_URL": server.url,
+        "CRM_APP_ID": f"bench-{name}",
+        "CRM_EVENTS_TOPIC": topic,
+        "CRM_ALERTS_TOPIC": f"bench.{name}.alerts",
+        "CRM_DLQ_TOPIC": f"bench.{name}.dlq",
+        "CRM_ITEMS_TOPIC": items,
+        "CRM_TOPIC_PARTITIONS": str(partitions),
+        "CRM_WEB_PORT": str(free_port()),
+        "CRM_DATA_DIR": str(work / f"{name}-data"),
+        "CRM_SESSION_TIMEOUT": "10",
+        "CRM_REBALANCE_TIMEOUT": "10",
+        "CRM_LOG_LEVEL": "warning",
+    }
 
 
 def measure_first_pass(

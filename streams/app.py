@@ -20,18 +20,20 @@ from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
 from schemas.audit import ErasureRecord
-from schemas.dead_letters import DeadLetter, SourcePosition
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import ErasureRequestEvent, decode_event
 from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
 from streams.convert import activity_of, alert_of, score_of
-from streams.customer_table import TableStates
+from streams.customer_table import CachedStates
+from streams.dead_lettering import DeadLetters
+from streams.dead_lettering import position as _position
 from streams.kafka_security import faust_credentials
 from streams.lag import LAG_SECONDS, LagProbe
 from streams.metrics import ScorerMetrics
 from streams.model_sync import ModelSync
+from streams.producing import BatchProducer, RecordsLost
 from streams.pseudonyms import pseudonymiser
 from streams.redis_sink import ScoreWriter
 from streams.settings import Settings
@@ -42,8 +44,6 @@ __all__ = ["ScorerService"]
 
 logger = logging.getLogger(__name__)
 
-# A rejected event on its way to the dead-letter topic: message, reason, error, field, type.
-_Letter = tuple[Message, str, str, str | None, str | None]
 # A score queued for Redis, rendered at the flush: customer, state, model score.
 _Unrendered = tuple[str, CustomerState, CustomerScore]
 
@@ -53,6 +53,8 @@ RESCHEDULE_CHUNK = 5_000
 REDIS_WATCH_SECONDS = 5.0
 # The longest a batch of events holds the event loop before letting other tasks run.
 YIELD_SECONDS = 0.02
+# The longest a long batch's changed states wait for the changelog (Faust commits every 2.8 s).
+PERSIST_SECONDS = 1.0
 # How often a group with no model version yet syncs (then every CRM_MODEL_SYNC_SECONDS).
 FIRST_SYNC_SECONDS = 1.0
 # The longest a stopping worker spends handing its last delta to the group.
@@ -113,8 +115,14 @@ class ScorerService:
         )
         self.catalogue = CatalogueFeed(settings, self.scorer, self.metrics)
         self.app = self._build_app()
+        # Alerts and dead letters, then changelog records, sent in batches on Faust's producer.
+        kafka = lambda: self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: E731
+        self.outbox, self.changelog = BatchProducer(kafka), BatchProducer(kafka)
+        self._persisting = asyncio.Lock()
+        self.states = CachedStates(self.customers, capacity=settings.state_cache_customers)
+        self.dead_letters = DeadLetters(settings.dlq_topic, self.outbox, self.metrics, clock)
         self.engine = ScoringEngine(
-            self.scorer, TableStates(self.customers), event_id_window=settings.event_id_window
+            self.scorer, self.states, event_id_window=settings.event_id_window
         )
         # Read at every scrape, so never stale.
         self.metrics.track(
@@ -125,7 +133,7 @@ class ScorerService:
             events_learned=lambda: self.scorer.model_version_events,
             hit_rate=lambda: self.scorer.recommendation_quality.hit_rate,
             rescores_scheduled=self.engine.scheduled,
-            producer_pending=lambda: self.app.producer.buffer.size,
+            producer_pending=lambda: self.app.producer.buffer.size + self._records_pending(),
         )
 
     def _build_app(self) -> faust.App:
@@ -209,6 +217,8 @@ class ScorerService:
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             self.model_sync.on_revoked()
+            await self._persist()  # before the partitions' next owner reads their changelog
+            self.states.drop({tp.partition for tp in revoked if tp.topic == s.events_topic})
             await self._flush(force=True)
             # Not acknowledged: the partitions' next owner carries them out again.
             self._erasures.clear()
@@ -246,7 +256,7 @@ class ScorerService:
 
         app.batch_agent(self.events_topic, self.handle_batch, name="score-events")
         app.batch_agent(self.updates_topic, self.model_sync.merge, name="merge-models")
-        checked = CatalogueCheck(self._dead_letter, self._ack)
+        checked = CatalogueCheck(self._dead_letter_now, self._ack)
         app.batch_agent(self.items_topic, checked.check, name="check-items")
         app.task(follow_models)
         app.task(self.catalogue.run)
@@ -281,10 +291,13 @@ class ScorerService:
 
         Bad input never raises: it is dead-lettered. What a bug might raise is logged and the
         event acknowledged all the same, rather than blocking its partition's commits. Offsets
-        are acknowledged once the events' scores are in Redis (see :meth:`_flush`), so a
-        committed offset never runs ahead of the scores a crash could lose. A message of an
-        older consumer generation (a rebalance began) ends the batch: the rest are fetched
-        again by whoever owns their partition next.
+        are acknowledged once the batch's alerts, dead letters and changed customer states are
+        in Kafka and the events' scores in Redis (see :meth:`_persist`, :meth:`_flush`), so a
+        committed offset never runs ahead of what a crash could lose. A long batch does both
+        as it goes: the changelog every ``PERSIST_SECONDS`` of scoring (or when changed states
+        or queued records reach their bounds), Redis every ``CRM_REDIS_FLUSH_MS``. A message
+        of an older consumer generation (a rebalance began) ends the batch: the rest are
+        fetched again by whoever owns their partition next.
         """
         for ready in (self.model_sync.feed.ready, self.catalogue.ready):
             if not ready.is_set():  # the group model and the catalogue, then the first event
@@ -292,16 +305,22 @@ class ScorerService:
         if self._rebuild_schedule:
             await self._reschedule_pending()
         app = self.app
-        letters: list[_Letter] = []
+        handled: list[Message] = []
         flow_active = app.flow_control.is_active
         not_after = datetime.fromtimestamp(self._clock() + self.settings.max_future_seconds, UTC)
         observe, clock = self.metrics.processing_seconds.observe, time.perf_counter
-        producer = app.producer.buffer
-        producer_limit = self.settings.producer_max_pending
-        slice_started = clock()
+        settings, states = self.settings, self.states
+        flush_seconds, producer_limit = settings.redis_flush_ms / 1e3, settings.producer_max_pending
+        slice_started = flushed = persisted = clock()
         for message in messages:
             started = clock()
             if started - slice_started >= YIELD_SECONDS:
+                if started - persisted >= PERSIST_SECONDS:  # a long batch commits as it goes
+                    await self._persist(handled)
+                    persisted = clock()
+                if started - flushed >= flush_seconds:  # what is scored so far to Redis
+                    await self._flush()
+                    flushed = clock()
                 await asyncio.sleep(0)  # /metrics, timers and the Redis flush get their turn
                 started = slice_started = clock()
             if message.generation_id != app.consumer_generation_id or not flow_active():
@@ -309,7 +328,7 @@ class ScorerService:
             event = enter_event(app, message)  # the customer table writes to its partition
             outcome = "failed"
             try:
-                outcome = self._handle(message, not_after, letters)
+                outcome = self._handle(message, not_after)
             except Exception:  # a bug: acknowledged, not retried forever
                 logger.exception("Handling %s failed", _position(message))
             if self._erasures and not self._erasures_waiting:  # acked once carried out
@@ -317,17 +336,16 @@ class ScorerService:
             del event
             self._handled_offsets[message.partition] = message.offset
             if outcome != "erased":
-                self._handled.append(message)
+                handled.append(message)
             observe(clock() - started)
-            if producer.size > producer_limit:
-                await self._wait_for_producer()
-                slice_started = clock()
+            if states.unwritten >= states.capacity or self._records_pending() > producer_limit:
+                await self._persist(handled)
+                slice_started = persisted = clock()
         leave_event()
         self.metrics.mirror_totals(
             churn_drifts=self.scorer.quality.drifts, rescore_errors=self.engine.rescore_errors
         )
-        for letter in letters:
-            await self._dead_letter(*letter)
+        await self._persist(handled)
         if self._erasures:  # once per batch while Redis refuses them
             self._erasures_waiting = False
             await self._carry_out_erasures()
@@ -335,6 +353,47 @@ class ScorerService:
         limit = self.settings.redis_max_pending
         if len(self.writer) >= limit or len(self._handled) >= limit:
             await self._wait_for_redis()
+
+    async def _persist(self, handled: list[Message] | None = None) -> None:
+        """Send the queued alerts and dead letters, then the changelog records of every
+        changed customer state, each once the broker acknowledged the ones before; then
+        the events ``handled`` (emptied) may be acknowledged once their scores are in Redis.
+
+        Alerts go first: after a crash between the two, the redelivered event is applied and
+        its alert sent again (same ``alert_id``), rather than found applied and its alert lost.
+        A changelog record the broker refused crashes the worker: the state it carried exists
+        only here, and its events must be redelivered to whoever owns them next.
+        """
+        async with self._persisting:
+            try:
+                await self.outbox.send()
+                limit = self.settings.producer_max_pending  # records waiting for the broker
+                while self.states.write_back(self.changelog, limit):
+                    await self.outbox.send()  # alerts of events handled while the last send ran
+                    await self.changelog.send()
+                if handled:
+                    self._handled.extend(handled)
+                    handled.clear()
+            except RecordsLost as exc:
+                logger.critical("Customer states did not reach the changelog: %s", exc)
+                await self.app.crash(exc)
+                raise
+
+    async def _dead_letter_now(
+        self,
+        message: Message,
+        reason: str,
+        error: str,
+        field: str | None,
+        event_type: str | None,
+    ) -> None:
+        """Dead-letter a record of another topic than the events' (a catalogue record): sent
+        and acknowledged by the broker before the caller acknowledges the record."""
+        self.dead_letters.add(message, reason, error, field, event_type)
+        await self.outbox.send()
+
+    def _records_pending(self) -> int:
+        return self.outbox.pending + self.changelog.pending
 
     async def _follow_models(self) -> None:
         """Load the newest version of the group model, then apply each new one; a broker
@@ -438,22 +497,10 @@ class ScorerService:
                 )
                 key, value = customer_id.encode(), record.to_bytes()
                 await (await self.audit_topic.send(key=key, value=value))
+                await self._persist()  # the customer's tombstone is in the changelog
                 self.app.consumer.ack(message)
                 self._erasures.pop(0)
                 logger.info("Carried out erasure request %s", request.event_id)
-
-    async def _wait_for_producer(self) -> None:
-        """Let the Kafka producer drain its buffer to half of ``CRM_PRODUCER_MAX_PENDING``.
-
-        Table writes are synchronous, so their changelog records queue in Faust's producer
-        buffer. Faust's own per-event path waits for that buffer to ebb before each event;
-        the batched path waits here, or a scorer faster than its producer would queue every
-        record of a burst in memory.
-        """
-        buffer = self.app.producer.buffer
-        low = self.settings.producer_max_pending // 2
-        while buffer.size > low and not self.app.should_stop:
-            await asyncio.sleep(0.001)
 
     async def _wait_for_redis(self) -> None:
         """Stop consuming until Redis takes the scores it missed (Kafka keeps the events).
@@ -522,17 +569,17 @@ class ScorerService:
         """
         unreadable = 0
         for count, customer_id in enumerate(list(self.customers.keys()), start=1):
-            raw = self.customers.get(customer_id)
-            if raw is not None:
-                try:
-                    state: CustomerState | None = CustomerState.decode(raw)
-                except Exception:
-                    state = None
-                    unreadable += 1
-                    if unreadable <= 10:
-                        logger.exception("Cannot %s customer %s", purpose, customer_id)
-                if state is None or state.shard in self._active_partitions:
-                    yield customer_id, state
+            try:  # the live state, when the customer changed since the last write-back
+                state: CustomerState | None = self.states[customer_id]
+            except KeyError:
+                continue  # erased meanwhile
+            except Exception:
+                state = None
+                unreadable += 1
+                if unreadable <= 10:
+                    logger.exception("Cannot %s customer %s", purpose, customer_id)
+            if state is None or state.shard in self._active_partitions:
+                yield customer_id, state
             if count % RESCHEDULE_CHUNK == 0:
                 await asyncio.sleep(0)
 
@@ -544,8 +591,8 @@ class ScorerService:
         score = self.scorer.score_as_of(state, now)
         self.writer.put(customer_id, (customer_id, state, score))
 
-    def _handle(self, message: Message, not_after: datetime, letters: list[_Letter]) -> str:
-        """Decode and score one event; bad input joins ``letters``, for the dead-letter topic."""
+    def _handle(self, message: Message, not_after: datetime) -> str:
+        """Decode and score one event; bad input is queued for the dead-letter topic."""
         try:
             decoded = decode_event(message.value, not_after=not_after)
         except UnknownEventType as exc:
@@ -553,13 +600,13 @@ class ScorerService:
             logger.debug("Skipped %s at %s", exc, _position(message))
             return "skipped"
         except EventRejected as exc:
-            letters.append((message, exc.reason, exc.message, exc.field, None))
+            self.dead_letters.add(message, exc.reason, exc.message, exc.field)
             return "dead_lettered"
         key = message.key
         if key is None or key != decoded.customer_id.encode("utf-8"):
             shown = repr(key)[:100]
             error = f"key: message key {shown} must equal customer_id {decoded.customer_id!r}"
-            letters.append((message, "key_mismatch", error, "key", decoded.type))
+            self.dead_letters.add(message, "key_mismatch", error, "key", decoded.type)
             return "dead_lettered"
         if isinstance(decoded, ErasureRequestEvent):
             customer_id = self._customer_id(decoded.customer_id)
@@ -571,8 +618,10 @@ class ScorerService:
             outcome = self._score(decoded, message)
         except Exception as exc:
             logger.exception("Scoring failed at %s", _position(message))
+            # Half-applied: the customer reverts to the state last written to the changelog.
+            self.states.discard(self._customer_id(decoded.customer_id))
             error = f"{type(exc).__name__}: {exc}"
-            letters.append((message, "processing_error", error, None, decoded.type))
+            self.dead_letters.add(message, "processing_error", error, None, decoded.type)
             return "dead_lettered"
         self.metrics.event(decoded.type, outcome)
         return outcome
@@ -631,9 +680,11 @@ class ScorerService:
         key = customer_id.encode("utf-8")
         for intent in outcome.alerts:
             alert = alert_of(customer_id, intent, intent.time, event_id)
-            # Counted when Kafka acknowledged it (Faust calls back on success only).
-            self.alerts_topic.send_soon(
-                key=key, value=alert.to_bytes(), callback=partial(self._alert_sent, intent.type)
+            self.outbox.add(
+                self.settings.alerts_topic,
+                key,
+                alert.to_bytes(),
+                on_sent=partial(self._alert_sent, intent.type),
             )
 
     def _render_many(self, queued: Sequence[_Unrendered]) -> list[Score]:
@@ -645,44 +696,6 @@ class ScorerService:
             for (customer_id, _, score), ranked in zip(queued, recommendations, strict=True)
         ]
 
-    def _alert_sent(self, alert_type: str, _: Any) -> None:
-        self.metrics.alert(alert_type)
-
-    async def _dead_letter(
-        self,
-        message: Message,
-        reason: str,
-        error: str,
-        field: str | None,
-        event_type: str | None,
-    ) -> None:
-        letter = DeadLetter.for_message(
-            message.value,
-            reason=reason,
-            error=error,
-            field=field,
-            source=SourcePosition(
-                topic=message.topic, partition=message.partition, offset=message.offset
-            ),
-            dead_lettered_at=datetime.fromtimestamp(self._clock(), tz=UTC),
-        )
-        try:
-            await self.dlq_topic.send(key=message.key, value=letter.to_bytes())
-        except Exception:
-            self.metrics.dead_letter_failures.inc()
-            logger.exception("Could not dead-letter %s (%s: %s)", _position(message), reason, error)
-        self.metrics.dead_letter(reason)
-        self.metrics.event(event_type, "dead_lettered")
-        logger.info(
-            "Dead-lettered %s[%d]@%d: %s (%s)",
-            message.topic,
-            message.partition,
-            message.offset,
-            reason,
-            error,
-        )
-
-
-def _position(message: Any) -> str:
-    """``topic[partition]@offset`` of a message, for logs."""
-    return f"{message.topic}[{message.partition}]@{message.offset}"
+    def _alert_sent(self, alert_type: str, _: int, __: int, error: BaseException | None) -> None:
+        if error is None:  # counted once Kafka has it
+            self.metrics.alert(alert_type)

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         description="Changelog, alert and dead-letter records waiting for the Kafka producer "
         "before the worker stops consuming until they drain.",
     )
+    state_cache_customers: int = Field(
+        10_000,
+        ge=1,
+        description="Customers' states kept decoded between batches (about 2.6 KB each); the "
+        "changed ones are written to the changelog when they reach it, and after every batch.",
+    )
     # Redis writer
     redis_batch_size: int = Field(500, ge=1, le=100_000, description="Scores per Redis pipeline.")
     redis_flush_ms: int = Field(50, ge=1, le=60_000, description="Longest wait before a flush, ms.")

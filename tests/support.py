@@ -87,6 +87,16 @@ def wait_until(
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
 
 
+def wait_for_scores_in_redis(worker: WorkerProcess, timeout: float = 30) -> None:
+    """Wait until the worker has no score left to write to Redis."""
+    wait_until(
+        lambda: read_metrics(worker.port)["crm_scorer_redis_pending_scores"] == 0,
+        timeout,
+        "scores in Redis",
+        worker,
+    )
+
+
 def handled_events(worker: WorkerProcess) -> int:
     """Events the worker scored, dead-lettered or skipped so far."""
     return int(read_metrics(worker.port).get("crm_scorer_events_total", 0.0))

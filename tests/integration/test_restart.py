@@ -13,7 +13,13 @@ from kafka import KafkaProducer
 
 from schemas.scores import Score
 from streams.commands.demo import read_metrics
-from tests.support import handled_events, start_worker, wait_until, worker_env
+from tests.support import (
+    handled_events,
+    start_worker,
+    wait_for_scores_in_redis,
+    wait_until,
+    worker_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,7 @@ def test_state_survives_a_restart_and_silent_customers_are_still_labelled(
             return metrics.get("crm_scorer_churn_labels_total{label=churned}", 0.0) >= 1
 
         wait_until(quiet_labelled, 120, "quiet's churn label after the restart", second)
-        wait_until(
-            lambda: read_metrics(second.port)["crm_scorer_redis_pending_scores"] == 0,
-            30,
-            "scores in Redis",
-            second,
-        )
+        wait_for_scores_in_redis(second)
     finally:
         second.stop()
     producer.close()
