@@ -309,7 +309,7 @@ class Recommender:
         cf_weight: float = 2.0,
         popularity_weight: float = 0.3,
         co_purchase_weight: float = 4.0,
-        content_weight: float = 1.0,
+        content_weight: float = 4.0,
         new_item_slots: int = 1,
         seed: int = 42,
         buckets: int = 64,

@@ -62,7 +62,7 @@ class ScorerConfig:
     co_purchase_neighbors: int = 50
     #: Weight of the catalogue's content similarity in the recommendations' blend (the
     #: factor, popularity and co-purchase weights are 2.0, 0.3 and 4.0; see the README).
-    content_weight: float = 1.0
+    content_weight: float = 4.0
     #: Places at the end of each list for the catalogue's new items (nobody interacted with
     #: them yet) that match the customer's recent items best.
     new_item_slots: int = 1

@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         16, ge=1, le=512, description="Latent factors of the recommender."
     )
     content_weight: float = Field(
-        1.0,
+        4.0,
         ge=0.0,
         le=100.0,
         description="Weight of catalogue content similarity in the recommendations (factors "
