@@ -19,13 +19,21 @@ from streams.kafka_security import aiokafka_options
 from streams.metrics import ScorerMetrics
 from streams.settings import Settings
 
-__all__ = ["CatalogueCheck", "CatalogueFeed"]
+__all__ = ["CatalogueCheck", "CatalogueFeed", "CatalogueMissing"]
 
 logger = logging.getLogger(__name__)
 
 _POLL_MS = 500
 # How long a worker waits between attempts to read a catalogue topic it cannot reach yet.
 _RETRY_SECONDS = 1.0
+# A topic missing this many times in a row is no catalogue (looked for again every minute).
+_MISSING_ATTEMPTS = 5
+_MISSING_RETRY_SECONDS = 60.0
+
+
+class CatalogueMissing(LookupError):
+    """The catalogue topic does not exist on the cluster."""
+
 
 #: Sends one refused record to the dead-letter topic: message, reason, error, field, kind.
 DeadLetterSender = Callable[[Message, str, str, str | None, str | None], Awaitable[None]]
@@ -50,19 +58,32 @@ class CatalogueFeed:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        """Load the catalogue, then follow it, until the worker stops; a broker that does not
-        answer is asked again."""
+        """Load the catalogue, then follow it, until the worker stops. A broker that does not
+        answer is asked again, and the catalogue read again whole after any failure. A topic
+        that does not exist (a cluster that forbids creating it) is an empty catalogue: the
+        worker scores without one, and looks for the topic again every minute."""
+        missing = 0
         while True:
             try:
-                if not self.ready.is_set():
+                if self._consumer is None:
                     await self._load()
                 await self._follow()
             except asyncio.CancelledError:
                 raise
             except ConsumerStoppedError:
                 return  # the worker stops
+            except CatalogueMissing as exc:
+                await self.stop()
+                missing += 1
+                if missing < _MISSING_ATTEMPTS:
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue
+                if not self.ready.is_set():
+                    logger.warning("%s: scoring without a catalogue until it appears", exc)
+                    self.ready.set()
+                await asyncio.sleep(_MISSING_RETRY_SECONDS)
             except Exception as exc:
-                logger.warning("Reading %s failed (%s); trying again", self._topic, exc)
+                logger.warning("Reading %s failed (%s); reading it again", self._topic, exc)
                 await self.stop()
                 await asyncio.sleep(_RETRY_SECONDS)
 
@@ -90,8 +111,8 @@ class CatalogueFeed:
         await consumer.topics()  # metadata of every topic, the catalogue's included
         partitions = consumer.partitions_for_topic(self._topic)
         if not partitions:
-            msg = f"topic {self._topic} (CRM_ITEMS_TOPIC) has no partitions yet"
-            raise LookupError(msg)
+            msg = f"topic {self._topic} (CRM_ITEMS_TOPIC) does not exist"
+            raise CatalogueMissing(msg)
         assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
