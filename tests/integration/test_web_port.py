@@ -99,6 +99,7 @@ def test_readiness_reports_every_check_once_the_worker_scores(protected: Protect
             "partitions_assigned": "ok",
             "tables_recovered": "ok",
             "models_loaded": "ok",
+            "catalogue_loaded": "ok",
             "redis_reachable": "ok",
         },
     }
