@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import textwrap
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -84,8 +85,13 @@ class LocalPrometheus(ManagedProcess):
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
             {"query": expr}
         )
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = orjson.loads(response.read())
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:  # Prometheus is still starting (its TSDB not open yet)
+                return []
+            raise
         assert body["status"] == "success", body
         return list(body["data"]["result"])
 
