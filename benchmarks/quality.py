@@ -670,16 +670,23 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def online_retail_arguments(description: str, results: Path) -> tuple[Any, Console]:
+    """``--data``, ``--cutoff`` and ``--out`` of a benchmark on Online Retail, and its
+    console; exits naming the path when the data is missing."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cutoff", action="append", help="ISO date; repeatable")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=results)
     args = parser.parse_args()
     console = Console()
     if not args.data.is_file():
         console.print(f"[red]no data at {args.data}: see the README's Quality section")
         raise SystemExit(2)
+    return args, console
+
+
+def main() -> None:
+    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS)
     started = time.perf_counter()
     loaded = load_transactions(args.data, preset="online-retail")
     console.log(f"loaded {len(loaded.events):,} events in {time.perf_counter() - started:.1f}s")

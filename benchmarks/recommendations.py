@@ -24,7 +24,6 @@ Prints a table and writes benchmarks/results/recommendations.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -44,14 +43,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import HORIZON, History, K, recommendation_section  # noqa: E402
+from quality import (  # noqa: E402
+    HORIZON,
+    History,
+    K,
+    online_retail_arguments,
+    recommendation_section,
+)
 
 from online_models.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
 from streams.commands.items import load_catalogue  # noqa: E402
 from streams.commands.transactions import load_transactions  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "recommendations.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
 PARTITIONS = 8
@@ -195,15 +199,7 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cutoff", action="append", help="ISO date; repeatable")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    console = Console()
-    if not args.data.is_file():
-        console.print(f"[red]no data at {args.data}: see the README's Quality section")
-        raise SystemExit(2)
+    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS)
     threadpool_limits(limits=1, user_api="blas")  # as the worker and the backtest command
     loaded = load_transactions(args.data, preset="online-retail")
     history = History(loaded.events)

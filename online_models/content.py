@@ -167,10 +167,6 @@ class ContentModel:
         self._removed.add(item_id)
         self._changed()
 
-    def clear(self) -> None:
-        """Forget every item (a catalogue about to be read again from its beginning)."""
-        self.__init__(self.dimensions, self.catalogue_only)  # type: ignore[misc]
-
     def allowed(self, items: Sequence[str]) -> np.ndarray:
         """For each of ``items``: may it be recommended?"""
         strict = self.catalogue_only and bool(self._items)
