@@ -37,6 +37,7 @@ _INIT_SIGMA = 0.1
 NEW_ITEM_MIN_SIMILARITY = 0.2
 # Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
 _MAX_SCORE_CELLS = 2_000_000
+_PROBE_RANKINGS = 64
 
 #: A bucket of the group's model for :meth:`Recommender.apply`: the group's share, this
 #: worker's pending deltas of it, and the positions that changed (None: all of them).
@@ -163,6 +164,50 @@ class ItemShare:
             refs.astype(np.int64),
             counts.astype(float),
         )
+
+
+def top_k_columns(scores: np.ndarray, k: int, probe: np.ndarray | None = None) -> np.ndarray:
+    """The columns of each row's ``k`` largest values, best first, ties broken by the lower
+    column (a ``float32`` matrix; ``-inf`` ranks last).
+
+    ``probe``, some columns likely to score well in every row (the popular items), makes it
+    faster and changes nothing: the ``k``-th best of a row's probe columns is a floor no
+    column below it can pass, so only the few columns at or above their row's floor are
+    sorted.
+
+    >>> top_k_columns(np.array([[0.0, 2.0, 0.0, -np.inf, 2.0]], dtype=np.float32), 3)
+    array([[1, 4, 0]])
+    """
+    m, n = scores.shape
+    k = min(k, n)
+    if probe is not None and k <= len(probe) and 8 * len(probe) < n:
+        floor = np.take_along_axis(
+            scores[:, probe], _top_k_columns(scores[:, probe], k)[:, k - 1 :], axis=1
+        )
+        rows, columns = np.nonzero(scores >= floor)
+        if len(rows) < m * n // 4:
+            order = np.lexsort((columns, -scores[rows, columns], rows))
+            starts = np.searchsorted(rows[order], np.arange(m))
+            top: np.ndarray = columns[order][starts[:, None] + np.arange(k)]
+            return top
+    return _top_k_columns(scores, k)
+
+
+def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k_columns` of every column. numpy's ``argpartition`` slows down tenfold on
+    rows of many equal values (a catalogue's never-sold items all score 0, excluded ones
+    ``-inf``), so each value is made distinct first: its float32 bits, mapped to an integer
+    of the same order, then its column in the low 32 bits."""
+    n = scores.shape[1]
+    if k == 1:
+        return scores.argmax(axis=1)[:, None]  # the first of equals, like a stable sort
+    bits = (scores + np.float32(0.0)).view(np.int32)  # + 0.0: -0.0 ties with 0.0
+    keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
+    keys <<= 32
+    keys |= np.int64(0xFFFFFFFF) - np.arange(n, dtype=np.int64)
+    top = np.argpartition(keys, n - k, axis=1)[:, n - k :] if k < n else keys.argsort(axis=1)
+    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)
 
 
 def merge_items(
@@ -357,6 +402,8 @@ class Recommender:
         # The catalogue's vectors and allowed flags by row, and the (version, rows) they are of.
         self._content_view: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self._registered_version = -1  # the catalogue version whose items have rows
+        # The popular head ranking probes (see top_k_columns): (rows, rankings left, probe).
+        self._probe: tuple[int, int, np.ndarray | None] = (0, 0, None)
         # River's FunkMF settings of the factor step: squared loss, plain SGD, clipping.
         self.clip_gradient = 1e12
         self._users: dict[str, np.ndarray] = {}  # factors of users given by id only
@@ -535,22 +582,35 @@ class Recommender:
         ]
         if excluded:
             scores.reshape(-1)[excluded] = -np.inf
-        if k < n:
-            top_rows = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-        else:
-            top_rows = np.broadcast_to(np.arange(n), (m, n))
-        top_scores = np.take_along_axis(scores, top_rows, axis=1)
+        # Best score first; ties broken by row, i.e. by first appearance of the item.
+        top_rows = top_k_columns(scores, k, self._popular_head(n, k))
+        finite = np.isfinite(np.take_along_axis(scores, top_rows, axis=1))
         items = self._items
         ranked = []
-        for rows, row_scores in zip(top_rows, top_scores, strict=True):
-            keep = np.isfinite(row_scores)  # never an excluded item, even to fill the list
-            rows, row_scores = rows[keep], row_scores[keep]
-            # Best score first; ties broken by row, i.e. by first appearance of the item.
-            order = rows[np.lexsort((rows, -row_scores))]
-            ranked.append([items[row] for row in order.tolist()])
+        for rows, keep in zip(top_rows.tolist(), finite.tolist(), strict=True):
+            # Never an excluded item, even to fill the list.
+            ranked.append([items[row] for row, kept in zip(rows, keep, strict=True) if kept])
         if similarity is not None and self.new_item_slots > 0:
             self._give_new_items_slots(ranked, scores, similarity, k)
         return ranked
+
+    def _popular_head(self, n: int, k: int) -> np.ndarray | None:
+        """The most popular rows, a probe for :func:`top_k_columns` (None when few are).
+
+        Found again every ``_PROBE_RANKINGS`` rankings: any probe gives the same ranking, a
+        popular one just makes it faster, and the head moves slowly.
+        """
+        rows, left, probe = getattr(self, "_probe", (0, 0, None))
+        if rows == n and left > 0 and (probe is None or len(probe) >= k):
+            self._probe = (n, left - 1, probe)
+            return probe
+        size = max(4 * k, 64)
+        popularity = self._popularity[:n]
+        probe = None
+        if size < n and np.isfinite(popularity).sum() >= size:
+            probe = np.argpartition(popularity, n - size)[n - size :]
+        self._probe = (n, _PROBE_RANKINGS, probe)
+        return probe
 
     def _give_new_items_slots(
         self, ranked: list[list[str]], scores: np.ndarray, similarity: np.ndarray, k: int
@@ -563,22 +623,26 @@ class Recommender:
         if not new.any():
             return
         columns = np.flatnonzero(new)
-        candidates = np.where(
-            np.isfinite(scores[:, columns]), similarity[:, columns], -np.inf
-        ).astype(np.float32)
+        near = similarity[:, columns]
+        # Only items someone in the flush is similar enough to can win a slot.
+        reachable = near.max(axis=0) >= NEW_ITEM_MIN_SIMILARITY
+        if not reachable.any():
+            return
+        columns, near = columns[reachable], near[:, reachable]
+        candidates = np.where(np.isfinite(scores[:, columns]), near, -np.inf).astype(np.float32)
         slots = min(self.new_item_slots, k, len(columns))
-        best = np.argpartition(-candidates, slots - 1, axis=1)[:, :slots]
+        best = top_k_columns(candidates, slots)
+        chosen_ones = np.take_along_axis(candidates, best, axis=1) >= NEW_ITEM_MIN_SIMILARITY
         items = self._items
-        for user, (picks, ranking) in enumerate(zip(best, ranked, strict=True)):
-            values = candidates[user, picks]
+        for user in np.flatnonzero(chosen_ones.any(axis=1)).tolist():
             chosen = [
                 items[int(columns[pick])]
-                for pick in picks[np.argsort(-values, kind="stable")]
-                if candidates[user, pick] >= NEW_ITEM_MIN_SIMILARITY
+                for pick, good in zip(best[user], chosen_ones[user], strict=True)
+                if good
             ]
-            if chosen:
-                kept = [item for item in ranking if item not in chosen]
-                ranking[:] = kept[: k - len(chosen)] + chosen
+            ranking = ranked[user]
+            kept = [item for item in ranking if item not in chosen]
+            ranking[:] = kept[: k - len(chosen)] + chosen
 
     def forget_user(self, user: str) -> bool:
         """Drop the latent factors the model holds for ``user``; True if it held any."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from online_models.activity import Activity
-from online_models.recommend import Recommender, initial_latent, item_hash
+from online_models.recommend import Recommender, initial_latent, item_hash, top_k_columns
 from online_models.scorer import CustomerScorer, ScorerConfig
 from online_models.state import CustomerState
 
@@ -407,3 +407,19 @@ def test_the_factor_step_is_rivers_funk_mf_step() -> None:
         np.testing.assert_allclose(ours._users[user], river_mf.u_latents[user])
     for item in ("tea", "cup"):
         np.testing.assert_allclose(ours._factors[ours._index[item]], river_mf.i_latents[item])
+
+
+@pytest.mark.parametrize("k", [1, 10, 49, 50, 80])
+@pytest.mark.parametrize("probed", [False, True])
+def test_top_k_columns_is_a_stable_descending_sort_cut_at_k(k: int, probed: bool) -> None:
+    """Rows full of ties (zeros, -inf, repeated values, -0.0) rank exactly as a stable sort
+    by descending score would: ties by the lower column, with or without probe columns."""
+    rng = np.random.default_rng(k)
+    n = 1_000 if probed else 50
+    choices = np.array([0.0, -0.0, 0.5, 1.0, -np.inf, 2.5e-6], dtype=np.float32)
+    values = rng.choice(choices, (40, n), p=[0.4, 0.1, 0.05, 0.05, 0.35, 0.05])
+    values[::3] = rng.random((14, n), dtype=np.float32)
+    values[5] = -np.inf  # a row with nothing rankable still lists k columns
+    probe = rng.choice(n, 100, replace=False) if probed else None
+    expected = np.argsort(-(values + np.float32(0.0)), axis=1, kind="stable")[:, :k]
+    assert (top_k_columns(values, k, probe) == expected).all()
