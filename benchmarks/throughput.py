@@ -394,12 +394,7 @@ def measure_first_pass(
     commit = "this commit"
     if checkout is not None:
         source = checkout.resolve()
-        commit = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = commit_of(source)
         # The child runs from ``work``: PYTHONPATH puts the checkout's packages before the
         # installed ones (the same dependencies serve both).
         env = {**env, "PYTHONPATH": str(source)}
@@ -425,6 +420,16 @@ def measure_first_pass(
         "rescores": rescores,
         "rescores_per_second": rescores / seconds,
     }
+
+
+def commit_of(checkout: Path) -> str:
+    """The short hash of ``checkout``'s HEAD."""
+    return subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def measure_worker(
