@@ -418,13 +418,26 @@ def _bgnbd_position(
     return x, t_x, age, dropped
 
 
+#: Within ``_NEAR_ONE`` of 1, BG/NBD's ``a`` is evaluated ``_STEP`` to each side
+#: (``_expected_orders``): the error of that mean is of the order of the step squared (about
+#: 1e-7), far below the digits the formula itself loses next to 1 (a fit of a = 1 - 1.1e-6
+#: lost 8 of them).
+_NEAR_ONE = 1e-4
+_STEP = 2 * _NEAR_ONE
+
+
 def _expected_orders(
     r: float, alpha: float, a: float, b: float, x: float, t_x: float, age: float, days: float,
     dropped: float,
 ) -> float:  # fmt: skip
     """BG/NBD's expected orders over the next ``days`` (Fader, Hardie and Lee 2005, eq. 10)."""
-    if abs(a - 1.0) < 1e-9:
-        a = 1.0 + 1e-6  # the formula's removable singularity
+    if abs(a - 1.0) < _NEAR_ONE:
+        # The formula's removable singularity: 1/(a - 1) times a difference that vanishes
+        # with it loses digits near a = 1, so take the mean of both sides a step away.
+        return 0.5 * sum(
+            _expected_orders(r, alpha, 1.0 + side, b, x, t_x, age, days, dropped)
+            for side in (_STEP, -_STEP)
+        )
     z = days / (alpha + age + days)
     tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
     hyper = float(special.hyp2f1(r + x, b + x, a + b + x - 1, z))
@@ -437,8 +450,10 @@ def _expected_orders_many(
     age: np.ndarray, days: float, dropped: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """:func:`_expected_orders` over arrays (``hyp2f1`` is a ufunc)."""
-    if abs(a - 1.0) < 1e-9:
-        a = 1.0 + 1e-6
+    if abs(a - 1.0) < _NEAR_ONE:
+        below = _expected_orders_many(r, alpha, 1.0 - _STEP, b, x, t_x, age, days, dropped)
+        above = _expected_orders_many(r, alpha, 1.0 + _STEP, b, x, t_x, age, days, dropped)
+        return 0.5 * (below + above)
     z = days / (alpha + age + days)
     tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
     hyper = special.hyp2f1(r + x, b + x, a + b + x - 1, z)

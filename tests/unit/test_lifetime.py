@@ -288,3 +288,22 @@ def test_a_fit_made_off_the_event_loop_keeps_the_customers_merged_meanwhile() ->
     assert share.params == fitted.params and share.fitted_at == now
     assert len(share.keys) > len(sample.keys)  # the newer customers are still in the sample
     assert group.merger.lifetime_fit_due() is None or group.merger.lifetime_fit_due()[1] > now
+
+
+@pytest.mark.parametrize("a", [1 - 1.1e-6, 1 + 1e-9, 1 - 5e-5, 1 + 9e-5])
+def test_expected_orders_next_to_a_equal_one_agree_between_paths_and_are_continuous(a):
+    """BG/NBD's expected orders divide by a - 1: next to 1 both paths agree to 1e-12 and
+    the value joins those a little further away (the fit of a simulated world gave
+    a = 1 - 1.1e-6, where the formula as written lost 8 digits)."""
+    from online_models.lifetime import _expected_orders, _expected_orders_many
+
+    args = (3.5, 90.9, a, 93.3)
+    x, t_x, age, days, dropped = 6.0, 200.0, 300.0, 90.0, 0.02
+    scalar = _expected_orders(*args, x, t_x, age, days, dropped)
+    many = _expected_orders_many(
+        *args, np.array([x]), np.array([t_x]), np.array([age]), days, np.array([dropped])
+    )[0]
+    assert scalar == pytest.approx(many, rel=1e-12)
+    for further in (1 - 1e-3, 1 + 1e-3):
+        away = _expected_orders(3.5, 90.9, further, 93.3, x, t_x, age, days, dropped)
+        assert scalar == pytest.approx(away, rel=1e-3)
