@@ -7,7 +7,7 @@ import itertools
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -176,6 +176,22 @@ class ContentModel:
             entry = entries.get(item)
             flags.append(entry[1] if entry is not None else not strict and item not in removed)
         return np.array(flags, dtype=bool)
+
+    def allows_all(self, items: Iterable[str]) -> bool:
+        """Whether every one of ``items`` may be recommended (:meth:`allowed`, for a few).
+
+        >>> content = ContentModel()
+        >>> content.upsert("tea", {"name": "green tea"})
+        >>> content.allows_all(["tea"]), content.allows_all(["tea", "cup"])
+        (True, False)
+        """
+        strict = self.catalogue_only and bool(self._items)
+        entries, removed = self._items, self._removed
+        for item in items:
+            entry = entries.get(item)
+            if not (entry[1] if entry is not None else not strict and item not in removed):
+                return False
+        return True
 
     def vectors(self, items: Sequence[str]) -> np.ndarray:
         """The unit content vectors of ``items`` (rows of zeros for items without one)."""

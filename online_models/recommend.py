@@ -471,6 +471,11 @@ class Recommender:
         self._content_view = None
         self._registered_version = -1
 
+    def recommendable(self, items: Iterable[str]) -> bool:
+        """Whether every one of ``items`` may still be recommended (none withdrawn from the
+        catalogue since it was ranked)."""
+        return self.content is None or self.content.allows_all(items)
+
     def bucket_of(self, item: str) -> int:
         """The bucket of the group's model that holds ``item``."""
         return item_hash(item) % self.buckets

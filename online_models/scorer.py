@@ -69,6 +69,9 @@ class ScorerConfig:
     #: With a catalogue, recommend only the items it holds (False: also items it never named,
     #: but never one it marks unavailable or removed).
     recommend_catalogue_only: bool = True
+    #: A silent customer's re-score serves the list ranked at their latest event or ranking
+    #: for this many event-time days (0: rank at every score); see ``recommend_many``.
+    rerank_silent_days: float = 7.0
     hit_rate_sample_every: int = 4
     value_recency_halflife_days: float = 30.0
     clv_horizon_days: float = 365.0
@@ -453,11 +456,70 @@ class CustomerScorer:
         """The customer's top-K items now: not ones they bought, unless repurchase is allowed."""
         return self.recommend_many([(customer_id, state)])[0]
 
-    def recommend_many(self, customers: Sequence[tuple[str, CustomerState]]) -> list[list[str]]:
+    def recommend_many(
+        self,
+        customers: Sequence[tuple[str, CustomerState]],
+        as_of: Sequence[float] | None = None,
+    ) -> list[list[str]]:
         """:meth:`recommend` for many customers at once (ranked together, see
-        :meth:`Recommender.rank_many`)."""
+        :meth:`Recommender.rank_many`).
+
+        With ``as_of``, the event time of each customer's score being published, the lists
+        are kept in the states, and a customer whose list was ranked since their latest
+        event, less than ``rerank_silent_days`` before, gets it again unranked, unless an
+        item in it is no longer recommendable (the catalogue withdrew it) or it is short:
+        the daily re-scores of silent customers rank a fraction of them, while every event
+        and every withdrawal still changes the list at once.
+
+        >>> from online_models.activity import DAY, Activity
+        >>> scorer = CustomerScorer(ScorerConfig(top_k=1))
+        >>> outcome = scorer.score("ann", CustomerState.new(0.0),
+        ...                        Activity("purchase", 0.0, item_id="tea", amount=5.0, quantity=1))
+        >>> _ = scorer.score("bob", CustomerState.new(0.0), Activity("view", 0.0, item_id="cup"))
+        >>> first = scorer.recommend_many([("ann", outcome.state)], as_of=[0.0])
+        >>> outcome.state.ranked == first[0], outcome.state.ranked_at
+        (True, 0.0)
+        >>> _ = scorer.recommend_many([("ann", outcome.state)], as_of=[3 * DAY])
+        >>> outcome.state.ranked_at  # served again: ranked less than 7 days before
+        0.0
+        >>> _ = scorer.recommend_many([("ann", outcome.state)], as_of=[8 * DAY])
+        >>> outcome.state.ranked_at / DAY
+        8.0
+        """
+        if as_of is None:
+            return self._rank([state for _, state in customers])
+        lists: list[list[str] | None] = [
+            self._ranked_still(state, time)
+            for (_, state), time in zip(customers, as_of, strict=True)
+        ]
+        stale = [n for n, ranked in enumerate(lists) if ranked is None]
+        if stale:
+            fresh = self._rank([customers[n][1] for n in stale])
+            for n, ranked in zip(stale, fresh, strict=True):
+                state = customers[n][1]
+                state.ranked, state.ranked_at = ranked, as_of[n]
+                lists[n] = ranked
+        return [list(ranked) for ranked in lists if ranked is not None]
+
+    def _ranked_still(self, state: CustomerState, time: float) -> list[str] | None:
+        """The customer's kept list when it may be served again at ``time``, else None."""
+        ranked_at, ranked = state.ranked_at, state.ranked
+        days = self.config.rerank_silent_days
+        if (
+            ranked_at is None
+            or days <= 0
+            or ranked_at < state.profile.last_seen
+            or not 0 <= time - ranked_at < days * DAY
+            or len(ranked) < self.config.top_k
+        ):
+            return None
+        if not self._recommender.recommendable(ranked):
+            return None
+        return ranked
+
+    def _rank(self, states: Sequence[CustomerState]) -> list[list[str]]:
         requests: list[RankRequest] = []
-        for _customer_id, state in customers:
+        for state in states:
             profile = state.profile
             exclude = () if self.config.allow_repurchase else profile.purchased_items
             # Co-purchase neighbours of the latest items and of the last items first bought:

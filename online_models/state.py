@@ -29,9 +29,10 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
-#: Format 5 added the customer's latent factors; format 4 records read as having none.
-RECORD_VERSION = 5
-_READABLE_RECORDS = frozenset({4, RECORD_VERSION})
+#: Format 5 added the customer's latent factors, format 6 their latest ranked
+#: recommendations; older records read as having none.
+RECORD_VERSION = 6
+_READABLE_RECORDS = frozenset({4, 5, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
 # record of the events applied. Both read as is.
 _READABLE_VERSIONS = frozenset({1, 2, STATE_VERSION})
@@ -71,6 +72,10 @@ class CustomerState:
     little-endian): they are the customer's, so they move with the customer's partition and
     go with an erasure, while the item factors belong to the group's model.
 
+    ``ranked`` is the customer's latest recommendations and ``ranked_at`` the event time
+    they were ranked for: a silent customer's re-score serves them again for a while
+    instead of ranking the catalogue anew (:meth:`CustomerScorer.recommend_many`).
+
     >>> state = CustomerState.new(0.0)
     >>> CustomerState.from_dict(state.to_dict()) == state
     True
@@ -87,6 +92,8 @@ class CustomerState:
     offset: int | None = None
     recent_events: list[int] = field(default_factory=list)
     latent: bytes | None = None
+    ranked: list[str] = field(default_factory=list)
+    ranked_at: float | None = None
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -169,6 +176,8 @@ class CustomerState:
             "offset": self.offset,
             "recent_events": self.recent_events,
             "latent": None if self.latent is None else base64.b64encode(self.latent).decode(),
+            "ranked": self.ranked,
+            "ranked_at": self.ranked_at,
         }
 
     def encode(self) -> bytes:
@@ -194,6 +203,7 @@ class CustomerState:
                 self.offset,
                 _pack_fingerprints(self.recent_events),
                 None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
+                None if self.ranked_at is None else [self.ranked_at, self.ranked],
             ]
         )
         # A right-sized copy: the worker keeps this record for as long as it owns the
@@ -208,11 +218,12 @@ class CustomerState:
         if not isinstance(data, list):
             return cls.from_dict(data)
         if not data or data[0] not in _READABLE_RECORDS:
-            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-5"
+            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-6"
             raise StateVersionError(msg)
         _, profile, pending, segment, candidate, votes, cancelled, armed, alerted, *rest = data
         shard, offset, recent, *more = rest
         latent = more[0] if more else None
+        ranked_at, ranked = more[1] if len(more) > 1 and more[1] is not None else (None, [])
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -225,6 +236,8 @@ class CustomerState:
             offset=offset,
             recent_events=_unpack_fingerprints(recent),
             latent=None if latent is None else base64.b64decode(latent),
+            ranked=ranked,
+            ranked_at=ranked_at,
         )
 
     @classmethod
@@ -250,6 +263,8 @@ class CustomerState:
             offset=data.get("offset"),
             recent_events=list(data.get("recent_events") or []),
             latent=None if data.get("latent") is None else base64.b64decode(data["latent"]),
+            ranked=list(data.get("ranked") or []),
+            ranked_at=data.get("ranked_at"),
         )
 
 

@@ -689,7 +689,9 @@ class ScorerService:
 
     def _render_many(self, queued: Sequence[_Unrendered]) -> list[Score]:
         """The Redis scores of a flush, their recommendations ranked together now."""
-        recommendations = self.scorer.recommend_many([(c, state) for c, state, _ in queued])
+        recommendations = self.scorer.recommend_many(
+            [(c, state) for c, state, _ in queued], as_of=[score.as_of for _, _, score in queued]
+        )
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
         return [
             score_of(customer_id, score, ranked, now)

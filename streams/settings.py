@@ -209,6 +209,14 @@ class Settings(BaseSettings):
         description="Consecutive scores in a new segment before the customer moves there.",
     )
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per customer.")
+    rerank_silent_days: float = Field(
+        7.0,
+        ge=0,
+        le=365,
+        description="Event-time days a silent customer's re-scores serve the list ranked at "
+        "their latest event or ranking (sooner when an item in it is withdrawn); 0 ranks at "
+        "every score.",
+    )
     allow_repurchase: bool = Field(
         False, description="Recommend items the customer already bought."
     )
@@ -444,6 +452,7 @@ class Settings(BaseSettings):
             segments=self.segments,
             segment_confirmations=self.segment_confirmations,
             top_k=self.top_k,
+            rerank_silent_days=self.rerank_silent_days,
             allow_repurchase=self.allow_repurchase,
             recommender_factors=self.recommender_factors,
             item_buckets=self.model_item_buckets,

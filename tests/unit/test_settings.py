@@ -143,6 +143,7 @@ def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatc
         ("CRM_LOG_LEVEL", "loud"),
         ("CRM_STORE", "foo://"),
         ("CRM_TOP_K", "0"),
+        ("CRM_RERANK_SILENT_DAYS", "-1"),
         ("CRM_ALLOW_REPURCHASE", "maybe"),
         ("CRM_REDIS_FLUSH_MS", "-5"),
         ("CRM_APP_ID", ""),
