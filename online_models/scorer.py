@@ -16,6 +16,7 @@ from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, Ale
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
 from online_models.lifetime import LifetimeModel, LifetimeScore
+from online_models.outliers import Placement
 from online_models.profile import CustomerProfile
 from online_models.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
@@ -55,6 +56,9 @@ class ScorerConfig:
     segments: int = 6
     segment_halflife_days: float = 1.0
     segment_confirmations: int = 3
+    #: k-means: a customer whose distance to the nearest centre is beyond this quantile of
+    #: the learned points' distances is an outlier (``segment_outlier``).
+    outlier_quantile: float = 0.99
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
@@ -104,6 +108,10 @@ class CustomerScore:
     predicted_clv: float = 0.0
     next_order_expected: float | None = None
     churn_reasons: tuple[ChurnReason, ...] = ()
+    #: Whether the customer fits no segment (far from every centre, or in no dense region).
+    segment_outlier: bool = False
+    #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
+    outlier_score: float = 0.0
 
     @classmethod
     def of_profile(
@@ -118,9 +126,11 @@ class CustomerScore:
         model_version: str,
         outlook: LifetimeScore | None,
         churn_reasons: tuple[ChurnReason, ...],
+        placement: Placement | None = None,
     ) -> CustomerScore:
-        """The score of a customer with ``profile``: risk and value clipped to 0..1, and no
-        lifetime outlook (None) for a cancelled customer."""
+        """The score of a customer with ``profile``: risk and value clipped to 0..1, no
+        lifetime outlook (None) for a cancelled customer, and the outlier fields of the
+        ``placement`` of their segment features."""
         return cls(
             churn_risk=min(max(churn_risk, 0.0), 1.0),
             segment=segment,
@@ -137,6 +147,8 @@ class CustomerScore:
             predicted_clv=0.0 if outlook is None else outlook.predicted_clv,
             next_order_expected=None if outlook is None else outlook.next_order_expected,
             churn_reasons=churn_reasons,
+            segment_outlier=placement is not None and placement.outlier,
+            outlier_score=0.0 if placement is None else placement.outlier_score,
         )
 
     @property
@@ -200,7 +212,9 @@ class CustomerScorer:
         )
         self._quality = ChurnQuality(window=cfg.quality_window, horizon_days=cfg.churn_horizon_days)
         self._segmenter = Segmenter(
-            n_segments=cfg.segments, halflife_days=cfg.segment_halflife_days
+            n_segments=cfg.segments,
+            halflife_days=cfg.segment_halflife_days,
+            outlier_quantile=cfg.outlier_quantile,
         )
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._lifetime = LifetimeModel(
@@ -347,11 +361,11 @@ class CustomerScorer:
         # follow customers, not the lines of the biggest baskets.
         segment_x = profile.segment_features(now)
         if new_moment:
-            predicted = self._segmenter.learn_predict_one(segment_x, now)
+            placement = self._segmenter.learn_place_one(segment_x, now)
         else:
-            predicted = self._segmenter.predict_one(segment_x)
-        left = state.confirm_segment(predicted, cfg.segment_confirmations)
-        score = self._finish(state, risk, now, features, parts)
+            placement = self._segmenter.place_one(segment_x)
+        left = state.confirm_segment(placement.segment, cfg.segment_confirmations)
+        score = self._finish(state, risk, now, features, parts, placement)
         alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
@@ -388,9 +402,9 @@ class CustomerScorer:
         before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         # Silent customers drift towards "lapsing": the centres learn where they are now.
-        predicted = self._segmenter.learn_predict_one(profile.segment_features(now), now)
-        left = state.confirm_segment(predicted, self.config.segment_confirmations)
-        score = self._finish(state, risk, now, features, parts)
+        placement = self._segmenter.learn_place_one(profile.segment_features(now), now)
+        left = state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        score = self._finish(state, risk, now, features, parts, placement)
         alerts = self._alerts(state, score, left, now, None, "silence")
         after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
@@ -430,7 +444,8 @@ class CustomerScorer:
         """
         now = max(now, state.profile.last_seen)
         features, risk, parts = self._churn_risk_at(state, now)
-        return self._finish(state, risk, now, features, parts)
+        placement = self._segmenter.place_one(state.profile.segment_features(now))
+        return self._finish(state, risk, now, features, parts, placement)
 
     def next_refresh(self, state: CustomerState, now: float) -> float | None:
         """When to re-score a customer last scored at ``now``; None when never again.
@@ -570,6 +585,7 @@ class CustomerScorer:
         now: float,
         features: dict[str, float],
         parts: _ChurnParts | None,
+        placement: Placement,
     ) -> CustomerScore:
         profile = state.profile
         segment = state.segment if state.segment is not None else 0
@@ -600,7 +616,7 @@ class CustomerScorer:
             profile, churn_risk=risk, segment=segment,
             segment_name=self._segmenter.describe(segment), value=value, as_of=now,
             model_version=self.model_version, outlook=None if state.cancelled else outlook,
-            churn_reasons=reasons,
+            churn_reasons=reasons, placement=placement,
         )  # fmt: skip
 
     def _alerts(

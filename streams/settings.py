@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         le=100,
         description="Consecutive scores in a new segment before the customer moves there.",
     )
+    outlier_quantile: float = Field(
+        0.99,
+        ge=0.5,
+        lt=1.0,
+        description="k-means: a customer whose distance to the nearest segment centre is beyond "
+        "this quantile of everyone's is an outlier (segment_outlier).",
+    )
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per customer.")
     allow_repurchase: bool = Field(
         False, description="Recommend items the customer already bought."
@@ -443,6 +450,7 @@ class Settings(BaseSettings):
             quality_window=self.quality_window,
             segments=self.segments,
             segment_confirmations=self.segment_confirmations,
+            outlier_quantile=self.outlier_quantile,
             top_k=self.top_k,
             allow_repurchase=self.allow_repurchase,
             recommender_factors=self.recommender_factors,

@@ -300,7 +300,7 @@ CASES = {
         build_segmenter,
         predict_segmenter,
         odd_segmenter,
-        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2},
+        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2, "outlier_quantile": 0.9},
     ),
     "ValueModel": Case(build_value, predict_value, odd_value, {"recency_halflife_days": 14.0}),
     "SentimentModel": Case(

@@ -168,6 +168,8 @@ def scores(draw: st.DrawFn) -> Score:
         event_time=draw(utc_times),
         as_of=draw(utc_times),
         updated_at=draw(utc_times),
+        segment_outlier=draw(st.booleans()),
+        outlier_score=draw(st.integers(0, 10**6)) / 10**6,
     )
 
 
