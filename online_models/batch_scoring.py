@@ -243,12 +243,12 @@ class _Batch:
             features = dict(zip(CHURN_FEATURES, self.features[i].tolist(), strict=True))
             scorer._take_example(state, now, features, risk)
             changed = True
-        before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        before = state.placement_record()
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         placement = self.placements[i]
-        left = state.confirm_segment(placement.segment, scorer.config.segment_confirmations)
+        left = scorer._place(state, placement)
         p_alive, expected, clv, next_order, no_order = (column[i] for column in self.outlook)
-        segment = state.segment if state.segment is not None else 0
+        segment = scorer._served(state, placement)
         outlook = None
         reasons = CANCELLED_REASONS
         if not self.cancelled[i]:
@@ -268,7 +268,7 @@ class _Batch:
             placement=placement,
         )  # fmt: skip
         alerts = scorer._alerts(state, score, left, now, None, "silence")
-        after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        after = state.placement_record()
         return ScoreOutcome(state, score, alerts, self.labels[i], changed or after != before)
 
 

@@ -39,7 +39,7 @@ from online_models.churn import ChurnShare, merge_churn
 from online_models.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
 from online_models.recommend import ItemShare, initial_latent, merge_items
 from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import SegmentShare, merge_segments
+from online_models.segments import Segmenter, SegmentShare, merge_segments
 from online_models.value import ValueShare, merge_value
 
 __all__ = [
@@ -313,10 +313,12 @@ class WorkerSync:
         scorer = self.scorer
         shares: dict[str, Share] = {
             CHURN: scorer.churn_model.delta(),
-            SEGMENTS: scorer.segmenter.delta(),
             VALUE: scorer.value_model.delta(),
             LIFETIME: scorer.lifetime_model.delta(),
         }
+        segments = scorer.segmenter.delta()
+        if isinstance(segments, SegmentShare):
+            shares[SEGMENTS] = segments
         for bucket, share in scorer.recommender.delta().items():
             shares[item_part(bucket)] = share
         deltas = [
@@ -368,7 +370,7 @@ class WorkerSync:
                 pass  # the part gained this worker's own deltas, which it scores with already
             elif isinstance(share, ChurnShare):
                 scorer.churn_model.apply(share, shares)
-            elif isinstance(share, SegmentShare):
+            elif isinstance(share, SegmentShare) and isinstance(scorer.segmenter, Segmenter):
                 scorer.segmenter.apply(share, shares)
             elif isinstance(share, ValueShare):
                 scorer.value_model.apply(share, shares)

@@ -15,6 +15,7 @@ from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
+from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.lifetime import LifetimeModel, LifetimeScore
 from online_models.outliers import Placement
 from online_models.profile import CustomerProfile
@@ -53,9 +54,16 @@ class ScorerConfig:
     churn_model: str = "logistic"
     rescore_interval_days: float = 1.0
     quality_window: int = 1000
+    #: Segmentation: ``kmeans`` (online k-means, the default) or ``density`` (DBSTREAM).
+    segment_model: str = "kmeans"
     segments: int = 6
     segment_halflife_days: float = 1.0
     segment_confirmations: int = 3
+    #: density: how far a micro-cluster reaches, on the segment features' scales (DBSTREAM's
+    #: clustering threshold).
+    density_radius: float = 0.2
+    #: density: the share of all the weight a micro-cluster needs to be dense.
+    density_min_share: float = 0.002
     #: k-means: a customer whose distance to the nearest centre is beyond this quantile of
     #: the learned points' distances is an outlier (``segment_outlier``).
     outlier_quantile: float = 0.99
@@ -157,6 +165,24 @@ class CustomerScore:
         return self.churn_risk * self.predicted_clv
 
 
+def _segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
+    """The segmentation model ``config.segment_model`` names."""
+    if config.segment_model == "density":
+        return DensitySegmenter(
+            clustering_threshold=config.density_radius,
+            halflife_days=config.segment_halflife_days,
+            minimum_weight_share=config.density_min_share,
+        )
+    if config.segment_model == "kmeans":
+        return Segmenter(
+            n_segments=config.segments,
+            halflife_days=config.segment_halflife_days,
+            outlier_quantile=config.outlier_quantile,
+        )
+    msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
+    raise ValueError(msg)
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-9), 1.0 - 1e-9)
     return math.log(p / (1.0 - p))
@@ -211,11 +237,7 @@ class CustomerScorer:
             learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
         )
         self._quality = ChurnQuality(window=cfg.quality_window, horizon_days=cfg.churn_horizon_days)
-        self._segmenter = Segmenter(
-            n_segments=cfg.segments,
-            halflife_days=cfg.segment_halflife_days,
-            outlier_quantile=cfg.outlier_quantile,
-        )
+        self._segmenter = _segmenter(cfg)
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._lifetime = LifetimeModel(
             sample_size=cfg.lifetime_sample, refit_days=cfg.lifetime_refit_days
@@ -255,9 +277,16 @@ class CustomerScorer:
         return self._hit_rate
 
     @property
-    def segmenter(self) -> Segmenter:
+    def segmenter(self) -> Segmenter | DensitySegmenter:
         """The segmentation model."""
         return self._segmenter
+
+    def served_segment(self, state: CustomerState) -> int | None:
+        """The segment the customer's latest score served: :data:`UNUSUAL` for one in no
+        dense region (density segments), else their confirmed segment."""
+        if state.outlier and isinstance(self._segmenter, DensitySegmenter):
+            return UNUSUAL
+        return state.segment
 
     @property
     def recommender(self) -> Recommender:
@@ -312,7 +341,6 @@ class CustomerScorer:
 
         ``shard`` groups customers whose state lives together (a Kafka partition).
         """
-        cfg = self.config
         state = state if state is not None else CustomerState.new(activity.time)
         state.shard = shard
         profile = state.profile
@@ -321,6 +349,7 @@ class CustomerScorer:
 
         first_event = profile.events == 0
         new_moment = first_event or activity.time > profile.last_seen
+        new_day = first_event or activity.time // DAY > profile.last_seen // DAY
         old_monetary, old_orders = profile.net_monetary, profile.orders
         tone = None
         if activity.kind in _TEXT_KINDS:
@@ -358,13 +387,16 @@ class CustomerScorer:
             self._take_example(state, now, features, risk)
 
         # One point per basket (its lines share a timestamp) and per re-score: the centres
-        # follow customers, not the lines of the biggest baskets.
+        # follow customers, not the lines of the biggest baskets. Density counts customers:
+        # from events, one point per customer per event-time day, or a bot's thousands of
+        # views a day would be a dense region of its own.
         segment_x = profile.segment_features(now)
-        if new_moment:
+        learns = new_day if isinstance(self._segmenter, DensitySegmenter) else new_moment
+        if learns:
             placement = self._segmenter.learn_place_one(segment_x, now)
         else:
             placement = self._segmenter.place_one(segment_x)
-        left = state.confirm_segment(placement.segment, cfg.segment_confirmations)
+        left = self._place(state, placement)
         score = self._finish(state, risk, now, features, parts, placement)
         alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
@@ -399,14 +431,14 @@ class CustomerScorer:
             self._take_example(state, now, features, risk)
             changed = True
 
-        before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        before = state.placement_record()
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         # Silent customers drift towards "lapsing": the centres learn where they are now.
         placement = self._segmenter.learn_place_one(profile.segment_features(now), now)
-        left = state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        left = self._place(state, placement)
         score = self._finish(state, risk, now, features, parts, placement)
         alerts = self._alerts(state, score, left, now, None, "silence")
-        after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        after = state.placement_record()
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
     def refresh_many(
@@ -504,6 +536,26 @@ class CustomerScorer:
             return self._recommender.user_latent(customer_id)
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
+    def _place(self, state: CustomerState, placement: Placement) -> int | None:
+        """Record where the customer's features put them: their outlier flag, and a vote for
+        the segment (none while in no dense region). Returns the segment they left, if the
+        vote moved them."""
+        state.outlier = placement.outlier
+        if placement.segment == UNUSUAL:
+            return None
+        if state.segment is not None and not self._segmenter.current(state.segment):
+            # Their region merged into another or faded: it moved, they did not.
+            state.segment, state.segment_candidate, state.segment_votes = None, None, 0
+        return state.confirm_segment(placement.segment, self.config.segment_confirmations)
+
+    @staticmethod
+    def _served(state: CustomerState, placement: Placement) -> int:
+        """The segment a score serves: :data:`UNUSUAL` while in no dense region, else the
+        confirmed one (0 before any)."""
+        if placement.segment == UNUSUAL:
+            return UNUSUAL
+        return state.segment if state.segment is not None else 0
+
     def _churn_risk_at(
         self, state: CustomerState, now: float
     ) -> tuple[dict[str, float], float, _ChurnParts | None]:
@@ -588,7 +640,7 @@ class CustomerScorer:
         placement: Placement,
     ) -> CustomerScore:
         profile = state.profile
-        segment = state.segment if state.segment is not None else 0
+        segment = self._served(state, placement)
         value = self._value.value(
             profile.net_monetary, profile.orders, profile.days_since_order(now)
         )

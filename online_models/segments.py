@@ -23,7 +23,15 @@ from online_models.outliers import (
     unusual_features,
 )
 
-__all__ = ["SEGMENT_FEATURES", "SegmentShare", "Segmenter", "merge_segments", "outlier_ready"]
+__all__ = [
+    "SEGMENT_FEATURES",
+    "SegmentShare",
+    "Segmenter",
+    "merge_segments",
+    "outlier_ready",
+    "segment_names",
+    "segment_vector",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +256,7 @@ class Segmenter:
 
     def predict_one(self, x: Mapping[str, float]) -> int:
         """The segment nearest to ``x`` among seeded centres (0 before any)."""
-        nearest, _ = self._nearest(_vector(x))
+        nearest, _ = self._nearest(segment_vector(x))
         return nearest
 
     def place_one(self, x: Mapping[str, float]) -> Placement:
@@ -263,20 +271,20 @@ class Segmenter:
         >>> segmenter.place_one({"monetary": 1.5, "frequency": 1.5})
         Placement(segment=0, outlier_score=1.0, outlier=True)
         """
-        nearest, distance = self._nearest(_vector(x))
+        nearest, distance = self._nearest(segment_vector(x))
         return self._placement(nearest, distance)
 
     def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
         """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
-        self._learn_point(_vector(x), time)
+        self._learn_point(segment_vector(x), time)
 
     def learn_predict_one(self, x: Mapping[str, float], time: float | None = None) -> int:
         """Learn ``x`` (at event time ``time``) and return its segment."""
-        return self._learn_point(_vector(x), time).segment
+        return self._learn_point(segment_vector(x), time).segment
 
     def learn_place_one(self, x: Mapping[str, float], time: float | None = None) -> Placement:
         """:meth:`place_one` of ``x`` with the model as it is, then ``x`` learned."""
-        return self._learn_point(_vector(x), time)
+        return self._learn_point(segment_vector(x), time)
 
     def learn_predict_many(self, points: np.ndarray, times: np.ndarray) -> np.ndarray:
         """The segments of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
@@ -324,7 +332,7 @@ class Segmenter:
     ) -> list[dict[str, Any]]:
         """The features making ``x`` far from its nearest centre (see
         :func:`online_models.outliers.unusual_features`)."""
-        point = _vector(x)
+        point = segment_vector(x)
         nearest, _ = self._nearest(point)
         if not len(self._centers):
             return []
@@ -387,7 +395,7 @@ class Segmenter:
             )
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
-        self._names = _names(group.centers())
+        self._names = segment_names(group.centers())
         self._names_at = live.points
 
     def describe(self, segment: int) -> str:
@@ -402,8 +410,8 @@ class Segmenter:
 
     def describe_all(self) -> dict[int, str]:
         """A distinct CRM name for every seeded segment, from where its centre sits
-        (see :func:`_names`)."""
-        return _names(self._centers)
+        (see :func:`segment_names`)."""
+        return segment_names(self._centers)
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
@@ -444,12 +452,12 @@ def outlier_ready(distances: np.ndarray, quantile: float) -> bool:
     return float(distances.sum()) * (1.0 - quantile) >= 1.0 - 1e-9
 
 
-def _vector(x: Mapping[str, float]) -> np.ndarray:
+def segment_vector(x: Mapping[str, float]) -> np.ndarray:
     """A point's coordinates in :data:`SEGMENT_FEATURES` order (a missing feature is 0)."""
     return np.array([x.get(name, 0.0) for name in SEGMENT_FEATURES])
 
 
-def _names(centers: np.ndarray) -> dict[int, str]:
+def segment_names(centers: np.ndarray) -> dict[int, str]:
     """A distinct CRM name for every centre, from where it sits.
 
     Names rank the centres against each other: among buyers, a centre silent for months is

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
-#: Format 5 added the customer's latent factors; format 4 records read as having none.
+#: Format 5 added the customer's latent factors; format 4 records read as having none. A
+#: trailing outlier flag came later within format 5: records without it read as ``False``, and
+#: readers that do not know it ignore it.
 RECORD_VERSION = 5
 _READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
@@ -67,6 +69,9 @@ class CustomerState:
     and ``recent_events`` the fingerprints of the latest events' ids, newest last: together
     they let an event delivered twice be recognised and applied once (:meth:`has_applied`).
 
+    ``outlier`` is whether the customer's latest score found them in no segment
+    (``segment_outlier``): an alert goes out when they become one, not while they stay one.
+
     ``latent`` holds the customer's own latent factors of the recommender (float32,
     little-endian): they are the customer's, so they move with the customer's partition and
     go with an erasure, while the item factors belong to the group's model.
@@ -87,6 +92,7 @@ class CustomerState:
     offset: int | None = None
     recent_events: list[int] = field(default_factory=list)
     latent: bytes | None = None
+    outlier: bool = False
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -117,6 +123,11 @@ class CustomerState:
         previous, self.segment = self.segment, predicted
         self.segment_candidate, self.segment_votes = None, 0
         return previous
+
+    def placement_record(self) -> tuple[object, ...]:
+        """What a score's placement may change: segment, its votes, outlier flag, alerts
+        (compared before and after a re-score to tell whether the state changed)."""
+        return (self.segment, self.segment_candidate, self.segment_votes, self.outlier, self.alerts)
 
     def has_applied(self, shard: int, offset: int | None, fingerprint: int | None) -> bool:
         """Whether the event at ``offset`` of ``shard``, or one with this id fingerprint,
@@ -169,6 +180,7 @@ class CustomerState:
             "offset": self.offset,
             "recent_events": self.recent_events,
             "latent": None if self.latent is None else base64.b64encode(self.latent).decode(),
+            "outlier": self.outlier,
         }
 
     def encode(self) -> bytes:
@@ -194,6 +206,7 @@ class CustomerState:
                 self.offset,
                 _pack_fingerprints(self.recent_events),
                 None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
+                self.outlier,
             ]
         )
         # A right-sized copy: the worker keeps this record for as long as it owns the
@@ -213,6 +226,7 @@ class CustomerState:
         _, profile, pending, segment, candidate, votes, cancelled, armed, alerted, *rest = data
         shard, offset, recent, *more = rest
         latent = more[0] if more else None
+        outlier = bool(more[1]) if len(more) > 1 else False
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -225,6 +239,7 @@ class CustomerState:
             offset=offset,
             recent_events=_unpack_fingerprints(recent),
             latent=None if latent is None else base64.b64decode(latent),
+            outlier=outlier,
         )
 
     @classmethod
@@ -250,6 +265,7 @@ class CustomerState:
             offset=data.get("offset"),
             recent_events=list(data.get("recent_events") or []),
             latent=None if data.get("latent") is None else base64.b64decode(data["latent"]),
+            outlier=bool(data.get("outlier", False)),
         )
 
 

@@ -51,7 +51,11 @@ class Score(BaseModel):
 
     customer_id: str
     churn_risk: Unit = Field(description="Probability that the customer churns within the horizon.")
-    segment: int = Field(ge=0, description="Stable id of the customer's segment (cluster).")
+    segment: int = Field(
+        ge=-1,
+        description="Stable id of the customer's segment (cluster); -1 for a customer in no "
+        "dense region (CRM_SEGMENT_MODEL=density).",
+    )
     segment_name: str = Field(description="The segment described in CRM words.")
     value: Unit = Field(description="RFM value score: 1 is the most valuable customers.")
     monetary: float = Field(description="Net spend: purchases minus refunds.")
@@ -93,7 +97,8 @@ class Score(BaseModel):
     segment_outlier: bool = Field(
         default=False,
         description="Whether the customer fits no segment: far from every k-means centre "
-        "(beyond CRM_OUTLIER_QUANTILE of everyone's distances), or in no dense region.",
+        "(beyond CRM_OUTLIER_QUANTILE of everyone's distances), or in no dense region "
+        "(density; segment -1, segment_name unusual).",
     )
     outlier_score: Unit = Field(
         default=0.0,

@@ -201,7 +201,12 @@ class Settings(BaseSettings):
         "catalogues: a bucket is one Kafka record).",
     )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
-    segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
+    segment_model: Literal["kmeans", "density"] = Field(
+        "kmeans",
+        description="Segmentation: kmeans (online k-means) or density (River's DBSTREAM: "
+        "dense regions are segments, customers in none are unusual).",
+    )
+    segments: int = Field(6, ge=2, le=50, description="Number of customer segments (k-means).")
     segment_confirmations: int = Field(
         3,
         ge=1,
@@ -214,6 +219,19 @@ class Settings(BaseSettings):
         lt=1.0,
         description="k-means: a customer whose distance to the nearest segment centre is beyond "
         "this quantile of everyone's is an outlier (segment_outlier).",
+    )
+    density_radius: float = Field(
+        0.2,
+        gt=0.0,
+        le=2.0,
+        description="density: how far a micro-cluster reaches on the segment features' scales "
+        "(DBSTREAM's clustering threshold).",
+    )
+    density_min_share: float = Field(
+        0.002,
+        ge=0.0,
+        lt=1.0,
+        description="density: share of all the weight a micro-cluster needs to be dense.",
     )
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per customer.")
     allow_repurchase: bool = Field(
@@ -448,7 +466,10 @@ class Settings(BaseSettings):
             churn_silent_sample_days=self.churn_silent_sample_days,
             rescore_interval_days=self.rescore_interval_days,
             quality_window=self.quality_window,
+            segment_model=self.segment_model,
             segments=self.segments,
+            density_radius=self.density_radius,
+            density_min_share=self.density_min_share,
             segment_confirmations=self.segment_confirmations,
             outlier_quantile=self.outlier_quantile,
             top_k=self.top_k,

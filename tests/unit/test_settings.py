@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from online_models.density import DensitySegmenter
+from online_models.scorer import CustomerScorer
 from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -303,3 +305,32 @@ def test_future_tolerance_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str
     monkeypatch.setenv("CRM_MAX_FUTURE_SECONDS", value)
     with pytest.raises(SettingsError, match="CRM_MAX_FUTURE_SECONDS"):
         load_settings()
+
+
+def test_an_unknown_segment_model_stops_start_up_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = settings_error(monkeypatch, CRM_SEGMENT_MODEL="hdbscan")
+
+    assert message.startswith("invalid setting CRM_SEGMENT_MODEL=hdbscan:")
+    assert "'kmeans' or 'density'" in message
+
+
+def test_the_density_segmentation_and_its_knobs_reach_the_scorer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "CRM_SEGMENT_MODEL": "density",
+        "CRM_DENSITY_RADIUS": "0.3",
+        "CRM_DENSITY_MIN_SHARE": "0.01",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    scorer = CustomerScorer(load_settings().scorer_config())
+
+    assert isinstance(scorer.segmenter, DensitySegmenter)
+    assert scorer.segmenter.clustering_threshold == 0.3
+    assert scorer.segmenter.minimum_weight_share == 0.01
+    assert settings_error(monkeypatch, CRM_DENSITY_RADIUS="0").startswith(
+        "invalid setting CRM_DENSITY_RADIUS=0:"
+    )
