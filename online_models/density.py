@@ -508,15 +508,35 @@ class DensitySegmenter:
         share = reclustered(
             self._live.share(self._registry, self.halflife_days),
             clustering_threshold=self.clustering_threshold,
-            intersection_factor=self.intersection_factor,
-            minimum_weight=self.minimum_weight,
+            intersection_factor=self.intersection_factor, minimum_weight=self.minimum_weight,
             minimum_weight_share=self.minimum_weight_share,
-        )
+        )  # fmt: skip
         self._live.set_labels(share.labels)
         self._take_registry(share.registry)
         self._clustered_at = self._live.points
 
     # --- the group ---------------------------------------------------------------------------
+
+    def merge(self, a: DensityShare, b: DensityShare) -> DensityShare:
+        """:func:`merge_density` with this segmenter's hyperparameters (changes nothing)."""
+        return merge_density(
+            a, b, halflife_days=self.halflife_days,
+            clustering_threshold=self.clustering_threshold,
+            max_micro_clusters=self.max_micro_clusters,
+        )  # fmt: skip
+
+    def settle(self, share: DensityShare) -> DensityShare:
+        """The group's share ready to publish: DBSTREAM's cleanup, then its regions found
+        again with stable ids (:func:`cleaned`, :func:`reclustered`; changes nothing)."""
+        share = cleaned(
+            share, halflife_days=self.halflife_days, cleanup_days=self.cleanup_days,
+            intersection_factor=self.intersection_factor,
+        )  # fmt: skip
+        return reclustered(
+            share, clustering_threshold=self.clustering_threshold,
+            intersection_factor=self.intersection_factor, minimum_weight=self.minimum_weight,
+            minimum_weight_share=self.minimum_weight_share,
+        )  # fmt: skip
 
     def delta(self) -> DensityShare:
         """What this segmenter learned since its last delta: the weight and shared density
@@ -528,11 +548,7 @@ class DensitySegmenter:
         merged yet of this segmenter's: its ``pending`` deltas and what it learned since."""
         live = group
         for share in pending:
-            live = merge_density(
-                live, share, halflife_days=self.halflife_days,
-                clustering_threshold=self.clustering_threshold,
-                max_micro_clusters=self.max_micro_clusters,
-            )  # fmt: skip
+            live = self.merge(live, share)
         unsent = self._live.unsent(self.halflife_days)
         live, moved = fuse(
             live, unsent, self.halflife_days, self.clustering_threshold, self.max_micro_clusters

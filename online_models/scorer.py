@@ -26,7 +26,7 @@ from online_models.sentiment import SentimentModel
 from online_models.state import CustomerState
 from online_models.value import ValueModel
 
-__all__ = ["CustomerScore", "CustomerScorer", "ScoreOutcome", "ScorerConfig"]
+__all__ = ["CustomerScore", "CustomerScorer", "ScoreOutcome", "ScorerConfig", "make_segmenter"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class CustomerScore:
         return self.churn_risk * self.predicted_clv
 
 
-def _segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
+def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
     """The segmentation model ``config.segment_model`` names."""
     if config.segment_model == "density":
         return DensitySegmenter(
@@ -237,7 +237,7 @@ class CustomerScorer:
             learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
         )
         self._quality = ChurnQuality(window=cfg.quality_window, horizon_days=cfg.churn_horizon_days)
-        self._segmenter = _segmenter(cfg)
+        self._segmenter = make_segmenter(cfg)
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._lifetime = LifetimeModel(
             sample_size=cfg.lifetime_sample, refit_days=cfg.lifetime_refit_days
