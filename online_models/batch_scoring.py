@@ -246,7 +246,7 @@ class _Batch:
         before = state.placement_record()
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         placement = self.placements[i]
-        left = scorer._place(state, placement)
+        moved = scorer._place(state, placement)
         p_alive, expected, clv, next_order, no_order = (column[i] for column in self.outlook)
         segment = scorer._served(state, placement)
         outlook = None
@@ -267,7 +267,7 @@ class _Batch:
             model_version=self.model_version, outlook=outlook, churn_reasons=reasons,
             placement=placement,
         )  # fmt: skip
-        alerts = scorer._alerts(state, score, left, now, None, "silence")
+        alerts = scorer._alerts(state, score, moved, now, None, "silence")
         after = state.placement_record()
         return ScoreOutcome(state, score, alerts, self.labels[i], changed or after != before)
 

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,7 +26,14 @@ from online_models.sentiment import SentimentModel
 from online_models.state import CustomerState
 from online_models.value import ValueModel
 
-__all__ = ["CustomerScore", "CustomerScorer", "ScoreOutcome", "ScorerConfig", "make_segmenter"]
+__all__ = [
+    "CustomerScore",
+    "CustomerScorer",
+    "Moved",
+    "ScoreOutcome",
+    "ScorerConfig",
+    "make_segmenter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +208,14 @@ class ScoreOutcome:
     alerts: list[AlertIntent]
     labels: list[bool]
     changed: bool = True
+
+
+class Moved(NamedTuple):
+    """What a score's placement changed for the customer: the segment they left (None when
+    they stayed), and whether they just became an outlier."""
+
+    left: int | None
+    became_outlier: bool
 
 
 class _ChurnParts(NamedTuple):
@@ -396,9 +411,9 @@ class CustomerScorer:
             placement = self._segmenter.learn_place_one(segment_x, now)
         else:
             placement = self._segmenter.place_one(segment_x)
-        left = self._place(state, placement)
+        moved = self._place(state, placement)
         score = self._finish(state, risk, now, features, parts, placement)
-        alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
+        alerts = self._alerts(state, score, moved, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
@@ -435,9 +450,9 @@ class CustomerScorer:
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         # Silent customers drift towards "lapsing": the centres learn where they are now.
         placement = self._segmenter.learn_place_one(profile.segment_features(now), now)
-        left = self._place(state, placement)
+        moved = self._place(state, placement)
         score = self._finish(state, risk, now, features, parts, placement)
-        alerts = self._alerts(state, score, left, now, None, "silence")
+        alerts = self._alerts(state, score, moved, now, None, "silence")
         after = state.placement_record()
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
@@ -536,17 +551,18 @@ class CustomerScorer:
             return self._recommender.user_latent(customer_id)
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
-    def _place(self, state: CustomerState, placement: Placement) -> int | None:
+    def _place(self, state: CustomerState, placement: Placement) -> Moved:
         """Record where the customer's features put them: their outlier flag, and a vote for
-        the segment (none while in no dense region). Returns the segment they left, if the
-        vote moved them."""
+        the segment (none while in no dense region)."""
+        became_outlier = placement.outlier and not state.outlier
         state.outlier = placement.outlier
         if placement.segment == UNUSUAL:
-            return None
+            return Moved(None, became_outlier)
         if state.segment is not None and not self._segmenter.current(state.segment):
             # Their region merged into another or faded: it moved, they did not.
             state.segment, state.segment_candidate, state.segment_votes = None, None, 0
-        return state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        left = state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        return Moved(left, became_outlier)
 
     @staticmethod
     def _served(state: CustomerState, placement: Placement) -> int:
@@ -675,13 +691,14 @@ class CustomerScorer:
         self,
         state: CustomerState,
         score: CustomerScore,
-        left_segment: int | None,
+        moved: Moved,
         now: float,
         tone: float | None,
         kind: str,
         newly_cancelled: bool = False,
     ) -> list[AlertIntent]:
         policy = self._policy
+        left_segment = moved.left
         time = now
         if newly_cancelled:
             alerts = policy.cancellation(state.alerts, time=time)
@@ -716,8 +733,40 @@ class CustomerScorer:
                 learned=self._segmenter.learned,
                 by_silence=kind == "silence",
             )
+        if moved.became_outlier:
+            alerts += policy.unusual_customer(
+                state.alerts,
+                time=time,
+                score=score.outlier_score,
+                threshold=(
+                    self._segmenter.outlier_quantile
+                    if isinstance(self._segmenter, Segmenter)
+                    else None
+                ),
+                learned=self._segmenter.learned,
+                details=lambda: self._unusual_details(state, score, now),
+            )
         if tone is not None:
             alerts += policy.negative_feedback(
                 state.alerts, time=time, sentiment=tone, value=score.value, kind=kind
             )
         return alerts
+
+    def _unusual_details(
+        self, state: CustomerState, score: CustomerScore, now: float
+    ) -> dict[str, Any]:
+        """What makes a customer unusual: the features that put them far from the nearest
+        segment (k-means centre, or micro-cluster of a dense region), with their values."""
+        profile = state.profile
+        features = self._segmenter.unusual_features(
+            profile.segment_features(now), profile.segment_quantities(now)
+        )
+        return {
+            "segment": score.segment,
+            "segment_name": score.segment_name,
+            "features": [
+                {name: feature[name] for name in ("feature", "value", "typical", "deviation")}
+                for feature in features
+            ],
+            "reasons": [feature["reason"] for feature in features],
+        }

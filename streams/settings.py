@@ -306,6 +306,11 @@ class Settings(BaseSettings):
         description="Alert also when silence alone moves a customer into or between lapsing, "
         "hibernating and lost.",
     )
+    unusual_customer_alert: bool = Field(
+        True,
+        description="Alert when a customer becomes an outlier (segment_outlier); false turns "
+        "unusual_customer alerts off.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -492,6 +497,7 @@ class Settings(BaseSettings):
                 segment_min_orders=self.segment_alert_min_orders,
                 segment_warmup=self.segment_alert_warmup,
                 segment_alert_on_silence=self.segment_alert_on_silence,
+                unusual_customer=self.unusual_customer_alert,
             ),
         )
 

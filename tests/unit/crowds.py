@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
+
+from online_models.activity import DAY, Activity
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 
@@ -53,3 +56,31 @@ def crowd(seed: int, ordinary: int = 4_000, extremes: int = 12, spread: float = 
         points.append(point)
     times = [T0 + 30.0 * n for n in range(len(points))]
     return Crowd(points, times, [extreme for _, extreme in kinds])
+
+
+def shop(seed: int, *, whale_day: float | None = None, bot: bool = False) -> list[Any]:
+    """Sixty days of a small shop, as ``(customer, Activity)`` in event-time order: 200 buyers
+    of a basket every 3 to 12 days for 15 to 120, and 60 browsers who view a few items; with
+    ``whale_day`` a single order of 2,000,000 that day, with ``bot`` a hundred views a day
+    from day 30 by one customer."""
+    rng = random.Random(seed)
+    events: list[tuple[str, Activity]] = []
+    for n in range(200):
+        day = rng.uniform(0.0, 5.0)
+        while day < 60.0:
+            amount = rng.uniform(15.0, 120.0)
+            buy = Activity("purchase", T0 + day * DAY, item_id="sku-1", amount=amount, quantity=1)
+            events.append((f"c{n}", buy))
+            day += rng.uniform(3.0, 12.0)
+    for n in range(60):
+        for _ in range(rng.randint(2, 8)):
+            view = Activity("view", T0 + rng.uniform(0.0, 60.0) * DAY, item_id="sku-2")
+            events.append((f"b{n}", view))
+    if whale_day is not None:
+        whale = Activity("purchase", T0 + whale_day * DAY, item_id="sku-1", amount=2e6, quantity=1)
+        events.append(("whale", whale))
+    if bot:
+        for n in range(3_000):
+            view = Activity("view", T0 + 30 * DAY + n * 864.0, item_id=f"sku-{n}")
+            events.append(("bot", view))
+    return sorted(events, key=lambda event: event[1].time)

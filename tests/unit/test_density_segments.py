@@ -13,7 +13,7 @@ import pytest
 from river import cluster
 
 from online_models import batch_scoring
-from online_models.activity import DAY, Activity
+from online_models.activity import DAY
 from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.engine import ScoringEngine
 from online_models.regions import NO_REGION, Registry, recluster
@@ -22,7 +22,7 @@ from online_models.segments import SEGMENT_FEATURES
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
-from tests.unit.crowds import ORDINARY, T0, crowd
+from tests.unit.crowds import ORDINARY, T0, crowd, shop
 
 DENSITY = ScorerConfig(segment_model="density", recommender_factors=4)
 
@@ -174,19 +174,9 @@ def test_a_split_part_elsewhere_gets_a_new_id_never_an_old_one() -> None:
 def test_a_density_scorer_serves_unusual_customers_as_segment_minus_one() -> None:
     scorer = CustomerScorer(DENSITY)
     engine = ScoringEngine(scorer, {})
-    rng = random.Random(5)
-    events = []
-    for n in range(200):
-        day = rng.uniform(0.0, 5.0)
-        while day < 60.0:
-            amount = rng.uniform(15.0, 120.0)
-            events.append((f"c{n}", Activity("purchase", T0 + day * DAY, item_id="sku-1",
-                                             amount=amount, quantity=1)))  # fmt: skip
-            day += rng.uniform(3.0, 12.0)
-    for n in range(3_000):  # a bot viewing thousands of items, a hundred a day for a month
-        events.append(("bot", Activity("view", T0 + 30 * DAY + n * 864.0, item_id=f"sku-{n}")))
+    events = shop(seed=5, bot=True)  # a bot viewing a hundred items a day for a month
     scores = {}
-    for customer, activity in sorted(events, key=lambda event: event[1].time):
+    for customer, activity in events:
         for scored in engine.process(customer, activity):
             scores[scored.customer_id] = scored.outcome.score
 

@@ -14,13 +14,13 @@ from itertools import pairwise
 
 import numpy as np
 
-from online_models.activity import DAY, Activity
+from online_models.activity import DAY
 from online_models.engine import ScoringEngine
 from online_models.scorer import CustomerScorer, ScorerConfig
 from online_models.segments import SEGMENT_FEATURES, Segmenter, merge_segments
 from schemas import Score
 from streams.convert import score_of
-from tests.unit.crowds import EXTREME, ORDINARY, T0, crowd
+from tests.unit.crowds import EXTREME, ORDINARY, T0, crowd, shop
 
 
 def learned_crowd(seed: int, **kwargs: int) -> tuple[Segmenter, list[bool], list[bool]]:
@@ -95,23 +95,8 @@ def test_two_workers_distances_merge_into_one_segmenters() -> None:
 def test_an_enormous_single_order_is_an_outlier_in_the_score_and_the_redis_hash() -> None:
     scorer = CustomerScorer(ScorerConfig(segments=3, recommender_factors=4))
     engine = ScoringEngine(scorer, {})  # silent customers re-scored daily, as by the worker
-    rng = random.Random(5)
-    events = []
-    for n in range(200):
-        day = rng.uniform(0.0, 5.0)
-        while day < 60.0:
-            buy = Activity("purchase", T0 + day * DAY, item_id="sku-1",
-                           amount=rng.uniform(15.0, 120.0), quantity=1)  # fmt: skip
-            events.append((f"c{n}", buy))
-            day += rng.uniform(3.0, 12.0)
-    for n in range(60):  # browsers, who never order
-        for _ in range(rng.randint(1, 8)):
-            view = Activity("view", T0 + rng.uniform(0.0, 60.0) * DAY, item_id="sku-2")
-            events.append((f"b{n}", view))
-    whale = Activity("purchase", T0 + 45 * DAY, item_id="sku-1", amount=2e6, quantity=400)
-    events.append(("whale", whale))
     scores = {}
-    for customer, activity in sorted(events, key=lambda event: event[1].time):
+    for customer, activity in shop(seed=5, whale_day=45.0):
         if customer == "whale":
             assert scorer.segmenter.ready, "every centre seeded: the whale cannot become one"
         for scored in engine.process(customer, activity):

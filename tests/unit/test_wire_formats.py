@@ -207,7 +207,12 @@ def test_alert_json_has_every_field_the_readme_documents() -> None:
 
 
 def test_alert_types_and_severities_are_the_documented_strings() -> None:
-    assert {t.value for t in AlertType} == {"churn_risk", "segment_change", "negative_feedback"}
+    assert {t.value for t in AlertType} == {
+        "churn_risk",
+        "segment_change",
+        "negative_feedback",
+        "unusual_customer",
+    }
     assert {s.value for s in Severity} == {"info", "warning", "critical"}
 
 
