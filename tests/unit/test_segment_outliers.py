@@ -17,8 +17,9 @@ import numpy as np
 from online_models.activity import DAY
 from online_models.engine import ScoringEngine
 from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import SEGMENT_FEATURES, Segmenter, merge_segments
+from online_models.segments import SEGMENT_FEATURES, Segmenter, SegmentShare, merge_segments
 from schemas import Score
+from schemas.model_records import ModelRecord, decode_record, encode_record
 from streams.convert import score_of
 from tests.unit.crowds import EXTREME, ORDINARY, T0, crowd, shop
 
@@ -115,3 +116,17 @@ def test_an_enormous_single_order_is_an_outlier_in_the_score_and_the_redis_hash(
     assert Score.from_redis(fields).segment_outlier is True
     unflagged = next(score for score in others if not score.segment_outlier)
     assert score_of("c", unflagged, [], updated).to_redis()["segment_outlier"] == "false"
+
+
+def test_a_segments_part_from_before_outlier_scores_is_still_read() -> None:
+    """A rolling upgrade: the models topic holds k-means parts with no distance histogram."""
+    share = SegmentShare(np.eye(5)[:2], np.ones(2), time=T0, points=2)
+    meta, arrays = share.to_arrays()
+    del arrays["distances"]
+    record = ModelRecord("part", {"header": {}, "share": meta}, arrays)
+
+    back = SegmentShare.from_arrays(meta, decode_record(encode_record(record)).arrays,
+                                    max_centres=6)  # fmt: skip
+
+    np.testing.assert_array_equal(back.sums, share.sums)
+    assert not back.distances.any()
