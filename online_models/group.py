@@ -41,8 +41,9 @@ import numpy as np
 
 from online_models.activity import DAY
 from online_models.churn import ChurnShare, merge_churn
-from online_models.density import DensitySegmenter, DensityShare
+from online_models.density import DensitySegmenter
 from online_models.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
+from online_models.micro_clusters import DensityShare
 from online_models.recommend import ItemShare, initial_latent, merge_items
 from online_models.scorer import CustomerScorer, ScorerConfig, make_segmenter
 from online_models.segments import Segmenter, SegmentShare, merge_segments

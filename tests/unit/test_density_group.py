@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from online_models.activity import DAY, Activity
-from online_models.density import UNUSUAL, DensitySegmenter, DensityShare, merge_density
+from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.group import DENSITY, LocalGroup, WorkerSync
+from online_models.micro_clusters import DensityShare, merge_density
 from online_models.scorer import CustomerScorer, ScorerConfig
 from schemas.model_records import ManifestHeader, ModelRecordRefused
 from streams.model_sync import (
