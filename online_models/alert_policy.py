@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 # Segment names silence drifts a customer into (see Segmenter.describe_all).
 _LAPSING_NAMES = ("lapsing", "hibernating", "lost")
+# Alert types whose cooldown is the segment alerts' (segment_cooldown_days).
+_SEGMENT_KINDS = frozenset({"segment_change", "unusual_customer"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class AlertThresholds:
     cooldown_days: float = 7.0
     segment_cooldown_days: float = 30.0
     segment_alert_on_silence: bool = False
+    unusual_customer: bool = True
 
 
 @dataclass(slots=True)
@@ -87,7 +90,7 @@ class AlertPolicy:
         last = state.last_alert_at.get(kind)
         days = (
             self.thresholds.segment_cooldown_days
-            if kind == "segment_change"
+            if kind in _SEGMENT_KINDS
             else self.thresholds.cooldown_days
         )
         return last is None or time - last >= days * DAY
@@ -193,6 +196,41 @@ class AlertPolicy:
             "reasons": [f"moved from '{names[0]}' to '{names[1]}'"],
         }
         return self._fire(state, "segment_change", time, "info", details)
+
+    def unusual_customer(
+        self,
+        state: AlertState,
+        *,
+        time: float,
+        score: float,
+        threshold: float | None,
+        learned: int,
+        details: Callable[[], dict[str, Any]],
+    ) -> list[AlertIntent]:
+        """An alert for a customer who just became an outlier (call it on that change only),
+        once the segmenter has settled, at most once per segment cooldown, unless turned off
+        (``unusual_customer``). ``details`` (the features behind it) is asked only when it
+        fires.
+
+        >>> policy = AlertPolicy(AlertThresholds(segment_warmup=0))
+        >>> state = AlertState()
+        >>> [len(policy.unusual_customer(state, time=day * 86_400.0, score=0.995,
+        ...                              threshold=0.99, learned=1, details=dict))
+        ...  for day in (0, 10, 30)]
+        [1, 0, 1]
+        """
+        limits = self.thresholds
+        if not limits.unusual_customer or learned < limits.segment_warmup:
+            return []
+        if not self._cooled_down(state, "unusual_customer", time):
+            return []
+        return self._fire(
+            state,
+            "unusual_customer",
+            time,
+            "info",
+            {"score": round(score, 6), "threshold": threshold, **details()},
+        )
 
     def negative_feedback(
         self, state: AlertState, *, time: float, sentiment: float, value: float, kind: str

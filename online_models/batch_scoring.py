@@ -4,7 +4,8 @@
 customer of a batch, all at one event time, with the numeric work over arrays: the churn
 features as a matrix, the logistic risk and its per-feature terms from one scaling and one
 product, BG/NBD's outlook and chance of no order over arrays (``hyp2f1`` is a ufunc), the value
-ranks from one cumulative sum, every customer's distance to every segment centre at once.
+ranks from one cumulative sum, every customer's distance to every segment centre at once and
+its outlier score from one cumulative sum of the distance histogram.
 What is one customer's stays a loop: their pending examples and labels, the lifetime sample,
 the segment votes, the reasons' phrases and the alert policy.
 
@@ -15,8 +16,9 @@ Within a batch the models learn as a mini-batch:
   of the batch is then scored with the model that learned them all; one by one, a customer is
   scored with the labels of the customers before them and their own;
 - the segment centres learn the batch's points after assigning them all
-  (:meth:`Segmenter.learn_predict_many`); one by one, each point is assigned with the centres
-  the points before it moved;
+  (:meth:`Segmenter.learn_place_many`), and each point's outlier score is ranked against the
+  distances learned before the batch; one by one, each point is assigned and ranked with the
+  centres and distances the points before it moved;
 - the lifetime sample takes every customer's totals in order and refits when due at the first,
   exactly as one by one.
 
@@ -40,6 +42,7 @@ from online_models.batch_features import (
     segment_feature_matrix,
 )
 from online_models.lifetime import LifetimeScore
+from online_models.outliers import Placement
 from online_models.profile import CHURN_FEATURES
 from online_models.reasons import CANCELLED_REASONS, TOP_REASONS, churn_reasons
 from online_models.state import CustomerState
@@ -204,14 +207,23 @@ class _Batch:
             & (at - last_seen < self.horizon)
             & (at - np.array(self.newest) >= cfg.churn_silent_sample_days * DAY)
         )
-        segments = scorer.segmenter.learn_predict_many(segment_feature_matrix(columns, at), at)
+        placements = scorer.segmenter.learn_place_many(segment_feature_matrix(columns, at), at)
         value = scorer.value_model.value_many(
             columns.net_monetary, columns.orders, columns.days_since_order(at)
         )
         top = np.argsort(-terms, axis=1, kind="stable")[:, :TOP_REASONS]
         # Python numbers from here: a score is made of them, one customer at a time.
         self.at, self.risk, self.take = at.tolist(), risk.tolist(), take.tolist()
-        self.cancelled, self.segments = cancelled.tolist(), segments.tolist()
+        self.cancelled = cancelled.tolist()
+        self.placements = [
+            Placement(*placement)
+            for placement in zip(
+                placements.segments.tolist(),
+                placements.outlier_scores.tolist(),
+                placements.outliers.tolist(),
+                strict=True,
+            )
+        ]
         self.value = np.minimum(np.maximum(value, 0.0), 1.0).tolist()
         self.outlook = [column.tolist() for column in outlook]
         self.reasons = [
@@ -231,11 +243,12 @@ class _Batch:
             features = dict(zip(CHURN_FEATURES, self.features[i].tolist(), strict=True))
             scorer._take_example(state, now, features, risk)
             changed = True
-        before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        before = state.placement_record()
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
-        left = state.confirm_segment(self.segments[i], scorer.config.segment_confirmations)
+        placement = self.placements[i]
+        moved = scorer._place(state, placement)
         p_alive, expected, clv, next_order, no_order = (column[i] for column in self.outlook)
-        segment = state.segment if state.segment is not None else 0
+        segment = scorer._served(state, placement)
         outlook = None
         reasons = CANCELLED_REASONS
         if not self.cancelled[i]:
@@ -252,9 +265,10 @@ class _Batch:
             profile, churn_risk=risk, segment=segment,
             segment_name=scorer.segmenter.describe(segment), value=self.value[i], as_of=now,
             model_version=self.model_version, outlook=outlook, churn_reasons=reasons,
+            placement=placement,
         )  # fmt: skip
-        alerts = scorer._alerts(state, score, left, now, None, "silence")
-        after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        alerts = scorer._alerts(state, score, moved, now, None, "silence")
+        after = state.placement_record()
         return ScoreOutcome(state, score, alerts, self.labels[i], changed or after != before)
 
 

@@ -124,7 +124,8 @@ class ScoringEngine:
         self.rescore_errors = 0
         #: Events recognised as applied before and not applied again.
         self.duplicates = 0
-        #: Customers of this engine's shards per confirmed segment id.
+        #: Customers of this engine's shards per served segment id (the confirmed one, or
+        #: the density segmentation's ``unusual``).
         self.segment_sizes: Counter[int] = Counter()
 
     def watermark(self, shard: int = 0) -> float:
@@ -159,7 +160,7 @@ class ScoringEngine:
         customer_id = sys.intern(customer_id)
         state = self.states.get(customer_id)
         fingerprint = None if event_id is None else event_fingerprint(event_id)
-        before = None if state is None else state.segment
+        before = None if state is None else self.scorer.served_segment(state)
         if state is None:
             state = CustomerState.new(activity.time)
         elif state.has_applied(shard, offset, fingerprint):
@@ -169,7 +170,7 @@ class ScoringEngine:
         state.record_applied(shard, offset, fingerprint, window=self.event_id_window)
         outcome = self.scorer.score(customer_id, state, activity, shard)
         self.states[customer_id] = outcome.state
-        self._count_segment(before, outcome.state.segment)
+        self._count_segment(before, self.scorer.served_segment(outcome.state))
         self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
         watermark = max(self.watermark(shard), activity.time)
         return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
@@ -201,7 +202,7 @@ class ScoringEngine:
                 self._rescore_failed(customer_id)
                 continue
             due.append((customer_id, state))
-            segments.append(state.segment)
+            segments.append(self.scorer.served_segment(state))
         failed: set[str] = set()
 
         def on_error(customer_id: str, error: Exception) -> None:
@@ -217,7 +218,7 @@ class ScoringEngine:
             try:
                 if outcome.changed:
                     self.states[customer_id] = outcome.state
-                    self._count_segment(before, outcome.state.segment)
+                    self._count_segment(before, self.scorer.served_segment(outcome.state))
                 self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
             except Exception:
                 self._rescore_failed(customer_id)
@@ -245,7 +246,7 @@ class ScoringEngine:
         """
         if state.shard is None or state.shard not in shards:
             return False
-        self._count_segment(None, state.segment)
+        self._count_segment(None, self.scorer.served_segment(state))
         self.scorer.pending_labels += len(state.pending)
         return self._schedule(customer_id, state, state.last_scored_at(), state.shard)
 
@@ -263,7 +264,7 @@ class ScoringEngine:
         if state is not None:
             pending = len(state.pending)
             del self.states[customer_id]
-            self._count_segment(state.segment, None)
+            self._count_segment(self.scorer.served_segment(state), None)
             self.scorer.pending_labels = max(self.scorer.pending_labels - pending, 0)
         scheduled = False
         for deadlines in self._deadlines.values():

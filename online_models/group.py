@@ -6,10 +6,11 @@ model (:class:`GroupModel`, Flink ML's single model-update operator) and publish
 that changed as a new version; every worker then scores with that version plus what the group
 has not merged yet of its own (:meth:`WorkerSync.apply`).
 
-The model is cut into *parts* (``churn``, ``segments``, ``value``, and the items in
-``item_buckets`` buckets), each with its own version and a record of the latest delta of every
-worker it includes: merging is idempotent per part, so a delta delivered twice, or a version
-published half before its merger died, never counts anything twice.
+The model is cut into *parts* (``churn``, ``segments`` or ``density``, ``value``,
+``lifetime``, and the items in ``item_buckets`` buckets), each with its own version and a
+record of the latest delta of every worker it includes: merging is idempotent per part, so a
+delta delivered twice, or a version published half before its merger died, never counts
+anything twice.
 
 Merge rules (each model's ``merge_*`` function, tested on its own):
 
@@ -18,7 +19,11 @@ Merge rules (each model's ``merge_*`` function, tested on its own):
 - gradient-learned weights (churn regression, AdaGrad's squared gradients, item factors): a
   delta is the sum of its worker's per-example steps, and the group adds the steps, so each
   worker counts in proportion to the examples it learned, as in one model taking every step;
-- segment centres are created in the group's model only, from the candidates deltas propose.
+- segment centres are created in the group's model only, from the candidates deltas propose;
+- density micro-clusters (``CRM_SEGMENT_MODEL=density``): a delta's micro-clusters join the
+  group's nearest within the clustering threshold, weights and shared densities added, centres
+  averaged by weight, or are added as new ones; the group's model alone cleans them up and
+  reclusters them into regions, with the ids its registry keeps, when it publishes.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ import numpy as np
 
 from online_models.activity import DAY
 from online_models.churn import ChurnShare, merge_churn
+from online_models.density import DensitySegmenter
 from online_models.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
+from online_models.micro_clusters import DensityShare
 from online_models.recommend import ItemShare, initial_latent, merge_items
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import SegmentShare, merge_segments
+from online_models.scorer import CustomerScorer, ScorerConfig, make_segmenter
+from online_models.segments import Segmenter, SegmentShare, merge_segments
 from online_models.value import ValueShare, merge_value
 
 __all__ = [
     "CHURN",
+    "DENSITY",
     "LIFETIME",
     "SEGMENTS",
     "VALUE",
@@ -60,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHURN, SEGMENTS, VALUE, LIFETIME = "churn", "segments", "value", "lifetime"
+CHURN, SEGMENTS, DENSITY, VALUE, LIFETIME = "churn", "segments", "density", "value", "lifetime"
 _ITEMS = "items/"
 # A worker's entry in a part's record of merged deltas goes once the worker has sent nothing
 # for this many versions (its old deltas are long committed and cannot come again).
@@ -68,7 +76,7 @@ _FORGET_WORKERS_AFTER = 1000
 # The segmenter's distance below which a proposed centre duplicates one (Segmenter's default).
 _MIN_SEED_DISTANCE = 0.15
 
-Share = ChurnShare | SegmentShare | ValueShare | LifetimeShare | ItemShare
+Share = ChurnShare | SegmentShare | DensityShare | ValueShare | LifetimeShare | ItemShare
 
 
 def item_part(bucket: int) -> str:
@@ -117,6 +125,8 @@ def empty_share(key: str, config: ScorerConfig) -> Share:
         return ChurnShare.zero()
     if key == SEGMENTS:
         return SegmentShare.empty()
+    if key == DENSITY:
+        return DensityShare.empty()
     if key == VALUE:
         return ValueShare.zero()
     if key == LIFETIME:
@@ -136,6 +146,8 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
             max_centres=config.segments,
             min_seed_distance=_MIN_SEED_DISTANCE,
         )
+    if isinstance(group, DensityShare) and isinstance(delta, DensityShare):
+        return density_model(config).merge(group, delta)
     if isinstance(group, ValueShare) and isinstance(delta, ValueShare):
         return merge_value(group, delta)
     if isinstance(group, LifetimeShare) and isinstance(delta, LifetimeShare):
@@ -151,6 +163,14 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
     raise TypeError(msg)
 
 
+def density_model(config: ScorerConfig) -> DensitySegmenter:
+    """A density segmenter with ``config``'s hyperparameters: the group's rules for density
+    parts are its (:meth:`DensitySegmenter.merge`, :meth:`DensitySegmenter.settle`)."""
+    segmenter = make_segmenter(replace(config, segment_model="density"))
+    assert isinstance(segmenter, DensitySegmenter)
+    return segmenter
+
+
 def share_to_arrays(share: Share) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A share as record metadata and arrays."""
     return share.to_arrays()
@@ -163,7 +183,14 @@ def share_from_arrays(
     missing array) when it does not fit models made with ``config``."""
     if key == CHURN:
         return ChurnShare.from_arrays(meta, arrays)
-    if key == SEGMENTS:
+    if key in (SEGMENTS, DENSITY):
+        model = DENSITY if config.segment_model == "density" else SEGMENTS
+        if key != model:
+            msg = f"part {key} is not the segments of CRM_SEGMENT_MODEL={config.segment_model}"
+            raise ValueError(msg)
+        if key == DENSITY:
+            limit = density_model(config).max_micro_clusters
+            return DensityShare.from_arrays(meta, arrays, max_micro_clusters=limit)
         return SegmentShare.from_arrays(meta, arrays, max_centres=config.segments)
     if key == VALUE:
         return ValueShare.from_arrays(meta, arrays)
@@ -235,6 +262,7 @@ class GroupModel:
         self.version += 1
         changed = []
         self._refit_lifetime()
+        self._settle_density()
         for key, merged in self._dirty.items():
             kept = {
                 worker: seq
@@ -276,6 +304,16 @@ class GroupModel:
         )
         self.parts[LIFETIME] = GroupPart(LIFETIME, refitted, part.version, part.merged)
 
+    def _settle_density(self) -> None:
+        """The density part, before it is published: cleaned up and reclustered (the group's
+        model alone gives region ids, so an id names one region on every worker)."""
+        part = self.parts.get(DENSITY)
+        if part is None or DENSITY not in self._dirty:
+            return
+        assert isinstance(part.share, DensityShare)
+        settled = density_model(self.config).settle(part.share)
+        self.parts[DENSITY] = GroupPart(DENSITY, settled, part.version, part.merged)
+
     def _refit_lifetime(self) -> None:
         due = self.lifetime_fit_due()
         if due is not None:
@@ -313,10 +351,11 @@ class WorkerSync:
         scorer = self.scorer
         shares: dict[str, Share] = {
             CHURN: scorer.churn_model.delta(),
-            SEGMENTS: scorer.segmenter.delta(),
             VALUE: scorer.value_model.delta(),
             LIFETIME: scorer.lifetime_model.delta(),
         }
+        segments = scorer.segmenter.delta()
+        shares[DENSITY if isinstance(segments, DensityShare) else SEGMENTS] = segments
         for bucket, share in scorer.recommender.delta().items():
             shares[item_part(bucket)] = share
         deltas = [
@@ -368,8 +407,8 @@ class WorkerSync:
                 pass  # the part gained this worker's own deltas, which it scores with already
             elif isinstance(share, ChurnShare):
                 scorer.churn_model.apply(share, shares)
-            elif isinstance(share, SegmentShare):
-                scorer.segmenter.apply(share, shares)
+            elif isinstance(share, SegmentShare | DensityShare):
+                self._apply_segments(key, share, shares)
             elif isinstance(share, ValueShare):
                 scorer.value_model.apply(share, shares)
             elif isinstance(share, LifetimeShare):
@@ -384,17 +423,30 @@ class WorkerSync:
         if complete:
             self.version = scorer.group_version = max(self.version, version)
 
+    def _apply_segments(
+        self, key: str, share: SegmentShare | DensityShare, pending: list[Any]
+    ) -> None:
+        segmenter = self.scorer.segmenter
+        if isinstance(share, SegmentShare) and isinstance(segmenter, Segmenter):
+            segmenter.apply(share, pending)
+            return
+        if isinstance(share, DensityShare) and isinstance(segmenter, DensitySegmenter):
+            segmenter.apply(share, pending)
+            return
+        logger.warning("Part %s is not this worker's CRM_SEGMENT_MODEL: not applied", key)
+
     def _only_own_news(self, part: GroupPart) -> bool:
         """Whether ``part`` differs from the one applied before only by this worker's deltas.
 
         Counts, sums and steps add, so the live model (the old part plus this worker's
         pending deltas plus what it learned since) already is the new part plus what it
         learned since: applying it would change nothing but the time spent. Segments are
-        always applied: the group's model creates centres and decays them; so is the lifetime
-        part, whose parameters the group's model fits.
+        always applied: the group's model creates centres and decays them (and reclusters
+        density micro-clusters); so is the lifetime part, whose parameters the group's model
+        fits.
         """
         previous = self.parts.get(part.key)
-        if previous is None or isinstance(part.share, SegmentShare | LifetimeShare):
+        if previous is None or isinstance(part.share, SegmentShare | DensityShare | LifetimeShare):
             return False
         before, after, me = previous.merged, part.merged, self.worker
         return all(w == me or before.get(w, 0) == seq for w, seq in after.items()) and all(
@@ -407,6 +459,8 @@ def _is_empty(share: Share) -> bool:
         return share.labels == 0 and not share.count.any()
     if isinstance(share, SegmentShare):
         return share.points == 0 and not len(share.candidates)
+    if isinstance(share, DensityShare):
+        return share.points == 0 and not len(share.weights)
     if isinstance(share, ValueShare):
         return not (share.monetary.any() or share.frequency.any())
     if isinstance(share, LifetimeShare):

@@ -9,7 +9,7 @@ from typing import Any
 
 from online_models.activity import DAY, Activity
 
-__all__ = ["CHURN_FEATURES", "PROFILE_FIELDS", "CustomerProfile"]
+__all__ = ["CHURN_FEATURES", "PROFILE_FIELDS", "CustomerProfile", "segment_quantity"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,15 @@ MAX_PURCHASED_ITEMS = 200
 MAX_RECENT_ITEMS = 10
 MAX_ORDER_TIMES = 8
 SENTIMENT_SMOOTHING = 0.5
+# The segment features' fixed scales: recency in days per unit, the others log1p(quantity)
+# over these; every feature is capped at 1.5.
+_RECENCY_DAYS = 180.0
+_LOG_SCALES = {
+    "frequency": math.log1p(50.0),
+    "monetary": math.log1p(10_000.0),
+    "engagement": math.log1p(200.0),
+}
+_SEGMENT_CAP = 1.5
 
 #: The churn model's features, in the order pending examples store them.
 CHURN_FEATURES = (
@@ -179,13 +188,25 @@ class CustomerProfile:
         Recency is linear in months (180 days = 1): a few days' gap between baskets barely
         moves a customer, while months of silence do.
         """
-        return {
+        quantities = self.segment_quantities(now)
+        features = {
             # Buyers and never-buyers differ in kind, not degree: keep them apart.
+            "ordered": quantities["ordered"],
+            "recency": min(quantities["recency"] / _RECENCY_DAYS, _SEGMENT_CAP),
+        }
+        for name, scale in _LOG_SCALES.items():
+            features[name] = min(math.log1p(quantities[name]) / scale, _SEGMENT_CAP)
+        return features
+
+    def segment_quantities(self, now: float) -> dict[str, float]:
+        """What each segment feature measures, unscaled: ordered at all (0 or 1), days since
+        the latest basket, baskets, net spend, views and cart adds."""
+        return {
             "ordered": 1.0 if self.orders else 0.0,
-            "recency": min(self.days_since_order(now) / 180.0, 1.5),
-            "frequency": min(math.log1p(self.orders) / math.log1p(50.0), 1.5),
-            "monetary": min(math.log1p(self.net_monetary) / math.log1p(10_000.0), 1.5),
-            "engagement": min(math.log1p(self.views + self.cart_adds) / math.log1p(200.0), 1.5),
+            "recency": self.days_since_order(now),
+            "frequency": float(self.orders),
+            "monetary": self.net_monetary,
+            "engagement": float(self.views + self.cart_adds),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +221,19 @@ class CustomerProfile:
         """Inverse of :meth:`to_dict`; unknown keys from newer versions are ignored."""
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
+
+
+def segment_quantity(name: str, value: float) -> float:
+    """The quantity a segment feature's ``value`` stands for (the inverse of its scale; a
+    capped value gives the cap's quantity).
+
+    >>> segment_quantity("recency", 0.5), round(segment_quantity("frequency", 1.0))
+    (90.0, 50)
+    """
+    if name == "recency":
+        return value * _RECENCY_DAYS
+    scale = _LOG_SCALES.get(name)
+    return value if scale is None else math.expm1(value * scale)
 
 
 #: The profile's fields in declaration order: the order of a compact state record.

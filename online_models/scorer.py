@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,7 +15,9 @@ from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
+from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.lifetime import LifetimeModel, LifetimeScore
+from online_models.outliers import Placement
 from online_models.profile import CustomerProfile
 from online_models.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
@@ -24,7 +26,14 @@ from online_models.sentiment import SentimentModel
 from online_models.state import CustomerState
 from online_models.value import ValueModel
 
-__all__ = ["CustomerScore", "CustomerScorer", "ScoreOutcome", "ScorerConfig"]
+__all__ = [
+    "CustomerScore",
+    "CustomerScorer",
+    "Moved",
+    "ScoreOutcome",
+    "ScorerConfig",
+    "make_segmenter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +61,19 @@ class ScorerConfig:
     churn_model: str = "logistic"
     rescore_interval_days: float = 1.0
     quality_window: int = 1000
+    #: Segmentation: ``kmeans`` (online k-means, the default) or ``density`` (DBSTREAM).
+    segment_model: str = "kmeans"
     segments: int = 6
     segment_halflife_days: float = 1.0
     segment_confirmations: int = 3
+    #: density: how far a micro-cluster reaches, on the segment features' scales (DBSTREAM's
+    #: clustering threshold).
+    density_radius: float = 0.2
+    #: density: the share of all the weight a micro-cluster needs to be dense.
+    density_min_share: float = 0.002
+    #: k-means: a customer whose distance to the nearest centre is beyond this quantile of
+    #: the learned points' distances is an outlier (``segment_outlier``).
+    outlier_quantile: float = 0.99
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
@@ -107,6 +126,10 @@ class CustomerScore:
     predicted_clv: float = 0.0
     next_order_expected: float | None = None
     churn_reasons: tuple[ChurnReason, ...] = ()
+    #: Whether the customer fits no segment (far from every centre, or in no dense region).
+    segment_outlier: bool = False
+    #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
+    outlier_score: float = 0.0
 
     @classmethod
     def of_profile(
@@ -121,9 +144,11 @@ class CustomerScore:
         model_version: str,
         outlook: LifetimeScore | None,
         churn_reasons: tuple[ChurnReason, ...],
+        placement: Placement | None = None,
     ) -> CustomerScore:
-        """The score of a customer with ``profile``: risk and value clipped to 0..1, and no
-        lifetime outlook (None) for a cancelled customer."""
+        """The score of a customer with ``profile``: risk and value clipped to 0..1, no
+        lifetime outlook (None) for a cancelled customer, and the outlier fields of the
+        ``placement`` of their segment features."""
         return cls(
             churn_risk=min(max(churn_risk, 0.0), 1.0),
             segment=segment,
@@ -140,12 +165,32 @@ class CustomerScore:
             predicted_clv=0.0 if outlook is None else outlook.predicted_clv,
             next_order_expected=None if outlook is None else outlook.next_order_expected,
             churn_reasons=churn_reasons,
+            segment_outlier=placement is not None and placement.outlier,
+            outlier_score=0.0 if placement is None else placement.outlier_score,
         )
 
     @property
     def value_at_risk(self) -> float:
         """What the CRM stands to lose: churn risk times predicted spend (CLV)."""
         return self.churn_risk * self.predicted_clv
+
+
+def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
+    """The segmentation model ``config.segment_model`` names."""
+    if config.segment_model == "density":
+        return DensitySegmenter(
+            clustering_threshold=config.density_radius,
+            halflife_days=config.segment_halflife_days,
+            minimum_weight_share=config.density_min_share,
+        )
+    if config.segment_model == "kmeans":
+        return Segmenter(
+            n_segments=config.segments,
+            halflife_days=config.segment_halflife_days,
+            outlier_quantile=config.outlier_quantile,
+        )
+    msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
+    raise ValueError(msg)
 
 
 def _logit(p: float) -> float:
@@ -166,6 +211,14 @@ class ScoreOutcome:
     alerts: list[AlertIntent]
     labels: list[bool]
     changed: bool = True
+
+
+class Moved(NamedTuple):
+    """What a score's placement changed for the customer: the segment they left (None when
+    they stayed), and whether they just became an outlier."""
+
+    left: int | None
+    became_outlier: bool
 
 
 class _ChurnParts(NamedTuple):
@@ -202,9 +255,7 @@ class CustomerScorer:
             learning_rate=cfg.churn_learning_rate, l2=cfg.churn_l2, kind=cfg.churn_model
         )
         self._quality = ChurnQuality(window=cfg.quality_window, horizon_days=cfg.churn_horizon_days)
-        self._segmenter = Segmenter(
-            n_segments=cfg.segments, halflife_days=cfg.segment_halflife_days
-        )
+        self._segmenter = make_segmenter(cfg)
         self._value = ValueModel(recency_halflife_days=cfg.value_recency_halflife_days)
         self._lifetime = LifetimeModel(
             sample_size=cfg.lifetime_sample, refit_days=cfg.lifetime_refit_days
@@ -244,9 +295,16 @@ class CustomerScorer:
         return self._hit_rate
 
     @property
-    def segmenter(self) -> Segmenter:
+    def segmenter(self) -> Segmenter | DensitySegmenter:
         """The segmentation model."""
         return self._segmenter
+
+    def served_segment(self, state: CustomerState) -> int | None:
+        """The segment the customer's latest score served: :data:`UNUSUAL` for one in no
+        dense region (density segments), else their confirmed segment."""
+        if state.outlier and isinstance(self._segmenter, DensitySegmenter):
+            return UNUSUAL
+        return state.segment
 
     @property
     def recommender(self) -> Recommender:
@@ -301,7 +359,6 @@ class CustomerScorer:
 
         ``shard`` groups customers whose state lives together (a Kafka partition).
         """
-        cfg = self.config
         state = state if state is not None else CustomerState.new(activity.time)
         state.shard = shard
         profile = state.profile
@@ -310,6 +367,7 @@ class CustomerScorer:
 
         first_event = profile.events == 0
         new_moment = first_event or activity.time > profile.last_seen
+        new_day = first_event or activity.time // DAY > profile.last_seen // DAY
         old_monetary, old_orders = profile.net_monetary, profile.orders
         tone = None
         if activity.kind in _TEXT_KINDS:
@@ -347,15 +405,18 @@ class CustomerScorer:
             self._take_example(state, now, features, risk)
 
         # One point per basket (its lines share a timestamp) and per re-score: the centres
-        # follow customers, not the lines of the biggest baskets.
+        # follow customers, not the lines of the biggest baskets. Density counts customers:
+        # from events, one point per customer per event-time day, or a bot's thousands of
+        # views a day would be a dense region of its own.
         segment_x = profile.segment_features(now)
-        if new_moment:
-            predicted = self._segmenter.learn_predict_one(segment_x, now)
+        learns = new_day if isinstance(self._segmenter, DensitySegmenter) else new_moment
+        if learns:
+            placement = self._segmenter.learn_place_one(segment_x, now)
         else:
-            predicted = self._segmenter.predict_one(segment_x)
-        left = state.confirm_segment(predicted, cfg.segment_confirmations)
-        score = self._finish(state, risk, now, features, parts)
-        alerts = self._alerts(state, score, left, now, tone, activity.kind, newly_cancelled)
+            placement = self._segmenter.place_one(segment_x)
+        moved = self._place(state, placement)
+        score = self._finish(state, risk, now, features, parts, placement)
+        alerts = self._alerts(state, score, moved, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
@@ -388,14 +449,14 @@ class CustomerScorer:
             self._take_example(state, now, features, risk)
             changed = True
 
-        before = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        before = state.placement_record()
         state.alerts = AlertState(state.alerts.churn_armed, dict(state.alerts.last_alert_at))
         # Silent customers drift towards "lapsing": the centres learn where they are now.
-        predicted = self._segmenter.learn_predict_one(profile.segment_features(now), now)
-        left = state.confirm_segment(predicted, self.config.segment_confirmations)
-        score = self._finish(state, risk, now, features, parts)
-        alerts = self._alerts(state, score, left, now, None, "silence")
-        after = (state.segment, state.segment_candidate, state.segment_votes, state.alerts)
+        placement = self._segmenter.learn_place_one(profile.segment_features(now), now)
+        moved = self._place(state, placement)
+        score = self._finish(state, risk, now, features, parts, placement)
+        alerts = self._alerts(state, score, moved, now, None, "silence")
+        after = state.placement_record()
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
     def refresh_many(
@@ -433,7 +494,8 @@ class CustomerScorer:
         """
         now = max(now, state.profile.last_seen)
         features, risk, parts = self._churn_risk_at(state, now)
-        return self._finish(state, risk, now, features, parts)
+        placement = self._segmenter.place_one(state.profile.segment_features(now))
+        return self._finish(state, risk, now, features, parts, placement)
 
     def next_refresh(self, state: CustomerState, now: float) -> float | None:
         """When to re-score a customer last scored at ``now``; None when never again.
@@ -551,6 +613,27 @@ class CustomerScorer:
             return self._recommender.user_latent(customer_id)
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
+    def _place(self, state: CustomerState, placement: Placement) -> Moved:
+        """Record where the customer's features put them: their outlier flag, and a vote for
+        the segment (none while in no dense region)."""
+        became_outlier = placement.outlier and not state.outlier
+        state.outlier = placement.outlier
+        if placement.segment == UNUSUAL:
+            return Moved(None, became_outlier)
+        if state.segment is not None and not self._segmenter.current(state.segment):
+            # Their region merged into another or faded: it moved, they did not.
+            state.segment, state.segment_candidate, state.segment_votes = None, None, 0
+        left = state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        return Moved(left, became_outlier)
+
+    @staticmethod
+    def _served(state: CustomerState, placement: Placement) -> int:
+        """The segment a score serves: :data:`UNUSUAL` while in no dense region, else the
+        confirmed one (0 before any)."""
+        if placement.segment == UNUSUAL:
+            return UNUSUAL
+        return state.segment if state.segment is not None else 0
+
     def _churn_risk_at(
         self, state: CustomerState, now: float
     ) -> tuple[dict[str, float], float, _ChurnParts | None]:
@@ -632,9 +715,10 @@ class CustomerScorer:
         now: float,
         features: dict[str, float],
         parts: _ChurnParts | None,
+        placement: Placement,
     ) -> CustomerScore:
         profile = state.profile
-        segment = state.segment if state.segment is not None else 0
+        segment = self._served(state, placement)
         value = self._value.value(
             profile.net_monetary, profile.orders, profile.days_since_order(now)
         )
@@ -662,20 +746,21 @@ class CustomerScorer:
             profile, churn_risk=risk, segment=segment,
             segment_name=self._segmenter.describe(segment), value=value, as_of=now,
             model_version=self.model_version, outlook=None if state.cancelled else outlook,
-            churn_reasons=reasons,
+            churn_reasons=reasons, placement=placement,
         )  # fmt: skip
 
     def _alerts(
         self,
         state: CustomerState,
         score: CustomerScore,
-        left_segment: int | None,
+        moved: Moved,
         now: float,
         tone: float | None,
         kind: str,
         newly_cancelled: bool = False,
     ) -> list[AlertIntent]:
         policy = self._policy
+        left_segment = moved.left
         time = now
         if newly_cancelled:
             alerts = policy.cancellation(state.alerts, time=time)
@@ -710,8 +795,40 @@ class CustomerScorer:
                 learned=self._segmenter.learned,
                 by_silence=kind == "silence",
             )
+        if moved.became_outlier:
+            alerts += policy.unusual_customer(
+                state.alerts,
+                time=time,
+                score=score.outlier_score,
+                threshold=(
+                    self._segmenter.outlier_quantile
+                    if isinstance(self._segmenter, Segmenter)
+                    else None
+                ),
+                learned=self._segmenter.learned,
+                details=lambda: self._unusual_details(state, score, now),
+            )
         if tone is not None:
             alerts += policy.negative_feedback(
                 state.alerts, time=time, sentiment=tone, value=score.value, kind=kind
             )
         return alerts
+
+    def _unusual_details(
+        self, state: CustomerState, score: CustomerScore, now: float
+    ) -> dict[str, Any]:
+        """What makes a customer unusual: the features that put them far from the nearest
+        segment (k-means centre, or micro-cluster of a dense region), with their values."""
+        profile = state.profile
+        features = self._segmenter.unusual_features(
+            profile.segment_features(now), profile.segment_quantities(now)
+        )
+        return {
+            "segment": score.segment,
+            "segment_name": score.segment_name,
+            "features": [
+                {name: feature[name] for name in ("feature", "value", "typical", "deviation")}
+                for feature in features
+            ],
+            "reasons": [feature["reason"] for feature in features],
+        }

@@ -11,8 +11,27 @@ from typing import Any
 import numpy as np
 
 from online_models.activity import DAY
+from online_models.outliers import (
+    DISTANCE_BINS,
+    Placement,
+    Placements,
+    add_distances,
+    distance_bin,
+    distance_rank,
+    distance_ranks,
+    empty_histogram,
+    unusual_features,
+)
 
-__all__ = ["SEGMENT_FEATURES", "SegmentShare", "Segmenter", "merge_segments"]
+__all__ = [
+    "SEGMENT_FEATURES",
+    "SegmentShare",
+    "Segmenter",
+    "merge_segments",
+    "outlier_ready",
+    "segment_names",
+    "segment_vector",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +47,8 @@ class SegmentShare:
     to it, both as of event time ``time`` (a point ``d`` days older weighs ``2**(-d /
     halflife)``). ``points`` counts points learned. ``candidates`` are points far from every
     centre that a delta proposes as new centres; only the group's model creates centres.
+    ``distances`` is the decayed histogram of the learned points' distances to their nearest
+    centre (:mod:`online_models.outliers`), which outlier scores are ranked against.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -35,6 +56,7 @@ class SegmentShare:
     time: float = -math.inf
     points: int = 0
     candidates: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SEGMENT_FEATURES))))
+    distances: np.ndarray = field(default_factory=empty_histogram)
 
     @classmethod
     def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
@@ -46,12 +68,13 @@ class SegmentShare:
         if time <= self.time or not math.isfinite(self.time):
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
-                self.candidates.copy(),
+                self.candidates.copy(), self.distances.copy(),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
-            self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy()
-        )
+            self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
+            self.distances * factor,
+        )  # fmt: skip
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place
@@ -62,7 +85,12 @@ class SegmentShare:
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a model record."""
         meta = {"time": self.time if math.isfinite(self.time) else None, "points": self.points}
-        arrays = {"sums": self.sums, "weights": self.weights, "candidates": self.candidates}
+        arrays = {
+            "sums": self.sums,
+            "weights": self.weights,
+            "candidates": self.candidates,
+            "distances": self.distances,
+        }
         return meta, arrays
 
     @classmethod
@@ -71,6 +99,8 @@ class SegmentShare:
     ) -> SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
         sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
+        # Records from before outlier scores carry no distances: they start empty.
+        distances = arrays.get("distances", empty_histogram())
         features = len(SEGMENT_FEATURES)
         if (
             sums.ndim != 2
@@ -79,12 +109,16 @@ class SegmentShare:
             or weights.shape != (sums.shape[0],)
             or candidates.ndim != 2
             or candidates.shape[1] != features
+            or distances.shape != (DISTANCE_BINS,)
             or not (np.isfinite(sums).all() and np.isfinite(weights).all())
+            or not np.isfinite(distances).all()
             or (weights < 0).any()
+            or (distances < 0).any()
         ):
             msg = (
-                f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape} "
-                f"does not fit {max_centres} centres of {features} features"
+                f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape}, "
+                f"{distances.shape} does not fit {max_centres} centres of {features} features "
+                f"and {DISTANCE_BINS} distance bins"
             )
             raise ValueError(msg)
         time = meta.get("time")
@@ -94,6 +128,7 @@ class SegmentShare:
             -math.inf if time is None else float(time),
             int(meta.get("points", 0)),
             candidates.astype(float),
+            distances.astype(float),
         )
 
 
@@ -106,7 +141,8 @@ def merge_segments(
     min_seed_distance: float = 0.15,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
-    centre (exact: the order of merging does not matter), points added.
+    centre and distance histograms added (exact: the order of merging does not matter),
+    points added.
 
     With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
     centres, in order, while there are fewer than ``max_centres`` and each is at least
@@ -125,7 +161,9 @@ def merge_segments(
     for share in (a, b):
         sums[: len(share.weights)] += share.sums
         weights[: len(share.weights)] += share.weights
-    merged = SegmentShare(sums, weights, time, a.points + b.points)
+    merged = SegmentShare(
+        sums, weights, time, a.points + b.points, distances=a.distances + b.distances
+    )
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
         merged.candidates = proposed
@@ -159,6 +197,12 @@ class Segmenter:
     proposes candidates in its :meth:`delta`, and the group's model creates centres, so a
     segment id names the same segment on every worker.
 
+    k-means puts every customer in a segment; :meth:`place_one` also says how far from it they
+    sit. Their ``outlier_score`` is the percentile rank of their distance to the nearest centre
+    among the distances of the points learned (decayed as the centres are), and they are an
+    outlier beyond the ``outlier_quantile`` of those distances (once the histogram holds the
+    weight of ``1 / (1 - outlier_quantile)`` points, so that the quantile means something).
+
     >>> segmenter = Segmenter(n_segments=2)
     >>> low = {"monetary": 0.1, "frequency": 0.1}
     >>> high = {"monetary": 0.9, "frequency": 0.8}
@@ -169,16 +213,22 @@ class Segmenter:
     """
 
     def __init__(
-        self, n_segments: int = 6, halflife_days: float = 1.0, min_seed_distance: float = 0.15
+        self,
+        n_segments: int = 6,
+        halflife_days: float = 1.0,
+        min_seed_distance: float = 0.15,
+        outlier_quantile: float = 0.99,
     ) -> None:
-        if n_segments < 1 or not halflife_days > 0:
+        if n_segments < 1 or not halflife_days > 0 or not 0.0 < outlier_quantile < 1.0:
             msg = (
-                f"n_segments must be >= 1 and halflife_days > 0, got {n_segments}, {halflife_days}"
+                "n_segments must be >= 1, halflife_days > 0 and 0 < outlier_quantile < 1, got "
+                f"{n_segments}, {halflife_days}, {outlier_quantile}"
             )
             raise ValueError(msg)
         self.n_segments = n_segments
         self.halflife_days = halflife_days
         self.min_seed_distance = min_seed_distance
+        self.outlier_quantile = outlier_quantile
         #: In a group: centres come from the group's model, never from this segmenter alone.
         self.shared = False
         self._live = SegmentShare.empty()
@@ -206,64 +256,120 @@ class Segmenter:
 
     def predict_one(self, x: Mapping[str, float]) -> int:
         """The segment nearest to ``x`` among seeded centres (0 before any)."""
-        nearest, _ = self._nearest(_vector(x))
+        nearest, _ = self._nearest(segment_vector(x))
         return nearest
+
+    def place_one(self, x: Mapping[str, float]) -> Placement:
+        """The segment nearest to ``x``, its outlier score and whether it is an outlier,
+        learning nothing.
+
+        >>> segmenter = Segmenter(n_segments=1)
+        >>> for n in range(200):
+        ...     segmenter.learn_one({"monetary": 0.5 + 0.001 * (n % 50)})
+        >>> segmenter.place_one({"monetary": 0.52}).outlier
+        False
+        >>> segmenter.place_one({"monetary": 1.5, "frequency": 1.5})
+        Placement(segment=0, outlier_score=1.0, outlier=True)
+        """
+        nearest, distance = self._nearest(segment_vector(x))
+        return self._placement(nearest, distance)
 
     def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
         """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
-        self.learn_predict_one(x, time)
+        self._learn_point(segment_vector(x), time)
 
     def learn_predict_one(self, x: Mapping[str, float], time: float | None = None) -> int:
         """Learn ``x`` (at event time ``time``) and return its segment."""
-        return self._learn_point(_vector(x), time)
+        return self._learn_point(segment_vector(x), time).segment
+
+    def learn_place_one(self, x: Mapping[str, float], time: float | None = None) -> Placement:
+        """:meth:`place_one` of ``x`` with the model as it is, then ``x`` learned."""
+        return self._learn_point(segment_vector(x), time)
 
     def learn_predict_many(self, points: np.ndarray, times: np.ndarray) -> np.ndarray:
         """The segments of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
-        ``times``), then the points learned as one mini-batch, as Flink ML's online k-means
-        learns a batch: every point is assigned with the centres as they were before it, and
-        each nudges its nearest centre. While centres are still being seeded, points are
-        learned one by one (:meth:`learn_predict_one`), as seeding depends on the order.
+        ``times``), then the points learned as one mini-batch (:meth:`learn_place_many`).
 
         >>> segmenter = Segmenter(n_segments=2)
         >>> segmenter.learn_predict_many(np.array([[0.1] * 5, [0.9] * 5, [0.8] * 5]),
         ...                              np.zeros(3)).tolist()
         [0, 1, 1]
         """
+        return self.learn_place_many(points, times).segments
+
+    def learn_place_many(self, points: np.ndarray, times: np.ndarray) -> Placements:
+        """The placements of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
+        ``times``), then the points learned as one mini-batch, as Flink ML's online k-means
+        learns a batch: every point is assigned and ranked with the centres and distances as
+        they were before it, and each nudges its nearest centre. While centres are still
+        being seeded, points are learned one by one (:meth:`learn_place_one`), as seeding
+        depends on the order."""
         if not self.ready:
-            return np.array(
-                [self._learn_point(p, float(t)) for p, t in zip(points, times, strict=True)],
-                dtype=np.int64,
+            return Placements.of(
+                [self._learn_point(p, float(t)) for p, t in zip(points, times, strict=True)]
             )
         self._advance(float(times.max()))
         weights = 0.5 ** ((self._live.time - times) / (self.halflife_days * DAY))
-        distances = ((self._centers[None, :, :] - points[:, None, :]) ** 2).sum(axis=2)
-        nearest = distances.argmin(axis=1)
+        squared = ((self._centers[None, :, :] - points[:, None, :]) ** 2).sum(axis=2)
+        nearest = squared.argmin(axis=1)
+        distances = np.sqrt(squared[np.arange(len(points)), nearest])
+        scores = distance_ranks(self._live.distances, distances)
+        outliers = (
+            scores >= self.outlier_quantile if self._ranked() else np.zeros(len(points), bool)
+        )
         weighted = weights[:, None] * points
         for share in (self._live, self._unsent):
             share.points += len(points)
             np.add.at(share.sums, nearest, weighted)
             np.add.at(share.weights, nearest, weights)
+            add_distances(share.distances, distances, weights)
         moved = np.unique(nearest)
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
-        return nearest
+        return Placements(nearest, scores, outliers)
 
-    def _learn_point(self, point: np.ndarray, time: float | None) -> int:
+    def unusual_features(
+        self, x: Mapping[str, float], quantities: Mapping[str, float]
+    ) -> list[dict[str, Any]]:
+        """The features making ``x`` far from its nearest centre (see
+        :func:`online_models.outliers.unusual_features`)."""
+        point = segment_vector(x)
+        nearest, _ = self._nearest(point)
+        if not len(self._centers):
+            return []
+        return unusual_features(
+            point, self._centers[nearest], SEGMENT_FEATURES, quantities, self.describe(nearest)
+        )
+
+    def current(self, segment: int) -> bool:
+        """Whether ``segment`` still names a segment (a k-means segment always does)."""
+        return True
+
+    def _ranked(self) -> bool:
+        return outlier_ready(self._live.distances, self.outlier_quantile)
+
+    def _placement(self, nearest: int, distance: float) -> Placement:
+        score = distance_rank(self._live.distances, distance)
+        return Placement(nearest, score, score >= self.outlier_quantile and self._ranked())
+
+    def _learn_point(self, point: np.ndarray, time: float | None) -> Placement:
         weight = self._advance(time)
         nearest, distance = self._nearest(point)
+        placement = self._placement(nearest, distance)
         self._live.points += 1
         self._unsent.points += 1
         if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
             if not self.shared:
-                return self._seed(point, weight)
+                return Placement(self._seed(point, weight), 0.0, False)
             if self._proposable(point):
                 self._unsent.candidates = np.vstack([self._unsent.candidates, point])
         if not len(self._centers):
-            return 0
+            return placement
         for share in (self._live, self._unsent):
             share.sums[nearest] += weight * point
             share.weights[nearest] += weight
+            share.distances[distance_bin(distance)] += weight
         self._centers[nearest] = self._live.sums[nearest] / self._live.weights[nearest]
-        return nearest
+        return placement
 
     def delta(self) -> SegmentShare:
         """What this segmenter learned since its last delta (and the centres it proposes)."""
@@ -289,7 +395,7 @@ class Segmenter:
             )
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
-        self._names = _names(group.centers())
+        self._names = segment_names(group.centers())
         self._names_at = live.points
 
     def describe(self, segment: int) -> str:
@@ -304,8 +410,8 @@ class Segmenter:
 
     def describe_all(self) -> dict[int, str]:
         """A distinct CRM name for every seeded segment, from where its centre sits
-        (see :func:`_names`)."""
-        return _names(self._centers)
+        (see :func:`segment_names`)."""
+        return segment_names(self._centers)
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
@@ -340,12 +446,18 @@ class Segmenter:
         return bool(np.sqrt(((proposed - point) ** 2).sum(axis=1)).min() >= self.min_seed_distance)
 
 
-def _vector(x: Mapping[str, float]) -> np.ndarray:
+def outlier_ready(distances: np.ndarray, quantile: float) -> bool:
+    """Whether a distance histogram holds enough weight for its ``quantile`` to mean
+    something: that of ``1 / (1 - quantile)`` points (100 for the 99th percentile)."""
+    return float(distances.sum()) * (1.0 - quantile) >= 1.0 - 1e-9
+
+
+def segment_vector(x: Mapping[str, float]) -> np.ndarray:
     """A point's coordinates in :data:`SEGMENT_FEATURES` order (a missing feature is 0)."""
     return np.array([x.get(name, 0.0) for name in SEGMENT_FEATURES])
 
 
-def _names(centers: np.ndarray) -> dict[int, str]:
+def segment_names(centers: np.ndarray) -> dict[int, str]:
     """A distinct CRM name for every centre, from where it sits.
 
     Names rank the centres against each other: among buyers, a centre silent for months is

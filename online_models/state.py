@@ -29,10 +29,12 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
-#: Format 5 added the customer's latent factors, format 6 their latest ranked
-#: recommendations; older records read as having none.
-RECORD_VERSION = 6
-_READABLE_RECORDS = frozenset({4, 5, RECORD_VERSION})
+#: Format 5 added the customer's latent factors; format 4 records read as having none. Two
+#: trailing fields came later within format 5, the outlier flag and the latest ranked
+#: recommendations: records without them read as ``False`` and none, and readers that do not
+#: know them ignore them (so workers of either kind can share a group during an upgrade).
+RECORD_VERSION = 5
+_READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
 # record of the events applied. Both read as is.
 _READABLE_VERSIONS = frozenset({1, 2, STATE_VERSION})
@@ -68,6 +70,9 @@ class CustomerState:
     and ``recent_events`` the fingerprints of the latest events' ids, newest last: together
     they let an event delivered twice be recognised and applied once (:meth:`has_applied`).
 
+    ``outlier`` is whether the customer's latest score found them in no segment
+    (``segment_outlier``): an alert goes out when they become one, not while they stay one.
+
     ``latent`` holds the customer's own latent factors of the recommender (float32,
     little-endian): they are the customer's, so they move with the customer's partition and
     go with an erasure, while the item factors belong to the group's model.
@@ -92,6 +97,7 @@ class CustomerState:
     offset: int | None = None
     recent_events: list[int] = field(default_factory=list)
     latent: bytes | None = None
+    outlier: bool = False
     ranked: list[str] = field(default_factory=list)
     ranked_at: float | None = None
 
@@ -124,6 +130,11 @@ class CustomerState:
         previous, self.segment = self.segment, predicted
         self.segment_candidate, self.segment_votes = None, 0
         return previous
+
+    def placement_record(self) -> tuple[object, ...]:
+        """What a score's placement may change: segment, its votes, outlier flag, alerts
+        (compared before and after a re-score to tell whether the state changed)."""
+        return (self.segment, self.segment_candidate, self.segment_votes, self.outlier, self.alerts)
 
     def has_applied(self, shard: int, offset: int | None, fingerprint: int | None) -> bool:
         """Whether the event at ``offset`` of ``shard``, or one with this id fingerprint,
@@ -176,6 +187,7 @@ class CustomerState:
             "offset": self.offset,
             "recent_events": self.recent_events,
             "latent": None if self.latent is None else base64.b64encode(self.latent).decode(),
+            "outlier": self.outlier,
             "ranked": self.ranked,
             "ranked_at": self.ranked_at,
         }
@@ -203,6 +215,7 @@ class CustomerState:
                 self.offset,
                 _pack_fingerprints(self.recent_events),
                 None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
+                self.outlier,
                 None if self.ranked_at is None else [self.ranked_at, self.ranked],
             ]
         )
@@ -218,12 +231,13 @@ class CustomerState:
         if not isinstance(data, list):
             return cls.from_dict(data)
         if not data or data[0] not in _READABLE_RECORDS:
-            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-6"
+            msg = f"customer state record of format {data[:1]!r}; this scorer reads 1-5"
             raise StateVersionError(msg)
         _, profile, pending, segment, candidate, votes, cancelled, armed, alerted, *rest = data
         shard, offset, recent, *more = rest
         latent = more[0] if more else None
-        ranked_at, ranked = more[1] if len(more) > 1 and more[1] is not None else (None, [])
+        outlier = bool(more[1]) if len(more) > 1 else False
+        ranked_at, ranked = more[2] if len(more) > 2 and more[2] is not None else (None, [])
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -236,6 +250,7 @@ class CustomerState:
             offset=offset,
             recent_events=_unpack_fingerprints(recent),
             latent=None if latent is None else base64.b64decode(latent),
+            outlier=outlier,
             ranked=ranked,
             ranked_at=ranked_at,
         )
@@ -263,6 +278,7 @@ class CustomerState:
             offset=data.get("offset"),
             recent_events=list(data.get("recent_events") or []),
             latent=None if data.get("latent") is None else base64.b64decode(data["latent"]),
+            outlier=bool(data.get("outlier", False)),
             ranked=list(data.get("ranked") or []),
             ranked_at=data.get("ranked_at"),
         )

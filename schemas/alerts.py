@@ -21,6 +21,7 @@ class AlertType(StrEnum):
     CHURN_RISK = "churn_risk"
     SEGMENT_CHANGE = "segment_change"
     NEGATIVE_FEEDBACK = "negative_feedback"
+    UNUSUAL_CUSTOMER = "unusual_customer"
 
 
 class Severity(StrEnum):

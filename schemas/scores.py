@@ -34,7 +34,8 @@ class Score(BaseModel):
     """One customer's current scores, stored as a Redis hash at ``{prefix}{customer_id}``.
 
     Every value in the hash is a string: numbers in decimal, ``recommendations`` as a JSON
-    array, times as ISO-8601 UTC. ``sentiment`` is absent until feedback or a ticket was seen.
+    array, times as ISO-8601 UTC, ``segment_outlier`` as ``true`` or ``false``. ``sentiment``
+    is absent until feedback or a ticket was seen.
 
     >>> from datetime import UTC, datetime
     >>> t = datetime(2024, 1, 1, tzinfo=UTC)
@@ -50,7 +51,11 @@ class Score(BaseModel):
 
     customer_id: str
     churn_risk: Unit = Field(description="Probability that the customer churns within the horizon.")
-    segment: int = Field(ge=0, description="Stable id of the customer's segment (cluster).")
+    segment: int = Field(
+        ge=-1,
+        description="Stable id of the customer's segment (cluster); -1 for a customer in no "
+        "dense region (CRM_SEGMENT_MODEL=density).",
+    )
     segment_name: str = Field(description="The segment described in CRM words.")
     value: Unit = Field(description="RFM value score: 1 is the most valuable customers.")
     monetary: float = Field(description="Net spend: purchases minus refunds.")
@@ -89,6 +94,17 @@ class Score(BaseModel):
         default_factory=list,
         description="The (at most three) factors pushing the churn risk up the most.",
     )
+    segment_outlier: bool = Field(
+        default=False,
+        description="Whether the customer fits no segment: far from every k-means centre "
+        "(beyond CRM_OUTLIER_QUANTILE of everyone's distances), or in no dense region "
+        "(density; segment -1, segment_name unusual).",
+    )
+    outlier_score: Unit = Field(
+        default=0.0,
+        description="Share of customers nearer to their segment than this one (the "
+        "percentile rank of the distance): 0..1, rising with the distance.",
+    )
 
     def to_redis(self) -> dict[str, str]:
         """The hash fields, every value a string."""
@@ -111,6 +127,8 @@ class Score(BaseModel):
             "churn_reasons": orjson.dumps(
                 [reason.model_dump() for reason in self.churn_reasons]
             ).decode(),
+            "segment_outlier": "true" if self.segment_outlier else "false",
+            "outlier_score": f"{self.outlier_score:.6f}",
         }
         if self.sentiment is not None:
             fields["sentiment"] = f"{self.sentiment:.6f}"

@@ -70,6 +70,8 @@ def score_of(
             ChurnReasonField(factor=r.factor, contribution=r.contribution, reason=r.reason)
             for r in score.churn_reasons
         ],
+        segment_outlier=score.segment_outlier,
+        outlier_score=score.outlier_score,
     )
 
 

@@ -84,14 +84,18 @@ _CATCH_UP_SECONDS = 0.5
 
 
 def model_shapes(config: ScorerConfig) -> dict[str, int]:
-    """The sizes a model record must fit to be used by models made with ``config``."""
-    return {
+    """The sizes a model record must fit to be used by models made with ``config`` (and,
+    with density segments, that they are: k-means groups' shapes are as they always were)."""
+    shapes = {
         "segments": config.segments,
         "factors": config.recommender_factors,
         "item_buckets": config.item_buckets,
         "churn_features": len(CHURN_FEATURES),
         "lifetime_sample": config.lifetime_sample,
     }
+    if config.segment_model == "density":
+        shapes["density_segments"] = 1
+    return shapes
 
 
 # --- records ----------------------------------------------------------------------------------
@@ -159,8 +163,8 @@ def decode_manifest(
     expected = model_shapes(config)
     if header.shapes != expected:
         msg = f"the group model's version {header.version} has shapes {header.shapes}, this "
-        msg += f"worker's models {expected} (CRM_SEGMENTS, CRM_RECOMMENDER_FACTORS, "
-        msg += "CRM_MODEL_ITEM_BUCKETS must be the same on every worker)"
+        msg += f"worker's models {expected} (CRM_SEGMENT_MODEL, CRM_SEGMENTS, "
+        msg += "CRM_RECOMMENDER_FACTORS, CRM_MODEL_ITEM_BUCKETS must be the same on every worker)"
         raise ModelRecordRefused("shape", msg)
     return header
 

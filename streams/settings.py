@@ -201,12 +201,37 @@ class Settings(BaseSettings):
         "catalogues: a bucket is one Kafka record).",
     )
     quality_window: int = Field(1000, ge=10, description="Labels in the rolling quality window.")
-    segments: int = Field(6, ge=2, le=50, description="Number of customer segments.")
+    segment_model: Literal["kmeans", "density"] = Field(
+        "kmeans",
+        description="Segmentation: kmeans (online k-means) or density (River's DBSTREAM: "
+        "dense regions are segments, customers in none are unusual).",
+    )
+    segments: int = Field(6, ge=2, le=50, description="Number of customer segments (k-means).")
     segment_confirmations: int = Field(
         3,
         ge=1,
         le=100,
         description="Consecutive scores in a new segment before the customer moves there.",
+    )
+    outlier_quantile: float = Field(
+        0.99,
+        ge=0.5,
+        lt=1.0,
+        description="k-means: a customer whose distance to the nearest segment centre is beyond "
+        "this quantile of everyone's is an outlier (segment_outlier).",
+    )
+    density_radius: float = Field(
+        0.2,
+        gt=0.0,
+        le=2.0,
+        description="density: how far a micro-cluster reaches on the segment features' scales "
+        "(DBSTREAM's clustering threshold).",
+    )
+    density_min_share: float = Field(
+        0.002,
+        ge=0.0,
+        lt=1.0,
+        description="density: share of all the weight a micro-cluster needs to be dense.",
     )
     top_k: int = Field(10, ge=1, le=1000, description="Recommendations per customer.")
     rerank_silent_days: float = Field(
@@ -288,6 +313,11 @@ class Settings(BaseSettings):
         False,
         description="Alert also when silence alone moves a customer into or between lapsing, "
         "hibernating and lost.",
+    )
+    unusual_customer_alert: bool = Field(
+        True,
+        description="Alert when a customer becomes an outlier (segment_outlier); false turns "
+        "unusual_customer alerts off.",
     )
 
     @model_validator(mode="before")
@@ -449,8 +479,12 @@ class Settings(BaseSettings):
             churn_silent_sample_days=self.churn_silent_sample_days,
             rescore_interval_days=self.rescore_interval_days,
             quality_window=self.quality_window,
+            segment_model=self.segment_model,
             segments=self.segments,
+            density_radius=self.density_radius,
+            density_min_share=self.density_min_share,
             segment_confirmations=self.segment_confirmations,
+            outlier_quantile=self.outlier_quantile,
             top_k=self.top_k,
             rerank_silent_days=self.rerank_silent_days,
             allow_repurchase=self.allow_repurchase,
@@ -472,6 +506,7 @@ class Settings(BaseSettings):
                 segment_min_orders=self.segment_alert_min_orders,
                 segment_warmup=self.segment_alert_warmup,
                 segment_alert_on_silence=self.segment_alert_on_silence,
+                unusual_customer=self.unusual_customer_alert,
             ),
         )
 

@@ -51,6 +51,8 @@ SCORE_COLUMNS = (
     "predicted_clv",
     "next_order_expected",
     "churn_reasons",
+    "segment_outlier",
+    "outlier_score",
 )
 
 
@@ -82,6 +84,8 @@ class BacktestRow:
             f"{score.predicted_clv:.2f}",
             "" if score.next_order_expected is None else _iso(score.next_order_expected),
             orjson.dumps([reason.to_dict() for reason in score.churn_reasons]).decode(),
+            "true" if score.segment_outlier else "false",
+            f"{score.outlier_score:.6f}",
         ]
 
 

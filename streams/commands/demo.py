@@ -247,7 +247,7 @@ def _summary(
         else f"{auc:.3f}"
     )
     table.add_row("churn ROC AUC (closed cohorts)", shown if labelled else "n/a (no labels yet)")
-    for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
+    for alert_type in ("churn_risk", "segment_change", "negative_feedback", "unusual_customer"):
         table.add_row(f"alerts: {alert_type}", f"{alerts.get(alert_type, 0):,}")
     for n, (worker, worker_metrics) in enumerate(zip(workers, each, strict=True), start=1):
         partitions = sum(1 for k in worker_metrics if k.startswith("crm_scorer_consumer_lag{"))

@@ -295,6 +295,8 @@ def test_raw_hash_fields_are_the_documented_strings(run: Run) -> None:
         "predicted_clv",
         "next_order_expected",
         "churn_reasons",
+        "segment_outlier",
+        "outlier_score",
     ):
         assert name in fields, name
     assert isinstance(json.loads(fields["recommendations"]), list)
@@ -336,7 +338,7 @@ def test_alerts_reach_the_topic_for_the_vip_complaint_and_the_cancellation(run: 
     assert _score(run, "leaver-1").churn_risk == 1.0
     counted = Counter(a.type for a in alerts)
     published = read_metrics(run.port)  # counted on the broker's acknowledgement
-    for alert_type in ("churn_risk", "segment_change", "negative_feedback"):
+    for alert_type in ("churn_risk", "segment_change", "negative_feedback", "unusual_customer"):
         metric = published.get(f"crm_scorer_alerts_total{{type={alert_type}}}", 0.0)
         assert metric == counted[alert_type], alert_type
 

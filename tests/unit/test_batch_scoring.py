@@ -11,8 +11,9 @@ event-time days both ways from the same models and states. The tolerances:
   the model without it: up to a few hundredths apart here); value and the lifetime outlook
   within 1e-9; labels and examples equal;
 - segment centres learn the batch as a mini-batch (every point assigned with the centres as
-  they were): the confirmed segments of at least 95% of the scores agree with one by one, and
-  the centres end within 0.05 of one by one's.
+  they were, and its outlier score ranked against the distances as they were): the confirmed
+  segments of at least 95% of the scores agree with one by one, so do the outlier flags of at
+  least 99%, and the centres end within 0.05 of one by one's.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ CUSTOMERS = 300
 EVENTS = 8_000
 DAYS = 10
 CLOSE = 1e-9
-NUMBERS = ("churn_risk", "value", "p_alive", "expected_orders", "predicted_clv", "as_of")
+NUMBERS = (
+    "churn_risk", "value", "p_alive", "expected_orders", "predicted_clv", "as_of", "outlier_score",
+)  # fmt: skip
 
 
 def close(a: float | None, b: float | None, tolerance: float = CLOSE) -> bool:
@@ -109,6 +112,7 @@ def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch)
             assert all(close(getattr(a.score, n), getattr(b.score, n)) for n in NUMBERS), customer
             assert a.score.segment == b.score.segment
             assert a.score.segment_name == b.score.segment_name
+            assert a.score.segment_outlier == b.score.segment_outlier
             assert [r.factor for r in a.score.churn_reasons] == [
                 r.factor for r in b.score.churn_reasons
             ]
@@ -138,7 +142,7 @@ def test_a_whole_population_batch_is_one_by_one_with_the_batchs_labels_learned_f
     one, one_days = one_by_one
     batch, batch_days = rescore_days(world, "batch")
 
-    agree = total = labelled_days = 0
+    agree = outliers_agree = total = labelled_days = 0
     for day, ((ids, expected, (one_after, one_states)), (_, got, _)) in enumerate(
         zip(one_days, batch_days, strict=True)
     ):
@@ -151,10 +155,12 @@ def test_a_whole_population_batch_is_one_by_one_with_the_batchs_labels_learned_f
             after = one_after.score_as_of(one_states[customer], now)
             assert close(after.churn_risk, b.score.churn_risk), customer
             agree += a.score.segment == b.score.segment
+            outliers_agree += a.score.segment_outlier == b.score.segment_outlier
             total += 1
     assert labelled_days, "some day's batch learns labels"
     assert_same_churn_model(one.churn_model, batch.churn_model)
     assert agree >= 0.95 * total
+    assert outliers_agree >= 0.99 * total
     assert np.abs(one.segmenter._centers - batch.segmenter._centers).max() < 0.05
 
 

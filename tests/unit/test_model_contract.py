@@ -21,6 +21,7 @@ from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertThresholds
 from online_models.churn import ChurnModel
 from online_models.content import ContentModel
+from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.engine import ScoringEngine
 from online_models.profile import CustomerProfile
 from online_models.recommend import Recommender
@@ -115,6 +116,30 @@ def odd_segmenter(model: Segmenter) -> list[int]:
         model.predict_one({"recency": 1.2, "frequency": 0.1}),
     ]
     assert all(0 <= s < model.n_segments for s in segments)
+    return segments
+
+
+def build_density() -> DensitySegmenter:
+    rng = random.Random(1)
+    model = DensitySegmenter(recluster_every=50)
+    for n in range(600):
+        model.learn_one(segment_features(rng), n * 60.0)
+    return model
+
+
+def predict_density(model: DensitySegmenter) -> list[Any]:
+    rng = random.Random(2)
+    return [model.place_one(segment_features(rng)) for _ in range(50)] + [model.describe_all()]
+
+
+def odd_density(model: DensitySegmenter) -> list[int]:
+    segments = [
+        model.predict_one({}),
+        model.predict_one({"monetary": 0.5}),
+        model.predict_one({"recency": 1.2, "frequency": 0.1}),
+        model.predict_one({"engagement": 1.5, "ordered": 1.0}),
+    ]
+    assert all(s == UNUSUAL or model.current(s) for s in segments)
     return segments
 
 
@@ -300,7 +325,22 @@ CASES = {
         build_segmenter,
         predict_segmenter,
         odd_segmenter,
-        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2},
+        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2, "outlier_quantile": 0.9},
+    ),
+    "DensitySegmenter": Case(
+        build_density,
+        predict_density,
+        odd_density,
+        {
+            "clustering_threshold": 0.25,
+            "halflife_days": 7.0,
+            "intersection_factor": 0.4,
+            "minimum_weight": 2.0,
+            "minimum_weight_share": 0.01,
+            "cleanup_days": 2.0,
+            "max_micro_clusters": 256,
+            "recluster_every": 32,
+        },
     ),
     "ValueModel": Case(build_value, predict_value, odd_value, {"recency_halflife_days": 14.0}),
     "SentimentModel": Case(
@@ -339,6 +379,7 @@ CASES = {
 MODEL_CLASSES = {
     "ChurnModel": ChurnModel,
     "Segmenter": Segmenter,
+    "DensitySegmenter": DensitySegmenter,
     "ValueModel": ValueModel,
     "SentimentModel": SentimentModel,
     "Recommender": Recommender,

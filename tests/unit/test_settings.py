@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from online_models.density import DensitySegmenter
+from online_models.scorer import CustomerScorer
 from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -250,6 +252,7 @@ def test_scorer_config_carries_the_models_and_alert_settings(
         "CRM_QUALITY_WINDOW": "500",
         "CRM_SEGMENTS": "4",
         "CRM_SEGMENT_CONFIRMATIONS": "5",
+        "CRM_OUTLIER_QUANTILE": "0.95",
         "CRM_TOP_K": "7",
         "CRM_ALLOW_REPURCHASE": "true",
         "CRM_RECOMMENDER_FACTORS": "8",
@@ -272,6 +275,7 @@ def test_scorer_config_carries_the_models_and_alert_settings(
     assert config.quality_window == 500
     assert config.segments == 4
     assert config.segment_confirmations == 5
+    assert config.outlier_quantile == 0.95
     assert config.top_k == 7
     assert config.allow_repurchase is True
     assert config.recommender_factors == 8
@@ -302,3 +306,32 @@ def test_future_tolerance_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str
     monkeypatch.setenv("CRM_MAX_FUTURE_SECONDS", value)
     with pytest.raises(SettingsError, match="CRM_MAX_FUTURE_SECONDS"):
         load_settings()
+
+
+def test_an_unknown_segment_model_stops_start_up_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = settings_error(monkeypatch, CRM_SEGMENT_MODEL="hdbscan")
+
+    assert message.startswith("invalid setting CRM_SEGMENT_MODEL=hdbscan:")
+    assert "'kmeans' or 'density'" in message
+
+
+def test_the_density_segmentation_and_its_knobs_reach_the_scorer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "CRM_SEGMENT_MODEL": "density",
+        "CRM_DENSITY_RADIUS": "0.3",
+        "CRM_DENSITY_MIN_SHARE": "0.01",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    scorer = CustomerScorer(load_settings().scorer_config())
+
+    assert isinstance(scorer.segmenter, DensitySegmenter)
+    assert scorer.segmenter.clustering_threshold == 0.3
+    assert scorer.segmenter.minimum_weight_share == 0.01
+    assert settings_error(monkeypatch, CRM_DENSITY_RADIUS="0").startswith(
+        "invalid setting CRM_DENSITY_RADIUS=0:"
+    )

@@ -117,7 +117,7 @@ def test_a_flush_ranks_only_the_customers_whose_list_is_due(ranking_calls: list[
     assert len(lists) == 2
 
 
-def test_the_kept_list_survives_the_state_record_and_old_records_have_none() -> None:
+def test_the_kept_list_survives_the_state_record_and_older_records_have_none() -> None:
     scorer, state = trained(ScorerConfig(top_k=3))
     scorer.recommend_many([("ann", state)], as_of=[state.profile.last_seen])
 
@@ -125,7 +125,7 @@ def test_the_kept_list_survives_the_state_record_and_old_records_have_none() -> 
     assert decoded.ranked == state.ranked and decoded.ranked_at == state.ranked_at
     assert CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state
 
-    format_five = orjson.loads(state.encode())[:-1]
-    format_five[0] = 5
-    old = CustomerState.decode(orjson.dumps(format_five))
+    # A record of a worker from before the kept list: the same format without the last field.
+    older = orjson.loads(state.encode())[:-1]
+    old = CustomerState.decode(orjson.dumps(older))
     assert old.ranked == [] and old.ranked_at is None

@@ -168,6 +168,8 @@ def scores(draw: st.DrawFn) -> Score:
         event_time=draw(utc_times),
         as_of=draw(utc_times),
         updated_at=draw(utc_times),
+        segment_outlier=draw(st.booleans()),
+        outlier_score=draw(st.integers(0, 10**6)) / 10**6,
     )
 
 
@@ -205,7 +207,12 @@ def test_alert_json_has_every_field_the_readme_documents() -> None:
 
 
 def test_alert_types_and_severities_are_the_documented_strings() -> None:
-    assert {t.value for t in AlertType} == {"churn_risk", "segment_change", "negative_feedback"}
+    assert {t.value for t in AlertType} == {
+        "churn_risk",
+        "segment_change",
+        "negative_feedback",
+        "unusual_customer",
+    }
     assert {s.value for s in Severity} == {"info", "warning", "critical"}
 
 

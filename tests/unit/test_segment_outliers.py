@@ -1,0 +1,132 @@
+"""Who fits no k-means segment: ``segment_outlier`` and ``outlier_score`` on every score.
+
+The outlier score is the percentile rank of a customer's distance to the nearest centre among
+the distances of the points the segmenter learned; beyond ``outlier_quantile`` (0.99) of them a
+customer is an outlier, while keeping their segment.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from datetime import UTC, datetime
+from itertools import pairwise
+
+import numpy as np
+
+from online_models.activity import DAY
+from online_models.engine import ScoringEngine
+from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.segments import SEGMENT_FEATURES, Segmenter, SegmentShare, merge_segments
+from schemas import Score
+from schemas.model_records import ModelRecord, decode_record, encode_record
+from streams.convert import score_of
+from tests.unit.crowds import EXTREME, ORDINARY, T0, crowd, shop
+
+
+def learned_crowd(seed: int, **kwargs: int) -> tuple[Segmenter, list[bool], list[bool]]:
+    """A segmenter that learned a crowd, each point placed before it was learned: the
+    segmenter, whether each point was flagged, and whether it was an extreme one."""
+    data = crowd(seed, **kwargs)
+    segmenter = Segmenter(n_segments=6)
+    flagged = []
+    for n, (x, time) in enumerate(zip(data.points, data.times, strict=True)):
+        if n == len(data.points) // 4:
+            assert segmenter.ready, "the segments formed before the first extreme customer"
+        flagged.append(segmenter.learn_place_one(x, time).outlier)
+    return segmenter, flagged, data.extreme
+
+
+def test_extreme_customers_are_flagged_and_few_ordinary_ones_are() -> None:
+    _, flagged, extreme = learned_crowd(seed=1)
+
+    warm = len(flagged) // 4
+    ordinary = [f for f, e in zip(flagged[warm:], extreme[warm:], strict=True) if not e]
+    assert all(f for f, e in zip(flagged, extreme, strict=True) if e)
+    # The 99th percentile flags about 1% of the ordinary customers too, by design.
+    assert 0 < sum(ordinary) <= 0.02 * len(ordinary)
+
+
+def point(values: tuple[float, ...]) -> dict[str, float]:
+    return dict(zip(SEGMENT_FEATURES, values, strict=True))
+
+
+def test_the_score_rises_with_the_distance_and_a_copy_scores_the_same() -> None:
+    segmenter, _, _ = learned_crowd(seed=2, extremes=0)
+    start, end = np.array(ORDINARY["regulars"]), np.array(EXTREME["reseller"])
+    # From the regulars' centre towards the reseller: the regulars' centre stays the nearest.
+    probes = [point(tuple(start + t * (end - start))) for t in np.linspace(0.0, 1.0, 21)]
+
+    placements = [segmenter.place_one(x) for x in probes]
+
+    scores = [p.outlier_score for p in placements]
+    assert len({p.segment for p in placements}) == 1
+    assert all(a <= b for a, b in pairwise(scores))
+    assert scores[0] < 0.5 and scores[-1] == 1.0
+    assert [p.outlier for p in placements] == [s >= 0.99 for s in scores]
+    copy = pickle.loads(pickle.dumps(segmenter))
+    assert [copy.place_one(x) for x in probes] == placements
+
+
+def test_placing_a_customer_learns_nothing() -> None:
+    segmenter, _, _ = learned_crowd(seed=3, extremes=0)
+    before = pickle.dumps(segmenter)
+
+    segmenter.place_one(point(EXTREME["bot"]))
+
+    assert pickle.dumps(segmenter) == before
+
+
+def test_two_workers_distances_merge_into_one_segmenters() -> None:
+    data = crowd(seed=4, extremes=6)
+    one, a, b = Segmenter(n_segments=4), Segmenter(n_segments=4), Segmenter(n_segments=4)
+    for segmenter in (one, a, b):
+        segmenter.shared = True
+        segmenter.apply(one.delta())  # no centre yet: only points, no seeds of their own
+    rng = random.Random(4)
+    for x, time in zip(data.points, data.times, strict=True):
+        one.learn_one(x, time)
+        (a if rng.random() < 0.5 else b).learn_one(x, time)
+
+    merged = merge_segments(a.delta(), b.delta(), halflife_days=1.0)
+
+    np.testing.assert_allclose(merged.distances, one.delta().distances, rtol=1e-9)
+
+
+def test_an_enormous_single_order_is_an_outlier_in_the_score_and_the_redis_hash() -> None:
+    scorer = CustomerScorer(ScorerConfig(segments=3, recommender_factors=4))
+    engine = ScoringEngine(scorer, {})  # silent customers re-scored daily, as by the worker
+    scores = {}
+    for customer, activity in shop(seed=5, whale_day=45.0):
+        if customer == "whale":
+            assert scorer.segmenter.ready, "every centre seeded: the whale cannot become one"
+        for scored in engine.process(customer, activity):
+            if activity.time >= T0 + 30 * DAY:  # every centre seeded, a month learned
+                scores[scored.customer_id, scored.outcome.score.as_of] = scored.outcome.score
+
+    whales = [score for (customer, _), score in scores.items() if customer == "whale"]
+    others = [score for (customer, _), score in scores.items() if customer != "whale"]
+    assert whales[0].segment_outlier and whales[0].outlier_score >= 0.99
+    assert sum(score.segment_outlier for score in others) <= 0.02 * len(others)
+    assert np.median([score.outlier_score for score in others]) < 0.75
+    updated = datetime(2025, 3, 1, tzinfo=UTC)
+    fields = score_of("whale", whales[0], [], updated).to_redis()
+    assert fields["segment_outlier"] == "true"
+    assert float(fields["outlier_score"]) == round(whales[0].outlier_score, 6)
+    assert Score.from_redis(fields).segment_outlier is True
+    unflagged = next(score for score in others if not score.segment_outlier)
+    assert score_of("c", unflagged, [], updated).to_redis()["segment_outlier"] == "false"
+
+
+def test_a_segments_part_from_before_outlier_scores_is_still_read() -> None:
+    """A rolling upgrade: the models topic holds k-means parts with no distance histogram."""
+    share = SegmentShare(np.eye(5)[:2], np.ones(2), time=T0, points=2)
+    meta, arrays = share.to_arrays()
+    del arrays["distances"]
+    record = ModelRecord("part", {"header": {}, "share": meta}, arrays)
+
+    back = SegmentShare.from_arrays(meta, decode_record(encode_record(record)).arrays,
+                                    max_centres=6)  # fmt: skip
+
+    np.testing.assert_array_equal(back.sums, share.sums)
+    assert not back.distances.any()

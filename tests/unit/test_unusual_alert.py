@@ -1,0 +1,117 @@
+"""The ``unusual_customer`` alert: raised when a customer becomes an outlier, not while they
+stay one, at most once per segment cooldown, never when turned off; its details name the
+features that make them unusual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from online_models.activity import DAY, Activity
+from online_models.alert_policy import AlertThresholds
+from online_models.engine import ScoringEngine
+from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.state import CustomerState
+from tests.unit.crowds import T0, crowd, shop
+
+CONFIG = ScorerConfig(segments=4, recommender_factors=4)
+
+
+def background(scorer: CustomerScorer, start: float, seed: int) -> float:
+    """An ordinary crowd learned by the segmenter from ``start``; when it ends."""
+    data = crowd(seed, ordinary=2_000, extremes=0)
+    for x, time in zip(data.points, data.times, strict=True):
+        scorer.segmenter.learn_one(x, time - T0 + start)
+    return data.times[-1] - T0 + start
+
+
+def a_regular(until: float) -> CustomerState:
+    """Ten baskets of about 16, the last 9 days before ``until``, and seven views: where the
+    crowd's regulars are."""
+    state = CustomerState.new(until - 100 * DAY)
+    for n in range(10):
+        when = until - (100 - 10 * n) * DAY + 9 * DAY
+        state.profile.record(Activity("purchase", when, item_id="sku-1", amount=15.7, quantity=1))
+    for n in range(7):
+        state.profile.record(Activity("view", until - 9 * DAY - n * 3600.0, item_id="sku-2"))
+    return state
+
+
+def unusual(outcome: ScoreOutcome) -> list:
+    return [alert for alert in outcome.alerts if alert.type == "unusual_customer"]
+
+
+def buy(scorer: CustomerScorer, state: CustomerState, when: float, amount: float):
+    activity = Activity("purchase", when, item_id="sku-1", amount=amount, quantity=1)
+    return scorer.score("r", state, activity)
+
+
+def refund(scorer: CustomerScorer, state: CustomerState, when: float, amount: float):
+    return scorer.score("r", state, Activity("return", when, item_id="sku-1", amount=amount))
+
+
+def test_the_alert_fires_on_becoming_an_outlier_once_per_cooldown() -> None:
+    scorer = CustomerScorer(CONFIG)
+    now = background(scorer, T0, seed=1)
+    state = a_regular(now)
+    settled = scorer.refresh("r", state, now)
+    assert not settled.score.segment_outlier and not unusual(settled)
+
+    whale = buy(scorer, state, now + 3600.0, 1_000_000.0)
+
+    assert whale.score.segment_outlier
+    (alert,) = unusual(whale)
+    assert alert.severity == "info"
+    assert alert.details["score"] == pytest.approx(whale.score.outlier_score, abs=1e-6)
+    assert alert.details["threshold"] == 0.99
+    assert alert.details["segment"] == whale.score.segment
+    features = {feature["feature"]: feature for feature in alert.details["features"]}
+    assert "monetary" in features
+    assert features["monetary"]["value"] == pytest.approx(state.profile.net_monetary, abs=0.01)
+    assert features["monetary"]["typical"] < 1_000.0
+    assert any(reason.startswith("spent 1,000,") for reason in alert.details["reasons"])
+
+    still = buy(scorer, state, now + 2 * 3600.0, 1_000_000.0)  # stays an outlier
+    assert still.score.segment_outlier and not unusual(still)
+    back = refund(scorer, state, now + 3 * 3600.0, 2_000_000.0)  # an ordinary regular again
+    assert not back.score.segment_outlier
+    again = buy(scorer, state, now + 4 * 3600.0, 1_000_000.0)
+    assert again.score.segment_outlier and not unusual(again)  # within the 30-day cooldown
+
+    later = background(scorer, now + 31 * DAY, seed=2)
+    refund(scorer, state, later, 1_000_000.0)
+    after_cooldown = buy(scorer, state, later + 3600.0, 1_000_000.0)
+    assert after_cooldown.score.segment_outlier and len(unusual(after_cooldown)) == 1
+
+
+def test_the_alert_can_be_turned_off_and_waits_for_the_segmenter_to_settle() -> None:
+    for config in (
+        replace(CONFIG, alerts=AlertThresholds(unusual_customer=False)),
+        replace(CONFIG, alerts=AlertThresholds(segment_warmup=10**6)),
+    ):
+        scorer = CustomerScorer(config)
+        now = background(scorer, T0, seed=1)
+        state = a_regular(now)
+        scorer.refresh("r", state, now)
+
+        whale = buy(scorer, state, now + 3600.0, 1_000_000.0)
+
+        assert whale.score.segment_outlier and not unusual(whale)
+
+
+def test_a_bot_becoming_unusual_in_density_segments_is_alerted_once() -> None:
+    scorer = CustomerScorer(replace(CONFIG, segment_model="density"))
+    engine = ScoringEngine(scorer, {})
+    alerts = []
+    for customer, activity in shop(seed=5, bot=True):
+        for scored in engine.process(customer, activity):
+            alerts += [(scored.customer_id, a) for a in unusual(scored.outcome)]
+
+    bots = [alert for customer, alert in alerts if customer == "bot"]
+    assert len(bots) == 1
+    assert bots[0].details["threshold"] is None
+    assert "engagement" in {feature["feature"] for feature in bots[0].details["features"]}
+    assert engine.states["bot"].outlier
+    assert len(alerts) <= 0.1 * 260  # a few ordinary customers at the edges, not everyone
