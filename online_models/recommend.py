@@ -15,7 +15,7 @@ import numpy as np
 from river import stats, utils
 
 from online_models.activity import DAY
-from online_models.content import ContentModel
+from online_models.content import ContentModel, ContentView
 
 __all__ = [
     "ItemShare",
@@ -400,7 +400,7 @@ class Recommender:
         #: The catalogue's content model, when there is a catalogue (see :meth:`attach`).
         self.content: ContentModel | None = None
         # The catalogue's vectors and allowed flags by row, and the (version, rows) they are of.
-        self._content_view: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._content_view: tuple[int, int, ContentView, np.ndarray] | None = None
         self._registered_version = -1  # the catalogue version whose items have rows
         # The popular head ranking probes (see top_k_columns): (rows, rankings left, probe).
         self._probe: tuple[int, int, np.ndarray | None] = (0, 0, None)
@@ -824,12 +824,12 @@ class Recommender:
         view = self._content_view
         if view is None or view[0] != content.version or view[1] != n:
             items = self._items[:n]
-            view = (content.version, n, content.vectors(items), content.allowed(items))
+            view = (content.version, n, content.view(items), content.allowed(items))
             self._content_view = view
-        _, _, vectors, allowed = view
+        _, _, items_view, allowed = view
         similarity = None
         if self.content_weight > 0 and len(content):
-            similarity = content.scores_against(recents, vectors)
+            similarity = content.scores_against(recents, items_view)
             scores += self.content_weight * similarity
         if not allowed.all():
             scores[:, ~allowed] = -np.inf

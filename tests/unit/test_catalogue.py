@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from online_models.activity import DAY, Activity
@@ -225,3 +226,21 @@ def test_a_new_item_gets_the_last_place_even_when_known_items_outscore_it():
     assert ranked[0] == "lamp-green"  # the known items keep their order before it
     scorer.recommender.new_item_slots = 0
     assert "lamp-amber" not in recommendations(scorer, engine, "ann")
+
+
+def test_a_factored_view_scores_what_the_dense_vectors_score() -> None:
+    """Ranking against the items' sparse features times their directions (smaller than the
+    vectors for a catalogue of few distinct words) gives the dense cosines, items the
+    catalogue does not hold included (zero)."""
+    content = ContentModel(dimensions=64)
+    for n in range(300):
+        content.upsert(f"sku-{n}", {"name": f"red mug {n % 7}", "category": f"home/{n % 5}"})
+    items = ["unknown", *(f"sku-{n}" for n in range(299, -1, -1))]  # not the insertion order
+    histories = [["sku-3", "sku-10"], ["sku-42"], ["unknown"]]
+    view = content.view(items)
+
+    assert view.factored
+    dense = content.profiles(histories) @ content.vectors(items).T
+    factored = view.cosines(content.profiles(histories))
+    assert np.allclose(factored, dense, atol=1e-5)
+    assert (factored[:, 0] == 0).all()
