@@ -16,7 +16,9 @@ run), and judged on the real customers:
 * stability: of the customers with no event in the week before T, the share whose segment id
   (and whose segment name) changed between T - 7 days and T;
 * outliers: the share of the resellers flagged ``segment_outlier`` at T, against the share of
-  real customers, and who of each got an ``unusual_customer`` alert before T.
+  real customers, how well ``outlier_score`` ranks them above the real customers (ROC AUC),
+  who of each got an ``unusual_customer`` alert before T, and whether batch DBSCAN (same
+  settings, everyone) calls the resellers noise.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 from sklearn.cluster import DBSCAN
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from online_models.activity import DAY
@@ -194,9 +196,11 @@ def batch_dbscan(
 def fit_report(features: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Silhouette and inertia of the customers in a segment (density's unusual are in none)."""
     placed = labels != UNUSUAL
+    sizes = Counter(labels[placed].tolist())
     fit: dict[str, Any] = {
-        "segments": len(set(labels[placed].tolist())),
+        "segments": len(sizes),
         "in_no_segment": float((~placed).mean()),
+        "largest_segment_share": max(sizes.values(), default=0) / len(labels),
     }
     if fit["segments"] >= 2:
         fit["silhouette"] = float(silhouette_score(features[placed], labels[placed]))
@@ -221,6 +225,13 @@ def outlier_report(
         "real_alerted": float(np.mean([c in alerted for c in real])),
         "resellers_median_outlier_score": float(
             np.median([scores[c].outlier_score for c in resellers])
+        ),
+        # Whether the score ranks them above the real customers, whatever the cut.
+        "outlier_score_auc": float(
+            roc_auc_score(
+                [c in resellers for c in (*real, *resellers)],
+                [scores[c].outlier_score for c in (*real, *resellers)],
+            )
         ),
         "reseller_segments": dict(Counter(scores[c].segment_name for c in resellers)),
         "resellers_batch_dbscan_noise": batch_noise,
@@ -319,6 +330,7 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
         ("customers (real)", lambda m: f"{m['customers']:,}"),
         ("segments", lambda m: str(m["fit"]["segments"])),
         ("share in no segment (unusual)", lambda m: _share(m["fit"]["in_no_segment"])),
+        ("share in the largest segment", lambda m: _share(m["fit"]["largest_segment_share"])),
         ("silhouette (customers in a segment)", lambda m: _share(m["fit"].get("silhouette"))),
         ("inertia (customers in a segment)", lambda m: f"{m['fit']['inertia']:.1f}"),
         ("inertia per customer in a segment", lambda m: f"{m['fit']['inertia_per_customer']:.4f}"),
@@ -329,6 +341,14 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
         ("silent week: name changed", lambda m: _share(m["stability"]["segment_name_changed"])),
         ("resellers flagged segment_outlier", lambda m: _share(m["outliers"]["resellers_flagged"])),
         ("real customers flagged", lambda m: _share(m["outliers"]["real_flagged"])),
+        (
+            "resellers' median outlier_score",
+            lambda m: _share(m["outliers"]["resellers_median_outlier_score"]),
+        ),
+        (
+            "outlier_score AUC, resellers vs real",
+            lambda m: _share(m["outliers"]["outlier_score_auc"]),
+        ),
         (
             "resellers alerted unusual_customer",
             lambda m: _share(m["outliers"]["resellers_alerted"]),
