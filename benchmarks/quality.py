@@ -26,7 +26,11 @@ code path) and judged on what customers did in the 90 days after T:
   they covered, with the default policy, without the value-at-risk bar, and as before the
   lifetime model (the logistic model's risk alone, no value bar, segment alerts for drifting
   by silence);
-* the live gauge: the ROC AUC of closed one-day cohorts at T next to the cross-sectional AUC.
+* the live gauge: the ROC AUC of closed one-day cohorts at T next to the cross-sectional AUC;
+* segmentations: k-means and density segments side by side, against batch DBSCAN, their
+  stability over a silent week and the synthetic resellers each flags
+  (``benchmarks/segments_quality.py``); ``--only segments`` runs this part alone (about ten
+  minutes) and writes benchmarks/results/quality-segments.json.
 
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
 (scikit-learn): ``pip install -e '.[bench]'``.
@@ -59,6 +63,9 @@ from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from segments_quality import evaluate_segments, inertia, show_segments  # noqa: E402
 
 from online_models.scorer import ScorerConfig  # noqa: E402
 from schemas.events import PurchaseEvent, ReturnEvent  # noqa: E402
@@ -67,6 +74,8 @@ from streams.commands.transactions import load_transactions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
+# The segments part alone (--only segments) writes its own file.
+SEGMENT_RESULTS = ROOT / "benchmarks" / "results" / "quality-segments.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
 PARTITIONS = 8
 SYNC_SECONDS = 15.0
@@ -282,14 +291,6 @@ def segment_section(history: History, t: float, run: Backtest) -> dict[str, Any]
         "batch_silhouette": float(silhouette_score(features, batch.labels_, random_state=0)),
         "online_segments": sizes,
     }
-
-
-def inertia(features: np.ndarray, labels: np.ndarray) -> float:
-    total = 0.0
-    for label in set(labels.tolist()):
-        members = features[labels == label]
-        total += float(((members - members.mean(axis=0)) ** 2).sum())
-    return total
 
 
 def lifetime_section(history: History, t: float, run: Backtest) -> dict[str, Any]:
@@ -518,6 +519,9 @@ def evaluate(events: list[Any], history: History, cutoff: str, console: Console)
             {"default": main, "no_value_bar": runs["no_value_bar"], "before": runs["before"]},
         ),
         "segments": segment_section(history, t, main),
+        "segmentations": evaluate_segments(
+            events, cutoff, console, partitions=PARTITIONS, sync_seconds=SYNC_SECONDS
+        ),
         "live_quality": {
             "rolling_churn_auc": main.scorer.quality.roc_auc,
             "cohort_churn_auc": main.scorer.quality.cohort_roc_auc,
@@ -670,13 +674,17 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
         )
 
 
-def online_retail_arguments(description: str, results: Path) -> tuple[Any, Console]:
-    """``--data``, ``--cutoff`` and ``--out`` of a benchmark on Online Retail, and its
-    console; exits naming the path when the data is missing."""
+def online_retail_arguments(
+    description: str, results: Path, parts: tuple[str, ...] = ()
+) -> tuple[Any, Console]:
+    """``--data``, ``--cutoff`` and ``--out`` of a benchmark on Online Retail (and ``--only``
+    one of its ``parts``), and its console; exits naming the path when the data is missing."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cutoff", action="append", help="ISO date; repeatable")
     parser.add_argument("--out", type=Path, default=results)
+    if parts:
+        parser.add_argument("--only", choices=parts, help="run this part alone")
     args = parser.parse_args()
     console = Console()
     if not args.data.is_file():
@@ -686,21 +694,34 @@ def online_retail_arguments(description: str, results: Path) -> tuple[Any, Conso
 
 
 def main() -> None:
-    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS)
+    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS, ("segments",))
     started = time.perf_counter()
     loaded = load_transactions(args.data, preset="online-retail")
     console.log(f"loaded {len(loaded.events):,} events in {time.perf_counter() - started:.1f}s")
-    history = History(loaded.events)
-    reports = [
-        evaluate(loaded.events, history, cutoff, console) for cutoff in args.cutoff or CUTOFFS
-    ]
-    show(reports, console)
+    command = "python benchmarks/quality.py"
+    if args.only == "segments":
+        command += " --only segments"
+        if args.out == RESULTS:
+            args.out = SEGMENT_RESULTS
+        reports = [
+            evaluate_segments(
+                loaded.events, cutoff, console, partitions=PARTITIONS, sync_seconds=SYNC_SECONDS
+            )
+            for cutoff in args.cutoff or CUTOFFS
+        ]
+    else:
+        history = History(loaded.events)
+        reports = [
+            evaluate(loaded.events, history, cutoff, console) for cutoff in args.cutoff or CUTOFFS
+        ]
+        show(reports, console)
+    show_segments(reports if args.only else [r["segmentations"] for r in reports], console)
     import river
     import sklearn
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "command": "python benchmarks/quality.py",
+        "command": command,
         "data": str(args.data.name),
         "rejected_rows": dict(loaded.report.reasons),
         "reports": reports,
@@ -711,6 +732,7 @@ def main() -> None:
         },
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.write_text(json.dumps(document, indent=2, default=float) + "\n")
     console.print(

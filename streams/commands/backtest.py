@@ -6,7 +6,7 @@ import csv
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +112,8 @@ class Backtest:
     model_version: int = 0
     scorer: CustomerScorer | None = None
     states: dict[str, CustomerState] = field(default_factory=dict)
+    #: Every customer's score as of each snapshot time asked for (epoch seconds).
+    snapshots: dict[float, dict[str, CustomerScore]] = field(default_factory=dict)
 
 
 def partition_of(customer_id: str, partitions: int) -> int:
@@ -133,6 +135,7 @@ def run_backtest(
     sync_seconds: float = 15.0,
     progress: Callable[[int], None] | None = None,
     items: Iterable[CatalogueItem] | None = None,
+    snapshots: Sequence[datetime] = (),
 ) -> Backtest:
     """Score ``events`` (in event-time order) that happened before ``as_of``, as the workers do.
 
@@ -147,6 +150,12 @@ def run_backtest(
     (re-scoring whoever is due), the workers sync, and every customer is scored by their
     worker as of that moment with the models frozen. ``progress`` is called with each event
     count. ``items`` is the catalogue every worker reads first (as from ``CRM_ITEMS_TOPIC``).
+
+    At each of the ``snapshots`` before ``as_of``, once every earlier event is scored, event
+    time is moved there and the workers sync as at the cutoff, and every customer's score as
+    of that moment lands in :attr:`Backtest.snapshots` (without recommendations): the scores
+    a backtest cut there would give, from the same run. The run then goes on; its re-scores
+    and syncs at a snapshot are the only difference from a run without it.
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
@@ -156,6 +165,7 @@ def run_backtest(
         for scorer in group.scorers:
             scorer.catalogue.upsert(item.item_id, document)
     result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
+    moments = sorted(t for t in (moment.timestamp() for moment in snapshots) if t < cutoff)
     shards: dict[str, int] = {}
     for count, event in enumerate(events, start=1):
         if progress is not None:
@@ -164,6 +174,8 @@ def run_backtest(
         if activity.time >= cutoff:
             result.ignored_after_cutoff += 1
             continue
+        while moments and activity.time >= moments[0]:
+            _snapshot(group, result, partitions, moments.pop(0))
         customer_id = event.customer_id
         shard = shards.get(customer_id)
         if shard is None:
@@ -178,12 +190,9 @@ def run_backtest(
         result.rescores += len(scored) - 1
         for each in scored:
             _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
-    for shard in range(partitions):
-        while rescored := group.engines[shard % workers].advance(cutoff, shard):
-            for each in rescored:
-                result.rescores += 1
-                _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
-    result.model_version = group.sync()
+    for moment in moments:
+        _snapshot(group, result, partitions, moment)
+    result.model_version = _settle(group, result, partitions, cutoff)
     for scorer, states in zip(group.scorers, group.states, strict=True):
         result.states.update(states)
         for customer_id in sorted(states):
@@ -206,6 +215,27 @@ def write_scores(rows: Iterable[BacktestRow], path: Path) -> int:
             out.writerow(row.to_csv())
             written += 1
     return written
+
+
+def _settle(group: LocalGroup, result: Backtest, partitions: int, time: float) -> int:
+    """Move every partition's event time to ``time``, re-scoring whoever falls due, and sync
+    the workers; returns the group model's version."""
+    workers = len(group.engines)
+    for shard in range(partitions):
+        while rescored := group.engines[shard % workers].advance(time, shard):
+            for each in rescored:
+                result.rescores += 1
+                _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
+    return group.sync()
+
+
+def _snapshot(group: LocalGroup, result: Backtest, partitions: int, time: float) -> None:
+    _settle(group, result, partitions, time)
+    result.snapshots[time] = {
+        customer_id: scorer.score_as_of(state, time)
+        for scorer, states in zip(group.scorers, group.states, strict=True)
+        for customer_id, state in states.items()
+    }
 
 
 def _count(

@@ -126,3 +126,16 @@ def test_an_event_id_seen_twice_is_counted_once() -> None:
     assert twice.duplicates == 5
     assert twice.events == once.events
     assert [row.score for row in twice.rows] == [row.score for row in once.rows]
+
+
+def test_a_snapshot_scores_as_a_backtest_cut_there_would() -> None:
+    events = history()
+    week_before, cutoff = START + timedelta(days=113), START + timedelta(days=120)
+
+    run = run_backtest(events, cutoff, partitions=4, snapshots=[week_before])
+    cut = run_backtest(events, week_before, partitions=4)
+
+    snapshot = run.snapshots[week_before.timestamp()]
+    assert snapshot == {row.customer_id: row.score for row in cut.rows}
+    assert {score.as_of for score in snapshot.values()} == {week_before.timestamp()}
+    assert {row.score.as_of for row in run.rows} == {cutoff.timestamp()}

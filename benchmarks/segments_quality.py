@@ -1,0 +1,376 @@
+"""Segments on Online Retail: k-means and density segments against batch DBSCAN, their
+stability, and the synthetic resellers each finds.
+
+    python benchmarks/quality.py --only segments    (the full quality run includes it)
+
+For each cutoff T both segmentations (``CRM_SEGMENT_MODEL=kmeans``, the default, and
+``density``) are backtested on every event before T with 50 synthetic resellers injected
+(:class:`Resellers`), taking every customer's score at T - 7 days too (a snapshot of the same
+run), and judged on the real customers:
+
+* fit: silhouette and inertia on the segment features at T (the scorer's own scaled
+  features), for density over the customers in a dense region, with the share in none;
+* agreement: adjusted Rand index against batch DBSCAN on the same features, noise as one
+  more label, with eps and min_samples taken from the online model (its radius, and the
+  customers its minimum weight share of them makes) and from the k-distance knee;
+* stability: of the customers with no event in the week before T, the share whose segment id
+  (and whose segment name) changed between T - 7 days and T;
+* outliers: the share of the resellers flagged ``segment_outlier`` at T, against the share of
+  real customers, how well ``outlier_score`` ranks them above the real customers (ROC AUC),
+  who of each got an ``unusual_customer`` alert before T, and whether batch DBSCAN (same
+  settings, everyone) calls the resellers noise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+from online_models.activity import DAY
+from online_models.density import UNUSUAL, DensitySegmenter
+from online_models.scorer import CustomerScore, ScorerConfig, make_segmenter
+from online_models.segments import segment_vector
+from schemas.events import AnyEvent, PurchaseEvent, validate_event
+from streams.commands.backtest import Backtest, run_backtest
+from streams.commands.transactions import LoadedEvent
+
+__all__ = [
+    "MODELS",
+    "Basket",
+    "Resellers",
+    "evaluate_segments",
+    "inertia",
+    "knee_eps",
+    "segment_stability",
+    "show_segments",
+    "typical_basket",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The segmentations compared: the default config, and the one ``CRM_SEGMENT_MODEL=density``
+#: gives.
+MODELS = {
+    "kmeans": ScorerConfig(),
+    "density": replace(ScorerConfig(), segment_model="density"),
+}
+WEEK = timedelta(days=7)
+
+
+class Basket(NamedTuple):
+    """A basket's lines, units and amount."""
+
+    lines: int
+    quantity: float
+    amount: float
+
+
+def typical_basket(events: Iterable[LoadedEvent], before: float) -> tuple[Basket, list[str]]:
+    """The median basket (a customer's purchase lines sharing a time) before ``before``, and
+    the item of every purchase line then (each item as often as it sold)."""
+    baskets: dict[tuple[str, float], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    items = []
+    for loaded in events:
+        event = loaded.event
+        if loaded.time < before and isinstance(event, PurchaseEvent):
+            basket = baskets[event.customer_id, loaded.time]
+            basket[0] += 1
+            basket[1] += event.quantity
+            basket[2] += event.amount
+            items.append(event.item_id)
+    lines, quantity, amount = np.median(np.array(list(baskets.values())), axis=0)
+    return Basket(max(round(lines), 1), float(quantity), float(amount)), items
+
+
+@dataclass(frozen=True, slots=True)
+class Resellers:
+    """``count`` synthetic resellers: from a random week in the first half of the ``weeks``
+    before the cutoff, each buys every week (same weekday and hour) a basket of the typical
+    basket's lines of sold items, with ``scale`` times its units and amount (drawn per basket)."""
+
+    count: int = 50
+    weeks: int = 26
+    scale: tuple[float, float] = (10.0, 20.0)
+    seed: int = 0
+
+    def events(self, basket: Basket, items: Sequence[str], cutoff: float) -> list[AnyEvent]:
+        """Their purchase lines before ``cutoff``, validated, in event-time order."""
+        rng = np.random.default_rng(self.seed)
+        start = cutoff - self.weeks * WEEK.total_seconds()
+        events = []
+        for n in range(self.count):
+            customer = f"synthetic-reseller-{n:02d}"
+            offset = float(rng.integers(7) * DAY + rng.integers(8, 18) * 3600.0)
+            for week in range(int(rng.integers(self.weeks // 2)), self.weeks):
+                moment = datetime.fromtimestamp(start + week * WEEK.total_seconds() + offset, UTC)
+                times = rng.uniform(*self.scale)
+                for line, pick in enumerate(rng.choice(len(items), basket.lines, replace=False)):
+                    document = {
+                        "event_id": f"{customer}-{week:02d}-{line:03d}",
+                        "customer_id": customer,
+                        "type": "purchase",
+                        "timestamp": moment.isoformat(),
+                        "item_id": items[pick],
+                        "amount": round(times * basket.amount / basket.lines, 2),
+                        "quantity": max(round(times * basket.quantity / basket.lines), 1),
+                    }
+                    events.append(validate_event(document))
+        return sorted(events, key=attrgetter("timestamp"))
+
+
+def segment_stability(
+    before: Mapping[str, CustomerScore],
+    after: Mapping[str, CustomerScore],
+    customers: Collection[str],
+) -> dict[str, Any]:
+    """Of ``customers`` (scored both times), the shares whose segment id and segment name
+    differ between the two scores."""
+    count = len(customers)
+    ids = sum(before[c].segment != after[c].segment for c in customers)
+    names = sum(before[c].segment_name != after[c].segment_name for c in customers)
+    return {
+        "customers": count,
+        "segment_id_changed": ids / count if count else None,
+        "segment_name_changed": names / count if count else None,
+    }
+
+
+def knee_eps(features: np.ndarray, min_samples: int) -> float:
+    """DBSCAN's eps at the knee of the sorted k-distance curve (Ester et al. 1996): every
+    point's distance to its ``min_samples``-th nearest point, itself included (what makes it a
+    core point), sorted; the knee is where the curve lies farthest below the chord from its
+    smallest to its largest value, both scaled to 0..1 (Kneedle, Satopaa et al. 2011)."""
+    nearest = NearestNeighbors(n_neighbors=min_samples).fit(features)
+    curve = np.sort(nearest.kneighbors(features)[0][:, -1])
+    rise = (curve - curve[0]) / max(curve[-1] - curve[0], 1e-12)
+    return float(curve[np.argmax(np.linspace(0.0, 1.0, len(curve)) - rise)])
+
+
+def inertia(features: np.ndarray, labels: np.ndarray) -> float:
+    total = 0.0
+    for label in set(labels.tolist()):
+        members = features[labels == label]
+        total += float(((members - members.mean(axis=0)) ** 2).sum())
+    return total
+
+
+def dbscan_settings(features: np.ndarray) -> dict[str, tuple[float, int]]:
+    """Batch DBSCAN's eps and min_samples for these customers: the online density model's
+    (eps its radius; min_samples the customers its minimum weight share of them makes, at
+    least its minimum weight), and the k-distance knee's with min_samples twice the number of
+    features (Sander et al. 1998)."""
+    density = make_segmenter(MODELS["density"])
+    assert isinstance(density, DensitySegmenter)
+    share = math.ceil(density.minimum_weight_share * len(features))
+    twice = 2 * features.shape[1]
+    return {
+        "radius": (density.clustering_threshold, max(share, round(density.minimum_weight))),
+        "knee": (knee_eps(features, twice), twice),
+    }
+
+
+def batch_dbscan(
+    features: np.ndarray, settings: Mapping[str, tuple[float, int]]
+) -> dict[str, np.ndarray]:
+    """Batch DBSCAN's labels (noise -1) with each of ``settings``."""
+    return {
+        name: DBSCAN(eps=eps, min_samples=min_samples).fit(features).labels_
+        for name, (eps, min_samples) in settings.items()
+    }
+
+
+def fit_report(features: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Silhouette and inertia of the customers in a segment (density's unusual are in none)."""
+    placed = labels != UNUSUAL
+    sizes = Counter(labels[placed].tolist())
+    fit: dict[str, Any] = {
+        "segments": len(sizes),
+        "in_no_segment": float((~placed).mean()),
+        "largest_segment_share": max(sizes.values(), default=0) / len(labels),
+    }
+    if fit["segments"] >= 2:
+        fit["silhouette"] = float(silhouette_score(features[placed], labels[placed]))
+    fit["inertia"] = inertia(features[placed], labels[placed])
+    fit["inertia_per_customer"] = fit["inertia"] / max(int(placed.sum()), 1)
+    return fit
+
+
+def outlier_report(
+    run: Backtest, real: Sequence[str], resellers: Sequence[str], batch_noise: dict[str, float]
+) -> dict[str, Any]:
+    """Who of the resellers and of the real customers is flagged at the cutoff, and who got an
+    ``unusual_customer`` alert on the way; ``batch_noise``: the resellers batch DBSCAN calls
+    noise."""
+    scores = {row.customer_id: row.score for row in run.rows}
+    alerted = {c for c, kind, _, _ in run.alert_log if kind == "unusual_customer"}
+    return {
+        "resellers": len(resellers),
+        "resellers_flagged": float(np.mean([scores[c].segment_outlier for c in resellers])),
+        "real_flagged": float(np.mean([scores[c].segment_outlier for c in real])),
+        "resellers_alerted": float(np.mean([c in alerted for c in resellers])),
+        "real_alerted": float(np.mean([c in alerted for c in real])),
+        "resellers_median_outlier_score": float(
+            np.median([scores[c].outlier_score for c in resellers])
+        ),
+        # Whether the score ranks them above the real customers, whatever the cut.
+        "outlier_score_auc": float(
+            roc_auc_score(
+                [c in resellers for c in (*real, *resellers)],
+                [scores[c].outlier_score for c in (*real, *resellers)],
+            )
+        ),
+        "reseller_segments": dict(Counter(scores[c].segment_name for c in resellers)),
+        "resellers_batch_dbscan_noise": batch_noise,
+    }
+
+
+def model_report(run: Backtest, week_before: float, synthetic: Collection[str]) -> dict[str, Any]:
+    """One segmentation's fit, agreement, stability and outliers at the run's cutoff."""
+    scores = {row.customer_id: row.score for row in run.rows}
+    real = sorted(c for c in scores if c not in synthetic)
+    resellers = sorted(c for c in scores if c in synthetic)
+    features = {
+        c: segment_vector(run.states[c].profile.segment_features(run.as_of)) for c in scores
+    }
+    x = np.array([features[c] for c in real])
+    labels = np.array([scores[c].segment for c in real])
+    settings = dbscan_settings(x)
+    batch = batch_dbscan(x, settings)
+    # The same settings over everyone: does batch DBSCAN find the resellers in no cluster?
+    found = batch_dbscan(np.array([features[c] for c in real + resellers]), settings)
+    before = run.snapshots[week_before]
+    silent = [c for c in real if c in before and run.states[c].profile.last_seen < week_before]
+    return {
+        "customers": len(real),
+        "fit": fit_report(x, labels),
+        "dbscan": {
+            name: {
+                "eps": eps,
+                "min_samples": min_samples,
+                "clusters": len(set(batch[name].tolist()) - {-1}),
+                "noise_share": float((batch[name] == -1).mean()),
+            }
+            for name, (eps, min_samples) in settings.items()
+        },
+        "ari": {name: float(adjusted_rand_score(batch[name], labels)) for name in batch},
+        "stability": segment_stability(before, scores, silent),
+        "outliers": outlier_report(
+            run,
+            real,
+            resellers,
+            {name: float((among[len(real) :] == -1).mean()) for name, among in found.items()},
+        ),
+        "backtest_seconds": round(run.seconds, 1),
+    }
+
+
+def evaluate_segments(
+    events: Sequence[LoadedEvent],
+    cutoff: str,
+    console: Console,
+    *,
+    partitions: int,
+    sync_seconds: float,
+    resellers: Resellers | None = None,
+) -> dict[str, Any]:
+    """Both segmentations backtested to ``cutoff`` with ``resellers`` (default
+    :class:`Resellers`) injected, judged."""
+    resellers = resellers or Resellers()
+    as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
+    t = as_of.timestamp()
+    basket, items = typical_basket(events, t)
+    injected = resellers.events(basket, items, t)
+    synthetic = {event.customer_id for event in injected}
+    report: dict[str, Any] = {
+        "cutoff": cutoff,
+        "resellers": {
+            "count": resellers.count,
+            "weeks": resellers.weeks,
+            "scale": list(resellers.scale),
+            "typical_basket": basket._asdict(),
+            "events": len(injected),
+        },
+        "models": {},
+    }
+    for name, config in MODELS.items():
+        stream = heapq.merge((e.event for e in events), injected, key=attrgetter("timestamp"))
+        run = run_backtest(stream, as_of, config, partitions=partitions,
+                           sync_seconds=sync_seconds, snapshots=[as_of - WEEK])  # fmt: skip
+        console.log(f"{cutoff} segments {name}: {run.events:,} events in {run.seconds:.1f}s")
+        report["models"][name] = model_report(run, (as_of - WEEK).timestamp(), synthetic)
+    return report
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
+    """The table of every measure, a column per cutoff and segmentation."""
+    table = Table(title="Segments on Online Retail: k-means and density (50 resellers injected)")
+    table.add_column("measure")
+    for report in reports:
+        for name in report["models"]:
+            table.add_column(f"{report['cutoff']} {name}", justify="right")
+    lines = [
+        ("customers (real)", lambda m: f"{m['customers']:,}"),
+        ("segments", lambda m: str(m["fit"]["segments"])),
+        ("share in no segment (unusual)", lambda m: _share(m["fit"]["in_no_segment"])),
+        ("share in the largest segment", lambda m: _share(m["fit"]["largest_segment_share"])),
+        ("silhouette (customers in a segment)", lambda m: _share(m["fit"].get("silhouette"))),
+        ("inertia (customers in a segment)", lambda m: f"{m['fit']['inertia']:.1f}"),
+        ("inertia per customer in a segment", lambda m: f"{m['fit']['inertia_per_customer']:.4f}"),
+        ("ARI vs DBSCAN (online radius)", lambda m: _share(m["ari"]["radius"])),
+        ("ARI vs DBSCAN (k-distance knee)", lambda m: _share(m["ari"]["knee"])),
+        ("silent week: customers", lambda m: f"{m['stability']['customers']:,}"),
+        ("silent week: segment id changed", lambda m: _share(m["stability"]["segment_id_changed"])),
+        ("silent week: name changed", lambda m: _share(m["stability"]["segment_name_changed"])),
+        ("resellers flagged segment_outlier", lambda m: _share(m["outliers"]["resellers_flagged"])),
+        ("real customers flagged", lambda m: _share(m["outliers"]["real_flagged"])),
+        (
+            "resellers' median outlier_score",
+            lambda m: _share(m["outliers"]["resellers_median_outlier_score"]),
+        ),
+        (
+            "outlier_score AUC, resellers vs real",
+            lambda m: _share(m["outliers"]["outlier_score_auc"]),
+        ),
+        (
+            "resellers alerted unusual_customer",
+            lambda m: _share(m["outliers"]["resellers_alerted"]),
+        ),
+        ("real customers alerted", lambda m: _share(m["outliers"]["real_alerted"])),
+        (
+            "resellers DBSCAN calls noise (radius)",
+            lambda m: _share(m["outliers"]["resellers_batch_dbscan_noise"]["radius"]),
+        ),
+        (
+            "resellers DBSCAN calls noise (knee)",
+            lambda m: _share(m["outliers"]["resellers_batch_dbscan_noise"]["knee"]),
+        ),
+        ("backtest seconds", lambda m: f"{m['backtest_seconds']:.0f}"),
+    ]
+    for label, get in lines:
+        table.add_row(label, *(get(m) for r in reports for m in r["models"].values()))
+    console.print(table)
+    for report in reports:
+        for name, settings in next(iter(report["models"].values()))["dbscan"].items():
+            console.print(
+                f"as of {report['cutoff']}: DBSCAN ({name}) eps {settings['eps']:.3f}, "
+                f"min_samples {settings['min_samples']}: {settings['clusters']} clusters, "
+                f"{settings['noise_share']:.1%} noise"
+            )

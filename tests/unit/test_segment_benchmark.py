@@ -1,0 +1,122 @@
+"""The segment benchmark's parts: the synthetic resellers, segment stability, DBSCAN's knee."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from online_models.activity import DAY
+from online_models.scorer import CustomerScore
+from schemas.events import PurchaseEvent, validate_event
+from streams.commands.transactions import LoadedEvent
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from segments_quality import (
+    Basket,
+    Resellers,
+    knee_eps,
+    segment_stability,
+    typical_basket,
+)
+
+CUTOFF = datetime(2011, 9, 9, tzinfo=UTC)
+
+
+def line(customer: str, moment: datetime, item: str, quantity: int, amount: float) -> LoadedEvent:
+    document = {
+        "event_id": f"{customer}-{moment.isoformat()}-{item}",
+        "customer_id": customer,
+        "type": "purchase",
+        "timestamp": moment.isoformat(),
+        "item_id": item,
+        "amount": amount,
+        "quantity": quantity,
+    }
+    return LoadedEvent(moment.timestamp(), document, validate_event(document), 1)
+
+
+def test_the_typical_basket_is_the_median_of_the_baskets_before_the_cutoff() -> None:
+    day = CUTOFF - timedelta(days=30)
+    events = [
+        line("a", day, "tea", 2, 4.0),  # a's basket: 2 lines, 3 units, 10.0
+        line("a", day, "cup", 1, 6.0),
+        line("b", day, "tea", 10, 20.0),  # b's: 1 line, 10 units, 20.0
+        line("a", day + timedelta(hours=1), "pot", 5, 50.0),  # a's second: 1 line, 5, 50.0
+        line("b", CUTOFF, "pot", 99, 999.0),  # at the cutoff: not before it
+    ]
+
+    basket, items = typical_basket(events, CUTOFF.timestamp())
+
+    assert basket == Basket(1, 5.0, 20.0)
+    assert sorted(items) == ["cup", "pot", "tea", "tea"]
+
+
+def test_resellers_buy_every_week_many_times_the_typical_basket_before_the_cutoff() -> None:
+    basket = Basket(lines=4, quantity=100.0, amount=300.0)
+    items = [f"sku-{n}" for n in range(20)]
+    cutoff = CUTOFF.timestamp()
+
+    events = Resellers(count=50, weeks=26, seed=3).events(basket, items, cutoff)
+
+    assert all(isinstance(event, PurchaseEvent) for event in events)
+    assert len({event.event_id for event in events}) == len(events)
+    assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
+    baskets: dict[str, dict[float, list[PurchaseEvent]]] = defaultdict(lambda: defaultdict(list))
+    for event in events:
+        baskets[event.customer_id][event.timestamp.timestamp()].append(event)
+    assert len(baskets) == 50
+    assert all(customer.startswith("synthetic-reseller-") for customer in baskets)
+    for by_time in baskets.values():
+        times = sorted(by_time)
+        assert cutoff - 26 * 7 * DAY <= times[0] and times[-1] < cutoff
+        assert 13 <= len(times) <= 26
+        assert np.allclose(np.diff(times), 7 * DAY)
+        for lines in by_time.values():
+            assert len(lines) == basket.lines
+            assert {event.item_id for event in lines} <= set(items)
+            amount = sum(event.amount for event in lines)
+            quantity = sum(event.quantity for event in lines)
+            assert 10 * basket.amount - 0.1 <= amount <= 20 * basket.amount + 0.1
+            assert 10 * basket.quantity - 4 <= quantity <= 20 * basket.quantity + 4
+
+
+def test_resellers_are_the_same_for_the_same_seed() -> None:
+    make = Resellers(count=3, weeks=4, seed=7).events
+    basket = Basket(2, 10.0, 50.0)
+
+    assert make(basket, ["a", "b", "c"], 1e9) == make(basket, ["a", "b", "c"], 1e9)
+
+
+def score(segment: int, name: str) -> CustomerScore:
+    return CustomerScore(
+        churn_risk=0.5, segment=segment, segment_name=name, value=0.5, monetary=10.0,
+        orders=1, sentiment=None, event_time=0.0, as_of=0.0, model_version="test",
+    )  # fmt: skip
+
+
+def test_stability_counts_changed_ids_and_names_of_the_customers_asked_about() -> None:
+    before = {"a": score(1, "regulars"), "b": score(2, "lapsing"), "c": score(3, "lost")}
+    after = {"a": score(1, "regulars"), "b": score(4, "lapsing"), "c": score(3, "hibernating")}
+
+    stability = segment_stability(before, after, ["a", "b", "c"])
+
+    assert stability["customers"] == 3
+    assert stability["segment_id_changed"] == pytest.approx(1 / 3)
+    assert stability["segment_name_changed"] == pytest.approx(1 / 3)
+    assert segment_stability(before, after, [])["segment_id_changed"] is None
+
+
+def test_the_knee_separates_a_dense_blob_from_scattered_points() -> None:
+    rng = np.random.default_rng(0)
+    blob = rng.normal(0.0, 0.01, size=(500, 2))
+    scattered = rng.uniform(1.0, 5.0, size=(25, 2))
+
+    eps = knee_eps(np.vstack([blob, scattered]), min_samples=4)
+
+    assert 0.005 < eps < 0.2
