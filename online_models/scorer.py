@@ -361,6 +361,9 @@ class CustomerScorer:
         """
         state = state if state is not None else CustomerState.new(activity.time)
         state.shard = shard
+        # Any event may change what the customer can be recommended (a purchase is excluded,
+        # a view moves the neighbours), whatever its time: the kept list is ranked anew.
+        state.ranked, state.ranked_at = [], None
         profile = state.profile
         self._evaluate_recommendations(customer_id, state, activity)
         labels = self._resolve_pending(state, activity)

@@ -75,6 +75,22 @@ def test_an_event_since_the_ranking_ranks_again(ranking_calls: list[int]) -> Non
     assert state.ranked_at == seen + DAY
 
 
+def test_an_event_older_than_the_ranking_still_ranks_again(ranking_calls: list[int]) -> None:
+    """A late purchase (its time before the kept list's) must not leave the bought item in
+    the list: any event, whatever its time, drops the kept list."""
+    scorer, state = trained(ScorerConfig(top_k=3))
+    ranking_calls.clear()  # the live hit rate ranks while training
+    seen = state.profile.last_seen
+    (kept,) = scorer.recommend_many([("ann", state)], as_of=[seen + 3 * DAY])
+    late = Activity("purchase", seen + DAY, item_id=kept[0], amount=5.0, quantity=1)
+    state = scorer.score("ann", state, late).state
+    ranking_calls.clear()
+    (again,) = scorer.recommend_many([("ann", state)], as_of=[seen + 3 * DAY])
+
+    assert ranking_calls == [1]
+    assert kept[0] not in again
+
+
 def test_a_withdrawn_item_is_never_served_from_the_kept_list(ranking_calls: list[int]) -> None:
     scorer, state = trained(ScorerConfig(top_k=3))
     ranking_calls.clear()  # the live hit rate ranks while training
