@@ -229,7 +229,11 @@ class AlertPolicy:
             "unusual_customer",
             time,
             "info",
-            {"score": round(score, 6), "threshold": threshold, **details()},
+            {
+                "score": round(score, 6),
+                "threshold": None if threshold is None else round(threshold, 6),
+                **details(),
+            },
         )
 
     def negative_feedback(

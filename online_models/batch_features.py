@@ -11,19 +11,19 @@ from typing import NamedTuple
 import numpy as np
 
 from online_models.activity import DAY
-from online_models.profile import CHURN_FEATURES, CustomerProfile
-from online_models.segments import SEGMENT_FEATURES
+from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES, CustomerProfile
 
 __all__ = ["ProfileColumns", "churn_feature_matrix", "segment_feature_matrix"]
 
 logger = logging.getLogger(__name__)
 
 _COLUMNS = (
-    "first_seen", "orders", "monetary", "refunded", "returns", "purchase_lines", "views",
+    "first_seen", "orders", "monetary", "refunded", "returns", "purchase_lines", "units", "views",
     "cart_adds", "tickets", "gap_mean_days", "sentiment", "first_order_at", "last_order_at",
 )  # fmt: skip
 _READ = attrgetter(*_COLUMNS)
 _LOG_51, _LOG_10001, _LOG_201 = math.log1p(50.0), math.log1p(10_000.0), math.log1p(200.0)
+_LOG_1001 = math.log1p(1_000.0)
 
 
 class ProfileColumns(NamedTuple):
@@ -36,6 +36,7 @@ class ProfileColumns(NamedTuple):
     refunded: np.ndarray
     returns: np.ndarray
     purchase_lines: np.ndarray
+    units: np.ndarray
     views: np.ndarray
     cart_adds: np.ndarray
     tickets: np.ndarray
@@ -106,15 +107,19 @@ def churn_feature_matrix(columns: ProfileColumns, now: np.ndarray) -> np.ndarray
 
 
 def segment_feature_matrix(columns: ProfileColumns, now: np.ndarray) -> np.ndarray:
-    """One row of segment features per profile, in ``SEGMENT_FEATURES`` order:
-    :meth:`CustomerProfile.segment_features` of each at its ``now``."""
+    """One row of segment features per profile, in ``OUTLIER_FEATURES`` order (the segment
+    features, then the basket): :meth:`CustomerProfile.segment_features` of each at its
+    ``now``."""
     c = columns
+    orders = np.maximum(c.orders, 1.0)
     features = (
         (c.orders > 0).astype(float),
         np.minimum(c.days_since_order(now) / 180.0, 1.5),
         np.minimum(np.log1p(c.orders) / _LOG_51, 1.5),
         np.minimum(np.log1p(c.net_monetary) / _LOG_10001, 1.5),
         np.minimum(np.log1p(c.views + c.cart_adds) / _LOG_201, 1.5),
+        np.log1p(c.net_monetary / orders) / _LOG_1001,
+        np.log1p(np.maximum(c.units, 0.0) / orders) / _LOG_1001,
     )
-    assert len(features) == len(SEGMENT_FEATURES)
+    assert len(features) == len(OUTLIER_FEATURES)
     return np.stack(features, axis=1)

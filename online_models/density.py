@@ -208,7 +208,9 @@ class DensitySegmenter:
     def learn_place_many(self, points: np.ndarray, times: np.ndarray) -> Placements:
         """The placements of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
         ``times``) with the model as it was before them all, then each point learned in turn
-        (DBSTREAM's step has no mini-batch form; each is one step over arrays)."""
+        (DBSTREAM's step has no mini-batch form; each is one step over arrays). Columns past
+        the segment features (the basket of ``OUTLIER_FEATURES`` rows) are not used."""
+        points = points[:, :_FEATURES]
         live = self._live
         squared = ((live.centres[None, : live.size, :] - points[:, None, :]) ** 2).sum(axis=2)
         masked = np.where(live.labels[None, : live.size] >= 0, squared, np.inf)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from online_models.activity import DAY
-from online_models.outliers import DISTANCE_BINS, empty_histogram
+from online_models.outliers import DISTANCE_BINS, empty_histogram, readable_histogram
 from online_models.regions import NO_REGION, Registry, recluster
 from online_models.segments import SEGMENT_FEATURES
 
@@ -118,7 +118,7 @@ class DensityShare:
             ),
             -math.inf if meta.get("time") is None else float(meta["time"]),
             int(meta.get("points", 0)),
-            arrays["distances"].astype(float),
+            readable_histogram(arrays["distances"]).astype(float),
         )  # fmt: skip
         problem = share.problem(max_micro_clusters)
         if problem:

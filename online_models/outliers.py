@@ -1,11 +1,16 @@
 """How unusual a customer is: where their distance to the segments falls among everyone's.
 
-Both segmentations measure how far a customer's segment features sit from the model: k-means
-from the nearest centre, density from the nearest micro-cluster of a dense region. Every point
-the segmenter learns adds its distance, with the segmenter's event-time decay, to a histogram
-of log-spaced bins; a customer's ``outlier_score`` is the share of that (decayed) weight lying
-nearer than they do: their percentile rank, 0..1, rising with the distance and the same on
-every worker holding the same histogram. Histograms of two workers add, like the centres.
+Both segmentations measure how far a customer's features sit from the model: k-means from
+their segment, in units of that segment's own spread (:class:`SegmentSpread`), density from
+the nearest micro-cluster of a dense region. Every point the segmenter learns adds its
+distance, with the segmenter's event-time decay, to a histogram of log-spaced bins; a
+customer's ``outlier_score`` is the share of that (decayed) weight lying nearer than they do:
+their percentile rank, 0..1, rising with the distance and the same on every worker holding
+the same histogram. Histograms of two workers add, like the centres.
+
+Where the outliers begin is read from the histogram's shape, not a fixed share
+(:func:`distance_fence`): median + k x MAD of the log distances, so a population with no
+far tail flags (almost) no one, and one with a tail flags all of it.
 """
 
 from __future__ import annotations
@@ -21,24 +26,38 @@ from online_models.profile import segment_quantity
 
 __all__ = [
     "DISTANCE_BINS",
+    "LEGACY_DISTANCE_BINS",
+    "OUTLIER_READY_WEIGHT",
     "Placement",
     "Placements",
     "add_distances",
     "distance_bin",
+    "distance_fence",
     "distance_rank",
     "distance_ranks",
     "empty_histogram",
+    "readable_histogram",
     "unusual_features",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Bins of the distance histogram: [0, 1e-3), 126 log-spaced bins up to 4 (6.8% wide each:
-#: the segment features are capped at 1.5, so no distance reaches 4), and [4, inf).
-DISTANCE_BINS = 128
+#: Bins of the distance histogram: [0, 1e-3), 254 log-spaced bins up to 1,000 (5.6% wide
+#: each: plain distances on the segment features' scales stay under 4, distances in units of
+#: a segment's spread reach the hundreds), and [1,000, inf).
+DISTANCE_BINS = 256
+#: Histograms of records written before distances were standardised (128 bins up to 4):
+#: read as empty, as they measured another distance.
+LEGACY_DISTANCE_BINS = 128
+#: The weight a histogram needs before its shape decides who is an outlier: 100 points'.
+OUTLIER_READY_WEIGHT = 100.0
 _NEAREST = 1e-3
-_FARTHEST = 4.0
+_FARTHEST = 1e3
 _STEP = math.log(_FARTHEST / _NEAREST) / (DISTANCE_BINS - 2)
+# MAD x 1.4826 estimates the standard deviation of normal data (Leys et al. 2013).
+_MAD_TO_SD = 1.4826
+# Resolution of the MAD's search, in fractions of a bin.
+_MAD_STEPS_PER_BIN = 4
 # The unusual features named are the fewest explaining this share of the squared distance.
 _EXPLAINED = 0.8
 _MAX_FEATURES = 3
@@ -84,6 +103,15 @@ def _positions(distances: np.ndarray) -> np.ndarray:
     return np.clip(inside, 0.0, DISTANCE_BINS - 1.0)
 
 
+def _distance_at(position: float) -> float:
+    """The distance at a place on the bins' axis (inverse of :func:`_position`)."""
+    if position < 1.0:
+        return max(position, 0.0) * _NEAREST
+    if position >= DISTANCE_BINS - 1.0:
+        return math.inf
+    return _NEAREST * math.exp((position - 1.0) * _STEP)
+
+
 def _position(distance: float) -> float:
     """:func:`_positions` of one distance, without numpy's per-call cost."""
     if distance < _NEAREST:
@@ -124,6 +152,37 @@ def distance_ranks(histogram: np.ndarray, distances: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(distances), np.clip(ranks, 0.0, 1.0), 1.0)
 
 
+def distance_fence(histogram: np.ndarray, mads: float) -> float | None:
+    """Where outliers begin: the distance ``mads`` robust standard deviations (MAD x 1.4826)
+    of the log distances above their median, read from the histogram (interpolated within
+    bins); None while it holds less than :data:`OUTLIER_READY_WEIGHT`.
+
+    >>> histogram = empty_histogram()
+    >>> rng = np.random.default_rng(0)
+    >>> add_distances(histogram, np.exp(rng.normal(0.0, 0.5, 10_000)), np.ones(10_000))
+    >>> round(distance_fence(histogram, 3.0), 1)  # exp(0 + 3 x 0.5) = 4.48
+    4.5
+    """
+    total = float(histogram.sum())
+    if total < OUTLIER_READY_WEIGHT:
+        return None
+    axis = np.arange(DISTANCE_BINS + 1, dtype=float)
+    below = np.concatenate([[0.0], np.cumsum(histogram)])
+    median = float(np.interp(0.5 * total, below, axis))
+    reach = np.linspace(0.0, DISTANCE_BINS, _MAD_STEPS_PER_BIN * DISTANCE_BINS + 1)
+    within = np.interp(median + reach, axis, below) - np.interp(median - reach, axis, below)
+    mad = float(np.interp(0.5 * total, within, reach))
+    return _distance_at(median + mads * _MAD_TO_SD * mad)
+
+
+def readable_histogram(histogram: np.ndarray) -> np.ndarray:
+    """A record's distance histogram as this version reads it: a legacy one (other bins,
+    another distance) as empty."""
+    if histogram.shape == (LEGACY_DISTANCE_BINS,):
+        return empty_histogram()
+    return histogram
+
+
 def distance_rank(histogram: np.ndarray, distance: float) -> float:
     """:func:`distance_ranks` of one distance (a score's path: a few microseconds)."""
     total = float(histogram.sum())
@@ -143,11 +202,14 @@ def unusual_features(
     names: Sequence[str],
     quantities: Mapping[str, float],
     segment_name: str,
+    standardised: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """The features that make ``point`` far from ``centre`` (the nearest segment's, named
     ``segment_name``): the fewest explaining 80% of the squared distance, at most three,
     largest first, each with the customer's quantity (``quantities``, e.g. orders or spend),
-    the segment's typical one and a phrase in CRM words.
+    the segment's typical one and a phrase in CRM words. With ``standardised`` (the point's
+    deviations in units of the segment's spread) those are what is explained, and what each
+    feature's ``deviation`` reports.
 
     >>> unusual_features(np.array([1.0, 0.1, 1.5, 1.5, 0.2]),
     ...                  np.array([1.0, 0.1, 0.7, 0.6, 0.2]),
@@ -155,7 +217,7 @@ def unusual_features(
     ...                  {"frequency": 520, "monetary": 2e6}, "regulars")[0]["reason"]
     'spent 2,000,000; typically 250 in regulars'
     """
-    deviation = point - centre
+    deviation = point - centre if standardised is None else standardised
     squared = deviation**2
     total = float(squared.sum())
     chosen: list[dict[str, Any]] = []
@@ -188,5 +250,7 @@ def _phrase(name: str, value: float, typical: float, segment_name: str) -> str:
         "frequency": ("{:,.0f} orders", "{:,.0f}"),
         "monetary": ("spent {:,.0f}", "{:,.0f}"),
         "engagement": ("{:,.0f} views and cart adds", "{:,.0f}"),
+        "basket_spend": ("spends {:,.0f} per order", "{:,.0f}"),
+        "basket_units": ("buys {:,.0f} units per order", "{:,.0f}"),
     }.get(name, (name + " {:,.2f}", "{:,.2f}"))
     return f"{unit[0].format(value)}; typically {unit[1].format(typical)} in {segment_name}"

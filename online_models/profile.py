@@ -9,7 +9,14 @@ from typing import Any
 
 from online_models.activity import DAY, Activity
 
-__all__ = ["CHURN_FEATURES", "PROFILE_FIELDS", "CustomerProfile", "segment_quantity"]
+__all__ = [
+    "CHURN_FEATURES",
+    "OUTLIER_FEATURES",
+    "PROFILE_FIELDS",
+    "SEGMENT_FEATURES",
+    "CustomerProfile",
+    "segment_quantity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,18 @@ _LOG_SCALES = {
     "engagement": math.log1p(200.0),
 }
 _SEGMENT_CAP = 1.5
+# The basket features: log1p of spend and units per order over these, uncapped (the biggest
+# baskets are what they are there to show).
+_BASKET_SCALES = {
+    "basket_spend": math.log1p(1_000.0),
+    "basket_units": math.log1p(1_000.0),
+}
+
+#: The segment features, in the order of a k-means centre's coordinates.
+SEGMENT_FEATURES = ("ordered", "recency", "frequency", "monetary", "engagement")
+#: What the outlier score measures against a segment: its features and the customer's basket
+#: (spend and units per order), which segments are not formed on but describe.
+OUTLIER_FEATURES = (*SEGMENT_FEATURES, *_BASKET_SCALES)
 
 #: The churn model's features, in the order pending examples store them.
 CHURN_FEATURES = (
@@ -183,7 +202,8 @@ class CustomerProfile:
         }
 
     def segment_features(self, now: float) -> dict[str, float]:
-        """RFM and engagement on fixed scales, roughly 0..1, so segments stay put.
+        """RFM and engagement on fixed scales, roughly 0..1, so segments stay put, and the
+        basket features the outlier score adds (:data:`OUTLIER_FEATURES`).
 
         Recency is linear in months (180 days = 1): a few days' gap between baskets barely
         moves a customer, while months of silence do.
@@ -196,17 +216,23 @@ class CustomerProfile:
         }
         for name, scale in _LOG_SCALES.items():
             features[name] = min(math.log1p(quantities[name]) / scale, _SEGMENT_CAP)
+        for name, scale in _BASKET_SCALES.items():
+            features[name] = math.log1p(quantities[name]) / scale
         return features
 
     def segment_quantities(self, now: float) -> dict[str, float]:
         """What each segment feature measures, unscaled: ordered at all (0 or 1), days since
-        the latest basket, baskets, net spend, views and cart adds."""
+        the latest basket, baskets, net spend, views and cart adds, net spend and units per
+        basket (0 before any)."""
+        orders = max(self.orders, 1)
         return {
             "ordered": 1.0 if self.orders else 0.0,
             "recency": self.days_since_order(now),
             "frequency": float(self.orders),
             "monetary": self.net_monetary,
             "engagement": float(self.views + self.cart_adds),
+            "basket_spend": self.net_monetary / orders,
+            "basket_units": max(self.units, 0) / orders,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +258,7 @@ def segment_quantity(name: str, value: float) -> float:
     """
     if name == "recency":
         return value * _RECENCY_DAYS
-    scale = _LOG_SCALES.get(name)
+    scale = _LOG_SCALES.get(name, _BASKET_SCALES.get(name))
     return value if scale is None else math.expm1(value * scale)
 
 

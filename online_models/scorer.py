@@ -71,9 +71,10 @@ class ScorerConfig:
     density_radius: float = 0.2
     #: density: the share of all the weight a micro-cluster needs to be dense.
     density_min_share: float = 0.002
-    #: k-means: a customer whose distance to the nearest centre is beyond this quantile of
-    #: the learned points' distances is an outlier (``segment_outlier``).
-    outlier_quantile: float = 0.99
+    #: k-means: a customer whose distance to their segment (in units of its spread) is this
+    #: many robust standard deviations (MAD x 1.4826) of the learned points' log distances
+    #: above their median is an outlier (``segment_outlier``).
+    outlier_mads: float = 2.5
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
@@ -187,7 +188,7 @@ def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
         return Segmenter(
             n_segments=config.segments,
             halflife_days=config.segment_halflife_days,
-            outlier_quantile=config.outlier_quantile,
+            outlier_mads=config.outlier_mads,
         )
     msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
     raise ValueError(msg)
@@ -804,7 +805,7 @@ class CustomerScorer:
                 time=time,
                 score=score.outlier_score,
                 threshold=(
-                    self._segmenter.outlier_quantile
+                    self._segmenter.outlier_fence_score()
                     if isinstance(self._segmenter, Segmenter)
                     else None
                 ),

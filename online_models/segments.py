@@ -17,26 +17,33 @@ from online_models.outliers import (
     Placements,
     add_distances,
     distance_bin,
+    distance_fence,
     distance_rank,
     distance_ranks,
     empty_histogram,
+    readable_histogram,
     unusual_features,
 )
+from online_models.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
+from online_models.segment_spread import SegmentSpread
 
 __all__ = [
+    "OUTLIER_FEATURES",
     "SEGMENT_FEATURES",
     "SegmentShare",
     "Segmenter",
     "merge_segments",
-    "outlier_ready",
+    "outlier_vector",
     "segment_names",
     "segment_vector",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The segment features, in the order of a centre's coordinates.
-SEGMENT_FEATURES = ("ordered", "recency", "frequency", "monetary", "engagement")
+_SEGMENT_COLUMNS = len(SEGMENT_FEATURES)
+# The outlier fence is read again from the distance histogram after this many points learned
+# (and at every group version): its median and MAD move by a point's share of the weight.
+_FENCE_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -47,8 +54,10 @@ class SegmentShare:
     to it, both as of event time ``time`` (a point ``d`` days older weighs ``2**(-d /
     halflife)``). ``points`` counts points learned. ``candidates`` are points far from every
     centre that a delta proposes as new centres; only the group's model creates centres.
-    ``distances`` is the decayed histogram of the learned points' distances to their nearest
-    centre (:mod:`online_models.outliers`), which outlier scores are ranked against.
+    ``spread`` holds the decayed moments of each centre's points' outlier features
+    (:mod:`online_models.segment_spread`) and ``distances`` the decayed histogram of the
+    learned points' distances to their segment in units of that spread
+    (:mod:`online_models.outliers`), which outlier scores are ranked against.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -57,23 +66,31 @@ class SegmentShare:
     points: int = 0
     candidates: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SEGMENT_FEATURES))))
     distances: np.ndarray = field(default_factory=empty_histogram)
+    spread: SegmentSpread = field(default_factory=SegmentSpread.empty)
+
+    def __post_init__(self) -> None:
+        # A share made with centres but no spread has empty spreads for them.
+        if len(self.spread.weights) < len(self.weights):
+            self.spread = self.spread.padded(len(self.weights))
 
     @classmethod
     def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
         """No centre (or ``centres`` empty ones) and no point."""
-        return cls(np.zeros((centres, features)), np.zeros(centres))
+        return cls(
+            np.zeros((centres, features)), np.zeros(centres), spread=SegmentSpread.empty(centres)
+        )
 
     def decayed(self, time: float, halflife_days: float) -> SegmentShare:
         """This share as of the later event time ``time`` (a copy)."""
         if time <= self.time or not math.isfinite(self.time):
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
-                self.candidates.copy(), self.distances.copy(),
+                self.candidates.copy(), self.distances.copy(), self.spread.copy(),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
             self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
-            self.distances * factor,
+            self.distances * factor, self.spread.scaled(factor),
         )  # fmt: skip
 
     def centers(self) -> np.ndarray:
@@ -90,6 +107,9 @@ class SegmentShare:
             "weights": self.weights,
             "candidates": self.candidates,
             "distances": self.distances,
+            "spread_weights": self.spread.weights,
+            "spread_sums": self.spread.sums,
+            "spread_squares": self.spread.squares,
         }
         return meta, arrays
 
@@ -99,8 +119,17 @@ class SegmentShare:
     ) -> SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
         sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
-        # Records from before outlier scores carry no distances: they start empty.
-        distances = arrays.get("distances", empty_histogram())
+        # Records from before outlier scores carry no distances, and records from before
+        # distances were standardised no spread and other distances: both start empty.
+        distances = readable_histogram(arrays.get("distances", empty_histogram()))
+        if "spread_weights" in arrays:
+            spread = SegmentSpread(
+                arrays["spread_weights"].astype(float),
+                arrays["spread_sums"].astype(float),
+                arrays["spread_squares"].astype(float),
+            )
+        else:
+            spread = SegmentSpread.empty(len(weights))
         features = len(SEGMENT_FEATURES)
         if (
             sums.ndim != 2
@@ -121,6 +150,7 @@ class SegmentShare:
                 f"and {DISTANCE_BINS} distance bins"
             )
             raise ValueError(msg)
+        spread.check(len(weights))
         time = meta.get("time")
         return cls(
             sums.astype(float),
@@ -129,6 +159,7 @@ class SegmentShare:
             int(meta.get("points", 0)),
             candidates.astype(float),
             distances.astype(float),
+            spread,
         )
 
 
@@ -162,8 +193,9 @@ def merge_segments(
         sums[: len(share.weights)] += share.sums
         weights[: len(share.weights)] += share.weights
     merged = SegmentShare(
-        sums, weights, time, a.points + b.points, distances=a.distances + b.distances
-    )
+        sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
+        spread=a.spread.plus(b.spread).padded(centres),
+    )  # fmt: skip
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
         merged.candidates = proposed
@@ -179,6 +211,7 @@ def merge_segments(
             continue
         merged.sums = np.vstack([merged.sums, candidate])
         merged.weights = np.append(merged.weights, 1.0)
+    merged.spread = merged.spread.padded(len(merged.weights))
     return merged
 
 
@@ -198,10 +231,12 @@ class Segmenter:
     segment id names the same segment on every worker.
 
     k-means puts every customer in a segment; :meth:`place_one` also says how far from it they
-    sit. Their ``outlier_score`` is the percentile rank of their distance to the nearest centre
-    among the distances of the points learned (decayed as the centres are), and they are an
-    outlier beyond the ``outlier_quantile`` of those distances (once the histogram holds the
-    weight of ``1 / (1 - outlier_quantile)`` points, so that the quantile means something).
+    sit, in units of the segment's own spread, over the segment features and the basket
+    (:mod:`online_models.segment_spread`). Their ``outlier_score`` is the percentile rank of
+    that distance among the distances of the points learned (decayed as the centres are), and
+    they are an outlier beyond ``outlier_mads`` robust standard deviations of the log distances
+    above their median (:func:`online_models.outliers.distance_fence`; once the histogram
+    holds 100 points' weight).
 
     >>> segmenter = Segmenter(n_segments=2)
     >>> low = {"monetary": 0.1, "frequency": 0.1}
@@ -217,18 +252,18 @@ class Segmenter:
         n_segments: int = 6,
         halflife_days: float = 1.0,
         min_seed_distance: float = 0.15,
-        outlier_quantile: float = 0.99,
+        outlier_mads: float = 2.5,
     ) -> None:
-        if n_segments < 1 or not halflife_days > 0 or not 0.0 < outlier_quantile < 1.0:
+        if n_segments < 1 or not halflife_days > 0 or not outlier_mads > 0:
             msg = (
-                "n_segments must be >= 1, halflife_days > 0 and 0 < outlier_quantile < 1, got "
-                f"{n_segments}, {halflife_days}, {outlier_quantile}"
+                "n_segments must be >= 1, halflife_days > 0 and outlier_mads > 0, got "
+                f"{n_segments}, {halflife_days}, {outlier_mads}"
             )
             raise ValueError(msg)
         self.n_segments = n_segments
         self.halflife_days = halflife_days
         self.min_seed_distance = min_seed_distance
-        self.outlier_quantile = outlier_quantile
+        self.outlier_mads = outlier_mads
         #: In a group: centres come from the group's model, never from this segmenter alone.
         self.shared = False
         self._live = SegmentShare.empty()
@@ -236,6 +271,8 @@ class Segmenter:
         self._centers = np.zeros((0, len(SEGMENT_FEATURES)))
         self._names: dict[int, str] = {}
         self._names_at = -1
+        self._fence: float | None = None
+        self._fence_at = -_FENCE_EVERY
 
     @property
     def learned(self) -> int:
@@ -265,101 +302,132 @@ class Segmenter:
 
         >>> segmenter = Segmenter(n_segments=1)
         >>> for n in range(200):
-        ...     segmenter.learn_one({"monetary": 0.5 + 0.001 * (n % 50)})
-        >>> segmenter.place_one({"monetary": 0.52}).outlier
+        ...     segmenter.learn_one({"monetary": 0.5 + 0.01 * (n % 50), "basket_spend": 0.8})
+        >>> segmenter.place_one({"monetary": 0.7, "basket_spend": 0.8}).outlier
         False
-        >>> segmenter.place_one({"monetary": 1.5, "frequency": 1.5})
+        >>> segmenter.place_one({"monetary": 0.7, "basket_spend": 1.4})
         Placement(segment=0, outlier_score=1.0, outlier=True)
         """
-        nearest, distance = self._nearest(segment_vector(x))
-        return self._placement(nearest, distance)
+        vector = outlier_vector(x)
+        nearest, _ = self._nearest(vector[:_SEGMENT_COLUMNS])
+        return self._placement(nearest, self._standardised(nearest, vector))
 
     def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
         """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
-        self._learn_point(segment_vector(x), time)
+        self._learn_point(outlier_vector(x), time)
 
     def learn_predict_one(self, x: Mapping[str, float], time: float | None = None) -> int:
         """Learn ``x`` (at event time ``time``) and return its segment."""
-        return self._learn_point(segment_vector(x), time).segment
+        return self._learn_point(outlier_vector(x), time).segment
 
     def learn_place_one(self, x: Mapping[str, float], time: float | None = None) -> Placement:
         """:meth:`place_one` of ``x`` with the model as it is, then ``x`` learned."""
-        return self._learn_point(segment_vector(x), time)
+        return self._learn_point(outlier_vector(x), time)
 
     def learn_predict_many(self, points: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """The segments of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
+        """The segments of ``points`` (rows in ``OUTLIER_FEATURES`` order, seen at event
         ``times``), then the points learned as one mini-batch (:meth:`learn_place_many`).
 
         >>> segmenter = Segmenter(n_segments=2)
-        >>> segmenter.learn_predict_many(np.array([[0.1] * 5, [0.9] * 5, [0.8] * 5]),
+        >>> segmenter.learn_predict_many(np.array([[0.1] * 7, [0.9] * 7, [0.8] * 7]),
         ...                              np.zeros(3)).tolist()
         [0, 1, 1]
         """
         return self.learn_place_many(points, times).segments
 
     def learn_place_many(self, points: np.ndarray, times: np.ndarray) -> Placements:
-        """The placements of ``points`` (rows in ``SEGMENT_FEATURES`` order, seen at event
-        ``times``), then the points learned as one mini-batch, as Flink ML's online k-means
-        learns a batch: every point is assigned and ranked with the centres and distances as
-        they were before it, and each nudges its nearest centre. While centres are still
-        being seeded, points are learned one by one (:meth:`learn_place_one`), as seeding
-        depends on the order."""
+        """The placements of ``points`` (rows in ``OUTLIER_FEATURES`` order: the segment
+        features, then the basket; seen at event ``times``), then the points learned as one
+        mini-batch, as Flink ML's online k-means learns a batch: every point is assigned and
+        ranked with the centres, spreads and distances as they were before it, and each
+        nudges its nearest centre. While centres are still being seeded, points are learned
+        one by one (:meth:`learn_place_one`), as seeding depends on the order."""
         if not self.ready:
             return Placements.of(
                 [self._learn_point(p, float(t)) for p, t in zip(points, times, strict=True)]
             )
         self._advance(float(times.max()))
         weights = 0.5 ** ((self._live.time - times) / (self.halflife_days * DAY))
-        squared = ((self._centers[None, :, :] - points[:, None, :]) ** 2).sum(axis=2)
+        segment_points = points[:, :_SEGMENT_COLUMNS]
+        squared = ((self._centers[None, :, :] - segment_points[:, None, :]) ** 2).sum(axis=2)
         nearest = squared.argmin(axis=1)
-        distances = np.sqrt(squared[np.arange(len(points)), nearest])
-        scores = distance_ranks(self._live.distances, distances)
-        outliers = (
-            scores >= self.outlier_quantile if self._ranked() else np.zeros(len(points), bool)
-        )
-        weighted = weights[:, None] * points
+        distances = self._live.spread.distances(nearest, points)
+        scores = np.where(np.isnan(distances), 0.0, distance_ranks(self._live.distances, distances))
+        fence = self.outlier_fence()
+        outliers = np.zeros(len(points), bool) if fence is None else distances > fence
+        weighted = weights[:, None] * segment_points
         for share in (self._live, self._unsent):
             share.points += len(points)
             np.add.at(share.sums, nearest, weighted)
             np.add.at(share.weights, nearest, weights)
-            add_distances(share.distances, distances, weights)
+            share.spread.add(nearest, weights, points)
+            known = ~np.isnan(distances)
+            add_distances(share.distances, distances[known], weights[known])
         moved = np.unique(nearest)
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
         return Placements(nearest, scores, outliers)
 
+    def outlier_fence(self) -> float | None:
+        """The distance (in units of a segment's spread) beyond which a customer is an
+        outlier: ``outlier_mads`` robust standard deviations of the learned points' log
+        distances above their median; None before 100 points' weight."""
+        if self._live.points - self._fence_at >= _FENCE_EVERY:
+            self._fence = distance_fence(self._live.distances, self.outlier_mads)
+            self._fence_at = self._live.points
+        return self._fence
+
+    def outlier_fence_score(self, mads: float | None = None) -> float | None:
+        """The ``outlier_score`` at the fence for ``mads`` (default ``outlier_mads``): a
+        customer scoring above it is an outlier at that many MADs; None before 100 points'
+        weight."""
+        fence = self.outlier_fence() if mads is None else distance_fence(self._live.distances, mads)
+        return None if fence is None else distance_rank(self._live.distances, fence)
+
     def unusual_features(
         self, x: Mapping[str, float], quantities: Mapping[str, float]
     ) -> list[dict[str, Any]]:
-        """The features making ``x`` far from its nearest centre (see
-        :func:`online_models.outliers.unusual_features`)."""
-        point = segment_vector(x)
-        nearest, _ = self._nearest(point)
+        """The features making ``x`` far from its segment, in units of the segment's spread
+        (see :func:`online_models.outliers.unusual_features`)."""
+        vector = outlier_vector(x)
+        nearest, _ = self._nearest(vector[:_SEGMENT_COLUMNS])
         if not len(self._centers):
             return []
+        means, deviations = self._live.spread.deviations(nearest, vector)
+        if np.isnan(deviations).any():
+            return []
         return unusual_features(
-            point, self._centers[nearest], SEGMENT_FEATURES, quantities, self.describe(nearest)
+            vector, means, OUTLIER_FEATURES, quantities, self.describe(nearest), deviations
         )
 
     def current(self, segment: int) -> bool:
         """Whether ``segment`` still names a segment (a k-means segment always does)."""
         return True
 
-    def _ranked(self) -> bool:
-        return outlier_ready(self._live.distances, self.outlier_quantile)
+    def _standardised(self, nearest: int, vector: np.ndarray) -> float:
+        """The distance of ``vector`` to segment ``nearest`` in units of its spread (NaN
+        before it has one, or before any segment)."""
+        if nearest >= len(self._live.spread.weights):
+            return math.nan
+        return float(self._live.spread.distances(np.array([nearest]), vector[None, :])[0])
 
     def _placement(self, nearest: int, distance: float) -> Placement:
+        if math.isnan(distance):
+            return Placement(nearest, 0.0, False)
         score = distance_rank(self._live.distances, distance)
-        return Placement(nearest, score, score >= self.outlier_quantile and self._ranked())
+        fence = self.outlier_fence()
+        return Placement(nearest, score, fence is not None and distance > fence)
 
-    def _learn_point(self, point: np.ndarray, time: float | None) -> Placement:
+    def _learn_point(self, vector: np.ndarray, time: float | None) -> Placement:
         weight = self._advance(time)
+        point = vector[:_SEGMENT_COLUMNS]
         nearest, distance = self._nearest(point)
-        placement = self._placement(nearest, distance)
+        standardised = self._standardised(nearest, vector)
+        placement = self._placement(nearest, standardised)
         self._live.points += 1
         self._unsent.points += 1
         if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
             if not self.shared:
-                return Placement(self._seed(point, weight), 0.0, False)
+                return Placement(self._seed(vector, weight), 0.0, False)
             if self._proposable(point):
                 self._unsent.candidates = np.vstack([self._unsent.candidates, point])
         if not len(self._centers):
@@ -367,7 +435,9 @@ class Segmenter:
         for share in (self._live, self._unsent):
             share.sums[nearest] += weight * point
             share.weights[nearest] += weight
-            share.distances[distance_bin(distance)] += weight
+            share.spread.add_one(nearest, weight, vector)
+            if not math.isnan(standardised):
+                share.distances[distance_bin(standardised)] += weight
         self._centers[nearest] = self._live.sums[nearest] / self._live.weights[nearest]
         return placement
 
@@ -397,6 +467,7 @@ class Segmenter:
         # Named from the group's centres alone: the same names on every worker.
         self._names = segment_names(group.centers())
         self._names_at = live.points
+        self._fence_at = -_FENCE_EVERY
 
     def describe(self, segment: int) -> str:
         """The segment in CRM words (names are refreshed as the centres move)."""
@@ -430,10 +501,13 @@ class Segmenter:
         nearest = int(distances.argmin())
         return nearest, math.sqrt(float(distances[nearest]))
 
-    def _seed(self, point: np.ndarray, weight: float) -> int:
+    def _seed(self, vector: np.ndarray, weight: float) -> int:
+        point = vector[:_SEGMENT_COLUMNS]
         for share in (self._live, self._unsent):
             share.sums = np.vstack([share.sums, weight * point])
             share.weights = np.append(share.weights, weight)
+            share.spread = share.spread.padded(len(share.weights))
+            share.spread.add_one(len(share.weights) - 1, weight, vector)
         self._centers = np.vstack([self._centers, point])
         return len(self._centers) - 1
 
@@ -446,15 +520,15 @@ class Segmenter:
         return bool(np.sqrt(((proposed - point) ** 2).sum(axis=1)).min() >= self.min_seed_distance)
 
 
-def outlier_ready(distances: np.ndarray, quantile: float) -> bool:
-    """Whether a distance histogram holds enough weight for its ``quantile`` to mean
-    something: that of ``1 / (1 - quantile)`` points (100 for the 99th percentile)."""
-    return float(distances.sum()) * (1.0 - quantile) >= 1.0 - 1e-9
-
-
 def segment_vector(x: Mapping[str, float]) -> np.ndarray:
     """A point's coordinates in :data:`SEGMENT_FEATURES` order (a missing feature is 0)."""
     return np.array([x.get(name, 0.0) for name in SEGMENT_FEATURES])
+
+
+def outlier_vector(x: Mapping[str, float]) -> np.ndarray:
+    """A point's coordinates in :data:`OUTLIER_FEATURES` order: the segment features, then
+    the basket (a missing feature is 0)."""
+    return np.array([x.get(name, 0.0) for name in OUTLIER_FEATURES])
 
 
 def segment_names(centers: np.ndarray) -> dict[int, str]:

@@ -96,9 +96,10 @@ class Score(BaseModel):
     )
     segment_outlier: bool = Field(
         default=False,
-        description="Whether the customer fits no segment: far from every k-means centre "
-        "(beyond CRM_OUTLIER_QUANTILE of everyone's distances), or in no dense region "
-        "(density; segment -1, segment_name unusual).",
+        description="Whether the customer fits no segment: with k-means, far from their "
+        "segment in units of its spread, over the segment features and the basket (beyond "
+        "CRM_OUTLIER_MADS robust standard deviations of everyone's log distances above the "
+        "median); with density, in no dense region (segment -1, segment_name unusual).",
     )
     outlier_score: Unit = Field(
         default=0.0,

@@ -213,12 +213,14 @@ class Settings(BaseSettings):
         le=100,
         description="Consecutive scores in a new segment before the customer moves there.",
     )
-    outlier_quantile: float = Field(
-        0.99,
-        ge=0.5,
-        lt=1.0,
-        description="k-means: a customer whose distance to the nearest segment centre is beyond "
-        "this quantile of everyone's is an outlier (segment_outlier).",
+    outlier_mads: float = Field(
+        2.5,
+        ge=1.0,
+        le=10.0,
+        description="k-means: a customer whose distance to their segment (in units of its "
+        "spread, over the segment features and the basket) is this many robust standard "
+        "deviations (MAD x 1.4826) of everyone's log distances above the median is an outlier "
+        "(segment_outlier).",
     )
     density_radius: float = Field(
         0.2,
@@ -484,7 +486,7 @@ class Settings(BaseSettings):
             density_radius=self.density_radius,
             density_min_share=self.density_min_share,
             segment_confirmations=self.segment_confirmations,
-            outlier_quantile=self.outlier_quantile,
+            outlier_mads=self.outlier_mads,
             top_k=self.top_k,
             rerank_silent_days=self.rerank_silent_days,
             allow_repurchase=self.allow_repurchase,

@@ -1,4 +1,5 @@
-"""A crowd of ordinary customers and a few unusual ones, as points on the segment features."""
+"""A crowd of ordinary customers and a few unusual ones, as points on the segment features
+and the basket."""
 
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ EXTREME = {
     "reseller": (1.0, 0.01, 1.5, 1.5, 0.3),
     "one huge order": (1.0, 0.05, 0.18, 1.45, 0.1),
     "bot": (0.0, 0.02, 0.0, 0.0, 1.5),
+}
+
+#: Each kind's basket features (spend and units per order on their log scales, see
+#: CustomerProfile): baskets of about 15 to 20 of one or two units; the reseller's of about
+#: 4,000 and 2,000 units, the huge order's 2,000,000.
+BASKETS = {
+    "regulars": (0.41, 0.12),
+    "occasional": (0.44, 0.15),
+    "lapsing": (0.4, 0.1),
+    "browsers": (0.0, 0.0),
+    "reseller": (1.2, 1.1),
+    "one huge order": (2.1, 0.1),
+    "bot": (0.0, 0.0),
 }
 
 
@@ -53,6 +67,9 @@ def crowd(seed: int, ordinary: int = 4_000, extremes: int = 12, spread: float = 
         noise = spread / 5 if extreme else spread
         point = {n: max(c + rng.gauss(0.0, noise), 0.0) for n, c in zip(names, centre, strict=True)}
         point["ordered"] = centre[0]
+        spend, units = BASKETS[group]
+        point["basket_spend"] = max(spend + rng.gauss(0.0, noise), 0.0) if spend else 0.0
+        point["basket_units"] = max(units + rng.gauss(0.0, noise), 0.0) if units else 0.0
         points.append(point)
     times = [T0 + 30.0 * n for n in range(len(points))]
     return Crowd(points, times, [extreme for _, extreme in kinds])

@@ -30,7 +30,7 @@ from online_models import batch_scoring
 from online_models.activity import DAY, Activity
 from online_models.churn import ChurnModel
 from online_models.engine import ScoringEngine
-from online_models.profile import CHURN_FEATURES
+from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES
 from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.segments import Segmenter
 from schemas import decode_event
@@ -211,21 +211,20 @@ def test_risks_and_terms_of_many_are_those_of_one_at_a_time(churn_world):
 def test_segments_of_a_mini_batch_are_assigned_with_the_centres_before_it():
     rng = np.random.default_rng(5)
     segmenter = Segmenter(n_segments=3)
-    segmenter.learn_predict_many(rng.random((40, 5)), np.zeros(40))  # seeds, one by one
+    segmenter.learn_predict_many(rng.random((40, 7)), np.zeros(40))  # seeds, one by one
     assert segmenter.ready
     before = pickle.loads(pickle.dumps(segmenter))
-    points = rng.random((30, 5))
+    points = rng.random((30, 7))  # the segment features, then the basket's two
 
     got = segmenter.learn_predict_many(points, np.full(30, 3_600.0))
 
-    names = ("ordered", "recency", "frequency", "monetary", "engagement")
-    expected = [before.predict_one(dict(zip(names, p, strict=True))) for p in points]
+    expected = [before.predict_one(dict(zip(OUTLIER_FEATURES, p, strict=True))) for p in points]
     assert got.tolist() == expected
     # Then each point nudged the centre it was assigned, as one weight-1 point of its time.
     before._advance(3_600.0)
     sums, weights = before._live.sums.copy(), before._live.weights.copy()
     for point, segment in zip(points, expected, strict=True):
-        sums[segment] += point
+        sums[segment] += point[:5]
         weights[segment] += 1.0
     assert np.allclose(segmenter._centers, sums / weights[:, None], rtol=1e-12, atol=0)
     assert segmenter.learned == before.learned + 30

@@ -325,7 +325,7 @@ CASES = {
         build_segmenter,
         predict_segmenter,
         odd_segmenter,
-        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2, "outlier_quantile": 0.9},
+        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2, "outlier_mads": 3.0},
     ),
     "DensitySegmenter": Case(
         build_density,

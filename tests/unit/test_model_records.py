@@ -11,7 +11,7 @@ import pickle
 import random
 import struct
 import zlib
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 import orjson
@@ -79,6 +79,8 @@ def same_share(a: object, b: object) -> None:
         mine, theirs = getattr(a, field.name), getattr(b, field.name)
         if isinstance(mine, np.ndarray):
             np.testing.assert_allclose(theirs, mine, rtol=1e-6, atol=1e-7)
+        elif is_dataclass(mine):  # a part of the share, such as a segment's spread
+            same_share(mine, theirs)
         else:
             assert theirs == mine, field.name
 

@@ -252,7 +252,7 @@ def test_scorer_config_carries_the_models_and_alert_settings(
         "CRM_QUALITY_WINDOW": "500",
         "CRM_SEGMENTS": "4",
         "CRM_SEGMENT_CONFIRMATIONS": "5",
-        "CRM_OUTLIER_QUANTILE": "0.95",
+        "CRM_OUTLIER_MADS": "3.5",
         "CRM_TOP_K": "7",
         "CRM_ALLOW_REPURCHASE": "true",
         "CRM_RECOMMENDER_FACTORS": "8",
@@ -275,7 +275,7 @@ def test_scorer_config_carries_the_models_and_alert_settings(
     assert config.quality_window == 500
     assert config.segments == 4
     assert config.segment_confirmations == 5
-    assert config.outlier_quantile == 0.95
+    assert config.outlier_mads == 3.5
     assert config.top_k == 7
     assert config.allow_repurchase is True
     assert config.recommender_factors == 8

@@ -65,7 +65,11 @@ def test_the_alert_fires_on_becoming_an_outlier_once_per_cooldown() -> None:
     (alert,) = unusual(whale)
     assert alert.severity == "info"
     assert alert.details["score"] == pytest.approx(whale.score.outlier_score, abs=1e-6)
-    assert alert.details["threshold"] == 0.99
+    # The outlier_score at the fence (median + 2.5 MADs of the log distances).
+    assert alert.details["threshold"] == pytest.approx(
+        scorer.segmenter.outlier_fence_score(), abs=1e-6
+    )
+    assert 0.9 < alert.details["threshold"] <= whale.score.outlier_score
     assert alert.details["segment"] == whale.score.segment
     features = {feature["feature"]: feature for feature in alert.details["features"]}
     assert "monetary" in features
