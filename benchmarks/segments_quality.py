@@ -52,6 +52,7 @@ __all__ = [
     "MODELS",
     "Basket",
     "Resellers",
+    "basket_lines",
     "evaluate_segments",
     "inertia",
     "knee_eps",
@@ -96,16 +97,40 @@ def typical_basket(events: Iterable[LoadedEvent], before: float) -> tuple[Basket
     return Basket(max(round(lines), 1), float(quantity), float(amount)), items
 
 
+def basket_lines(
+    customer: str, basket_id: str, moment: float, items: Sequence[str], basket: Basket, times: float
+) -> list[AnyEvent]:
+    """One basket of ``customer`` at ``moment``: a purchase line of each of ``items``, sharing
+    ``times`` the typical ``basket``'s units and amount; event ids ``{basket_id}-NNN``."""
+    timestamp = datetime.fromtimestamp(moment, UTC).isoformat()
+    return [
+        validate_event(
+            {
+                "event_id": f"{basket_id}-{line:03d}",
+                "customer_id": customer,
+                "type": "purchase",
+                "timestamp": timestamp,
+                "item_id": item,
+                "amount": round(times * basket.amount / basket.lines, 2),
+                "quantity": max(round(times * basket.quantity / basket.lines), 1),
+            }
+        )
+        for line, item in enumerate(items)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Resellers:
     """``count`` synthetic resellers: from a random week in the first half of the ``weeks``
     before the cutoff, each buys every week (same weekday and hour) a basket of the typical
-    basket's lines of sold items, with ``scale`` times its units and amount (drawn per basket)."""
+    basket's lines of sold items, with ``scale`` times its units and amount (drawn per basket).
+    Their customer ids are ``synthetic-{name}-NN``."""
 
     count: int = 50
     weeks: int = 26
     scale: tuple[float, float] = (10.0, 20.0)
     seed: int = 0
+    name: str = "reseller"
 
     def events(self, basket: Basket, items: Sequence[str], cutoff: float) -> list[AnyEvent]:
         """Their purchase lines before ``cutoff``, validated, in event-time order."""
@@ -113,22 +138,16 @@ class Resellers:
         start = cutoff - self.weeks * WEEK.total_seconds()
         events = []
         for n in range(self.count):
-            customer = f"synthetic-reseller-{n:02d}"
+            customer = f"synthetic-{self.name}-{n:02d}"
             offset = float(rng.integers(7) * DAY + rng.integers(8, 18) * 3600.0)
             for week in range(int(rng.integers(self.weeks // 2)), self.weeks):
-                moment = datetime.fromtimestamp(start + week * WEEK.total_seconds() + offset, UTC)
+                moment = start + week * WEEK.total_seconds() + offset
                 times = rng.uniform(*self.scale)
-                for line, pick in enumerate(rng.choice(len(items), basket.lines, replace=False)):
-                    document = {
-                        "event_id": f"{customer}-{week:02d}-{line:03d}",
-                        "customer_id": customer,
-                        "type": "purchase",
-                        "timestamp": moment.isoformat(),
-                        "item_id": items[pick],
-                        "amount": round(times * basket.amount / basket.lines, 2),
-                        "quantity": max(round(times * basket.quantity / basket.lines), 1),
-                    }
-                    events.append(validate_event(document))
+                picks = rng.choice(len(items), basket.lines, replace=False)
+                basket_id = f"{customer}-{week:02d}"
+                events += basket_lines(
+                    customer, basket_id, moment, [items[p] for p in picks], basket, times
+                )
         return sorted(events, key=attrgetter("timestamp"))
 
 
