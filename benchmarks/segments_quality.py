@@ -51,8 +51,11 @@ from streams.commands.transactions import LoadedEvent
 __all__ = [
     "MODELS",
     "Basket",
+    "Loners",
     "Resellers",
     "basket_lines",
+    "bot_views",
+    "enormous_orders",
     "evaluate_segments",
     "inertia",
     "knee_eps",
@@ -149,6 +152,98 @@ class Resellers:
                     customer, basket_id, moment, [items[p] for p in picks], basket, times
                 )
         return sorted(events, key=attrgetter("timestamp"))
+
+
+def enormous_orders(
+    count: int,
+    basket: Basket,
+    items: Sequence[str],
+    cutoff: float,
+    *,
+    scale: float,
+    weeks: int,
+    rng: np.random.Generator,
+) -> list[AnyEvent]:
+    """``count`` new customers (``synthetic-enormous-order-NN``) whose only basket, at a random
+    second of the ``weeks`` before ``cutoff``, is the typical basket's lines of sold items
+    with ``scale`` times its units and amount; in event-time order."""
+    span = weeks * WEEK.total_seconds()
+    events = []
+    for n in range(count):
+        customer = f"synthetic-enormous-order-{n:02d}"
+        moment = cutoff - span + float(rng.integers(int(span)))
+        picks = rng.choice(len(items), basket.lines, replace=False)
+        events += basket_lines(customer, customer, moment, [items[p] for p in picks], basket, scale)
+    return sorted(events, key=attrgetter("timestamp"))
+
+
+def bot_views(
+    count: int,
+    items: Sequence[str],
+    cutoff: float,
+    *,
+    views: int,
+    weeks: int,
+    rng: np.random.Generator,
+) -> list[AnyEvent]:
+    """``count`` customers (``synthetic-bot-NN``) who each view ``views`` items drawn from
+    the sold ones, at random seconds of one random week among the ``weeks`` before
+    ``cutoff``, and never buy; in event-time order."""
+    catalogue = sorted(set(items))
+    week = WEEK.total_seconds()
+    events = []
+    for n in range(count):
+        customer = f"synthetic-bot-{n:02d}"
+        start = cutoff - (weeks - int(rng.integers(weeks))) * week
+        seconds = np.sort(rng.integers(int(week), size=views))
+        picks = rng.integers(len(catalogue), size=views)
+        for view, (second, pick) in enumerate(zip(seconds.tolist(), picks.tolist(), strict=True)):
+            document = {
+                "event_id": f"{customer}-{view:05d}",
+                "customer_id": customer,
+                "type": "view",
+                "timestamp": datetime.fromtimestamp(start + second, UTC).isoformat(),
+                "item_id": catalogue[pick],
+            }
+            events.append(validate_event(document))
+    return sorted(events, key=attrgetter("timestamp"))
+
+
+@dataclass(frozen=True, slots=True)
+class Loners:
+    """Unusual customers too few to make a segment of their own, each kind a handful:
+
+    * ``lone reseller``: :class:`Resellers` as separate individuals (ids
+      ``synthetic-lone-reseller-NN``, drawn with ``seed``, not the group's);
+    * ``enormous order``: new customers whose one basket is ``scale`` times the typical one;
+    * ``bot``: customers who view ``views`` items over one week and never buy.
+
+    Enormous orders and bots fall in the ``weeks`` before the cutoff.
+    """
+
+    lone_resellers: int = 5
+    enormous_orders: int = 5
+    bots: int = 5
+    scale: float = 50.0
+    views: int = 3_000
+    weeks: int = 8
+    seed: int = 1
+
+    def events(
+        self, basket: Basket, items: Sequence[str], cutoff: float
+    ) -> dict[str, list[AnyEvent]]:
+        """Each kind's events before ``cutoff``, validated, in event-time order."""
+        # One generator per kind: the count of one kind does not move another's customers.
+        orders_rng, bots_rng = (np.random.default_rng([self.seed, kind]) for kind in (1, 2))
+        resellers = Resellers(count=self.lone_resellers, seed=self.seed, name="lone-reseller")
+        orders = enormous_orders(self.enormous_orders, basket, items, cutoff,
+                                 scale=self.scale, weeks=self.weeks, rng=orders_rng)  # fmt: skip
+        bots = bot_views(self.bots, items, cutoff, views=self.views, weeks=self.weeks, rng=bots_rng)
+        return {
+            "lone reseller": resellers.events(basket, items, cutoff),
+            "enormous order": orders,
+            "bot": bots,
+        }
 
 
 def segment_stability(

@@ -1,4 +1,5 @@
-"""The segment benchmark's parts: the synthetic resellers, segment stability, DBSCAN's knee."""
+"""The segment benchmark's parts: the synthetic resellers and loners, segment stability,
+DBSCAN's knee."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import pytest
 
 from online_models.activity import DAY
 from online_models.scorer import CustomerScore
-from schemas.events import PurchaseEvent, validate_event
+from schemas.events import AnyEvent, PurchaseEvent, ViewEvent, validate_event
 from streams.commands.transactions import LoadedEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from segments_quality import (
     Basket,
+    Loners,
     Resellers,
     knee_eps,
     segment_stability,
@@ -91,6 +93,89 @@ def test_resellers_are_the_same_for_the_same_seed() -> None:
     basket = Basket(2, 10.0, 50.0)
 
     assert make(basket, ["a", "b", "c"], 1e9) == make(basket, ["a", "b", "c"], 1e9)
+
+
+BASKET = Basket(lines=4, quantity=100.0, amount=300.0)
+ITEMS = [f"sku-{n}" for n in range(20)]
+EIGHT_WEEKS = 8 * 7 * DAY
+
+
+def by_customer(events: list[AnyEvent]) -> dict[str, list[AnyEvent]]:
+    customers: dict[str, list[AnyEvent]] = defaultdict(list)
+    for event in events:
+        customers[event.customer_id].append(event)
+    return customers
+
+
+def loner_events(**settings: int) -> dict[str, list[AnyEvent]]:
+    return Loners(**settings).events(BASKET, ITEMS, CUTOFF.timestamp())
+
+
+def test_loners_are_a_handful_of_each_kind_with_their_own_ids_before_the_cutoff() -> None:
+    kinds = loner_events()
+
+    assert {kind: sorted(by_customer(events)) for kind, events in kinds.items()} == {
+        "lone reseller": [f"synthetic-lone-reseller-{n:02d}" for n in range(5)],
+        "enormous order": [f"synthetic-enormous-order-{n:02d}" for n in range(5)],
+        "bot": [f"synthetic-bot-{n:02d}" for n in range(5)],
+    }
+    for events in kinds.values():
+        times = [event.timestamp.timestamp() for event in events]
+        assert times == sorted(times)
+        assert times[-1] < CUTOFF.timestamp()
+        assert len({event.event_id for event in events}) == len(events)
+
+
+def test_lone_resellers_buy_like_the_group_but_are_not_its_first_members() -> None:
+    lone = by_customer(loner_events()["lone reseller"])
+    group = by_customer(Resellers(count=5).events(BASKET, ITEMS, CUTOFF.timestamp()))
+
+    first = [{event.timestamp for event in events} for events in lone.values()]
+    assert all(13 <= len(times) <= 26 for times in first)
+    assert first != [{event.timestamp for event in events} for events in group.values()]
+
+
+def test_an_enormous_order_is_one_basket_of_fifty_typical_ones_in_the_last_eight_weeks() -> None:
+    orders = by_customer(loner_events()["enormous order"])
+
+    for lines in orders.values():
+        assert all(isinstance(line, PurchaseEvent) for line in lines)
+        assert len(lines) == BASKET.lines
+        assert len({line.timestamp for line in lines}) == 1
+        assert lines[0].timestamp.timestamp() >= CUTOFF.timestamp() - EIGHT_WEEKS
+        amount = sum(line.amount for line in lines if isinstance(line, PurchaseEvent))
+        quantity = sum(line.quantity for line in lines if isinstance(line, PurchaseEvent))
+        assert amount == pytest.approx(50 * BASKET.amount, abs=0.1)
+        assert quantity == pytest.approx(50 * BASKET.quantity, abs=BASKET.lines)
+
+
+def test_bots_view_thousands_of_items_within_one_week_and_never_buy() -> None:
+    bots = by_customer(loner_events()["bot"])
+
+    for views in bots.values():
+        assert len(views) == 3_000
+        assert all(isinstance(view, ViewEvent) for view in views)
+        assert {view.item_id for view in views if isinstance(view, ViewEvent)} <= set(ITEMS)
+        times = [view.timestamp.timestamp() for view in views]
+        assert times[-1] - times[0] < 7 * DAY
+        assert times[0] >= CUTOFF.timestamp() - EIGHT_WEEKS
+
+
+def test_loners_are_the_same_for_the_same_seed_and_differ_for_another() -> None:
+    settings = {"lone_resellers": 2, "enormous_orders": 2, "bots": 2, "views": 50}
+
+    assert loner_events(seed=4, **settings) == loner_events(seed=4, **settings)
+    other = loner_events(seed=5, **settings)
+    assert all(other[kind] != events for kind, events in loner_events(seed=4, **settings).items())
+
+
+def test_one_kinds_count_leaves_the_other_kinds_customers_as_they_were() -> None:
+    settings = {"lone_resellers": 2, "enormous_orders": 2, "views": 50}
+
+    assert (
+        loner_events(bots=1, **settings)["enormous order"]
+        == (loner_events(bots=3, **settings)["enormous order"])
+    )
 
 
 def score(segment: int, name: str) -> CustomerScore:
