@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from online_models.activity import DAY
 from online_models.scorer import CustomerScore
 from schemas.events import AnyEvent, PurchaseEvent, ViewEvent, validate_event
+from streams.commands.backtest import Backtest, BacktestRow
 from streams.commands.transactions import LoadedEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -22,7 +25,9 @@ from segments_quality import (
     Basket,
     Loners,
     Resellers,
+    fence_sweep,
     knee_eps,
+    loners_report,
     segment_stability,
     typical_basket,
 )
@@ -205,3 +210,70 @@ def test_the_knee_separates_a_dense_blob_from_scattered_points() -> None:
     eps = knee_eps(np.vstack([blob, scattered]), min_samples=4)
 
     assert 0.005 < eps < 0.2
+
+
+@dataclass(frozen=True)
+class FencedAt:
+    """A segmenter whose fence at each number of MADs sits at the given ``outlier_score``."""
+
+    fences: dict[float, float | None]
+
+    def outlier_fence_score(self, mads: float) -> float | None:
+        return self.fences[mads]
+
+
+def run_at_cutoff(
+    outlier_scores: dict[str, float],
+    flagged: Collection[str] = (),
+    alerted: Collection[str] = (),
+) -> Backtest:
+    """A backtest's scores at the cutoff: these outlier scores, ``flagged`` customers flagged
+    ``segment_outlier``, ``alerted`` ones alerted unusual_customer (and everyone a churn alert)."""
+    run = Backtest(as_of=CUTOFF.timestamp())
+    for customer, outlier_score in sorted(outlier_scores.items()):
+        flag = customer in flagged
+        outcome = replace(score(1, "regulars"), segment_outlier=flag, outlier_score=outlier_score)
+        run.rows.append(BacktestRow(customer, outcome, []))
+        run.alert_log.append((customer, "churn_risk", 0.0, 10.0))
+    run.alert_log += [(customer, "unusual_customer", 0.0, None) for customer in sorted(alerted)]
+    return run
+
+
+def test_the_fence_sweep_tells_who_each_fence_would_flag() -> None:
+    run = run_at_cutoff(
+        {"bot-1": 0.999, "bot-2": 0.96, "r-1": 0.5, "r-2": 0.92, "r-3": 0.95, "r-4": 0.1}
+    )
+    segmenter = FencedAt({2.0: 0.9, 2.5: 0.95, 3.0: 0.99, 3.5: None})
+
+    sweep = fence_sweep(run, {"bot": {"bot-1", "bot-2"}}, segmenter)
+
+    assert sweep == [
+        {"mads": 2.0, "fence_score": 0.9, "flagged": {"bot": 1.0, "real": 0.5}},
+        # A score at the fence is flagged.
+        {"mads": 2.5, "fence_score": 0.95, "flagged": {"bot": 1.0, "real": 0.25}},
+        {"mads": 3.0, "fence_score": 0.99, "flagged": {"bot": 0.5, "real": 0.0}},
+        # Too little data for a fence: nobody is measured.
+        {"mads": 3.5, "fence_score": None, "flagged": {"bot": None, "real": None}},
+    ]
+
+
+def test_the_loners_report_gives_each_kind_and_the_real_customers_flags_and_alerts() -> None:
+    run = run_at_cutoff(
+        {"bot-1": 0.99, "bot-2": 0.8, "order-1": 0.97, "r-1": 0.2, "r-2": 0.4, "r-3": 0.6},
+        flagged={"bot-1", "r-3"},
+        alerted={"bot-1", "bot-2", "r-1"},
+    )
+    kinds = {"bot": {"bot-1", "bot-2"}, "enormous order": {"order-1"}, "lone reseller": set()}
+
+    report = loners_report(run, kinds, FencedAt({2.0: 0.9, 2.5: 0.95, 3.0: 0.98, 3.5: 0.995}))
+
+    bot, order, lone = (report["kinds"][kind] for kind in kinds)
+    assert bot == {"count": 2, "flagged": 0.5, "alerted": 1.0, "median_outlier_score": 0.895}
+    assert order == {"count": 1, "flagged": 0.0, "alerted": 0.0, "median_outlier_score": 0.97}
+    assert lone == {"count": 0, "flagged": None, "alerted": None, "median_outlier_score": None}
+    assert report["real"]["count"] == 3
+    assert report["real"]["flagged"] == pytest.approx(1 / 3)
+    assert report["real"]["alerted"] == pytest.approx(1 / 3)
+    assert [step["flagged"]["enormous order"] for step in report["fence_sweep"]] == [
+        1.0, 1.0, 0.0, 0.0,
+    ]  # fmt: skip
