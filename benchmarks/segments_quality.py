@@ -74,6 +74,8 @@ __all__ = [
     "knee_eps",
     "loners_report",
     "segment_stability",
+    "show_fence_sweep",
+    "show_loners",
     "show_segments",
     "typical_basket",
 ]
@@ -642,3 +644,62 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
                 f"min_samples {settings['min_samples']}: {settings['clusters']} clusters, "
                 f"{settings['noise_share']:.1%} noise"
             )
+    show_loners(reports, console)
+    show_fence_sweep(reports, console)
+
+
+#: The loners' table: each row's label and the key of a kind's outcome it shows.
+OUTCOME_MEASURES = (
+    ("customers", "count"),
+    ("flagged segment_outlier", "flagged"),
+    ("alerted unusual_customer", "alerted"),
+    ("median outlier_score", "median_outlier_score"),
+)
+
+
+def show_loners(reports: list[dict[str, Any]], console: Console) -> None:
+    """The loners' run: each kind's outcome and the real customers', a column per cutoff."""
+    table = Table(
+        title="Unusual customers alone (k-means; real customers plus loners, no reseller group)"
+    )
+    table.add_column("who")
+    table.add_column("measure")
+    for report in reports:
+        table.add_column(report["cutoff"], justify="right")
+    outcomes = [{**r["loners"]["kinds"], "real customers": r["loners"]["real"]} for r in reports]
+    for who in outcomes[0]:
+        for label, key in OUTCOME_MEASURES:
+            cells = [outcome[who][key] for outcome in outcomes]
+            shown = [f"{c:,}" if key == "count" else _share(c) for c in cells]
+            table.add_row(who if key == "count" else "", label, *shown)
+        table.add_section()
+    console.print(table)
+
+
+def show_fence_sweep(reports: list[dict[str, Any]], console: Console) -> None:
+    """Who each outlier fence would flag, a column per cutoff and k-means run (with the 50
+    resellers, with the loners)."""
+    sweeps = {
+        f"{r['cutoff']} {run}": {step["mads"]: step for step in sweep}
+        for r in reports
+        for run, sweep in (
+            ("resellers", r["models"]["kmeans"]["fence_sweep"]),
+            ("loners", r["loners"]["fence_sweep"]),
+        )
+    }
+    steps = [step for sweep in sweeps.values() for step in sweep.values()]
+    # Every group in some run, the real customers last.
+    groups = sorted(
+        dict.fromkeys(g for step in steps for g in step["flagged"]),
+        key=lambda group: group == "real",
+    )
+    table = Table(title="Outlier fence at median + k x MAD of log distances: share flagged")
+    for column in ("k (MADs)", "who", *sweeps):
+        table.add_column(column, justify="left" if column == "who" else "right")
+    for k in FENCE_MADS:
+        at = [sweep.get(k, {"fence_score": None, "flagged": {}}) for sweep in sweeps.values()]
+        table.add_row(f"{k:g}", "fence (outlier_score)", *(_share(s["fence_score"]) for s in at))
+        for group in groups:
+            table.add_row("", group, *(_share(s["flagged"].get(group)) for s in at))
+        table.add_section()
+    console.print(table)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from online_models.activity import DAY
 from online_models.scorer import CustomerScore
@@ -29,6 +30,7 @@ from segments_quality import (
     knee_eps,
     loners_report,
     segment_stability,
+    show_fence_sweep,
     typical_basket,
 )
 
@@ -277,3 +279,33 @@ def test_the_loners_report_gives_each_kind_and_the_real_customers_flags_and_aler
     assert [step["flagged"]["enormous order"] for step in report["fence_sweep"]] == [
         1.0, 1.0, 0.0, 0.0,
     ]  # fmt: skip
+
+
+def test_the_sweep_table_shows_each_runs_groups_and_a_dash_for_groups_it_lacks() -> None:
+    run = run_at_cutoff({"reseller-1": 0.99, "bot-1": 0.97, "r-1": 0.5})
+    segmenter = FencedAt({2.0: 0.9, 2.5: 0.95, 3.0: 0.98, 3.5: None})
+    report = {
+        "cutoff": "2011-09-09",
+        "models": {
+            "kmeans": {"fence_sweep": fence_sweep(run, {"reseller": {"reseller-1"}}, segmenter)}
+        },
+        "loners": {"fence_sweep": fence_sweep(run, {"bot": {"bot-1"}}, segmenter)},
+    }
+    console = Console(record=True, width=120)
+
+    show_fence_sweep([report], console)
+
+    lines = console.export_text().splitlines()
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")
+    ]
+    cells, k = {}, ""
+    for first, who, with_resellers, with_loners in rows:
+        k = first or k
+        cells[k, who] = (with_resellers, with_loners)
+    assert cells["2", "fence (outlier_score)"] == ("0.900", "0.900")
+    assert cells["2.5", "reseller"] == ("1.000", "-")
+    assert cells["2.5", "bot"] == ("-", "1.000")
+    assert cells["3", "bot"] == ("-", "0.000")
+    assert cells["2.5", "real"] == ("0.500", "0.500")
+    assert cells["3.5", "real"] == ("-", "-")
