@@ -19,6 +19,14 @@ run), and judged on the real customers:
   real customers, how well ``outlier_score`` ranks them above the real customers (ROC AUC),
   who of each got an ``unusual_customer`` alert before T, and whether batch DBSCAN (same
   settings, everyone) calls the resellers noise.
+
+A third run per cutoff, k-means only, has the real customers plus a handful of each kind of
+:class:`Loners` (lone resellers, one enormous order, bots who only view) and no reseller group,
+so that unusual customers too few to make a segment are measured alone: per kind, the share
+flagged at T, the share alerted before T and the median ``outlier_score``, and the same for the
+real customers. On both k-means runs a fence sweep tells who the outlier fence would flag at
+T at each of :data:`FENCE_MADS` (median + k x MAD of the log distances; the segmenter's
+``outlier_fence_score``).
 """
 
 from __future__ import annotations
@@ -28,10 +36,10 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -43,19 +51,31 @@ from sklearn.neighbors import NearestNeighbors
 from online_models.activity import DAY
 from online_models.density import UNUSUAL, DensitySegmenter
 from online_models.scorer import CustomerScore, ScorerConfig, make_segmenter
-from online_models.segments import segment_vector
+from online_models.segments import Segmenter, segment_vector
 from schemas.events import AnyEvent, PurchaseEvent, validate_event
 from streams.commands.backtest import Backtest, run_backtest
 from streams.commands.transactions import LoadedEvent
 
 __all__ = [
+    "FENCE_MADS",
     "MODELS",
     "Basket",
+    "FencedSegmenter",
+    "Loners",
     "Resellers",
+    "basket_lines",
+    "bot_views",
+    "enormous_orders",
+    "evaluate_loners",
     "evaluate_segments",
+    "fence_sweep",
     "inertia",
+    "kmeans_segmenter",
     "knee_eps",
+    "loners_report",
     "segment_stability",
+    "show_fence_sweep",
+    "show_loners",
     "show_segments",
     "typical_basket",
 ]
@@ -69,6 +89,9 @@ MODELS = {
     "density": replace(ScorerConfig(), segment_model="density"),
 }
 WEEK = timedelta(days=7)
+#: The outlier fences swept on the k-means runs: a customer is flagged when their distance to
+#: their segment is beyond the median + k x MAD of the log distances, for each k here.
+FENCE_MADS = (2.0, 2.5, 3.0, 3.5)
 
 
 class Basket(NamedTuple):
@@ -96,16 +119,40 @@ def typical_basket(events: Iterable[LoadedEvent], before: float) -> tuple[Basket
     return Basket(max(round(lines), 1), float(quantity), float(amount)), items
 
 
+def basket_lines(
+    customer: str, basket_id: str, moment: float, items: Sequence[str], basket: Basket, times: float
+) -> list[AnyEvent]:
+    """One basket of ``customer`` at ``moment``: a purchase line of each of ``items``, sharing
+    ``times`` the typical ``basket``'s units and amount; event ids ``{basket_id}-NNN``."""
+    timestamp = datetime.fromtimestamp(moment, UTC).isoformat()
+    return [
+        validate_event(
+            {
+                "event_id": f"{basket_id}-{line:03d}",
+                "customer_id": customer,
+                "type": "purchase",
+                "timestamp": timestamp,
+                "item_id": item,
+                "amount": round(times * basket.amount / basket.lines, 2),
+                "quantity": max(round(times * basket.quantity / basket.lines), 1),
+            }
+        )
+        for line, item in enumerate(items)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Resellers:
     """``count`` synthetic resellers: from a random week in the first half of the ``weeks``
     before the cutoff, each buys every week (same weekday and hour) a basket of the typical
-    basket's lines of sold items, with ``scale`` times its units and amount (drawn per basket)."""
+    basket's lines of sold items, with ``scale`` times its units and amount (drawn per basket).
+    Their customer ids are ``synthetic-{name}-NN``."""
 
     count: int = 50
     weeks: int = 26
     scale: tuple[float, float] = (10.0, 20.0)
     seed: int = 0
+    name: str = "reseller"
 
     def events(self, basket: Basket, items: Sequence[str], cutoff: float) -> list[AnyEvent]:
         """Their purchase lines before ``cutoff``, validated, in event-time order."""
@@ -113,23 +160,109 @@ class Resellers:
         start = cutoff - self.weeks * WEEK.total_seconds()
         events = []
         for n in range(self.count):
-            customer = f"synthetic-reseller-{n:02d}"
+            customer = f"synthetic-{self.name}-{n:02d}"
             offset = float(rng.integers(7) * DAY + rng.integers(8, 18) * 3600.0)
             for week in range(int(rng.integers(self.weeks // 2)), self.weeks):
-                moment = datetime.fromtimestamp(start + week * WEEK.total_seconds() + offset, UTC)
+                moment = start + week * WEEK.total_seconds() + offset
                 times = rng.uniform(*self.scale)
-                for line, pick in enumerate(rng.choice(len(items), basket.lines, replace=False)):
-                    document = {
-                        "event_id": f"{customer}-{week:02d}-{line:03d}",
-                        "customer_id": customer,
-                        "type": "purchase",
-                        "timestamp": moment.isoformat(),
-                        "item_id": items[pick],
-                        "amount": round(times * basket.amount / basket.lines, 2),
-                        "quantity": max(round(times * basket.quantity / basket.lines), 1),
-                    }
-                    events.append(validate_event(document))
+                picks = rng.choice(len(items), basket.lines, replace=False)
+                basket_id = f"{customer}-{week:02d}"
+                events += basket_lines(
+                    customer, basket_id, moment, [items[p] for p in picks], basket, times
+                )
         return sorted(events, key=attrgetter("timestamp"))
+
+
+def enormous_orders(
+    count: int,
+    basket: Basket,
+    items: Sequence[str],
+    cutoff: float,
+    *,
+    scale: float,
+    weeks: int,
+    rng: np.random.Generator,
+) -> list[AnyEvent]:
+    """``count`` new customers (``synthetic-enormous-order-NN``) whose only basket, at a random
+    second of the ``weeks`` before ``cutoff``, is the typical basket's lines of sold items
+    with ``scale`` times its units and amount; in event-time order."""
+    span = weeks * WEEK.total_seconds()
+    events = []
+    for n in range(count):
+        customer = f"synthetic-enormous-order-{n:02d}"
+        moment = cutoff - span + float(rng.integers(int(span)))
+        picks = rng.choice(len(items), basket.lines, replace=False)
+        events += basket_lines(customer, customer, moment, [items[p] for p in picks], basket, scale)
+    return sorted(events, key=attrgetter("timestamp"))
+
+
+def bot_views(
+    count: int,
+    items: Sequence[str],
+    cutoff: float,
+    *,
+    views: int,
+    weeks: int,
+    rng: np.random.Generator,
+) -> list[AnyEvent]:
+    """``count`` customers (``synthetic-bot-NN``) who each view ``views`` items drawn from
+    the sold ones, at random seconds of one random week among the ``weeks`` before
+    ``cutoff``, and never buy; in event-time order."""
+    catalogue = sorted(set(items))
+    week = WEEK.total_seconds()
+    events = []
+    for n in range(count):
+        customer = f"synthetic-bot-{n:02d}"
+        start = cutoff - (weeks - int(rng.integers(weeks))) * week
+        seconds = np.sort(rng.integers(int(week), size=views))
+        picks = rng.integers(len(catalogue), size=views)
+        for view, (second, pick) in enumerate(zip(seconds.tolist(), picks.tolist(), strict=True)):
+            document = {
+                "event_id": f"{customer}-{view:05d}",
+                "customer_id": customer,
+                "type": "view",
+                "timestamp": datetime.fromtimestamp(start + second, UTC).isoformat(),
+                "item_id": catalogue[pick],
+            }
+            events.append(validate_event(document))
+    return sorted(events, key=attrgetter("timestamp"))
+
+
+@dataclass(frozen=True, slots=True)
+class Loners:
+    """Unusual customers too few to make a segment of their own, each kind a handful:
+
+    * ``lone reseller``: :class:`Resellers` as separate individuals (ids
+      ``synthetic-lone-reseller-NN``, drawn with ``seed``, not the group's);
+    * ``enormous order``: new customers whose one basket is ``scale`` times the typical one;
+    * ``bot``: customers who view ``views`` items over one week and never buy.
+
+    Enormous orders and bots fall in the ``weeks`` before the cutoff.
+    """
+
+    lone_resellers: int = 5
+    enormous_orders: int = 5
+    bots: int = 5
+    scale: float = 50.0
+    views: int = 3_000
+    weeks: int = 8
+    seed: int = 1
+
+    def events(
+        self, basket: Basket, items: Sequence[str], cutoff: float
+    ) -> dict[str, list[AnyEvent]]:
+        """Each kind's events before ``cutoff``, validated, in event-time order."""
+        # One generator per kind: the count of one kind does not move another's customers.
+        orders_rng, bots_rng = (np.random.default_rng([self.seed, kind]) for kind in (1, 2))
+        resellers = Resellers(count=self.lone_resellers, seed=self.seed, name="lone-reseller")
+        orders = enormous_orders(self.enormous_orders, basket, items, cutoff,
+                                 scale=self.scale, weeks=self.weeks, rng=orders_rng)  # fmt: skip
+        bots = bot_views(self.bots, items, cutoff, views=self.views, weeks=self.weeks, rng=bots_rng)
+        return {
+            "lone reseller": resellers.events(basket, items, cutoff),
+            "enormous order": orders,
+            "bot": bots,
+        }
 
 
 def segment_stability(
@@ -215,8 +348,8 @@ def outlier_report(
     """Who of the resellers and of the real customers is flagged at the cutoff, and who got an
     ``unusual_customer`` alert on the way; ``batch_noise``: the resellers batch DBSCAN calls
     noise."""
-    scores = {row.customer_id: row.score for row in run.rows}
-    alerted = {c for c, kind, _, _ in run.alert_log if kind == "unusual_customer"}
+    scores = cutoff_scores(run)
+    alerted = unusual_alerted(run)
     return {
         "resellers": len(resellers),
         "resellers_flagged": float(np.mean([scores[c].segment_outlier for c in resellers])),
@@ -240,7 +373,7 @@ def outlier_report(
 
 def model_report(run: Backtest, week_before: float, synthetic: Collection[str]) -> dict[str, Any]:
     """One segmentation's fit, agreement, stability and outliers at the run's cutoff."""
-    scores = {row.customer_id: row.score for row in run.rows}
+    scores = cutoff_scores(run)
     real = sorted(c for c in scores if c not in synthetic)
     resellers = sorted(c for c in scores if c in synthetic)
     features = {
@@ -278,6 +411,136 @@ def model_report(run: Backtest, week_before: float, synthetic: Collection[str]) 
     }
 
 
+class FencedSegmenter(Protocol):
+    """A segmenter that tells the ``outlier_score`` at the outlier fence of ``mads`` MADs, or
+    None while it has too little data: k-means's :class:`~online_models.segments.Segmenter`
+    once the MAD fence lands."""
+
+    def outlier_fence_score(self, mads: float) -> float | None: ...
+
+
+def cutoff_scores(run: Backtest) -> dict[str, CustomerScore]:
+    """Every customer's score at the run's cutoff."""
+    return {row.customer_id: row.score for row in run.rows}
+
+
+def unusual_alerted(run: Backtest) -> set[str]:
+    """The customers who got an ``unusual_customer`` alert on the way to the run's cutoff."""
+    return {c for c, kind, _, _ in run.alert_log if kind == "unusual_customer"}
+
+
+def real_customers(run: Backtest, kinds: Mapping[str, Collection[str]]) -> list[str]:
+    """The run's customers in none of ``kinds``."""
+    synthetic = set().union(*kinds.values())
+    return sorted(row.customer_id for row in run.rows if row.customer_id not in synthetic)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def group_outcome(
+    scores: Mapping[str, CustomerScore], alerted: Collection[str], customers: Sequence[str]
+) -> dict[str, Any]:
+    """How many ``customers`` there are, the shares of them flagged ``segment_outlier`` at the
+    cutoff and ``alerted`` before it, and their median ``outlier_score``."""
+    outlier_scores = [scores[c].outlier_score for c in customers]
+    return {
+        "count": len(customers),
+        "flagged": _mean([scores[c].segment_outlier for c in customers]),
+        "alerted": _mean([c in alerted for c in customers]),
+        "median_outlier_score": float(np.median(outlier_scores)) if outlier_scores else None,
+    }
+
+
+def beyond_fence(
+    scores: Mapping[str, CustomerScore], customers: Collection[str], fence: float | None
+) -> float | None:
+    """The share of ``customers`` whose ``outlier_score`` reaches ``fence`` (None: no fence)."""
+    if fence is None:
+        return None
+    return _mean([scores[c].outlier_score >= fence for c in customers])
+
+
+def fence_sweep(
+    run: Backtest,
+    kinds: Mapping[str, Collection[str]],
+    segmenter: FencedSegmenter,
+    mads: Sequence[float] = FENCE_MADS,
+) -> list[dict[str, Any]]:
+    """For each fence of ``mads`` MADs, its ``outlier_score`` (None while the segmenter has too
+    little data) and the share of each of ``kinds`` and of the real customers (``real``, the
+    rest) whose score at the cutoff reaches it: who that fence would flag."""
+    scores = cutoff_scores(run)
+    groups = {**kinds, "real": real_customers(run, kinds)}
+    sweep = []
+    for k in mads:
+        fence = segmenter.outlier_fence_score(k)
+        flagged = {group: beyond_fence(scores, c, fence) for group, c in groups.items()}
+        sweep.append({"mads": k, "fence_score": fence, "flagged": flagged})
+    return sweep
+
+
+def kmeans_segmenter(run: Backtest) -> FencedSegmenter:
+    """The k-means segmenter of the run's worker (the benchmark runs one)."""
+    assert run.scorer is not None and isinstance(run.scorer.segmenter, Segmenter)
+    # outlier_fence_score lands on Segmenter with the MAD fence change (CRM_OUTLIER_MADS).
+    return run.scorer.segmenter  # type: ignore[return-value]
+
+
+def loners_report(
+    run: Backtest, kinds: Mapping[str, Collection[str]], segmenter: FencedSegmenter
+) -> dict[str, Any]:
+    """Each of ``kinds``' outcome at the run's cutoff, the real customers', and who each fence
+    would flag."""
+    scores, alerted = cutoff_scores(run), unusual_alerted(run)
+    return {
+        "kinds": {kind: group_outcome(scores, alerted, sorted(c)) for kind, c in kinds.items()},
+        "real": group_outcome(scores, alerted, real_customers(run, kinds)),
+        "fence_sweep": fence_sweep(run, kinds, segmenter),
+        "backtest_seconds": round(run.seconds, 1),
+    }
+
+
+def backtest_with(
+    events: Sequence[LoadedEvent],
+    injected: Iterable[AnyEvent],
+    as_of: datetime,
+    config: ScorerConfig,
+    *,
+    partitions: int,
+    sync_seconds: float,
+    snapshots: Sequence[datetime] = (),
+) -> Backtest:
+    """The scorer backtested to ``as_of`` on the real ``events`` with the synthetic ones
+    (``injected``, in event-time order) merged in."""
+    stream = heapq.merge((e.event for e in events), injected, key=attrgetter("timestamp"))
+    return run_backtest(stream, as_of, config, partitions=partitions,
+                        sync_seconds=sync_seconds, snapshots=snapshots)  # fmt: skip
+
+
+def evaluate_loners(
+    events: Sequence[LoadedEvent],
+    as_of: datetime,
+    console: Console,
+    *,
+    loners: Loners,
+    typical: tuple[Basket, list[str]],
+    partitions: int,
+    sync_seconds: float,
+) -> dict[str, Any]:
+    """k-means backtested to ``as_of`` on the real events plus ``loners`` alone (no reseller
+    group), judged per kind; ``typical``: the typical basket and the items sold before."""
+    by_kind = loners.events(*typical, as_of.timestamp())
+    injected = list(heapq.merge(*by_kind.values(), key=attrgetter("timestamp")))
+    run = backtest_with(events, injected, as_of, MODELS["kmeans"],
+                        partitions=partitions, sync_seconds=sync_seconds)  # fmt: skip
+    console.log(f"{as_of.date()} loners kmeans: {run.events:,} events in {run.seconds:.1f}s")
+    kinds = {kind: {e.customer_id for e in kind_events} for kind, kind_events in by_kind.items()}
+    report = loners_report(run, kinds, kmeans_segmenter(run))
+    return {"settings": asdict(loners), "events": len(injected), **report}
+
+
 def evaluate_segments(
     events: Sequence[LoadedEvent],
     cutoff: str,
@@ -286,9 +549,11 @@ def evaluate_segments(
     partitions: int,
     sync_seconds: float,
     resellers: Resellers | None = None,
+    loners: Loners | None = None,
 ) -> dict[str, Any]:
     """Both segmentations backtested to ``cutoff`` with ``resellers`` (default
-    :class:`Resellers`) injected, judged."""
+    :class:`Resellers`) injected, judged, and k-means again with ``loners`` (default
+    :class:`Loners`) alone."""
     resellers = resellers or Resellers()
     as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
     t = as_of.timestamp()
@@ -307,11 +572,16 @@ def evaluate_segments(
         "models": {},
     }
     for name, config in MODELS.items():
-        stream = heapq.merge((e.event for e in events), injected, key=attrgetter("timestamp"))
-        run = run_backtest(stream, as_of, config, partitions=partitions,
-                           sync_seconds=sync_seconds, snapshots=[as_of - WEEK])  # fmt: skip
+        run = backtest_with(events, injected, as_of, config, partitions=partitions,
+                            sync_seconds=sync_seconds, snapshots=[as_of - WEEK])  # fmt: skip
         console.log(f"{cutoff} segments {name}: {run.events:,} events in {run.seconds:.1f}s")
         report["models"][name] = model_report(run, (as_of - WEEK).timestamp(), synthetic)
+        if config.segment_model == "kmeans":
+            sweep = fence_sweep(run, {"reseller": synthetic}, kmeans_segmenter(run))
+            report["models"][name]["fence_sweep"] = sweep
+    report["loners"] = evaluate_loners(events, as_of, console, loners=loners or Loners(),
+                                       typical=(basket, items), partitions=partitions,
+                                       sync_seconds=sync_seconds)  # fmt: skip
     return report
 
 
@@ -374,3 +644,62 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
                 f"min_samples {settings['min_samples']}: {settings['clusters']} clusters, "
                 f"{settings['noise_share']:.1%} noise"
             )
+    show_loners(reports, console)
+    show_fence_sweep(reports, console)
+
+
+#: The loners' table: each row's label and the key of a kind's outcome it shows.
+OUTCOME_MEASURES = (
+    ("customers", "count"),
+    ("flagged segment_outlier", "flagged"),
+    ("alerted unusual_customer", "alerted"),
+    ("median outlier_score", "median_outlier_score"),
+)
+
+
+def show_loners(reports: list[dict[str, Any]], console: Console) -> None:
+    """The loners' run: each kind's outcome and the real customers', a column per cutoff."""
+    table = Table(
+        title="Unusual customers alone (k-means; real customers plus loners, no reseller group)"
+    )
+    table.add_column("who")
+    table.add_column("measure")
+    for report in reports:
+        table.add_column(report["cutoff"], justify="right")
+    outcomes = [{**r["loners"]["kinds"], "real customers": r["loners"]["real"]} for r in reports]
+    for who in outcomes[0]:
+        for label, key in OUTCOME_MEASURES:
+            cells = [outcome[who][key] for outcome in outcomes]
+            shown = [f"{c:,}" if key == "count" else _share(c) for c in cells]
+            table.add_row(who if key == "count" else "", label, *shown)
+        table.add_section()
+    console.print(table)
+
+
+def show_fence_sweep(reports: list[dict[str, Any]], console: Console) -> None:
+    """Who each outlier fence would flag, a column per cutoff and k-means run (with the 50
+    resellers, with the loners)."""
+    sweeps = {
+        f"{r['cutoff']} {run}": {step["mads"]: step for step in sweep}
+        for r in reports
+        for run, sweep in (
+            ("resellers", r["models"]["kmeans"]["fence_sweep"]),
+            ("loners", r["loners"]["fence_sweep"]),
+        )
+    }
+    steps = [step for sweep in sweeps.values() for step in sweep.values()]
+    # Every group in some run, the real customers last.
+    groups = sorted(
+        dict.fromkeys(g for step in steps for g in step["flagged"]),
+        key=lambda group: group == "real",
+    )
+    table = Table(title="Outlier fence at median + k x MAD of log distances: share flagged")
+    for column in ("k (MADs)", "who", *sweeps):
+        table.add_column(column, justify="left" if column == "who" else "right")
+    for k in FENCE_MADS:
+        at = [sweep.get(k, {"fence_score": None, "flagged": {}}) for sweep in sweeps.values()]
+        table.add_row(f"{k:g}", "fence (outlier_score)", *(_share(s["fence_score"]) for s in at))
+        for group in groups:
+            table.add_row("", group, *(_share(s["flagged"].get(group)) for s in at))
+        table.add_section()
+    console.print(table)
