@@ -413,8 +413,7 @@ def model_report(run: Backtest, week_before: float, synthetic: Collection[str]) 
 
 class FencedSegmenter(Protocol):
     """A segmenter that tells the ``outlier_score`` at the outlier fence of ``mads`` MADs, or
-    None while it has too little data: k-means's :class:`~online_models.segments.Segmenter`
-    once the MAD fence lands."""
+    None while it has too little data: k-means's :class:`~online_models.segments.Segmenter`."""
 
     def outlier_fence_score(self, mads: float) -> float | None: ...
 
@@ -484,8 +483,7 @@ def fence_sweep(
 def kmeans_segmenter(run: Backtest) -> FencedSegmenter:
     """The k-means segmenter of the run's worker (the benchmark runs one)."""
     assert run.scorer is not None and isinstance(run.scorer.segmenter, Segmenter)
-    # outlier_fence_score lands on Segmenter with the MAD fence change (CRM_OUTLIER_MADS).
-    return run.scorer.segmenter  # type: ignore[return-value]
+    return run.scorer.segmenter
 
 
 def loners_report(
