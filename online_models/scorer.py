@@ -216,7 +216,8 @@ class ScoreOutcome:
 
 class Moved(NamedTuple):
     """What a score's placement changed for the customer: the segment they left (None when
-    they stayed), and whether they just became an outlier."""
+    they stayed), and whether they just became an outlier (for as many scores in a row as a
+    segment change needs)."""
 
     left: int | None
     became_outlier: bool
@@ -620,8 +621,7 @@ class CustomerScorer:
     def _place(self, state: CustomerState, placement: Placement) -> Moved:
         """Record where the customer's features put them: their outlier flag, and a vote for
         the segment (none while in no dense region)."""
-        became_outlier = placement.outlier and not state.outlier
-        state.outlier = placement.outlier
+        became_outlier = state.confirm_outlier(placement.outlier, self.config.segment_confirmations)
         if placement.segment == UNUSUAL:
             return Moved(None, became_outlier)
         if state.segment is not None and not self._segmenter.current(state.segment):

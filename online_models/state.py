@@ -30,9 +30,10 @@ STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
 #: Format 5 added the customer's latent factors; format 4 records read as having none. Two
-#: trailing fields came later within format 5, the outlier flag and the latest ranked
-#: recommendations: records without them read as ``False`` and none, and readers that do not
-#: know them ignore them (so workers of either kind can share a group during an upgrade).
+#: trailing fields came later within format 5, the outlier flag (since a count of outlier
+#: scores in a row, read by older workers as the flag it implies) and the latest ranked
+#: recommendations: records without them read as 0 and none, and readers that do not know
+#: them ignore them (so workers of either kind can share a group during an upgrade).
 RECORD_VERSION = 5
 _READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
@@ -70,8 +71,9 @@ class CustomerState:
     and ``recent_events`` the fingerprints of the latest events' ids, newest last: together
     they let an event delivered twice be recognised and applied once (:meth:`has_applied`).
 
-    ``outlier`` is whether the customer's latest score found them in no segment
-    (``segment_outlier``): an alert goes out when they become one, not while they stay one.
+    ``outlier_streak`` counts the customer's latest scores in a row that found them in no
+    segment (``segment_outlier``; 0 when the latest did not): an alert goes out when they have
+    been one for as many scores as a segment change needs, not while they stay one.
 
     ``latent`` holds the customer's own latent factors of the recommender (float32,
     little-endian): they are the customer's, so they move with the customer's partition and
@@ -97,7 +99,7 @@ class CustomerState:
     offset: int | None = None
     recent_events: list[int] = field(default_factory=list)
     latent: bytes | None = None
-    outlier: bool = False
+    outlier_streak: int = 0
     ranked: list[str] = field(default_factory=list)
     ranked_at: float | None = None
 
@@ -105,6 +107,26 @@ class CustomerState:
     def new(cls, time: float) -> CustomerState:
         """A customer first seen at ``time``."""
         return cls(profile=CustomerProfile.new(time))
+
+    @property
+    def outlier(self) -> bool:
+        """Whether the customer's latest score found them in no segment."""
+        return self.outlier_streak > 0
+
+    def confirm_outlier(self, outlier: bool, confirmations: int) -> bool:
+        """Count a score's outlier flag; True when it makes the customer an outlier for
+        ``confirmations`` scores in a row (once per streak).
+
+        >>> state = CustomerState.new(0.0)
+        >>> [state.confirm_outlier(f, 2) for f in (True, False, True, True, True)]
+        [False, False, False, True, False]
+        """
+        if not outlier:
+            self.outlier_streak = 0
+            return False
+        # Capped: the record keeps a small number, however long the streak.
+        self.outlier_streak = min(self.outlier_streak + 1, confirmations + 1)
+        return self.outlier_streak == confirmations
 
     def confirm_segment(self, predicted: int, confirmations: int) -> int | None:
         """Adopt ``predicted`` once it won ``confirmations`` scores in a row.
@@ -134,7 +156,10 @@ class CustomerState:
     def placement_record(self) -> tuple[object, ...]:
         """What a score's placement may change: segment, its votes, outlier flag, alerts
         (compared before and after a re-score to tell whether the state changed)."""
-        return (self.segment, self.segment_candidate, self.segment_votes, self.outlier, self.alerts)
+        return (
+            self.segment, self.segment_candidate, self.segment_votes, self.outlier_streak,
+            self.alerts,
+        )  # fmt: skip
 
     def has_applied(self, shard: int, offset: int | None, fingerprint: int | None) -> bool:
         """Whether the event at ``offset`` of ``shard``, or one with this id fingerprint,
@@ -187,7 +212,7 @@ class CustomerState:
             "offset": self.offset,
             "recent_events": self.recent_events,
             "latent": None if self.latent is None else base64.b64encode(self.latent).decode(),
-            "outlier": self.outlier,
+            "outlier": self.outlier_streak,
             "ranked": self.ranked,
             "ranked_at": self.ranked_at,
         }
@@ -215,7 +240,7 @@ class CustomerState:
                 self.offset,
                 _pack_fingerprints(self.recent_events),
                 None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
-                self.outlier,
+                self.outlier_streak,
                 None if self.ranked_at is None else [self.ranked_at, self.ranked],
             ]
         )
@@ -236,7 +261,8 @@ class CustomerState:
         _, profile, pending, segment, candidate, votes, cancelled, armed, alerted, *rest = data
         shard, offset, recent, *more = rest
         latent = more[0] if more else None
-        outlier = bool(more[1]) if len(more) > 1 else False
+        # A flag before outlier streaks were counted: True reads as a streak of 1.
+        outlier = int(more[1]) if len(more) > 1 else 0
         ranked_at, ranked = more[2] if len(more) > 2 and more[2] is not None else (None, [])
         return cls(
             profile=CustomerProfile(*profile),
@@ -250,7 +276,7 @@ class CustomerState:
             offset=offset,
             recent_events=_unpack_fingerprints(recent),
             latent=None if latent is None else base64.b64decode(latent),
-            outlier=outlier,
+            outlier_streak=outlier,
             ranked=ranked,
             ranked_at=ranked_at,
         )
@@ -278,7 +304,7 @@ class CustomerState:
             offset=data.get("offset"),
             recent_events=list(data.get("recent_events") or []),
             latent=None if data.get("latent") is None else base64.b64decode(data["latent"]),
-            outlier=bool(data.get("outlier", False)),
+            outlier_streak=int(data.get("outlier", 0)),
             ranked=list(data.get("ranked") or []),
             ranked_at=data.get("ranked_at"),
         )

@@ -364,3 +364,18 @@ def test_a_basket_arriving_late_still_counts_as_an_order():
     assert profile.orders == 3
     assert profile.last_order_at == 20 * DAY
     assert profile.gap_mean_days == 10.0  # gaps come from baskets seen in order
+
+
+def test_the_outlier_streak_survives_the_record_and_an_older_flag_reads_as_one() -> None:
+    state = full_state()
+    state.outlier_streak = 2
+
+    back = CustomerState.decode(state.encode())
+
+    assert back.outlier_streak == 2 and back.outlier
+    # A record written when the slot held the flag (true) reads as a streak of one score.
+    record = orjson.loads(state.encode())
+    record[13] = True
+    assert CustomerState.decode(orjson.dumps(record)).outlier_streak == 1
+    record[13] = False
+    assert not CustomerState.decode(orjson.dumps(record)).outlier

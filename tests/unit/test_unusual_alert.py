@@ -1,6 +1,6 @@
-"""The ``unusual_customer`` alert: raised when a customer becomes an outlier, not while they
-stay one, at most once per segment cooldown, never when turned off; its details name the
-features that make them unusual.
+"""The ``unusual_customer`` alert: raised when a customer has been an outlier for as many
+scores in a row as a segment change needs, not while they stay one, at most once per segment
+cooldown, never when turned off; its details name the features that make them unusual.
 """
 
 from __future__ import annotations
@@ -52,42 +52,69 @@ def refund(scorer: CustomerScorer, state: CustomerState, when: float, amount: fl
     return scorer.score("r", state, Activity("return", when, item_id="sku-1", amount=amount))
 
 
-def test_the_alert_fires_on_becoming_an_outlier_once_per_cooldown() -> None:
+def whale_for_days(scorer: CustomerScorer, state: CustomerState, when: float) -> list:
+    """An order of 1,000,000 at ``when``, then the customer re-scored a day and two days on,
+    the crowd going on around them: three scores in a row, as many as a segment change needs
+    (``segment_confirmations``)."""
+    scores = [buy(scorer, state, when, 1_000_000.0)]
+    for day in (1, 2):
+        background(scorer, when + (day - 1) * DAY + 60.0, seed=day)
+        scores.append(scorer.refresh("r", state, when + day * DAY))
+    return scores
+
+
+def test_the_alert_fires_once_an_outlier_stays_one_and_once_per_cooldown() -> None:
     scorer = CustomerScorer(CONFIG)
     now = background(scorer, T0, seed=1)
     state = a_regular(now)
     settled = scorer.refresh("r", state, now)
     assert not settled.score.segment_outlier and not unusual(settled)
 
-    whale = buy(scorer, state, now + 3600.0, 1_000_000.0)
+    first, second, third = whale_for_days(scorer, state, now + 3600.0)
 
-    assert whale.score.segment_outlier
-    (alert,) = unusual(whale)
+    # Flagged at once; alerted on the third outlier score in a row, not before.
+    assert all(o.score.segment_outlier for o in (first, second, third))
+    assert not unusual(first) and not unusual(second)
+    (alert,) = unusual(third)
     assert alert.severity == "info"
-    assert alert.details["score"] == pytest.approx(whale.score.outlier_score, abs=1e-6)
+    assert alert.details["score"] == pytest.approx(third.score.outlier_score, abs=1e-6)
     # The outlier_score at the fence (median + 2.5 MADs of the log distances).
     assert alert.details["threshold"] == pytest.approx(
         scorer.segmenter.outlier_fence_score(), abs=1e-6
     )
-    assert 0.9 < alert.details["threshold"] <= whale.score.outlier_score
-    assert alert.details["segment"] == whale.score.segment
+    assert 0.9 < alert.details["threshold"] <= third.score.outlier_score
+    assert alert.details["segment"] == third.score.segment
     features = {feature["feature"]: feature for feature in alert.details["features"]}
-    assert "monetary" in features
-    assert features["monetary"]["value"] == pytest.approx(state.profile.net_monetary, abs=0.01)
-    assert features["monetary"]["typical"] < 1_000.0
-    assert any(reason.startswith("spent 1,000,") for reason in alert.details["reasons"])
+    assert "basket_spend" in features
+    assert features["basket_spend"]["typical"] < 1_000.0
+    assert any(reason.startswith("spends ") for reason in alert.details["reasons"])
 
-    still = buy(scorer, state, now + 2 * 3600.0, 1_000_000.0)  # stays an outlier
+    still = buy(scorer, state, now + 3 * DAY, 1_000_000.0)  # stays an outlier
     assert still.score.segment_outlier and not unusual(still)
-    back = refund(scorer, state, now + 3 * 3600.0, 2_000_000.0)  # an ordinary regular again
+    back = refund(scorer, state, now + 3 * DAY + 3600.0, 2_000_000.0)  # ordinary again
     assert not back.score.segment_outlier
-    again = buy(scorer, state, now + 4 * 3600.0, 1_000_000.0)
-    assert again.score.segment_outlier and not unusual(again)  # within the 30-day cooldown
+    again = whale_for_days(scorer, state, now + 4 * DAY)
+    assert again[-1].score.segment_outlier
+    assert not any(unusual(o) for o in again)  # within the 30-day cooldown
 
     later = background(scorer, now + 31 * DAY, seed=2)
     refund(scorer, state, later, 1_000_000.0)
-    after_cooldown = buy(scorer, state, later + 3600.0, 1_000_000.0)
-    assert after_cooldown.score.segment_outlier and len(unusual(after_cooldown)) == 1
+    after_cooldown = whale_for_days(scorer, state, later + 3600.0)
+    assert [len(unusual(o)) for o in after_cooldown] == [0, 0, 1]
+
+
+def test_a_customer_flagged_by_one_score_only_is_not_alerted() -> None:
+    scorer = CustomerScorer(CONFIG)
+    now = background(scorer, T0, seed=1)
+    state = a_regular(now)
+    scorer.refresh("r", state, now)
+
+    whale = buy(scorer, state, now + 3600.0, 1_000_000.0)
+    back = refund(scorer, state, now + 7200.0, 1_000_000.0)
+
+    assert whale.score.segment_outlier and not back.score.segment_outlier
+    assert not unusual(whale) and not unusual(back)
+    assert state.outlier_streak == 0
 
 
 def test_the_alert_can_be_turned_off_and_waits_for_the_segmenter_to_settle() -> None:
@@ -100,9 +127,9 @@ def test_the_alert_can_be_turned_off_and_waits_for_the_segmenter_to_settle() -> 
         state = a_regular(now)
         scorer.refresh("r", state, now)
 
-        whale = buy(scorer, state, now + 3600.0, 1_000_000.0)
+        scores = whale_for_days(scorer, state, now + 3600.0)
 
-        assert whale.score.segment_outlier and not unusual(whale)
+        assert scores[-1].score.segment_outlier and not any(unusual(o) for o in scores)
 
 
 def test_a_bot_becoming_unusual_in_density_segments_is_alerted_once() -> None:
