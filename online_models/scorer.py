@@ -371,7 +371,6 @@ class CustomerScorer:
         labels = self._resolve_pending(state, activity)
 
         first_event = profile.events == 0
-        new_moment = first_event or activity.time > profile.last_seen
         new_day = first_event or activity.time // DAY > profile.last_seen // DAY
         old_monetary, old_orders = profile.net_monetary, profile.orders
         tone = None
@@ -409,13 +408,12 @@ class CustomerScorer:
         if not state.pending and not state.cancelled:
             self._take_example(state, now, features, risk)
 
-        # One point per basket (its lines share a timestamp) and per re-score: the centres
-        # follow customers, not the lines of the biggest baskets. Density counts customers:
-        # from events, one point per customer per event-time day, or a bot's thousands of
-        # views a day would be a dense region of its own.
+        # Segments count customers, not events: from events, one point per customer per
+        # event-time day (and one per re-score), or a bot's thousands of views a day would
+        # drag a k-means centre onto itself (and its spread around it) or be a dense region
+        # of its own, and the biggest baskets' lines would outweigh everyone's.
         segment_x = profile.segment_features(now)
-        learns = new_day if isinstance(self._segmenter, DensitySegmenter) else new_moment
-        if learns:
+        if new_day:
             placement = self._segmenter.learn_place_one(segment_x, now)
         else:
             placement = self._segmenter.place_one(segment_x)

@@ -75,11 +75,13 @@ def crowd(seed: int, ordinary: int = 4_000, extremes: int = 12, spread: float = 
     return Crowd(points, times, [extreme for _, extreme in kinds])
 
 
-def shop(seed: int, *, whale_day: float | None = None, bot: bool = False) -> list[Any]:
+def shop(
+    seed: int, *, whale_day: float | None = None, bot: bool = False, bot_days: float = 30.0
+) -> list[Any]:
     """Sixty days of a small shop, as ``(customer, Activity)`` in event-time order: 200 buyers
     of a basket every 3 to 12 days for 15 to 120, and 60 browsers who view a few items; with
-    ``whale_day`` a single order of 2,000,000 that day, with ``bot`` a hundred views a day
-    from day 30 by one customer."""
+    ``whale_day`` a single order of 2,000,000 that day, with ``bot`` 3,000 views by one
+    customer from day 30, over ``bot_days`` days (a hundred a day by default)."""
     rng = random.Random(seed)
     events: list[tuple[str, Activity]] = []
     for n in range(200):
@@ -98,6 +100,7 @@ def shop(seed: int, *, whale_day: float | None = None, bot: bool = False) -> lis
         events.append(("whale", whale))
     if bot:
         for n in range(3_000):
-            view = Activity("view", T0 + 30 * DAY + n * 864.0, item_id=f"sku-{n}")
+            when = T0 + 30 * DAY + n * bot_days * DAY / 3_000
+            view = Activity("view", when, item_id=f"sku-{n}")
             events.append(("bot", view))
     return sorted(events, key=lambda event: event[1].time)

@@ -146,3 +146,36 @@ def test_a_bot_becoming_unusual_in_density_segments_is_alerted_once() -> None:
     assert "engagement" in {feature["feature"] for feature in bots[0].details["features"]}
     assert engine.states["bot"].outlier
     assert len(alerts) <= 0.1 * 260  # a few ordinary customers at the edges, not everyone
+
+
+def test_a_bot_viewing_a_thousand_items_a_day_stays_unusual_in_kmeans_segments() -> None:
+    """Segments learn one point per customer per day: the bot's thousands of views do not
+    drag a centre (and its spread) onto the bot until it looks ordinary."""
+    scorer = CustomerScorer(CONFIG)
+    engine = ScoringEngine(scorer, {})
+    alerts, flood = [], []
+    for customer, activity in shop(seed=5, bot=True, bot_days=3.0):
+        for scored in engine.process(customer, activity):
+            alerts += [(scored.customer_id, a) for a in unusual(scored.outcome)]
+            if scored.customer_id == "bot" and activity.time >= T0 + 30.5 * DAY:
+                flood.append(scored.outcome.score.segment_outlier)
+
+    assert len(flood) > 1_000 and all(flood)  # from half a day in, every score of the flood
+    bots = [alert for customer, alert in alerts if customer == "bot"]
+    assert len(bots) == 1
+    assert "engagement" in {feature["feature"] for feature in bots[0].details["features"]}
+    assert len(alerts) <= 0.1 * 260
+
+
+def test_the_segments_learn_one_point_per_customer_per_day_however_many_events() -> None:
+    scorer = CustomerScorer(CONFIG)
+    now = background(scorer, T0, seed=1)
+    learned = scorer.segmenter.learned
+    state = CustomerState.new(now)
+    day = (now // DAY + 1) * DAY
+
+    for n in range(1_000):  # a bot's day: a thousand views
+        scorer.score("bot", state, Activity("view", day + 60.0 * n, item_id=f"sku-{n}"))
+    scorer.score("bot", state, Activity("view", day + DAY, item_id="sku-1"))  # the next day
+
+    assert scorer.segmenter.learned == learned + 2
