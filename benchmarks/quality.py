@@ -28,9 +28,9 @@ code path) and judged on what customers did in the 90 days after T:
   by silence);
 * the live gauge: the ROC AUC of closed one-day cohorts at T next to the cross-sectional AUC;
 * segmentations: k-means and density segments side by side, against batch DBSCAN, their
-  stability over a silent week and the synthetic resellers each flags
-  (``benchmarks/segments_quality.py``); ``--only segments`` runs this part alone (about ten
-  minutes) and writes benchmarks/results/quality-segments.json.
+  stability over a silent week and the synthetic unusual customers each flags
+  (``benchmarks/segments_quality.py``); ``--only segments`` runs this part alone (about half
+  an hour) and writes benchmarks/results/quality-segments.json.
 
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
 (scikit-learn): ``pip install -e '.[bench]'``.
