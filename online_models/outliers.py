@@ -46,9 +46,9 @@ logger = logging.getLogger(__name__)
 #: each: plain distances on the segment features' scales stay under 4, distances in units of
 #: a segment's spread reach the hundreds), and [1,000, inf).
 DISTANCE_BINS = 256
-#: Histograms of records written before distances were standardised (128 bins up to 4):
-#: read as empty, as they measured another distance.
+#: Histograms of records written before the bins reached 1,000 (128 bins up to 4).
 LEGACY_DISTANCE_BINS = 128
+_LEGACY_STEP = math.log(4.0 / 1e-3) / (LEGACY_DISTANCE_BINS - 2)
 #: The weight a histogram needs before its shape decides who is an outlier: 100 points'.
 OUTLIER_READY_WEIGHT = 100.0
 _NEAREST = 1e-3
@@ -176,11 +176,26 @@ def distance_fence(histogram: np.ndarray, mads: float) -> float | None:
 
 
 def readable_histogram(histogram: np.ndarray) -> np.ndarray:
-    """A record's distance histogram as this version reads it: a legacy one (other bins,
-    another distance) as empty."""
-    if histogram.shape == (LEGACY_DISTANCE_BINS,):
-        return empty_histogram()
-    return histogram
+    """A density record's distance histogram on this version's bins: a legacy one (128 bins
+    up to 4, the same plain distances) re-binned, each bin's weight at its middle.
+
+    >>> legacy = np.zeros(LEGACY_DISTANCE_BINS)
+    >>> legacy[[10, 60, 127]] = 1.0, 2.0, 3.0
+    >>> float(readable_histogram(legacy).sum())
+    6.0
+    """
+    if histogram.shape != (LEGACY_DISTANCE_BINS,):
+        return histogram
+    middles = np.concatenate(
+        [
+            [_NEAREST / 2],
+            _NEAREST * np.exp((np.arange(LEGACY_DISTANCE_BINS - 2) + 0.5) * _LEGACY_STEP),
+            [4.0],
+        ]
+    )
+    rebinned = empty_histogram()
+    add_distances(rebinned, middles, np.asarray(histogram, dtype=float))
+    return rebinned
 
 
 def distance_rank(histogram: np.ndarray, distance: float) -> float:

@@ -417,7 +417,9 @@ class CustomerScorer:
             placement = self._segmenter.learn_place_one(segment_x, now)
         else:
             placement = self._segmenter.place_one(segment_x)
-        moved = self._place(state, placement)
+        # The lines of one basket (or a bot's views of one day) are one step of an outlier
+        # streak, not three.
+        moved = self._place(state, placement, counts=new_day)
         score = self._finish(state, risk, now, features, parts, placement)
         alerts = self._alerts(state, score, moved, now, tone, activity.kind, newly_cancelled)
         return ScoreOutcome(state, score, alerts, labels)
@@ -616,10 +618,13 @@ class CustomerScorer:
             return self._recommender.user_latent(customer_id)
         return np.frombuffer(state.latent, _LATENT).astype(float)
 
-    def _place(self, state: CustomerState, placement: Placement) -> Moved:
-        """Record where the customer's features put them: their outlier flag, and a vote for
-        the segment (none while in no dense region)."""
-        became_outlier = state.confirm_outlier(placement.outlier, self.config.segment_confirmations)
+    def _place(self, state: CustomerState, placement: Placement, *, counts: bool = True) -> Moved:
+        """Record where the customer's features put them: their outlier flag (a step of its
+        streak when the score ``counts``: one per customer per day of events, every
+        re-score), and a vote for the segment (none while in no dense region)."""
+        became_outlier = state.confirm_outlier(
+            placement.outlier, self.config.segment_confirmations, counts=counts
+        )
         if placement.segment == UNUSUAL:
             return Moved(None, became_outlier)
         if state.segment is not None and not self._segmenter.current(state.segment):

@@ -21,7 +21,6 @@ from online_models.outliers import (
     distance_rank,
     distance_ranks,
     empty_histogram,
-    readable_histogram,
     unusual_features,
 )
 from online_models.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
@@ -29,6 +28,7 @@ from online_models.segment_spread import SegmentSpread
 
 __all__ = [
     "OUTLIER_FEATURES",
+    "OUTLIER_FENCE_FLOOR",
     "SEGMENT_FEATURES",
     "SegmentShare",
     "Segmenter",
@@ -44,6 +44,12 @@ _SEGMENT_COLUMNS = len(SEGMENT_FEATURES)
 # The outlier fence is read again from the distance histogram after this many points learned
 # (and at every group version): its median and MAD move by a point's share of the weight.
 _FENCE_EVERY = 16
+#: The nearest the outlier fence comes, in a segment's standard deviations (root mean square
+#: over the features): where a normal segment's points stop being common (beyond it 1 in
+#: 5,000 of them), whatever the histogram's shape. It holds when half the weight sits at one
+#: distance (thousands of one-view visitors alike), where the MAD is nought and a fence at the
+#: median would flag everyone else.
+OUTLIER_FENCE_FLOOR = 2.0
 
 
 @dataclass(slots=True)
@@ -106,7 +112,9 @@ class SegmentShare:
             "sums": self.sums,
             "weights": self.weights,
             "candidates": self.candidates,
-            "distances": self.distances,
+            # Not "distances": workers from before standardised distances read a missing
+            # histogram as empty, where they would refuse one of another size.
+            "standardised_distances": self.distances,
             "spread_weights": self.spread.weights,
             "spread_sums": self.spread.sums,
             "spread_squares": self.spread.squares,
@@ -120,8 +128,9 @@ class SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
         sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
         # Records from before outlier scores carry no distances, and records from before
-        # distances were standardised no spread and other distances: both start empty.
-        distances = readable_histogram(arrays.get("distances", empty_histogram()))
+        # distances were standardised plain ones ("distances") and no spread: both start
+        # empty.
+        distances = arrays.get("standardised_distances", empty_histogram())
         if "spread_weights" in arrays:
             spread = SegmentSpread(
                 arrays["spread_weights"].astype(float),
@@ -372,7 +381,7 @@ class Segmenter:
         outlier: ``outlier_mads`` robust standard deviations of the learned points' log
         distances above their median; None before 100 points' weight."""
         if self._live.points - self._fence_at >= _FENCE_EVERY:
-            self._fence = distance_fence(self._live.distances, self.outlier_mads)
+            self._fence = self._fence_at_mads(self.outlier_mads)
             self._fence_at = self._live.points
         return self._fence
 
@@ -380,8 +389,12 @@ class Segmenter:
         """The ``outlier_score`` at the fence for ``mads`` (default ``outlier_mads``): a
         customer scoring above it is an outlier at that many MADs; None before 100 points'
         weight."""
-        fence = self.outlier_fence() if mads is None else distance_fence(self._live.distances, mads)
+        fence = self.outlier_fence() if mads is None else self._fence_at_mads(mads)
         return None if fence is None else distance_rank(self._live.distances, fence)
+
+    def _fence_at_mads(self, mads: float) -> float | None:
+        fence = distance_fence(self._live.distances, mads)
+        return None if fence is None else max(fence, OUTLIER_FENCE_FLOOR)
 
     def unusual_features(
         self, x: Mapping[str, float], quantities: Mapping[str, float]

@@ -113,16 +113,23 @@ class CustomerState:
         """Whether the customer's latest score found them in no segment."""
         return self.outlier_streak > 0
 
-    def confirm_outlier(self, outlier: bool, confirmations: int) -> bool:
+    def confirm_outlier(self, outlier: bool, confirmations: int, *, counts: bool = True) -> bool:
         """Count a score's outlier flag; True when it makes the customer an outlier for
-        ``confirmations`` scores in a row (once per streak).
+        ``confirmations`` counted scores in a row (once per streak). A score that does not
+        ``count`` (a further event of a day already counted) can end a streak, not lengthen it.
 
         >>> state = CustomerState.new(0.0)
         >>> [state.confirm_outlier(f, 2) for f in (True, False, True, True, True)]
         [False, False, False, True, False]
+        >>> state = CustomerState.new(0.0)
+        >>> [state.confirm_outlier(True, 2, counts=c) for c in (True, False, False, True)]
+        [False, False, False, True]
         """
         if not outlier:
             self.outlier_streak = 0
+            return False
+        if not counts:
+            self.outlier_streak = max(self.outlier_streak, 1)
             return False
         # Capped: the record keeps a small number, however long the streak.
         self.outlier_streak = min(self.outlier_streak + 1, confirmations + 1)

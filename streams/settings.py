@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
 # Never echoed back in an error message.
+# Settings that were replaced: still set, they are named in a warning at start-up.
+_RETIRED_SETTINGS = {"CRM_OUTLIER_QUANTILE": "CRM_OUTLIER_MADS"}
 _SECRET_SETTINGS = frozenset(
     {"redis_url", "checkpoint_key", "broker_password", "pseudonym_key", "metrics_password"}
 )
@@ -522,6 +524,9 @@ def load_settings(**overrides: Any) -> Settings:
     ...     print(exc)
     invalid setting CRM_WEB_PORT=0: Input should be greater than or equal to 1
     """
+    for retired, successor in _RETIRED_SETTINGS.items():
+        if retired in os.environ:
+            logger.warning("%s is no longer read; set %s instead", retired, successor)
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -18,8 +18,15 @@ import pytest
 
 from online_models.activity import DAY
 from online_models.engine import ScoringEngine
+from online_models.outliers import distance_ranks, readable_histogram
 from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import SEGMENT_FEATURES, Segmenter, SegmentShare, merge_segments
+from online_models.segments import (
+    OUTLIER_FENCE_FLOOR,
+    SEGMENT_FEATURES,
+    Segmenter,
+    SegmentShare,
+    merge_segments,
+)
 from schemas import Score
 from schemas.model_records import ModelRecord, decode_record, encode_record
 from streams.convert import score_of
@@ -167,7 +174,7 @@ def test_a_segments_part_from_before_outlier_scores_is_still_read() -> None:
     """A rolling upgrade: the models topic holds k-means parts with no distance histogram."""
     share = SegmentShare(np.eye(5)[:2], np.ones(2), time=T0, points=2)
     meta, arrays = share.to_arrays()
-    del arrays["distances"]
+    del arrays["standardised_distances"]
     record = ModelRecord("part", {"header": {}, "share": meta}, arrays)
 
     back = SegmentShare.from_arrays(meta, decode_record(encode_record(record)).arrays,
@@ -200,3 +207,50 @@ def test_a_part_with_a_broken_spread_is_refused() -> None:
 
     with pytest.raises(ValueError, match="segment spread"):
         SegmentShare.from_arrays(meta, arrays, max_centres=6)
+
+
+def test_a_crowd_half_of_one_kind_does_not_make_everyone_else_an_outlier() -> None:
+    """Over half the weight at one distance (one-view visitors, all alike) makes the MAD
+    nought; the fence stays at least two of a segment's standard deviations out."""
+    rng = random.Random(7)
+    segmenter = Segmenter(n_segments=2)
+    flagged = []
+    for n in range(6_000):
+        if n % 10 < 6:
+            x = {"recency": 0.0, "engagement": 0.13}  # a first view, no order
+        else:
+            centre = ORDINARY["regulars"]
+            x = {
+                name: max(c + rng.gauss(0.0, 0.05), 0.0)
+                for name, c in zip(SEGMENT_FEATURES, centre, strict=True)
+            }
+            x |= {"basket_spend": rng.gauss(0.41, 0.05), "basket_units": rng.gauss(0.12, 0.03)}
+        placement = segmenter.learn_place_one(x, T0 + 60.0 * n)
+        if n >= 3_000 and "basket_spend" in x:
+            flagged.append(placement.outlier)
+
+    fence = segmenter.outlier_fence()
+    assert fence is not None and fence >= OUTLIER_FENCE_FLOOR
+    assert sum(flagged) <= 0.01 * len(flagged)
+
+
+def test_a_segments_part_keeps_its_histogram_where_older_workers_do_not_look() -> None:
+    """Workers from before standardised distances read a part with no "distances" as one
+    with an empty histogram, and would refuse one of 256 bins: new parts name it otherwise."""
+    segmenter, _, _ = learned_crowd(seed=8, extremes=0)
+    _, arrays = segmenter.delta().to_arrays()
+
+    assert "distances" not in arrays
+    assert arrays["standardised_distances"].shape == (256,)
+    assert arrays["standardised_distances"].sum() > 0
+
+
+def test_a_density_histogram_of_128_bins_is_rebinned_not_dropped() -> None:
+    legacy = np.zeros(128)
+    legacy[40:80] = 1.0  # plain distances between about 0.013 and 0.19
+
+    rebinned = readable_histogram(legacy)
+
+    assert rebinned.shape == (256,) and rebinned.sum() == pytest.approx(40.0)
+    ranks = distance_ranks(rebinned, np.array([0.01, 0.05, 0.5]))
+    assert ranks[0] == 0.0 and 0.3 < ranks[1] < 0.7 and ranks[2] == 1.0

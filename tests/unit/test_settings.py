@@ -335,3 +335,15 @@ def test_the_density_segmentation_and_its_knobs_reach_the_scorer(
     assert settings_error(monkeypatch, CRM_DENSITY_RADIUS="0").startswith(
         "invalid setting CRM_DENSITY_RADIUS=0:"
     )
+
+
+def test_a_replaced_setting_still_set_is_named_in_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CRM_OUTLIER_QUANTILE", "0.95")
+
+    with caplog.at_level("WARNING", logger="streams.settings"):
+        settings = load_settings()
+
+    assert settings.outlier_mads == 2.5
+    assert "CRM_OUTLIER_QUANTILE is no longer read; set CRM_OUTLIER_MADS instead" in caplog.text

@@ -179,3 +179,20 @@ def test_the_segments_learn_one_point_per_customer_per_day_however_many_events()
     scorer.score("bot", state, Activity("view", day + DAY, item_id="sku-1"))  # the next day
 
     assert scorer.segmenter.learned == learned + 2
+
+
+def test_the_lines_of_one_basket_are_one_score_of_the_streak() -> None:
+    scorer = CustomerScorer(CONFIG)
+    now = background(scorer, T0, seed=1)
+    state = a_regular(now)
+    scorer.refresh("r", state, now)
+    when = now + 3600.0
+
+    lines = [buy(scorer, state, when, 400_000.0) for _ in range(3)]  # one basket, three lines
+
+    assert all(o.score.segment_outlier for o in lines)
+    assert not any(unusual(o) for o in lines) and state.outlier_streak == 1
+    background(scorer, when + 60.0, seed=1)
+    assert not unusual(scorer.refresh("r", state, when + DAY))
+    background(scorer, when + DAY + 60.0, seed=2)
+    assert len(unusual(scorer.refresh("r", state, when + 2 * DAY))) == 1
