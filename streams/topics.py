@@ -47,6 +47,8 @@ def _admin(settings: Settings, timeout: float) -> tuple[KafkaAdminClient, set[st
                 bootstrap_servers=settings.broker_hosts,
                 client_id=f"{settings.app_id}-admin",
                 request_timeout_ms=10_000,
+                # kafka-python's own default waits 30 s for a first broker, whatever we allow.
+                bootstrap_timeout_ms=max(int((deadline - time.monotonic()) * 1000), 500),
                 **kafka_python_options(settings),
             )
             return admin, set(admin.list_topics())
