@@ -16,11 +16,15 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/crm-scorer demo
 
+# Tests run in parallel: most of them wait on a broker, Redis or a worker process, not on a core.
+TEST_PROCESSES ?= 4
+PARALLEL := -n $(TEST_PROCESSES) --dist loadgroup --no-loadscope-reorder
+
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 test-quick: setup
-	$(BIN)/pytest -m "not integration and not slow"
+	$(BIN)/pytest $(PARALLEL) -m "not integration and not slow"
 
 lint: setup
 	$(BIN)/ruff check schemas online_models streams tests benchmarks

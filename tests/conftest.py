@@ -1,4 +1,9 @@
-"""Fixtures shared by the integration and CLI tests: real Tansu and redis-server on free ports."""
+"""Fixtures shared by the integration and CLI tests: real Tansu and redis-server on free ports.
+
+The suite runs in parallel (pytest-xdist, ``make test``): each test process starts its own
+broker and Redis once. :func:`pytest_collection_modifyitems` keeps the tests that share an
+expensive fixture on one process and hands out the longest tests first.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ from streams.commands.local_services import LocalBroker, LocalRedis, LocalServic
 logger = logging.getLogger(__name__)
 
 Service = TypeVar("Service", LocalBroker, LocalRedis)
+
+#: Session fixtures every test process starts for itself (cheap next to a test's own work).
+PER_PROCESS_FIXTURES = frozenset({"broker", "redis_server", "tmp_path_factory"})
 
 
 def _running(service: Service) -> Iterator[Service]:
@@ -35,3 +43,64 @@ def broker() -> Iterator[LocalBroker]:
 def redis_server() -> Iterator[LocalRedis]:
     """A redis-server for the whole session (key prefixes are chosen per test)."""
     yield from _running(LocalRedis())
+
+
+def _tier(item: pytest.Item) -> int:
+    """How early a test starts: crash and rebalance runs, then tests of real services and the
+    CLI, then unit tests, then doctests. A parallel run ends when its longest tests do, so
+    they start first and the short ones fill the gaps."""
+    if item.get_closest_marker("slow"):
+        return 0
+    if item.get_closest_marker("integration") or "/e2e/" in item.nodeid.replace("\\", "/"):
+        return 1
+    if isinstance(item, pytest.Function):
+        return 2
+    return 3
+
+
+def _shared_fixtures(item: pytest.Item) -> set[str]:
+    """The expensive fixtures ``item`` shares with other tests: a module's own, named by its
+    module, and session-wide ones other than the per-process services."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    shared = set()
+    for name, definitions in info.name2fixturedefs.items():
+        scope = definitions[-1].scope
+        if scope == "module":
+            shared.add(f"module:{item.nodeid.split('::', 1)[0]}")
+        elif scope == "session" and name not in PER_PROCESS_FIXTURES:
+            shared.add(f"session:{name}")
+    return shared
+
+
+def _groups(items: list[pytest.Item]) -> dict[str, str]:
+    """One xdist group per set of tests linked by a shared fixture (union-find)."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for item in items:
+        keys = sorted(_shared_fixtures(item))
+        for key in keys:
+            parent[root(key)] = root(keys[0])
+    return {key: root(key) for key in parent}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the tests longest tier first, and group those that share an expensive fixture,
+    so that ``--dist loadgroup`` builds it once instead of once per test process."""
+    items.sort(key=_tier)  # stable: a module's tests keep their order within a tier
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    groups = _groups(items)
+    for item in items:
+        shared = _shared_fixtures(item)
+        if shared:
+            group = groups[min(shared)].replace("@", "_")
+            item.add_marker(pytest.mark.xdist_group(group))
