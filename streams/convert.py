@@ -11,10 +11,12 @@ from online_models.alert_policy import AlertIntent
 from online_models.scorer import CustomerScore
 from schemas.alerts import Alert, AlertType, Severity
 from schemas.events import (
+    CartAddEvent,
     FeedbackEvent,
     PurchaseEvent,
     ReturnEvent,
     SupportTicketEvent,
+    ViewEvent,
 )
 from schemas.scores import ChurnReasonField, Score
 
@@ -37,7 +39,10 @@ def activity_of(event: object) -> Activity:
         return Activity(kind, time, text=event.text, rating=event.rating)
     if isinstance(event, SupportTicketEvent):
         return Activity(kind, time, text=event.text)
-    return Activity(kind, time, item_id=getattr(event, "item_id", None))
+    if isinstance(event, ViewEvent | CartAddEvent):
+        return Activity(kind, time, item_id=event.item_id)
+    # Not getattr: a producer's extra field is an attribute of the event too.
+    return Activity(kind, time)
 
 
 def score_of(
