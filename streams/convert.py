@@ -10,8 +10,10 @@ from online_models.activity import Activity
 from online_models.alert_policy import AlertIntent
 from online_models.scorer import CustomerScore
 from schemas.alerts import Alert, AlertType, Severity
+from schemas.event_batch import EventColumns
 from schemas.events import (
     CartAddEvent,
+    EventType,
     FeedbackEvent,
     PurchaseEvent,
     ReturnEvent,
@@ -20,9 +22,13 @@ from schemas.events import (
 )
 from schemas.scores import ChurnReasonField, Score
 
-__all__ = ["activity_of", "alert_of", "score_of"]
+__all__ = ["activities_of", "activity_of", "alert_of", "score_of"]
 
 logger = logging.getLogger(__name__)
+
+# The event types whose activity carries an item, an amount and a quantity; text and rating.
+_PRICED = frozenset({EventType.PURCHASE, EventType.RETURN})
+_WRITTEN = frozenset({EventType.FEEDBACK, EventType.SUPPORT_TICKET})
 
 _ALERT_NAMESPACE = uuid.UUID("6f0d7c3e-2b1a-4d8e-9a57-5c1f3e0b9d21")
 
@@ -43,6 +49,42 @@ def activity_of(event: object) -> Activity:
         return Activity(kind, time, item_id=event.item_id)
     # Not getattr: a producer's extra field is an attribute of the event too.
     return Activity(kind, time)
+
+
+def activities_of(columns: EventColumns) -> list[Activity | None]:
+    """The model input of every row of decoded columns, as :func:`activity_of` makes it of
+    each event; ``None`` for an erasure request, which is carried out rather than learned.
+
+    >>> from schemas.event_batch import decode_events
+    >>> batch = decode_events([b'{"event_id": "e1", "customer_id": "c1", "type": "return",'
+    ...                        b' "timestamp": 1740823200, "item_id": "sku-1", "amount": 5}'])
+    >>> activities_of(batch.columns)
+    [Activity(kind='return', time=1740823200.0, item_id='sku-1', amount=5.0, quantity=1, \
+text=None, rating=None)]
+    """
+    times, amounts = columns.times.tolist(), columns.amounts.tolist()
+    quantities = columns.quantities.tolist()
+    activities: list[Activity | None] = []
+    for row, kind in enumerate(columns.types):
+        if kind in _PRICED:
+            activity = Activity(
+                kind,
+                times[row],
+                item_id=columns.item_ids[row],
+                amount=amounts[row],
+                quantity=quantities[row],
+            )
+        elif kind in _WRITTEN:
+            activity = Activity(
+                kind, times[row], text=columns.texts[row], rating=columns.ratings[row]
+            )
+        elif kind == EventType.ERASURE_REQUEST:
+            activities.append(None)
+            continue
+        else:
+            activity = Activity(kind, times[row], item_id=columns.item_ids[row])
+        activities.append(activity)
+    return activities
 
 
 def score_of(
