@@ -211,14 +211,16 @@ class EventBatch:
     """A decoded fetch: its valid events as columns, and what became of the other messages.
 
     ``rows[p]`` is the row in :attr:`columns` of message ``p``, or -1 when it was rejected
-    (:attr:`rejected`, to be dead-lettered) or is of an unknown type (:attr:`skipped`).
-    ``validated_slowly`` counts the messages the one-event path decided.
+    (:attr:`rejected`, to be dead-lettered), is of an unknown type (:attr:`skipped`) or made
+    the one-event path raise something else (:attr:`failed`: a bug, which fails that message
+    alone). ``validated_slowly`` counts the messages the one-event path decided.
     """
 
     columns: EventColumns
     rows: list[int]
     rejected: dict[int, EventRejected] = field(default_factory=dict)
     skipped: dict[int, UnknownEventType] = field(default_factory=dict)
+    failed: dict[int, Exception] = field(default_factory=dict)
     validated_slowly: int = 0
 
 
@@ -227,9 +229,9 @@ def decode_events(
 ) -> EventBatch:
     """Decode the message values of one fetch (see :func:`schemas.events.decode_event`).
 
-    Never raises for bad input: a message :func:`~schemas.events.decode_event` would reject
-    is in ``rejected`` with the same :class:`EventRejected`, one of an unknown type in
-    ``skipped``. ``not_after`` rejects events from the future.
+    Never raises: a message :func:`~schemas.events.decode_event` would reject is in
+    ``rejected`` with the same :class:`EventRejected`, one of an unknown type in ``skipped``.
+    ``not_after`` rejects events from the future.
 
     >>> batch = decode_events([
     ...     b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "item_id": "sku-1",'
@@ -254,6 +256,7 @@ def decode_events(
     rows = [-1] * len(values)
     rejected: dict[int, EventRejected] = {}
     skipped: dict[int, UnknownEventType] = {}
+    failed: dict[int, Exception] = {}
     slowly = 0
     for position, raw in enumerate(values):
         event: Any = _decode_fast(raw)
@@ -276,6 +279,9 @@ def decode_events(
             except UnknownEventType as exc:
                 skipped[position] = exc
                 continue
+            except Exception as exc:
+                failed[position] = exc
+                continue
             moment = event.timestamp
             details.append(_details_of(event))
         else:
@@ -288,7 +294,7 @@ def decode_events(
         types.append(event.type)
         times.append(moment.timestamp())
     columns = _columns(positions, event_ids, customer_ids, types, times, details)
-    return EventBatch(columns, rows, rejected, skipped, slowly)
+    return EventBatch(columns, rows, rejected, skipped, failed, slowly)
 
 
 def _decode_fast(raw: bytes | None) -> _Event | None:

@@ -464,3 +464,18 @@ def test_a_time_column_gives_back_the_models_datetime(moment: datetime) -> None:
         when = moment.replace(microsecond=micro)
         batch = decode_events([raw(event("erasure_request", timestamp=when.isoformat()))])
         assert datetime.fromtimestamp(batch.columns.times.tolist()[0], UTC) == when
+
+
+def test_a_message_the_one_event_path_fails_on_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bug, not bad input: the worker logs and acknowledges that message, as it always did.
+    def broken(message: bytes | None, **_: Any) -> Any:
+        raise RecursionError(message)
+
+    monkeypatch.setattr("schemas.event_batch.decode_event", broken)
+    messages = [raw(event("view")), b"not json", raw(event("purchase"))]
+
+    batch = decode_events(messages)
+
+    assert batch.rows == [0, -1, 1]
+    assert isinstance(batch.failed[1], RecursionError)
+    assert not batch.rejected and not batch.skipped
