@@ -3,8 +3,9 @@
 :func:`decode_events` turns the message values of one Kafka fetch into :class:`EventColumns`
 (one list or array per field, one entry per valid event) without building a pydantic object
 per event: msgspec decodes each value into a plain ``Struct`` of its ``type``, which checks
-the types and bounds of :mod:`schemas.events`, and the timestamp is read by the same
-:func:`~schemas.events.parse_event_time`.
+the types and bounds of :mod:`schemas.events`, and the timestamp becomes epoch seconds as
+:func:`~schemas.events.parse_event_time` reads it (``datetime.fromisoformat``, or epoch
+seconds rounded to the microsecond), compared with its window as floats.
 
 A message the fast decoder does not accept goes, on its own, through
 :func:`~schemas.events.decode_event`, the one-event path: a bad event gets exactly the reason,
@@ -23,10 +24,11 @@ field by field.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import new_class
 from typing import Annotated, Any, ClassVar, Union
 
@@ -37,6 +39,8 @@ import orjson
 
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import (
+    _EARLIEST,
+    _LATEST,
     MAX_EVENT_BYTES,
     AnyEvent,
     CartAddEvent,
@@ -47,7 +51,6 @@ from schemas.events import (
     SupportTicketEvent,
     ViewEvent,
     decode_event,
-    parse_event_time,
 )
 
 __all__ = ["EventBatch", "EventColumns", "decode_events"]
@@ -78,7 +81,7 @@ class _Event(
 
     event_id: _Identifier
     customer_id: _Identifier
-    # JSON gives a string or a number; parse_event_time decides, as the models' validator does.
+    # JSON gives a string or a number; _epoch_seconds reads it as the models' validator does.
     timestamp: str | int | float
     properties: dict[str, Any] | None = None
     type: ClassVar[str]
@@ -180,6 +183,13 @@ _MAX_BRACKETS = 512
 _ODD_LENGTH = 309
 
 
+# The event-time window of parse_event_time in epoch seconds: timestamp() keeps the order of
+# datetimes (a microsecond is more than two steps of a double up to 2100), so comparing these
+# decides as comparing the models' datetimes does.
+_EARLIEST_SECONDS = _EARLIEST.timestamp()
+_LATEST_SECONDS = _LATEST.timestamp()
+
+
 @dataclass(frozen=True, slots=True)
 class EventColumns:
     """The valid events of a fetch, in fetch order: entry ``i`` of every column is event ``i``.
@@ -258,18 +268,13 @@ def decode_events(
     skipped: dict[int, UnknownEventType] = {}
     failed: dict[int, Exception] = {}
     slowly = 0
+    latest = math.inf if not_after is None else not_after.timestamp()
     for position, raw in enumerate(values):
         event: Any = _decode_fast(raw)
-        moment: datetime | None = None
-        if event is not None:
-            try:
-                moment = parse_event_time(event.timestamp)
-            except ValueError:
-                event = None
-            else:
-                if not_after is not None and moment > not_after:
-                    event = None
-        if event is None:
+        time = None if event is None else _epoch_seconds(event.timestamp, latest)
+        if time is not None:
+            details.append(event.details())
+        else:
             slowly += 1
             try:
                 event = decode_event(raw, not_after=not_after)
@@ -282,17 +287,14 @@ def decode_events(
             except Exception as exc:
                 failed[position] = exc
                 continue
-            moment = event.timestamp
+            time = event.timestamp.timestamp()
             details.append(_details_of(event))
-        else:
-            details.append(event.details())
-        assert moment is not None
         rows[position] = len(positions)
         positions.append(position)
         event_ids.append(event.event_id)
         customer_ids.append(event.customer_id)
         types.append(event.type)
-        times.append(moment.timestamp())
+        times.append(time)
     columns = _columns(positions, event_ids, customer_ids, types, times, details)
     return EventBatch(columns, rows, rejected, skipped, failed, slowly)
 
@@ -317,6 +319,28 @@ def _decode_fast(raw: bytes | None) -> _Event | None:
         return _DECODE_WITH_EXTRAS(raw)  # type: ignore[no-any-return]
     except (orjson.JSONDecodeError, *_DECODE_ERRORS):
         return None
+
+
+def _epoch_seconds(value: str | int | float, not_after: float) -> float | None:
+    """``parse_event_time(value).timestamp()`` when the models accept it and it is not after
+    ``not_after``; None: ask the models (they accept no more, and say why)."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                return None
+            seconds = moment.timestamp()  # of the instant, as of the same instant in UTC
+        except (ValueError, OverflowError):
+            return None
+    elif not _EARLIEST_SECONDS <= value < _LATEST_SECONDS:
+        return None  # the models' bounds apply after rounding: they decide near them
+    elif isinstance(value, int) or value.is_integer():
+        seconds = float(value)
+    else:  # rounded to the microsecond, as the models' datetime is
+        seconds = datetime.fromtimestamp(value, tz=UTC).timestamp()
+    if _EARLIEST_SECONDS <= seconds < _LATEST_SECONDS and seconds <= not_after:
+        return seconds
+    return None
 
 
 def _details_of(event: AnyEvent) -> _Details:

@@ -26,10 +26,6 @@ __all__ = ["activities_of", "activity_of", "alert_of", "score_of"]
 
 logger = logging.getLogger(__name__)
 
-# The event types whose activity carries an item, an amount and a quantity; text and rating.
-_PRICED = frozenset({EventType.PURCHASE, EventType.RETURN})
-_WRITTEN = frozenset({EventType.FEEDBACK, EventType.SUPPORT_TICKET})
-
 _ALERT_NAMESPACE = uuid.UUID("6f0d7c3e-2b1a-4d8e-9a57-5c1f3e0b9d21")
 
 
@@ -62,29 +58,19 @@ def activities_of(columns: EventColumns) -> list[Activity | None]:
     [Activity(kind='return', time=1740823200.0, item_id='sku-1', amount=5.0, quantity=1, \
 text=None, rating=None)]
     """
-    times, amounts = columns.times.tolist(), columns.amounts.tolist()
-    quantities = columns.quantities.tolist()
-    activities: list[Activity | None] = []
-    for row, kind in enumerate(columns.types):
-        if kind in _PRICED:
-            activity = Activity(
-                kind,
-                times[row],
-                item_id=columns.item_ids[row],
-                amount=amounts[row],
-                quantity=quantities[row],
-            )
-        elif kind in _WRITTEN:
-            activity = Activity(
-                kind, times[row], text=columns.texts[row], rating=columns.ratings[row]
-            )
-        elif kind == EventType.ERASURE_REQUEST:
-            activities.append(None)
-            continue
-        else:
-            activity = Activity(kind, times[row], item_id=columns.item_ids[row])
-        activities.append(activity)
-    return activities
+    # The columns hold Activity's defaults where a type has no such field.
+    rows = zip(
+        columns.types,
+        columns.times.tolist(),
+        columns.item_ids,
+        columns.amounts.tolist(),
+        columns.quantities.tolist(),
+        columns.texts,
+        columns.ratings,
+        strict=True,
+    )
+    erasure = EventType.ERASURE_REQUEST.value
+    return [None if row[0] == erasure else Activity(*row) for row in rows]
 
 
 def score_of(

@@ -356,6 +356,23 @@ def valid_ish_events(draw: st.DrawFn) -> dict[str, Any]:
 @example(
     document=event(timestamp=NOT_AFTER.timestamp() + 1e-6), not_after=NOT_AFTER, ascii_only=False
 )
+@example(document=event(timestamp=631151999.9999996), not_after=None, ascii_only=False)
+@example(document=event(timestamp=631151999.9999994), not_after=None, ascii_only=False)
+@example(document=event(timestamp=4102444799.9999996), not_after=None, ascii_only=False)
+@example(document=event(timestamp=4102444799.9999994), not_after=None, ascii_only=False)
+@example(document=event(timestamp=4102444800), not_after=None, ascii_only=False)
+@example(document=event(timestamp=631152000), not_after=None, ascii_only=False)
+@example(document=event(timestamp=631151999), not_after=None, ascii_only=False)
+@example(
+    document=event(timestamp=NOT_AFTER.timestamp() + 4e-7), not_after=NOT_AFTER, ascii_only=False
+)
+@example(
+    document=event(timestamp="2029-12-31T19:00:00.000001-05:00"),
+    not_after=NOT_AFTER,
+    ascii_only=False,
+)
+@example(document=event(timestamp="1989-12-31T23:00:00-01:00"), not_after=None, ascii_only=False)
+@example(document=event(timestamp="2100-01-01T00:59:59+01:00"), not_after=None, ascii_only=False)
 @example(document=event(amount=10**12), not_after=None, ascii_only=False)
 @example(document=event(amount=10**12 + 1), not_after=None, ascii_only=False)
 @example(document=event(quantity=2**64), not_after=None, ascii_only=False)
