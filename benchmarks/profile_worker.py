@@ -65,7 +65,10 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("group model sync", ("model_sync.py", "online_models/group.py", "model_records.py")),
     ("state decode and encode", ("online_models/state.py", "customer_table.py")),
-    ("decoding and validating events", ("schemas/events.py", "activity_of (")),
+    (
+        "decoding and validating events",
+        ("schemas/events.py", "schemas/event_batch.py", "activity_of (", "activities_of ("),
+    ),
     (
         "Kafka output (changelog, alerts, dead letters)",
         ("producing.py", "dead_lettering.py", "aiokafka/producer", "faust/transport/producer"),

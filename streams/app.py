@@ -6,9 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 from aiokafka.errors import ConsumerStoppedError
@@ -16,16 +17,16 @@ from faust.types import Message
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from online_models.activity import Activity
 from online_models.engine import Scored, ScoringEngine
 from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
 from schemas.audit import ErasureRecord
-from schemas.errors import EventRejected, UnknownEventType
-from schemas.events import ErasureRequestEvent, decode_event
+from schemas.event_batch import EventBatch, EventColumns, decode_events
 from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
-from streams.convert import activity_of, alert_of, score_of
+from streams.convert import activities_of, alert_of, score_of
 from streams.customer_table import CachedStates
 from streams.dead_lettering import DeadLetters
 from streams.dead_lettering import position as _position
@@ -61,6 +62,35 @@ FIRST_SYNC_SECONDS = 1.0
 SHUTDOWN_SYNC_SECONDS = 10.0
 # A restarted Redis is refilled in pipelines of about this many scores.
 REWRITE_CHUNK = 2_000
+# A fetch is decoded this many messages at a time (about 2 ms), so a long one holds the event
+# loop no longer than the scoring between two yields does.
+DECODE_CHUNK = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """Messages ``start``.. of a fetch decoded in one call: the events as columns, each row's
+    activity, and the decode's share of each message's processing time."""
+
+    start: int
+    batch: EventBatch
+    activities: list[Activity | None]
+    seconds_each: float
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.batch.rows)
+
+
+class _Erasure(NamedTuple):
+    """An erasure request carried out in memory, waiting for Redis and its audit record."""
+
+    message: Message
+    request_id: str
+    requested_by: str
+    requested_at: datetime
+    customer_id: str
+    removed: dict[str, bool | int]
 
 
 class ScorerService:
@@ -84,7 +114,7 @@ class ScorerService:
         #: The id the scorer keeps for a customer: raw, or pseudonymised (CRM_PSEUDONYM_KEY).
         self._customer_id = pseudonymiser(settings)
         #: Erasure requests handled, waiting for Redis and the audit record.
-        self._erasures: list[tuple[Message, Any, str, dict[str, bool | int]]] = []
+        self._erasures: list[_Erasure] = []
         self._erasures_waiting = False  # Redis refused one: retried once per batch
         self._erasure_lock = asyncio.Lock()
         self._clock = clock
@@ -312,7 +342,10 @@ class ScorerService:
         settings, states = self.settings, self.states
         flush_seconds, producer_limit = settings.redis_flush_ms / 1e3, settings.producer_max_pending
         slice_started = flushed = persisted = clock()
-        for message in messages:
+        decoded: _Decoded | None = None
+        for index, message in enumerate(messages):
+            if decoded is None or index == decoded.end:
+                decoded = self._decode(messages, index, not_after)
             started = clock()
             if started - slice_started >= YIELD_SECONDS:
                 if started - persisted >= PERSIST_SECONDS:  # a long batch commits as it goes
@@ -328,7 +361,7 @@ class ScorerService:
             event = enter_event(app, message)  # the customer table writes to its partition
             outcome = "failed"
             try:
-                outcome = self._handle(message, not_after)
+                outcome = self._handle(message, decoded, index - decoded.start)
             except Exception:  # a bug: acknowledged, not retried forever
                 logger.exception("Handling %s failed", _position(message))
             if self._erasures and not self._erasures_waiting:  # acked once carried out
@@ -337,7 +370,7 @@ class ScorerService:
             self._handled_offsets[message.partition] = message.offset
             if outcome != "erased":
                 handled.append(message)
-            observe(clock() - started)
+            observe(clock() - started + decoded.seconds_each)
             if states.unwritten >= states.capacity or self._records_pending() > producer_limit:
                 await self._persist(handled)
                 slice_started = persisted = clock()
@@ -476,19 +509,21 @@ class ScorerService:
         Redis watch, whichever comes first."""
         async with self._erasure_lock:
             while self._erasures:
-                message, request, customer_id, removed = self._erasures[0]
+                message, request_id, requested_by, requested_at, customer_id, removed = (
+                    self._erasures[0]
+                )
                 try:
                     had_score = await self.writer.delete(customer_id)
                 except Exception as exc:  # RedisError, OSError: retried, never dropped
                     self.metrics.redis_errors.inc()
-                    logger.error("Erasure %s waits for Redis: %s", request.event_id, exc)
+                    logger.error("Erasure %s waits for Redis: %s", request_id, exc)
                     self._erasures_waiting = True
                     return
                 record = ErasureRecord(
-                    request_id=request.event_id,
+                    request_id=request_id,
                     customer_id=customer_id,
-                    requested_by=request.requested_by,
-                    requested_at=request.timestamp,
+                    requested_by=requested_by,
+                    requested_at=requested_at,
                     erased_at=datetime.fromtimestamp(self._clock(), UTC),
                     worker=self.settings.app_id,
                     partition=message.partition,
@@ -500,7 +535,7 @@ class ScorerService:
                 await self._persist()  # the customer's tombstone is in the changelog
                 self.app.consumer.ack(message)
                 self._erasures.pop(0)
-                logger.info("Carried out erasure request %s", request.event_id)
+                logger.info("Carried out erasure request %s", request_id)
 
     async def _wait_for_redis(self) -> None:
         """Stop consuming until Redis takes the scores it missed (Kafka keeps the events).
@@ -591,42 +626,66 @@ class ScorerService:
         score = self.scorer.score_as_of(state, now)
         self.writer.put(customer_id, (customer_id, state, score))
 
-    def _handle(self, message: Message, not_after: datetime) -> str:
-        """Decode and score one event; bad input is queued for the dead-letter topic."""
-        try:
-            decoded = decode_event(message.value, not_after=not_after)
-        except UnknownEventType as exc:
-            self.metrics.event(None, "skipped")
-            logger.debug("Skipped %s at %s", exc, _position(message))
-            return "skipped"
-        except EventRejected as exc:
-            self.dead_letters.add(message, exc.reason, exc.message, exc.field)
+    def _decode(self, messages: list[Message], start: int, not_after: datetime) -> _Decoded:
+        """Decode the next :data:`DECODE_CHUNK` messages of a fetch from ``start`` at once."""
+        started = time.perf_counter()
+        chunk = messages[start : start + DECODE_CHUNK]
+        batch = decode_events([message.value for message in chunk], not_after=not_after)
+        activities = activities_of(batch.columns)
+        return _Decoded(start, batch, activities, (time.perf_counter() - started) / len(chunk))
+
+    def _handle(self, message: Message, decoded: _Decoded, position: int) -> str:
+        """Score one decoded event; bad input is queued for the dead-letter topic."""
+        batch = decoded.batch
+        row = batch.rows[position]
+        if row < 0:
+            if position in batch.failed:
+                raise batch.failed[position]  # a bug: logged and acknowledged by the caller
+            skipped = batch.skipped.get(position)
+            if skipped is not None:
+                self.metrics.event(None, "skipped")
+                logger.debug("Skipped %s at %s", skipped, _position(message))
+                return "skipped"
+            rejected = batch.rejected[position]
+            self.dead_letters.add(message, rejected.reason, rejected.message, rejected.field)
             return "dead_lettered"
+        columns = batch.columns
+        customer_id, event_type = columns.customer_ids[row], columns.types[row]
         key = message.key
-        if key is None or key != decoded.customer_id.encode("utf-8"):
+        if key is None or key != customer_id.encode("utf-8"):
             shown = repr(key)[:100]
-            error = f"key: message key {shown} must equal customer_id {decoded.customer_id!r}"
-            self.dead_letters.add(message, "key_mismatch", error, "key", decoded.type)
+            error = f"key: message key {shown} must equal customer_id {customer_id!r}"
+            self.dead_letters.add(message, "key_mismatch", error, "key", event_type)
             return "dead_lettered"
-        if isinstance(decoded, ErasureRequestEvent):
-            customer_id = self._customer_id(decoded.customer_id)
-            removed = self.engine.forget(customer_id)
-            self._erasures.append((message, decoded, customer_id, removed))
-            self.metrics.event(decoded.type, "erased")
-            return "erased"
+        activity = decoded.activities[row]
+        if activity is None:  # an erasure request
+            return self._erase(message, columns, row)
         try:
-            outcome = self._score(decoded, message)
+            outcome = self._score(customer_id, activity, columns.event_ids[row], message)
         except Exception as exc:
             logger.exception("Scoring failed at %s", _position(message))
             # Half-applied: the customer reverts to the state last written to the changelog.
-            self.states.discard(self._customer_id(decoded.customer_id))
+            self.states.discard(self._customer_id(customer_id))
             error = f"{type(exc).__name__}: {exc}"
-            self.dead_letters.add(message, "processing_error", error, None, decoded.type)
+            self.dead_letters.add(message, "processing_error", error, None, event_type)
             return "dead_lettered"
-        self.metrics.event(decoded.type, outcome)
+        self.metrics.event(event_type, outcome)
         return outcome
 
-    def _score(self, decoded: Any, message: Any) -> str:
+    def _erase(self, message: Message, columns: EventColumns, row: int) -> str:
+        """Forget the customer of an erasure request now; Redis and the audit record follow."""
+        customer_id = self._customer_id(columns.customer_ids[row])
+        removed = self.engine.forget(customer_id)
+        requested_at = datetime.fromtimestamp(float(columns.times[row]), UTC)
+        request_id, requested_by = columns.event_ids[row], columns.requested_by[row]
+        assert requested_by is not None  # every erasure request names who asked
+        self._erasures.append(
+            _Erasure(message, request_id, requested_by, requested_at, customer_id, removed)
+        )
+        self.metrics.event(columns.types[row], "erased")
+        return "erased"
+
+    def _score(self, customer_id: str, activity: Activity, event_id: str, message: Any) -> str:
         """Score the event, then re-score the silent customers its event time made due.
 
         Runs while the event is still the agent's, so every table write goes to this
@@ -635,16 +694,16 @@ class ScorerService:
         score is written to Redis again, in case the first write was lost with the crash.
         """
         scored = self.engine.process(
-            self._customer_id(decoded.customer_id),
-            activity_of(decoded),
+            self._customer_id(customer_id),
+            activity,
             shard=message.partition,
             offset=message.offset,
-            event_id=decoded.event_id,
+            event_id=event_id,
         )
         if scored[0].duplicate:
             self._emit(scored[0], None, None)
             return "duplicate"
-        self._emit(scored[0], message.timestamp, decoded.event_id)
+        self._emit(scored[0], message.timestamp, event_id)
         for rescored in scored[1:]:
             self._emit(rescored, None, None)
         if len(scored) > 1:

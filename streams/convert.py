@@ -10,15 +10,19 @@ from online_models.activity import Activity
 from online_models.alert_policy import AlertIntent
 from online_models.scorer import CustomerScore
 from schemas.alerts import Alert, AlertType, Severity
+from schemas.event_batch import EventColumns
 from schemas.events import (
+    CartAddEvent,
+    EventType,
     FeedbackEvent,
     PurchaseEvent,
     ReturnEvent,
     SupportTicketEvent,
+    ViewEvent,
 )
 from schemas.scores import ChurnReasonField, Score
 
-__all__ = ["activity_of", "alert_of", "score_of"]
+__all__ = ["activities_of", "activity_of", "alert_of", "score_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,36 @@ def activity_of(event: object) -> Activity:
         return Activity(kind, time, text=event.text, rating=event.rating)
     if isinstance(event, SupportTicketEvent):
         return Activity(kind, time, text=event.text)
-    return Activity(kind, time, item_id=getattr(event, "item_id", None))
+    if isinstance(event, ViewEvent | CartAddEvent):
+        return Activity(kind, time, item_id=event.item_id)
+    # Not getattr: a producer's extra field is an attribute of the event too.
+    return Activity(kind, time)
+
+
+def activities_of(columns: EventColumns) -> list[Activity | None]:
+    """The model input of every row of decoded columns, as :func:`activity_of` makes it of
+    each event; ``None`` for an erasure request, which is carried out rather than learned.
+
+    >>> from schemas.event_batch import decode_events
+    >>> batch = decode_events([b'{"event_id": "e1", "customer_id": "c1", "type": "return",'
+    ...                        b' "timestamp": 1740823200, "item_id": "sku-1", "amount": 5}'])
+    >>> activities_of(batch.columns)
+    [Activity(kind='return', time=1740823200.0, item_id='sku-1', amount=5.0, quantity=1, \
+text=None, rating=None)]
+    """
+    # The columns hold Activity's defaults where a type has no such field.
+    rows = zip(
+        columns.types,
+        columns.times.tolist(),
+        columns.item_ids,
+        columns.amounts.tolist(),
+        columns.quantities.tolist(),
+        columns.texts,
+        columns.ratings,
+        strict=True,
+    )
+    erasure = EventType.ERASURE_REQUEST.value
+    return [None if row[0] == erasure else Activity(*row) for row in rows]
 
 
 def score_of(

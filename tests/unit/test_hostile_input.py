@@ -91,3 +91,10 @@ def test_extreme_but_valid_values_are_scored(values: dict[str, Any]) -> None:
     document.update(values)
     document["properties"] = nested(document.pop("depth", 0))
     assert_scored_or_rejected(to_message(document))
+
+
+def test_an_extra_item_id_on_a_cancellation_does_not_reach_the_models() -> None:
+    # Extra fields are attributes of a pydantic event: only the types that have an item give one.
+    decoded = decode_event(to_message({**event("subscription_cancel"), "item_id": {"a": 1}}))
+
+    assert activity_of(decoded).item_id is None
