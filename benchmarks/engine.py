@@ -33,9 +33,11 @@ alone; a group of workers does it in the merger's thread), kept apart and out of
 Events/s is events over the events' scoring and ranking; re-scores/s is re-scores over theirs.
 
 With ``--baseline DIR`` (a checkout of an earlier commit, c151a60 or later: ``git worktree
-add DIR COMMIT``), this script first measures the same events with that checkout's packages
-(``DIR`` first on a child process's PYTHONPATH, this checkout's environment), so before and
-after are rows of one run. Prints a table; writes benchmarks/results/engine.json.
+add DIR COMMIT``), each batch size is measured first with that checkout's packages over the
+same events (this script in a child process, ``DIR`` first on its PYTHONPATH, this
+checkout's environment), then with this checkout's, so before and after are rows of one run
+and a change in the machine's load hits both alike. Prints a table; writes
+benchmarks/results/engine.json.
 """
 
 from __future__ import annotations
@@ -333,43 +335,60 @@ def _us_each(seconds: float, count: int) -> float:
 
 
 def measure_all(
-    workload: Workload, batch_sizes: Sequence[int], rescore_days: int
-) -> list[dict[str, Any]]:
-    """A row per batch size, each from a fresh scorer over the same events."""
+    workload: Workload,
+    batch_sizes: Sequence[int],
+    rescore_days: int,
+    baseline: Path | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A row per batch size, each from a fresh scorer over the same events; with
+    ``baseline``, that checkout's row of each batch size too, measured just before this
+    checkout's, so that the machine's load changes hit both alike."""
     one_numeric_thread()
     events = workload.decoded()
-    rows = []
-    for batch_size in batch_sizes:
-        rows.append(measure(workload, events, batch_size, rescore_days))
-        row = rows[-1]
-        print(
-            f"batch {batch_size:>6,}: {row['events_per_second']:8,.0f} events/s "
-            f"({row['us_per_event']:,.0f} us), {row['rescores_per_second']:8,.0f} re-scores/s "
-            f"({row['us_per_rescore']:,.0f} us), idle days {row['idle_rescores_per_second']:8,.0f}"
-            f" re-scores/s ({row['us_per_idle_rescore']:,.0f} us)",
-            flush=True,
-        )
-    return rows
-
-
-def measure_baseline(checkout: Path, workload: Workload, args: argparse.Namespace) -> dict:
-    """The rows of ``checkout``'s packages over the same events: this script in a child
-    process with the checkout first on its PYTHONPATH (this checkout's dependencies)."""
-    source = checkout.resolve()
+    rows: list[dict[str, Any]] = []
+    before: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="crm-engine-") as tmp:
-        work = Path(tmp)
-        workload.dump(work / "workload.json")
-        command = [sys.executable, str(Path(__file__).resolve()), "--workload",
-                   str(work / "workload.json"), "--result", str(work / "result.json"),
-                   "--batch-sizes", ",".join(map(str, args.batch_sizes)),
-                   "--rescore-days", str(args.rescore_days)]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(source)}
-        subprocess.run(command, env=env, cwd=work, check=True)
-        result = json.loads((work / "result.json").read_text())
+        path = Path(tmp) / "workload.json"
+        if baseline is not None:
+            workload.dump(path)
+        for batch_size in batch_sizes:
+            if baseline is not None:
+                before.append(measure_baseline(baseline, path, batch_size, rescore_days))
+                _print_row(before[-1], "before")
+            rows.append(measure(workload, events, batch_size, rescore_days))
+            _print_row(rows[-1], "after" if baseline is not None else "")
+    return rows, before
+
+
+def _print_row(row: dict[str, Any], label: str) -> None:
+    print(
+        f"{label:6s} batch {row['batch_size']:>6,}: {row['events_per_second']:6,.0f} events/s "
+        f"({row['us_per_event']:,.0f} us), {row['rescores_per_second']:6,.0f} re-scores/s "
+        f"({row['us_per_rescore']:,.0f} us), idle days {row['idle_rescores_per_second']:6,.0f}"
+        f" re-scores/s ({row['us_per_idle_rescore']:,.0f} us)",
+        flush=True,
+    )
+
+
+def measure_baseline(
+    checkout: Path, workload: Path, batch_size: int, rescore_days: int
+) -> dict[str, Any]:
+    """The row of ``checkout``'s packages over the events of ``workload`` (a dumped
+    :class:`Workload`): this script in a child process with the checkout first on its
+    PYTHONPATH and this checkout's dependencies."""
+    source = checkout.resolve()
+    result_path = workload.with_name("result.json")
+    command = [sys.executable, str(Path(__file__).resolve()), "--workload", str(workload),
+               "--result", str(result_path), "--batch-sizes", str(batch_size),
+               "--rescore-days", str(rescore_days)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    subprocess.run(command, env=env, cwd=workload.parent, check=True)
+    result = json.loads(result_path.read_text())
     if Path(result["code"]) != source:
         msg = f"the baseline ran {result['code']}'s packages, not {source}'s"
         raise SystemExit(msg)
-    return {"commit": _version(source), **result}
+    [row] = result["results"]
+    return dict(row)
 
 
 def _version(checkout: Path) -> str:
@@ -453,7 +472,7 @@ def main() -> None:
     args = parser.parse_args()
     code = str(Path(online_models.__file__).resolve().parents[1])
     if args.result is not None:
-        rows = measure_all(Workload.load(args.workload), args.batch_sizes, args.rescore_days)
+        rows, _ = measure_all(Workload.load(args.workload), args.batch_sizes, args.rescore_days)
         args.result.write_text(json.dumps({"code": code, "results": rows}))
         return
 
@@ -475,12 +494,14 @@ def main() -> None:
         flush=True,
     )
     document["arguments"] = json.loads(json.dumps(document["arguments"], default=str))
-    if args.baseline is not None:
-        print(f"the baseline, {args.baseline} ...", flush=True)
-        document["baseline"] = measure_baseline(args.baseline, workload, args)
-    print(f"this checkout, {code} ...", flush=True)
     document["commit"] = _version(ROOT)
-    document["results"] = measure_all(workload, args.batch_sizes, args.rescore_days)
+    if args.baseline is not None:
+        print(f"before: {args.baseline}, after: this checkout, {code}", flush=True)
+    rows, before = measure_all(workload, args.batch_sizes, args.rescore_days, args.baseline)
+    document["results"] = rows
+    if args.baseline is not None:
+        source = args.baseline.resolve()
+        document["baseline"] = {"commit": _version(source), "code": str(source), "results": before}
     report(document)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
