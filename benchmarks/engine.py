@@ -26,18 +26,19 @@ an ``Activity``). For each batch size, from a fresh scorer and the same events:
    with no events: ``engine.advance(day, limit=batch size)`` until nobody is due, each chunk
    of re-scored customers ranked as a flush would. Only silent customers are scored here.
 
-CPU time of this process is charged to the part of the work it was spent in: scoring events,
-re-scoring due customers (``engine.advance``, wherever it is called from), ranking each kind's
-recommendations at the flush, and the lifetime model's daily refit (done inline by a scorer
-alone; a group of workers does it in the merger's thread), kept apart and out of the rates.
-Events/s is events over the events' scoring and ranking; re-scores/s is re-scores over theirs.
+Each row is measured in a fresh process (one that measured a batch size before measures the
+next slower). Its CPU time is charged to the part of the work it was spent in: scoring
+events, re-scoring due customers (``engine.advance``, wherever it is called from), ranking
+each kind's recommendations at the flush, and the lifetime model's daily refit (done inline
+by a scorer alone; a group of workers does it in the merger's thread), kept apart and out of
+the rates. Events/s is events over the events' scoring and ranking; re-scores/s is
+re-scores over theirs.
 
 With ``--baseline DIR`` (a checkout of an earlier commit, c151a60 or later: ``git worktree
 add DIR COMMIT``), each batch size is measured first with that checkout's packages over the
-same events (this script in a child process, ``DIR`` first on its PYTHONPATH, this
-checkout's environment), then with this checkout's, so before and after are rows of one run
-and a change in the machine's load hits both alike. Prints a table; writes
-benchmarks/results/engine.json.
+same events (``DIR`` first on the child's PYTHONPATH, this checkout's environment), then
+with this checkout's, so before and after are rows of one run and a change in the machine's
+load hits both alike. Prints a table; writes benchmarks/results/engine.json.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from schemas.items import decode_item  # noqa: E402
 from streams.convert import activity_of  # noqa: E402
 from streams.worker import one_numeric_thread  # noqa: E402
 
-__all__ = ["Workload", "measure", "measure_all", "score_batch"]
+__all__ = ["Workload", "compare", "measure", "measure_all", "score_batch"]
 
 RESULTS = ROOT / "benchmarks" / "results" / "engine.json"
 START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
@@ -335,27 +336,36 @@ def _us_each(seconds: float, count: int) -> float:
 
 
 def measure_all(
+    workload: Workload, batch_sizes: Sequence[int], rescore_days: int
+) -> list[dict[str, Any]]:
+    """A row per batch size, in this process, each from a fresh scorer over the same events."""
+    one_numeric_thread()
+    events = workload.decoded()
+    return [measure(workload, events, size, rescore_days) for size in batch_sizes]
+
+
+def compare(
     workload: Workload,
     batch_sizes: Sequence[int],
     rescore_days: int,
     baseline: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A row per batch size, each from a fresh scorer over the same events; with
-    ``baseline``, that checkout's row of each batch size too, measured just before this
-    checkout's, so that the machine's load changes hit both alike."""
-    one_numeric_thread()
-    events = workload.decoded()
+    """This checkout's row of each batch size and, with ``baseline``, that checkout's
+    measured just before it, so that a change in the machine's load hits both alike.
+
+    Every row is measured in a process of its own: one that measured a batch size before
+    measured the next 10-25% slower (its heap, not the code).
+    """
     rows: list[dict[str, Any]] = []
     before: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="crm-engine-") as tmp:
         path = Path(tmp) / "workload.json"
-        if baseline is not None:
-            workload.dump(path)
+        workload.dump(path)
         for batch_size in batch_sizes:
             if baseline is not None:
-                before.append(measure_baseline(baseline, path, batch_size, rescore_days))
+                before.append(measure_in_child(baseline, path, batch_size, rescore_days))
                 _print_row(before[-1], "before")
-            rows.append(measure(workload, events, batch_size, rescore_days))
+            rows.append(measure_in_child(ROOT, path, batch_size, rescore_days))
             _print_row(rows[-1], "after" if baseline is not None else "")
     return rows, before
 
@@ -370,7 +380,7 @@ def _print_row(row: dict[str, Any], label: str) -> None:
     )
 
 
-def measure_baseline(
+def measure_in_child(
     checkout: Path, workload: Path, batch_size: int, rescore_days: int
 ) -> dict[str, Any]:
     """The row of ``checkout``'s packages over the events of ``workload`` (a dumped
@@ -385,7 +395,7 @@ def measure_baseline(
     subprocess.run(command, env=env, cwd=workload.parent, check=True)
     result = json.loads(result_path.read_text())
     if Path(result["code"]) != source:
-        msg = f"the baseline ran {result['code']}'s packages, not {source}'s"
+        msg = f"the child ran {result['code']}'s packages, not {source}'s"
         raise SystemExit(msg)
     [row] = result["results"]
     return dict(row)
@@ -466,13 +476,13 @@ def main() -> None:
         "score the same events first, so before and after are rows of one run",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    # A --baseline child: the parent's workload in, its rows out.
+    # A child measuring rows (see compare): the parent's workload in, the rows out.
     parser.add_argument("--workload", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     code = str(Path(online_models.__file__).resolve().parents[1])
     if args.result is not None:
-        rows, _ = measure_all(Workload.load(args.workload), args.batch_sizes, args.rescore_days)
+        rows = measure_all(Workload.load(args.workload), args.batch_sizes, args.rescore_days)
         args.result.write_text(json.dumps({"code": code, "results": rows}))
         return
 
@@ -497,7 +507,7 @@ def main() -> None:
     document["commit"] = _version(ROOT)
     if args.baseline is not None:
         print(f"before: {args.baseline}, after: this checkout, {code}", flush=True)
-    rows, before = measure_all(workload, args.batch_sizes, args.rescore_days, args.baseline)
+    rows, before = compare(workload, args.batch_sizes, args.rescore_days, args.baseline)
     document["results"] = rows
     if args.baseline is not None:
         source = args.baseline.resolve()

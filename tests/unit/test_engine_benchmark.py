@@ -19,16 +19,17 @@ from engine import Event, Workload, main, score_batch
 
 
 def test_every_batch_size_has_a_row_with_events_and_rescores(tmp_path, monkeypatch):
-    out = tmp_path / "engine.json"
-    arguments = ["--customers", "50", "--events", "300", "--days", "3", "--rescore-days", "1"]
-    monkeypatch.setattr(sys, "argv", ["engine.py", *arguments, "--out", str(out)])
+    # What each child process of the benchmark runs: a workload in, the rows' JSON out.
+    workload, result = tmp_path / "workload.json", tmp_path / "result.json"
+    Workload.simulated(customers=50, events=300, days=3, seed=1).dump(workload)
+    arguments = ["--workload", str(workload), "--result", str(result), "--rescore-days", "1"]
+    monkeypatch.setattr(sys, "argv", ["engine.py", *arguments])
 
     main()
 
-    document = json.loads(out.read_text())
-    rows = document["results"]
+    rows = json.loads(result.read_text())["results"]
     assert [row["batch_size"] for row in rows] == [1, 64, 1_000, 10_000]
-    customers = document["workload"]["customers"]
+    customers = Workload.load(workload).facts()["customers"]
     for row in rows:
         assert row["entry_point"] == "process per event"
         assert row["events"] == 300
