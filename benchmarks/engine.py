@@ -354,7 +354,7 @@ def compare(
     measured just before it, so that a change in the machine's load hits both alike.
 
     Every row is measured in a process of its own: one that measured a batch size before
-    measured the next 10-25% slower (its heap, not the code).
+    measured the next 10-25% slower than a fresh one, with the same code (not explained).
     """
     rows: list[dict[str, Any]] = []
     before: list[dict[str, Any]] = []
