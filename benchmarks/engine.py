@@ -253,7 +253,12 @@ def _score_events(
     watch: Stopwatch,
     counts: defaultdict[str, int],
 ) -> None:
-    """The events a batch at a time, each batch's customers ranked at its flush."""
+    """The events a batch at a time, each batch's customers ranked at its flush.
+
+    The worker ranks a flush in one call; here the events' customers and the re-scored ones
+    are ranked in a call each, so that each kind's ranking is its own (a customer with an
+    event and a re-score in one batch, rare below a day of events, is ranked in both).
+    """
     for start in range(0, len(events), batch_size):
         watch.start("events")
         own, rescored = score_batch(engine, events[start : start + batch_size])
