@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-quick lint schema quality throughput clean
+.PHONY: setup demo test test-quick lint schema quality throughput engine clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ quality: setup
 
 throughput: setup
 	$(BIN)/python benchmarks/throughput.py
+
+engine: setup
+	$(BIN)/python benchmarks/engine.py
 
 schema: setup
 	$(BIN)/crm-scorer schema > schemas/crm-scorer.schema.json

@@ -1,0 +1,527 @@
+"""The scoring core alone, by batch size: events/s and re-scores/s of the engine and its models.
+
+    python benchmarks/engine.py [--customers 1500] [--events 15000] [--days 30]
+                                [--batch-sizes 1,64,1000,10000] [--baseline DIR]
+
+No Kafka, no Redis: ``online_models.engine.ScoringEngine`` driving ``CustomerScorer`` with
+every model on (churn, k-means segments and outliers, lifetime, value, sentiment on the text
+events, the recommender with a catalogue of 5,000 items through its content model, alerts),
+in this process, on one core (numpy's BLAS pinned to one thread, as the worker pins it).
+
+The workload is the throughput benchmark's (``benchmarks/throughput.py``: ``make_events`` and
+``make_catalogue``): ``--events`` events of every type from ``--customers`` customers (a tenth
+of them send a third of the events) spread evenly over ``--days`` of event time, so most
+customers are silent on most days and are re-scored daily as the watermark passes their
+deadlines, as in production. Events are decoded before the clock starts (the core's input is
+an ``Activity``). For each batch size, from a fresh scorer and the same events:
+
+1. **Events.** The events go through the engine a batch at a time, on one shard, shaped like
+   one fetch of the worker (``streams/app.py``, ``handle_batch``): each event's
+   ``engine.process`` (its score, then the re-scores its event time made due), then the
+   batch's flush ranks the recommendations of every customer it scored, once each
+   (``recommend_many`` with the scores' times, as ``_render_many`` does before writing to
+   Redis). When the engine has a batch entry point, ``process_many``, it is used instead of
+   the loop (see :func:`score_batch` for the shape expected).
+2. **Re-scores only.** Then event time moves on ``--rescore-days`` days, a day at a time,
+   with no events: ``engine.advance(day, limit=batch size)`` until nobody is due, each chunk
+   of re-scored customers ranked as a flush would. Only silent customers are scored here.
+
+Each row is measured in a fresh process (one that measured a batch size before measures the
+next slower). Its CPU time is charged to the part of the work it was spent in: scoring
+events, re-scoring due customers (``engine.advance``, wherever it is called from), ranking
+each kind's recommendations at the flush, and the lifetime model's daily refit (done inline
+by a scorer alone; a group of workers does it in the merger's thread), kept apart and out of
+the rates. Events/s is events over the events' scoring and ranking; re-scores/s is
+re-scores over theirs.
+
+With ``--baseline DIR`` (a checkout of an earlier commit, c151a60 or later: ``git worktree
+add DIR COMMIT``), each batch size is measured first with that checkout's packages over the
+same events (``DIR`` first on the child's PYTHONPATH, this checkout's environment), then
+with this checkout's, so before and after are rows of one run and a change in the machine's
+load hits both alike. Prints a table; writes benchmarks/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+# Appended, not prepended: a --baseline child finds the other checkout's packages first on
+# its PYTHONPATH; everywhere else this checkout's are the only ones.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+import online_models  # noqa: E402
+from benchmarks.throughput import commit_of, make_catalogue, make_events  # noqa: E402
+from online_models.activity import DAY, Activity  # noqa: E402
+from online_models.content import ContentModel  # noqa: E402
+from online_models.engine import Scored, ScoringEngine  # noqa: E402
+from online_models.scorer import CustomerScorer  # noqa: E402
+from schemas import decode_event  # noqa: E402
+from schemas.items import decode_item  # noqa: E402
+from streams.convert import activity_of  # noqa: E402
+from streams.worker import one_numeric_thread  # noqa: E402
+
+__all__ = ["Workload", "compare", "measure", "measure_all", "score_batch"]
+
+RESULTS = ROOT / "benchmarks" / "results" / "engine.json"
+START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
+P = ParamSpec("P")
+T = TypeVar("T")
+#: One event as ``ScoringEngine.process`` takes it: customer id, activity, offset, event id.
+Event = tuple[str, Activity, int, str]
+TEXT_KINDS = frozenset({"feedback", "support_ticket"})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The events (JSON values, in event-time order) and catalogue records, as produced."""
+
+    events: list[bytes]
+    catalogue: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def simulated(cls, customers: int, events: int, days: float, seed: int) -> Workload:
+        """The throughput benchmark's events over ``days`` from 2025-01-01, its catalogue."""
+        messages = make_events(events, customers, START, START + days * DAY, seed, "e")
+        return cls([value for _, value in messages], make_catalogue())
+
+    def dump(self, path: Path) -> None:
+        document = {
+            "events": [value.decode() for value in self.events],
+            "catalogue": [[key.decode(), value.decode()] for key, value in self.catalogue],
+        }
+        path.write_bytes(orjson.dumps(document))
+
+    @classmethod
+    def load(cls, path: Path) -> Workload:
+        document = orjson.loads(path.read_bytes())
+        catalogue = [(key.encode(), value.encode()) for key, value in document["catalogue"]]
+        return cls([value.encode() for value in document["events"]], catalogue)
+
+    def facts(self) -> dict[str, Any]:
+        """How many customers and events, over how many days of event time."""
+        documents = [orjson.loads(value) for value in self.events]
+        times = [document["timestamp"] for document in documents]
+        return {
+            "events": len(documents),
+            "customers": len({document["customer_id"] for document in documents}),
+            "event_time_days": round((max(times) - min(times)) / DAY, 1) if times else 0.0,
+            "text_events": sum(document["type"] in TEXT_KINDS for document in documents),
+            "catalogue_items": len(self.catalogue),
+        }
+
+    def decoded(self) -> list[Event]:
+        """The events as the engine takes them, decoded as the worker decodes a message."""
+        out = []
+        for offset, value in enumerate(self.events):
+            event = decode_event(value)
+            out.append((event.customer_id, activity_of(event), offset, event.event_id))
+        return out
+
+    def content_model(self) -> ContentModel:
+        """The catalogue read as the worker reads ``CRM_ITEMS_TOPIC``."""
+        catalogue = ContentModel()
+        for key, value in self.catalogue:
+            item = decode_item(key, value)
+            if item is not None:
+                catalogue.upsert(item.item_id, item.model_dump(exclude_none=True))
+        return catalogue
+
+
+class Stopwatch:
+    """CPU seconds per part of the work. A part entered inside another is charged to itself
+    alone: the re-scores an event's ``process`` makes are not the event's time."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self._open: list[list[Any]] = []  # [part, started, seconds of the parts inside]
+
+    def start(self, part: str) -> None:
+        self._open.append([part, time.process_time(), 0.0])
+
+    def stop(self) -> None:
+        part, started, inner = self._open.pop()
+        elapsed = time.process_time() - started
+        self.seconds[part] += elapsed - inner
+        self.calls[part] += 1
+        if self._open:
+            self._open[-1][2] += elapsed
+
+    def timed(self, part: str, function: Callable[P, T]) -> Callable[P, T]:
+        """``function``, its calls charged to ``part``."""
+
+        def timed_call(*args: P.args, **kwargs: P.kwargs) -> T:
+            self.start(part)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.stop()
+
+        return timed_call
+
+
+def score_batch(engine: ScoringEngine, batch: Sequence[Event]) -> tuple[list[Scored], list[Scored]]:
+    """The events' own scores and the re-scores that came with them, for one fetch's events.
+
+    The engine's batch entry point, when it has one, is expected to look like this::
+
+        def process_many(self, events: Sequence[tuple[str, Activity, int | None, str | None]],
+                         shard: int = 0) -> list[Scored]:
+            '''Score a batch of one shard's events, each (customer id, activity, offset,
+            event id) as ``process`` takes them, in delivery order; then move the shard's
+            watermark once, to the batch's latest event time, re-scoring whoever fell due
+            (at most ``MAX_RESCORES_PER_EVENT`` per event of the batch, through
+            ``self.advance``, so that their time is theirs). Returns the events' own scores
+            first, one per event and in order (a duplicate's marked as such), then the
+            re-scores.'''
+
+    Without it, what the worker does today: ``process`` per event, each moving the watermark
+    and re-scoring (at most ``MAX_RESCORES_PER_EVENT``) whoever its event time made due.
+    """
+    process_many = getattr(engine, "process_many", None)
+    if process_many is not None:
+        scored = process_many(batch)
+        return scored[: len(batch)], scored[len(batch) :]
+    own: list[Scored] = []
+    rescored: list[Scored] = []
+    process = engine.process
+    for customer_id, activity, offset, event_id in batch:
+        first, *rest = process(customer_id, activity, offset=offset, event_id=event_id)
+        own.append(first)
+        rescored += rest
+    return own, rescored
+
+
+def rank_flush(scorer: CustomerScorer, scored: Sequence[Scored]) -> int:
+    """Rank what one flush writes to Redis: each customer once, with their latest score
+    (``recommend_many`` keeps or re-ranks their list); returns the customers ranked."""
+    latest = {each.customer_id: each.outcome for each in scored}
+    scorer.recommend_many(
+        [(customer_id, outcome.state) for customer_id, outcome in latest.items()],
+        as_of=[outcome.score.as_of for outcome in latest.values()],
+    )
+    return len(latest)
+
+
+def measure(
+    workload: Workload, events: Sequence[Event], batch_size: int, rescore_days: int
+) -> dict[str, Any]:
+    """One batch size, from a fresh scorer: the events, then ``rescore_days`` of re-scores."""
+    scorer = CustomerScorer()
+    scorer.use_catalogue(workload.content_model())
+    engine = ScoringEngine(scorer, {})
+    watch = Stopwatch()
+    advance = engine.advance  # the idle days call it directly, charged to their own part
+    engine.advance = watch.timed("rescores", advance)  # type: ignore[method-assign]
+    lifetime = scorer.lifetime_model
+    lifetime.fit = watch.timed("lifetime_refits", lifetime.fit)  # type: ignore[method-assign]
+    counts: defaultdict[str, int] = defaultdict(int)
+    started = time.perf_counter()
+    _score_events(engine, events, batch_size, watch, counts)
+    event_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    last = engine.watermark()
+    for day in range(1, rescore_days + 1):
+        _rescore_day(engine, advance, last + day * DAY, batch_size, watch, counts)
+    idle_wall = time.perf_counter() - started
+    return _row(batch_size, engine, watch, counts, event_wall, idle_wall)
+
+
+def _score_events(
+    engine: ScoringEngine,
+    events: Sequence[Event],
+    batch_size: int,
+    watch: Stopwatch,
+    counts: defaultdict[str, int],
+) -> None:
+    """The events a batch at a time, each batch's customers ranked at its flush.
+
+    The worker ranks a flush in one call; here the events' customers and the re-scored ones
+    are ranked in a call each, so that each kind's ranking is its own (a customer with an
+    event and a re-score in one batch, rare below a day of events, is ranked in both).
+    """
+    for start in range(0, len(events), batch_size):
+        watch.start("events")
+        own, rescored = score_batch(engine, events[start : start + batch_size])
+        watch.stop()
+        counts["events"] += len(own)
+        counts["rescores"] += len(rescored)
+        for kind, scored in (("events", own), ("rescores", rescored)):
+            if scored:
+                watch.start(f"rank_{kind}")
+                counts[f"ranked_{kind}"] += rank_flush(engine.scorer, scored)
+                watch.stop()
+
+
+def _rescore_day(
+    engine: ScoringEngine,
+    advance: Callable[..., list[Scored]],
+    watermark: float,
+    batch_size: int,
+    watch: Stopwatch,
+    counts: defaultdict[str, int],
+) -> None:
+    """Event time moved to ``watermark`` with no events: its due customers, ``batch_size``
+    at a time, each chunk ranked as a flush would."""
+    while True:
+        waiting = engine.scheduled()
+        watch.start("idle_rescores")
+        rescored = advance(watermark, limit=batch_size)
+        watch.stop()
+        if rescored:
+            counts["idle_rescores"] += len(rescored)
+            watch.start("rank_idle_rescores")
+            rank_flush(engine.scorer, rescored)
+            watch.stop()
+        elif engine.scheduled() == waiting:
+            return  # nobody left due by this day (a chunk of customers all skipped is not it)
+
+
+def _row(
+    batch_size: int,
+    engine: ScoringEngine,
+    watch: Stopwatch,
+    counts: dict[str, int],
+    event_wall: float,
+    idle_wall: float,
+) -> dict[str, Any]:
+    seconds = watch.seconds
+    event_cpu = seconds["events"] + seconds["rank_events"]
+    rescore_cpu = seconds["rescores"] + seconds["rank_rescores"]
+    idle_cpu = seconds["idle_rescores"] + seconds["rank_idle_rescores"]
+    events, rescores, idle = counts["events"], counts["rescores"], counts["idle_rescores"]
+    return {
+        "batch_size": batch_size,
+        "entry_point": "process_many" if hasattr(engine, "process_many") else "process per event",
+        "events": events,
+        "rescores": rescores,
+        "idle_rescores": idle,
+        "customers_ranked": {
+            "events": counts["ranked_events"],
+            "rescores": counts["ranked_rescores"],
+        },
+        "cpu_seconds": {part: round(value, 3) for part, value in sorted(seconds.items())},
+        "wall_seconds": {"events_phase": round(event_wall, 3), "idle_phase": round(idle_wall, 3)},
+        "lifetime_refits": watch.calls["lifetime_refits"],
+        "events_per_second": _per_second(events, event_cpu),
+        "us_per_event": _us_each(event_cpu, events),
+        "rescores_per_second": _per_second(rescores, rescore_cpu),
+        "us_per_rescore": _us_each(rescore_cpu, rescores),
+        "idle_rescores_per_second": _per_second(idle, idle_cpu),
+        "us_per_idle_rescore": _us_each(idle_cpu, idle),
+        "events_per_second_with_rescores": _per_second(events, event_cpu + rescore_cpu),
+    }
+
+
+def _per_second(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def _us_each(seconds: float, count: int) -> float:
+    return round(seconds / count * 1e6, 1) if count else 0.0
+
+
+def measure_all(
+    workload: Workload, batch_sizes: Sequence[int], rescore_days: int
+) -> list[dict[str, Any]]:
+    """A row per batch size, in this process, each from a fresh scorer over the same events."""
+    one_numeric_thread()
+    events = workload.decoded()
+    return [measure(workload, events, size, rescore_days) for size in batch_sizes]
+
+
+def compare(
+    workload: Workload,
+    batch_sizes: Sequence[int],
+    rescore_days: int,
+    baseline: Path | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """This checkout's row of each batch size and, with ``baseline``, that checkout's
+    measured just before it, so that a change in the machine's load hits both alike.
+
+    Every row is measured in a process of its own: one that measured a batch size before
+    measured the next 10-25% slower than a fresh one, with the same code (not explained).
+    """
+    rows: list[dict[str, Any]] = []
+    before: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="crm-engine-") as tmp:
+        path = Path(tmp) / "workload.json"
+        workload.dump(path)
+        for batch_size in batch_sizes:
+            if baseline is not None:
+                before.append(measure_in_child(baseline, path, batch_size, rescore_days))
+                _print_row(before[-1], "before")
+            rows.append(measure_in_child(ROOT, path, batch_size, rescore_days))
+            _print_row(rows[-1], "after" if baseline is not None else "")
+    return rows, before
+
+
+def _print_row(row: dict[str, Any], label: str) -> None:
+    print(
+        f"{label:6s} batch {row['batch_size']:>6,}: {row['events_per_second']:6,.0f} events/s "
+        f"({row['us_per_event']:,.0f} us), {row['rescores_per_second']:6,.0f} re-scores/s "
+        f"({row['us_per_rescore']:,.0f} us), idle days {row['idle_rescores_per_second']:6,.0f}"
+        f" re-scores/s ({row['us_per_idle_rescore']:,.0f} us)",
+        flush=True,
+    )
+
+
+def measure_in_child(
+    checkout: Path, workload: Path, batch_size: int, rescore_days: int
+) -> dict[str, Any]:
+    """The row of ``checkout``'s packages over the events of ``workload`` (a dumped
+    :class:`Workload`): this script in a child process with the checkout first on its
+    PYTHONPATH and this checkout's dependencies."""
+    source = checkout.resolve()
+    result_path = workload.with_name("result.json")
+    command = [sys.executable, str(Path(__file__).resolve()), "--workload", str(workload),
+               "--result", str(result_path), "--batch-sizes", str(batch_size),
+               "--rescore-days", str(rescore_days)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    subprocess.run(command, env=env, cwd=workload.parent, check=True)
+    result = json.loads(result_path.read_text())
+    if Path(result["code"]) != source:
+        msg = f"the child ran {result['code']}'s packages, not {source}'s"
+        raise SystemExit(msg)
+    [row] = result["results"]
+    return dict(row)
+
+
+def _version(checkout: Path) -> str:
+    """``checkout``'s short commit, ``+ changes`` when its tracked files differ from it."""
+    changed = subprocess.run(
+        ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return commit_of(checkout) + (" + changes" if changed else "")
+
+
+def report(document: dict[str, Any]) -> None:
+    table = Table(title="The scoring core alone, one core, CPU time per kind of score")
+    for column in _COLUMNS:
+        table.add_column(column, justify="left" if column == "code" else "right")
+    runs = [document.get("baseline"), {"commit": document["commit"], **document}]
+    for run in (run for run in runs if run is not None):
+        for row in run["results"]:
+            table.add_row(run["commit"], f"{row['batch_size']:,}",
+                          *(f"{row[key]:,.0f}" for key in _RATES))  # fmt: skip
+    if "baseline" in document:
+        for before, after in zip(document["baseline"]["results"], document["results"], strict=True):
+            table.add_row("after / before", f"{after['batch_size']:,}",
+                          *(f"{after[key] / before[key]:.2f}" if before[key] else "-"
+                            for key in _RATES))  # fmt: skip
+    Console(width=None if sys.stdout.isatty() else 150).print(table)
+
+
+_COLUMNS = (
+    "code",
+    "batch",
+    "events/s",
+    "us/event",
+    "re-scores/s",
+    "us/re-score",
+    "idle days: re-scores/s",
+    "us/idle re-score",
+    "events/s, re-scores too",
+)
+_RATES = (
+    "events_per_second",
+    "us_per_event",
+    "rescores_per_second",
+    "us_per_rescore",
+    "idle_rescores_per_second",
+    "us_per_idle_rescore",
+    "events_per_second_with_rescores",
+)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    sizes = [int(size) for size in text.split(",") if size.strip()]
+    if not sizes or min(sizes) < 1:
+        msg = f"batch sizes must be positive integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_500)
+    parser.add_argument("--events", type=int, default=15_000)
+    parser.add_argument("--days", type=float, default=30.0, help="event time the events span")
+    parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 64, 1_000, 10_000])
+    parser.add_argument(
+        "--rescore-days", type=int, default=3, help="days of re-scores only, after the events"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add DIR COMMIT): its packages "
+        "score the same events first, so before and after are rows of one run",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    # A child measuring rows (see compare): the parent's workload in, the rows out.
+    parser.add_argument("--workload", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    code = str(Path(online_models.__file__).resolve().parents[1])
+    if args.result is not None:
+        rows = measure_all(Workload.load(args.workload), args.batch_sizes, args.rescore_days)
+        args.result.write_text(json.dumps({"code": code, "results": rows}))
+        return
+
+    workload = Workload.simulated(args.customers, args.events, args.days, args.seed)
+    document: dict[str, Any] = {
+        "benchmark": "engine",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "arguments": {key: value for key, value in vars(args).items() if value is not None},
+        "workload": workload.facts(),
+    }
+    facts = document["workload"]
+    print(
+        f"{facts['events']:,} events ({facts['text_events']:,} with text) of "
+        f"{facts['customers']:,} customers over {facts['event_time_days']} days, "
+        f"{facts['catalogue_items']:,} catalogue items",
+        flush=True,
+    )
+    document["arguments"] = json.loads(json.dumps(document["arguments"], default=str))
+    document["commit"] = _version(ROOT)
+    if args.baseline is not None:
+        print(f"before: {args.baseline}, after: this checkout, {code}", flush=True)
+    rows, before = compare(workload, args.batch_sizes, args.rescore_days, args.baseline)
+    document["results"] = rows
+    if args.baseline is not None:
+        source = args.baseline.resolve()
+        document["baseline"] = {"commit": _version(source), "code": str(source), "results": before}
+    report(document)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
