@@ -8,7 +8,7 @@ expensive fixture on one process and hands out the longest tests first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 import pytest
@@ -91,16 +91,18 @@ def _groups(items: list[pytest.Item]) -> dict[str, str]:
     return {key: root(key) for key in parent}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)  # around xdist's own, which reads the groups
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
     """Order the tests longest tier first, and group those that share an expensive fixture,
     so that ``--dist loadgroup`` builds it once instead of once per test process."""
     items.sort(key=_tier)  # stable: a module's tests keep their order within a tier
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    groups = _groups(items)
-    for item in items:
-        shared = _shared_fixtures(item)
-        if shared:
-            group = groups[min(shared)].replace("@", "_")
-            item.add_marker(pytest.mark.xdist_group(group))
+    if config.pluginmanager.hasplugin("xdist"):
+        groups = _groups(items)
+        for item in items:
+            shared = _shared_fixtures(item)
+            if shared:
+                group = groups[min(shared)].replace("@", "_")
+                item.add_marker(pytest.mark.xdist_group(group))
+    return (yield)
