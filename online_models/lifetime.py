@@ -145,35 +145,21 @@ def fit_lifetime(share: LifetimeShare, *, now: float) -> LifetimeShare:
     t_x = (last[buyers] - first[buyers]) / DAY
     age = np.maximum((as_of[buyers] - first[buyers]) / DAY, t_x)
     mean_spend = np.maximum(spend[buyers] / orders[buyers], 0.01)
-    options = _REFIT if share.fitted_on > 0 else _FIRST_FIT
-    bg = _fit(
-        lambda p: -np.mean(_bgnbd_ll(p[0], p[1], p[2], p[3], x, t_x, age)),
-        share.params[:4],
-        options,
-    )
+    bg = _fit(lambda p: -np.mean(_bgnbd_ll(p[0], p[1], p[2], p[3], x, t_x, age)), share.params[:4])
     gg = _fit(
         lambda p: -np.mean(_gamma_gamma_ll(p[0], p[1], p[2], x + 1.0, mean_spend)),
         share.params[4:],
-        options,
     )
     return LifetimeShare(share.keys, share.summaries, bg + gg, now, int(buyers.sum()))
 
 
-# Nelder-Mead's options. A refit starts from the previous fit, one refit interval of event
-# time old: it stops sooner and looser (0.1% of each parameter), and the next refit goes on
-# from where it stopped. Over a year of Online Retail's daily refits both ended on the same
-# parameters to 4 digits where they are identified, with the customers' predicted lifetime
-# value in the same order (Spearman 1.000000), in 27% less fitting time.
-_FIRST_FIT = {"maxiter": 600, "xatol": 1e-4, "fatol": 1e-7}
-_REFIT = {"maxiter": 150, "xatol": 1e-3, "fatol": 1e-6}
-
-
-def _fit(nll: Any, start: Sequence[float], options: dict[str, float]) -> tuple[float, ...]:
+def _fit(nll: Any, start: Sequence[float]) -> tuple[float, ...]:
     """Minimise ``nll`` over positive parameters (searched in log space)."""
     with np.errstate(all="ignore"):
         result = optimize.minimize(
-            lambda lp: nll(np.exp(lp)), np.log(start), method="Nelder-Mead", options=options
-        )
+            lambda lp: nll(np.exp(lp)), np.log(start), method="Nelder-Mead",
+            options={"maxiter": 600, "xatol": 1e-4, "fatol": 1e-7},
+        )  # fmt: skip
     found = np.exp(result.x)
     if not np.isfinite(result.fun) or not np.isfinite(found).all():
         return tuple(start)
