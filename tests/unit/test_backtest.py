@@ -101,6 +101,7 @@ def test_the_scores_file_has_a_header_and_one_row_per_customer(tmp_path: Path) -
     assert first["as_of"] == (START + timedelta(days=60)).isoformat()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_file(), reason=f"Online Retail data not found at {DATA}")
 def test_a_slice_of_online_retail_scores_every_buyer_before_the_cutoff(tmp_path: Path) -> None:
     # The file's first two weeks (it is in time order): 30,000 lines, to 2010-12-14.

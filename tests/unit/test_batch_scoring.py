@@ -101,6 +101,7 @@ def assert_same_bookkeeping(a: ScoreOutcome, b: ScoreOutcome) -> None:
     assert close(a.score.next_order_expected, b.score.next_order_expected)
 
 
+@pytest.mark.slow
 def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch):
     monkeypatch.setattr(batch_scoring, "MIN_BATCH", 1)  # batches of one through the arrays
     one, one_days = one_by_one
@@ -192,6 +193,7 @@ def test_learn_many_takes_rivers_steps_example_by_example():
     assert pickle.loads(pickle.dumps(batched)).risk(probe) == batched.risk(probe)
 
 
+@pytest.mark.slow
 def test_risks_and_terms_of_many_are_those_of_one_at_a_time(churn_world):
     model = churn_world.scorer.churn_model
     states = list(churn_world.states.values())[:50]

@@ -108,6 +108,7 @@ def test_a_burst_of_events_within_the_sample_interval_gives_no_labels():
     assert scorer.churn_model.labels_learned == 0
 
 
+@pytest.mark.slow
 def test_silence_past_the_horizon_labels_churned_and_raises_the_risk(churn_world):
     engine = ScoringEngine(copy.deepcopy(churn_world.scorer), {})
     scorer = engine.scorer
@@ -274,6 +275,7 @@ def test_shards_only_see_their_own_customers():
     assert rescored(0) == ["on-shard-0"]
 
 
+@pytest.mark.slow
 def test_the_churn_model_learns_that_silent_customers_churn(churn_world):
     scorer, states, labels = churn_world.scorer, churn_world.states, churn_world.labels
     end = max(state.profile.last_seen for state in states.values())

@@ -104,6 +104,7 @@ def test_a_worker_starting_from_the_group_model_places_customers_as_the_others_d
     assert fresh.segmenter.place_one(unusual).segment == UNUSUAL
 
 
+@pytest.mark.slow
 def test_region_ids_stay_put_through_more_syncs() -> None:
     local = LocalGroup(CONFIG, workers=2, sync_seconds=6 * 3600.0)
     events = shop(seed=2, days=60.0)

@@ -171,6 +171,7 @@ def test_a_split_part_elsewhere_gets_a_new_id_never_an_old_one() -> None:
 # --- the scorer -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_density_scorer_serves_unusual_customers_as_segment_minus_one() -> None:
     scorer = CustomerScorer(DENSITY)
     engine = ScoringEngine(scorer, {})
@@ -193,6 +194,7 @@ def test_a_density_scorer_serves_unusual_customers_as_segment_minus_one() -> Non
     assert bot.outlier_score >= 0.99
 
 
+@pytest.mark.slow
 def test_batched_rescores_place_customers_as_one_at_a_time(monkeypatch) -> None:
     scorer = CustomerScorer(DENSITY)
     engine = ScoringEngine(scorer, {})

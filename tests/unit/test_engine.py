@@ -33,6 +33,7 @@ def rescores_of(customer_id: str, scored: list[Scored]) -> list[ScoreOutcome]:
     return [each.outcome for each in scored if each.customer_id == customer_id]
 
 
+@pytest.mark.slow
 def test_a_silent_customers_score_follows_the_watermark_other_customers_move(churn_world):
     # A scorer that learned from a year of customers that silence means churn.
     engine = ScoringEngine(copy.deepcopy(churn_world.scorer), {})
@@ -282,6 +283,7 @@ def test_the_same_id_under_another_customer_is_a_different_event():
     assert engine.states["bob"].profile.orders == 1
 
 
+@pytest.mark.slow
 def test_segment_sizes_follow_every_move_and_survive_a_rebuild():
     states: dict[str, CustomerState] = {}
     engine = ScoringEngine(CustomerScorer(), states)

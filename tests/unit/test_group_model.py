@@ -170,6 +170,7 @@ def test_churn_weights_merged_from_workers_steps_stay_near_one_model(workers: in
     assert scorers[0].churn_model.labels_learned == len(examples)
 
 
+@pytest.mark.slow
 def test_item_factors_merged_from_workers_steps_rank_like_one_model() -> None:
     """Two groups of customers buying from two groups of items: the factors alone (no
     popularity, no co-purchase) must put a customer's own group first, split or not."""
@@ -258,6 +259,7 @@ def test_pending_learning_stays_in_the_workers_own_scores_until_merged() -> None
     assert scorer.value_model.customers == 2
 
 
+@pytest.mark.slow
 def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_do() -> None:
     group = LocalGroup(CONFIG, workers=2, sync_seconds=1_800.0)
     rng = random.Random(9)
@@ -281,6 +283,7 @@ def test_a_worker_starting_from_the_group_model_scores_a_newcomer_as_the_others_
         assert score.model_version == scores[0].model_version == f"{__version__}+v{group.version}"
 
 
+@pytest.mark.slow
 def test_local_group_workers_share_one_label_count() -> None:
     four = LocalGroup(CONFIG, workers=4, sync_seconds=DAY)
     rng = random.Random(10)
@@ -325,6 +328,7 @@ def test_co_purchases_naming_an_item_a_worker_meets_later_are_linked_when_it_doe
     assert recommender.rank(None, 5, recent=["tea"], exclude={"tea"}) == ["cup"]
 
 
+@pytest.mark.slow
 def test_versions_applied_item_by_item_equal_the_whole_group_model() -> None:
     """Workers apply only the items a version changed; a worker loading every part at once
     (a new one) ends with the same items: factors, popularity and co-purchase counts."""

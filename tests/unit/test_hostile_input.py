@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,7 @@ def test_any_near_valid_event_that_decodes_is_scored(document: dict[str, Any]) -
     assert_scored_or_rejected(to_message(document))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=extremes)
 @example(values={"type": "purchase", "amount": 1e12, "quantity": 1_000_000, "timestamp": 4.1e9})

@@ -95,6 +95,7 @@ def test_a_newer_summary_of_a_customer_replaces_the_older() -> None:
     assert len(share.keys) == 1 and share.summaries[0, 2] == 2
 
 
+@pytest.mark.slow
 def test_a_grouped_model_never_fits_alone_the_group_does() -> None:
     from online_models.group import LocalGroup
 
@@ -262,6 +263,7 @@ def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
     assert 0.7 < quality.cohort_roc_auc < 0.95
 
 
+@pytest.mark.slow
 def test_a_fit_made_off_the_event_loop_keeps_the_customers_merged_meanwhile() -> None:
     from online_models.group import LIFETIME, LocalGroup
 

@@ -25,6 +25,8 @@ from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
 
+pytestmark = pytest.mark.slow  # a simulated shop of 15,000 events, scored once for the module
+
 CUSTOMERS = 300
 EVENTS = 15_000
 TOP_K = 10

@@ -145,6 +145,7 @@ def test_two_workers_distances_merge_into_one_segmenters() -> None:
     np.testing.assert_allclose(merged.spread.weights, whole.spread.weights, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_an_enormous_single_order_is_an_outlier_in_the_score_and_the_redis_hash() -> None:
     scorer = CustomerScorer(ScorerConfig(segments=3, recommender_factors=4))
     engine = ScoringEngine(scorer, {})  # silent customers re-scored daily, as by the worker

@@ -132,6 +132,7 @@ def test_the_alert_can_be_turned_off_and_waits_for_the_segmenter_to_settle() -> 
         assert scores[-1].score.segment_outlier and not any(unusual(o) for o in scores)
 
 
+@pytest.mark.slow
 def test_a_bot_becoming_unusual_in_density_segments_is_alerted_once() -> None:
     scorer = CustomerScorer(replace(CONFIG, segment_model="density"))
     engine = ScoringEngine(scorer, {})
@@ -148,6 +149,7 @@ def test_a_bot_becoming_unusual_in_density_segments_is_alerted_once() -> None:
     assert len(alerts) <= 0.1 * 260  # a few ordinary customers at the edges, not everyone
 
 
+@pytest.mark.slow
 def test_a_bot_viewing_a_thousand_items_a_day_stays_unusual_in_kmeans_segments() -> None:
     """Segments learn one point per customer per day: the bot's thousands of views do not
     drag a centre (and its spread) onto the bot until it looks ordinary."""
