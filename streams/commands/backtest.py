@@ -133,6 +133,7 @@ def run_backtest(
     workers: int = 1,
     partitions: int = 1,
     sync_seconds: float = 15.0,
+    sync_all_parts: bool = False,
     progress: Callable[[int], None] | None = None,
     items: Iterable[CatalogueItem] | None = None,
     snapshots: Sequence[datetime] = (),
@@ -145,7 +146,8 @@ def run_backtest(
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
     sync through the group's model every ``sync_seconds`` of event time
-    (:class:`~online_models.group.LocalGroup`). Events at or
+    (:class:`~online_models.group.LocalGroup`; one worker syncs only the parts where the
+    group's model does what it does not, unless ``sync_all_parts``). Events at or
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their
     worker as of that moment with the models frozen. ``progress`` is called with each event
@@ -159,7 +161,12 @@ def run_backtest(
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
-    group = LocalGroup(config or ScorerConfig(), workers=workers, sync_seconds=sync_seconds)
+    group = LocalGroup(
+        config or ScorerConfig(),
+        workers=workers,
+        sync_seconds=sync_seconds,
+        sync_all_parts=sync_all_parts,
+    )
     for item in items or ():
         document = item.model_dump(exclude_none=True)
         for scorer in group.scorers:
