@@ -11,8 +11,9 @@ import pytest
 
 from online_models.activity import DAY
 from schemas.events import AnyEvent, validate_event
+from streams.commands import csv_blocks
 from streams.commands.backtest import SCORE_COLUMNS, run_backtest, write_scores
-from streams.commands.transactions import load_transactions
+from streams.commands.transactions import load_transactions, read_transactions
 
 START = datetime(2011, 1, 3, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,29 @@ def test_the_scores_file_has_a_header_and_one_row_per_customer(tmp_path: Path) -
     assert 0.0 <= float(first["churn_risk"]) <= 1.0
     assert isinstance(orjson.loads(first["recommendations"]), list)
     assert first["as_of"] == (START + timedelta(days=60)).isoformat()
+
+
+def test_a_file_read_a_chunk_at_a_time_scores_as_its_events_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 1024)  # many chunks
+    source = tmp_path / "history.csv"
+    lines = ["customer_id,timestamp,item_id,quantity,amount"]
+    for event in history():
+        lines.append(f"{event.customer_id},{event.timestamp.isoformat()},{event.item_id},1,10.5")
+    source.write_text("\n".join(lines))
+    cutoff = START + timedelta(days=120)
+
+    stream = read_transactions(source)
+    chunked = run_backtest(stream, cutoff, partitions=4)
+    one_by_one = run_backtest(
+        [e.event for e in load_transactions(source).events], cutoff, partitions=4
+    )
+
+    assert stream.in_file_order
+    assert chunked.events == one_by_one.events > 0
+    assert chunked.ignored_after_cutoff == one_by_one.ignored_after_cutoff > 0
+    assert [r.to_csv() for r in chunked.rows] == [r.to_csv() for r in one_by_one.rows]
 
 
 @pytest.mark.parametrize("days", [60, 240])
