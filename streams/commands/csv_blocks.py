@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from schemas.errors import CrmScorerError
 
-__all__ = ["CsvBlock", "CsvFileError", "csv_blocks", "csv_header"]
+__all__ = ["CsvBlock", "CsvFileError", "EmptyCsvFile", "csv_blocks", "csv_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,17 @@ BLOCK_BYTES = 1 << 20
 
 
 class CsvFileError(CrmScorerError):
-    """A CSV file that cannot be read; the message says why (the caller names the file)."""
+    """A CSV file that cannot be read: ``reason`` says why, ``row`` how many data rows were
+    read before (None: not known); the caller names the file."""
+
+    def __init__(self, reason: str, row: int | None = None) -> None:
+        super().__init__(reason if row is None else f"after row {row}: {reason}")
+        self.reason = reason
+        self.row = row
+
+
+class EmptyCsvFile(CsvFileError):
+    """A CSV file without even a header line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +68,8 @@ def csv_header(path: Path) -> list[str]:
             )
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
-                raise CsvFileError("is empty: a CSV file starts with a header line") from None
-            raise CsvFileError(str(exc)) from None
+                raise EmptyCsvFile("is empty: a CSV file starts with a header line") from None
+            raise CsvFileError(str(exc), 0) from None
         names: list[str] = reader.schema.names
         reader.close()
     return names
@@ -94,7 +104,7 @@ def csv_blocks(path: Path, wanted: Sequence[str]) -> Iterator[CsvBlock]:
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise CsvFileError(f"after row {rows_before}: {exc}") from None
+                raise CsvFileError(str(exc), rows_before) from None
             rows, among = _numbered(batch.num_rows, next_row, uneven)
             texts = {name: _utf8(batch.column(name), rows_before) for name in columns}
             yield CsvBlock(texts, rows, among)
@@ -138,8 +148,8 @@ def _utf8(column: pa.BinaryArray, rows_before: int) -> pa.StringArray:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise CsvFileError(f"after row {rows_before + offset}: {exc.reason}") from None
-    raise CsvFileError(f"after row {rows_before}: not UTF-8")
+            raise CsvFileError(exc.reason, rows_before + offset) from None
+    raise CsvFileError("not UTF-8", rows_before)
 
 
 @contextmanager

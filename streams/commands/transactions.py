@@ -37,7 +37,7 @@ from schemas.transactions import (
     RowRejected,
     event_from_json_line,
 )
-from streams.commands.csv_blocks import CsvFileError, csv_blocks, csv_header
+from streams.commands.csv_blocks import CsvFileError, EmptyCsvFile, csv_blocks, csv_header
 
 __all__ = [
     "EventChunk",
@@ -120,7 +120,7 @@ class RejectReport:
     def reject(self, row: int, rejection: RowRejected | Rejection) -> None:
         """Count ``row`` (and, for a :class:`Rejection` of several rows, the others after it)
         as refused for ``rejection.reason``."""
-        self.reasons[rejection.reason] += getattr(rejection, "count", 1)
+        self.reasons[rejection.reason] += rejection.count if isinstance(rejection, Rejection) else 1
         self.examples.setdefault(rejection.reason, RejectExample(row, rejection.message))
 
 
@@ -314,12 +314,11 @@ def _chunks(
             yield from _csv_chunks(path, mapping, report, same_names=same_names)
         else:
             yield from _jsonl_chunks(path, mapping, report)
+    except EmptyCsvFile as exc:
+        raise TransactionFileError(f"{path.name} {exc}") from None
     except CsvFileError as exc:
-        msg = f"cannot read {path}: {exc}"
-        if str(exc).startswith("after row"):
-            msg = f"cannot read {path} {exc} (expected UTF-8 {fmt})"
-        elif str(exc).startswith("is empty"):
-            msg = f"{path.name} {exc}"
+        where = "" if exc.row is None else f" after row {exc.row}"
+        msg = f"cannot read {path}{where}: {exc.reason} (expected UTF-8 {fmt})"
         raise TransactionFileError(msg) from None
     except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
         raise TransactionFileError(f"cannot read {path}: {exc}") from None
