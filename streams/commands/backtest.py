@@ -156,8 +156,8 @@ def run_backtest(
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their
     worker as of that moment with the models frozen. ``progress`` is called with the count of
-    events read so far. ``items`` is the catalogue every worker reads first (as from
-    ``CRM_ITEMS_TOPIC``).
+    events before ``as_of`` read so far. ``items`` is the catalogue every worker reads first
+    (as from ``CRM_ITEMS_TOPIC``).
 
     At each of the ``snapshots`` before ``as_of``, once every earlier event is scored, event
     time is moved there and the workers sync as at the cutoff, and every customer's score as
@@ -180,12 +180,14 @@ def run_backtest(
     result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
     moments = sorted(t for t in (moment.timestamp() for moment in snapshots) if t < cutoff)
     shards: dict[str, int] = {}
-    for count, (customer_id, event_id, activity) in enumerate(_activities(events), start=1):
-        if progress is not None:
-            progress(count)
+    before = 0
+    for customer_id, event_id, activity in _activities(events):
         if activity.time >= cutoff:
             result.ignored_after_cutoff += 1
             continue
+        before += 1
+        if progress is not None:
+            progress(before)
         while moments and activity.time >= moments[0]:
             _snapshot(group, result, partitions, moments.pop(0))
         shard = shards.get(customer_id)

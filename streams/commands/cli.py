@@ -397,9 +397,13 @@ def backtest(
     try:
         with console.status(f"reading {file}"):
             stream = read_transactions(
-                file, preset=preset, maps=maps or (), file_format=file_format
+                file,
+                preset=preset,
+                maps=maps or (),
+                file_format=file_format,
+                before=moment.timestamp(),
             )
-        with event_progress(console, stream.events, "scoring") as progress:
+        with event_progress(console, stream.events_before, "scoring") as progress:
             result = run_backtest(
                 stream,
                 moment,

@@ -148,6 +148,7 @@ class TransactionStream:
 
     report: RejectReport
     events: int
+    events_before: int  #: events before the time :func:`read_transactions` was given
     in_file_order: bool
     _chunks: Callable[[], Iterator[EventChunk]]
 
@@ -240,12 +241,14 @@ def read_transactions(
     preset: str | None = None,
     maps: Sequence[str] = (),
     file_format: FileFormat | str | None = None,
+    before: float = math.inf,
 ) -> TransactionStream:
     """The events of ``path`` as :func:`load_transactions` reads them, a chunk at a time.
 
-    The file is read once here, to count its events and refusals and to learn whether it is
-    in event-time order, keeping nothing; iterating the stream reads it again. Raises as
-    :func:`load_transactions` does, before any chunk is handed out.
+    The file is read once here, to count its events (and those ``before`` an event time,
+    epoch seconds) and refusals and to learn whether it is in event-time order, keeping
+    nothing; iterating the stream reads it again. Raises as :func:`load_transactions` does,
+    before any chunk is handed out.
     """
     path, fmt, mapping = _checked(path, preset, maps, file_format)
     same_names = preset is None
@@ -254,17 +257,18 @@ def read_transactions(
         return _chunks(path, fmt, mapping, RejectReport(), same_names=same_names)
 
     report = RejectReport()
-    events, latest, in_order = 0, -math.inf, True
+    events, events_before, latest, in_order = 0, 0, -math.inf, True
     for chunk in _chunks(path, fmt, mapping, report, same_names=same_names):
         times = chunk_times(chunk)
         if len(times):
             events += len(times)
+            events_before += int(np.count_nonzero(times < before))
             in_order = in_order and float(times[0]) >= latest
             latest = max(latest, float(times[-1]))
     logger.info(
         "Read %d rows of %s: %d events, in time order: %s", report.rows, path, events, in_order
     )
-    return TransactionStream(report, events, in_order, chunks)
+    return TransactionStream(report, events, events_before, in_order, chunks)
 
 
 def chunk_times(chunk: EventChunk) -> np.ndarray:

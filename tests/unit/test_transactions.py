@@ -11,6 +11,7 @@ import gzip
 import io
 import random
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -492,7 +493,9 @@ def test_a_file_in_time_order_is_streamed_and_another_is_sorted(
     shuffled = write(tmp_path / "shuffled.csv", header + "\n".join(reversed(rows)))
 
     for path, in_order in ((ordered, True), (shuffled, False)):
-        stream = read_transactions(path, preset="online-retail")
+        stream = read_transactions(
+            path, preset="online-retail", before=datetime(2011, 1, 3, tzinfo=UTC).timestamp()
+        )
         chunks = list(stream)
         loaded = load_transactions(path, preset="online-retail")
 
@@ -500,4 +503,5 @@ def test_a_file_in_time_order_is_streamed_and_another_is_sorted(
         assert len(chunks) > 3 if in_order else len(chunks) == 1  # streamed, or sorted whole
         assert [e.document for chunk in chunks for e in loaded_events(chunk)] == documents(loaded)
         assert stream.events == len(loaded.events) == 60
+        assert stream.events_before == 20  # the rows of January 1 and 2
         assert stream.report == loaded.report
