@@ -23,7 +23,9 @@ from schemas.errors import EventRejected, UnknownEventType
 
 __all__ = [
     "DEAD_LETTER_REASONS",
+    "EARLIEST_EVENT_TIME",
     "EVENT_FIELDS",
+    "LATEST_EVENT_TIME",
     "MAX_EVENT_BYTES",
     "AnyEvent",
     "CartAddEvent",
@@ -61,9 +63,11 @@ DEAD_LETTER_REASONS = (
     "processing_error",
 )
 
-# Event time outside this window is a producer bug (milliseconds sent as seconds, a zero date).
-_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+#: Event time outside this window is a producer bug (milliseconds sent as seconds, a zero
+#: date): the first moment allowed, and the first refused.
+EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+_YEARS = f"{EARLIEST_EVENT_TIME.year}..{LATEST_EVENT_TIME.year - 1}"
 
 
 class EventType(StrEnum):
@@ -117,10 +121,10 @@ def parse_event_time(value: Any) -> datetime:
     try:
         moment = moment.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
-        msg = f"{moment.isoformat()} is outside {_EARLIEST.year}..{_LATEST.year - 1}"
+        msg = f"{moment.isoformat()} is outside {_YEARS}"
         raise ValueError(msg) from exc
-    if not _EARLIEST <= moment < _LATEST:
-        msg = f"{moment.isoformat()} is outside {_EARLIEST.year}..{_LATEST.year - 1}"
+    if not EARLIEST_EVENT_TIME <= moment < LATEST_EVENT_TIME:
+        msg = f"{moment.isoformat()} is outside {_YEARS}"
         raise ValueError(msg)
     return moment
 

@@ -26,6 +26,7 @@ __all__ = [
     "RowRejected",
     "event_from_json_line",
     "event_from_row",
+    "iso_time_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def event_from_row(
     item_id = values["item_id"]
     if item_id.upper() in mapping.non_products:
         raise RowRejected("not_a_product", f"item {item_id!r} is not a product")
-    timestamp = _iso_time(values["timestamp"], mapping.time_formats)
+    timestamp = iso_time_of(values["timestamp"], mapping.time_formats)
     quantity = _quantity(values["quantity"])
     is_return = quantity < 0 or values.get("invoice", "").startswith("C")
     document = {
@@ -338,8 +339,13 @@ def _event_id(values: dict[str, str], row_number: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _iso_time(text: str, formats: tuple[str, ...]) -> str:
-    """ISO-8601 UTC of a source time: ISO-8601, epoch seconds or one of ``formats``."""
+def iso_time_of(text: str, formats: tuple[str, ...]) -> str:
+    """ISO-8601 UTC of a source time: ISO-8601, epoch seconds or one of ``formats``; raises
+    :class:`RowRejected` (``bad_timestamp``) for any other text.
+
+    >>> iso_time_of("12/1/2010 8:26", ("%m/%d/%Y %H:%M",))
+    '2010-12-01T08:26:00+00:00'
+    """
     try:
         moment = datetime.fromtimestamp(float(text), tz=UTC)
     except (ValueError, OverflowError, OSError):

@@ -6,7 +6,7 @@ import csv
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +14,15 @@ from pathlib import Path
 import orjson
 from kafka.partitioner.default import murmur2
 
+from online_models.activity import Activity
 from online_models.alert_policy import AlertIntent
 from online_models.group import LocalGroup
 from online_models.scorer import CustomerScore, CustomerScorer, ScorerConfig
 from online_models.state import CustomerState
 from schemas.events import AnyEvent
 from schemas.items import CatalogueItem
+from schemas.transaction_columns import EventColumns
+from streams.commands.transactions import EventChunk
 from streams.convert import activity_of
 
 __all__ = [
@@ -126,30 +129,35 @@ def partition_of(customer_id: str, partitions: int) -> int:
 
 
 def run_backtest(
-    events: Iterable[AnyEvent],
+    events: Iterable[AnyEvent | EventChunk],
     as_of: datetime,
     config: ScorerConfig | None = None,
     *,
     workers: int = 1,
     partitions: int = 1,
     sync_seconds: float = 15.0,
+    sync_all_parts: bool = False,
     progress: Callable[[int], None] | None = None,
     items: Iterable[CatalogueItem] | None = None,
     snapshots: Sequence[datetime] = (),
 ) -> Backtest:
     """Score ``events`` (in event-time order) that happened before ``as_of``, as the workers do.
 
+    ``events`` are events, or chunks of a file's events (a
+    :class:`~streams.commands.transactions.TransactionStream`): only a chunk at a time is held.
     The scoring path is the worker's (:class:`~online_models.engine.ScoringEngine`): every
     event updates the models and its customer's state, silent customers are re-scored as
     event time moves on, and churn labels arrive when the stream reveals them. Customers are
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
     sync through the group's model every ``sync_seconds`` of event time
-    (:class:`~online_models.group.LocalGroup`). Events at or
+    (:class:`~online_models.group.LocalGroup`; one worker syncs only the parts where the
+    group's model does what it does not, unless ``sync_all_parts``). Events at or
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their
-    worker as of that moment with the models frozen. ``progress`` is called with each event
-    count. ``items`` is the catalogue every worker reads first (as from ``CRM_ITEMS_TOPIC``).
+    worker as of that moment with the models frozen. ``progress`` is called with the count of
+    events before ``as_of`` read so far. ``items`` is the catalogue every worker reads first
+    (as from ``CRM_ITEMS_TOPIC``).
 
     At each of the ``snapshots`` before ``as_of``, once every earlier event is scored, event
     time is moved there and the workers sync as at the cutoff, and every customer's score as
@@ -159,7 +167,12 @@ def run_backtest(
     """
     started = time.perf_counter()
     cutoff = as_of.timestamp()
-    group = LocalGroup(config or ScorerConfig(), workers=workers, sync_seconds=sync_seconds)
+    group = LocalGroup(
+        config or ScorerConfig(),
+        workers=workers,
+        sync_seconds=sync_seconds,
+        sync_all_parts=sync_all_parts,
+    )
     for item in items or ():
         document = item.model_dump(exclude_none=True)
         for scorer in group.scorers:
@@ -167,21 +180,21 @@ def run_backtest(
     result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
     moments = sorted(t for t in (moment.timestamp() for moment in snapshots) if t < cutoff)
     shards: dict[str, int] = {}
-    for count, event in enumerate(events, start=1):
-        if progress is not None:
-            progress(count)
-        activity = activity_of(event)
+    before = 0
+    for customer_id, event_id, activity in _activities(events):
         if activity.time >= cutoff:
             result.ignored_after_cutoff += 1
             continue
+        before += 1
+        if progress is not None:
+            progress(before)
         while moments and activity.time >= moments[0]:
             _snapshot(group, result, partitions, moments.pop(0))
-        customer_id = event.customer_id
         shard = shards.get(customer_id)
         if shard is None:
             shard = shards[customer_id] = partition_of(customer_id, partitions)
         scored = group.process(
-            customer_id, activity, worker=shard % workers, shard=shard, event_id=event.event_id
+            customer_id, activity, worker=shard % workers, shard=shard, event_id=event_id
         )
         if scored[0].duplicate:
             result.duplicates += 1
@@ -236,6 +249,30 @@ def _snapshot(group: LocalGroup, result: Backtest, partitions: int, time: float)
         for scorer, states in zip(group.scorers, group.states, strict=True)
         for customer_id, state in states.items()
     }
+
+
+def _activities(events: Iterable[AnyEvent | EventChunk]) -> Iterator[tuple[str, str, Activity]]:
+    """``(customer_id, event_id, activity)`` of every event, chunks unpacked."""
+    for event in events:
+        if isinstance(event, EventColumns):
+            yield from _column_activities(event)
+        elif isinstance(event, list):
+            for loaded in event:
+                yield loaded.event.customer_id, loaded.event.event_id, activity_of(loaded.event)
+        else:
+            yield event.customer_id, event.event_id, activity_of(event)
+
+
+def _column_activities(chunk: EventColumns) -> Iterator[tuple[str, str, Activity]]:
+    """The activities of purchase and return rows, straight from their columns: the same as
+    :func:`~streams.convert.activity_of` of each validated event."""
+    for customer_id, event_id, is_return, moment, item_id, amount, quantity in zip(
+        chunk.customer_ids, chunk.event_ids, chunk.returns.tolist(), chunk.times.tolist(),
+        chunk.item_ids, chunk.amounts.tolist(), chunk.quantities.tolist(), strict=True,
+    ):  # fmt: skip
+        kind = "return" if is_return else "purchase"
+        activity = Activity(kind, moment, item_id=item_id, amount=amount, quantity=quantity)
+        yield customer_id, event_id, activity
 
 
 def _count(

@@ -377,9 +377,10 @@ def backtest(
 ) -> None:
     """Run the worker's models in-process over a file's events before --as-of; write scores."""
     from rich.console import Console
-    from rich.progress import Progress
 
     from streams.commands.backtest import run_backtest, write_scores
+    from streams.commands.progress import event_progress
+    from streams.commands.transactions import read_transactions
     from streams.worker import one_numeric_thread
 
     moment = _as_of(as_of)
@@ -393,28 +394,30 @@ def backtest(
     catalogue = None
     if items_file is not None:
         catalogue = _read_catalogue(items_file, items_preset, items_maps, None).items
-    transactions = _read_transactions(console, file, preset, maps, file_format)
-    events = transactions.events
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(events))
-        step = max(len(events) // 200, 1)
-
-        def advance(count: int) -> None:
-            if count % step == 0:
-                progress.update(task, completed=count)
-
-        result = run_backtest(
-            (loaded.event for loaded in events),
-            moment,
-            settings.scorer_config(),
-            workers=workers,
-            partitions=settings.topic_partitions,
-            sync_seconds=settings.model_sync_seconds,
-            progress=advance,
-            items=catalogue,
-        )
+    try:
+        with console.status(f"reading {file}"):
+            stream = read_transactions(
+                file,
+                preset=preset,
+                maps=maps or (),
+                file_format=file_format,
+                before=moment.timestamp(),
+            )
+        with event_progress(console, stream.events_before, "scoring") as progress:
+            result = run_backtest(
+                stream,
+                moment,
+                settings.scorer_config(),
+                workers=workers,
+                partitions=settings.topic_partitions,
+                sync_seconds=settings.model_sync_seconds,
+                progress=progress,
+                items=catalogue,
+            )
+    except CrmScorerError as exc:
+        raise _fail(str(exc)) from None
     written = write_scores(result.rows, out)
-    report = transactions.report
+    report = stream.report
     typer.echo(
         f"scored {result.events:,} events before {moment.isoformat()} "
         f"({result.ignored_after_cutoff:,} later ones ignored, {result.rescores:,} re-scores of "

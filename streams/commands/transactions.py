@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import gc
 import gzip
 import io
 import logging
+import math
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,10 +17,18 @@ from operator import attrgetter
 from pathlib import Path
 from typing import IO, Annotated, Any, NamedTuple, cast
 
+import numpy as np
+import pyarrow as pa
 import typer
 
 from schemas.errors import CrmScorerError
-from schemas.events import AnyEvent
+from schemas.events import AnyEvent, validate_event
+from schemas.transaction_columns import (
+    EventColumns,
+    Rejection,
+    events_from_columns,
+    events_from_rows,
+)
 from schemas.transactions import (
     MAPPED_FIELDS,
     PRESETS,
@@ -28,10 +36,11 @@ from schemas.transactions import (
     MappingError,
     RowRejected,
     event_from_json_line,
-    event_from_row,
 )
+from streams.commands.csv_blocks import CsvFileError, EmptyCsvFile, csv_blocks, csv_header
 
 __all__ = [
+    "EventChunk",
     "FileArgument",
     "FileFormat",
     "FormatOption",
@@ -41,10 +50,13 @@ __all__ = [
     "RejectExample",
     "RejectReport",
     "TransactionFileError",
+    "TransactionStream",
     "Transactions",
     "detect_format",
     "load_transactions",
+    "loaded_events",
     "opened_file",
+    "read_transactions",
     "require_file",
     "resolve_mapping",
 ]
@@ -52,6 +64,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Lines of a JSON-lines file converted at once; a CSV file goes a block of bytes at a time.
+_JSON_LINES_PER_CHUNK = 10_000
+#: Events per chunk of a file that is not in event-time order (sorted whole, then handed out).
+_EVENTS_PER_CHUNK = 10_000
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -101,9 +117,10 @@ class RejectReport:
         """Rows that became events."""
         return self.rows - self.rejected
 
-    def reject(self, row: int, rejection: RowRejected) -> None:
-        """Count ``row`` as refused for ``rejection.reason``."""
-        self.reasons[rejection.reason] += 1
+    def reject(self, row: int, rejection: RowRejected | Rejection) -> None:
+        """Count ``row`` (and, for a :class:`Rejection` of several rows, the others after it)
+        as refused for ``rejection.reason``."""
+        self.reasons[rejection.reason] += rejection.count if isinstance(rejection, Rejection) else 1
         self.examples.setdefault(rejection.reason, RejectExample(row, rejection.message))
 
 
@@ -113,6 +130,44 @@ class Transactions:
 
     events: list[LoadedEvent]
     report: RejectReport
+
+
+#: A chunk of a file's events in event-time order: purchase and return rows as columns (CSV),
+#: or the events of JSON lines as read.
+EventChunk = EventColumns | list[LoadedEvent]
+
+
+@dataclass(frozen=True)
+class TransactionStream:
+    """A file's events in event-time order, a chunk at a time: what the file holds (``events``,
+    ``report``) is known before the first chunk.
+
+    A file in event-time order (``in_file_order``) is read again a block at a time, so only a
+    chunk of it is ever held; another is held whole, as columns for a CSV file, and sorted.
+    """
+
+    report: RejectReport
+    events: int
+    events_before: int  #: events before the time :func:`read_transactions` was given
+    in_file_order: bool
+    _chunks: Callable[[], Iterator[EventChunk]]
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        if self.in_file_order:
+            yield from self._chunks()
+            return
+        chunks = list(self._chunks())
+        if chunks and isinstance(chunks[0], EventColumns):
+            events = EventColumns.concat(cast(list[EventColumns], chunks)).in_time_order()
+            for start in range(0, len(events), _EVENTS_PER_CHUNK):
+                yield events.take(np.arange(start, min(start + _EVENTS_PER_CHUNK, len(events))))
+            return
+        loaded = sorted(
+            (each for chunk in cast(list[list[LoadedEvent]], chunks) for each in chunk),
+            key=attrgetter("time"),
+        )
+        for start in range(0, len(loaded), _EVENTS_PER_CHUNK):
+            yield loaded[start : start + _EVENTS_PER_CHUNK]
 
 
 def detect_format(path: Path, file_format: FileFormat | str | None = None) -> FileFormat:
@@ -167,32 +222,158 @@ def load_transactions(
     or ``amount``, ...). A JSON-lines file without ``preset`` or ``maps`` holds README-format
     events. Raises :class:`TransactionFileError` or :class:`MappingError`.
     """
+    path, fmt, mapping = _checked(path, preset, maps, file_format)
+    report = RejectReport()
+    with _no_cyclic_gc():
+        events = [
+            each
+            for chunk in _chunks(path, fmt, mapping, report, same_names=preset is None)
+            for each in loaded_events(chunk)
+        ]
+    events.sort(key=attrgetter("time"))
+    logger.info("Read %d rows of %s: %d events", report.rows, path, len(events))
+    return Transactions(events, report)
+
+
+def read_transactions(
+    path: Path | str,
+    *,
+    preset: str | None = None,
+    maps: Sequence[str] = (),
+    file_format: FileFormat | str | None = None,
+    before: float = math.inf,
+) -> TransactionStream:
+    """The events of ``path`` as :func:`load_transactions` reads them, a chunk at a time.
+
+    The file is read once here, to count its events (and those ``before`` an event time,
+    epoch seconds) and refusals and to learn whether it is in event-time order, keeping
+    nothing; iterating the stream reads it again. Raises as :func:`load_transactions` does,
+    before any chunk is handed out.
+    """
+    path, fmt, mapping = _checked(path, preset, maps, file_format)
+    same_names = preset is None
+
+    def chunks() -> Iterator[EventChunk]:
+        return _chunks(path, fmt, mapping, RejectReport(), same_names=same_names)
+
+    report = RejectReport()
+    events, events_before, latest, in_order = 0, 0, -math.inf, True
+    for chunk in _chunks(path, fmt, mapping, report, same_names=same_names):
+        times = chunk_times(chunk)
+        if len(times):
+            events += len(times)
+            events_before += int(np.count_nonzero(times < before))
+            in_order = in_order and float(times[0]) >= latest
+            latest = max(latest, float(times[-1]))
+    logger.info(
+        "Read %d rows of %s: %d events, in time order: %s", report.rows, path, events, in_order
+    )
+    return TransactionStream(report, events, events_before, in_order, chunks)
+
+
+def chunk_times(chunk: EventChunk) -> np.ndarray:
+    """The event times of a chunk (epoch seconds, in order)."""
+    if isinstance(chunk, EventColumns):
+        return chunk.times
+    return np.array([each.time for each in chunk], dtype=float)
+
+
+def loaded_events(chunk: EventChunk) -> list[LoadedEvent]:
+    """A chunk's events, each as its README-format document and validated."""
+    if not isinstance(chunk, EventColumns):
+        return chunk
+    return [
+        LoadedEvent(time, document, validate_event(document), row)
+        for time, document, row in zip(
+            chunk.times.tolist(), chunk.documents(), chunk.rows.tolist(), strict=True
+        )
+    ]
+
+
+def _checked(
+    path: Path | str,
+    preset: str | None,
+    maps: Sequence[str],
+    file_format: FileFormat | str | None,
+) -> tuple[Path, FileFormat, ColumnMapping | None]:
     path = Path(path)
     mapping = resolve_mapping(preset, maps)
     fmt = detect_format(path, file_format)
     require_file(path)
-    report = RejectReport()
-    events: list[LoadedEvent] = []
+    return path, fmt, mapping
+
+
+def _chunks(
+    path: Path,
+    fmt: FileFormat,
+    mapping: ColumnMapping | None,
+    report: RejectReport,
+    *,
+    same_names: bool,
+) -> Iterator[EventChunk]:
+    """The file's events a chunk at a time in file order, each chunk in event-time order;
+    ``report`` counts the rows and the refusals as they are read."""
     try:
-        with opened_file(path, binary=fmt is FileFormat.JSONL) as handle, _no_cyclic_gc():
-            if fmt is FileFormat.CSV:
-                outcomes = _csv_outcomes(handle, mapping, path.name, same_names=preset is None)
-            else:
-                outcomes = _jsonl_outcomes(handle, mapping)
-            for row, outcome in outcomes:
-                report.rows += 1
-                if isinstance(outcome, RowRejected):
-                    report.reject(row, outcome)
-                else:
-                    document, event = outcome
-                    events.append(LoadedEvent(event.timestamp.timestamp(), document, event, row))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
-        msg = f"cannot read {path} after row {report.rows}: {reason} (expected UTF-8 {fmt})"
+        if fmt is FileFormat.CSV:
+            yield from _csv_chunks(path, mapping, report, same_names=same_names)
+        else:
+            yield from _jsonl_chunks(path, mapping, report)
+    except EmptyCsvFile as exc:
+        raise TransactionFileError(f"{path.name} {exc}") from None
+    except CsvFileError as exc:
+        where = "" if exc.row is None else f" after row {exc.row}"
+        msg = f"cannot read {path}{where}: {exc.reason} (expected UTF-8 {fmt})"
         raise TransactionFileError(msg) from None
-    events.sort(key=attrgetter("time"))
-    logger.info("Read %d rows of %s: %d events", report.rows, path, len(events))
-    return Transactions(events, report)
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+        raise TransactionFileError(f"cannot read {path}: {exc}") from None
+
+
+def _csv_chunks(
+    path: Path, mapping: ColumnMapping | None, report: RejectReport, *, same_names: bool
+) -> Iterator[EventColumns]:
+    """Each block of a CSV file's rows, converted by column (rows pyarrow could not split
+    into the header's columns one at a time, as the csv module reads them)."""
+    names = csv_header(path)
+    header = [name.strip() for name in names]
+    mapping = _csv_mapping(mapping or ColumnMapping(), header, path.name, same_names=same_names)
+    fields = mapping.columns()
+    source = {f: names[header.index(column)] for f, column in fields.items()}
+    positions = {column: header.index(column) for column in set(fields.values())}
+    for block in csv_blocks(path, list(source.values())):
+        columns = {f: block.columns[name] for f, name in source.items()}
+        events, rejections = events_from_columns(columns, block.rows, mapping)
+        if block.uneven:
+            records = [
+                (row, {c: fields_[i] for c, i in positions.items() if i < len(fields_)})
+                for row, fields_ in block.uneven
+            ]
+            extra, refused = events_from_rows(records, mapping)
+            events = EventColumns.concat([events, extra]).in_row_order()
+            rejections = sorted([*rejections, *refused], key=attrgetter("row"))
+        report.rows += len(block.rows) + len(block.uneven)
+        for rejection in rejections:
+            report.reject(rejection.row, rejection)
+        yield events.in_time_order()
+
+
+def _jsonl_chunks(
+    path: Path, mapping: ColumnMapping | None, report: RejectReport
+) -> Iterator[list[LoadedEvent]]:
+    """A JSON-lines file's events, ``_JSON_LINES_PER_CHUNK`` lines at a time."""
+    chunk: list[LoadedEvent] = []
+    with opened_file(path, binary=True) as handle:
+        for row, outcome in _jsonl_outcomes(handle, mapping):
+            report.rows += 1
+            if isinstance(outcome, RowRejected):
+                report.reject(row, outcome)
+            else:
+                document, event = outcome
+                chunk.append(LoadedEvent(event.timestamp.timestamp(), document, event, row))
+            if report.rows % _JSON_LINES_PER_CHUNK == 0:
+                yield sorted(chunk, key=attrgetter("time"))
+                chunk = []
+    if chunk:
+        yield sorted(chunk, key=attrgetter("time"))
 
 
 Outcome = tuple[dict[str, Any], AnyEvent] | RowRejected
@@ -234,24 +415,6 @@ def opened_file(path: Path, *, binary: bool) -> Iterator[IO[Any]]:
             yield handle
     except (OSError, EOFError, zlib.error) as exc:
         raise TransactionFileError(f"cannot read {path}: {exc}") from None
-
-
-def _csv_outcomes(
-    handle: IO[str], mapping: ColumnMapping | None, name: str, *, same_names: bool
-) -> Iterator[tuple[int, Outcome]]:
-    """Each data row of a CSV file (numbered from 1 after the header), converted or refused."""
-    reader = csv.reader(handle)
-    header = [column.strip() for column in next(reader, [])]
-    if not header:
-        raise TransactionFileError(f"{name} is empty: a CSV file starts with a header line")
-    mapping = _csv_mapping(mapping or ColumnMapping(), header, name, same_names=same_names)
-    wanted = [(column, header.index(column)) for column in set(mapping.columns().values())]
-    for number, record in enumerate(filter(None, reader), start=1):
-        row = {column: record[index] for column, index in wanted if index < len(record)}
-        try:
-            yield number, event_from_row(row, number, mapping)
-        except RowRejected as exc:
-            yield number, exc
 
 
 def _csv_mapping(

@@ -46,6 +46,9 @@ def test_backtest_writes_scores_as_of_the_cutoff(tmp_path: Path) -> None:
     assert scores["17850"]["as_of"] == "2011-01-01T00:00:00+00:00"
     assert scores["17850"]["last_event"] == "2010-12-20T10:00:00+00:00"
     assert isinstance(orjson.loads(scores["12583"]["recommendations"]), list)
+    # Not a terminal: progress comes as plain lines, not a bar.
+    assert "scoring: 3 of 3 events (100%)" in result.stderr  # the events before the cutoff
+    assert "\x1b[" not in result.stderr
 
 
 def test_backtest_reads_readme_events_without_flags(tmp_path: Path) -> None:

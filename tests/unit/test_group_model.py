@@ -362,3 +362,28 @@ def test_versions_applied_item_by_item_equal_the_whole_group_model() -> None:
                 for m, (rows, weights) in ((incremental, ours), (whole, theirs))
             ]
             assert named[0] == pytest.approx(named[1])
+
+
+# --- a group of one ----------------------------------------------------------------------------
+
+
+def test_a_lone_worker_syncs_only_the_parts_its_group_model_changes() -> None:
+    """Alone, a worker's churn, value and item parts would come back as its own model: it
+    sends only its segments and lifetime deltas, unless told to sync every part."""
+    groups = {
+        every: LocalGroup(CONFIG, workers=1, sync_seconds=600.0, sync_all_parts=every)
+        for every in (False, True)
+    }
+    for local in groups.values():
+        for n in range(200):
+            item = f"sku-{n % 7}"
+            activity = Activity("purchase", T0 + n * 3_600.0, item_id=item, amount=5.0, quantity=1)
+            local.process(f"c{n % 20}", activity)
+        local.sync()
+
+    alone, every_part = groups[False], groups[True]
+    assert alone.version == every_part.version > 1
+    assert set(alone.merger.parts) == {"segments", "lifetime"}
+    assert {"value", "segments", "lifetime"} < set(every_part.merger.parts)
+    assert any(key.startswith("items/") for key in every_part.merger.parts)
+    assert alone.scorers[0].segmenter.centers() == every_part.scorers[0].segmenter.centers()

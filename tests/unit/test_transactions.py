@@ -9,18 +9,28 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import random
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from schemas.events import validate_event
+from schemas.transaction_columns import events_from_columns, events_from_rows
 from schemas.transactions import ColumnMapping, MappingError
+from streams.commands import csv_blocks
 from streams.commands.transactions import (
     TransactionFileError,
     Transactions,
     load_transactions,
+    loaded_events,
+    read_transactions,
+    resolve_mapping,
 )
 
 RETAIL_HEADER = (
@@ -385,3 +395,113 @@ def test_the_first_rows_of_the_real_online_retail_file(tmp_path: Path) -> None:
         assert event.document["customer_id"] == row["CustomerID"]
         assert (event.document["type"] == "return") == row["InvoiceNo"].startswith("C")
         assert event.document["quantity"] == abs(int(row["Quantity"]))
+
+
+# --- by column, a block at a time ------------------------------------------------------------
+
+#: Texts each column draws from: plain values and every kind the columns hand to the per-row
+#: rules (spaces, non-ASCII, control characters, unusual numbers, out-of-range values).
+TRICKY = {
+    "CustomerID": ["17850", "17850.0", " 12583 ", "", "  ", "١٢٣.0", "c\x1f", "x" * 257, ".0"],
+    "StockCode": ["85123A", "POST", "post", " D ", "gift_0001_10", "", "ß", "x" * 257, "22139"],
+    "InvoiceDate": ["2010-12-01 08:26:00", "12/1/2010 8:26", "2011-01-03T10:00:00+01:00",
+                    "yesterday", "1291191960.5", "1989-12-31 23:00:00", " 2011-02-03 04:05:06 ",
+                    "nan", "2100-01-01", ""],
+    "Quantity": ["6", "-3", "0", "+5", "6.0", "1e3", "", "1000001", "-1000000", " 7 ", "007", "-0",
+                 "9999999999", "1_000", "٣"],
+    "UnitPrice": ["2.55", "0", "0.001", "-1", "", "1e12", "999999999999", "18", " 3.5 ", "1.005",
+                  "nan", ".5", "10000000000.00", "0.1"],
+    "InvoiceNo": ["536365", "C536379", "", "c123", " C99 ", "x" * 260],
+}  # fmt: skip
+
+
+def tricky_rows(n: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    return [
+        {column: rng.choice(values) if rng.random() < 0.3 else values[0]
+         for column, values in TRICKY.items()}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("maps", [(), ("amount=UnitPrice", "event_id=InvoiceNo")])
+def test_rows_converted_by_column_are_the_rows_converted_one_at_a_time(maps: tuple[str]) -> None:
+    mapping = resolve_mapping("online-retail", maps)
+    rows = tricky_rows(3_000, seed=len(maps))
+    numbers = np.arange(1, len(rows) + 1)
+    columns = {
+        f: pa.array([row[column] for row in rows]) for f, column in mapping.columns().items()
+    }
+
+    events, refused = events_from_columns(columns, numbers, mapping)
+    one_by_one, refused_one_by_one = events_from_rows(
+        list(zip(numbers.tolist(), rows, strict=True)), mapping
+    )
+
+    assert len(events) > 300 and len(refused) > 10
+    assert events.documents() == one_by_one.documents()
+    assert events.times.tolist() == one_by_one.times.tolist()
+    counts: Counter[str] = Counter()
+    for rejection in refused:
+        counts[rejection.reason] += rejection.count
+    assert counts == Counter(rejection.reason for rejection in refused_one_by_one)
+    firsts = {r.reason: (r.row, r.message) for r in reversed(refused)}
+    assert firsts == {r.reason: (r.row, r.message) for r in reversed(refused_one_by_one)}
+
+
+def test_blocks_and_uneven_rows_keep_their_row_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short and long rows, blank lines and quoted line breaks across many small blocks: every
+    event keeps the id of its row, as the csv module numbers rows."""
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 512)
+    lines = []
+    for n in range(1, 301):
+        lines.append(f"{n},sku-{n % 9},1,2011-01-01 00:{n % 60:02d}:00,1.00,c{n % 13}")
+        if n % 17 == 0:
+            lines[-1] = f"{n},sku-short,1"  # a short row
+        if n % 23 == 0:
+            lines[-1] += ",an extra field"
+        if n % 29 == 0:
+            lines.append("")  # blank lines are not rows
+        if n % 31 == 0:
+            lines[-1] = f'{n},"sku\nwith a break",1,2011-01-01 00:00:00,1.00,c1'
+    source = write(
+        tmp_path / "ragged.csv",
+        "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID\n" + "\n".join(lines),
+    )
+    expected = list(csv.DictReader(io.StringIO(source.read_text())))
+
+    loaded = load_transactions(source, preset="online-retail")
+
+    assert loaded.report.rows == len(expected) == 300
+    assert loaded.report.reasons["missing_column"] == 300 // 17
+    for event in loaded.events:
+        assert event.document["event_id"] == f"{expected[event.row - 1]['InvoiceNo']}-{event.row}"
+        assert event.document["item_id"] == expected[event.row - 1]["StockCode"]
+
+
+def test_a_file_in_time_order_is_streamed_and_another_is_sorted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 256)
+    header = "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID\n"
+    rows = [
+        f"{n},sku-{n % 5},1,2011-01-{1 + n // 10:02d} 00:00:00,1.00,c{n % 7}" for n in range(60)
+    ]
+    ordered = write(tmp_path / "ordered.csv", header + "\n".join(rows))
+    shuffled = write(tmp_path / "shuffled.csv", header + "\n".join(reversed(rows)))
+
+    for path, in_order in ((ordered, True), (shuffled, False)):
+        stream = read_transactions(
+            path, preset="online-retail", before=datetime(2011, 1, 3, tzinfo=UTC).timestamp()
+        )
+        chunks = list(stream)
+        loaded = load_transactions(path, preset="online-retail")
+
+        assert stream.in_file_order is in_order
+        assert len(chunks) > 3 if in_order else len(chunks) == 1  # streamed, or sorted whole
+        assert [e.document for chunk in chunks for e in loaded_events(chunk)] == documents(loaded)
+        assert stream.events == len(loaded.events) == 60
+        assert stream.events_before == 20  # the rows of January 1 and 2
+        assert stream.report == loaded.report
