@@ -39,8 +39,8 @@ import orjson
 
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import (
-    _EARLIEST,
-    _LATEST,
+    EARLIEST_EVENT_TIME,
+    LATEST_EVENT_TIME,
     MAX_EVENT_BYTES,
     AnyEvent,
     CartAddEvent,
@@ -186,8 +186,8 @@ _ODD_LENGTH = 309
 # The event-time window of parse_event_time in epoch seconds: timestamp() keeps the order of
 # datetimes (a microsecond is more than two steps of a double up to 2100), so comparing these
 # decides as comparing the models' datetimes does.
-_EARLIEST_SECONDS = _EARLIEST.timestamp()
-_LATEST_SECONDS = _LATEST.timestamp()
+_EARLIEST_SECONDS = EARLIEST_EVENT_TIME.timestamp()
+_LATEST_SECONDS = LATEST_EVENT_TIME.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
