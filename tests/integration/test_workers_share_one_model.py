@@ -212,7 +212,9 @@ def test_a_replaced_worker_scores_new_customers_as_the_group_does(group: Group) 
     assert scores[0].model_version.endswith(f"+v{int(version)}")
     # The same model version, give or take what a worker learned since its last sync (the
     # killed worker's redelivered events, applied again by their new owner, among others).
-    assert max(s.churn_risk for s in scores) - min(s.churn_risk for s in scores) <= 1e-3
+    # Under a parallel suite's load the gap reached 2.3e-3; a worker scoring with a model of
+    # its own (not the group's) misses by tens of times that.
+    assert max(s.churn_risk for s in scores) - min(s.churn_risk for s in scores) <= 5e-3
     assert max(s.value for s in scores) - min(s.value for s in scores) <= 0.01
     assert {(s.segment, s.segment_name) for s in scores} == {
         (scores[0].segment, scores[0].segment_name)

@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
 
 
+def online_retail_head(directory: Path) -> Path:
+    """The file's first two weeks (it is in time order): 30,000 lines, to 2010-12-14."""
+    with gzip.open(DATA, "rt", encoding="utf-8", newline="") as handle:
+        head = "".join(line for _, line in zip(range(30_001), handle, strict=False))
+    (directory / "head.csv").write_text(head)
+    return directory / "head.csv"
+
+
 def purchase(customer: str, day: float, item: str, amount: float = 10.0) -> AnyEvent:
     moment = START + timedelta(days=day)
     return validate_event(
@@ -143,12 +151,14 @@ def test_one_worker_writes_the_scores_file_it_would_syncing_every_part(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_file(), reason=f"Online Retail data not found at {DATA}")
-def test_one_worker_scores_two_weeks_of_online_retail_as_syncing_every_part() -> None:
+def test_one_worker_scores_two_weeks_of_online_retail_as_syncing_every_part(
+    tmp_path: Path,
+) -> None:
     """On real baskets the one-worker scores match a run syncing every part, but for the
     order of some recommendations: the group's copy of the co-purchase lists, cut to their
     strongest half when the merger publishes, is not the worker's own (cut as it counts)."""
     cutoff = datetime(2010, 12, 15, tzinfo=UTC)
-    loaded = load_transactions(DATA, preset="online-retail")
+    loaded = load_transactions(online_retail_head(tmp_path), preset="online-retail")
     events = [e.event for e in loaded.events if e.time < cutoff.timestamp()]
     alone = run_backtest(events, cutoff, partitions=8)
     every_part = run_backtest(events, cutoff, partitions=8, sync_all_parts=True)
@@ -167,11 +177,7 @@ def test_one_worker_scores_two_weeks_of_online_retail_as_syncing_every_part() ->
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_file(), reason=f"Online Retail data not found at {DATA}")
 def test_a_slice_of_online_retail_scores_every_buyer_before_the_cutoff(tmp_path: Path) -> None:
-    # The file's first two weeks (it is in time order): 30,000 lines, to 2010-12-14.
-    with gzip.open(DATA, "rt", encoding="utf-8", newline="") as handle:
-        head = "".join(line for _, line in zip(range(30_001), handle, strict=False))
-    (tmp_path / "head.csv").write_text(head)
-    loaded = load_transactions(tmp_path / "head.csv", preset="online-retail")
+    loaded = load_transactions(online_retail_head(tmp_path), preset="online-retail")
     cutoff = datetime(2010, 12, 10, tzinfo=UTC)
     events = [e.event for e in loaded.events]
     buyers = {e.customer_id for e in events if e.type == "purchase" and e.timestamp < cutoff}
