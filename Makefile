@@ -21,7 +21,7 @@ TEST_PROCESSES ?= 4
 PARALLEL := -n $(TEST_PROCESSES) --dist loadgroup --no-loadscope-reorder
 
 test: setup
-	$(BIN)/pytest $(PARALLEL)
+	$(BIN)/pytest $(PARALLEL) --durations=10
 
 test-quick: setup
 	$(BIN)/pytest $(PARALLEL) -m "not integration and not slow"
