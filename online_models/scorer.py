@@ -104,12 +104,13 @@ class ScorerConfig:
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerScore:
+class CustomerScore(NamedTuple):
     """What the CRM reads about a customer, as of event time ``as_of``.
 
     Recommendations are not part of it: they are ranked when the score is published
     (:meth:`CustomerScorer.recommend`), once however many events a customer sent meanwhile.
+    A named tuple: a batch of re-scores builds thousands of them from its columns at once.
+    ``churn_reasons`` of a re-score are phrased when first read (:class:`LazyReasons`).
     """
 
     churn_risk: float
@@ -126,7 +127,7 @@ class CustomerScore:
     expected_orders: float = 0.0
     predicted_clv: float = 0.0
     next_order_expected: float | None = None
-    churn_reasons: tuple[ChurnReason, ...] = ()
+    churn_reasons: Sequence[ChurnReason] = ()
     #: Whether the customer fits no segment (far from every centre, or in no dense region).
     segment_outlier: bool = False
     #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
@@ -199,8 +200,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreOutcome:
+class ScoreOutcome(NamedTuple):
     """A score: the customer's state and score, alerts raised and churn labels learned.
 
     ``changed`` says whether ``state`` differs from what was stored before (an event always
