@@ -6,6 +6,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from online_models import __version__
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
+from online_models.batch_votes import Votes
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
 from online_models.density import UNUSUAL, DensitySegmenter
@@ -47,6 +50,8 @@ _RESCORE_HORIZONS = 3.0
 _CO_PURCHASE_HISTORY = 50
 # A customer's latent factors in their state: float32, little-endian.
 _LATENT = np.dtype("<f4")
+_REFRESH_READ = attrgetter("cancelled", "profile.last_seen")
+_PENDING = attrgetter("pending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +313,12 @@ class CustomerScorer:
             return UNUSUAL
         return state.segment
 
+    def served_segments(self, states: Sequence[CustomerState]) -> np.ndarray:
+        """:meth:`served_segment` of each state (:data:`~online_models.batch_votes.
+        NO_SEGMENT` for None)."""
+        density = isinstance(self._segmenter, DensitySegmenter)
+        return Votes.of(states).served(unusual_outliers=density)
+
     @property
     def recommender(self) -> Recommender:
         """The recommendation model."""
@@ -518,6 +529,29 @@ class CustomerScorer:
             interval = self.config.rescore_interval_days * DAY
             return last_seen + (math.floor((now - last_seen) / interval) + 1) * interval
         return None
+
+    def next_refresh_many(
+        self, states: Sequence[CustomerState], now: float | np.ndarray
+    ) -> np.ndarray:
+        """:meth:`next_refresh` of each state at ``now`` (one time, or one per state; NaN:
+        never again), over arrays.
+
+        >>> scorer = CustomerScorer()
+        >>> states = [CustomerState.new(0.0), CustomerState.new(5 * DAY)]
+        >>> scorer.next_refresh_many(states, 6.5 * DAY).tolist() == [
+        ...     scorer.next_refresh(state, 6.5 * DAY) for state in states]
+        True
+        """
+        count = len(states)
+        read = np.fromiter(
+            chain.from_iterable(map(_REFRESH_READ, states)), float, 2 * count
+        ).reshape(count, 2)
+        cancelled, last_seen = read[:, 0] != 0, read[:, 1]
+        pending = np.fromiter(map(bool, map(_PENDING, states)), bool, count)
+        silent = now - last_seen
+        waiting = ~cancelled & (pending | (silent < _RESCORE_HORIZONS * self._horizon))
+        interval = self.config.rescore_interval_days * DAY
+        return np.where(waiting, last_seen + (np.floor(silent / interval) + 1) * interval, np.nan)
 
     def recommend(self, customer_id: str, state: CustomerState) -> list[str]:
         """The customer's top-K items now: not ones they bought, unless repurchase is allowed."""

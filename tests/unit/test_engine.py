@@ -112,6 +112,25 @@ def test_an_hour_of_event_time_rescores_only_the_customers_due_in_it():
     assert len(scored) == 1 + due_per_hour
 
 
+def test_a_batch_of_rescores_schedules_each_customer_as_next_refresh_says():
+    states: dict[str, CustomerState] = {}
+    engine = ScoringEngine(CustomerScorer(), states)
+    for n in range(300):
+        engine.process(f"c-{n:03d}", purchase(T0 + n * 600.0, item=f"sku-{n % 7}"))
+    for day in (5, 95, 200):  # silent, examples taken and labelled
+        watermark = T0 + day * DAY
+        rescored = engine.advance(watermark, limit=None)
+        assert len(rescored) == 300
+
+        deadlines = engine._deadlines[0]._deadlines
+        for scored in rescored:
+            expected = engine.scorer.next_refresh(scored.outcome.state, scored.outcome.score.as_of)
+            assert deadlines.get(scored.customer_id) == expected, (day, scored.customer_id)
+    assert engine.scheduled() == 300
+    assert engine.advance(T0 + 300 * DAY, limit=None) == []  # three horizons: over
+    assert engine.scheduled() == 0
+
+
 def stored_customers() -> dict[str, CustomerState]:
     """Customers as a worker's table holds them after a restart, on shards 0, 1 and 2."""
     states = {}
