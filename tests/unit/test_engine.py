@@ -8,6 +8,8 @@ the churn risk in Redis keeps up with the silence; re-scores stop when nothing c
 from __future__ import annotations
 
 import copy
+import heapq
+import random
 import sys
 from itertools import pairwise
 
@@ -331,6 +333,31 @@ def test_deadlines_moved_many_times_keep_memory_within_twice_the_customers():
     assert len(deadlines._heap) <= 2 * len(customers) + 1024
     # Only the latest deadline of each customer counts.
     assert deadlines.pop_due(50_000.0 + 9) == [f"c{n}" for n in range(10)]
+
+
+def test_deadlines_pop_as_a_heap_of_deadline_and_customer_would():
+    rng = random.Random(7)
+    deadlines, heap, latest = Deadlines(), [], {}
+    for step in range(3_000):
+        customer = f"c{rng.randrange(300)}"
+        if rng.random() < 0.7:  # a few moments shared by many customers, most not
+            deadline = float(rng.randrange(20)) if rng.random() < 0.3 else rng.uniform(0, 20)
+            deadline += step // 500 * 20
+            deadlines.schedule(customer, deadline)
+            heapq.heappush(heap, (deadline, customer))
+            latest[customer] = deadline
+        elif rng.random() < 0.5:
+            assert deadlines.cancel(customer) == (latest.pop(customer, None) is not None)
+        else:
+            watermark, limit = rng.uniform(0, (step // 500 + 1) * 20), rng.choice([None, 1, 5])
+            expected = []
+            while heap and heap[0][0] <= watermark and (limit is None or len(expected) < limit):
+                deadline, popped = heapq.heappop(heap)
+                if latest.get(popped) == deadline:
+                    del latest[popped]
+                    expected.append(popped)
+            assert deadlines.pop_due(watermark, limit) == expected
+        assert len(deadlines) == len(latest)
 
 
 def test_a_customer_named_by_many_events_is_kept_as_one_string():
