@@ -5,31 +5,72 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from itertools import chain
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from online_models.activity import DAY
 from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES, CustomerProfile
 
-__all__ = ["ProfileColumns", "churn_feature_matrix", "segment_feature_matrix"]
+__all__ = ["ProfileColumns", "ProfileFields", "churn_feature_matrix", "segment_feature_matrix"]
 
 logger = logging.getLogger(__name__)
 
-# Fields every profile has a number in, then those that may be None (no order, no feedback).
-_NUMBERS = (
+# The profile's fields the columns hold (None reads as NaN).
+_FIELDS = (
     "first_seen", "last_seen", "orders", "monetary", "refunded", "returns", "purchase_lines",
-    "units", "views", "cart_adds", "tickets", "gap_mean_days", "gaps",
+    "units", "views", "cart_adds", "tickets", "gap_mean_days", "gaps", "sentiment",
+    "first_order_at", "last_order_at",
 )  # fmt: skip
-_OPTIONAL = ("sentiment", "first_order_at", "last_order_at")
-_READ_NUMBERS, _READ_OPTIONAL = attrgetter(*_NUMBERS), attrgetter(*_OPTIONAL)
-# The profile's fields kept as Python ints (what a phrase prints as a count).
-_COUNTS = frozenset({"orders", "returns", "purchase_lines", "units", "views", "cart_adds",
-                     "tickets", "gaps"})  # fmt: skip
+_READERS = tuple(attrgetter(name) for name in _FIELDS)
 _LOG_51, _LOG_10001, _LOG_201 = math.log1p(50.0), math.log1p(10_000.0), math.log1p(200.0)
 _LOG_1001 = math.log1p(1_000.0)
+
+
+class ProfileFields(NamedTuple):
+    """Many profiles' fields as they were read: one list per field, of the values themselves
+    (ints, floats, None), which no later event changes."""
+
+    first_seen: list[float]
+    last_seen: list[float]
+    orders: list[int]
+    monetary: list[float]
+    refunded: list[float]
+    returns: list[int]
+    purchase_lines: list[int]
+    units: list[int]
+    views: list[int]
+    cart_adds: list[int]
+    tickets: list[int]
+    gap_mean_days: list[float]
+    gaps: list[int]
+    sentiment: list[float | None]
+    first_order_at: list[float | None]
+    last_order_at: list[float | None]
+
+    @classmethod
+    def of(cls, profiles: Sequence[CustomerProfile]) -> ProfileFields:
+        """The fields of ``profiles``, in order (a list per field: one C call per profile
+        each, and no tuple per profile kept alive for the garbage collector to follow)."""
+        return cls(*(list(map(read, profiles)) for read in _READERS))
+
+    def columns(self) -> ProfileColumns:
+        """The fields as arrays. Raises ValueError or TypeError for a field that is not a
+        number (numpy converts a list of lists faster than a list of tuples)."""
+        table = np.array(self, dtype=float)
+        return ProfileColumns(*table.reshape(len(_FIELDS), len(self.first_seen)))
+
+    def profile(self, i: int) -> CustomerProfile:
+        """The ``i``-th profile as it was read: the fields these hold (lists empty).
+
+        >>> profile = CustomerProfile.new(0.0)
+        >>> profile.orders, profile.monetary, profile.last_order_at = 2, 30.0, 5.0
+        >>> ProfileFields.of([profile]).profile(0) == profile
+        True
+        """
+        values = {name: getattr(self, name)[i] for name in _FIELDS}
+        return CustomerProfile(**values)
 
 
 class ProfileColumns(NamedTuple):
@@ -55,39 +96,14 @@ class ProfileColumns(NamedTuple):
 
     @classmethod
     def of(cls, profiles: Sequence[CustomerProfile]) -> ProfileColumns:
-        """The columns of ``profiles``, in order. Raises ValueError or TypeError for a
-        profile whose fields are not numbers.
+        """The columns of ``profiles``, in order (:meth:`ProfileFields.columns`).
 
         >>> profile = CustomerProfile.new(0.0)
         >>> columns = ProfileColumns.of([profile])
         >>> columns.orders.tolist(), bool(np.isnan(columns.last_order_at[0]))
         ([0.0], True)
         """
-        count = len(profiles)
-        # One C call per profile for each group of fields; the numbers stream into one array
-        # (numpy's conversion of a list of tuples costs four times as much).
-        numbers = np.fromiter(
-            chain.from_iterable(map(_READ_NUMBERS, profiles)), float, count * len(_NUMBERS)
-        ).reshape(count, len(_NUMBERS))
-        optional = np.array(list(map(_READ_OPTIONAL, profiles)), dtype=float)
-        return cls(*numbers.T, *optional.reshape(count, len(_OPTIONAL)).T)
-
-    def profile(self, i: int) -> CustomerProfile:
-        """The ``i``-th profile as it was read: the fields the columns hold (lists empty).
-
-        >>> profile = CustomerProfile.new(0.0)
-        >>> profile.orders, profile.monetary, profile.last_order_at = 2, 30.0, 5.0
-        >>> ProfileColumns.of([profile]).profile(0) == profile
-        True
-        """
-        fields: dict[str, Any] = {}
-        for name, column in zip(self._fields, self, strict=True):
-            value = column[i].item()
-            if value != value:  # NaN: the field was None
-                fields[name] = None
-            else:
-                fields[name] = int(value) if name in _COUNTS else value
-        return CustomerProfile(**fields)
+        return ProfileFields.of(profiles).columns()
 
     @property
     def net_monetary(self) -> np.ndarray:

@@ -47,6 +47,7 @@ from online_models.activity import DAY
 from online_models.alert_policy import AlertIntent, AlertState
 from online_models.batch_features import (
     ProfileColumns,
+    ProfileFields,
     churn_feature_matrix,
     segment_feature_matrix,
 )
@@ -77,7 +78,7 @@ MIN_BATCH = 16
 
 _PROFILE = attrgetter("profile")
 _PENDING = attrgetter("pending")
-_FLAGS = attrgetter("cancelled", "alerts.churn_armed")
+_FLAGS = (attrgetter("cancelled"), attrgetter("alerts.churn_armed"))
 _SENTIMENT = attrgetter("sentiment")
 _NO_EXAMPLE = (np.inf, np.nan)
 
@@ -151,10 +152,12 @@ class _Batch:
         self.customer_ids = [customer_id for customer_id, _ in customers]
         self.states = [state for _, state in customers]
         self.profiles = list(map(_PROFILE, self.states))
-        self.columns = ProfileColumns.of(self.profiles)
+        self.fields = ProfileFields.of(self.profiles)
+        self.columns = self.fields.columns()
         count = len(self.states)
-        flags = np.fromiter(chain.from_iterable(map(_FLAGS, self.states)), bool, 2 * count)
-        self.cancelled, self.armed = flags.reshape(count, 2).T
+        self.cancelled, self.armed = np.array(
+            [list(map(read, self.states)) for read in _FLAGS], dtype=bool
+        ).reshape(2, count)
         self.votes = Votes.of(self.states)
         # The oldest example (due for a label first) and the latest example or event (when
         # to take another) of each customer.
@@ -216,6 +219,7 @@ class _Batch:
         kept = keep.tolist()
         for name in ("customer_ids", "states", "profiles", "labels"):
             setattr(self, name, [getattr(self, name)[i] for i in kept])
+        self.fields = ProfileFields(*([column[i] for i in kept] for column in self.fields))
         self.columns = ProfileColumns(*(column[keep] for column in self.columns))
         self.votes = Votes(*(column[keep] for column in self.votes))
         for name in ("cancelled", "armed", "oldest", "newest", "at", "labelled"):
@@ -285,7 +289,7 @@ class _Batch:
         top = np.argsort(-terms, axis=1, kind="stable")[:, :TOP_REASONS]
         contributions = np.take_along_axis(terms, top, axis=1)
         self.reasons = ReasonBook(
-            _FACTORS, np.where(contributions > 0, top, -1), contributions, columns=columns,
+            _FACTORS, np.where(contributions > 0, top, -1), contributions, profiles=self.fields,
             now=at, expected_orders=outlook.expected_orders, no_order=outlook.no_order,
             horizon_days=cfg.churn_horizon_days,
         )  # fmt: skip

@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 #: A segment or candidate that is None in the state (segment ids are never negative; -1 is
 #: density's :data:`~online_models.density.UNUSUAL`).
 NO_SEGMENT = -2
-_READ = attrgetter("segment", "segment_candidate", "segment_votes", "outlier_streak")
+_READERS = tuple(
+    attrgetter(name) for name in ("segment", "segment_candidate", "segment_votes", "outlier_streak")
+)
 
 
 class Votes(NamedTuple):
@@ -46,9 +48,9 @@ class Votes(NamedTuple):
         >>> [column.tolist() for column in Votes.of([state, CustomerState.new(0.0)])]
         [[3, -2], [-2, -2], [0, 0], [1, 0]]
         """
-        table = np.array(list(map(_READ, states)), dtype=float).reshape(len(states), 4)
+        table = np.array([list(map(read, states)) for read in _READERS], dtype=float)
         table[np.isnan(table)] = NO_SEGMENT
-        return cls(*table.astype(np.int64).T)
+        return cls(*table.astype(np.int64).reshape(len(_READERS), len(states)))
 
     def served(self, *, unusual_outliers: bool) -> np.ndarray:
         """The segment each customer's latest score served (:meth:`CustomerScorer.

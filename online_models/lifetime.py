@@ -265,7 +265,7 @@ class LifetimeModel:
         #: In a group: the group's model fits the parameters, never a worker alone.
         self.shared = False
         self._live = LifetimeShare.empty()
-        self._unsent: dict[int, np.ndarray] = {}
+        self._unsent: dict[int, Sequence[float]] = {}  # summaries by sketch key
 
     @property
     def params(self) -> tuple[float, ...]:
@@ -289,7 +289,7 @@ class LifetimeModel:
         keys = self._live.keys
         if len(keys) >= self.sample_size and key > keys[-1]:
             return  # not in the sample: most customers leave at this cheap test
-        self._unsent[key] = np.array([first, last, float(orders), spend, now])
+        self._unsent[key] = (first, last, float(orders), spend, now)
 
     def observe_many(
         self,
@@ -325,7 +325,7 @@ class LifetimeModel:
         summaries = np.column_stack(
             [first[bought], last[bought], orders[bought].astype(float), spend[bought], now[bought]]
         )
-        self._unsent.update(zip(keys.tolist(), summaries, strict=True))
+        self._unsent.update(zip(keys.tolist(), summaries.tolist(), strict=True))
 
     def delta(self) -> LifetimeShare:
         """The summaries seen since the last delta."""
@@ -465,7 +465,7 @@ class LifetimeModel:
         if not self._unsent:
             return LifetimeShare.empty()
         keys = np.fromiter(self._unsent.keys(), dtype=np.int64, count=len(self._unsent))
-        summaries = np.stack(list(self._unsent.values()))
+        summaries = np.array(list(self._unsent.values()), dtype=float)
         order = np.argsort(keys)
         return LifetimeShare(keys[order], summaries[order])
 

@@ -15,7 +15,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from online_models.batch_features import ProfileColumns
+from online_models.batch_features import ProfileFields
 from online_models.profile import CustomerProfile
 
 __all__ = [
@@ -96,12 +96,12 @@ def churn_reasons(
 class ReasonBook:
     """The churn reasons of a batch of scores, as numbers: per score the factors pushing the
     risk up the most (indices into ``factors``, strongest first, -1 past the last) and their
-    contributions, with what phrasing them needs (the profiles as they were scored, each
+    contributions, with what phrasing them needs (the profiles' fields as they were scored, each
     score's ``now``, BG/NBD's expected orders and chance of no order over ``horizon_days``).
     Phrased one score at a time, when its reasons are read (:class:`LazyReasons`)."""
 
-    __slots__ = ("_columns", "_contributions", "_expected", "_factors", "_horizon", "_no_order",
-                 "_now", "_top")  # fmt: skip
+    __slots__ = ("_contributions", "_expected", "_factors", "_horizon", "_no_order", "_now",
+                 "_profiles", "_top")  # fmt: skip
 
     def __init__(
         self,
@@ -109,19 +109,19 @@ class ReasonBook:
         top: np.ndarray,
         contributions: np.ndarray,
         *,
-        columns: ProfileColumns,
+        profiles: ProfileFields,
         now: np.ndarray,
         expected_orders: np.ndarray,
         no_order: np.ndarray,
         horizon_days: float,
     ) -> None:
         self._factors, self._top, self._contributions = factors, top, contributions
-        self._columns, self._now, self._horizon = columns, now, horizon_days
+        self._profiles, self._now, self._horizon = profiles, now, horizon_days
         self._expected, self._no_order = expected_orders, no_order
 
     def phrase(self, i: int) -> tuple[ChurnReason, ...]:
         """The ``i``-th score's reasons, what :func:`churn_reasons` gives for it."""
-        profile = self._columns.profile(i)
+        profile = self._profiles.profile(i)
         now, expected = float(self._now[i]), float(self._expected[i])
         no_order = float(self._no_order[i])
         reasons = []

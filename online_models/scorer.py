@@ -6,7 +6,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -50,7 +49,7 @@ _RESCORE_HORIZONS = 3.0
 _CO_PURCHASE_HISTORY = 50
 # A customer's latent factors in their state: float32, little-endian.
 _LATENT = np.dtype("<f4")
-_REFRESH_READ = attrgetter("cancelled", "profile.last_seen")
+_CANCELLED, _LAST_SEEN = attrgetter("cancelled"), attrgetter("profile.last_seen")
 _PENDING = attrgetter("pending")
 
 
@@ -543,10 +542,8 @@ class CustomerScorer:
         True
         """
         count = len(states)
-        read = np.fromiter(
-            chain.from_iterable(map(_REFRESH_READ, states)), float, 2 * count
-        ).reshape(count, 2)
-        cancelled, last_seen = read[:, 0] != 0, read[:, 1]
+        cancelled = np.fromiter(map(_CANCELLED, states), bool, count)
+        last_seen = np.fromiter(map(_LAST_SEEN, states), float, count)
         pending = np.fromiter(map(bool, map(_PENDING, states)), bool, count)
         silent = now - last_seen
         waiting = ~cancelled & (pending | (silent < _RESCORE_HORIZONS * self._horizon))
