@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import chain
 from operator import attrgetter
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -76,6 +76,23 @@ T = TypeVar("T")
 #: this project's machine, a batch of 8 costs about what 8 single re-scores do.
 MIN_BATCH = 16
 
+
+class _Empty(list[Any]):
+    """An empty list that stays empty: the outcomes with no alert or label (most of a
+    batch's) share it, where a list each was two more objects per re-score for the garbage
+    collector to follow."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        msg = "the alerts and labels of re-scores that have none share this list: copy it"
+        raise TypeError(msg)
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+_NONE: list[Any] = _Empty()
 _PROFILE = attrgetter("profile")
 _PENDING = attrgetter("pending")
 _FLAGS = (attrgetter("cancelled"), attrgetter("alerts.churn_armed"))
@@ -167,7 +184,7 @@ class _Batch:
         self.oldest = times[:, 0]
         self.newest = np.where(np.isnan(times[:, 1]), self.columns.last_seen, times[:, 1])
         self.at = np.maximum(now, self.columns.last_seen)
-        self.labels: list[list[bool]] = [[] for _ in range(count)]
+        self.labels: list[list[bool]] = [_NONE] * count
         self.labelled = np.zeros(count, dtype=bool)
         self.examples: list[dict[str, float]] = []  # due for learning, in order
 
@@ -199,7 +216,8 @@ class _Batch:
         :meth:`CustomerScorer.refresh` does before scoring)."""
         scorer, state = self.scorer, self.states[i]
         now = float(self.at[i])
-        labels, waiting = self.labels[i], []
+        labels: list[bool] = []
+        waiting = []
         for example in state.pending:
             if now - example.time >= self.horizon:
                 scorer.quality.update(example.risk, True, served_at=example.time, now=now)
@@ -209,6 +227,7 @@ class _Batch:
             else:
                 waiting.append(example)
         state.pending = waiting
+        self.labels[i] = labels
         self.labelled[i] = bool(labels)
         self.newest[i] = waiting[-1].time if waiting else self.columns.last_seen[i]
         return True
@@ -315,7 +334,7 @@ class _Batch:
         placed = self.placements.segments
         served = np.where(placed == UNUSUAL, UNUSUAL, confirmed.votes.segment)
         scores = self._scores(np.where(served == NO_SEGMENT, 0, served))
-        alerts: list[list[AlertIntent]] = [[] for _ in scores]
+        alerts: list[list[AlertIntent]] = [_NONE] * len(scores)
         outlook, risk = self.outlook, np.minimum(np.maximum(self.risk, 0.0), 1.0)
         clv = np.where(self.cancelled, 0.0, outlook.predicted_clv)
         acting = (
