@@ -72,9 +72,10 @@ _FACTORS = (*CHURN_FEATURES, "expected_orders")
 OnError = Callable[[str, Exception], None]
 P = ParamSpec("P")
 T = TypeVar("T")
-#: Smaller batches are re-scored one by one (:meth:`CustomerScorer.refresh`): measured on
-#: this project's machine, a batch of 8 costs about what 8 single re-scores do.
-MIN_BATCH = 16
+#: Smaller batches are re-scored one by one (:meth:`CustomerScorer.refresh`): on this
+#: project's machine, with benchmarks/rescore.py's population, a re-score in a batch of 4 cost
+#: 230 us, in a batch of 8 130, of 12 90, of 16 70; one by one, 140.
+MIN_BATCH = 8
 
 
 class _Empty(list[Any]):
@@ -96,7 +97,6 @@ _NONE: list[Any] = _Empty()
 _PROFILE = attrgetter("profile")
 _PENDING = attrgetter("pending")
 _FLAGS = (attrgetter("cancelled"), attrgetter("alerts.churn_armed"))
-_SENTIMENT = attrgetter("sentiment")
 _NO_EXAMPLE = (np.inf, np.nan)
 
 
@@ -168,8 +168,7 @@ class _Batch:
         self.horizon = scorer.config.churn_horizon_days * DAY
         self.customer_ids = [customer_id for customer_id, _ in customers]
         self.states = [state for _, state in customers]
-        self.profiles = list(map(_PROFILE, self.states))
-        self.fields = ProfileFields.of(self.profiles)
+        self.fields = ProfileFields.of(list(map(_PROFILE, self.states)))
         self.columns = self.fields.columns()
         count = len(self.states)
         self.cancelled, self.armed = np.array(
@@ -236,7 +235,7 @@ class _Batch:
         """Leave out the customers of ``rows`` (their re-score failed)."""
         keep = np.setdiff1d(np.arange(len(self.states)), rows)
         kept = keep.tolist()
-        for name in ("customer_ids", "states", "profiles", "labels"):
+        for name in ("customer_ids", "states", "labels"):
             setattr(self, name, [getattr(self, name)[i] for i in kept])
         self.fields = ProfileFields(*([column[i] for i in kept] for column in self.fields))
         self.columns = ProfileColumns(*(column[keep] for column in self.columns))
@@ -389,9 +388,9 @@ class _Batch:
             list(map(names.__getitem__, served.tolist())),
             np.minimum(np.maximum(self.value, 0.0), 1.0).tolist(),
             columns.net_monetary.tolist(),
-            columns.orders.astype(np.int64).tolist(),
-            list(map(_SENTIMENT, self.profiles)),
-            columns.last_seen.tolist(),
+            self.fields.orders,
+            self.fields.sentiment,
+            self.fields.last_seen,
             self.at.tolist(),
             [self.scorer.model_version] * len(served),
             *lifetime,
