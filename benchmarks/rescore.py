@@ -1,16 +1,24 @@
 """Microbenchmark of re-scores: ``refresh`` one customer at a time against ``refresh_many``.
 
-    python benchmarks/rescore.py [--customers 2000] [--events 20000] [--days 10]
+    python benchmarks/rescore.py [--customers 12000] [--events 120000] [--days 10]
+                                 [--batches 64,1000,10000] [--profile 1000]
 
 A scorer learns ``--events`` simulated events of ``--customers`` customers (weeks of event
 time, through the engine, so silent customers are re-scored and churn labels arrive as in the
 worker); then, from copies of that same scorer and states, ``--days`` event-time days of
 re-scores of every customer still re-scored, once a day, each way: one ``refresh`` per customer
-(what the engine did before batches), and ``refresh_many`` over the day's customers in batches
-of the whole day, 256, 64 and 16 (the smallest the engine batches). The lifetime model's daily
-refit is off (it costs the same either way and would hide the difference). CPU time of this
-process, so other work on the machine counts less (wall time too), in ``--rounds`` rounds of
-every mode in turn; the median and the best round are reported.
+(what the engine did before batches), ``refresh_many`` over the day's customers in batches of
+each of ``--batches`` (``day``: the whole day's), and the engine's ``advance`` re-scoring at
+most as many due customers a call (its deadlines, checks, segment counts and next deadlines
+included); and, as the worker does per event, ``advance`` 1,000 at most with each score turned
+into the Redis hash the worker writes (``score_of(...).to_redis()``, its reasons phrased,
+without recommendations). The lifetime model's daily refit is off (it costs the same either
+way and would hide the difference). CPU time of this process, so other work on the machine
+counts less (wall time too), in ``--rounds`` rounds of every mode in turn; the median and the
+best round are reported, with the re-scores a second one core does at the median.
+
+``--profile N`` then runs one more round of ``refresh_many`` in batches of N under cProfile
+and prints the 15 functions taking the most time of their own.
 
 Writes benchmarks/results/rescore.json.
 """
@@ -18,9 +26,11 @@ Writes benchmarks/results/rescore.json.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import pickle
 import platform
+import pstats
 import sys
 import time
 from datetime import UTC, datetime
@@ -33,18 +43,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from online_models.activity import DAY  # noqa: E402
-from online_models.engine import ScoringEngine  # noqa: E402
+from online_models.engine import Scored, ScoringEngine  # noqa: E402
 from online_models.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from schemas import decode_event  # noqa: E402
 from streams.commands.simulator import SimulationConfig, generate_events  # noqa: E402
-from streams.convert import activity_of  # noqa: E402
+from streams.convert import activity_of, score_of  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "rescore.json"
-BATCHES = (None, 256, 64, 16)  # None: the whole day's customers in one batch
+#: How a day's customers are re-scored: ``refresh`` one at a time, ``refresh_many`` or the
+#: engine's ``advance`` in batches of at most the size (None: the whole day at once).
+Mode = tuple[str, int | None]
+#: The batch the worker re-scores per event at most (``MAX_RESCORES_PER_EVENT``).
+WORKER_BATCH = 1_000
+WRITTEN_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def build_world(customers: int, events: int) -> tuple[bytes, dict[str, Any]]:
-    """The scorer and states after ``events`` simulated events, pickled, and what they hold."""
+    """The engine (its scorer, states and deadlines) after ``events`` simulated events,
+    pickled, and what it holds."""
     scorer = CustomerScorer(ScorerConfig(lifetime_refit_days=1e9))  # fitted once, at the start
     engine = ScoringEngine(scorer, {})
     first = last = None
@@ -64,13 +80,18 @@ def build_world(customers: int, events: int) -> tuple[bytes, dict[str, Any]]:
         "churn_labels_learned": scorer.churn_model.labels_learned,
         "last_event_time": last,
     }
-    return pickle.dumps((scorer, dict(engine.states))), facts
+    return pickle.dumps(engine), facts
 
 
-def rescore(world: bytes, last: float, days: int, batch: int | str | None) -> dict[str, Any]:
-    """``days`` daily re-scores of every customer still re-scored; ``batch="one"``: refresh."""
-    scorer, states = pickle.loads(world)
-    rescored = 0
+def rescore(
+    world: bytes, last: float, days: int, mode: Mode, profiler: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    """``days`` daily re-scores of every customer still re-scored, the ``mode`` way (the
+    re-scores alone under ``profiler``, when given)."""
+    engine: ScoringEngine = pickle.loads(world)
+    scorer, states = engine.scorer, engine.states
+    way, size = mode
+    rescored = unwritten = 0
     cpu = wall = 0.0
     for day in range(1, days + 1):
         now = last + day * DAY
@@ -80,23 +101,53 @@ def rescore(world: bytes, last: float, days: int, batch: int | str | None) -> di
             if scorer.next_refresh(state, now - DAY) is not None
         ]
         started_cpu, started_wall = time.process_time(), time.perf_counter()
-        if batch == "one":
+        if profiler is not None:
+            profiler.enable()
+        if way in ("engine", "hashes"):
+            while scored := engine.advance(now, limit=size):
+                rescored += len(scored)
+                if way == "hashes":  # what the worker writes of each, recommendations aside
+                    unwritten += _write_hashes(scored)
+        elif way == "refresh":
             for customer_id, state in due:
                 scorer.refresh(customer_id, state, now)
-        else:
-            size = len(due) if batch is None else int(batch)
-            for start in range(0, len(due), max(size, 1)):
+        else:  # refresh_many
+            size = size or len(due)
+            for start in range(0, len(due), size):
                 scorer.refresh_many(due[start : start + size], now)
+        if profiler is not None:
+            profiler.disable()
         cpu += time.process_time() - started_cpu
         wall += time.perf_counter() - started_wall
-        rescored += len(due)
+        rescored += len(due) if way not in ("engine", "hashes") else 0
     return {
         "rescores": rescored,
         "cpu_seconds": round(cpu, 3),
         "wall_seconds": round(wall, 3),
-        "us_per_rescore_cpu": round(cpu / rescored * 1e6, 1),
-        "us_per_rescore_wall": round(wall / rescored * 1e6, 1),
+        "us_per_rescore_cpu": round(cpu / rescored * 1e6, 2),
+        "us_per_rescore_wall": round(wall / rescored * 1e6, 2),
+        **({"unrenderable": unwritten} if way == "hashes" else {}),
     }
+
+
+def _write_hashes(scored: list[Scored]) -> int:
+    """Render each score as the worker's Redis hash; how many would not render (the worker
+    logs, counts and drops those)."""
+    failed = 0
+    for each in scored:
+        try:
+            score_of(each.customer_id, each.outcome.score, [], WRITTEN_AT).to_redis()
+        except ValueError:  # e.g. a next order expected after the year 9999
+            failed += 1
+    return failed
+
+
+def profile(world: bytes, last: float, days: int, batch: int, top: int = 15) -> None:
+    """Print where ``refresh_many`` in batches of ``batch`` spends its time (cProfile)."""
+    profiler = cProfile.Profile()
+    rescore(world, last, days, ("refresh_many", batch), profiler)
+    print(f"cProfile of refresh_many in batches of {batch:,} ({days} days), by own time:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,44 +162,71 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _batches(text: str) -> list[int | None]:
+    return [None if size == "day" else int(size) for size in text.split(",")]
+
+
+def _world(args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
+    """The world of ``args``: read from ``--world`` when that file exists, else built (and
+    written there, when named; a file from another commit's code may not read)."""
+    if args.world is not None and args.world.exists():
+        return pickle.loads(args.world.read_bytes())  # type: ignore[no-any-return]
+    print(f"scoring {args.events:,} events of {args.customers:,} customers ...", flush=True)
+    world = build_world(args.customers, args.events)
+    if args.world is not None:
+        args.world.write_bytes(pickle.dumps(world))
+    return world
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--customers", type=int, default=2_000)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--customers", type=int, default=12_000)
+    parser.add_argument("--events", type=int, default=120_000)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=_batches, default=_batches("64,1000,10000"))
+    parser.add_argument("--no-refresh", action="store_true", help="skip one-at-a-time refresh")
+    parser.add_argument("--profile", type=int, default=None, metavar="BATCH")
+    parser.add_argument("--world", type=Path, default=None, help="cache of the built world")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    print(f"scoring {args.events:,} events of {args.customers:,} customers ...", flush=True)
-    world, facts = build_world(args.customers, args.events)
+    world, facts = _world(args)
     print(
         f"{facts['customers']:,} customers over {facts['event_time_days']} days of event time, "
         f"{facts['churn_labels_learned']:,} churn labels learned",
         flush=True,
     )
-    modes = {"refresh, one at a time": "one"}
-    modes.update({f"refresh_many, batch {batch or 'day'}": batch for batch in BATCHES})
+    modes: dict[str, Mode] = {} if args.no_refresh else {"refresh, one at a time": ("refresh", 1)}
+    for way, name in (("refresh_many", "refresh_many"), ("engine", "engine.advance")):
+        modes.update({f"{name}, batch {size or 'day'}": (way, size) for size in args.batches})
+    modes[f"engine.advance + hashes, {WORKER_BATCH}"] = ("hashes", WORKER_BATCH)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
     for round_ in range(1, args.rounds + 1):  # interleaved: the machine's load hits every mode
-        for name, batch in modes.items():
-            runs[name].append(rescore(world, facts["last_event_time"], args.days, batch))
+        for name, mode in modes.items():
+            runs[name].append(rescore(world, facts["last_event_time"], args.days, mode))
             row = runs[name][-1]
             print(
-                f"round {round_}  {name:32s} {row['rescores']:>7,} re-scores "
-                f"{row['us_per_rescore_cpu']:7.1f} us CPU ({row['us_per_rescore_wall']:.1f} us "
-                "wall) per re-score",
+                f"round {round_}  {name:34s} {row['rescores']:>8,} re-scores "
+                f"{row['us_per_rescore_cpu']:7.2f} us CPU ({row['us_per_rescore_wall']:.2f} us "
+                "wall) per re-score"
+                + (f", {row['unrenderable']:,} not renderable" if "unrenderable" in row else ""),
                 flush=True,
             )
     rows = {name: _summary(each) for name, each in runs.items()}
-    base = rows["refresh, one at a time"]["us_per_rescore_cpu_median"]
+    one = rows.get("refresh, one at a time")
     print(f"median of {args.rounds} rounds, CPU time per re-score:")
     for name, row in rows.items():
-        row["speedup_cpu_median"] = round(base / row["us_per_rescore_cpu_median"], 2)
+        us = row["us_per_rescore_cpu_median"]
+        row["rescores_per_second_cpu_median"] = round(1e6 / us)
+        if one is not None:
+            row["speedup_cpu_median"] = round(one["us_per_rescore_cpu_median"] / us, 2)
         print(
-            f"  {name:32s} {row['us_per_rescore_cpu_median']:7.1f} us "
-            f"(min {row['us_per_rescore_cpu_min']:.1f})  x{row['speedup_cpu_median']}"
+            f"  {name:34s} {us:7.2f} us (min {row['us_per_rescore_cpu_min']:.2f})  "
+            f"{row['rescores_per_second_cpu_median']:>9,} re-scores/s"
         )
+    if args.profile is not None:
+        profile(world, facts["last_event_time"], args.days, args.profile)
     document = {
         "benchmark": "rescore",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -159,6 +237,7 @@ def main() -> None:
             "events": args.events,
             "days": args.days,
             "rounds": args.rounds,
+            "batches": args.batches,
         },
         "population": {k: v for k, v in facts.items() if k != "last_event_time"},
         "results": rows,

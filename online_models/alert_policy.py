@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from online_models.activity import DAY
 
 __all__ = ["AlertIntent", "AlertPolicy", "AlertState", "AlertThresholds"]
@@ -142,6 +144,31 @@ class AlertPolicy:
                 **(details or {}),
             },
         )
+
+    def churn_may_act(
+        self, risks: np.ndarray, armed: np.ndarray, values_at_risk: np.ndarray, labels: int
+    ) -> np.ndarray:
+        """Which of many scores :meth:`churn` may act on (given each customer's risk, whether
+        their churn alert is armed and their value at risk): re-arm a disarmed alert, or fire
+        one (the cooldown is left to :meth:`churn`). For every other score it would return no
+        alert and change nothing, so a batch asks it only about these.
+
+        >>> policy = AlertPolicy(AlertThresholds(churn_min_labels=0, value_at_risk=100.0))
+        >>> policy.churn_may_act(np.array([0.75, 0.75, 0.5, 0.65, 0.9]),
+        ...                      np.array([True, False, False, False, True]),
+        ...                      np.array([300.0, 300.0, 300.0, 300.0, 50.0]), labels=1).tolist()
+        [True, False, True, False, False]
+        """
+        limits = self.thresholds
+        rearmed = ~armed & (risks < limits.churn_risk - limits.churn_hysteresis)
+        if labels < limits.churn_min_labels:
+            return rearmed
+        fires = (
+            (armed | rearmed)
+            & (risks >= limits.churn_risk)
+            & (values_at_risk >= limits.value_at_risk)
+        )
+        return rearmed | fires
 
     def cancellation(self, state: AlertState, *, time: float) -> list[AlertIntent]:
         """A cancellation is certain churn: always alert, once, whatever hysteresis says."""

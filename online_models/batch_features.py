@@ -13,17 +13,64 @@ import numpy as np
 from online_models.activity import DAY
 from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES, CustomerProfile
 
-__all__ = ["ProfileColumns", "churn_feature_matrix", "segment_feature_matrix"]
+__all__ = ["ProfileColumns", "ProfileFields", "churn_feature_matrix", "segment_feature_matrix"]
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "first_seen", "orders", "monetary", "refunded", "returns", "purchase_lines", "units", "views",
-    "cart_adds", "tickets", "gap_mean_days", "sentiment", "first_order_at", "last_order_at",
+# The profile's fields the columns hold (None reads as NaN).
+_FIELDS = (
+    "first_seen", "last_seen", "orders", "monetary", "refunded", "returns", "purchase_lines",
+    "units", "views", "cart_adds", "tickets", "gap_mean_days", "gaps", "sentiment",
+    "first_order_at", "last_order_at",
 )  # fmt: skip
-_READ = attrgetter(*_COLUMNS)
+_READERS = tuple(attrgetter(name) for name in _FIELDS)
 _LOG_51, _LOG_10001, _LOG_201 = math.log1p(50.0), math.log1p(10_000.0), math.log1p(200.0)
 _LOG_1001 = math.log1p(1_000.0)
+
+
+class ProfileFields(NamedTuple):
+    """Many profiles' fields as they were read: one list per field, of the values themselves
+    (ints, floats, None), which no later event changes."""
+
+    first_seen: list[float]
+    last_seen: list[float]
+    orders: list[int]
+    monetary: list[float]
+    refunded: list[float]
+    returns: list[int]
+    purchase_lines: list[int]
+    units: list[int]
+    views: list[int]
+    cart_adds: list[int]
+    tickets: list[int]
+    gap_mean_days: list[float]
+    gaps: list[int]
+    sentiment: list[float | None]
+    first_order_at: list[float | None]
+    last_order_at: list[float | None]
+
+    @classmethod
+    def of(cls, profiles: Sequence[CustomerProfile]) -> ProfileFields:
+        """The fields of ``profiles``, in order (a list per field: one C call per profile
+        each, and no tuple per profile kept alive for the garbage collector to follow)."""
+        return cls(*(list(map(read, profiles)) for read in _READERS))
+
+    def columns(self) -> ProfileColumns:
+        """The fields as arrays. Raises ValueError or TypeError for a field that is not a
+        number (numpy converts a list of lists faster than a list of tuples)."""
+        table = np.array(self, dtype=float)
+        return ProfileColumns(*table.reshape(len(_FIELDS), len(self.first_seen)))
+
+    def profile(self, i: int) -> CustomerProfile:
+        """The ``i``-th profile as it was read: the fields these hold (lists empty).
+
+        >>> profile = CustomerProfile.new(0.0)
+        >>> profile.orders, profile.monetary, profile.last_order_at = 2, 30.0, 5.0
+        >>> ProfileFields.of([profile]).profile(0) == profile
+        True
+        """
+        values = {name: getattr(self, name)[i] for name in _FIELDS}
+        return CustomerProfile(**values)
 
 
 class ProfileColumns(NamedTuple):
@@ -31,6 +78,7 @@ class ProfileColumns(NamedTuple):
     a field that is None: no order yet, no feedback yet)."""
 
     first_seen: np.ndarray
+    last_seen: np.ndarray
     orders: np.ndarray
     monetary: np.ndarray
     refunded: np.ndarray
@@ -41,21 +89,21 @@ class ProfileColumns(NamedTuple):
     cart_adds: np.ndarray
     tickets: np.ndarray
     gap_mean_days: np.ndarray
+    gaps: np.ndarray
     sentiment: np.ndarray
     first_order_at: np.ndarray
     last_order_at: np.ndarray
 
     @classmethod
     def of(cls, profiles: Sequence[CustomerProfile]) -> ProfileColumns:
-        """The columns of ``profiles``, in order.
+        """The columns of ``profiles``, in order (:meth:`ProfileFields.columns`).
 
         >>> profile = CustomerProfile.new(0.0)
         >>> columns = ProfileColumns.of([profile])
         >>> columns.orders.tolist(), bool(np.isnan(columns.last_order_at[0]))
         ([0.0], True)
         """
-        table = np.array([_READ(p) for p in profiles], dtype=float).reshape(-1, len(_COLUMNS))
-        return cls(*table.T)
+        return ProfileFields.of(profiles).columns()
 
     @property
     def net_monetary(self) -> np.ndarray:

@@ -7,16 +7,31 @@ import logging
 import math
 import sys
 from collections import Counter
-from collections.abc import Collection, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, MutableMapping, Sequence
+from functools import partial
+from itertools import repeat
+from operator import attrgetter
+from typing import NamedTuple
+
+import numpy as np
 
 from online_models.activity import DAY, Activity
+from online_models.batch_votes import NO_SEGMENT
 from online_models.scorer import CustomerScorer, ScoreOutcome
 from online_models.state import CustomerState, event_fingerprint
 
 __all__ = ["Deadlines", "Scored", "ScoringEngine"]
 
 logger = logging.getLogger(__name__)
+
+_CHANGED = attrgetter("changed")
+_AS_OF = attrgetter("score.as_of")
+
+
+def _segment(segment: int) -> int | None:
+    """A served segment read from an array (:data:`NO_SEGMENT`: none)."""
+    return None if segment == NO_SEGMENT else segment
+
 
 #: Re-scores done for one event at most: after a rebalance or a quiet spell many customers
 #: fall due at once, and the rest wait for the following events instead of blocking one.
@@ -26,8 +41,10 @@ MAX_RESCORES_PER_EVENT = 1_000
 class Deadlines:
     """When each customer is next due for a re-score, without scanning every customer.
 
-    A min-heap of ``(deadline, customer)``; a customer's later entry supersedes earlier ones,
-    so stale heap entries are skipped when popped.
+    A min-heap of deadlines (floats: a heap of ``(deadline, customer)`` tuples spent most of
+    its time comparing tuples) and who is due at each; a customer's later deadline supersedes
+    earlier ones, so stale entries are skipped when popped. Customers due at the same moment
+    come out by id.
 
     >>> schedule = Deadlines()
     >>> schedule.schedule("a", 10.0); schedule.schedule("b", 5.0); schedule.schedule("a", 20.0)
@@ -38,7 +55,11 @@ class Deadlines:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, str]] = []
+        self._heap: list[float] = []
+        #: Who each deadline of the heap is for: one customer, or a list of those due at the
+        #: same moment (some may have moved since).
+        self._due_at: dict[float, str | list[str]] = {}
+        self._entries = 0  # (deadline, customer) pairs held, stale ones included
         self._deadlines: dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -46,12 +67,46 @@ class Deadlines:
 
     def schedule(self, customer_id: str, deadline: float) -> None:
         """Set (or move) ``customer_id``'s deadline (event time)."""
-        self._deadlines[customer_id] = deadline
-        heapq.heappush(self._heap, (deadline, customer_id))
-        # Moved deadlines stay in the heap until popped: at most about one stale entry per
-        # live one, which keeps the heap within twice the customers, O(1) amortised.
-        if len(self._heap) > 2 * len(self._deadlines) + 1024:
+        self.schedule_many((customer_id,), (deadline,))
+
+    def schedule_many(self, customer_ids: Sequence[str], deadlines: Sequence[float]) -> None:
+        """:meth:`schedule` of many customers (a later one of the same customer wins).
+
+        >>> schedule = Deadlines()
+        >>> schedule.schedule_many(["a", "b", "a", "c"], [10.0, 5.0, 20.0, 5.0])
+        >>> schedule.pop_due(15.0), schedule.pop_due(25.0)
+        (['b', 'c'], ['a'])
+        """
+        self._deadlines.update(zip(customer_ids, deadlines, strict=True))
+        heap, new = self._heap, self._hold(customer_ids, deadlines)
+        # Pushing costs a few comparisons per level of the heap for each deadline, heapify
+        # two per deadline of the whole heap: whichever is less.
+        if len(new) * max(len(heap), 2).bit_length() > 2 * (len(heap) + len(new)):
+            heap.extend(new)
+            heapq.heapify(heap)
+        else:
+            for deadline in new:
+                heapq.heappush(heap, deadline)
+        # Moved deadlines stay held until popped: at most about one stale entry per live
+        # one, which keeps what is held within twice the customers, O(1) amortised.
+        if self._entries > 2 * len(self._deadlines) + 1024:
             self._compact()
+
+    def _hold(self, customer_ids: Iterable[str], deadlines: Iterable[float]) -> list[float]:
+        """Note who is due when; the deadlines new to the heap."""
+        due_at, new, held_now = self._due_at, [], 0
+        for customer_id, deadline in zip(customer_ids, deadlines, strict=True):
+            held = due_at.get(deadline)
+            if held is None:
+                due_at[deadline] = customer_id
+                new.append(deadline)
+            elif isinstance(held, str):
+                due_at[deadline] = [held, customer_id]
+            else:
+                held.append(customer_id)
+            held_now += 1
+        self._entries += held_now
+        return new
 
     def cancel(self, customer_id: str) -> bool:
         """Drop ``customer_id``'s deadline; True if they had one."""
@@ -61,21 +116,37 @@ class Deadlines:
         """Customers whose deadline is at or before ``watermark`` (earliest first, at most
         ``limit``), removed from the schedule."""
         due: list[str] = []
-        heap = self._heap
-        while heap and heap[0][0] <= watermark and (limit is None or len(due) < limit):
-            deadline, customer_id = heapq.heappop(heap)
-            if self._deadlines.get(customer_id) == deadline:
-                del self._deadlines[customer_id]
-                due.append(customer_id)
+        heap, due_at, deadlines = self._heap, self._due_at, self._deadlines
+        popped = 0
+        while heap and heap[0] <= watermark and (limit is None or len(due) < limit):
+            deadline = heapq.heappop(heap)
+            held = due_at.pop(deadline)
+            if type(held) is str:  # the common case: one customer due at that moment
+                popped += 1
+                if deadlines.get(held) == deadline:
+                    del deadlines[held]
+                    due.append(held)
+                continue
+            customers = sorted(held)
+            popped += len(customers)
+            for n, customer_id in enumerate(customers):
+                if limit is not None and len(due) >= limit:  # the others wait, still due
+                    heapq.heappush(heap, deadline)
+                    self._hold(customers[n:], [deadline] * (len(customers) - n))
+                    break
+                if deadlines.get(customer_id) == deadline:
+                    del deadlines[customer_id]
+                    due.append(customer_id)
+        self._entries -= popped
         return due
 
     def _compact(self) -> None:
-        self._heap = [(d, c) for c, d in self._deadlines.items()]
+        self._due_at, self._entries = {}, 0
+        self._heap = self._hold(self._deadlines.keys(), self._deadlines.values())
         heapq.heapify(self._heap)
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(NamedTuple):
     """A customer's fresh score, from their own event or from a re-score as time moved on.
 
     ``duplicate`` marks the score of an event applied before (delivered again): it is the
@@ -85,6 +156,9 @@ class Scored:
     customer_id: str
     outcome: ScoreOutcome
     duplicate: bool = False
+
+
+_SCORED = partial(tuple.__new__, Scored)  # a Scored of (customer_id, outcome, duplicate)
 
 
 class ScoringEngine:
@@ -188,37 +262,106 @@ class ScoringEngine:
         deadlines = self._deadlines.get(shard)
         if deadlines is None:
             return []
-        interval = self.scorer.config.rescore_interval_days * DAY
-        due: list[tuple[str, CustomerState]] = []
-        segments: list[int | None] = []
-        for customer_id in deadlines.pop_due(watermark, limit):
-            try:
-                state = self.states.get(customer_id)
-                if state is None or state.shard != shard:
-                    continue  # forgotten, or it moved to another shard meanwhile
-                if self.scorer.next_refresh(state, watermark - interval) is None:
-                    continue  # done with re-scores before anyone watched (e.g. a rebalance)
-            except Exception:
-                self._rescore_failed(customer_id)
-                continue
-            due.append((customer_id, state))
-            segments.append(self.scorer.served_segment(state))
+        due = self._due(deadlines.pop_due(watermark, limit), watermark, shard)
+        if not due:
+            return []
+        before = self.scorer.served_segments([state for _, state in due])
         failed: set[str] = set()
 
         def on_error(customer_id: str, error: Exception) -> None:
             failed.add(customer_id)
             self._rescore_failed(customer_id, error)
 
-        outcomes = iter(self.scorer.refresh_many(due, watermark, on_error=on_error))
-        rescored = []
-        for (customer_id, _), before in zip(due, segments, strict=True):
-            if customer_id in failed:
+        outcomes = self.scorer.refresh_many(due, watermark, on_error=on_error)
+        if failed:
+            kept = [i for i, (customer_id, _) in enumerate(due) if customer_id not in failed]
+            due, before = [due[i] for i in kept], before[kept]
+        customer_ids = [customer_id for customer_id, _ in due]
+        try:
+            self._store(customer_ids, outcomes, before, shard)
+        except Exception:
+            logger.exception("Storing %d re-scores together failed", len(outcomes))
+            return self._store_one_by_one(customer_ids, outcomes, before, shard)
+        return list(map(_SCORED, zip(customer_ids, outcomes, repeat(False))))
+
+    def _due(
+        self, customer_ids: list[str], watermark: float, shard: int
+    ) -> list[tuple[str, CustomerState]]:
+        """The customers of ``customer_ids`` (popped from the schedule) still to re-score:
+        stored, on ``shard`` and with re-scores left as of the previous interval."""
+        found = []
+        for customer_id in customer_ids:
+            try:
+                state = self.states.get(customer_id)
+            except Exception:
+                self._rescore_failed(customer_id)
                 continue
-            outcome = next(outcomes)
+            # Forgotten, or it moved to another shard meanwhile.
+            if state is not None and state.shard == shard:
+                found.append((customer_id, state))
+        if not found:
+            return []
+        # Re-scores left as of the previous interval; NaN: done with them before anyone
+        # watched (e.g. a rebalance).
+        previous = watermark - self.scorer.config.rescore_interval_days * DAY
+        try:
+            left = self.scorer.next_refresh_many([state for _, state in found], previous)
+        except Exception:
+            return [c for c in found if self._still_rescored(*c, previous)]
+        return [c for c, due in zip(found, np.isfinite(left).tolist(), strict=True) if due]
+
+    def _still_rescored(self, customer_id: str, state: CustomerState, now: float) -> bool:
+        try:
+            return self.scorer.next_refresh(state, now) is not None
+        except Exception:
+            self._rescore_failed(customer_id)
+            return False
+
+    def _store(
+        self,
+        customer_ids: list[str],
+        outcomes: Sequence[ScoreOutcome],
+        before: np.ndarray,
+        shard: int,
+    ) -> None:
+        """Write the states the re-scores changed, schedule every customer's next re-score and
+        count the segments they moved between."""
+        changed = np.fromiter(map(_CHANGED, outcomes), bool, len(outcomes))
+        rows = np.flatnonzero(changed).tolist()
+        states = self.states
+        for i in rows:
+            states[customer_ids[i]] = outcomes[i].state
+        re_scored = [outcome.state for outcome in outcomes]
+        as_of = np.fromiter(map(_AS_OF, outcomes), float, len(outcomes))
+        deadlines = self.scorer.next_refresh_many(re_scored, as_of)
+        schedule = self._deadlines.setdefault(shard, Deadlines())
+        later = np.isfinite(deadlines)
+        schedule.schedule_many(
+            [customer_ids[i] for i in np.flatnonzero(later).tolist()], deadlines[later].tolist()
+        )
+        for i in np.flatnonzero(~later).tolist():
+            schedule.cancel(customer_ids[i])
+        after = before.copy()
+        after[rows] = self.scorer.served_segments([re_scored[i] for i in rows])
+        self._count_segments(before, after)
+
+    def _store_one_by_one(
+        self,
+        customer_ids: list[str],
+        outcomes: Sequence[ScoreOutcome],
+        before: np.ndarray,
+        shard: int,
+    ) -> list[Scored]:
+        rescored = []
+        for customer_id, outcome, segment in zip(
+            customer_ids, outcomes, before.tolist(), strict=True
+        ):
             try:
                 if outcome.changed:
                     self.states[customer_id] = outcome.state
-                    self._count_segment(before, self.scorer.served_segment(outcome.state))
+                    self._count_segment(
+                        _segment(segment), self.scorer.served_segment(outcome.state)
+                    )
                 self._schedule(customer_id, outcome.state, outcome.score.as_of, shard)
             except Exception:
                 self._rescore_failed(customer_id)
@@ -283,6 +426,12 @@ class ScoringEngine:
             if customers > 0:
                 counts[self.scorer.segmenter.describe(segment)] += customers
         return dict(counts)
+
+    def _count_segments(self, before: np.ndarray, after: np.ndarray) -> None:
+        """:meth:`_count_segment` of the customers whose served segment moved."""
+        moved = np.flatnonzero(before != after)
+        for was, now in zip(before[moved].tolist(), after[moved].tolist(), strict=True):
+            self._count_segment(_segment(was), _segment(now))
 
     def _count_segment(self, before: int | None, after: int | None) -> None:
         if before == after:

@@ -35,6 +35,7 @@ __all__ = [
     "fit_lifetime",
     "merge_lifetime",
     "sketch_key",
+    "sketch_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,35 @@ PRIOR = (0.5, 30.0, 0.5, 5.0, 3.0, 3.0, 100.0)
 _COLUMNS = ("first", "last", "orders", "spend", "as_of")
 
 
+# BLAKE2b keyed for the sample; copies of it hash each id (setting up its parameters on every
+# call costs four times the hash of a short id).
+_SKETCH_HASH = hashlib.blake2b(digest_size=8, person=b"crm-clv")
+
+
 def sketch_key(customer_id: str) -> int:
     """The customer's place in the sample: the smallest ``sample_size`` keys are kept.
 
     >>> sketch_key("c-1") == sketch_key("c-1") != sketch_key("c-2")
     True
     """
-    digest = hashlib.blake2b(customer_id.encode("utf-8"), digest_size=8, person=b"crm-clv")
+    digest = _SKETCH_HASH.copy()
+    digest.update(customer_id.encode("utf-8"))
     return int.from_bytes(digest.digest(), "little") >> 1  # fits a signed 64-bit integer
+
+
+def sketch_keys(customer_ids: Sequence[str]) -> np.ndarray:
+    """:func:`sketch_key` of each id, as int64.
+
+    >>> sketch_keys(["c-1", "c-2"]).tolist() == [sketch_key("c-1"), sketch_key("c-2")]
+    True
+    """
+    digests = []
+    for customer_id in customer_ids:
+        digest = _SKETCH_HASH.copy()
+        digest.update(customer_id.encode("utf-8"))
+        digests.append(digest.digest())
+    keys = np.frombuffer(b"".join(digests), dtype="<u8") >> np.uint64(1)
+    return keys.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -243,7 +265,7 @@ class LifetimeModel:
         #: In a group: the group's model fits the parameters, never a worker alone.
         self.shared = False
         self._live = LifetimeShare.empty()
-        self._unsent: dict[int, np.ndarray] = {}
+        self._unsent: dict[int, Sequence[float]] = {}  # summaries by sketch key
 
     @property
     def params(self) -> tuple[float, ...]:
@@ -267,7 +289,43 @@ class LifetimeModel:
         keys = self._live.keys
         if len(keys) >= self.sample_size and key > keys[-1]:
             return  # not in the sample: most customers leave at this cheap test
-        self._unsent[key] = np.array([first, last, float(orders), spend, now])
+        self._unsent[key] = (first, last, float(orders), spend, now)
+
+    def observe_many(
+        self,
+        customer_ids: Sequence[str],
+        *,
+        first: np.ndarray,
+        last: np.ndarray,
+        orders: np.ndarray,
+        spend: np.ndarray,
+        now: np.ndarray,
+    ) -> None:
+        """:meth:`observe` of many customers in turn (``first`` and ``last`` NaN for one who
+        never ordered), hashing only those who ordered.
+
+        >>> one, many = LifetimeModel(sample_size=1), LifetimeModel(sample_size=1)
+        >>> for name in ("a", "b", "c"):
+        ...     one.observe(name, 0.0, 5.0, 2, 30.0, now=9.0)
+        >>> many.observe_many(["a", "b", "c", "d"], first=np.array([0.0, 0, 0, np.nan]),
+        ...     last=np.array([5.0, 5, 5, np.nan]), orders=np.array([2, 2, 2, 0]),
+        ...     spend=np.full(4, 30.0), now=np.full(4, 9.0))
+        >>> one._unsent.keys() == many._unsent.keys()
+        True
+        """
+        bought = np.flatnonzero(~(np.isnan(first) | np.isnan(last)) & (orders >= 1))
+        if not len(bought):
+            return
+        keys = sketch_keys([customer_ids[i] for i in bought.tolist()])
+        sampled = self._live.keys
+        if len(sampled) >= self.sample_size:
+            # Not in the sample: most customers leave at this cheap test.
+            kept = keys <= sampled[-1]
+            bought, keys = bought[kept], keys[kept]
+        summaries = np.column_stack(
+            [first[bought], last[bought], orders[bought].astype(float), spend[bought], now[bought]]
+        )
+        self._unsent.update(zip(keys.tolist(), summaries.tolist(), strict=True))
 
     def delta(self) -> LifetimeShare:
         """The summaries seen since the last delta."""
@@ -293,6 +351,12 @@ class LifetimeModel:
     def fit_due(self, now: float) -> bool:
         """Whether a model alone should refit (every ``refit_days`` of event time)."""
         return not self.shared and now - self._live.fitted_at >= self.refit_days * DAY
+
+    def fits_due(self, now: np.ndarray) -> np.ndarray:
+        """:meth:`fit_due` at each of many event times, as the fit stands now."""
+        if self.shared:
+            return np.zeros(np.shape(now), dtype=bool)
+        return np.asarray(now) - self._live.fitted_at >= self.refit_days * DAY
 
     def predict(
         self,
@@ -401,7 +465,7 @@ class LifetimeModel:
         if not self._unsent:
             return LifetimeShare.empty()
         keys = np.fromiter(self._unsent.keys(), dtype=np.int64, count=len(self._unsent))
-        summaries = np.stack(list(self._unsent.values()))
+        summaries = np.array(list(self._unsent.values()), dtype=float)
         order = np.argsort(keys)
         return LifetimeShare(keys[order], summaries[order])
 

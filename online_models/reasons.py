@@ -9,12 +9,23 @@ pulls the risk down is never one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
+import numpy as np
+
+from online_models.batch_features import ProfileFields
 from online_models.profile import CustomerProfile
 
-__all__ = ["CANCELLED_REASONS", "ChurnReason", "churn_reasons", "phrase"]
+__all__ = [
+    "CANCELLED_REASONS",
+    "ChurnReason",
+    "LazyReasons",
+    "ReasonBook",
+    "churn_reasons",
+    "phrase",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +91,99 @@ def churn_reasons(
         )
         for name, value in top
     ]
+
+
+class ReasonBook:
+    """The churn reasons of a batch of scores, as numbers: per score the factors pushing the
+    risk up the most (indices into ``factors``, strongest first, -1 past the last) and their
+    contributions, with what phrasing them needs (the profiles' fields as they were scored, each
+    score's ``now``, BG/NBD's expected orders and chance of no order over ``horizon_days``).
+    Phrased one score at a time, when its reasons are read (:class:`LazyReasons`)."""
+
+    __slots__ = ("_contributions", "_expected", "_factors", "_horizon", "_no_order", "_now",
+                 "_profiles", "_top")  # fmt: skip
+
+    def __init__(
+        self,
+        factors: Sequence[str],
+        top: np.ndarray,
+        contributions: np.ndarray,
+        *,
+        profiles: ProfileFields,
+        now: np.ndarray,
+        expected_orders: np.ndarray,
+        no_order: np.ndarray,
+        horizon_days: float,
+    ) -> None:
+        self._factors, self._top, self._contributions = factors, top, contributions
+        self._profiles, self._now, self._horizon = profiles, now, horizon_days
+        self._expected, self._no_order = expected_orders, no_order
+
+    def phrase(self, i: int) -> tuple[ChurnReason, ...]:
+        """The ``i``-th score's reasons, what :func:`churn_reasons` gives for it."""
+        profile = self._profiles.profile(i)
+        now, expected = float(self._now[i]), float(self._expected[i])
+        no_order = float(self._no_order[i])
+        reasons = []
+        for j, value in zip(self._top[i].tolist(), self._contributions[i].tolist(), strict=True):
+            if j < 0:
+                break
+            name = self._factors[j]
+            if name == "expected_orders":
+                text = _rhythm(profile, now, expected, self._horizon,
+                               None if no_order != no_order else no_order)  # fmt: skip
+            else:
+                text = phrase(name, profile, now)
+            reasons.append(ChurnReason(name, value, text))
+        return tuple(reasons)
+
+
+class LazyReasons(Sequence[ChurnReason]):
+    """One score's churn reasons from a :class:`ReasonBook`, phrased when first read: a
+    batch of re-scores phrases only the reasons someone reads (a score written to Redis, an
+    alert's details), not those of every score it makes. Equal to the tuple of its reasons;
+    pickles as that tuple."""
+
+    __slots__ = ("_book", "_reasons", "_row")
+
+    def __init__(self, book: ReasonBook, row: int) -> None:
+        self._book: ReasonBook | None = book
+        self._row = row
+        self._reasons: tuple[ChurnReason, ...] | None = None
+
+    def phrased(self) -> tuple[ChurnReason, ...]:
+        """The reasons (phrased now, the first time)."""
+        if self._reasons is None:
+            assert self._book is not None
+            self._reasons, self._book = self._book.phrase(self._row), None
+        return self._reasons
+
+    @overload
+    def __getitem__(self, index: int) -> ChurnReason: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ChurnReason, ...]: ...
+    def __getitem__(self, index: int | slice) -> ChurnReason | tuple[ChurnReason, ...]:
+        return self.phrased()[index]
+
+    def __len__(self) -> int:
+        return len(self.phrased())
+
+    def __iter__(self) -> Iterator[ChurnReason]:
+        return iter(self.phrased())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyReasons):
+            other = other.phrased()
+        return isinstance(other, tuple) and self.phrased() == other
+
+    def __hash__(self) -> int:
+        return hash(self.phrased())
+
+    def __repr__(self) -> str:
+        return repr(self.phrased())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return tuple, (self.phrased(),)
 
 
 def _rhythm(

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from online_models import __version__
 from online_models.activity import DAY, Activity
 from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
+from online_models.batch_votes import Votes
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
 from online_models.density import UNUSUAL, DensitySegmenter
@@ -47,6 +49,8 @@ _RESCORE_HORIZONS = 3.0
 _CO_PURCHASE_HISTORY = 50
 # A customer's latent factors in their state: float32, little-endian.
 _LATENT = np.dtype("<f4")
+_CANCELLED, _LAST_SEEN = attrgetter("cancelled"), attrgetter("profile.last_seen")
+_PENDING = attrgetter("pending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +108,13 @@ class ScorerConfig:
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerScore:
+class CustomerScore(NamedTuple):
     """What the CRM reads about a customer, as of event time ``as_of``.
 
     Recommendations are not part of it: they are ranked when the score is published
     (:meth:`CustomerScorer.recommend`), once however many events a customer sent meanwhile.
+    A named tuple: a batch of re-scores builds thousands of them from its columns at once.
+    ``churn_reasons`` of a re-score are phrased when first read (:class:`LazyReasons`).
     """
 
     churn_risk: float
@@ -126,7 +131,7 @@ class CustomerScore:
     expected_orders: float = 0.0
     predicted_clv: float = 0.0
     next_order_expected: float | None = None
-    churn_reasons: tuple[ChurnReason, ...] = ()
+    churn_reasons: Sequence[ChurnReason] = ()
     #: Whether the customer fits no segment (far from every centre, or in no dense region).
     segment_outlier: bool = False
     #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
@@ -199,8 +204,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreOutcome:
+class ScoreOutcome(NamedTuple):
     """A score: the customer's state and score, alerts raised and churn labels learned.
 
     ``changed`` says whether ``state`` differs from what was stored before (an event always
@@ -307,6 +311,12 @@ class CustomerScorer:
         if state.outlier and isinstance(self._segmenter, DensitySegmenter):
             return UNUSUAL
         return state.segment
+
+    def served_segments(self, states: Sequence[CustomerState]) -> np.ndarray:
+        """:meth:`served_segment` of each state (:data:`~online_models.batch_votes.
+        NO_SEGMENT` for None)."""
+        density = isinstance(self._segmenter, DensitySegmenter)
+        return Votes.of(states).served(unusual_outliers=density)
 
     @property
     def recommender(self) -> Recommender:
@@ -518,6 +528,27 @@ class CustomerScorer:
             interval = self.config.rescore_interval_days * DAY
             return last_seen + (math.floor((now - last_seen) / interval) + 1) * interval
         return None
+
+    def next_refresh_many(
+        self, states: Sequence[CustomerState], now: float | np.ndarray
+    ) -> np.ndarray:
+        """:meth:`next_refresh` of each state at ``now`` (one time, or one per state; NaN:
+        never again), over arrays.
+
+        >>> scorer = CustomerScorer()
+        >>> states = [CustomerState.new(0.0), CustomerState.new(5 * DAY)]
+        >>> scorer.next_refresh_many(states, 6.5 * DAY).tolist() == [
+        ...     scorer.next_refresh(state, 6.5 * DAY) for state in states]
+        True
+        """
+        count = len(states)
+        cancelled = np.fromiter(map(_CANCELLED, states), bool, count)
+        last_seen = np.fromiter(map(_LAST_SEEN, states), float, count)
+        pending = np.fromiter(map(bool, map(_PENDING, states)), bool, count)
+        silent = now - last_seen
+        waiting = ~cancelled & (pending | (silent < _RESCORE_HORIZONS * self._horizon))
+        interval = self.config.rescore_interval_days * DAY
+        return np.where(waiting, last_seen + (np.floor(silent / interval) + 1) * interval, np.nan)
 
     def recommend(self, customer_id: str, state: CustomerState) -> list[str]:
         """The customer's top-K items now: not ones they bought, unless repurchase is allowed."""

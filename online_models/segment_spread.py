@@ -88,6 +88,13 @@ class SegmentSpread:
         np.add.at(self.sums, segments, weights[:, None] * points)
         np.add.at(self.squares, segments, weights[:, None] * points**2)
 
+    def add_totals(self, weights: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> None:
+        """Add, per segment, the weight of some points, their weighted features and weighted
+        squares (what :meth:`add` adds of them), in place."""
+        self.weights += weights
+        self.sums += sums
+        self.squares += squares
+
     def add_one(self, segment: int, weight: float, point: np.ndarray) -> None:
         """:meth:`add` of one point, without numpy's per-call costs of ``add.at``."""
         self.weights[segment] += weight

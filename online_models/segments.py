@@ -364,13 +364,21 @@ class Segmenter:
         scores = np.where(np.isnan(distances), 0.0, distance_ranks(self._live.distances, distances))
         fence = self.outlier_fence()
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
-        weighted = weights[:, None] * segment_points
+        # Per centre, once for both shares: the points' weight, weighted outlier features
+        # and weighted squares.
+        weighted = weights[:, None] * points
+        totals = _totals_by(
+            nearest, np.column_stack([weights, weighted, weighted * points]), len(self._centers)
+        )
+        features = points.shape[1]
+        added = totals[:, 0]
+        sums, squares = totals[:, 1 : 1 + features], totals[:, 1 + features :]
+        known = ~np.isnan(distances)
         for share in (self._live, self._unsent):
             share.points += len(points)
-            np.add.at(share.sums, nearest, weighted)
-            np.add.at(share.weights, nearest, weights)
-            share.spread.add(nearest, weights, points)
-            known = ~np.isnan(distances)
+            share.sums += sums[:, :_SEGMENT_COLUMNS]
+            share.weights += added
+            share.spread.add_totals(added, sums, squares)
             add_distances(share.distances, distances[known], weights[known])
         moved = np.unique(nearest)
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
@@ -531,6 +539,21 @@ class Segmenter:
         if not len(proposed):
             return True
         return bool(np.sqrt(((proposed - point) ** 2).sum(axis=1)).min() >= self.min_seed_distance)
+
+
+def _totals_by(groups: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """The sums of ``rows`` by their group (0 to ``count`` - 1), each group's rows added in
+    order: ``np.add.at`` into zeros, without its cost per row.
+
+    >>> _totals_by(np.array([1, 0, 1]), np.array([[1.0], [2.0], [4.0]]), 3).ravel().tolist()
+    [2.0, 5.0, 0.0]
+    """
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    totals = np.zeros((count, rows.shape[1]))
+    totals[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return totals
 
 
 def segment_vector(x: Mapping[str, float]) -> np.ndarray:

@@ -4,7 +4,10 @@ A population from the simulator is scored like the worker scores it, then re-sco
 event-time days both ways from the same models and states. The tolerances:
 
 - the array path itself (batches of one, forced through the arrays) gives every number of
-  ``refresh`` within 1e-9 and the same labels, examples, segments, reasons and alerts;
+  ``refresh`` within 1e-9 and the same labels, examples, segments, reasons and alerts, leaves
+  the same votes, outlier streaks and alert memory in every state, and leaves the segments'
+  spreads and distance histogram, the lifetime sample and the count of pending labels as
+  ``refresh`` does (within 1e-9);
 - a whole-population batch learns its due churn labels first: the churn model after the batch
   is the one-by-one model within 1e-9, and every customer's risk is the one-by-one path's risk
   with that model within 1e-9 (one by one, a customer scored before a label of the batch sees
@@ -13,11 +16,13 @@ event-time days both ways from the same models and states. The tolerances:
 - segment centres learn the batch as a mini-batch (every point assigned with the centres as
   they were, and its outlier score ranked against the distances as they were): the confirmed
   segments of at least 95% of the scores agree with one by one, so do the outlier flags of at
-  least 99%, and the centres end within 0.05 of one by one's.
+  least 99%, the centres end within 0.05 of one by one's, the spreads' total weight within
+  1e-9 and each segment's standard deviations within 0.05 of one by one's.
 """
 
 from __future__ import annotations
 
+import copy
 import pickle
 import random
 from typing import Any
@@ -28,11 +33,15 @@ import pytest
 
 from online_models import batch_scoring
 from online_models.activity import DAY, Activity
+from online_models.batch_votes import NO_SEGMENT, Votes
 from online_models.churn import ChurnModel
+from online_models.density import UNUSUAL
 from online_models.engine import ScoringEngine
 from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES
+from online_models.reasons import CANCELLED_REASONS, churn_reasons
 from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.segments import Segmenter
+from online_models.state import CustomerState
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
@@ -107,7 +116,8 @@ def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch)
     one, one_days = one_by_one
     single, single_days = rescore_days(world, "single")
 
-    for (ids, expected, _), (_, got, _) in zip(one_days, single_days, strict=True):
+    for day_one, day_single in zip(one_days, single_days, strict=True):
+        ids, expected, got = day_one[0], day_one[1], day_single[1]
         for customer, a, b in zip(ids, expected, got, strict=True):
             assert_same_bookkeeping(a, b)
             assert all(close(getattr(a.score, n), getattr(b.score, n)) for n in NUMBERS), customer
@@ -122,9 +132,31 @@ def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch)
             ]
             assert [(x.type, x.time) for x in a.alerts] == [(x.type, x.time) for x in b.alerts]
             assert a.changed == b.changed
+        for customer in ids:
+            a_state, b_state = states_after(day_one)[customer], states_after(day_single)[customer]
+            assert a_state.placement_record() == b_state.placement_record(), customer
     assert one.churn_model.labels_learned == single.churn_model.labels_learned
+    assert one.pending_labels == single.pending_labels
     assert_same_churn_model(one.churn_model, single.churn_model)
     assert np.allclose(one.segmenter._centers, single.segmenter._centers, rtol=0, atol=CLOSE)
+    for a, b in zip(spread_of(one), spread_of(single), strict=True):
+        assert np.allclose(a, b, rtol=CLOSE, atol=CLOSE)
+    assert np.allclose(
+        one.segmenter._live.distances, single.segmenter._live.distances, rtol=CLOSE, atol=CLOSE
+    )
+    sample_a, sample_b = one.lifetime_model._unsent, single.lifetime_model._unsent
+    assert sample_a.keys() == sample_b.keys()
+    assert all(np.allclose(sample_a[k], sample_b[k], rtol=CLOSE, atol=0) for k in sample_a)
+
+
+def states_after(day: tuple[Any, ...]) -> dict[str, Any]:
+    """The states as they were after a day of re-scores (from the day's copy)."""
+    return day[2][1]
+
+
+def spread_of(scorer: CustomerScorer) -> tuple[np.ndarray, ...]:
+    spread = scorer.segmenter._live.spread
+    return spread.weights, spread.sums, spread.squares
 
 
 def assert_same_churn_model(a: ChurnModel, b: ChurnModel) -> None:
@@ -163,6 +195,10 @@ def test_a_whole_population_batch_is_one_by_one_with_the_batchs_labels_learned_f
     assert agree >= 0.95 * total
     assert outliers_agree >= 0.99 * total
     assert np.abs(one.segmenter._centers - batch.segmenter._centers).max() < 0.05
+    # The spreads: the same points' weight, shared out a little differently between segments.
+    assert close(spread_of(one)[0].sum(), spread_of(batch)[0].sum())
+    deviations = [scorer.segmenter._live.spread.yardsticks()[1] for scorer in (one, batch)]
+    assert np.abs(deviations[0] - deviations[1]).max() < 0.05
 
 
 def test_learn_many_takes_rivers_steps_example_by_example():
@@ -244,3 +280,62 @@ def test_a_batch_whose_customers_cannot_be_rescored_scores_the_others():
     rescored = [s.customer_id for s in scored[1:]]
     assert rescored == [f"c{n:02d}" for n in range(40) if n not in (7, 11)]
     assert engine.rescore_errors == 2
+
+
+def test_votes_counted_over_arrays_are_those_counted_state_by_state():
+    rng = random.Random(11)
+    states = [CustomerState.new(0.0) for _ in range(200)]
+    alive = {0, 1, 2, 3}
+    for _ in range(12):
+        placed = [rng.choice([0, 1, 2, 3, UNUSUAL]) for _ in states]
+        outliers = [rng.random() < 0.3 for _ in states]
+        gone = rng.choice([None, 1, 2])  # a region that merged away, for this score only
+        current = alive - {gone}
+        copies = [copy.deepcopy(state) for state in states]
+
+        votes = Votes.of(copies)
+        confirmed = votes.confirm(np.array(placed), np.array(outliers), 3, current.__contains__)
+        confirmed.votes.write(copies, confirmed.votes.changed(votes))
+
+        for state, segment, outlier, left, became in zip(
+            states, placed, outliers, confirmed.left.tolist(),
+            confirmed.became_outlier.tolist(), strict=True,
+        ):  # fmt: skip
+            assert state.confirm_outlier(outlier, 3) == became
+            expected_left = None
+            if segment != UNUSUAL:
+                if state.segment is not None and state.segment not in current:
+                    state.segment, state.segment_candidate, state.segment_votes = None, None, 0
+                expected_left = state.confirm_segment(segment, 3)
+            assert (None if left == NO_SEGMENT else left) == expected_left
+        assert [s.placement_record() for s in copies] == [s.placement_record() for s in states]
+
+
+def test_reasons_phrased_when_read_are_those_of_the_profile_as_it_was_scored(world):
+    scorer, states = pickle.loads(world[0])
+    customers = sorted(states.items())[:64]
+    now = world[1] + 20 * DAY
+    outcomes = scorer.refresh_many(customers, now)
+    model = scorer.churn_model  # as the batch left it: it scored with this one
+    expected = {
+        customer_id: churn_reasons(
+            model.contributions(state.profile.churn_features(now)), state.profile, now
+        )
+        for customer_id, state in customers
+    }
+    checked = 0
+    for (customer_id, state), outcome in zip(customers, outcomes, strict=True):
+        state.profile.orders += 5  # a later event changes the profile: not the score's reasons
+        reasons = outcome.score.churn_reasons
+        if state.cancelled:
+            assert reasons == CANCELLED_REASONS
+            continue
+        phrased = tuple(reasons)
+        assert reasons == phrased and hash(reasons) == hash(phrased)
+        assert pickle.loads(pickle.dumps(outcome.score)) == outcome.score
+        logistic = [r.reason for r in phrased if r.factor != "expected_orders"]
+        assert logistic == [
+            r.reason for r in expected[customer_id] if r.factor in {p.factor for p in phrased}
+        ]
+        checked += bool(logistic)
+    assert checked > 32

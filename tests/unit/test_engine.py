@@ -8,6 +8,8 @@ the churn risk in Redis keeps up with the silence; re-scores stop when nothing c
 from __future__ import annotations
 
 import copy
+import heapq
+import random
 import sys
 from itertools import pairwise
 
@@ -111,6 +113,25 @@ def test_an_hour_of_event_time_rescores_only_the_customers_due_in_it():
     scored = engine.process("new", purchase(T0 + DAY + 3 * HOUR))
     assert scored[0].customer_id == "new"
     assert len(scored) == 1 + due_per_hour
+
+
+def test_a_batch_of_rescores_schedules_each_customer_as_next_refresh_says():
+    states: dict[str, CustomerState] = {}
+    engine = ScoringEngine(CustomerScorer(), states)
+    for n in range(300):
+        engine.process(f"c-{n:03d}", purchase(T0 + n * 600.0, item=f"sku-{n % 7}"))
+    for day in (5, 95, 200):  # silent, examples taken and labelled
+        watermark = T0 + day * DAY
+        rescored = engine.advance(watermark, limit=None)
+        assert len(rescored) == 300
+
+        deadlines = engine._deadlines[0]._deadlines
+        for scored in rescored:
+            expected = engine.scorer.next_refresh(scored.outcome.state, scored.outcome.score.as_of)
+            assert deadlines.get(scored.customer_id) == expected, (day, scored.customer_id)
+    assert engine.scheduled() == 300
+    assert engine.advance(T0 + 300 * DAY, limit=None) == []  # three horizons: over
+    assert engine.scheduled() == 0
 
 
 def stored_customers() -> dict[str, CustomerState]:
@@ -314,6 +335,31 @@ def test_deadlines_moved_many_times_keep_memory_within_twice_the_customers():
     assert len(deadlines._heap) <= 2 * len(customers) + 1024
     # Only the latest deadline of each customer counts.
     assert deadlines.pop_due(50_000.0 + 9) == [f"c{n}" for n in range(10)]
+
+
+def test_deadlines_pop_as_a_heap_of_deadline_and_customer_would():
+    rng = random.Random(7)
+    deadlines, heap, latest = Deadlines(), [], {}
+    for step in range(3_000):
+        customer = f"c{rng.randrange(300)}"
+        if rng.random() < 0.7:  # a few moments shared by many customers, most not
+            deadline = float(rng.randrange(20)) if rng.random() < 0.3 else rng.uniform(0, 20)
+            deadline += step // 500 * 20
+            deadlines.schedule(customer, deadline)
+            heapq.heappush(heap, (deadline, customer))
+            latest[customer] = deadline
+        elif rng.random() < 0.5:
+            assert deadlines.cancel(customer) == (latest.pop(customer, None) is not None)
+        else:
+            watermark, limit = rng.uniform(0, (step // 500 + 1) * 20), rng.choice([None, 1, 5])
+            expected = []
+            while heap and heap[0][0] <= watermark and (limit is None or len(expected) < limit):
+                deadline, popped = heapq.heappop(heap)
+                if latest.get(popped) == deadline:
+                    del latest[popped]
+                    expected.append(popped)
+            assert deadlines.pop_due(watermark, limit) == expected
+        assert len(deadlines) == len(latest)
 
 
 def test_a_customer_named_by_many_events_is_kept_as_one_string():

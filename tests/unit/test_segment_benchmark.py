@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -234,7 +234,7 @@ def run_at_cutoff(
     run = Backtest(as_of=CUTOFF.timestamp())
     for customer, outlier_score in sorted(outlier_scores.items()):
         flag = customer in flagged
-        outcome = replace(score(1, "regulars"), segment_outlier=flag, outlier_score=outlier_score)
+        outcome = score(1, "regulars")._replace(segment_outlier=flag, outlier_score=outlier_score)
         run.rows.append(BacktestRow(customer, outcome, []))
         run.alert_log.append((customer, "churn_risk", 0.0, 10.0))
     run.alert_log += [(customer, "unusual_customer", 0.0, None) for customer in sorted(alerted)]

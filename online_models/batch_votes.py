@@ -1,0 +1,127 @@
+"""Many customers' segment votes and outlier streaks at once: what one score does to them
+(:meth:`CustomerState.confirm_outlier` and :meth:`CustomerState.confirm_segment`), over arrays.
+
+A re-score changes a customer's votes only when their placement differs from what they were
+confirmed in, or when they are, or stop being, an outlier: most re-scores change nothing, and
+only the states of those that did are written to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import NamedTuple
+
+import numpy as np
+
+from online_models.density import UNUSUAL
+from online_models.state import CustomerState
+
+__all__ = ["NO_SEGMENT", "Confirmed", "Votes"]
+
+logger = logging.getLogger(__name__)
+
+#: A segment or candidate that is None in the state (segment ids are never negative; -1 is
+#: density's :data:`~online_models.density.UNUSUAL`).
+NO_SEGMENT = -2
+_READERS = tuple(
+    attrgetter(name) for name in ("segment", "segment_candidate", "segment_votes", "outlier_streak")
+)
+
+
+class Votes(NamedTuple):
+    """Per customer: the confirmed segment, the candidate and its votes (:data:`NO_SEGMENT`
+    for None), and how many scores in a row found them an outlier."""
+
+    segment: np.ndarray
+    candidate: np.ndarray
+    votes: np.ndarray
+    streak: np.ndarray
+
+    @classmethod
+    def of(cls, states: Sequence[CustomerState]) -> Votes:
+        """The votes ``states`` hold, in order.
+
+        >>> state = CustomerState.new(0.0)
+        >>> state.segment, state.outlier_streak = 3, 1
+        >>> [column.tolist() for column in Votes.of([state, CustomerState.new(0.0)])]
+        [[3, -2], [-2, -2], [0, 0], [1, 0]]
+        """
+        table = np.array([list(map(read, states)) for read in _READERS], dtype=float)
+        table[np.isnan(table)] = NO_SEGMENT
+        return cls(*table.astype(np.int64).reshape(len(_READERS), len(states)))
+
+    def served(self, *, unusual_outliers: bool) -> np.ndarray:
+        """The segment each customer's latest score served (:meth:`CustomerScorer.
+        served_segment`): with density segments (``unusual_outliers``) an outlier is in
+        :data:`UNUSUAL`; :data:`NO_SEGMENT` before any segment."""
+        if not unusual_outliers:
+            return self.segment
+        return np.where(self.streak > 0, UNUSUAL, self.segment)
+
+    def confirm(
+        self,
+        placed: np.ndarray,
+        outliers: np.ndarray,
+        confirmations: int,
+        current: Callable[[int], bool],
+    ) -> Confirmed:
+        """One counted score each, placing the customers in segments ``placed`` (UNUSUAL: in
+        no dense region, no vote) and flagging ``outliers``, as ``CustomerScorer._place``
+        does: a segment no longer ``current`` is forgotten first.
+
+        >>> votes = Votes(*np.array([[1, -2, 0, 1], [1, 2, 2, 2], [0, -2, 0, 0]]).T)
+        >>> confirmed = votes.confirm(np.array([1, 2, 2]), np.array([True, True, False]), 3,
+        ...                           lambda segment: True)
+        >>> [column.tolist() for column in confirmed.votes]
+        [[1, 2, 0], [-2, -2, 2], [0, 0, 1], [2, 3, 0]]
+        >>> confirmed.left.tolist(), confirmed.became_outlier.tolist()
+        ([-2, 1, -2], [False, True, False])
+        """
+        streak = np.where(outliers, np.minimum(self.streak + 1, confirmations + 1), 0)
+        became_outlier = outliers & (streak == confirmations)
+        segment, candidate, votes = self.segment, self.candidate, self.votes
+        vote = placed != UNUSUAL
+        known = segment != NO_SEGMENT
+        gone = [s for s in np.unique(segment[vote & known]).tolist() if not current(s)]
+        if gone:  # their region merged into another or faded: it moved, they did not
+            stale = vote & np.isin(segment, gone)
+            segment = np.where(stale, NO_SEGMENT, segment)
+            candidate = np.where(stale, NO_SEGMENT, candidate)
+            votes = np.where(stale, 0, votes)
+        first = vote & (segment == NO_SEGMENT)
+        same = vote & (placed == segment)
+        other = vote & ~first & ~same
+        counted = np.where(placed == candidate, votes + 1, 1)
+        adopted = other & (counted >= confirmations)
+        left = np.where(adopted, segment, NO_SEGMENT)
+        new_segment = np.where(first | adopted, placed, segment)
+        new_candidate = np.where(same | adopted, NO_SEGMENT, np.where(other, placed, candidate))
+        new_votes = np.where(same | adopted, 0, np.where(other, counted, votes))
+        return Confirmed(Votes(new_segment, new_candidate, new_votes, streak), left, became_outlier)
+
+    def changed(self, before: Votes) -> np.ndarray:
+        """The rows whose votes differ from ``before``'s."""
+        differs = np.zeros(len(self.segment), dtype=bool)
+        for now, then in zip(self, before, strict=True):
+            differs |= now != then
+        return np.flatnonzero(differs)
+
+    def write(self, states: Sequence[CustomerState], rows: np.ndarray) -> None:
+        """Store the votes of ``rows`` in their states."""
+        columns = zip(*(column[rows].tolist() for column in self), strict=True)
+        for i, (segment, candidate, votes, streak) in zip(rows.tolist(), columns, strict=True):
+            state = states[i]
+            state.segment = None if segment == NO_SEGMENT else segment
+            state.segment_candidate = None if candidate == NO_SEGMENT else candidate
+            state.segment_votes, state.outlier_streak = votes, streak
+
+
+class Confirmed(NamedTuple):
+    """What :meth:`Votes.confirm` gives: the new votes, the segment each customer left
+    (:data:`NO_SEGMENT`: none) and whether they just became an outlier."""
+
+    votes: Votes
+    left: np.ndarray
+    became_outlier: np.ndarray
