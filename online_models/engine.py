@@ -265,7 +265,12 @@ class ScoringEngine:
         due = self._due(deadlines.pop_due(watermark, limit), watermark, shard)
         if not due:
             return []
-        before = self.scorer.served_segments([state for _, state in due])
+        try:
+            before = self.scorer.served_segments([state for _, state in due])
+        except Exception:  # an unreadable stored state: the others are re-scored all the same
+            due, before = self._served_one_by_one(due)
+            if not due:
+                return []
         failed: set[str] = set()
 
         def on_error(customer_id: str, error: Exception) -> None:
@@ -283,6 +288,21 @@ class ScoringEngine:
             logger.exception("Storing %d re-scores together failed", len(outcomes))
             return self._store_one_by_one(customer_ids, outcomes, before, shard)
         return list(map(_SCORED, zip(customer_ids, outcomes, repeat(False))))
+
+    def _served_one_by_one(
+        self, due: list[tuple[str, CustomerState]]
+    ) -> tuple[list[tuple[str, CustomerState]], np.ndarray]:
+        """The customers of ``due`` whose served segment can be read, and those segments."""
+        kept, segments = [], []
+        for customer_id, state in due:
+            try:
+                segment = self.scorer.served_segment(state)
+            except Exception:
+                self._rescore_failed(customer_id)
+                continue
+            kept.append((customer_id, state))
+            segments.append(NO_SEGMENT if segment is None else segment)
+        return kept, np.array(segments, dtype=np.int64)
 
     def _due(
         self, customer_ids: list[str], watermark: float, shard: int

@@ -403,3 +403,27 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
         "rescore_schedule": False,
         "recommender_user_factors": False,
     }
+
+
+def test_a_state_whose_segment_cannot_be_read_fails_alone(monkeypatch):
+    engine = ScoringEngine(CustomerScorer(), {})
+    for n in range(20):
+        engine.process(f"c-{n}", purchase(T0 + n * HOUR))
+    broken = engine.states["c-3"]
+    scorer = engine.scorer
+    read_one = scorer.served_segment
+
+    def served_segments(states):
+        raise ValueError("an unreadable stored state")
+
+    def served_segment(state):
+        if state is broken:
+            raise ValueError("an unreadable stored state")
+        return read_one(state)
+
+    monkeypatch.setattr(scorer, "served_segments", served_segments)
+    monkeypatch.setattr(scorer, "served_segment", served_segment)
+    rescored = engine.advance(T0 + 2 * DAY)
+
+    assert sorted(s.customer_id for s in rescored) == sorted(f"c-{n}" for n in range(20) if n != 3)
+    assert engine.rescore_errors == 1
