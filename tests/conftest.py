@@ -97,7 +97,13 @@ def pytest_collection_modifyitems(
 ) -> Generator[None, None, None]:
     """Order the tests longest tier first, and group those that share an expensive fixture,
     so that ``--dist loadgroup`` builds it once instead of once per test process."""
-    items.sort(key=_tier)  # stable: a module's tests keep their order within a tier
+    # A module's tests stay together (its module fixtures are built once), at its longest
+    # test's tier; within a tier, modules and their tests keep their order.
+    module_tier: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        module_tier[module] = min(module_tier.get(module, 3), _tier(item))
+    items.sort(key=lambda item: module_tier[item.nodeid.split("::", 1)[0]])
     if config.pluginmanager.hasplugin("xdist"):
         groups = _groups(items)
         for item in items:
