@@ -58,24 +58,31 @@ def _tier(item: pytest.Item) -> int:
     return 3
 
 
-def _shared_fixtures(item: pytest.Item) -> set[str]:
-    """The expensive fixtures ``item`` shares with other tests: a module's own, named by its
-    module, and session-wide ones other than the per-process services."""
+def _module(item: pytest.Item) -> str:
+    """The path of the module ``item`` belongs to, as in its node id."""
+    return item.nodeid.split("::", 1)[0]
+
+
+def _shared_fixtures(item: pytest.Item) -> list[str]:
+    """The expensive fixtures ``item`` shares with other tests, sorted: a module's own, named
+    by its module, and session-wide ones other than the per-process services."""
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
-        return set()
+        return []
     shared = set()
     for name, definitions in info.name2fixturedefs.items():
         scope = definitions[-1].scope
         if scope == "module":
-            shared.add(f"module:{item.nodeid.split('::', 1)[0]}")
+            shared.add(f"module:{_module(item)}")
         elif scope == "session" and name not in PER_PROCESS_FIXTURES:
             shared.add(f"session:{name}")
-    return shared
+    return sorted(shared)
 
 
-def _groups(items: list[pytest.Item]) -> dict[str, str]:
-    """One xdist group per set of tests linked by a shared fixture (union-find)."""
+def _groups(shared: list[list[str]]) -> list[str | None]:
+    """Per test, its xdist group: one per set of tests linked by a shared fixture
+    (union-find over ``shared``, each test's sorted shared fixtures); None for a test that
+    shares none."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -84,11 +91,10 @@ def _groups(items: list[pytest.Item]) -> dict[str, str]:
             key = parent[key]
         return key
 
-    for item in items:
-        keys = sorted(_shared_fixtures(item))
+    for keys in shared:
         for key in keys:
             parent[root(key)] = root(keys[0])
-    return {key: root(key) for key in parent}
+    return [root(keys[0]) if keys else None for keys in shared]
 
 
 @pytest.hookimpl(wrapper=True)  # around xdist's own, which reads the groups
@@ -101,14 +107,12 @@ def pytest_collection_modifyitems(
     # test's tier; within a tier, modules and their tests keep their order.
     module_tier: dict[str, int] = {}
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
+        module = _module(item)
         module_tier[module] = min(module_tier.get(module, 3), _tier(item))
-    items.sort(key=lambda item: module_tier[item.nodeid.split("::", 1)[0]])
+    items.sort(key=lambda item: module_tier[_module(item)])
     if config.pluginmanager.hasplugin("xdist"):
-        groups = _groups(items)
-        for item in items:
-            shared = _shared_fixtures(item)
-            if shared:
-                group = groups[min(shared)].replace("@", "_")
-                item.add_marker(pytest.mark.xdist_group(group))
+        groups = _groups([_shared_fixtures(item) for item in items])
+        for item, group in zip(items, groups, strict=True):
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group.replace("@", "_")))
     return (yield)
