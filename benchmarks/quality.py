@@ -76,6 +76,7 @@ DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.cs
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 # The segments part alone (--only segments) writes its own file.
 SEGMENT_RESULTS = ROOT / "benchmarks" / "results" / "quality-segments.json"
+CORE_RESULTS = ROOT / "benchmarks" / "results" / "quality-core.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
 PARTITIONS = 8
 SYNC_SECONDS = 15.0
@@ -457,6 +458,55 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def evaluate_core(
+    events: list[Any], history: History, cutoff: str, console: Console
+) -> dict[str, Any]:
+    """The default scorer alone, one worker: churn, recommendations and value, against their
+    batch baselines (``--only core``: the numbers a change to a model moves, in minutes)."""
+    as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
+    t = as_of.timestamp()
+    started = time.perf_counter()
+    run = run_backtest(
+        (e.event for e in events), as_of, ScorerConfig(), partitions=PARTITIONS,
+        sync_seconds=SYNC_SECONDS,
+    )  # fmt: skip
+    console.log(f"{cutoff}: {run.events:,} events in {time.perf_counter() - started:.1f}s")
+    churn = churn_section(history, t, {"logistic": run})
+    return {
+        "cutoff": cutoff,
+        "events_before_cutoff": run.events,
+        "backtest_seconds": round(run.seconds, 1),
+        "rescores": run.rescores,
+        "churn": churn,
+        "recommendations": recommendation_section(history, t, run),
+        "lifetime": lifetime_section(history, t, run),
+    }
+
+
+def show_core(reports: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="The default scorer alone (--only core)")
+    table.add_column("measure")
+    for report in reports:
+        table.add_column(report["cutoff"], justify="right")
+    rows = {
+        "churn AUC, online": ("churn", "online_logistic_auc"),
+        "churn AUC, batch logistic": ("churn", "batch_logistic_auc"),
+        "hit@10, online": ("recommendations", "online_hit_rate"),
+        "hit@10, popularity": ("recommendations", "popularity_hit_rate"),
+        "CLV Spearman, online": ("lifetime", "online_spearman"),
+        "CLV Spearman, historic spend": ("lifetime", "historic_spend_spearman"),
+        "CLV Spearman, batch BG/NBD+GG": ("lifetime", "batch_bgnbd_gg_spearman"),
+        "top-decile capture, online": ("lifetime", "online_top_decile_capture"),
+        "CLV MAE, online": ("lifetime", "online_mae"),
+        "CLV MAE, batch BG/NBD+GG": ("lifetime", "batch_bgnbd_gg_mae"),
+        "orders MAE, online": ("lifetime", "online_orders_mae"),
+        "orders MAE, batch BG/NBD": ("lifetime", "batch_bgnbd_orders_mae"),
+    }
+    for name, (section, key) in rows.items():
+        table.add_row(name, *(f"{report[section][key]:.4f}" for report in reports))
+    console.print(table)
+
+
 def evaluate(events: list[Any], history: History, cutoff: str, console: Console) -> dict[str, Any]:
     as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
     t = as_of.timestamp()
@@ -694,7 +744,7 @@ def online_retail_arguments(
 
 
 def main() -> None:
-    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS, ("segments",))
+    args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS, ("segments", "core"))
     started = time.perf_counter()
     loaded = load_transactions(args.data, preset="online-retail")
     console.log(f"loaded {len(loaded.events):,} events in {time.perf_counter() - started:.1f}s")
@@ -709,13 +759,24 @@ def main() -> None:
             )
             for cutoff in args.cutoff or CUTOFFS
         ]
+    elif args.only == "core":
+        command += " --only core"
+        if args.out == RESULTS:
+            args.out = CORE_RESULTS
+        history = History(loaded.events)
+        reports = [
+            evaluate_core(loaded.events, history, cutoff, console)
+            for cutoff in args.cutoff or CUTOFFS
+        ]
+        show_core(reports, console)
     else:
         history = History(loaded.events)
         reports = [
             evaluate(loaded.events, history, cutoff, console) for cutoff in args.cutoff or CUTOFFS
         ]
         show(reports, console)
-    show_segments(reports if args.only else [r["segmentations"] for r in reports], console)
+    if args.only != "core":
+        show_segments(reports if args.only else [r["segmentations"] for r in reports], console)
     import river
     import sklearn
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy import special
 
 from online_models.activity import DAY, Activity
 from online_models.churn import ChurnQuality, roc_auc
 from online_models.lifetime import (
     LifetimeModel,
     LifetimeShare,
+    _bgnbd_nll,
     _expected_orders,
+    _gamma_gamma_nll,
+    _Repeats,
     fit_lifetime,
     merge_lifetime,
 )
@@ -73,6 +79,86 @@ def test_the_fit_recovers_the_parameters_data_was_drawn_from() -> None:
     assert r / alpha == pytest.approx(0.8 / 20, rel=0.25)
     assert a / (a + b) == pytest.approx(1.5 / 7.5, rel=0.35)
     assert gamma * p / (q - 1) == pytest.approx(40 * 4 / 4, rel=0.25)
+
+
+def bgnbd_log_likelihood(
+    r: Any, alpha: Any, a: Any, b: Any, x: np.ndarray, t_x: np.ndarray, age: np.ndarray
+) -> np.ndarray:
+    """BG/NBD's log-likelihood per customer, as Fader, Hardie and Lee (2005) write it."""
+    common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    alive = common + special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + age)
+    gone = common + special.betaln(a + 1, b + np.maximum(x - 1, 0)) - special.betaln(a, b)
+    gone = np.where(x > 0, gone - (r + x) * np.log(alpha + t_x), -np.inf)
+    return np.logaddexp(alive, gone)
+
+
+def gamma_gamma_log_likelihood(
+    p: Any, q: Any, gamma: Any, n: np.ndarray, mean: np.ndarray
+) -> np.ndarray:
+    """Gamma-Gamma's log-likelihood per customer (Fader, Hardie and Lee 2005, iso-value)."""
+    return (
+        special.gammaln(p * n + q) - special.gammaln(p * n) - special.gammaln(q)
+        + q * np.log(gamma) + p * n * np.log(n) + (p * n - 1) * np.log(mean)
+        - (p * n + q) * np.log(gamma + mean * n)
+    )  # fmt: skip
+
+
+def central_difference(
+    function: Callable[[np.ndarray], float], point: np.ndarray, step: float = 1e-5
+) -> np.ndarray:
+    """The gradient of ``function`` at ``point`` by central differences."""
+    steps = np.eye(len(point)) * step
+    return np.array([(function(point + h) - function(point - h)) / (2 * step) for h in steps])
+
+
+@pytest.mark.parametrize(
+    "params", [(0.5, 30.0, 0.5, 5.0), (2.0, 5.0, 0.1, 50.0), (1e4, 2e5, 0.2, 0.8)]
+)
+def test_the_bgnbd_fit_climbs_the_papers_likelihood_along_its_true_gradient(
+    params: tuple[float, ...],
+) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.poisson(2.0, 500).astype(float)
+    age = rng.uniform(30.0, 365.0, 500)
+    t_x = np.where(x > 0, age * rng.uniform(0.0, 1.0, 500), 0.0)
+    log_params = np.log(params)
+    nll, gradient = _bgnbd_nll(log_params, _Repeats.of(x), t_x, age)
+    assert nll == pytest.approx(-np.mean(bgnbd_log_likelihood(*params, x, t_x, age)), rel=1e-12)
+    numeric = central_difference(
+        lambda lp: -np.mean(bgnbd_log_likelihood(*np.exp(lp), x, t_x, age)), log_params
+    )
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-6)
+
+
+def test_the_gamma_gamma_fit_climbs_the_papers_likelihood_along_its_true_gradient() -> None:
+    rng = np.random.default_rng(4)
+    orders = rng.poisson(2.0, 500) + 1.0
+    mean = rng.gamma(3.0, 20.0, 500)
+    log_params = np.log([3.0, 3.0, 100.0])
+    nll, gradient = _gamma_gamma_nll(log_params, _Repeats.of(orders), mean)
+    expected = -np.mean(gamma_gamma_log_likelihood(3.0, 3.0, 100.0, orders, mean))
+    assert nll == pytest.approx(expected, rel=1e-12)
+    numeric = central_difference(
+        lambda lp: -np.mean(gamma_gamma_log_likelihood(*np.exp(lp), orders, mean)), log_params
+    )
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-6)
+
+
+def test_customers_who_all_buy_at_one_rate_keep_that_rate_at_the_bound() -> None:
+    """Every customer orders every 10 days: BG/NBD's gamma of rates narrows to a point, r and
+    alpha grow together towards the bound, and their ratio, the rate predicted with, stays
+    one order per 10 days (a clipped search once kept the bound for both and halved it)."""
+    model = LifetimeModel(sample_size=1_000)
+    rng = np.random.default_rng(5)
+    for n in range(400):
+        first = rng.uniform(0.0, 100.0) * DAY
+        orders = int((300 * DAY - first) // (10 * DAY)) + 1
+        last = first + (orders - 1) * 10 * DAY
+        model.observe(f"c{n}", first, last, orders, 30.0 * orders, now=300 * DAY)
+    model.fit(300 * DAY)
+    r, alpha, *_ = model.params
+    assert max(r, alpha) > 1_000.0  # homogeneous: the shape went far out
+    assert r / alpha == pytest.approx(0.1, rel=0.05)
 
 
 def test_two_workers_samples_merge_into_one_models_sample() -> None:
