@@ -23,10 +23,9 @@ from online_models.scorer import CustomerScore, CustomerScorer
 from online_models.state import CustomerState
 from schemas.audit import ErasureRecord
 from schemas.event_batch import EventBatch, EventColumns, decode_events
-from schemas.scores import Score
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
-from streams.convert import activities_of, alert_of, score_of
+from streams.convert import activities_of, alert_of, score_fields
 from streams.customer_table import CachedStates
 from streams.dead_lettering import DeadLetters
 from streams.dead_lettering import position as _position
@@ -746,14 +745,15 @@ class ScorerService:
                 on_sent=partial(self._alert_sent, intent.type),
             )
 
-    def _render_many(self, queued: Sequence[_Unrendered]) -> list[Score]:
-        """The Redis scores of a flush, their recommendations ranked together now."""
+    def _render_many(self, queued: Sequence[_Unrendered]) -> list[dict[str, str]]:
+        """The Redis hash fields of a flush's scores, their recommendations ranked together
+        now; straight from the scores' values (no pydantic object per score)."""
         recommendations = self.scorer.recommend_many(
             [(c, state) for c, state, _ in queued], as_of=[score.as_of for _, _, score in queued]
         )
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC).isoformat()
         return [
-            score_of(customer_id, score, ranked, now)
+            score_fields(customer_id, score, ranked, now)
             for (customer_id, _, score), ranked in zip(queued, recommendations, strict=True)
         ]
 

@@ -20,9 +20,10 @@ from schemas.events import (
     SupportTicketEvent,
     ViewEvent,
 )
+from schemas.score_hash import ReasonValues, ScoreValues, score_hash
 from schemas.scores import ChurnReasonField, Score
 
-__all__ = ["activities_of", "activity_of", "alert_of", "score_of"]
+__all__ = ["activities_of", "activity_of", "alert_of", "score_fields", "score_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,36 @@ text=None, rating=None)]
     )
     erasure = EventType.ERASURE_REQUEST.value
     return [None if row[0] == erasure else Activity(*row) for row in rows]
+
+
+def score_fields(
+    customer_id: str, score: CustomerScore, recommendations: list[str], updated_at: str
+) -> dict[str, str]:
+    """The Redis hash fields of a model score and the customer's recommendations, as
+    ``score_of(...).to_redis()`` gives them, without the pydantic object (``updated_at`` in
+    ISO-8601, made once per flush). Raises :class:`~schemas.score_hash.UnwritableScore`."""
+    values = ScoreValues(
+        customer_id,
+        score.churn_risk,
+        score.segment,
+        score.segment_name,
+        score.value,
+        score.monetary,
+        score.orders,
+        recommendations,
+        score.sentiment,
+        score.model_version,
+        score.event_time,
+        score.as_of,
+        score.p_alive,
+        score.expected_orders,
+        score.predicted_clv,
+        score.next_order_expected,
+        [ReasonValues(r.factor, r.contribution, r.reason) for r in score.churn_reasons],
+        score.segment_outlier,
+        score.outlier_score,
+    )
+    return score_hash(values, updated_at)
 
 
 def score_of(

@@ -11,7 +11,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from schemas.scores import Score
 from streams.metrics import ScorerMetrics
 
 __all__ = ["RenderMany", "ScoreWriter", "pack_command", "pack_hset"]
@@ -23,11 +22,12 @@ MAX_BACKOFF_SECONDS = 5.0
 
 # A queued score: what renders it, and the Kafka timestamp of the event behind it.
 _Queued = tuple[Any, float | None]
-#: Renders a flush's queued scores at once, in order (see :class:`ScoreWriter`).
-RenderMany = Callable[[Sequence[Any]], list[Score]]
+#: Renders a flush's queued scores at once, in order, into their hash fields (see
+#: :class:`ScoreWriter`).
+RenderMany = Callable[[Sequence[Any]], list[dict[str, str]]]
 
 
-def _call_each(pending: Sequence[Any]) -> list[Score]:
+def _call_each(pending: Sequence[Any]) -> list[dict[str, str]]:
     return [render() for render in pending]
 
 
@@ -37,9 +37,9 @@ class ScoreWriter:
     A score is queued unrendered and rendered at the flush: a customer scored twice before a
     flush is rendered and written once, with the newer score, and a flush's scores are
     rendered together by ``render_many`` (the worker ranks their recommendations in one
-    go). Without ``render_many``, what is queued is a function that renders its score. A
-    failed flush keeps its scores (newer ones win) and is retried by the next flush, so an
-    outage delays scores but never drops them.
+    go) into the hash's fields. Without ``render_many``, what is queued is a function that
+    returns them. A failed flush keeps its scores (newer ones win) and is retried by the next
+    flush, so an outage delays scores but never drops them.
     """
 
     def __init__(
@@ -154,16 +154,16 @@ class ScoreWriter:
         try:
             scores = self._render_many([unrendered for unrendered, _ in queued])
             return {
-                customer_id: (score.to_redis(), produced_at)
-                for customer_id, score, (_, produced_at) in zip(batch, scores, queued, strict=True)
+                customer_id: (fields, produced_at)
+                for customer_id, fields, (_, produced_at) in zip(batch, scores, queued, strict=True)
             }
         except Exception:
             logger.debug("Rendering %d scores together failed: one at a time", len(batch))
         rendered = {}
         for customer_id, (unrendered, produced_at) in batch.items():
             try:
-                (score,) = self._render_many([unrendered])
-                rendered[customer_id] = (score.to_redis(), produced_at)
+                (fields,) = self._render_many([unrendered])
+                rendered[customer_id] = (fields, produced_at)
             except Exception:
                 self._metrics.score_render_errors.inc()
                 logger.exception("Could not render the score of %s", customer_id)

@@ -69,13 +69,13 @@ def embedded(bare_path: str, tmp_path: Path) -> Iterator[AclRedis]:
         server.stop()
 
 
-def _score(customer_id: str) -> Score:
+def _score(customer_id: str) -> dict[str, str]:
     from datetime import UTC, datetime
 
     now = datetime(2025, 1, 1, tzinfo=UTC)
     return Score(customer_id=customer_id, churn_risk=0.25, segment=1, segment_name="regulars",
                  value=0.5, monetary=10.0, orders=1, recommendations=["a"], sentiment=None,
-                 model_version="test", event_time=now, updated_at=now)  # fmt: skip
+                 model_version="test", event_time=now, updated_at=now).to_redis()  # fmt: skip
 
 
 def test_without_redis_server_the_fixtures_start_the_wheels_valkey(bare_path: str) -> None:

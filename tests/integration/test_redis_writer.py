@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 pytestmark = pytest.mark.integration
 
 
-def _score(customer_id: str, risk: float) -> Score:
+def _score(customer_id: str, risk: float) -> dict[str, str]:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     return Score(
         customer_id=customer_id,
@@ -36,7 +36,7 @@ def _score(customer_id: str, risk: float) -> Score:
         model_version="test",
         event_time=now,
         updated_at=now,
-    )
+    ).to_redis()
 
 
 def test_a_batch_is_one_flush_and_the_newest_score_wins(redis_server: LocalRedis) -> None:
@@ -119,7 +119,7 @@ def test_a_score_that_fails_to_render_is_dropped_and_counted_without_blocking_th
 ) -> None:
     registry = CollectorRegistry()
 
-    def broken() -> Score:
+    def broken() -> dict[str, str]:
         msg = "a bug while ranking recommendations"
         raise RuntimeError(msg)
 

@@ -27,7 +27,7 @@ class _DownRedis:
     connection_pool = _DownPool()
 
 
-def _score() -> Score:
+def _score() -> dict[str, str]:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     return Score(
         customer_id="c1",
@@ -42,7 +42,7 @@ def _score() -> Score:
         model_version="test",
         event_time=now,
         updated_at=now,
-    )
+    ).to_redis()
 
 
 def test_a_long_outage_keeps_the_scores_and_caps_the_backoff() -> None:
