@@ -63,8 +63,8 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "building score and alert records",
         ("score_of ", "alert_of ", "schemas/scores.py", "schemas/alerts.py"),
     ),
-    ("group model sync", ("model_sync.py", "online_models/group.py", "model_records.py")),
-    ("state decode and encode", ("online_models/state.py", "customer_table.py")),
+    ("group model sync", ("model_sync.py", "online_models/group/model.py", "model_records.py")),
+    ("state decode and encode", ("online_models/scoring/state.py", "customer_table.py")),
     (
         "decoding and validating events",
         ("schemas/events.py", "schemas/event_batch.py", "activity_of (", "activities_of ("),
@@ -75,10 +75,10 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Redis writes", ("redis_sink.py", "/redis/")),
     ("metrics", ("prometheus_client/", "streams/metrics.py")),
-    ("models: churn", ("online_models/churn.py",)),
-    ("models: segments", ("online_models/segments.py",)),
-    ("models: recommender learning", ("online_models/recommend.py",)),
-    ("models: lifetime value", ("online_models/lifetime.py", "online_models/value.py")),
+    ("models: churn", ("online_models/churn/model.py",)),
+    ("models: segments", ("online_models/segments/kmeans.py",)),
+    ("models: recommender learning", ("online_models/recommend/recommender.py",)),
+    ("models: lifetime value", ("online_models/value/lifetime.py", "online_models/value/ranks.py")),
     ("models: profile, reasons, sentiment, alert policy", ("online_models/",)),
 )
 OTHER = "batch loop, emits, event loop, consumer"

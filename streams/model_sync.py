@@ -28,8 +28,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import Message
 
-from online_models.churn import CHURN_FEATURES
-from online_models.group import (
+from online_models.churn.model import CHURN_FEATURES
+from online_models.group.model import (
     Delta,
     GroupModel,
     GroupPart,
@@ -37,8 +37,8 @@ from online_models.group import (
     share_from_arrays,
     share_to_arrays,
 )
-from online_models.lifetime import fit_lifetime
-from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.value.lifetime import fit_lifetime
 from schemas.model_records import (
     DeltaHeader,
     ManifestHeader,

@@ -12,11 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.group import DENSITY, LocalGroup, WorkerSync
-from online_models.micro_clusters import DensityShare, merge_density
-from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.customer.activity import DAY, Activity
+from online_models.group.model import DENSITY, LocalGroup, WorkerSync
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.micro_clusters import DensityShare, merge_density
 from schemas.model_records import ManifestHeader, ModelRecordRefused
 from streams.model_sync import (
     decode_delta,

@@ -1,5 +1,5 @@
 """DBSTREAM's micro-clusters as arrays: the shared part, its merge and cleanup, and the live
-arrays a density segmenter learns in (:mod:`online_models.density`).
+arrays a density segmenter learns in (:mod:`online_models.segments.density`).
 
 Weights and shared densities of the live arrays are kept forward-decayed: each point adds
 ``2**(t / halflife)`` counted from a landmark, so a point never rescales everything else; a
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.outliers import DISTANCE_BINS, empty_histogram, readable_histogram
-from online_models.regions import NO_REGION, Registry, recluster
-from online_models.segments import SEGMENT_FEATURES
+from online_models.customer.activity import DAY
+from online_models.segments.kmeans import SEGMENT_FEATURES
+from online_models.segments.outliers import DISTANCE_BINS, empty_histogram, readable_histogram
+from online_models.segments.regions import NO_REGION, Registry, recluster
 
 __all__ = [
     "DensityShare",
@@ -49,7 +49,7 @@ class DensityShare:
     ``time``. ``labels[i]`` is the region micro-cluster ``i`` belongs to (-1: none), as the
     group's model last reclustered; ``registry`` holds every region id given. ``distances``
     is the decayed histogram of the learned points' distances to the nearest micro-cluster
-    of a region (:mod:`online_models.outliers`).
+    of a region (:mod:`online_models.segments.outliers`).
     """
 
     centres: np.ndarray
@@ -251,7 +251,7 @@ def reclustered(
     minimum_weight_share: float,
 ) -> DensityShare:
     """``share`` with its micro-clusters' regions found again and their ids kept stable
-    (:func:`online_models.regions.recluster`)."""
+    (:func:`online_models.segments.regions.recluster`)."""
     labels, registry = recluster(
         share.centres, share.weights, share.pairs, share.shared, share.labels, share.registry,
         intersection_factor=intersection_factor, minimum_weight=minimum_weight,

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.outliers import (
+from online_models.customer.activity import DAY
+from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
+from online_models.segments.outliers import (
     DISTANCE_BINS,
     Placement,
     Placements,
@@ -23,8 +24,7 @@ from online_models.outliers import (
     empty_histogram,
     unusual_features,
 )
-from online_models.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segment_spread import SegmentSpread
+from online_models.segments.spread import SegmentSpread
 
 __all__ = [
     "OUTLIER_FEATURES",
@@ -61,9 +61,9 @@ class SegmentShare:
     halflife)``). ``points`` counts points learned. ``candidates`` are points far from every
     centre that a delta proposes as new centres; only the group's model creates centres.
     ``spread`` holds the decayed moments of each centre's points' outlier features
-    (:mod:`online_models.segment_spread`) and ``distances`` the decayed histogram of the
+    (:mod:`online_models.segments.spread`) and ``distances`` the decayed histogram of the
     learned points' distances to their segment in units of that spread
-    (:mod:`online_models.outliers`), which outlier scores are ranked against.
+    (:mod:`online_models.segments.outliers`), which outlier scores are ranked against.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -241,10 +241,10 @@ class Segmenter:
 
     k-means puts every customer in a segment; :meth:`place_one` also says how far from it they
     sit, in units of the segment's own spread, over the segment features and the basket
-    (:mod:`online_models.segment_spread`). Their ``outlier_score`` is the percentile rank of
+    (:mod:`online_models.segments.spread`). Their ``outlier_score`` is the percentile rank of
     that distance among the distances of the points learned (decayed as the centres are), and
     they are an outlier beyond ``outlier_mads`` robust standard deviations of the log distances
-    above their median (:func:`online_models.outliers.distance_fence`; once the histogram
+    above their median (:func:`online_models.segments.outliers.distance_fence`; once the histogram
     holds 100 points' weight).
 
     >>> segmenter = Segmenter(n_segments=2)
@@ -408,7 +408,7 @@ class Segmenter:
         self, x: Mapping[str, float], quantities: Mapping[str, float]
     ) -> list[dict[str, Any]]:
         """The features making ``x`` far from its segment, in units of the segment's spread
-        (see :func:`online_models.outliers.unusual_features`)."""
+        (see :func:`online_models.segments.outliers.unusual_features`)."""
         vector = outlier_vector(x)
         nearest, _ = self._nearest(vector[:_SEGMENT_COLUMNS])
         if not len(self._centers):

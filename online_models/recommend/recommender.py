@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from river import stats, utils
 
-from online_models.activity import DAY
-from online_models.content import ContentModel, ContentView
+from online_models.customer.activity import DAY
+from online_models.recommend.content import ContentModel, ContentView
 
 __all__ = [
     "ItemShare",
@@ -315,7 +315,7 @@ class Recommender:
     * popularity: event-time exponentially decayed sum of event weights, divided by its max.
     * co-purchase: bounded co-bought counters of the ``recent`` items, divided by its max.
     * content: the cosine of the ``recent`` items' content profile with each catalogue item
-      (:class:`~online_models.content.ContentModel`); the catalogue's items are rankable
+      (:class:`~online_models.recommend.content.ContentModel`); the catalogue's items are rankable
       from the moment they are added, and what it does not allow is never recommended.
       Items nobody interacted with yet have no factor, popularity or co-purchase score, so
       they would rarely outrank known ones: the last ``new_item_slots`` places of a list go

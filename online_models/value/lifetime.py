@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import optimize, special
 
-from online_models.activity import DAY
+from online_models.customer.activity import DAY
 
 __all__ = [
     "LifetimeModel",

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from river import drift, linear_model, metrics, optim, preprocessing, stats, tree, utils
 
-from online_models.activity import DAY
-from online_models.profile import CHURN_FEATURES
+from online_models.customer.activity import DAY
+from online_models.customer.profile import CHURN_FEATURES
 
 __all__ = [
     "CHURN_MODEL_KINDS",

@@ -39,15 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.churn import ChurnShare, merge_churn
-from online_models.density import DensitySegmenter
-from online_models.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
-from online_models.micro_clusters import DensityShare
-from online_models.recommend import ItemShare, initial_latent, merge_items
-from online_models.scorer import CustomerScorer, ScorerConfig, make_segmenter
-from online_models.segments import Segmenter, SegmentShare, merge_segments
-from online_models.value import ValueShare, merge_value
+from online_models.churn.model import ChurnShare, merge_churn
+from online_models.customer.activity import DAY
+from online_models.recommend.recommender import ItemShare, initial_latent, merge_items
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig, make_segmenter
+from online_models.segments.density import DensitySegmenter
+from online_models.segments.kmeans import Segmenter, SegmentShare, merge_segments
+from online_models.segments.micro_clusters import DensityShare
+from online_models.value.lifetime import LifetimeShare, fit_lifetime, merge_lifetime
+from online_models.value.ranks import ValueShare, merge_value
 
 __all__ = [
     "CHURN",
@@ -490,7 +490,7 @@ class LocalGroup:
     but for the order of some recommendations (the merger cuts a long co-purchase list to its
     strongest half where the worker alone cuts it as it counts).
 
-    >>> from online_models.activity import Activity
+    >>> from online_models.customer.activity import Activity
     >>> group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=60.0)
     >>> for n in range(4):
     ...     _ = group.process(f"c{n}", Activity("view", 100.0 * n, item_id="a"), worker=n % 2)
@@ -506,7 +506,7 @@ class LocalGroup:
         sync_seconds: float = 15.0,
         sync_all_parts: bool = False,
     ) -> None:
-        from online_models.engine import ScoringEngine
+        from online_models.scoring.engine import ScoringEngine
 
         if workers < 1 or not sync_seconds > 0:
             msg = f"workers must be >= 1 and sync_seconds > 0, got {workers}, {sync_seconds}"

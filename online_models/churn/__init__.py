@@ -1,0 +1,1 @@
+"""Churn: the risk model, its labels and its quality."""

@@ -1,0 +1,1 @@
+"""The vocabulary every family learns from: a customer's activity and profile."""

@@ -1,0 +1,1 @@
+"""The group model: one model for the consumer group (deltas, merges, versions)."""

@@ -1,0 +1,1 @@
+"""Recommendations: factors, co-purchase, content and ranking."""

@@ -1,0 +1,1 @@
+"""Segments: k-means, density (micro-clusters and regions), outliers and segment spread."""

@@ -1,0 +1,1 @@
+"""Value: RFM ranks and the lifetime outlook (BG/NBD and Gamma-Gamma)."""
