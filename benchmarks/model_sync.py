@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from online_models.customer.activity import Activity  # noqa: E402
-from online_models.group.model import GroupModel, GroupPart, WorkerSync, item_part  # noqa: E402
+from online_models.group.model import GroupModel  # noqa: E402
+from online_models.group.parts import GroupPart, item_part  # noqa: E402
+from online_models.group.worker import WorkerSync  # noqa: E402
 from online_models.recommend.recommender import ItemShare, item_hash  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from streams.model_sync import (  # noqa: E402
@@ -154,7 +156,7 @@ def through_a_broker(parts: dict[str, GroupPart], config: ScorerConfig) -> dict[
     """Publish the whole model on a real broker and load it as a starting worker does."""
     from kafka import KafkaProducer
 
-    from online_models.group.model import WorkerSync as Sync
+    from online_models.group.worker import WorkerSync as Sync
     from schemas.model_records import ManifestHeader, PartRef
     from streams.commands.local_services import LocalBroker
     from streams.metrics import ScorerMetrics

@@ -29,14 +29,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import Message
 
 from online_models.churn.model import CHURN_FEATURES
-from online_models.group.model import (
-    Delta,
-    GroupModel,
-    GroupPart,
-    WorkerSync,
-    share_from_arrays,
-    share_to_arrays,
-)
+from online_models.group.model import GroupModel
+from online_models.group.parts import Delta, GroupPart, share_from_arrays, share_to_arrays
+from online_models.group.worker import WorkerSync
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.value.lifetime import fit_lifetime
 from schemas.model_records import (

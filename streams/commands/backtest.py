@@ -15,7 +15,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from online_models.customer.activity import Activity
-from online_models.group.model import LocalGroup
+from online_models.group.local import LocalGroup
 from online_models.scoring.alert_policy import AlertIntent
 from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScorerConfig
 from online_models.scoring.state import CustomerState
@@ -151,7 +151,7 @@ def run_backtest(
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
     sync through the group's model every ``sync_seconds`` of event time
-    (:class:`~online_models.group.model.LocalGroup`; one worker syncs only the parts where the
+    (:class:`~online_models.group.local.LocalGroup`; one worker syncs only the parts where the
     group's model does what it does not, unless ``sync_all_parts``). Events at or
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their

@@ -27,7 +27,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from online_models.churn.model import ChurnShare
-from online_models.group.model import GroupPart
+from online_models.group.parts import GroupPart
 from schemas.model_records import ManifestHeader, PartRef
 from schemas.scores import Score
 from streams.commands.backtest import partition_of

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from online_models.customer.activity import DAY, Activity
-from online_models.group.model import DENSITY, LocalGroup, WorkerSync
+from online_models.group.local import LocalGroup
+from online_models.group.parts import DENSITY
+from online_models.group.worker import WorkerSync
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.segments.density import UNUSUAL, DensitySegmenter
 from online_models.segments.micro_clusters import DensityShare, merge_density

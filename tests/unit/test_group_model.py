@@ -21,7 +21,9 @@ import pytest
 from online_models import __version__
 from online_models.churn.model import CHURN_FEATURES, ChurnModel
 from online_models.customer.activity import DAY, Activity
-from online_models.group.model import GroupModel, LocalGroup, WorkerSync
+from online_models.group.local import LocalGroup
+from online_models.group.model import GroupModel
+from online_models.group.worker import WorkerSync
 from online_models.recommend.recommender import Recommender
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.segments.kmeans import Segmenter, SegmentShare, merge_segments

@@ -97,7 +97,7 @@ def test_a_newer_summary_of_a_customer_replaces_the_older() -> None:
 
 @pytest.mark.slow
 def test_a_grouped_model_never_fits_alone_the_group_does() -> None:
-    from online_models.group.model import LocalGroup
+    from online_models.group.local import LocalGroup
 
     group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=3_600.0)
     rng = random.Random(3)
@@ -265,7 +265,8 @@ def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
 
 @pytest.mark.slow
 def test_a_fit_made_off_the_event_loop_keeps_the_customers_merged_meanwhile() -> None:
-    from online_models.group.model import LIFETIME, LocalGroup
+    from online_models.group.local import LocalGroup
+    from online_models.group.parts import LIFETIME
 
     group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=1e9)  # merged by hand below
     rng = random.Random(5)

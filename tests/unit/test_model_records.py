@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from online_models.customer.activity import Activity
-from online_models.group.model import LocalGroup
+from online_models.group.local import LocalGroup
 from online_models.scoring.scorer import ScorerConfig
 from schemas.model_records import (
     MAX_RECORD_BYTES,
@@ -209,7 +209,7 @@ def test_an_item_share_of_no_items_with_counts_does_not_fit() -> None:
 
     empty = ItemShare((), np.zeros((0, 4)), np.zeros(0), np.array([0]), np.array([7]),
                       np.array([1.0]))  # fmt: skip
-    from online_models.group.model import GroupPart
+    from online_models.group.parts import GroupPart
 
     raw = encode_part(GroupPart("items/0001", empty, 2), key=None)
     assert refusal(raw, key=None).reason == "shape"
