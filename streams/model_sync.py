@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import Message
 
-from online_models.churn.model import CHURN_FEATURES
+from online_models.customer.profile import CHURN_FEATURES
 from online_models.group.model import GroupModel
 from online_models.group.parts import Delta, GroupPart, share_from_arrays, share_to_arrays
 from online_models.group.worker import WorkerSync

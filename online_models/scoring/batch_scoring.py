@@ -58,7 +58,7 @@ from online_models.scoring.state import CustomerState
 from online_models.segments.density import UNUSUAL
 
 if TYPE_CHECKING:
-    from online_models.churn.model import PendingExample
+    from online_models.churn.labels import PendingExample
     from online_models.scoring.reasons import ChurnReason
     from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScoreOutcome
 

@@ -12,7 +12,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from online_models import __version__
-from online_models.churn.model import ChurnModel, ChurnQuality, PendingExample
+from online_models.churn.labels import PendingExample
+from online_models.churn.model import ChurnModel
+from online_models.churn.quality import ChurnQuality
 from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import CustomerProfile
 from online_models.recommend.content import ContentModel

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from online_models.churn.model import PendingExample
+from online_models.churn.labels import PendingExample
 from online_models.customer.profile import PROFILE_FIELDS, CustomerProfile
 from online_models.scoring.alert_policy import AlertState
 from schemas.errors import CrmScorerError

@@ -16,7 +16,7 @@ from itertools import pairwise
 import orjson
 import pytest
 
-from online_models.churn.model import PendingExample
+from online_models.churn.labels import PendingExample
 from online_models.customer.activity import DAY, Activity
 from online_models.scoring.engine import Deadlines, Scored, ScoringEngine
 from online_models.scoring.scorer import CustomerScorer, ScoreOutcome

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from online_models import __version__
-from online_models.churn.model import CHURN_FEATURES, ChurnModel
+from online_models.churn.model import ChurnModel
 from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CHURN_FEATURES
 from online_models.group.local import LocalGroup
 from online_models.group.model import GroupModel
 from online_models.group.worker import WorkerSync

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from online_models.churn.model import ChurnQuality, roc_auc
+from online_models.churn.quality import ChurnQuality, roc_auc
 from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import CustomerProfile
 from online_models.scoring.reasons import churn_reasons

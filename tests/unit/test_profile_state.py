@@ -9,7 +9,7 @@ import tracemalloc
 import orjson
 import pytest
 
-from online_models.churn.model import PendingExample
+from online_models.churn.labels import PendingExample
 from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import (
     CHURN_FEATURES,
