@@ -51,7 +51,8 @@ from sklearn.neighbors import NearestNeighbors
 from online_models.customer.activity import DAY
 from online_models.scoring.scorer import CustomerScore, ScorerConfig, make_segmenter
 from online_models.segments.density import UNUSUAL, DensitySegmenter
-from online_models.segments.kmeans import Segmenter, segment_vector
+from online_models.segments.kmeans import Segmenter
+from online_models.segments.names import segment_vector
 from schemas.events import AnyEvent, PurchaseEvent, validate_event
 from streams.commands.backtest import Backtest, run_backtest
 from streams.commands.transactions import LoadedEvent

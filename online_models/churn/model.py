@@ -17,7 +17,6 @@ __all__ = ["CHURN_MODEL_KINDS", "ChurnModel", "ChurnShare", "merge_churn"]
 
 logger = logging.getLogger(__name__)
 
-
 #: The churn model kinds: the default logistic regression and its challenger.
 CHURN_MODEL_KINDS = ("logistic", "hoeffding_tree")
 _FEATURES = len(CHURN_FEATURES)

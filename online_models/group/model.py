@@ -21,13 +21,12 @@ from online_models.group.parts import (
 )
 from online_models.recommend.recommender import ItemShare
 from online_models.scoring.scorer import ScorerConfig
-from online_models.segments.micro_clusters import DensityShare
+from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime import LifetimeShare, fit_lifetime
 
 __all__ = ["GroupModel"]
 
 logger = logging.getLogger(__name__)
-
 
 # A worker's entry in a part's record of merged deltas goes once the worker has sent nothing
 # for this many versions (its old deltas are long committed and cannot come again).

@@ -39,9 +39,9 @@ import numpy as np
 from online_models.churn.model import ChurnShare, merge_churn
 from online_models.recommend.recommender import ItemShare, initial_latent, merge_items
 from online_models.scoring.scorer import ScorerConfig, make_segmenter
+from online_models.segments.centres import SegmentShare, merge_segments
 from online_models.segments.density import DensitySegmenter
-from online_models.segments.kmeans import SegmentShare, merge_segments
-from online_models.segments.micro_clusters import DensityShare
+from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime import LifetimeShare, merge_lifetime
 from online_models.value.ranks import ValueShare, merge_value
 
@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
 
 CHURN, SEGMENTS, DENSITY, VALUE, LIFETIME = "churn", "segments", "density", "value", "lifetime"
 ITEM_PARTS = "items/"

@@ -24,9 +24,10 @@ from online_models.group.parts import (
 )
 from online_models.recommend.recommender import ItemShare
 from online_models.scoring.scorer import CustomerScorer
+from online_models.segments.centres import SegmentShare
 from online_models.segments.density import DensitySegmenter
-from online_models.segments.kmeans import Segmenter, SegmentShare
-from online_models.segments.micro_clusters import DensityShare
+from online_models.segments.density_share import DensityShare
+from online_models.segments.kmeans import Segmenter
 from online_models.value.lifetime import LifetimeShare
 from online_models.value.ranks import ValueShare
 

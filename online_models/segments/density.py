@@ -28,15 +28,16 @@ from typing import Any
 import numpy as np
 
 from online_models.customer.activity import DAY
-from online_models.segments.kmeans import SEGMENT_FEATURES, segment_names, segment_vector
-from online_models.segments.micro_clusters import (
+from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.segments.density_share import (
     DensityShare,
-    MicroClusters,
     cleaned,
     fuse,
     merge_density,
     reclustered,
 )
+from online_models.segments.micro_clusters import MicroClusters
+from online_models.segments.names import segment_names, segment_vector
 from online_models.segments.outliers import (
     Placement,
     Placements,

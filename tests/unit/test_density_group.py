@@ -18,7 +18,7 @@ from online_models.group.parts import DENSITY
 from online_models.group.worker import WorkerSync
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.segments.density import UNUSUAL, DensitySegmenter
-from online_models.segments.micro_clusters import DensityShare, merge_density
+from online_models.segments.density_share import DensityShare, merge_density
 from schemas.model_records import ManifestHeader, ModelRecordRefused
 from streams.model_sync import (
     decode_delta,

@@ -13,11 +13,11 @@ import pytest
 from river import cluster
 
 from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
 from online_models.scoring import batch_scoring
 from online_models.scoring.engine import ScoringEngine
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.segments.density import UNUSUAL, DensitySegmenter
-from online_models.segments.kmeans import SEGMENT_FEATURES
 from online_models.segments.regions import NO_REGION, Registry, recluster
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events

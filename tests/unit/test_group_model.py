@@ -27,7 +27,8 @@ from online_models.group.model import GroupModel
 from online_models.group.worker import WorkerSync
 from online_models.recommend.recommender import Recommender
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
-from online_models.segments.kmeans import Segmenter, SegmentShare, merge_segments
+from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.kmeans import Segmenter
 from online_models.value.ranks import ValueModel, merge_value
 
 T0 = 1_735_689_600.0

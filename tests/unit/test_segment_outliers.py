@@ -17,15 +17,11 @@ import numpy as np
 import pytest
 
 from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
 from online_models.scoring.engine import ScoringEngine
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
-from online_models.segments.kmeans import (
-    OUTLIER_FENCE_FLOOR,
-    SEGMENT_FEATURES,
-    Segmenter,
-    SegmentShare,
-    merge_segments,
-)
+from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.kmeans import OUTLIER_FENCE_FLOOR, Segmenter
 from online_models.segments.outliers import distance_ranks, readable_histogram
 from schemas import Score
 from schemas.model_records import ModelRecord, decode_record, encode_record
