@@ -33,7 +33,7 @@ from online_models.group.model import GroupModel
 from online_models.group.parts import Delta, GroupPart, share_from_arrays, share_to_arrays
 from online_models.group.worker import WorkerSync
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
-from online_models.value.lifetime import fit_lifetime
+from online_models.value.lifetime_fit import fit_lifetime
 from schemas.model_records import (
     DeltaHeader,
     ManifestHeader,

@@ -22,7 +22,7 @@ from online_models.group.parts import (
 from online_models.recommend.recommender import ItemShare
 from online_models.scoring.scorer import ScorerConfig
 from online_models.segments.density_share import DensityShare
-from online_models.value.lifetime import LifetimeShare, fit_lifetime
+from online_models.value.lifetime_fit import LifetimeShare, fit_lifetime
 
 __all__ = ["GroupModel"]
 

@@ -42,7 +42,7 @@ from online_models.scoring.scorer import ScorerConfig, make_segmenter
 from online_models.segments.centres import SegmentShare, merge_segments
 from online_models.segments.density import DensitySegmenter
 from online_models.segments.density_share import DensityShare
-from online_models.value.lifetime import LifetimeShare, merge_lifetime
+from online_models.value.lifetime_fit import LifetimeShare, merge_lifetime
 from online_models.value.ranks import ValueShare, merge_value
 
 __all__ = [

@@ -28,7 +28,7 @@ from online_models.segments.centres import SegmentShare
 from online_models.segments.density import DensitySegmenter
 from online_models.segments.density_share import DensityShare
 from online_models.segments.kmeans import Segmenter
-from online_models.value.lifetime import LifetimeShare
+from online_models.value.lifetime_fit import LifetimeShare
 from online_models.value.ranks import ValueShare
 
 __all__ = ["WorkerSync"]

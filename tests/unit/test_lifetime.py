@@ -18,13 +18,8 @@ from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import CustomerProfile
 from online_models.scoring.reasons import churn_reasons
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
-from online_models.value.lifetime import (
-    LifetimeModel,
-    LifetimeShare,
-    _expected_orders,
-    fit_lifetime,
-    merge_lifetime,
-)
+from online_models.value.lifetime import LifetimeModel, _expected_orders
+from online_models.value.lifetime_fit import LifetimeShare, fit_lifetime, merge_lifetime
 
 T0 = 1_735_689_600.0
 
