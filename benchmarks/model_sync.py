@@ -39,7 +39,7 @@ from online_models.customer.activity import Activity  # noqa: E402
 from online_models.group.model import GroupModel  # noqa: E402
 from online_models.group.parts import GroupPart, item_part  # noqa: E402
 from online_models.group.worker import WorkerSync  # noqa: E402
-from online_models.recommend.recommender import ItemShare, item_hash  # noqa: E402
+from online_models.recommend.items import ItemShare, item_hash  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from streams.model_sync import (  # noqa: E402
     decode_delta,

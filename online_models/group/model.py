@@ -19,7 +19,7 @@ from online_models.group.parts import (
     empty_share,
     merge_part,
 )
-from online_models.recommend.recommender import ItemShare
+from online_models.recommend.items import ItemShare
 from online_models.scoring.scorer import ScorerConfig
 from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime_fit import LifetimeShare, fit_lifetime

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from online_models.churn.model import ChurnShare, merge_churn
-from online_models.recommend.recommender import ItemShare, initial_latent, merge_items
+from online_models.recommend.items import ItemShare, initial_latent, merge_items
 from online_models.scoring.scorer import ScorerConfig, make_segmenter
 from online_models.segments.centres import SegmentShare, merge_segments
 from online_models.segments.density import DensitySegmenter

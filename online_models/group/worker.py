@@ -22,7 +22,7 @@ from online_models.group.parts import (
     item_bucket,
     item_part,
 )
-from online_models.recommend.recommender import ItemShare
+from online_models.recommend.items import ItemShare
 from online_models.scoring.scorer import CustomerScorer
 from online_models.segments.centres import SegmentShare
 from online_models.segments.density import DensitySegmenter

@@ -18,7 +18,9 @@ from online_models.churn.quality import ChurnQuality
 from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import CustomerProfile
 from online_models.recommend.content import ContentModel
-from online_models.recommend.recommender import RankRequest, RecommendationQuality, Recommender
+from online_models.recommend.quality import RecommendationQuality
+from online_models.recommend.ranking import RankRequest
+from online_models.recommend.recommender import Recommender
 from online_models.scoring.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
 from online_models.scoring.batch_votes import Votes
 from online_models.scoring.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons

@@ -124,7 +124,7 @@ def test_popularity_and_co_purchase_counts_merge_exactly() -> None:
             model.learn_one(f"u{n % 30}", item, time=T0 + n * 60.0, basket=basket)
     merged_buckets = {}
     a_deltas, b_deltas = a.delta(), b.delta()
-    from online_models.recommend.recommender import merge_items
+    from online_models.recommend.items import merge_items
 
     for bucket in set(a_deltas) | set(b_deltas):
         empty = a_deltas.get(bucket) or b_deltas[bucket]
@@ -317,7 +317,7 @@ def test_points_after_a_version_weigh_against_the_groups_time() -> None:
 
 
 def test_co_purchases_naming_an_item_a_worker_meets_later_are_linked_when_it_does() -> None:
-    from online_models.recommend.recommender import ItemShare, item_hash
+    from online_models.recommend.items import ItemShare, item_hash
 
     recommender = Recommender(n_factors=2, buckets=1)
     recommender.shared = True

@@ -205,7 +205,7 @@ def test_header_values_of_the_wrong_json_type_are_malformed_not_a_crash() -> Non
 
 
 def test_an_item_share_of_no_items_with_counts_does_not_fit() -> None:
-    from online_models.recommend.recommender import ItemShare
+    from online_models.recommend.items import ItemShare
 
     empty = ItemShare((), np.zeros((0, 4)), np.zeros(0), np.array([0]), np.array([7]),
                       np.array([1.0]))  # fmt: skip
