@@ -41,12 +41,7 @@ from online_models.group.parts import GroupPart, item_part  # noqa: E402
 from online_models.group.worker import WorkerSync  # noqa: E402
 from online_models.recommend.items import ItemShare, item_hash  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
-from streams.model_sync import (  # noqa: E402
-    decode_delta,
-    decode_part,
-    encode_delta,
-    encode_part,
-)
+from streams.model_codec import decode_delta, decode_part, encode_delta, encode_part  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "model_sync.json"
 SYNC_SECONDS = 15.0
@@ -160,7 +155,8 @@ def through_a_broker(parts: dict[str, GroupPart], config: ScorerConfig) -> dict[
     from schemas.model_records import ManifestHeader, PartRef
     from streams.commands.local_services import LocalBroker
     from streams.metrics import ScorerMetrics
-    from streams.model_sync import MANIFEST_KEY, ModelFeed, encode_manifest, model_shapes
+    from streams.model_codec import MANIFEST_KEY, encode_manifest, model_shapes
+    from streams.model_feed import ModelFeed
     from streams.settings import load_settings
     from streams.topics import MODEL_RECORD_BYTES, ensure_topics
 

@@ -63,7 +63,16 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "building score and alert records",
         ("score_of ", "alert_of ", "schemas/scores.py", "schemas/alerts.py"),
     ),
-    ("group model sync", ("model_sync.py", "online_models/group/", "model_records.py")),
+    (
+        "group model sync",
+        (
+            "model_sync.py",
+            "model_feed.py",
+            "model_codec.py",
+            "online_models/group/",
+            "model_records.py",
+        ),
+    ),
     ("state decode and encode", ("online_models/scoring/state.py", "customer_table.py")),
     (
         "decoding and validating events",

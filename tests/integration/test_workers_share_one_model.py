@@ -32,7 +32,7 @@ from schemas.model_records import ManifestHeader, PartRef
 from schemas.scores import Score
 from streams.commands.backtest import partition_of
 from streams.commands.demo import WorkerProcess, read_metrics
-from streams.model_sync import (
+from streams.model_codec import (
     MANIFEST_KEY,
     decode_delta,
     decode_manifest,

@@ -20,7 +20,7 @@ from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.segments.density import UNUSUAL, DensitySegmenter
 from online_models.segments.density_share import DensityShare, merge_density
 from schemas.model_records import ManifestHeader, ModelRecordRefused
-from streams.model_sync import (
+from streams.model_codec import (
     decode_delta,
     decode_manifest,
     decode_part,

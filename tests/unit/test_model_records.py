@@ -29,7 +29,7 @@ from schemas.model_records import (
     decode_record,
     encode_record,
 )
-from streams.model_sync import (
+from streams.model_codec import (
     decode_delta,
     decode_manifest,
     decode_part,
