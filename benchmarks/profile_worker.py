@@ -84,10 +84,23 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Redis writes", ("redis_sink.py", "/redis/")),
     ("metrics", ("prometheus_client/", "streams/metrics.py")),
-    ("models: churn", ("online_models/churn/model.py",)),
-    ("models: segments", ("online_models/segments/kmeans.py",)),
-    ("models: recommender learning", ("online_models/recommend/recommender.py",)),
-    ("models: lifetime value", ("online_models/value/lifetime.py", "online_models/value/ranks.py")),
+    ("models: churn", ("online_models/churn/",)),
+    (
+        "models: segments",
+        (
+            "online_models/segments/kmeans.py",
+            "online_models/segments/centres.py",
+            "online_models/segments/names.py",
+        ),
+    ),
+    (
+        "models: recommender learning",
+        tuple(
+            f"online_models/recommend/{name}.py"
+            for name in ("recommender", "ranking", "items", "sync", "quality")
+        ),
+    ),
+    ("models: lifetime value", ("online_models/value/",)),
     ("models: profile, reasons, sentiment, alert policy", ("online_models/",)),
 )
 OTHER = "batch loop, emits, event loop, consumer"
