@@ -3,7 +3,7 @@
     python benchmarks/engine.py [--customers 1500] [--events 15000] [--days 30]
                                 [--batch-sizes 1,64,1000,10000] [--baseline DIR]
 
-No Kafka, no Redis: ``online_models.engine.ScoringEngine`` driving ``CustomerScorer`` with
+No Kafka, no Redis: ``online_models.scoring.engine.ScoringEngine`` driving ``CustomerScorer`` with
 every model on (churn, k-means segments and outliers, lifetime, value, sentiment on the text
 events, the recommender with a catalogue of 5,000 items through its content model, alerts),
 in this process, on one core (numpy's BLAS pinned to one thread, as the worker pins it).
@@ -70,10 +70,10 @@ if str(ROOT) not in sys.path:
 
 import online_models  # noqa: E402
 from benchmarks.throughput import commit_of, make_catalogue, make_events  # noqa: E402
-from online_models.activity import DAY, Activity  # noqa: E402
-from online_models.content import ContentModel  # noqa: E402
-from online_models.engine import Scored, ScoringEngine  # noqa: E402
-from online_models.scorer import CustomerScorer  # noqa: E402
+from online_models.customer.activity import DAY, Activity  # noqa: E402
+from online_models.recommend.content import ContentModel  # noqa: E402
+from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
+from online_models.scoring.scorer import CustomerScorer  # noqa: E402
 from schemas import decode_event  # noqa: E402
 from schemas.items import decode_item  # noqa: E402
 from streams.convert import activity_of  # noqa: E402

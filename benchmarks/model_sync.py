@@ -35,16 +35,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from online_models.activity import Activity  # noqa: E402
-from online_models.group import GroupModel, GroupPart, WorkerSync, item_part  # noqa: E402
-from online_models.recommend import ItemShare, item_hash  # noqa: E402
-from online_models.scorer import CustomerScorer, ScorerConfig  # noqa: E402
-from streams.model_sync import (  # noqa: E402
-    decode_delta,
-    decode_part,
-    encode_delta,
-    encode_part,
-)
+from online_models.customer.activity import Activity  # noqa: E402
+from online_models.group.model import GroupModel  # noqa: E402
+from online_models.group.parts import GroupPart, item_part  # noqa: E402
+from online_models.group.worker import WorkerSync  # noqa: E402
+from online_models.recommend.items import ItemShare, item_hash  # noqa: E402
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
+from streams.model_codec import decode_delta, decode_part, encode_delta, encode_part  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "model_sync.json"
 SYNC_SECONDS = 15.0
@@ -154,11 +151,12 @@ def through_a_broker(parts: dict[str, GroupPart], config: ScorerConfig) -> dict[
     """Publish the whole model on a real broker and load it as a starting worker does."""
     from kafka import KafkaProducer
 
-    from online_models.group import WorkerSync as Sync
+    from online_models.group.worker import WorkerSync as Sync
     from schemas.model_records import ManifestHeader, PartRef
     from streams.commands.local_services import LocalBroker
     from streams.metrics import ScorerMetrics
-    from streams.model_sync import MANIFEST_KEY, ModelFeed, encode_manifest, model_shapes
+    from streams.model_codec import MANIFEST_KEY, encode_manifest, model_shapes
+    from streams.model_feed import ModelFeed
     from streams.settings import load_settings
     from streams.topics import MODEL_RECORD_BYTES, ensure_topics
 

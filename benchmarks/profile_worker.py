@@ -63,8 +63,17 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "building score and alert records",
         ("score_of ", "alert_of ", "schemas/scores.py", "schemas/alerts.py"),
     ),
-    ("group model sync", ("model_sync.py", "online_models/group.py", "model_records.py")),
-    ("state decode and encode", ("online_models/state.py", "customer_table.py")),
+    (
+        "group model sync",
+        (
+            "model_sync.py",
+            "model_feed.py",
+            "model_codec.py",
+            "online_models/group/",
+            "model_records.py",
+        ),
+    ),
+    ("state decode and encode", ("online_models/scoring/state.py", "customer_table.py")),
     (
         "decoding and validating events",
         ("schemas/events.py", "schemas/event_batch.py", "activity_of (", "activities_of ("),
@@ -75,10 +84,23 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Redis writes", ("redis_sink.py", "/redis/")),
     ("metrics", ("prometheus_client/", "streams/metrics.py")),
-    ("models: churn", ("online_models/churn.py",)),
-    ("models: segments", ("online_models/segments.py",)),
-    ("models: recommender learning", ("online_models/recommend.py",)),
-    ("models: lifetime value", ("online_models/lifetime.py", "online_models/value.py")),
+    ("models: churn", ("online_models/churn/",)),
+    (
+        "models: segments",
+        (
+            "online_models/segments/kmeans.py",
+            "online_models/segments/centres.py",
+            "online_models/segments/names.py",
+        ),
+    ),
+    (
+        "models: recommender learning",
+        tuple(
+            f"online_models/recommend/{name}.py"
+            for name in ("recommender", "ranking", "items", "sync", "quality")
+        ),
+    ),
+    ("models: lifetime value", ("online_models/value/",)),
     ("models: profile, reasons, sentiment, alert policy", ("online_models/",)),
 )
 OTHER = "batch loop, emits, event loop, consumer"

@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from segments_quality import evaluate_segments, inertia, show_segments  # noqa: E402
 
-from online_models.scorer import ScorerConfig  # noqa: E402
+from online_models.scoring.scorer import ScorerConfig  # noqa: E402
 from schemas.events import PurchaseEvent, ReturnEvent  # noqa: E402
 from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
 from streams.commands.transactions import load_transactions  # noqa: E402
@@ -268,7 +268,7 @@ def segment_section(history: History, t: float, run: Backtest) -> dict[str, Any]
     x = []
     for c in customers:
         recency, frequency, monetary, _ = history.rfm(c, t)
-        # The scales the online segmenter uses (online_models.profile.segment_features).
+        # The scales the online segmenter uses (online_models.customer.profile.segment_features).
         x.append(
             [
                 min(recency / 180.0, 1.5),

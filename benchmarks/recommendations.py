@@ -51,7 +51,7 @@ from quality import (  # noqa: E402
     recommendation_section,
 )
 
-from online_models.scorer import CustomerScorer, ScorerConfig  # noqa: E402
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
 from streams.commands.items import load_catalogue  # noqa: E402
 from streams.commands.transactions import load_transactions  # noqa: E402

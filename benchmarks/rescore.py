@@ -42,9 +42,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from online_models.activity import DAY  # noqa: E402
-from online_models.engine import Scored, ScoringEngine  # noqa: E402
-from online_models.scorer import CustomerScorer, ScorerConfig  # noqa: E402
+from online_models.customer.activity import DAY  # noqa: E402
+from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from schemas import decode_event  # noqa: E402
 from streams.commands.simulator import SimulationConfig, generate_events  # noqa: E402
 from streams.convert import activity_of, score_of  # noqa: E402

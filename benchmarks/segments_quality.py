@@ -48,10 +48,11 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-from online_models.activity import DAY
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.scorer import CustomerScore, ScorerConfig, make_segmenter
-from online_models.segments import Segmenter, segment_vector
+from online_models.customer.activity import DAY
+from online_models.scoring.scorer import CustomerScore, ScorerConfig, make_segmenter
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.kmeans import Segmenter
+from online_models.segments.names import segment_vector
 from schemas.events import AnyEvent, PurchaseEvent, validate_event
 from streams.commands.backtest import Backtest, run_backtest
 from streams.commands.transactions import LoadedEvent
@@ -413,7 +414,8 @@ def model_report(run: Backtest, week_before: float, synthetic: Collection[str]) 
 
 class FencedSegmenter(Protocol):
     """A segmenter that tells the ``outlier_score`` at the outlier fence of ``mads`` MADs, or
-    None while it has too little data: k-means's :class:`~online_models.segments.Segmenter`."""
+    None while it has too little data: k-means's
+    :class:`~online_models.segments.kmeans.Segmenter`."""
 
     def outlier_fence_score(self, mads: float) -> float | None: ...
 

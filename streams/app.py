@@ -17,10 +17,10 @@ from faust.types import Message
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from online_models.activity import Activity
-from online_models.engine import Scored, ScoringEngine
-from online_models.scorer import CustomerScore, CustomerScorer
-from online_models.state import CustomerState
+from online_models.customer.activity import Activity
+from online_models.scoring.engine import Scored, ScoringEngine
+from online_models.scoring.scorer import CustomerScore, CustomerScorer
+from online_models.scoring.state import CustomerState
 from schemas.audit import ErasureRecord
 from schemas.event_batch import EventBatch, EventColumns, decode_events
 from streams.batching import BatchingApp, enter_event, leave_event

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 from faust.types import Message
 
-from online_models.content import ContentModel
-from online_models.scorer import CustomerScorer
+from online_models.recommend.content import ContentModel
+from online_models.scoring.scorer import CustomerScorer
 from schemas.errors import EventRejected
 from schemas.items import decode_item
 from streams.kafka_security import aiokafka_options
@@ -43,7 +43,7 @@ class CatalogueFeed:
     """This worker's reader of the whole catalogue (every partition, no consumer group).
 
     At start-up it reads the topic from its beginning to its end into a fresh
-    :class:`~online_models.content.ContentModel`, hands that to the scorer and sets
+    :class:`~online_models.recommend.content.ContentModel`, hands that to the scorer and sets
     :attr:`ready` (the worker scores no event before); then it applies each new record as it
     comes. A record that fails its checks changes nothing and is counted; the worker that
     owns its partition in the consumer group dead-letters it (:class:`CatalogueCheck`).

@@ -6,9 +6,9 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from online_models.activity import Activity
-from online_models.alert_policy import AlertIntent
-from online_models.scorer import CustomerScore
+from online_models.customer.activity import Activity
+from online_models.scoring.alert_policy import AlertIntent
+from online_models.scoring.scorer import CustomerScore
 from schemas.alerts import Alert, AlertType, Severity
 from schemas.event_batch import EventColumns
 from schemas.events import (

@@ -14,7 +14,7 @@ from typing import Any
 from faust.streams import _current_event, current_event
 from faust.types import TP
 
-from online_models.state import CustomerState
+from online_models.scoring.state import CustomerState
 from streams.producing import BatchProducer
 
 __all__ = ["CachedStates"]

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from online_models.alert_policy import AlertThresholds
-from online_models.scorer import ScorerConfig
+from online_models.scoring.alert_policy import AlertThresholds
+from online_models.scoring.scorer import ScorerConfig
 from schemas.errors import CrmScorerError
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "child_environment", "load_settings"]

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 from kafka.partitioner.default import murmur2
 
-from online_models.activity import Activity
-from online_models.alert_policy import AlertIntent
-from online_models.group import LocalGroup
-from online_models.scorer import CustomerScore, CustomerScorer, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import Activity
+from online_models.group.local import LocalGroup
+from online_models.scoring.alert_policy import AlertIntent
+from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScorerConfig
+from online_models.scoring.state import CustomerState
 from schemas.events import AnyEvent
 from schemas.items import CatalogueItem
 from schemas.transaction_columns import EventColumns
@@ -145,13 +145,13 @@ def run_backtest(
 
     ``events`` are events, or chunks of a file's events (a
     :class:`~streams.commands.transactions.TransactionStream`): only a chunk at a time is held.
-    The scoring path is the worker's (:class:`~online_models.engine.ScoringEngine`): every
+    The scoring path is the worker's (:class:`~online_models.scoring.engine.ScoringEngine`): every
     event updates the models and its customer's state, silent customers are re-scored as
     event time moves on, and churn labels arrive when the stream reveals them. Customers are
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
     sync through the group's model every ``sync_seconds`` of event time
-    (:class:`~online_models.group.LocalGroup`; one worker syncs only the parts where the
+    (:class:`~online_models.group.local.LocalGroup`; one worker syncs only the parts where the
     group's model does what it does not, unless ``sync_all_parts``). Events at or
     after ``as_of`` are counted and ignored; at the end event time is moved to ``as_of``
     (re-scoring whoever is due), the workers sync, and every customer is scored by their

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,14 +13,17 @@ import typer
 from schemas.errors import CrmScorerError, EventRejected, UnknownEventType
 from schemas.events import decode_event
 from schemas.json_schema import wire_json_schema
-from streams.commands.transactions import (
+from streams.commands.options import (
     FileArgument,
-    FileFormat,
     FormatOption,
+    ItemMapOption,
     MapOption,
     PresetOption,
-    Transactions,
+    checked_item_maps,
+    checked_rate,
+    parse_as_of,
 )
+from streams.commands.transactions import FileFormat, Transactions
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -141,40 +143,6 @@ def produce(
         typer.echo(f"{skipped} of them have a type this scorer does not know: counted and skipped")
 
 
-def _checked_rate(rate: str | None) -> str | None:
-    from streams.commands.replay import InvalidRate, parse_rate
-
-    try:
-        parse_rate(rate)
-    except InvalidRate as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return rate
-
-
-def _checked_item_maps(maps: list[str] | None) -> list[str] | None:
-    from streams.commands.items import item_columns
-
-    try:
-        item_columns(None, maps or ())
-    except CrmScorerError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return maps
-
-
-#: ``--items-map FIELD=Column``: the catalogue file's columns (item_id, name, category, ...).
-ItemMapOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--items-map",
-        help="Source column of a catalogue field, FIELD=Column, comma-separated or repeated "
-        "(item_id, name, category, brand, price, description, available).",
-        metavar="FIELD=Column",
-        callback=_checked_item_maps,
-        show_default=False,
-    ),
-]
-
-
 def _read_catalogue(
     file: Path, preset: str | None, maps: list[str] | None, file_format: FileFormat | None
 ) -> Catalogue:
@@ -240,7 +208,7 @@ def items(
             "applied over --preset (item_id, name, category, brand, price, description, "
             "available).",
             metavar="FIELD=Column",
-            callback=_checked_item_maps,
+            callback=checked_item_maps,
             show_default=False,
         ),
     ] = None,
@@ -281,7 +249,7 @@ def replay(
         typer.Option(
             help="Events per second: 500/s or 500; max (the default) sends as fast as possible.",
             metavar="N/s",
-            callback=_checked_rate,
+            callback=checked_rate,
             show_default=False,
         ),
     ] = None,
@@ -319,16 +287,6 @@ def replay(
     except CrmScorerError as exc:
         raise _fail(str(exc)) from None
     print_report(console, transactions, result, settings.events_topic)
-
-
-def _as_of(value: str) -> datetime:
-    """``--as-of``: ISO-8601; a time without an offset is UTC."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        msg = f"--as-of {value!r} is not ISO-8601 (e.g. 2011-09-09 or 2011-09-09T12:00:00+01:00)"
-        raise typer.BadParameter(msg) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @cli.command()
@@ -383,7 +341,7 @@ def backtest(
     from streams.commands.transactions import read_transactions
     from streams.worker import one_numeric_thread
 
-    moment = _as_of(as_of)
+    moment = parse_as_of(as_of)
     settings = _settings()
     one_numeric_thread()
     try:
@@ -446,56 +404,18 @@ def forget(
     ] = 120.0,
 ) -> None:
     """Erase a customer (GDPR art. 17): send an erasure request, print its audit record."""
-    import time
-    import uuid
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    from streams.commands.producer import EventProducer
-    from streams.kafka_security import kafka_python_options
+    from streams.commands.erasure import await_audit_record, send_erasure_request
 
     settings = _settings()
-    request_id = f"erasure-{uuid.uuid4()}"
-    request = {
-        "event_id": request_id,
-        "customer_id": customer_id,
-        "type": "erasure_request",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "requested_by": requested_by,
-    }
     try:
-        with EventProducer(settings) as producer:  # creates the audit topic if missing
-            audit = KafkaConsumer(
-                bootstrap_servers=settings.broker_hosts,
-                enable_auto_commit=False,
-                **kafka_python_options(settings),
-            )
-            partitions = [
-                TopicPartition(settings.audit_topic, p)
-                for p in sorted(audit.partitions_for_topic(settings.audit_topic) or ())
-            ]
-            audit.assign(partitions)
-            audit.seek_to_end(*partitions)
-            for partition in partitions:  # pinned now: the record comes after the request
-                audit.position(partition)
-            producer.send_event(request).get(timeout=30)
+        request_id, audit = send_erasure_request(settings, customer_id, requested_by)
     except CrmScorerError as exc:
         raise _fail(str(exc)) from None
-    except Exception as exc:  # KafkaError: the request was not acknowledged
-        msg = f"cannot send the erasure request to CRM_BROKER={settings.broker}: {exc}"
-        raise _fail(msg) from None
     typer.echo(f"sent erasure request {request_id} to {settings.events_topic}", err=True)
-    deadline = time.monotonic() + wait
-    try:
-        while wait > 0 and time.monotonic() < deadline:
-            for records in audit.poll(timeout_ms=500).values():
-                for record in records:
-                    document = orjson.loads(record.value)
-                    if document.get("request_id") == request_id:
-                        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
-                        return
-    finally:
-        audit.close()
+    document = await_audit_record(audit, request_id, wait)
+    if document is not None:
+        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
     if wait > 0:
         raise _fail(
             f"no audit record of {request_id} on {settings.audit_topic} within {wait:.0f}s: "

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Annotated, Any, NamedTuple, cast
+from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
-import typer
 
 from schemas.errors import CrmScorerError
 from schemas.events import AnyEvent, validate_event
@@ -41,12 +40,8 @@ from streams.commands.csv_blocks import CsvFileError, EmptyCsvFile, csv_blocks, 
 
 __all__ = [
     "EventChunk",
-    "FileArgument",
     "FileFormat",
-    "FormatOption",
     "LoadedEvent",
-    "MapOption",
-    "PresetOption",
     "RejectExample",
     "RejectReport",
     "TransactionFileError",
@@ -449,63 +444,3 @@ def _jsonl_outcomes(
             yield number, event_from_json_line(line, number, mapping)
         except RowRejected as exc:
             yield number, exc
-
-
-def _checked_preset(preset: str | None) -> str | None:
-    try:
-        resolve_mapping(preset)
-    except MappingError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return preset
-
-
-def _checked_maps(maps: list[str] | None) -> list[str] | None:
-    for text in maps or ():
-        try:
-            ColumnMapping.parse(text)
-        except MappingError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return maps
-
-
-#: ``FILE``: the transactions file of replay and backtest.
-FileArgument = Annotated[
-    Path,
-    typer.Argument(
-        help="Transactions: CSV or JSON lines, gzip allowed.",
-        metavar="FILE",
-        show_default=False,
-    ),
-]
-#: ``--preset NAME``: for commands that read transactions files (replay, backtest).
-PresetOption = Annotated[
-    str | None,
-    typer.Option(
-        "--preset",
-        help=f"Column layout of a known source: {', '.join(sorted(PRESETS))}.",
-        metavar="NAME",
-        callback=_checked_preset,
-        show_default=False,
-    ),
-]
-#: ``--map FIELD=Column,...``, repeatable: pass the list to :func:`load_transactions`.
-MapOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--map",
-        help="Source column of an event field, FIELD=Column, comma-separated or repeated; "
-        f"applied over --preset. Fields: {', '.join(MAPPED_FIELDS)}.",
-        metavar="FIELD=Column",
-        callback=_checked_maps,
-        show_default=False,
-    ),
-]
-#: ``--format csv|jsonl`` when the file's name does not say.
-FormatOption = Annotated[
-    FileFormat | None,
-    typer.Option(
-        "--format",
-        help="File format when the name does not say (.csv, .jsonl, .json, .ndjson; + .gz).",
-        show_default=False,
-    ),
-]

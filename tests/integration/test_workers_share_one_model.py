@@ -26,13 +26,13 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from online_models.churn import ChurnShare
-from online_models.group import GroupPart
+from online_models.churn.model import ChurnShare
+from online_models.group.parts import GroupPart
 from schemas.model_records import ManifestHeader, PartRef
 from schemas.scores import Score
 from streams.commands.backtest import partition_of
 from streams.commands.demo import WorkerProcess, read_metrics
-from streams.model_sync import (
+from streams.model_codec import (
     MANIFEST_KEY,
     decode_delta,
     decode_manifest,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.engine import ScoringEngine
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import DAY, Activity
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.scoring.state import CustomerState
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from online_models.activity import DAY, Activity
+from online_models.customer.activity import DAY, Activity
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from online_models.activity import DAY
-from online_models.alert_policy import AlertPolicy, AlertState, AlertThresholds
+from online_models.customer.activity import DAY
+from online_models.scoring.alert_policy import AlertPolicy, AlertState, AlertThresholds
 
 T0 = 1_735_689_600.0
 

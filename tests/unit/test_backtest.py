@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from online_models.activity import DAY
+from online_models.customer.activity import DAY
 from schemas.events import AnyEvent, validate_event
 from streams.commands import csv_blocks
 from streams.commands.backtest import SCORE_COLUMNS, run_backtest, write_scores

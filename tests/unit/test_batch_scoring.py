@@ -31,17 +31,17 @@ import numpy as np
 import orjson
 import pytest
 
-from online_models import batch_scoring
-from online_models.activity import DAY, Activity
-from online_models.batch_votes import NO_SEGMENT, Votes
-from online_models.churn import ChurnModel
-from online_models.density import UNUSUAL
-from online_models.engine import ScoringEngine
-from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES
-from online_models.reasons import CANCELLED_REASONS, churn_reasons
-from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
-from online_models.segments import Segmenter
-from online_models.state import CustomerState
+from online_models.churn.model import ChurnModel
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CHURN_FEATURES, OUTLIER_FEATURES
+from online_models.scoring import batch_scoring
+from online_models.scoring.batch_votes import NO_SEGMENT, Votes
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.reasons import CANCELLED_REASONS, churn_reasons
+from online_models.scoring.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.scoring.state import CustomerState
+from online_models.segments.density import UNUSUAL
+from online_models.segments.kmeans import Segmenter
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.content import ContentModel
-from online_models.engine import ScoringEngine
-from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.customer.activity import DAY, Activity
+from online_models.recommend.content import ContentModel
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from schemas.errors import EventRejected
 from schemas.items import CatalogueItem, decode_item
 

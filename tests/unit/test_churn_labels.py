@@ -15,11 +15,11 @@ import math
 import orjson
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertThresholds
-from online_models.engine import Scored, ScoringEngine
-from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import DAY, Activity
+from online_models.scoring.alert_policy import AlertThresholds
+from online_models.scoring.engine import Scored, ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.scoring.state import CustomerState
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 HORIZON_DAYS = 90.0

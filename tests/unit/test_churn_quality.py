@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from online_models.churn import ChurnQuality
+from online_models.churn.quality import ChurnQuality
 
 
 def served_risks(rng: random.Random, n: int, *, inverted: bool = False) -> list[tuple[float, bool]]:

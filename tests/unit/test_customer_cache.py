@@ -13,7 +13,7 @@ import pytest
 from faust.serializers.registry import Registry
 from faust.streams import _current_event
 
-from online_models.state import CustomerState
+from online_models.scoring.state import CustomerState
 from streams.customer_table import CachedStates
 
 TOPIC = "app-customers-changelog"

@@ -12,13 +12,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.group import DENSITY, LocalGroup, WorkerSync
-from online_models.micro_clusters import DensityShare, merge_density
-from online_models.scorer import CustomerScorer, ScorerConfig
+from online_models.customer.activity import DAY, Activity
+from online_models.group.local import LocalGroup
+from online_models.group.parts import DENSITY
+from online_models.group.worker import WorkerSync
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.density_share import DensityShare, merge_density
 from schemas.model_records import ManifestHeader, ModelRecordRefused
-from streams.model_sync import (
+from streams.model_codec import (
     decode_delta,
     decode_manifest,
     decode_part,

@@ -12,13 +12,13 @@ import orjson
 import pytest
 from river import cluster
 
-from online_models import batch_scoring
-from online_models.activity import DAY
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.engine import ScoringEngine
-from online_models.regions import NO_REGION, Registry, recluster
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import SEGMENT_FEATURES
+from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.scoring import batch_scoring
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.regions import NO_REGION, Registry, recluster
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of

@@ -16,11 +16,11 @@ from itertools import pairwise
 import orjson
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.churn import PendingExample
-from online_models.engine import Deadlines, Scored, ScoringEngine
-from online_models.scorer import CustomerScorer, ScoreOutcome
-from online_models.state import CustomerState
+from online_models.churn.labels import PendingExample
+from online_models.customer.activity import DAY, Activity
+from online_models.scoring.engine import Deadlines, Scored, ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScoreOutcome
+from online_models.scoring.state import CustomerState
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 HOUR = 3_600.0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from online_models.engine import Scored, ScoringEngine
-from online_models.scorer import CustomerScorer
+from online_models.scoring.engine import Scored, ScoringEngine
+from online_models.scoring.scorer import CustomerScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from online_models.activity import Activity
+from online_models.customer.activity import Activity
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.event_batch import _EVENTS, decode_events
 from schemas.events import MAX_EVENT_BYTES, AnyEvent, ErasureRequestEvent, decode_event

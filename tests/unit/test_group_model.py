@@ -19,13 +19,17 @@ import numpy as np
 import pytest
 
 from online_models import __version__
-from online_models.activity import DAY, Activity
-from online_models.churn import CHURN_FEATURES, ChurnModel
-from online_models.group import GroupModel, LocalGroup, WorkerSync
-from online_models.recommend import Recommender
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import Segmenter, SegmentShare, merge_segments
-from online_models.value import ValueModel, merge_value
+from online_models.churn.model import ChurnModel
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CHURN_FEATURES
+from online_models.group.local import LocalGroup
+from online_models.group.model import GroupModel
+from online_models.group.worker import WorkerSync
+from online_models.recommend.recommender import Recommender
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.kmeans import Segmenter
+from online_models.value.ranks import ValueModel, merge_value
 
 T0 = 1_735_689_600.0
 CONFIG = ScorerConfig(recommender_factors=4, item_buckets=8)
@@ -74,7 +78,7 @@ def test_churn_scaler_statistics_and_labels_merge_exactly() -> None:
     for n, (x, y) in enumerate(examples):
         one.learn_one(x, y)
         (a if n % 3 else b).learn_one(x, y)
-    from online_models.churn import merge_churn
+    from online_models.churn.model import merge_churn
 
     merged, whole = merge_churn(a.delta(), b.delta()), one.delta()
     np.testing.assert_allclose(merged.count, whole.count)
@@ -120,7 +124,7 @@ def test_popularity_and_co_purchase_counts_merge_exactly() -> None:
             model.learn_one(f"u{n % 30}", item, time=T0 + n * 60.0, basket=basket)
     merged_buckets = {}
     a_deltas, b_deltas = a.delta(), b.delta()
-    from online_models.recommend import merge_items
+    from online_models.recommend.items import merge_items
 
     for bucket in set(a_deltas) | set(b_deltas):
         empty = a_deltas.get(bucket) or b_deltas[bucket]
@@ -313,7 +317,7 @@ def test_points_after_a_version_weigh_against_the_groups_time() -> None:
 
 
 def test_co_purchases_naming_an_item_a_worker_meets_later_are_linked_when_it_does() -> None:
-    from online_models.recommend import ItemShare, item_hash
+    from online_models.recommend.items import ItemShare, item_hash
 
     recommender = Recommender(n_factors=2, buckets=1)
     recommender.shared = True

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from online_models.engine import ScoringEngine
-from online_models.scorer import CustomerScorer
-from online_models.state import CustomerState
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer
+from online_models.scoring.state import CustomerState
 from schemas.errors import EventRejected, UnknownEventType
 from schemas.events import ErasureRequestEvent, decode_event
 from streams.convert import activity_of

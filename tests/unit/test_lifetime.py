@@ -16,21 +16,20 @@ import numpy as np
 import pytest
 from scipy import special
 
-from online_models.activity import DAY, Activity
-from online_models.churn import ChurnQuality, roc_auc
-from online_models.lifetime import (
-    LifetimeModel,
+from online_models.churn.quality import ChurnQuality, roc_auc
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CustomerProfile
+from online_models.scoring.reasons import churn_reasons
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.value.lifetime import LifetimeModel, _expected_orders
+from online_models.value.lifetime_fit import (
     LifetimeShare,
     _bgnbd_nll,
-    _expected_orders,
     _gamma_gamma_nll,
     _Repeats,
     fit_lifetime,
     merge_lifetime,
 )
-from online_models.profile import CustomerProfile
-from online_models.reasons import churn_reasons
-from online_models.scorer import CustomerScorer, ScorerConfig
 
 T0 = 1_735_689_600.0
 
@@ -183,7 +182,7 @@ def test_a_newer_summary_of_a_customer_replaces_the_older() -> None:
 
 @pytest.mark.slow
 def test_a_grouped_model_never_fits_alone_the_group_does() -> None:
-    from online_models.group import LocalGroup
+    from online_models.group.local import LocalGroup
 
     group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=3_600.0)
     rng = random.Random(3)
@@ -351,7 +350,8 @@ def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
 
 @pytest.mark.slow
 def test_a_fit_made_off_the_event_loop_keeps_the_customers_merged_meanwhile() -> None:
-    from online_models.group import LIFETIME, LocalGroup
+    from online_models.group.local import LocalGroup
+    from online_models.group.parts import LIFETIME
 
     group = LocalGroup(ScorerConfig(), workers=2, sync_seconds=1e9)  # merged by hand below
     rng = random.Random(5)
@@ -383,7 +383,7 @@ def test_expected_orders_next_to_a_equal_one_agree_between_paths_and_are_continu
     """BG/NBD's expected orders divide by a - 1: next to 1 both paths agree to 1e-12 and
     the value joins those a little further away (the fit of a simulated world gave
     a = 1 - 1.1e-6, where the formula as written lost 8 digits)."""
-    from online_models.lifetime import _expected_orders, _expected_orders_many
+    from online_models.value.lifetime import _expected_orders, _expected_orders_many
 
     args = (3.5, 90.9, a, 93.3)
     x, t_x, age, days, dropped = 6.0, 200.0, 300.0, 90.0, 0.02

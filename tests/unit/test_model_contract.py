@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertThresholds
-from online_models.churn import ChurnModel
-from online_models.content import ContentModel
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.engine import ScoringEngine
-from online_models.profile import CustomerProfile
-from online_models.recommend import Recommender
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import Segmenter
+from online_models.churn.model import ChurnModel
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CustomerProfile
+from online_models.recommend.content import ContentModel
+from online_models.recommend.recommender import Recommender
+from online_models.scoring.alert_policy import AlertThresholds
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.kmeans import Segmenter
 from online_models.sentiment import SentimentModel
-from online_models.value import ValueModel
+from online_models.value.ranks import ValueModel
 
 T0 = 1_735_689_600.0
 

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 import pytest
 
-from online_models.activity import Activity
-from online_models.group import LocalGroup
-from online_models.scorer import ScorerConfig
+from online_models.customer.activity import Activity
+from online_models.group.local import LocalGroup
+from online_models.scoring.scorer import ScorerConfig
 from schemas.model_records import (
     MAX_RECORD_BYTES,
     ManifestHeader,
@@ -29,7 +29,7 @@ from schemas.model_records import (
     decode_record,
     encode_record,
 )
-from streams.model_sync import (
+from streams.model_codec import (
     decode_delta,
     decode_manifest,
     decode_part,
@@ -205,11 +205,11 @@ def test_header_values_of_the_wrong_json_type_are_malformed_not_a_crash() -> Non
 
 
 def test_an_item_share_of_no_items_with_counts_does_not_fit() -> None:
-    from online_models.recommend import ItemShare
+    from online_models.recommend.items import ItemShare
 
     empty = ItemShare((), np.zeros((0, 4)), np.zeros(0), np.array([0]), np.array([7]),
                       np.array([1.0]))  # fmt: skip
-    from online_models.group import GroupPart
+    from online_models.group.parts import GroupPart
 
     raw = encode_part(GroupPart("items/0001", empty, 2), key=None)
     assert refusal(raw, key=None).reason == "shape"

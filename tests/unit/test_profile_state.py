@@ -9,17 +9,17 @@ import tracemalloc
 import orjson
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertState
-from online_models.churn import PendingExample
-from online_models.profile import (
+from online_models.churn.labels import PendingExample
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import (
     CHURN_FEATURES,
     MAX_PURCHASED_ITEMS,
     MAX_RECENT_ITEMS,
     SEGMENT_FEATURES,
     CustomerProfile,
 )
-from online_models.state import (
+from online_models.scoring.alert_policy import AlertState
+from online_models.scoring.state import (
     STATE_VERSION,
     CustomerState,
     StateVersionError,

@@ -10,10 +10,12 @@ import random
 import numpy as np
 import pytest
 
-from online_models.activity import Activity
-from online_models.recommend import Recommender, initial_latent, item_hash, top_k_columns
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import Activity
+from online_models.recommend.items import initial_latent, item_hash
+from online_models.recommend.ranking import top_k_columns
+from online_models.recommend.recommender import Recommender
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.scoring.state import CustomerState
 
 DAY = 86_400.0
 N_GROUP_ITEMS = 20

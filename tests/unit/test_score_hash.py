@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from online_models.reasons import ChurnReason
-from online_models.scorer import CustomerScore
+from online_models.scoring.reasons import ChurnReason
+from online_models.scoring.scorer import CustomerScore
 from schemas.json_schema import wire_json_schema
 from schemas.score_hash import UnwritableScore
 from schemas.scores import Score

@@ -15,12 +15,12 @@ from itertools import pairwise
 import orjson
 import pytest
 
-from online_models.activity import DAY
-from online_models.alert_policy import AlertIntent, AlertThresholds
-from online_models.engine import ScoringEngine
-from online_models.profile import MAX_PURCHASED_ITEMS
-from online_models.scorer import CustomerScore, CustomerScorer, ScoreOutcome, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import DAY
+from online_models.customer.profile import MAX_PURCHASED_ITEMS
+from online_models.scoring.alert_policy import AlertIntent, AlertThresholds
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.scoring.state import CustomerState
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of

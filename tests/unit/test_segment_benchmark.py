@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from online_models.activity import DAY
-from online_models.scorer import CustomerScore
+from online_models.customer.activity import DAY
+from online_models.scoring.scorer import CustomerScore
 from schemas.events import AnyEvent, PurchaseEvent, ViewEvent, validate_event
 from streams.commands.backtest import Backtest, BacktestRow
 from streams.commands.transactions import LoadedEvent

@@ -16,17 +16,13 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from online_models.activity import DAY
-from online_models.engine import ScoringEngine
-from online_models.outliers import distance_ranks, readable_histogram
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.segments import (
-    OUTLIER_FENCE_FLOOR,
-    SEGMENT_FEATURES,
-    Segmenter,
-    SegmentShare,
-    merge_segments,
-)
+from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.kmeans import OUTLIER_FENCE_FLOOR, Segmenter
+from online_models.segments.outliers import distance_ranks, readable_histogram
 from schemas import Score
 from schemas.model_records import ModelRecord, decode_record, encode_record
 from streams.convert import score_of

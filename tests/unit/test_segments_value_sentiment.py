@@ -8,9 +8,9 @@ from itertools import pairwise
 
 import pytest
 
-from online_models.segments import Segmenter
+from online_models.segments.kmeans import Segmenter
 from online_models.sentiment import SentimentModel
-from online_models.value import ValueModel
+from online_models.value.ranks import ValueModel
 
 # Three kinds of customer on the segment features' fixed scales.
 BLOBS = {

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from online_models.density import DensitySegmenter
-from online_models.scorer import CustomerScorer
+from online_models.scoring.scorer import CustomerScorer
+from online_models.segments.density import DensitySegmenter
 from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"

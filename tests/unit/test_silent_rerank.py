@@ -6,11 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.content import ContentModel
-from online_models.recommend import Recommender
-from online_models.scorer import CustomerScorer, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import DAY, Activity
+from online_models.recommend.content import ContentModel
+from online_models.recommend.recommender import Recommender
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from online_models.scoring.state import CustomerState
 
 ITEMS = [f"sku-{n}" for n in range(12)]
 

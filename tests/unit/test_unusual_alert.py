@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertThresholds
-from online_models.engine import ScoringEngine
-from online_models.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
-from online_models.state import CustomerState
+from online_models.customer.activity import DAY, Activity
+from online_models.scoring.alert_policy import AlertThresholds
+from online_models.scoring.engine import ScoringEngine
+from online_models.scoring.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.scoring.state import CustomerState
 from tests.unit.crowds import T0, crowd, shop
 
 CONFIG = ScorerConfig(segments=4, recommender_factors=4)

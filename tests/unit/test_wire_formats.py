@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from online_models.alert_policy import AlertIntent
+from online_models.scoring.alert_policy import AlertIntent
 from schemas import (
     Alert,
     AlertType,

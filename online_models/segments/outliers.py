@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from online_models.profile import segment_quantity
+from online_models.customer.profile import segment_quantity
 
 __all__ = [
     "DISTANCE_BINS",

@@ -43,24 +43,24 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.alert_policy import AlertIntent, AlertState
-from online_models.batch_features import (
+from online_models.customer.activity import DAY
+from online_models.customer.profile import CHURN_FEATURES
+from online_models.scoring.alert_policy import AlertIntent, AlertState
+from online_models.scoring.batch_features import (
     ProfileColumns,
     ProfileFields,
     churn_feature_matrix,
     segment_feature_matrix,
 )
-from online_models.batch_votes import NO_SEGMENT, Votes
-from online_models.density import UNUSUAL
-from online_models.profile import CHURN_FEATURES
-from online_models.reasons import CANCELLED_REASONS, TOP_REASONS, LazyReasons, ReasonBook
-from online_models.state import CustomerState
+from online_models.scoring.batch_votes import NO_SEGMENT, Votes
+from online_models.scoring.reasons import CANCELLED_REASONS, TOP_REASONS, LazyReasons, ReasonBook
+from online_models.scoring.state import CustomerState
+from online_models.segments.density import UNUSUAL
 
 if TYPE_CHECKING:
-    from online_models.churn import PendingExample
-    from online_models.reasons import ChurnReason
-    from online_models.scorer import CustomerScore, CustomerScorer, ScoreOutcome
+    from online_models.churn.labels import PendingExample
+    from online_models.scoring.reasons import ChurnReason
+    from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScoreOutcome
 
 __all__ = ["MIN_BATCH", "rescore_many"]
 
@@ -315,7 +315,7 @@ class _Batch:
 
     def _finish(self, on_error: OnError | None) -> list[ScoreOutcome]:
         """Examples, votes, scores and alerts; the outcomes, failed customers left out."""
-        from online_models.scorer import ScoreOutcome
+        from online_models.scoring.scorer import ScoreOutcome
 
         changed = self.labelled.copy()
         failed: set[int] = set()
@@ -368,7 +368,7 @@ class _Batch:
     def _scores(self, served: np.ndarray) -> list[CustomerScore]:
         """Every customer's score, from the columns (what ``CustomerScore.of_profile``
         makes of each)."""
-        from online_models.scorer import CustomerScore
+        from online_models.scoring.scorer import CustomerScore
 
         describe = self.scorer.segmenter.describe
         names = {segment: describe(segment) for segment in np.unique(served).tolist()}
@@ -419,7 +419,7 @@ class _Batch:
         self, i: int, score: CustomerScore, left: int | None, became_outlier: bool
     ) -> tuple[list[AlertIntent], bool]:
         """The ``i``-th customer's alerts, and whether their alert state changed."""
-        from online_models.scorer import Moved
+        from online_models.scoring.scorer import Moved
 
         state = self.states[i]
         before = state.alerts

@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from online_models.activity import DAY, Activity
-from online_models.batch_votes import NO_SEGMENT
-from online_models.scorer import CustomerScorer, ScoreOutcome
-from online_models.state import CustomerState, event_fingerprint
+from online_models.customer.activity import DAY, Activity
+from online_models.scoring.batch_votes import NO_SEGMENT
+from online_models.scoring.scorer import CustomerScorer, ScoreOutcome
+from online_models.scoring.state import CustomerState, event_fingerprint
 
 __all__ = ["Deadlines", "Scored", "ScoringEngine"]
 
@@ -171,7 +171,7 @@ class ScoringEngine:
     re-scored (:meth:`CustomerScorer.refresh_many`, the shard's due customers together): at
     least once per ``rescore_interval_days`` of event time, with no scan over all customers.
 
-    >>> from online_models.activity import DAY
+    >>> from online_models.customer.activity import DAY
     >>> engine = ScoringEngine(CustomerScorer(), {})
     >>> first = engine.process("ann", Activity("purchase", 0.0, item_id="a", amount=5.0,
     ...                                         quantity=1))

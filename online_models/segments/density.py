@@ -8,12 +8,12 @@ Gaussian of its distance (sigma r / 3, undone for two centres it would bring wit
 other), and adds one to the *shared density* of each pair it fell between; a point near none
 starts a micro-cluster. Cleanup drops those fading below the weight one point leaves after
 ``cleanup_days``. Reclustering joins the strong micro-clusters whose shared density is high
-enough into regions (:mod:`online_models.regions`), whose ids the registry keeps stable.
+enough into regions (:mod:`online_models.segments.regions`), whose ids the registry keeps stable.
 
-It is written out over numpy arrays (:mod:`online_models.micro_clusters`), with a test pinning
-its micro-clusters, weights and shared densities to River's on a stream, because River's class
-counts time in points where the scorer decays by event time (``halflife_days``), measures every
-micro-cluster in a Python loop per point, has no delta or merge for a group of workers, and
+It is written out over numpy arrays (:mod:`online_models.segments.micro_clusters`), with a test
+pinning its micro-clusters, weights and shared densities to River's on a stream, because River's
+class counts time in points where the scorer decays by event time (``halflife_days``), measures
+every micro-cluster in a Python loop per point, has no delta or merge for a group of workers, and
 never says a point is in no dense region (its ``predict_one`` answers the nearest
 macro-cluster).
 """
@@ -27,16 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.micro_clusters import (
+from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.segments.density_share import (
     DensityShare,
-    MicroClusters,
     cleaned,
     fuse,
     merge_density,
     reclustered,
 )
-from online_models.outliers import (
+from online_models.segments.micro_clusters import MicroClusters
+from online_models.segments.names import segment_names, segment_vector
+from online_models.segments.outliers import (
     Placement,
     Placements,
     distance_bin,
@@ -44,8 +46,7 @@ from online_models.outliers import (
     distance_ranks,
     unusual_features,
 )
-from online_models.regions import NO_REGION, Registry
-from online_models.segments import SEGMENT_FEATURES, segment_names, segment_vector
+from online_models.segments.regions import NO_REGION, Registry
 
 __all__ = ["UNUSUAL", "UNUSUAL_NAME", "DensitySegmenter"]
 
@@ -63,8 +64,8 @@ class DensitySegmenter:
 
     A customer is in a region when a micro-cluster of it is within ``clustering_threshold``;
     their ``outlier_score`` is the percentile rank of their distance to the nearest such
-    micro-cluster among the learned points' (:mod:`online_models.outliers`). A micro-cluster
-    is strong with a weight of at least ``minimum_weight`` and at least
+    micro-cluster among the learned points' (:mod:`online_models.segments.outliers`). A
+    micro-cluster is strong with a weight of at least ``minimum_weight`` and at least
     ``minimum_weight_share`` of all the weight (River's ``minimum_weight``, made relative so
     that it holds for any number of customers); a point ``halflife_days`` older weighs half
     (River's ``fading_factor`` in event time).
@@ -173,7 +174,7 @@ class DensitySegmenter:
         self, x: Mapping[str, float], quantities: Mapping[str, float]
     ) -> list[dict[str, Any]]:
         """The features making ``x`` far from the nearest micro-cluster of a dense region
-        (see :func:`online_models.outliers.unusual_features`)."""
+        (see :func:`online_models.segments.outliers.unusual_features`)."""
         point = segment_vector(x)
         nearest = self._nearest_in_region(self._live.squared(point))
         if nearest is None:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from online_models.activity import DAY, Activity
+from online_models.customer.activity import DAY, Activity
 
 __all__ = [
     "CHURN_FEATURES",

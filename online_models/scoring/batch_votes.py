@@ -15,15 +15,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from online_models.density import UNUSUAL
-from online_models.state import CustomerState
+from online_models.scoring.state import CustomerState
+from online_models.segments.density import UNUSUAL
 
 __all__ = ["NO_SEGMENT", "Confirmed", "Votes"]
 
 logger = logging.getLogger(__name__)
 
 #: A segment or candidate that is None in the state (segment ids are never negative; -1 is
-#: density's :data:`~online_models.density.UNUSUAL`).
+#: density's :data:`~online_models.segments.density.UNUSUAL`).
 NO_SEGMENT = -2
 _READERS = tuple(
     attrgetter(name) for name in ("segment", "segment_candidate", "segment_votes", "outlier_streak")

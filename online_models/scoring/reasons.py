@@ -15,8 +15,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from online_models.batch_features import ProfileFields
-from online_models.profile import CustomerProfile
+from online_models.customer.profile import CustomerProfile
+from online_models.scoring.batch_features import ProfileFields
 
 __all__ = [
     "CANCELLED_REASONS",

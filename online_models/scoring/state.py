@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 
-from online_models.alert_policy import AlertState
-from online_models.churn import PendingExample
-from online_models.profile import PROFILE_FIELDS, CustomerProfile
+from online_models.churn.labels import PendingExample
+from online_models.customer.profile import PROFILE_FIELDS, CustomerProfile
+from online_models.scoring.alert_policy import AlertState
 from schemas.errors import CrmScorerError
 
 __all__ = [

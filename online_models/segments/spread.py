@@ -4,7 +4,7 @@ A segment's customers spread more along some features than others (recency range
 months in every segment, while a segment's buyers all ``ordered``), and the features that
 make a customer unusual are often ones segments are not formed on (a reseller's baskets).
 So each segment keeps, beside its centre, the decayed weight, sum and sum of squares of its
-points' :data:`~online_models.profile.OUTLIER_FEATURES`, and a customer's distance to it is
+points' :data:`~online_models.customer.profile.OUTLIER_FEATURES`, and a customer's distance to it is
 the root mean square of their standardised deviations: how many of the segment's own
 standard deviations they sit from its mean, feature by feature. The sums add across workers
 exactly, like the centres'.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from online_models.profile import OUTLIER_FEATURES
+from online_models.customer.profile import OUTLIER_FEATURES
 
 __all__ = ["SPREAD_FLOOR", "SPREAD_MIN_WEIGHT", "SegmentSpread"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from online_models.activity import DAY
+from online_models.customer.activity import DAY
 
 __all__ = ["AlertIntent", "AlertPolicy", "AlertState", "AlertThresholds"]
 

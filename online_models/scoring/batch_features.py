@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from online_models.activity import DAY
-from online_models.profile import CHURN_FEATURES, OUTLIER_FEATURES, CustomerProfile
+from online_models.customer.activity import DAY
+from online_models.customer.profile import CHURN_FEATURES, OUTLIER_FEATURES, CustomerProfile
 
 __all__ = ["ProfileColumns", "ProfileFields", "churn_feature_matrix", "segment_feature_matrix"]
 

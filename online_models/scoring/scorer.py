@@ -12,21 +12,25 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from online_models import __version__
-from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
-from online_models.batch_votes import Votes
-from online_models.churn import ChurnModel, ChurnQuality, PendingExample
-from online_models.content import ContentModel
-from online_models.density import UNUSUAL, DensitySegmenter
-from online_models.lifetime import LifetimeModel, LifetimeScore
-from online_models.outliers import Placement
-from online_models.profile import CustomerProfile
-from online_models.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
-from online_models.recommend import RankRequest, RecommendationQuality, Recommender
-from online_models.segments import Segmenter
+from online_models.churn.labels import PendingExample
+from online_models.churn.model import ChurnModel
+from online_models.churn.quality import ChurnQuality
+from online_models.customer.activity import DAY, Activity
+from online_models.customer.profile import CustomerProfile
+from online_models.recommend.content import ContentModel
+from online_models.recommend.quality import RecommendationQuality
+from online_models.recommend.ranking import RankRequest
+from online_models.recommend.recommender import Recommender
+from online_models.scoring.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
+from online_models.scoring.batch_votes import Votes
+from online_models.scoring.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
+from online_models.scoring.state import CustomerState
+from online_models.segments.density import UNUSUAL, DensitySegmenter
+from online_models.segments.kmeans import Segmenter
+from online_models.segments.outliers import Placement
 from online_models.sentiment import SentimentModel
-from online_models.state import CustomerState
-from online_models.value import ValueModel
+from online_models.value.lifetime import LifetimeModel, LifetimeScore
+from online_models.value.ranks import ValueModel
 
 __all__ = [
     "CustomerScore",
@@ -496,7 +500,7 @@ class CustomerScorer:
         >>> later.score.churn_risk >= first.score.churn_risk
         True
         """
-        from online_models.batch_scoring import rescore_many  # it builds on this module
+        from online_models.scoring.batch_scoring import rescore_many  # it builds on this module
 
         return rescore_many(self, customers, now, on_error)
 
@@ -569,7 +573,7 @@ class CustomerScorer:
         the daily re-scores of silent customers rank a fraction of them, while every event
         and every withdrawal still changes the list at once.
 
-        >>> from online_models.activity import DAY, Activity
+        >>> from online_models.customer.activity import DAY, Activity
         >>> scorer = CustomerScorer(ScorerConfig(top_k=1))
         >>> outcome = scorer.score("ann", CustomerState.new(0.0),
         ...                        Activity("purchase", 0.0, item_id="tea", amount=5.0, quantity=1))

@@ -1,0 +1,195 @@
+"""The k-means segments' share of the group model: decayed centre sums and weights, merged."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from online_models.customer.activity import DAY
+from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.segments.outliers import (
+    DISTANCE_BINS,
+    empty_histogram,
+)
+from online_models.segments.spread import SegmentSpread
+
+__all__ = ["SegmentShare", "merge_segments"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SegmentShare:
+    """The segmenter's shared part, or what one worker learned since its last delta.
+
+    Each centre is ``sums[i] / weights[i]``: the decayed sum and weight of the points assigned
+    to it, both as of event time ``time`` (a point ``d`` days older weighs ``2**(-d /
+    halflife)``). ``points`` counts points learned. ``candidates`` are points far from every
+    centre that a delta proposes as new centres; only the group's model creates centres.
+    ``spread`` holds the decayed moments of each centre's points' outlier features
+    (:mod:`online_models.segments.spread`) and ``distances`` the decayed histogram of the
+    learned points' distances to their segment in units of that spread
+    (:mod:`online_models.segments.outliers`), which outlier scores are ranked against.
+    """
+
+    sums: np.ndarray  # (centres, features)
+    weights: np.ndarray  # (centres,)
+    time: float = -math.inf
+    points: int = 0
+    candidates: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SEGMENT_FEATURES))))
+    distances: np.ndarray = field(default_factory=empty_histogram)
+    spread: SegmentSpread = field(default_factory=SegmentSpread.empty)
+
+    def __post_init__(self) -> None:
+        # A share made with centres but no spread has empty spreads for them.
+        if len(self.spread.weights) < len(self.weights):
+            self.spread = self.spread.padded(len(self.weights))
+
+    @classmethod
+    def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
+        """No centre (or ``centres`` empty ones) and no point."""
+        return cls(
+            np.zeros((centres, features)), np.zeros(centres), spread=SegmentSpread.empty(centres)
+        )
+
+    def decayed(self, time: float, halflife_days: float) -> SegmentShare:
+        """This share as of the later event time ``time`` (a copy)."""
+        if time <= self.time or not math.isfinite(self.time):
+            return SegmentShare(
+                self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
+                self.candidates.copy(), self.distances.copy(), self.spread.copy(),
+            )  # fmt: skip
+        factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
+        return SegmentShare(
+            self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
+            self.distances * factor, self.spread.scaled(factor),
+        )  # fmt: skip
+
+    def centers(self) -> np.ndarray:
+        """Each centre's coordinates (a centre that lost all weight keeps its last place
+        as 0 coordinates)."""
+        weights = self.weights[:, None]
+        return np.divide(self.sums, weights, out=np.zeros_like(self.sums), where=weights > 0)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metadata and arrays for a model record."""
+        meta = {"time": self.time if math.isfinite(self.time) else None, "points": self.points}
+        arrays = {
+            "sums": self.sums,
+            "weights": self.weights,
+            "candidates": self.candidates,
+            # Not "distances": workers from before standardised distances read a missing
+            # histogram as empty, where they would refuse one of another size.
+            "standardised_distances": self.distances,
+            "spread_weights": self.spread.weights,
+            "spread_sums": self.spread.sums,
+            "spread_squares": self.spread.squares,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, max_centres: int
+    ) -> SegmentShare:
+        """The share a model record carries; ValueError if it does not fit the segmenter."""
+        sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
+        # Records from before outlier scores carry no distances, and records from before
+        # distances were standardised plain ones ("distances") and no spread: both start
+        # empty.
+        distances = arrays.get("standardised_distances", empty_histogram())
+        if "spread_weights" in arrays:
+            spread = SegmentSpread(
+                arrays["spread_weights"].astype(float),
+                arrays["spread_sums"].astype(float),
+                arrays["spread_squares"].astype(float),
+            )
+        else:
+            spread = SegmentSpread.empty(len(weights))
+        features = len(SEGMENT_FEATURES)
+        if (
+            sums.ndim != 2
+            or sums.shape[1] != features
+            or sums.shape[0] > max_centres
+            or weights.shape != (sums.shape[0],)
+            or candidates.ndim != 2
+            or candidates.shape[1] != features
+            or distances.shape != (DISTANCE_BINS,)
+            or not (np.isfinite(sums).all() and np.isfinite(weights).all())
+            or not np.isfinite(distances).all()
+            or (weights < 0).any()
+            or (distances < 0).any()
+        ):
+            msg = (
+                f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape}, "
+                f"{distances.shape} does not fit {max_centres} centres of {features} features "
+                f"and {DISTANCE_BINS} distance bins"
+            )
+            raise ValueError(msg)
+        spread.check(len(weights))
+        time = meta.get("time")
+        return cls(
+            sums.astype(float),
+            weights.astype(float),
+            -math.inf if time is None else float(time),
+            int(meta.get("points", 0)),
+            candidates.astype(float),
+            distances.astype(float),
+            spread,
+        )
+
+
+def merge_segments(
+    a: SegmentShare,
+    b: SegmentShare,
+    *,
+    halflife_days: float,
+    max_centres: int = 0,
+    min_seed_distance: float = 0.15,
+) -> SegmentShare:
+    """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
+    centre and distance histograms added (exact: the order of merging does not matter),
+    points added.
+
+    With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
+    centres, in order, while there are fewer than ``max_centres`` and each is at least
+    ``min_seed_distance`` from every centre; otherwise candidates are carried along.
+
+    >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
+    >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
+    >>> float(merge_segments(a, b, halflife_days=30).centers()[0, 0])
+    2.0
+    """
+    time = max(a.time, b.time)
+    a, b = a.decayed(time, halflife_days), b.decayed(time, halflife_days)
+    centres = max(len(a.weights), len(b.weights))
+    sums = np.zeros((centres, a.sums.shape[1]))
+    weights = np.zeros(centres)
+    for share in (a, b):
+        sums[: len(share.weights)] += share.sums
+        weights[: len(share.weights)] += share.weights
+    merged = SegmentShare(
+        sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
+        spread=a.spread.plus(b.spread).padded(centres),
+    )  # fmt: skip
+    proposed = np.concatenate([a.candidates, b.candidates])
+    if not max_centres:
+        merged.candidates = proposed
+        return merged
+    for candidate in proposed:
+        if len(merged.weights) >= max_centres:
+            break
+        centers = merged.centers()
+        if (
+            len(centers)
+            and np.sqrt(((centers - candidate) ** 2).sum(axis=1)).min() < min_seed_distance
+        ):
+            continue
+        merged.sums = np.vstack([merged.sums, candidate])
+        merged.weights = np.append(merged.weights, 1.0)
+    merged.spread = merged.spread.padded(len(merged.weights))
+    return merged
