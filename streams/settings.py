@@ -6,14 +6,15 @@ import logging
 import os
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from online_models.scoring.alert_policy import AlertThresholds
-from online_models.scoring.scorer import ScorerConfig
 from schemas.errors import CrmScorerError
+
+if TYPE_CHECKING:
+    from online_models.scoring.scorer import ScorerConfig
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "child_environment", "load_settings"]
 
@@ -475,6 +476,11 @@ class Settings(BaseSettings):
 
     def scorer_config(self) -> ScorerConfig:
         """The models' hyperparameters and alert thresholds."""
+        # Imported here: the models take a second to import, which a command that scores
+        # nothing (help, schema, replay, forget) need not pay.
+        from online_models.scoring.alert_policy import AlertThresholds
+        from online_models.scoring.scorer import ScorerConfig
+
         return ScorerConfig(
             churn_horizon_days=self.churn_horizon_days,
             churn_sample_interval_days=self.churn_sample_interval_days,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from river import linear_model, optim, preprocessing, tree, utils
+from river import linear_model, optim, preprocessing, utils
 
 from online_models.customer.profile import CHURN_FEATURES
 
@@ -136,13 +136,7 @@ class ChurnModel:
         self._regression = linear_model.LogisticRegression(
             optimizer=optim.AdaGrad(learning_rate), l2=l2
         )
-        self._classifier: Any = (
-            self._regression
-            if kind == "logistic"
-            else tree.HoeffdingAdaptiveTreeClassifier(
-                grace_period=100, leaf_prediction="nba", seed=0
-            )
-        )
+        self._classifier: Any = self._regression if kind == "logistic" else _hoeffding_tree()
         self._labels_learned = 0
         # What the group has not got yet: the steps since ``_sent`` was taken (the live
         # weights, intercept and squared gradients minus it), the examples' scaler statistics
@@ -377,3 +371,11 @@ class ChurnModel:
     def weights(self) -> dict[str, float]:
         """The regression's weights (on scaled features) and intercept."""
         return {**self._regression.weights, "intercept": self._regression.intercept}
+
+
+def _hoeffding_tree() -> Any:
+    """The challenger, imported when asked for: river.tree brings river.drift, and with it
+    river's data sets (a second of start-up)."""
+    from river.tree import HoeffdingAdaptiveTreeClassifier
+
+    return HoeffdingAdaptiveTreeClassifier(grace_period=100, leaf_prediction="nba", seed=0)

@@ -8,7 +8,7 @@ from array import array
 from typing import Any
 
 import numpy as np
-from river import drift, metrics, stats, utils
+from river import metrics, stats, utils
 
 from online_models.customer.activity import DAY
 
@@ -75,7 +75,11 @@ class ChurnQuality:
         # Event-time day -> the risks served that day and their labels, once labelled.
         self._cohorts: dict[int, tuple[array[float], array[int]]] = {}
         self._now = -math.inf
-        self._drift = drift.ADWIN(delta=drift_delta)
+        # Imported here: river.drift brings its data sets (and scikit-learn, when installed)
+        # with it, a second of start-up that a command which scores nothing need not pay.
+        from river.drift import ADWIN
+
+        self._drift = ADWIN(delta=drift_delta)
         self._drifts = 0
         self._roc_auc = metrics.RollingROCAUC(window_size=window)
         self._log_loss: Any = utils.Rolling(metrics.LogLoss, window_size=window)
