@@ -182,25 +182,21 @@ class Stopwatch:
 def score_batch(engine: ScoringEngine, batch: Sequence[Event]) -> tuple[list[Scored], list[Scored]]:
     """The events' own scores and the re-scores that came with them, for one fetch's events.
 
-    The engine's batch entry point, when it has one, is expected to look like this::
+    The engine's batch entry point, when it has one, is ``process_many(events, shard=0)``
+    (see ``ScoringEngine.process_many``): the events, each (customer id, activity, offset,
+    event id) as ``process`` takes them, in delivery order, in; a ``BatchScores`` out, whose
+    ``scored`` holds the duplicates' stored scores and one score per customer the batch
+    touched (as of their latest event) and whose ``rescored`` holds the re-scores of whoever
+    the batch's latest event time made due (at most ``MAX_RESCORES_PER_EVENT`` per event).
+    The events' count is the batch's length, however many scores it gave.
 
-        def process_many(self, events: Sequence[tuple[str, Activity, int | None, str | None]],
-                         shard: int = 0) -> list[Scored]:
-            '''Score a batch of one shard's events, each (customer id, activity, offset,
-            event id) as ``process`` takes them, in delivery order; then move the shard's
-            watermark once, to the batch's latest event time, re-scoring whoever fell due
-            (at most ``MAX_RESCORES_PER_EVENT`` per event of the batch, through
-            ``self.advance``, so that their time is theirs). Returns the events' own scores
-            first, one per event and in order (a duplicate's marked as such), then the
-            re-scores.'''
-
-    Without it, what the worker does today: ``process`` per event, each moving the watermark
+    Without it, what the worker did before: ``process`` per event, each moving the watermark
     and re-scoring (at most ``MAX_RESCORES_PER_EVENT``) whoever its event time made due.
     """
     process_many = getattr(engine, "process_many", None)
     if process_many is not None:
-        scored = process_many(batch)
-        return scored[: len(batch)], scored[len(batch) :]
+        scores = process_many(batch)
+        return scores.scored, scores.rescored
     own: list[Scored] = []
     rescored: list[Scored] = []
     process = engine.process
@@ -261,9 +257,10 @@ def _score_events(
     """
     for start in range(0, len(events), batch_size):
         watch.start("events")
-        own, rescored = score_batch(engine, events[start : start + batch_size])
+        batch = events[start : start + batch_size]
+        own, rescored = score_batch(engine, batch)
         watch.stop()
-        counts["events"] += len(own)
+        counts["events"] += len(batch)
         counts["rescores"] += len(rescored)
         for kind, scored in (("events", own), ("rescores", rescored)):
             if scored:

@@ -16,11 +16,13 @@ from typing import NamedTuple
 import numpy as np
 
 from online_models.activity import DAY, Activity
+from online_models.batch_events import EventLearner, EventScores
+from online_models.batch_scoring import MIN_BATCH
 from online_models.batch_votes import NO_SEGMENT
 from online_models.scorer import CustomerScorer, ScoreOutcome
 from online_models.state import CustomerState, event_fingerprint
 
-__all__ = ["Deadlines", "Scored", "ScoringEngine"]
+__all__ = ["BatchScores", "Deadlines", "Event", "Scored", "ScoringEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +152,40 @@ class Scored(NamedTuple):
     """A customer's fresh score, from their own event or from a re-score as time moved on.
 
     ``duplicate`` marks the score of an event applied before (delivered again): it is the
-    stored state's score, changed by nothing, to be published again with no alert.
+    stored state's score, changed by nothing, to be published again with no alert. From
+    :meth:`ScoringEngine.process_many`, ``event`` is the index in the batch of the event a
+    score is as of (None: a re-score), and ``alert_events`` that of the event each alert of
+    the outcome came with.
     """
 
     customer_id: str
     outcome: ScoreOutcome
     duplicate: bool = False
+    event: int | None = None
+    alert_events: tuple[int, ...] = ()
 
 
-_SCORED = partial(tuple.__new__, Scored)  # a Scored of (customer_id, outcome, duplicate)
+# A re-score's Scored, from (customer_id, outcome): no event, no alert's event.
+_RESCORED = partial(tuple.__new__, Scored)
+_NO_EVENT = (False, None, ())
+
+#: One event of a batch, as :meth:`ScoringEngine.process_many` takes it: customer id,
+#: activity, offset and event id (both None when unknown).
+Event = tuple[str, Activity, int | None, str | None]
+
+
+class BatchScores(NamedTuple):
+    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`).
+
+    ``scored``: the duplicates' stored scores first, then one score per customer the batch
+    changed, as of their latest event, in order of their first event (below
+    :data:`~online_models.batch_scoring.MIN_BATCH` customers, or with a churn model that has
+    no array form, one per event, in order); every alert and label is in these.
+    ``rescored``: the silent customers the batch's latest event time made due.
+    """
+
+    scored: list[Scored]
+    rescored: list[Scored]
 
 
 class ScoringEngine:
@@ -249,6 +276,99 @@ class ScoringEngine:
         watermark = max(self.watermark(shard), activity.time)
         return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
 
+    def process_many(self, events: Sequence[Event], shard: int = 0) -> BatchScores:
+        """Score a batch of one shard's events (in delivery order), then move the shard's
+        watermark once, to the batch's latest event time, and re-score whoever fell due (at
+        most ``MAX_RESCORES_PER_EVENT`` per event of the batch).
+
+        Each touched customer's state is read once and written once; the events are learned
+        one at a time, each customer scored once as of their latest event, with the others
+        as arrays (:class:`~online_models.batch_events.EventLearner`). An event applied
+        before is recognised as :meth:`process` recognises it. What raises leaves the states
+        and models as far as they got, as :meth:`process` does: the caller reverts the
+        touched customers' states and scores the events one at a time.
+        """
+        if len({event[0] for event in events}) < MIN_BATCH or self.scorer.churn_model.kind != (
+            "logistic"
+        ):
+            return self._process_one_by_one(events, shard)
+        learner = EventLearner(self.scorer, shard)
+        read: dict[str, CustomerState] = {}
+        before: dict[str, int | None] = {}
+        duplicates: list[tuple[str, int]] = []
+        applied: list[tuple[str, CustomerState, Activity, int]] = []
+        watermark = self.watermark(shard)
+        for n, (customer_id, activity, offset, event_id) in enumerate(events):
+            customer_id = sys.intern(customer_id)
+            state = read.get(customer_id)
+            if state is None:
+                state = self.states.get(customer_id)
+                if state is not None:
+                    read[customer_id] = state
+            fingerprint = None if event_id is None else event_fingerprint(event_id)
+            if state is None:
+                state = read[customer_id] = CustomerState.new(activity.time)
+                before[customer_id] = None
+            elif state.has_applied(shard, offset, fingerprint):
+                self.duplicates += 1
+                duplicates.append((customer_id, n))
+                continue
+            elif customer_id not in before:
+                before[customer_id] = self.scorer.served_segment(state)
+            state.record_applied(shard, offset, fingerprint, window=self.event_id_window)
+            applied.append((customer_id, state, activity, n))
+            watermark = max(watermark, activity.time)
+        learner.evaluate_recommendations([applied_event[:3] for applied_event in applied])
+        for customer_id, state, activity, n in applied:
+            learner.learn(customer_id, state, activity, n)
+        scores = learner.score()
+        scored = [
+            self._duplicate(customer_id, read[customer_id], n) for customer_id, n in duplicates
+        ]
+        self._store_events(scores, before, shard)
+        scored += map(Scored, scores.customer_ids, scores.outcomes, repeat(False), scores.events,
+                      scores.alert_events)  # fmt: skip
+        return BatchScores(
+            scored, self.advance(watermark, shard, MAX_RESCORES_PER_EVENT * len(events))
+        )
+
+    def _duplicate(self, customer_id: str, state: CustomerState, event: int) -> Scored:
+        """The stored score of a customer whose event was applied before."""
+        score = self.scorer.score_as_of(state, state.last_scored_at())
+        return Scored(customer_id, ScoreOutcome(state, score, [], [], False), True, event)
+
+    def _store_events(self, scores: EventScores, before: dict[str, int | None], shard: int) -> None:
+        """Write each touched customer's state once, schedule their next re-scores and count
+        the segments they moved between."""
+        states, scorer = self.states, self.scorer
+        touched = [outcome.state for outcome in scores.outcomes]
+        for customer_id, state in zip(scores.customer_ids, touched, strict=True):
+            states[customer_id] = state
+            self._count_segment(before[customer_id], scorer.served_segment(state))
+        as_of = np.fromiter((o.score.as_of for o in scores.outcomes), float, len(touched))
+        deadlines = scorer.next_refresh_many(touched, as_of)
+        schedule = self._deadlines.setdefault(shard, Deadlines())
+        later = np.isfinite(deadlines)
+        schedule.schedule_many(
+            [scores.customer_ids[i] for i in np.flatnonzero(later).tolist()],
+            deadlines[later].tolist(),
+        )
+        for i in np.flatnonzero(~later).tolist():
+            schedule.cancel(scores.customer_ids[i])
+
+    def _process_one_by_one(self, events: Sequence[Event], shard: int) -> BatchScores:
+        """:meth:`process_many` by :meth:`process` of each event (each moving the watermark)."""
+        scored: list[Scored] = []
+        rescored: list[Scored] = []
+        for n, (customer_id, activity, offset, event_id) in enumerate(events):
+            own, *rest = self.process(
+                customer_id, activity, shard, offset=offset, event_id=event_id
+            )
+            alerts = (n,) * len(own.outcome.alerts)
+            scored.append(own._replace(event=n, alert_events=alerts))
+            rescored += rest
+        return BatchScores(scored, rescored)
+
     def advance(
         self, watermark: float, shard: int = 0, limit: int | None = MAX_RESCORES_PER_EVENT
     ) -> list[Scored]:
@@ -287,7 +407,7 @@ class ScoringEngine:
         except Exception:
             logger.exception("Storing %d re-scores together failed", len(outcomes))
             return self._store_one_by_one(customer_ids, outcomes, before, shard)
-        return list(map(_SCORED, zip(customer_ids, outcomes, repeat(False))))
+        return [_RESCORED((c, o, *_NO_EVENT)) for c, o in zip(customer_ids, outcomes, strict=True)]
 
     def _served_one_by_one(
         self, due: list[tuple[str, CustomerState]]

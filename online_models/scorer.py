@@ -31,6 +31,7 @@ from online_models.value import ValueModel
 __all__ = [
     "CustomerScore",
     "CustomerScorer",
+    "Learned",
     "Moved",
     "ScoreOutcome",
     "ScorerConfig",
@@ -227,6 +228,18 @@ class Moved(NamedTuple):
     became_outlier: bool
 
 
+class Learned(NamedTuple):
+    """What learning one event told (:meth:`CustomerScorer.learn_event`): the churn labels it
+    gave the customer's pending examples, its text's sentiment (None: no text), whether it
+    cancelled a subscription that was not, and whether it is the customer's first event of
+    an event-time day (a segment point is learned for it)."""
+
+    labels: list[bool]
+    tone: float | None
+    newly_cancelled: bool
+    new_day: bool
+
+
 class _ChurnParts(NamedTuple):
     """The two halves of a served churn risk, and the logistic half's log-odds terms."""
 
@@ -372,13 +385,57 @@ class CustomerScorer:
         ``shard`` groups customers whose state lives together (a Kafka partition).
         """
         state = state if state is not None else CustomerState.new(activity.time)
+        learned = self.learn_event(customer_id, state, activity, shard)
+        profile = state.profile
+        now = profile.last_seen
+        self._observe_lifetime(customer_id, state, now)
+        features, risk, parts = self._churn_risk_at(state, now)
+        if not state.pending and not state.cancelled:
+            self._take_example(state, now, features, risk)
+
+        # Segments count customers, not events: from events, one point per customer per
+        # event-time day (and one per re-score), or a bot's thousands of views a day would
+        # drag a k-means centre onto itself (and its spread around it) or be a dense region
+        # of its own, and the biggest baskets' lines would outweigh everyone's.
+        segment_x = profile.segment_features(now)
+        if learned.new_day:
+            placement = self._segmenter.learn_place_one(segment_x, now)
+        else:
+            placement = self._segmenter.place_one(segment_x)
+        # The lines of one basket (or a bot's views of one day) are one step of an outlier
+        # streak, not three.
+        moved = self._place(state, placement, counts=learned.new_day)
+        score = self._finish(state, risk, now, features, parts, placement)
+        alerts = self._alerts(
+            state, score, moved, now, learned.tone, activity.kind, learned.newly_cancelled
+        )
+        return ScoreOutcome(state, score, alerts, learned.labels)
+
+    def learn_event(
+        self,
+        customer_id: str,
+        state: CustomerState,
+        activity: Activity,
+        shard: int = 0,
+        *,
+        evaluate: bool = True,
+        examples: list[tuple[dict[str, float], bool]] | None = None,
+    ) -> Learned:
+        """What is sequential in scoring an event, changing ``state`` and the models: the
+        recommendations' hit rate (unless not ``evaluate``: a batch ranks its baskets'
+        lists together), the pending examples' labels (with ``examples``, the labelled
+        examples are added to it for the churn model to learn later, instead of now), the
+        profile, the value model's totals and the recommender's step. What the event told
+        (see :class:`Learned`).
+        """
         state.shard = shard
         # Any event may change what the customer can be recommended (a purchase is excluded,
         # a view moves the neighbours), whatever its time: the kept list is ranked anew.
         state.ranked, state.ranked_at = [], None
         profile = state.profile
-        self._evaluate_recommendations(customer_id, state, activity)
-        labels = self._resolve_pending(state, activity)
+        if evaluate:
+            self._evaluate_recommendations(customer_id, state, activity)
+        labels = self._resolve_pending(state, activity, examples)
 
         first_event = profile.events == 0
         new_day = first_event or activity.time // DAY > profile.last_seen // DAY
@@ -411,28 +468,7 @@ class CustomerScorer:
             )
             state.latent = latent.astype(_LATENT).tobytes()
         self._events_learned += 1
-
-        now = profile.last_seen
-        self._observe_lifetime(customer_id, state, now)
-        features, risk, parts = self._churn_risk_at(state, now)
-        if not state.pending and not state.cancelled:
-            self._take_example(state, now, features, risk)
-
-        # Segments count customers, not events: from events, one point per customer per
-        # event-time day (and one per re-score), or a bot's thousands of views a day would
-        # drag a k-means centre onto itself (and its spread around it) or be a dense region
-        # of its own, and the biggest baskets' lines would outweigh everyone's.
-        segment_x = profile.segment_features(now)
-        if new_day:
-            placement = self._segmenter.learn_place_one(segment_x, now)
-        else:
-            placement = self._segmenter.place_one(segment_x)
-        # The lines of one basket (or a bot's views of one day) are one step of an outlier
-        # streak, not three.
-        moved = self._place(state, placement, counts=new_day)
-        score = self._finish(state, risk, now, features, parts, placement)
-        alerts = self._alerts(state, score, moved, now, tone, activity.kind, newly_cancelled)
-        return ScoreOutcome(state, score, alerts, labels)
+        return Learned(labels, tone, newly_cancelled, new_day)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
         """Re-score a customer at event time ``now`` without an event from them.
@@ -706,14 +742,27 @@ class CustomerScorer:
         self._pending += 1
 
     def _learn_label(
-        self, pending: PendingExample, churned: bool, labels: list[bool], now: float
+        self,
+        pending: PendingExample,
+        churned: bool,
+        labels: list[bool],
+        now: float,
+        examples: list[tuple[dict[str, float], bool]] | None = None,
     ) -> None:
         self._quality.update(pending.risk, churned, served_at=pending.time, now=now)
-        self._churn.learn_one(pending.features, churned)
+        if examples is None:
+            self._churn.learn_one(pending.features, churned)
+        else:
+            examples.append((pending.features, churned))
         self._pending = max(self._pending - 1, 0)
         labels.append(churned)
 
-    def _resolve_pending(self, state: CustomerState, activity: Activity) -> list[bool]:
+    def _resolve_pending(
+        self,
+        state: CustomerState,
+        activity: Activity,
+        examples: list[tuple[dict[str, float], bool]] | None = None,
+    ) -> list[bool]:
         """Label the pending examples taken before this event with what it tells."""
         labels: list[bool] = []
         if not state.pending:
@@ -726,11 +775,11 @@ class CustomerScorer:
             if age >= self._horizon or cancelled:
                 # A cancellation is churn whenever it is dated: no re-score would label an
                 # example a cancelled customer left behind.
-                self._learn_label(example, True, labels, activity.time)
+                self._learn_label(example, True, labels, activity.time, examples)
             elif age < 0:
                 later.append(example)  # a late event from before the example changes nothing
             elif age >= cfg.churn_sample_interval_days * DAY:
-                self._learn_label(example, False, labels, activity.time)
+                self._learn_label(example, False, labels, activity.time, examples)
             else:
                 # Too soon for a label: a new example is taken after this event instead.
                 self._pending = max(self._pending - 1, 0)
