@@ -22,7 +22,6 @@ Redis hashes hold), and compared. The tolerances, and why (README, *Throughput*)
 
 from __future__ import annotations
 
-import pickle
 from collections import Counter
 from typing import Any
 
@@ -39,8 +38,8 @@ from streams.convert import activity_of
 CUSTOMERS = 300
 EVENTS = 6_000
 BATCH = 40  # about a day of the simulation's event time, as re-scores are daily
-#: The alerts an event raises by itself (a cancellation is a ``churn_risk`` alert with the
-#: cancelling event's id; the simulation has none).
+#: The alerts an event raises by itself, besides a cancellation (a ``churn_risk`` alert, counted
+#: with the churn alerts below).
 EVENT_ALERTS = frozenset({"negative_feedback"})
 
 
