@@ -86,7 +86,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 P = ParamSpec("P")
 T = TypeVar("T")
 #: One event as ``ScoringEngine.process`` takes it: customer id, activity, offset, event id.
-Event = tuple[str, Activity, int, str]
+Event = tuple[str, Activity, int | None, str | None]
 TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 
 

@@ -47,9 +47,9 @@ EVENT_ALERTS = frozenset({"negative_feedback"})
 def events() -> list[tuple[str, Activity, int, str]]:
     """The simulated events, each with an offset, and every 50th delivered again later."""
     decoded = []
-    for offset, event in enumerate(generate_events(SimulationConfig(customers=CUSTOMERS),
+    for offset, simulated in enumerate(generate_events(SimulationConfig(customers=CUSTOMERS),
                                                    limit=EVENTS)):  # fmt: skip
-        value = decode_event(orjson.dumps(event))
+        value = decode_event(orjson.dumps(simulated))
         decoded.append((value.customer_id, activity_of(value), offset, value.event_id))
     redelivered = []
     for n, event in enumerate(decoded):
@@ -73,13 +73,13 @@ def run(events: list[Any], batch: int | None) -> tuple[ScoringEngine, list[Score
     else:
         for start in range(0, len(events), batch):
             chunk = events[start : start + batch]
-            out = engine.process_many(chunk)
-            scored += out.scored + out.rescored
-            for s in out.scored:
+            batch_scores = engine.process_many(chunk)
+            scored += batch_scores.scored + batch_scores.rescored
+            for s in batch_scores.scored:
                 ids = [chunk[n][3] for n in s.alert_events]
                 alerts += [(s.customer_id, a.type, a.time, i)
                            for a, i in zip(s.outcome.alerts, ids, strict=True)]  # fmt: skip
-            alerts += [(s.customer_id, a.type, a.time, None) for s in out.rescored
+            alerts += [(s.customer_id, a.type, a.time, None) for s in batch_scores.rescored
                        for a in s.outcome.alerts]  # fmt: skip
     return engine, scored, alerts
 
