@@ -34,10 +34,11 @@ from online_models.activity import Activity
 from online_models.alert_policy import AlertIntent
 from online_models.batch_scoring import _Batch
 from online_models.outliers import Placements
+from online_models.score_types import ScoreOutcome
 from online_models.state import CustomerState
 
 if TYPE_CHECKING:
-    from online_models.scorer import CustomerScorer, ScoreOutcome
+    from online_models.scorer import CustomerScorer
 
 __all__ = ["EventLearner", "EventScores"]
 

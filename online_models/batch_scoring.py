@@ -56,12 +56,13 @@ from online_models.density import UNUSUAL
 from online_models.outliers import Placements
 from online_models.profile import CHURN_FEATURES
 from online_models.reasons import CANCELLED_REASONS, TOP_REASONS, LazyReasons, ReasonBook
+from online_models.score_types import CustomerScore, Moved, ScoreOutcome
 from online_models.state import CustomerState
 
 if TYPE_CHECKING:
     from online_models.churn import PendingExample
     from online_models.reasons import ChurnReason
-    from online_models.scorer import CustomerScore, CustomerScorer, ScoreOutcome
+    from online_models.scorer import CustomerScorer
 
 __all__ = ["MIN_BATCH", "rescore_many"]
 
@@ -339,8 +340,6 @@ class _Batch:
 
     def _finish(self, on_error: OnError | None) -> list[ScoreOutcome]:
         """Examples, votes, scores and alerts; the outcomes, failed customers left out."""
-        from online_models.scorer import ScoreOutcome
-
         changed = self._changed()
         failed: set[int] = set()
         for i in np.flatnonzero(self.take).tolist():
@@ -393,8 +392,6 @@ class _Batch:
     def _scores(self, served: np.ndarray) -> list[CustomerScore]:
         """Every customer's score, from the columns (what ``CustomerScore.of_profile``
         makes of each)."""
-        from online_models.scorer import CustomerScore
-
         describe = self.scorer.segmenter.describe
         names = {segment: describe(segment) for segment in np.unique(served).tolist()}
         outlook, cancelled, columns = self.outlook, self.cancelled, self.columns
@@ -444,8 +441,6 @@ class _Batch:
         self, i: int, score: CustomerScore, left: int | None, became_outlier: bool
     ) -> tuple[list[AlertIntent], bool]:
         """The ``i``-th customer's alerts, and whether their alert state changed."""
-        from online_models.scorer import Moved
-
         state = self.states[i]
         before = state.alerts
         state.alerts = AlertState(before.churn_armed, dict(before.last_alert_at))
