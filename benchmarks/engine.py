@@ -16,12 +16,13 @@ deadlines, as in production. Events are decoded before the clock starts (the cor
 an ``Activity``). For each batch size, from a fresh scorer and the same events:
 
 1. **Events.** The events go through the engine a batch at a time, on one shard, shaped like
-   one fetch of the worker (``streams/app.py``, ``handle_batch``): each event's
-   ``engine.process`` (its score, then the re-scores its event time made due), then the
+   one fetch of the worker (``streams/app.py``, ``handle_batch``, and ``streams/batch_loop.py``):
+   ``engine.process_many`` of the batch (each customer scored once, as of their latest
+   event, then the re-scores the batch's latest event time made due), or, for an engine
+   without it (a ``--baseline`` from before it), each event's ``engine.process``; then the
    batch's flush ranks the recommendations of every customer it scored, once each
    (``recommend_many`` with the scores' times, as ``_render_many`` does before writing to
-   Redis). When the engine has a batch entry point, ``process_many``, it is used instead of
-   the loop (see :func:`score_batch` for the shape expected).
+   Redis). See :func:`score_batch` for the shape expected.
 2. **Re-scores only.** Then event time moves on ``--rescore-days`` days, a day at a time,
    with no events: ``engine.advance(day, limit=batch size)`` until nobody is due, each chunk
    of re-scored customers ranked as a flush would. Only silent customers are scored here.

@@ -39,7 +39,9 @@ def _erasure(decoded: _Decoded, position: int) -> bool:
     return row >= 0 and decoded.activities[row] is None
 
 
-def run_end(messages: Sequence[Message], decoded: _Decoded, start: int, generation: int) -> int:
+def run_end(
+    messages: Sequence[Message], decoded: _Decoded, start: int, generation: int | None
+) -> int:
     """Where the run of messages from ``start`` ends: at the end of the decoded chunk, at an
     erasure request (what it erases must be scored before it and not after), at a message
     of another consumer generation, or after :data:`RUN_EVENTS` messages. ``start`` itself
