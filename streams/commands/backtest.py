@@ -151,8 +151,10 @@ def run_backtest(
 
     ``events`` are events, or chunks of a file's events (a
     :class:`~streams.commands.transactions.TransactionStream`): only a chunk at a time is held.
-    The scoring path is the worker's (:class:`~online_models.engine.ScoringEngine`): every
-    event updates the models and its customer's state, silent customers are re-scored as
+    The scoring path is the worker's (:class:`~online_models.engine.ScoringEngine`), in
+    batches as a worker scores a fetch (``process_many``: at most :data:`BATCH_EVENTS` over
+    at most :data:`BATCH_SECONDS` of event time): every event updates the models and its
+    customer's state, silent customers are re-scored as
     event time moves on, and churn labels arrive when the stream reveals them. Customers are
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
