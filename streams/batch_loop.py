@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 #: The most messages scored in one run: a run holds the event loop (no await inside), about
 #: 100 us an event.
 RUN_EVENTS = 500
+#: The most event time one run spans: a live fetch spans seconds, but a backlog's (a replay,
+#: a worker catching up) can span days, and a run moves the watermark once, so its silent
+#: customers would be re-scored days late and a customer's many events would be scored once.
+RUN_SECONDS = 3_600.0
 
 
 def _scorable(message: Message, decoded: _Decoded, position: int) -> bool:
@@ -44,14 +48,23 @@ def run_end(
 ) -> int:
     """Where the run of messages from ``start`` ends: at the end of the decoded chunk, at an
     erasure request (what it erases must be scored before it and not after), at a message
-    of another consumer generation, or after :data:`RUN_EVENTS` messages. ``start`` itself
-    when it is an erasure (handled alone)."""
+    of another consumer generation, at an event more than :data:`RUN_SECONDS` of event time
+    from the run's first, or after :data:`RUN_EVENTS` messages. ``start`` itself when it is
+    an erasure (handled alone)."""
     stop = min(decoded.end, start + RUN_EVENTS)
+    rows, times = decoded.batch.rows, decoded.batch.columns.times
+    first: float | None = None
     for index in range(start, stop):
-        if _erasure(decoded, index - decoded.start) or (
-            messages[index].generation_id != generation
-        ):
+        position = index - decoded.start
+        if _erasure(decoded, position) or messages[index].generation_id != generation:
             return index
+        row = rows[position]
+        if row >= 0:
+            time = float(times[row])
+            if first is None:
+                first = time
+            elif abs(time - first) > RUN_SECONDS:
+                return index
     return stop
 
 

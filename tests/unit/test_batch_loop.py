@@ -87,3 +87,14 @@ def test_an_event_whose_scoring_raises_is_dead_lettered_alone(monkeypatch) -> No
     assert sorted(letters) == [(7, "key_mismatch"), (9, "not_json"), (23, "processing_error")]
     assert outcomes.count("scored") == 57
     assert set(written) == {f"c-{n}" for n in range(20)}  # c-3's other purchases are scored
+
+
+def test_a_run_spans_at_most_an_hour_of_event_time() -> None:
+    # A backlog's fetch spans days: scored as one run, its silent customers would be
+    # re-scored days late.
+    messages = [message(n, f"c-{n}", purchase(n * 30, f"c-{n}")) for n in range(10)]
+    batch = decode_events([m.value for m in messages])
+    decoded = _Decoded(0, batch, activities_of(batch.columns), 0.0)
+
+    assert run_end(messages, decoded, 0, messages[0].generation_id) == 3  # 0, 30 and 60 min
+    assert run_end(messages, decoded, 3, messages[0].generation_id) == 6
