@@ -6,22 +6,25 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from online_models import __version__
 from online_models.activity import DAY, Activity
-from online_models.alert_policy import AlertIntent, AlertPolicy, AlertState
+from online_models.alert_policy import AlertPolicy, AlertState
 from online_models.batch_scoring import rescore_many
 from online_models.batch_votes import Votes
 from online_models.churn import ChurnModel, ChurnQuality, PendingExample
 from online_models.content import ContentModel
 from online_models.density import UNUSUAL, DensitySegmenter
+from online_models.event_learning import LATENT as _LATENT
+from online_models.event_learning import EventLearning
 from online_models.lifetime import LifetimeModel
 from online_models.outliers import Placement
 from online_models.reasons import CANCELLED_REASONS, churn_reasons
 from online_models.recommend import RankRequest, RecommendationQuality, Recommender
+from online_models.score_alerts import ScoreAlerts
 from online_models.score_types import (
     CustomerScore,
     Learned,
@@ -47,16 +50,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Implicit-feedback strength of each action for the recommender.
-_INTERACTION_WEIGHTS = {"purchase": 1.0, "cart_add": 0.5, "view": 0.2}
-_TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 # Silent customers are re-scored until this many horizons of silence: long enough for their
 # last examples to be labelled and for the segments to learn where lapsed customers sit.
 _RESCORE_HORIZONS = 3.0
 # Items of a customer's purchase history whose co-purchase neighbours are recommended.
 _CO_PURCHASE_HISTORY = 50
-# A customer's latent factors in their state: float32, little-endian.
-_LATENT = np.dtype("<f4")
 _CANCELLED, _LAST_SEEN = attrgetter("cancelled"), attrgetter("profile.last_seen")
 _PENDING = attrgetter("pending")
 
@@ -74,7 +72,7 @@ class _ChurnParts(NamedTuple):
     no_order: float | None  # BG/NBD's chance of no order in the horizon; None: never ordered
 
 
-class CustomerScorer:
+class CustomerScorer(EventLearning, ScoreAlerts):
     """Updates every model with one customer's event and scores the customer.
 
     Churn labels come from the stream. Every served score leaves a pending example: the
@@ -236,65 +234,6 @@ class CustomerScorer:
             state, score, moved, now, learned.tone, activity.kind, learned.newly_cancelled
         )
         return ScoreOutcome(state, score, alerts, learned.labels)
-
-    def learn_event(
-        self,
-        customer_id: str,
-        state: CustomerState,
-        activity: Activity,
-        shard: int = 0,
-        *,
-        evaluate: bool = True,
-        examples: list[tuple[dict[str, float], bool]] | None = None,
-    ) -> Learned:
-        """What is sequential in scoring an event, changing ``state`` and the models: the
-        recommendations' hit rate (unless not ``evaluate``: a batch ranks its baskets'
-        lists together), the pending examples' labels (with ``examples``, the labelled
-        examples are added to it for the churn model to learn later, instead of now), the
-        profile, the value model's totals and the recommender's step. What the event told
-        (see :class:`Learned`).
-        """
-        state.shard = shard
-        # Any event may change what the customer can be recommended (a purchase is excluded,
-        # a view moves the neighbours), whatever its time: the kept list is ranked anew.
-        state.ranked, state.ranked_at = [], None
-        profile = state.profile
-        if evaluate:
-            self._evaluate_recommendations(customer_id, state, activity)
-        labels = self._resolve_pending(state, activity, examples)
-
-        first_event = profile.events == 0
-        new_day = first_event or activity.time // DAY > profile.last_seen // DAY
-        old_monetary, old_orders = profile.net_monetary, profile.orders
-        tone = None
-        if activity.kind in _TEXT_KINDS:
-            tone = self._sentiment.predict_one(activity.text, activity.rating)
-        profile.record(activity, tone)
-        newly_cancelled = activity.kind == "subscription_cancel" and not state.cancelled
-        if activity.kind == "subscription_cancel":
-            state.cancelled = True
-        elif activity.kind == "purchase":
-            state.cancelled = False
-        self._value.observe(
-            None if first_event else old_monetary,
-            None if first_event else old_orders,
-            profile.net_monetary,
-            profile.orders,
-        )
-        if activity.item_id is not None and activity.kind in _INTERACTION_WEIGHTS:
-            basket = [i for i in profile.recent_items if i != activity.item_id]
-            latent = self._latent(customer_id, state)
-            self._recommender.learn_one(
-                customer_id,
-                activity.item_id,
-                time=activity.time,
-                weight=_INTERACTION_WEIGHTS[activity.kind],
-                basket=basket if activity.kind == "purchase" else (),
-                latent=latent,
-            )
-            state.latent = latent.astype(_LATENT).tobytes()
-        self._events_learned += 1
-        return Learned(labels, tone, newly_cancelled, new_day)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
         """Re-score a customer at event time ``now`` without an event from them.
@@ -487,28 +426,6 @@ class CustomerScorer:
             requests.append((latent, exclude, history))
         return self._recommender.rank_many(requests, self.config.top_k)
 
-    def _evaluate_recommendations(
-        self, customer_id: str, state: CustomerState, activity: Activity
-    ) -> None:
-        """Was the first line of a new basket in the customer's list just before it?
-
-        The list is ranked now, by the models as they are before learning the basket: what
-        the customer's Redis hash held, give or take one flush of model updates.
-        """
-        if activity.kind != "purchase" or activity.item_id is None or state.profile.events == 0:
-            return  # a customer's first event: no list was served to them yet
-        last_order = state.profile.last_order_at
-        if last_order is not None and activity.time <= last_order:
-            return  # a further line of a basket already seen, or a late one
-        if self._hit_rate.due():
-            self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
-
-    def _latent(self, customer_id: str, state: CustomerState) -> np.ndarray:
-        """The customer's latent factors, to update (a new customer's start seeded by id)."""
-        if state.latent is None:
-            return self._recommender.user_latent(customer_id)
-        return np.frombuffer(state.latent, _LATENT).astype(float)
-
     def _place(self, state: CustomerState, placement: Placement, *, counts: bool = True) -> Moved:
         """Record where the customer's features put them: their outlier flag (a step of its
         streak when the score ``counts``: one per customer per day of events, every
@@ -565,51 +482,6 @@ class CustomerScorer:
         state.pending.append(PendingExample(now, features, risk))
         self._pending += 1
 
-    def _learn_label(
-        self,
-        pending: PendingExample,
-        churned: bool,
-        labels: list[bool],
-        now: float,
-        examples: list[tuple[dict[str, float], bool]] | None = None,
-    ) -> None:
-        self._quality.update(pending.risk, churned, served_at=pending.time, now=now)
-        if examples is None:
-            self._churn.learn_one(pending.features, churned)
-        else:
-            examples.append((pending.features, churned))
-        self._pending = max(self._pending - 1, 0)
-        labels.append(churned)
-
-    def _resolve_pending(
-        self,
-        state: CustomerState,
-        activity: Activity,
-        examples: list[tuple[dict[str, float], bool]] | None = None,
-    ) -> list[bool]:
-        """Label the pending examples taken before this event with what it tells."""
-        labels: list[bool] = []
-        if not state.pending:
-            return labels
-        cfg = self.config
-        cancelled = activity.kind == "subscription_cancel"
-        later = []
-        for example in state.pending:
-            age = activity.time - example.time
-            if age >= self._horizon or cancelled:
-                # A cancellation is churn whenever it is dated: no re-score would label an
-                # example a cancelled customer left behind.
-                self._learn_label(example, True, labels, activity.time, examples)
-            elif age < 0:
-                later.append(example)  # a late event from before the example changes nothing
-            elif age >= cfg.churn_sample_interval_days * DAY:
-                self._learn_label(example, False, labels, activity.time, examples)
-            else:
-                # Too soon for a label: a new example is taken after this event instead.
-                self._pending = max(self._pending - 1, 0)
-        state.pending = later
-        return labels
-
     def _observe_lifetime(self, customer_id: str, state: CustomerState, now: float) -> None:
         """The lifetime model's sample learns the customer's latest totals."""
         profile = state.profile
@@ -659,87 +531,3 @@ class CustomerScorer:
             model_version=self.model_version, outlook=None if state.cancelled else outlook,
             churn_reasons=reasons, placement=placement,
         )  # fmt: skip
-
-    def _alerts(
-        self,
-        state: CustomerState,
-        score: CustomerScore,
-        moved: Moved,
-        now: float,
-        tone: float | None,
-        kind: str,
-        newly_cancelled: bool = False,
-    ) -> list[AlertIntent]:
-        policy = self._policy
-        left_segment = moved.left
-        time = now
-        if newly_cancelled:
-            alerts = policy.cancellation(state.alerts, time=time)
-        elif state.cancelled:
-            alerts = []  # already alerted when the customer cancelled
-        else:
-            alerts = policy.churn(
-                state.alerts,
-                score.churn_risk,
-                value_at_risk=score.value_at_risk,
-                time=time,
-                labels=self._churn.labels_learned,
-                details=lambda: {
-                    "p_alive": round(score.p_alive, 6),
-                    "predicted_clv": round(score.predicted_clv, 2),
-                    "reasons": [reason.to_dict() for reason in score.churn_reasons],
-                },
-            )
-        # Ids of neighbouring clusters can trade customers without a change a CRM cares
-        # about: only a move to a differently described segment is an alert.
-        if (
-            left_segment is not None
-            and self._segmenter.describe(left_segment) != score.segment_name
-        ):
-            alerts += policy.segment_change(
-                state.alerts,
-                time=time,
-                previous=left_segment,
-                current=score.segment,
-                names=(self._segmenter.describe(left_segment), score.segment_name),
-                orders=score.orders,
-                learned=self._segmenter.learned,
-                by_silence=kind == "silence",
-            )
-        if moved.became_outlier:
-            alerts += policy.unusual_customer(
-                state.alerts,
-                time=time,
-                score=score.outlier_score,
-                threshold=(
-                    self._segmenter.outlier_fence_score()
-                    if isinstance(self._segmenter, Segmenter)
-                    else None
-                ),
-                learned=self._segmenter.learned,
-                details=lambda: self._unusual_details(state, score, now),
-            )
-        if tone is not None:
-            alerts += policy.negative_feedback(
-                state.alerts, time=time, sentiment=tone, value=score.value, kind=kind
-            )
-        return alerts
-
-    def _unusual_details(
-        self, state: CustomerState, score: CustomerScore, now: float
-    ) -> dict[str, Any]:
-        """What makes a customer unusual: the features that put them far from the nearest
-        segment (k-means centre, or micro-cluster of a dense region), with their values."""
-        profile = state.profile
-        features = self._segmenter.unusual_features(
-            profile.segment_features(now), profile.segment_quantities(now)
-        )
-        return {
-            "segment": score.segment,
-            "segment_name": score.segment_name,
-            "features": [
-                {name: feature[name] for name in ("feature", "value", "typical", "deviation")}
-                for feature in features
-            ],
-            "reasons": [feature["reason"] for feature in features],
-        }
