@@ -16,12 +16,13 @@ deadlines, as in production. Events are decoded before the clock starts (the cor
 an ``Activity``). For each batch size, from a fresh scorer and the same events:
 
 1. **Events.** The events go through the engine a batch at a time, on one shard, shaped like
-   one fetch of the worker (``streams/app.py``, ``handle_batch``): each event's
-   ``engine.process`` (its score, then the re-scores its event time made due), then the
+   one fetch of the worker (``streams/app.py``, ``handle_batch``, and ``streams/batch_loop.py``):
+   ``engine.process_many`` of the batch (each customer scored once, as of their latest
+   event, then the re-scores the batch's latest event time made due), or, for an engine
+   without it (a ``--baseline`` from before it), each event's ``engine.process``; then the
    batch's flush ranks the recommendations of every customer it scored, once each
    (``recommend_many`` with the scores' times, as ``_render_many`` does before writing to
-   Redis). When the engine has a batch entry point, ``process_many``, it is used instead of
-   the loop (see :func:`score_batch` for the shape expected).
+   Redis). See :func:`score_batch` for the shape expected.
 2. **Re-scores only.** Then event time moves on ``--rescore-days`` days, a day at a time,
    with no events: ``engine.advance(day, limit=batch size)`` until nobody is due, each chunk
    of re-scored customers ranked as a flush would. Only silent customers are scored here.
@@ -86,7 +87,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 P = ParamSpec("P")
 T = TypeVar("T")
 #: One event as ``ScoringEngine.process`` takes it: customer id, activity, offset, event id.
-Event = tuple[str, Activity, int, str]
+Event = tuple[str, Activity, int | None, str | None]
 TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 
 
@@ -182,25 +183,21 @@ class Stopwatch:
 def score_batch(engine: ScoringEngine, batch: Sequence[Event]) -> tuple[list[Scored], list[Scored]]:
     """The events' own scores and the re-scores that came with them, for one fetch's events.
 
-    The engine's batch entry point, when it has one, is expected to look like this::
+    The engine's batch entry point, when it has one, is ``process_many(events, shard=0)``
+    (see ``ScoringEngine.process_many``): the events, each (customer id, activity, offset,
+    event id) as ``process`` takes them, in delivery order, in; a ``BatchScores`` out, whose
+    ``scored`` holds the duplicates' stored scores and one score per customer the batch
+    touched (as of their latest event) and whose ``rescored`` holds the re-scores of whoever
+    the batch's latest event time made due (at most ``MAX_RESCORES_PER_EVENT`` per event).
+    The events' count is the batch's length, however many scores it gave.
 
-        def process_many(self, events: Sequence[tuple[str, Activity, int | None, str | None]],
-                         shard: int = 0) -> list[Scored]:
-            '''Score a batch of one shard's events, each (customer id, activity, offset,
-            event id) as ``process`` takes them, in delivery order; then move the shard's
-            watermark once, to the batch's latest event time, re-scoring whoever fell due
-            (at most ``MAX_RESCORES_PER_EVENT`` per event of the batch, through
-            ``self.advance``, so that their time is theirs). Returns the events' own scores
-            first, one per event and in order (a duplicate's marked as such), then the
-            re-scores.'''
-
-    Without it, what the worker does today: ``process`` per event, each moving the watermark
+    Without it, what the worker did before: ``process`` per event, each moving the watermark
     and re-scoring (at most ``MAX_RESCORES_PER_EVENT``) whoever its event time made due.
     """
     process_many = getattr(engine, "process_many", None)
     if process_many is not None:
-        scored = process_many(batch)
-        return scored[: len(batch)], scored[len(batch) :]
+        scores = process_many(batch)
+        return scores.scored, scores.rescored
     own: list[Scored] = []
     rescored: list[Scored] = []
     process = engine.process
@@ -261,9 +258,10 @@ def _score_events(
     """
     for start in range(0, len(events), batch_size):
         watch.start("events")
-        own, rescored = score_batch(engine, events[start : start + batch_size])
+        batch = events[start : start + batch_size]
+        own, rescored = score_batch(engine, batch)
         watch.stop()
-        counts["events"] += len(own)
+        counts["events"] += len(batch)
         counts["rescores"] += len(rescored)
         for kind, scored in (("events", own), ("rescores", rescored)):
             if scored:

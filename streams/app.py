@@ -23,6 +23,7 @@ from online_models.scoring.scorer import CustomerScore, CustomerScorer
 from online_models.scoring.state import CustomerState
 from schemas.audit import ErasureRecord
 from schemas.event_batch import EventBatch, EventColumns, decode_events
+from streams.batch_loop import run_end, score_run
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
 from streams.convert import activities_of, alert_of, score_fields
@@ -342,7 +343,8 @@ class ScorerService:
         flush_seconds, producer_limit = settings.redis_flush_ms / 1e3, settings.producer_max_pending
         slice_started = flushed = persisted = clock()
         decoded: _Decoded | None = None
-        for index, message in enumerate(messages):
+        index = 0
+        while index < len(messages):
             if decoded is None or index == decoded.end:
                 decoded = self._decode(messages, index, not_after)
             started = clock()
@@ -355,21 +357,31 @@ class ScorerService:
                     flushed = clock()
                 await asyncio.sleep(0)  # /metrics, timers and the Redis flush get their turn
                 started = slice_started = clock()
-            if message.generation_id != app.consumer_generation_id or not flow_active():
+            message = messages[index]
+            generation = app.consumer_generation_id
+            if message.generation_id != generation or not flow_active():
                 break
-            event = enter_event(app, message)  # the customer table writes to its partition
-            outcome = "failed"
-            try:
-                outcome = self._handle(message, decoded, index - decoded.start)
-            except Exception:  # a bug: acknowledged, not retried forever
-                logger.exception("Handling %s failed", _position(message))
+            stop = run_end(messages, decoded, index, generation)
+            if stop > index:  # a run of events scored together
+                outcomes = score_run(self, messages, decoded, index, stop)
+            else:  # an erasure request, alone
+                event = enter_event(app, message)  # the customer table writes to its partition
+                outcomes = ["failed"]
+                try:
+                    outcomes = [self._handle(message, decoded, index - decoded.start)]
+                except Exception:  # a bug: acknowledged, not retried forever
+                    logger.exception("Handling %s failed", _position(message))
+                del event
+                stop = index + 1
             if self._erasures and not self._erasures_waiting:  # acked once carried out
                 await self._carry_out_erasures()
-            del event
-            self._handled_offsets[message.partition] = message.offset
-            if outcome != "erased":
-                handled.append(message)
-            observe(clock() - started + decoded.seconds_each)
+            each = (clock() - started) / (stop - index) + decoded.seconds_each
+            for done, outcome in zip(messages[index:stop], outcomes, strict=True):
+                self._handled_offsets[done.partition] = done.offset
+                if outcome != "erased":
+                    handled.append(done)
+                observe(each)
+            index = stop
             if states.unwritten >= states.capacity or self._records_pending() > producer_limit:
                 await self._persist(handled)
                 slice_started = persisted = clock()
@@ -729,15 +741,26 @@ class ScorerService:
             unreadable,
         )
 
-    def _emit(self, scored: Scored, produced_at: float | None, event_id: str | None) -> None:
+    def _emit(
+        self,
+        scored: Scored,
+        produced_at: float | None,
+        event_id: str | None,
+        *,
+        alert_event_ids: Sequence[str | None] | None = None,
+    ) -> None:
+        """Queue a score for Redis and its alerts for Kafka, each alert with ``event_id``
+        (or the id of each alert's own event, ``alert_event_ids``)."""
         customer_id, outcome = scored.customer_id, scored.outcome
         score = outcome.score
         self.writer.put(customer_id, (customer_id, outcome.state, score), produced_at)
         self.metrics.churn_risk.observe(score.churn_risk)
         self.metrics.labels_learned(outcome.labels)
         key = customer_id.encode("utf-8")
-        for intent in outcome.alerts:
-            alert = alert_of(customer_id, intent, intent.time, event_id)
+        if alert_event_ids is None:
+            alert_event_ids = [event_id] * len(outcome.alerts)
+        for intent, alert_event_id in zip(outcome.alerts, alert_event_ids, strict=True):
+            alert = alert_of(customer_id, intent, intent.time, alert_event_id)
             self.outbox.add(
                 self.settings.alerts_topic,
                 key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from online_models.group.model import GroupModel
@@ -87,6 +88,29 @@ class LocalGroup:
             self.sync()
             self._next_sync = activity.time + self.sync_seconds
         return list(self.engines[worker].process(customer_id, activity, shard, event_id=event_id))
+
+    def process_many(
+        self, events: Sequence[tuple[str, Any, str | None, int]], workers_of: Sequence[int]
+    ) -> list[Any]:
+        """Score a batch of events, each ``(customer_id, activity, event_id, shard)``, on the
+        worker ``workers_of[shard]`` (syncing first when a sync interval of event time passed
+        by the batch's first event): one ``ScoringEngine.process_many`` per shard, in the
+        order of the shards' first events; returns their ``BatchScores``."""
+        if not events:
+            return []
+        first = events[0][1].time
+        if self._next_sync is None:
+            self._next_sync = first + self.sync_seconds
+        elif first >= self._next_sync:
+            self.sync()
+            self._next_sync = first + self.sync_seconds
+        shards: dict[int, list[tuple[str, Any, None, str | None]]] = {}
+        for customer_id, activity, event_id, shard in events:
+            shards.setdefault(shard, []).append((customer_id, activity, None, event_id))
+        return [
+            self.engines[workers_of[shard]].process_many(batch, shard)
+            for shard, batch in shards.items()
+        ]
 
     def sync(self) -> int:
         """Every worker sends its delta, the merger publishes, every worker applies."""

@@ -7,14 +7,14 @@ features become a matrix, the logistic risk and its per-feature terms come from 
 and one product, BG/NBD's outlook and chance of no order from arrays (``hyp2f1`` is a ufunc),
 the value ranks from one cumulative sum, every customer's distance to every segment centre at
 once with its outlier score from one cumulative sum of the distance histogram; the segment
-votes and outlier streaks are counted over arrays (:mod:`online_models.batch_votes`), and the
-scores are built from the columns.
+votes and outlier streaks are counted over arrays
+(:mod:`online_models.scoring.batch_votes`), and the scores are built from the columns.
 
 What is one customer's is done only for the customers it concerns, which on a day are few:
 labelling the examples whose horizon passed, taking a new example, writing votes that changed,
 and the alert policy where it may act (:meth:`AlertPolicy.churn_may_act`, a segment left, a
 new outlier). A state no re-score changed is not written to. The reasons' phrases wait until
-a score's reasons are read (:class:`~online_models.reasons.LazyReasons`).
+a score's reasons are read (:class:`~online_models.scoring.reasons.LazyReasons`).
 
 Within a batch the models learn as a mini-batch:
 
@@ -54,14 +54,15 @@ from online_models.scoring.batch_features import (
 )
 from online_models.scoring.batch_votes import NO_SEGMENT, Votes
 from online_models.scoring.reasons import CANCELLED_REASONS, TOP_REASONS, LazyReasons, ReasonBook
+from online_models.scoring.score_types import CustomerScore, Moved, ScoreOutcome
 from online_models.scoring.state import CustomerState
 from online_models.segments.density import UNUSUAL
+from online_models.segments.outliers import Placements
 
 if TYPE_CHECKING:
     from online_models.churn.labels import PendingExample
     from online_models.scoring.reasons import ChurnReason
-    from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScoreOutcome
-
+    from online_models.scoring.scorer import CustomerScorer
 __all__ = ["MIN_BATCH", "rescore_many"]
 
 logger = logging.getLogger(__name__)
@@ -160,11 +161,16 @@ class _Batch:
     few customers' bookkeeping that is theirs alone."""
 
     def __init__(
-        self, scorer: CustomerScorer, customers: Sequence[tuple[str, CustomerState]], now: float
+        self,
+        scorer: CustomerScorer,
+        customers: Sequence[tuple[str, CustomerState]],
+        now: float | np.ndarray,
     ) -> None:
-        """Read the states; changes nothing (raises for a state whose fields do not read)."""
+        """Read the states, to be scored at ``now`` (one time, or one per customer; never
+        before a customer's latest event); changes nothing (raises for a state whose fields
+        do not read)."""
         self.scorer = scorer
-        self.now = now
+        self.now = float(np.max(now))  # a re-score's one time (its one-by-one fallback)
         self.horizon = scorer.config.churn_horizon_days * DAY
         self.customer_ids = [customer_id for customer_id, _ in customers]
         self.states = [state for _, state in customers]
@@ -295,12 +301,8 @@ class _Batch:
         # BG/NBD's half, in the terms' units: how far it moved the log-odds (a reason if up).
         shift = _logit(self.risk) - _logit(logistic)
         terms = np.column_stack([terms, np.where(shift > 0, shift, 0.0)])
-        self.take = (
-            ~cancelled
-            & (at - columns.last_seen < self.horizon)
-            & (at - self.newest >= cfg.churn_silent_sample_days * DAY)
-        )
-        self.placements = scorer.segmenter.learn_place_many(segment_feature_matrix(columns, at), at)
+        self.take = self._takes()
+        self.placements = self._place(segment_feature_matrix(columns, at))
         self.value = scorer.value_model.value_many(
             columns.net_monetary, columns.orders, columns.days_since_order(at)
         )
@@ -313,11 +315,31 @@ class _Batch:
         )  # fmt: skip
         self.has_reasons = contributions[:, 0] > 0
 
+    def _takes(self) -> np.ndarray:
+        """Who takes a new pending example: a silent customer every
+        ``churn_silent_sample_days`` within the horizon."""
+        at, silent_days = self.at, self.scorer.config.churn_silent_sample_days
+        return (
+            ~self.cancelled
+            & (at - self.columns.last_seen < self.horizon)
+            & (at - self.newest >= silent_days * DAY)
+        )
+
+    def _place(self, points: np.ndarray) -> Placements:
+        """Every customer's placement, each point learned (a re-score always counts)."""
+        return self.scorer.segmenter.learn_place_many(points, self.at)
+
+    def _counted(self) -> np.ndarray | None:
+        """Which scores count as a step of an outlier streak (None: all)."""
+        return None
+
+    def _changed(self) -> np.ndarray:
+        """Whose state changed before examples, votes and alerts: those labelled."""
+        return self.labelled.copy()
+
     def _finish(self, on_error: OnError | None) -> list[ScoreOutcome]:
         """Examples, votes, scores and alerts; the outcomes, failed customers left out."""
-        from online_models.scoring.scorer import ScoreOutcome
-
-        changed = self.labelled.copy()
+        changed = self._changed()
         failed: set[int] = set()
         for i in np.flatnonzero(self.take).tolist():
             if _guarded(on_error, self.customer_ids[i], self._take_example, i) is None:
@@ -326,6 +348,7 @@ class _Batch:
         confirmed = self.votes.confirm(
             self.placements.segments, self.placements.outliers,
             self.scorer.config.segment_confirmations, self.scorer.segmenter.current,
+            counts=self._counted(),
         )  # fmt: skip
         voted = confirmed.votes.changed(self.votes)
         confirmed.votes.write(self.states, voted)
@@ -368,8 +391,6 @@ class _Batch:
     def _scores(self, served: np.ndarray) -> list[CustomerScore]:
         """Every customer's score, from the columns (what ``CustomerScore.of_profile``
         makes of each)."""
-        from online_models.scoring.scorer import CustomerScore
-
         describe = self.scorer.segmenter.describe
         names = {segment: describe(segment) for segment in np.unique(served).tolist()}
         outlook, cancelled, columns = self.outlook, self.cancelled, self.columns
@@ -419,15 +440,18 @@ class _Batch:
         self, i: int, score: CustomerScore, left: int | None, became_outlier: bool
     ) -> tuple[list[AlertIntent], bool]:
         """The ``i``-th customer's alerts, and whether their alert state changed."""
-        from online_models.scoring.scorer import Moved
-
         state = self.states[i]
         before = state.alerts
         state.alerts = AlertState(before.churn_armed, dict(before.last_alert_at))
         alerts = self.scorer._alerts(
-            state, score, Moved(left, became_outlier), float(self.at[i]), None, "silence"
+            state, score, Moved(left, became_outlier), float(self.at[i]), None, self._kind(i)
         )
         return alerts, state.alerts != before
+
+    def _kind(self, i: int) -> str:
+        """What the ``i``-th score is for, as the alert policy reads it (``silence``: a
+        re-score)."""
+        return "silence"
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -66,10 +66,14 @@ class Votes(NamedTuple):
         outliers: np.ndarray,
         confirmations: int,
         current: Callable[[int], bool],
+        *,
+        counts: np.ndarray | None = None,
     ) -> Confirmed:
         """One counted score each, placing the customers in segments ``placed`` (UNUSUAL: in
         no dense region, no vote) and flagging ``outliers``, as ``CustomerScorer._place``
-        does: a segment no longer ``current`` is forgotten first.
+        does: a segment no longer ``current`` is forgotten first. A score not ``counts``
+        (False: a further event of a day already counted) can end an outlier streak, not
+        lengthen it (``CustomerState.confirm_outlier``).
 
         >>> votes = Votes(*np.array([[1, -2, 0, 1], [1, 2, 2, 2], [0, -2, 0, 0]]).T)
         >>> confirmed = votes.confirm(np.array([1, 2, 2]), np.array([True, True, False]), 3,
@@ -81,6 +85,9 @@ class Votes(NamedTuple):
         """
         streak = np.where(outliers, np.minimum(self.streak + 1, confirmations + 1), 0)
         became_outlier = outliers & (streak == confirmations)
+        if counts is not None:  # a further score of a day already counted: no streak step
+            streak = np.where(counts | ~outliers, streak, np.maximum(self.streak, 1))
+            became_outlier &= counts
         segment, candidate, votes = self.segment, self.candidate, self.votes
         vote = placed != UNUSUAL
         known = segment != NO_SEGMENT

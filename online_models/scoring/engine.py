@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import sys
 from collections import Counter
-from collections.abc import Collection, Iterable, MutableMapping, Sequence
+from collections.abc import Collection, MutableMapping, Sequence
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
@@ -16,11 +15,15 @@ from typing import NamedTuple
 import numpy as np
 
 from online_models.customer.activity import DAY, Activity
+from online_models.scoring.batch_events import EventLearner, EventScores
+from online_models.scoring.batch_scoring import MIN_BATCH
 from online_models.scoring.batch_votes import NO_SEGMENT
-from online_models.scoring.scorer import CustomerScorer, ScoreOutcome
+from online_models.scoring.deadlines import Deadlines
+from online_models.scoring.score_types import ScoreOutcome
+from online_models.scoring.scorer import CustomerScorer
 from online_models.scoring.state import CustomerState, event_fingerprint
 
-__all__ = ["Deadlines", "Scored", "ScoringEngine"]
+__all__ = ["BatchScores", "Event", "Scored", "ScoringEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,127 +41,44 @@ def _segment(segment: int) -> int | None:
 MAX_RESCORES_PER_EVENT = 1_000
 
 
-class Deadlines:
-    """When each customer is next due for a re-score, without scanning every customer.
-
-    A min-heap of deadlines (floats: a heap of ``(deadline, customer)`` tuples spent most of
-    its time comparing tuples) and who is due at each; a customer's later deadline supersedes
-    earlier ones, so stale entries are skipped when popped. Customers due at the same moment
-    come out by id.
-
-    >>> schedule = Deadlines()
-    >>> schedule.schedule("a", 10.0); schedule.schedule("b", 5.0); schedule.schedule("a", 20.0)
-    >>> schedule.pop_due(15.0)
-    ['b']
-    >>> schedule.pop_due(25.0)
-    ['a']
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[float] = []
-        #: Who each deadline of the heap is for: one customer, or a list of those due at the
-        #: same moment (some may have moved since).
-        self._due_at: dict[float, str | list[str]] = {}
-        self._entries = 0  # (deadline, customer) pairs held, stale ones included
-        self._deadlines: dict[str, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._deadlines)
-
-    def schedule(self, customer_id: str, deadline: float) -> None:
-        """Set (or move) ``customer_id``'s deadline (event time)."""
-        self.schedule_many((customer_id,), (deadline,))
-
-    def schedule_many(self, customer_ids: Sequence[str], deadlines: Sequence[float]) -> None:
-        """:meth:`schedule` of many customers (a later one of the same customer wins).
-
-        >>> schedule = Deadlines()
-        >>> schedule.schedule_many(["a", "b", "a", "c"], [10.0, 5.0, 20.0, 5.0])
-        >>> schedule.pop_due(15.0), schedule.pop_due(25.0)
-        (['b', 'c'], ['a'])
-        """
-        self._deadlines.update(zip(customer_ids, deadlines, strict=True))
-        heap, new = self._heap, self._hold(customer_ids, deadlines)
-        # Pushing costs a few comparisons per level of the heap for each deadline, heapify
-        # two per deadline of the whole heap: whichever is less.
-        if len(new) * max(len(heap), 2).bit_length() > 2 * (len(heap) + len(new)):
-            heap.extend(new)
-            heapq.heapify(heap)
-        else:
-            for deadline in new:
-                heapq.heappush(heap, deadline)
-        # Moved deadlines stay held until popped: at most about one stale entry per live
-        # one, which keeps what is held within twice the customers, O(1) amortised.
-        if self._entries > 2 * len(self._deadlines) + 1024:
-            self._compact()
-
-    def _hold(self, customer_ids: Iterable[str], deadlines: Iterable[float]) -> list[float]:
-        """Note who is due when; the deadlines new to the heap."""
-        due_at, new, held_now = self._due_at, [], 0
-        for customer_id, deadline in zip(customer_ids, deadlines, strict=True):
-            held = due_at.get(deadline)
-            if held is None:
-                due_at[deadline] = customer_id
-                new.append(deadline)
-            elif isinstance(held, str):
-                due_at[deadline] = [held, customer_id]
-            else:
-                held.append(customer_id)
-            held_now += 1
-        self._entries += held_now
-        return new
-
-    def cancel(self, customer_id: str) -> bool:
-        """Drop ``customer_id``'s deadline; True if they had one."""
-        return self._deadlines.pop(customer_id, None) is not None
-
-    def pop_due(self, watermark: float, limit: int | None = None) -> list[str]:
-        """Customers whose deadline is at or before ``watermark`` (earliest first, at most
-        ``limit``), removed from the schedule."""
-        due: list[str] = []
-        heap, due_at, deadlines = self._heap, self._due_at, self._deadlines
-        popped = 0
-        while heap and heap[0] <= watermark and (limit is None or len(due) < limit):
-            deadline = heapq.heappop(heap)
-            held = due_at.pop(deadline)
-            if type(held) is str:  # the common case: one customer due at that moment
-                popped += 1
-                if deadlines.get(held) == deadline:
-                    del deadlines[held]
-                    due.append(held)
-                continue
-            customers = sorted(held)
-            popped += len(customers)
-            for n, customer_id in enumerate(customers):
-                if limit is not None and len(due) >= limit:  # the others wait, still due
-                    heapq.heappush(heap, deadline)
-                    self._hold(customers[n:], [deadline] * (len(customers) - n))
-                    break
-                if deadlines.get(customer_id) == deadline:
-                    del deadlines[customer_id]
-                    due.append(customer_id)
-        self._entries -= popped
-        return due
-
-    def _compact(self) -> None:
-        self._due_at, self._entries = {}, 0
-        self._heap = self._hold(self._deadlines.keys(), self._deadlines.values())
-        heapq.heapify(self._heap)
-
-
 class Scored(NamedTuple):
     """A customer's fresh score, from their own event or from a re-score as time moved on.
 
     ``duplicate`` marks the score of an event applied before (delivered again): it is the
-    stored state's score, changed by nothing, to be published again with no alert.
+    stored state's score, changed by nothing, to be published again with no alert. From
+    :meth:`ScoringEngine.process_many`, ``event`` is the index in the batch of the event a
+    score is as of (None: a re-score), and ``alert_events`` that of the event each alert of
+    the outcome came with.
     """
 
     customer_id: str
     outcome: ScoreOutcome
     duplicate: bool = False
+    event: int | None = None
+    alert_events: tuple[int, ...] = ()
 
 
-_SCORED = partial(tuple.__new__, Scored)  # a Scored of (customer_id, outcome, duplicate)
+# A re-score's Scored, from (customer_id, outcome): no event, no alert's event.
+_RESCORED = partial(tuple.__new__, Scored)
+_NO_EVENT = (False, None, ())
+
+#: One event of a batch, as :meth:`ScoringEngine.process_many` takes it: customer id,
+#: activity, offset and event id (both None when unknown).
+Event = tuple[str, Activity, int | None, str | None]
+
+
+class BatchScores(NamedTuple):
+    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`).
+
+    ``scored``: the duplicates' stored scores first, then one score per customer the batch
+    changed, as of their latest event, in order of their first event (below
+    :data:`~online_models.scoring.batch_scoring.MIN_BATCH` customers, or with a churn model that has
+    no array form, one per event, in order); every alert and label is in these.
+    ``rescored``: the silent customers the batch's latest event time made due.
+    """
+
+    scored: list[Scored]
+    rescored: list[Scored]
 
 
 class ScoringEngine:
@@ -249,6 +169,99 @@ class ScoringEngine:
         watermark = max(self.watermark(shard), activity.time)
         return [Scored(customer_id, outcome), *self.advance(watermark, shard)]
 
+    def process_many(self, events: Sequence[Event], shard: int = 0) -> BatchScores:
+        """Score a batch of one shard's events (in delivery order), then move the shard's
+        watermark once, to the batch's latest event time, and re-score whoever fell due (at
+        most ``MAX_RESCORES_PER_EVENT`` per event of the batch).
+
+        Each touched customer's state is read once and written once; the events are learned
+        one at a time, each customer scored once as of their latest event, with the others
+        as arrays (:class:`~online_models.scoring.batch_events.EventLearner`). An event applied
+        before is recognised as :meth:`process` recognises it. What raises leaves the states
+        and models as far as they got, as :meth:`process` does: the caller reverts the
+        touched customers' states and scores the events one at a time.
+        """
+        if len({event[0] for event in events}) < MIN_BATCH or self.scorer.churn_model.kind != (
+            "logistic"
+        ):
+            return self._process_one_by_one(events, shard)
+        learner = EventLearner(self.scorer, shard)
+        read: dict[str, CustomerState] = {}
+        before: dict[str, int | None] = {}
+        duplicates: list[tuple[str, int]] = []
+        applied: list[tuple[str, CustomerState, Activity, int]] = []
+        watermark = self.watermark(shard)
+        for n, (customer_id, activity, offset, event_id) in enumerate(events):
+            customer_id = sys.intern(customer_id)
+            state = read.get(customer_id)
+            if state is None:
+                state = self.states.get(customer_id)
+                if state is not None:
+                    read[customer_id] = state
+            fingerprint = None if event_id is None else event_fingerprint(event_id)
+            if state is None:
+                state = read[customer_id] = CustomerState.new(activity.time)
+                before[customer_id] = None
+            elif state.has_applied(shard, offset, fingerprint):
+                self.duplicates += 1
+                duplicates.append((customer_id, n))
+                continue
+            elif customer_id not in before:
+                before[customer_id] = self.scorer.served_segment(state)
+            state.record_applied(shard, offset, fingerprint, window=self.event_id_window)
+            applied.append((customer_id, state, activity, n))
+            watermark = max(watermark, activity.time)
+        learner.evaluate_recommendations([applied_event[:3] for applied_event in applied])
+        for customer_id, state, activity, n in applied:
+            learner.learn(customer_id, state, activity, n)
+        scores = learner.score()
+        scored = [
+            self._duplicate(customer_id, read[customer_id], n) for customer_id, n in duplicates
+        ]
+        self._store_events(scores, before, shard)
+        scored += map(Scored, scores.customer_ids, scores.outcomes, repeat(False), scores.events,
+                      scores.alert_events)  # fmt: skip
+        return BatchScores(
+            scored, self.advance(watermark, shard, MAX_RESCORES_PER_EVENT * len(events))
+        )
+
+    def _duplicate(self, customer_id: str, state: CustomerState, event: int) -> Scored:
+        """The stored score of a customer whose event was applied before."""
+        score = self.scorer.score_as_of(state, state.last_scored_at())
+        return Scored(customer_id, ScoreOutcome(state, score, [], [], False), True, event)
+
+    def _store_events(self, scores: EventScores, before: dict[str, int | None], shard: int) -> None:
+        """Write each touched customer's state once, schedule their next re-scores and count
+        the segments they moved between."""
+        states, scorer = self.states, self.scorer
+        touched = [outcome.state for outcome in scores.outcomes]
+        for customer_id, state in zip(scores.customer_ids, touched, strict=True):
+            states[customer_id] = state
+            self._count_segment(before[customer_id], scorer.served_segment(state))
+        as_of = np.fromiter((o.score.as_of for o in scores.outcomes), float, len(touched))
+        deadlines = scorer.next_refresh_many(touched, as_of)
+        schedule = self._deadlines.setdefault(shard, Deadlines())
+        later = np.isfinite(deadlines)
+        schedule.schedule_many(
+            [scores.customer_ids[i] for i in np.flatnonzero(later).tolist()],
+            deadlines[later].tolist(),
+        )
+        for i in np.flatnonzero(~later).tolist():
+            schedule.cancel(scores.customer_ids[i])
+
+    def _process_one_by_one(self, events: Sequence[Event], shard: int) -> BatchScores:
+        """:meth:`process_many` by :meth:`process` of each event (each moving the watermark)."""
+        scored: list[Scored] = []
+        rescored: list[Scored] = []
+        for n, (customer_id, activity, offset, event_id) in enumerate(events):
+            own, *rest = self.process(
+                customer_id, activity, shard, offset=offset, event_id=event_id
+            )
+            alerts = (n,) * len(own.outcome.alerts)
+            scored.append(own._replace(event=n, alert_events=alerts))
+            rescored += rest
+        return BatchScores(scored, rescored)
+
     def advance(
         self, watermark: float, shard: int = 0, limit: int | None = MAX_RESCORES_PER_EVENT
     ) -> list[Scored]:
@@ -287,7 +300,7 @@ class ScoringEngine:
         except Exception:
             logger.exception("Storing %d re-scores together failed", len(outcomes))
             return self._store_one_by_one(customer_ids, outcomes, before, shard)
-        return list(map(_SCORED, zip(customer_ids, outcomes, repeat(False))))
+        return [_RESCORED((c, o, *_NO_EVENT)) for c, o in zip(customer_ids, outcomes, strict=True)]
 
     def _served_one_by_one(
         self, due: list[tuple[str, CustomerState]]

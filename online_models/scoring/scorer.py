@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,25 +15,37 @@ from online_models.churn.labels import PendingExample
 from online_models.churn.model import ChurnModel
 from online_models.churn.quality import ChurnQuality
 from online_models.customer.activity import DAY, Activity
-from online_models.customer.profile import CustomerProfile
 from online_models.recommend.content import ContentModel
 from online_models.recommend.quality import RecommendationQuality
 from online_models.recommend.ranking import RankRequest
 from online_models.recommend.recommender import Recommender
-from online_models.scoring.alert_policy import AlertIntent, AlertPolicy, AlertState, AlertThresholds
+from online_models.scoring.alert_policy import AlertPolicy, AlertState
+from online_models.scoring.batch_scoring import rescore_many
 from online_models.scoring.batch_votes import Votes
-from online_models.scoring.reasons import CANCELLED_REASONS, ChurnReason, churn_reasons
+from online_models.scoring.event_learning import LATENT as _LATENT
+from online_models.scoring.event_learning import EventLearning
+from online_models.scoring.reasons import CANCELLED_REASONS, churn_reasons
+from online_models.scoring.score_alerts import ScoreAlerts
+from online_models.scoring.score_types import (
+    CustomerScore,
+    Learned,
+    Moved,
+    ScoreOutcome,
+    ScorerConfig,
+    make_segmenter,
+)
 from online_models.scoring.state import CustomerState
 from online_models.segments.density import UNUSUAL, DensitySegmenter
 from online_models.segments.kmeans import Segmenter
 from online_models.segments.outliers import Placement
 from online_models.sentiment import SentimentModel
-from online_models.value.lifetime import LifetimeModel, LifetimeScore
+from online_models.value.lifetime import LifetimeModel
 from online_models.value.ranks import ValueModel
 
 __all__ = [
     "CustomerScore",
     "CustomerScorer",
+    "Learned",
     "Moved",
     "ScoreOutcome",
     "ScorerConfig",
@@ -43,192 +54,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Implicit-feedback strength of each action for the recommender.
-_INTERACTION_WEIGHTS = {"purchase": 1.0, "cart_add": 0.5, "view": 0.2}
-_TEXT_KINDS = frozenset({"feedback", "support_ticket"})
 # Silent customers are re-scored until this many horizons of silence: long enough for their
 # last examples to be labelled and for the segments to learn where lapsed customers sit.
 _RESCORE_HORIZONS = 3.0
 # Items of a customer's purchase history whose co-purchase neighbours are recommended.
 _CO_PURCHASE_HISTORY = 50
-# A customer's latent factors in their state: float32, little-endian.
-_LATENT = np.dtype("<f4")
 _CANCELLED, _LAST_SEEN = attrgetter("cancelled"), attrgetter("profile.last_seen")
 _PENDING = attrgetter("pending")
-
-
-@dataclass(frozen=True, slots=True)
-class ScorerConfig:
-    """Hyperparameters of every model and the alert thresholds."""
-
-    churn_horizon_days: float = 90.0
-    churn_sample_interval_days: float = 1.0
-    churn_silent_sample_days: float = 15.0
-    churn_learning_rate: float = 0.1
-    churn_l2: float = 1e-4
-    churn_model: str = "logistic"
-    rescore_interval_days: float = 1.0
-    quality_window: int = 1000
-    #: Segmentation: ``kmeans`` (online k-means, the default) or ``density`` (DBSTREAM).
-    segment_model: str = "kmeans"
-    segments: int = 6
-    segment_halflife_days: float = 1.0
-    segment_confirmations: int = 3
-    #: density: how far a micro-cluster reaches, on the segment features' scales (DBSTREAM's
-    #: clustering threshold).
-    density_radius: float = 0.2
-    #: density: the share of all the weight a micro-cluster needs to be dense.
-    density_min_share: float = 0.002
-    #: k-means: a customer whose distance to their segment (in units of its spread) is this
-    #: many robust standard deviations (MAD x 1.4826) of the learned points' log distances
-    #: above their median is an outlier (``segment_outlier``).
-    outlier_mads: float = 2.5
-    top_k: int = 10
-    allow_repurchase: bool = False
-    recommender_factors: int = 16
-    item_buckets: int = 64
-    co_purchase_neighbors: int = 50
-    #: Weight of the catalogue's content similarity in the recommendations' blend (the
-    #: factor, popularity and co-purchase weights are 2.0, 0.3 and 4.0; see the README).
-    content_weight: float = 4.0
-    #: Places at the end of each list for the catalogue's new items (nobody interacted with
-    #: them yet) that match the customer's recent items best.
-    new_item_slots: int = 1
-    #: With a catalogue, recommend only the items it holds (False: also items it never named,
-    #: but never one it marks unavailable or removed).
-    recommend_catalogue_only: bool = True
-    #: A silent customer's re-score serves the list ranked at their latest event or ranking
-    #: for this many event-time days (0: rank at every score); see ``recommend_many``.
-    rerank_silent_days: float = 7.0
-    hit_rate_sample_every: int = 4
-    value_recency_halflife_days: float = 30.0
-    clv_horizon_days: float = 365.0
-    lifetime_sample: int = 5_000
-    lifetime_refit_days: float = 1.0
-    #: The churn risk served: this weight on the logistic model, the rest on BG/NBD's chance
-    #: of no order within the horizon (customers who ever ordered; the quality benchmark's
-    #: winner: 0.742 and 0.752 AUC on Online Retail against 0.730 and 0.745 for either alone).
-    churn_logistic_weight: float = 0.5
-    alerts: AlertThresholds = field(default_factory=AlertThresholds)
-
-
-class CustomerScore(NamedTuple):
-    """What the CRM reads about a customer, as of event time ``as_of``.
-
-    Recommendations are not part of it: they are ranked when the score is published
-    (:meth:`CustomerScorer.recommend`), once however many events a customer sent meanwhile.
-    A named tuple: a batch of re-scores builds thousands of them from its columns at once.
-    ``churn_reasons`` of a re-score are phrased when first read (:class:`LazyReasons`).
-    """
-
-    churn_risk: float
-    segment: int
-    segment_name: str
-    value: float
-    monetary: float
-    orders: int
-    sentiment: float | None
-    event_time: float
-    as_of: float
-    model_version: str
-    p_alive: float = 1.0
-    expected_orders: float = 0.0
-    predicted_clv: float = 0.0
-    next_order_expected: float | None = None
-    churn_reasons: Sequence[ChurnReason] = ()
-    #: Whether the customer fits no segment (far from every centre, or in no dense region).
-    segment_outlier: bool = False
-    #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
-    outlier_score: float = 0.0
-
-    @classmethod
-    def of_profile(
-        cls,
-        profile: CustomerProfile,
-        *,
-        churn_risk: float,
-        segment: int,
-        segment_name: str,
-        value: float,
-        as_of: float,
-        model_version: str,
-        outlook: LifetimeScore | None,
-        churn_reasons: tuple[ChurnReason, ...],
-        placement: Placement | None = None,
-    ) -> CustomerScore:
-        """The score of a customer with ``profile``: risk and value clipped to 0..1, no
-        lifetime outlook (None) for a cancelled customer, and the outlier fields of the
-        ``placement`` of their segment features."""
-        return cls(
-            churn_risk=min(max(churn_risk, 0.0), 1.0),
-            segment=segment,
-            segment_name=segment_name,
-            value=min(max(value, 0.0), 1.0),
-            monetary=profile.net_monetary,
-            orders=profile.orders,
-            sentiment=profile.sentiment,
-            event_time=profile.last_seen,
-            as_of=as_of,
-            model_version=model_version,
-            p_alive=0.0 if outlook is None else outlook.p_alive,
-            expected_orders=0.0 if outlook is None else outlook.expected_orders,
-            predicted_clv=0.0 if outlook is None else outlook.predicted_clv,
-            next_order_expected=None if outlook is None else outlook.next_order_expected,
-            churn_reasons=churn_reasons,
-            segment_outlier=placement is not None and placement.outlier,
-            outlier_score=0.0 if placement is None else placement.outlier_score,
-        )
-
-    @property
-    def value_at_risk(self) -> float:
-        """What the CRM stands to lose: churn risk times predicted spend (CLV)."""
-        return self.churn_risk * self.predicted_clv
-
-
-def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
-    """The segmentation model ``config.segment_model`` names."""
-    if config.segment_model == "density":
-        return DensitySegmenter(
-            clustering_threshold=config.density_radius,
-            halflife_days=config.segment_halflife_days,
-            minimum_weight_share=config.density_min_share,
-        )
-    if config.segment_model == "kmeans":
-        return Segmenter(
-            n_segments=config.segments,
-            halflife_days=config.segment_halflife_days,
-            outlier_mads=config.outlier_mads,
-        )
-    msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
-    raise ValueError(msg)
 
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-9), 1.0 - 1e-9)
     return math.log(p / (1.0 - p))
-
-
-class ScoreOutcome(NamedTuple):
-    """A score: the customer's state and score, alerts raised and churn labels learned.
-
-    ``changed`` says whether ``state`` differs from what was stored before (an event always
-    changes it; a re-score of a silent customer only sometimes).
-    """
-
-    state: CustomerState
-    score: CustomerScore
-    alerts: list[AlertIntent]
-    labels: list[bool]
-    changed: bool = True
-
-
-class Moved(NamedTuple):
-    """What a score's placement changed for the customer: the segment they left (None when
-    they stayed), and whether they just became an outlier (for as many scores in a row as a
-    segment change needs)."""
-
-    left: int | None
-    became_outlier: bool
 
 
 class _ChurnParts(NamedTuple):
@@ -239,7 +76,7 @@ class _ChurnParts(NamedTuple):
     no_order: float | None  # BG/NBD's chance of no order in the horizon; None: never ordered
 
 
-class CustomerScorer:
+class CustomerScorer(EventLearning, ScoreAlerts):
     """Updates every model with one customer's event and scores the customer.
 
     Churn labels come from the stream. Every served score leaves a pending example: the
@@ -317,7 +154,7 @@ class CustomerScorer:
         return state.segment
 
     def served_segments(self, states: Sequence[CustomerState]) -> np.ndarray:
-        """:meth:`served_segment` of each state (:data:`~online_models.batch_votes.
+        """:meth:`served_segment` of each state (:data:`~online_models.scoring.batch_votes.
         NO_SEGMENT` for None)."""
         density = isinstance(self._segmenter, DensitySegmenter)
         return Votes.of(states).served(unusual_outliers=density)
@@ -376,46 +213,8 @@ class CustomerScorer:
         ``shard`` groups customers whose state lives together (a Kafka partition).
         """
         state = state if state is not None else CustomerState.new(activity.time)
-        state.shard = shard
-        # Any event may change what the customer can be recommended (a purchase is excluded,
-        # a view moves the neighbours), whatever its time: the kept list is ranked anew.
-        state.ranked, state.ranked_at = [], None
+        learned = self.learn_event(customer_id, state, activity, shard)
         profile = state.profile
-        self._evaluate_recommendations(customer_id, state, activity)
-        labels = self._resolve_pending(state, activity)
-
-        first_event = profile.events == 0
-        new_day = first_event or activity.time // DAY > profile.last_seen // DAY
-        old_monetary, old_orders = profile.net_monetary, profile.orders
-        tone = None
-        if activity.kind in _TEXT_KINDS:
-            tone = self._sentiment.predict_one(activity.text, activity.rating)
-        profile.record(activity, tone)
-        newly_cancelled = activity.kind == "subscription_cancel" and not state.cancelled
-        if activity.kind == "subscription_cancel":
-            state.cancelled = True
-        elif activity.kind == "purchase":
-            state.cancelled = False
-        self._value.observe(
-            None if first_event else old_monetary,
-            None if first_event else old_orders,
-            profile.net_monetary,
-            profile.orders,
-        )
-        if activity.item_id is not None and activity.kind in _INTERACTION_WEIGHTS:
-            basket = [i for i in profile.recent_items if i != activity.item_id]
-            latent = self._latent(customer_id, state)
-            self._recommender.learn_one(
-                customer_id,
-                activity.item_id,
-                time=activity.time,
-                weight=_INTERACTION_WEIGHTS[activity.kind],
-                basket=basket if activity.kind == "purchase" else (),
-                latent=latent,
-            )
-            state.latent = latent.astype(_LATENT).tobytes()
-        self._events_learned += 1
-
         now = profile.last_seen
         self._observe_lifetime(customer_id, state, now)
         features, risk, parts = self._churn_risk_at(state, now)
@@ -427,16 +226,18 @@ class CustomerScorer:
         # drag a k-means centre onto itself (and its spread around it) or be a dense region
         # of its own, and the biggest baskets' lines would outweigh everyone's.
         segment_x = profile.segment_features(now)
-        if new_day:
+        if learned.new_day:
             placement = self._segmenter.learn_place_one(segment_x, now)
         else:
             placement = self._segmenter.place_one(segment_x)
         # The lines of one basket (or a bot's views of one day) are one step of an outlier
         # streak, not three.
-        moved = self._place(state, placement, counts=new_day)
+        moved = self._place(state, placement, counts=learned.new_day)
         score = self._finish(state, risk, now, features, parts, placement)
-        alerts = self._alerts(state, score, moved, now, tone, activity.kind, newly_cancelled)
-        return ScoreOutcome(state, score, alerts, labels)
+        alerts = self._alerts(
+            state, score, moved, now, learned.tone, activity.kind, learned.newly_cancelled
+        )
+        return ScoreOutcome(state, score, alerts, learned.labels)
 
     def refresh(self, customer_id: str, state: CustomerState, now: float) -> ScoreOutcome:
         """Re-score a customer at event time ``now`` without an event from them.
@@ -486,7 +287,7 @@ class CustomerScorer:
         on_error: Callable[[str, Exception], None] | None = None,
     ) -> list[ScoreOutcome]:
         """:meth:`refresh` of many customers at event time ``now``, their numbers computed
-        together as arrays (see :mod:`online_models.batch_scoring`). The models learn the
+        together as arrays (see :mod:`online_models.scoring.batch_scoring`). The models learn the
         batch as a mini-batch: the labels that fell due first, so every customer is scored
         with all of them; the segment centres after every point is assigned. A batch of
         fewer than ``batch_scoring.MIN_BATCH`` customers is re-scored one by one.
@@ -500,8 +301,6 @@ class CustomerScorer:
         >>> later.score.churn_risk >= first.score.churn_risk
         True
         """
-        from online_models.scoring.batch_scoring import rescore_many  # it builds on this module
-
         return rescore_many(self, customers, now, on_error)
 
     def score_as_of(self, state: CustomerState, now: float) -> CustomerScore:
@@ -631,28 +430,6 @@ class CustomerScorer:
             requests.append((latent, exclude, history))
         return self._recommender.rank_many(requests, self.config.top_k)
 
-    def _evaluate_recommendations(
-        self, customer_id: str, state: CustomerState, activity: Activity
-    ) -> None:
-        """Was the first line of a new basket in the customer's list just before it?
-
-        The list is ranked now, by the models as they are before learning the basket: what
-        the customer's Redis hash held, give or take one flush of model updates.
-        """
-        if activity.kind != "purchase" or activity.item_id is None or state.profile.events == 0:
-            return  # a customer's first event: no list was served to them yet
-        last_order = state.profile.last_order_at
-        if last_order is not None and activity.time <= last_order:
-            return  # a further line of a basket already seen, or a late one
-        if self._hit_rate.due():
-            self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
-
-    def _latent(self, customer_id: str, state: CustomerState) -> np.ndarray:
-        """The customer's latent factors, to update (a new customer's start seeded by id)."""
-        if state.latent is None:
-            return self._recommender.user_latent(customer_id)
-        return np.frombuffer(state.latent, _LATENT).astype(float)
-
     def _place(self, state: CustomerState, placement: Placement, *, counts: bool = True) -> Moved:
         """Record where the customer's features put them: their outlier flag (a step of its
         streak when the score ``counts``: one per customer per day of events, every
@@ -709,38 +486,6 @@ class CustomerScorer:
         state.pending.append(PendingExample(now, features, risk))
         self._pending += 1
 
-    def _learn_label(
-        self, pending: PendingExample, churned: bool, labels: list[bool], now: float
-    ) -> None:
-        self._quality.update(pending.risk, churned, served_at=pending.time, now=now)
-        self._churn.learn_one(pending.features, churned)
-        self._pending = max(self._pending - 1, 0)
-        labels.append(churned)
-
-    def _resolve_pending(self, state: CustomerState, activity: Activity) -> list[bool]:
-        """Label the pending examples taken before this event with what it tells."""
-        labels: list[bool] = []
-        if not state.pending:
-            return labels
-        cfg = self.config
-        cancelled = activity.kind == "subscription_cancel"
-        later = []
-        for example in state.pending:
-            age = activity.time - example.time
-            if age >= self._horizon or cancelled:
-                # A cancellation is churn whenever it is dated: no re-score would label an
-                # example a cancelled customer left behind.
-                self._learn_label(example, True, labels, activity.time)
-            elif age < 0:
-                later.append(example)  # a late event from before the example changes nothing
-            elif age >= cfg.churn_sample_interval_days * DAY:
-                self._learn_label(example, False, labels, activity.time)
-            else:
-                # Too soon for a label: a new example is taken after this event instead.
-                self._pending = max(self._pending - 1, 0)
-        state.pending = later
-        return labels
-
     def _observe_lifetime(self, customer_id: str, state: CustomerState, now: float) -> None:
         """The lifetime model's sample learns the customer's latest totals."""
         profile = state.profile
@@ -790,87 +535,3 @@ class CustomerScorer:
             model_version=self.model_version, outlook=None if state.cancelled else outlook,
             churn_reasons=reasons, placement=placement,
         )  # fmt: skip
-
-    def _alerts(
-        self,
-        state: CustomerState,
-        score: CustomerScore,
-        moved: Moved,
-        now: float,
-        tone: float | None,
-        kind: str,
-        newly_cancelled: bool = False,
-    ) -> list[AlertIntent]:
-        policy = self._policy
-        left_segment = moved.left
-        time = now
-        if newly_cancelled:
-            alerts = policy.cancellation(state.alerts, time=time)
-        elif state.cancelled:
-            alerts = []  # already alerted when the customer cancelled
-        else:
-            alerts = policy.churn(
-                state.alerts,
-                score.churn_risk,
-                value_at_risk=score.value_at_risk,
-                time=time,
-                labels=self._churn.labels_learned,
-                details=lambda: {
-                    "p_alive": round(score.p_alive, 6),
-                    "predicted_clv": round(score.predicted_clv, 2),
-                    "reasons": [reason.to_dict() for reason in score.churn_reasons],
-                },
-            )
-        # Ids of neighbouring clusters can trade customers without a change a CRM cares
-        # about: only a move to a differently described segment is an alert.
-        if (
-            left_segment is not None
-            and self._segmenter.describe(left_segment) != score.segment_name
-        ):
-            alerts += policy.segment_change(
-                state.alerts,
-                time=time,
-                previous=left_segment,
-                current=score.segment,
-                names=(self._segmenter.describe(left_segment), score.segment_name),
-                orders=score.orders,
-                learned=self._segmenter.learned,
-                by_silence=kind == "silence",
-            )
-        if moved.became_outlier:
-            alerts += policy.unusual_customer(
-                state.alerts,
-                time=time,
-                score=score.outlier_score,
-                threshold=(
-                    self._segmenter.outlier_fence_score()
-                    if isinstance(self._segmenter, Segmenter)
-                    else None
-                ),
-                learned=self._segmenter.learned,
-                details=lambda: self._unusual_details(state, score, now),
-            )
-        if tone is not None:
-            alerts += policy.negative_feedback(
-                state.alerts, time=time, sentiment=tone, value=score.value, kind=kind
-            )
-        return alerts
-
-    def _unusual_details(
-        self, state: CustomerState, score: CustomerScore, now: float
-    ) -> dict[str, Any]:
-        """What makes a customer unusual: the features that put them far from the nearest
-        segment (k-means centre, or micro-cluster of a dense region), with their values."""
-        profile = state.profile
-        features = self._segmenter.unusual_features(
-            profile.segment_features(now), profile.segment_quantities(now)
-        )
-        return {
-            "segment": score.segment,
-            "segment_name": score.segment_name,
-            "features": [
-                {name: feature[name] for name in ("feature", "value", "typical", "deviation")}
-                for feature in features
-            ],
-            "reasons": [feature["reason"] for feature in features],
-        }

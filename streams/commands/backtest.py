@@ -37,6 +37,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Columns of the scores file, in order.
+#: Events scored together (``ScoringEngine.process_many``), as a worker scores a fetch's: at
+#: most this many, over at most ``BATCH_SECONDS`` of event time (a fetch spans seconds; a
+#: batch spanning days would re-score silent customers days late).
+BATCH_EVENTS = 1_000
+BATCH_SECONDS = 3_600.0
+
 SCORE_COLUMNS = (
     "customer_id",
     "churn_risk",
@@ -145,8 +151,10 @@ def run_backtest(
 
     ``events`` are events, or chunks of a file's events (a
     :class:`~streams.commands.transactions.TransactionStream`): only a chunk at a time is held.
-    The scoring path is the worker's (:class:`~online_models.scoring.engine.ScoringEngine`): every
-    event updates the models and its customer's state, silent customers are re-scored as
+    The scoring path is the worker's (:class:`~online_models.scoring.engine.ScoringEngine`), in
+    batches as a worker scores a fetch (``process_many``: at most :data:`BATCH_EVENTS` over
+    at most :data:`BATCH_SECONDS` of event time): every event updates the models and its
+    customer's state, silent customers are re-scored as
     event time moves on, and churn labels arrive when the stream reveals them. Customers are
     split over ``partitions`` as Kafka's default partitioner would (each partition has its own
     event time, as in the worker), the partitions over ``workers`` in turn, and the workers
@@ -180,6 +188,8 @@ def run_backtest(
     result = Backtest(as_of=cutoff, workers=workers, scorer=group.scorers[0])
     moments = sorted(t for t in (moment.timestamp() for moment in snapshots) if t < cutoff)
     shards: dict[str, int] = {}
+    workers_of = [shard % workers for shard in range(partitions)]
+    batch: list[tuple[str, Activity, str | None, int]] = []
     before = 0
     for customer_id, event_id, activity in _activities(events):
         if activity.time >= cutoff:
@@ -188,21 +198,19 @@ def run_backtest(
         before += 1
         if progress is not None:
             progress(before)
-        while moments and activity.time >= moments[0]:
-            _snapshot(group, result, partitions, moments.pop(0))
+        if batch and activity.time - batch[0][1].time >= BATCH_SECONDS:
+            _score_batch(group, result, batch, workers_of)
+        if moments and activity.time >= moments[0]:
+            _score_batch(group, result, batch, workers_of)
+            while moments and activity.time >= moments[0]:
+                _snapshot(group, result, partitions, moments.pop(0))
         shard = shards.get(customer_id)
         if shard is None:
             shard = shards[customer_id] = partition_of(customer_id, partitions)
-        scored = group.process(
-            customer_id, activity, worker=shard % workers, shard=shard, event_id=event_id
-        )
-        if scored[0].duplicate:
-            result.duplicates += 1
-            continue
-        result.events += 1
-        result.rescores += len(scored) - 1
-        for each in scored:
-            _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
+        batch.append((customer_id, activity, event_id, shard))
+        if len(batch) >= BATCH_EVENTS:
+            _score_batch(group, result, batch, workers_of)
+    _score_batch(group, result, batch, workers_of)
     for moment in moments:
         _snapshot(group, result, partitions, moment)
     result.model_version = _settle(group, result, partitions, cutoff)
@@ -216,6 +224,26 @@ def run_backtest(
     result.rows.sort(key=lambda row: row.customer_id)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _score_batch(
+    group: LocalGroup,
+    result: Backtest,
+    batch: list[tuple[str, Activity, str | None, int]],
+    workers_of: list[int],
+) -> None:
+    """Score the events of ``batch`` (emptied) together, as a worker scores a fetch."""
+    duplicates = result.duplicates
+    for scores in group.process_many(batch, workers_of):
+        for each in scores.scored:
+            if each.duplicate:
+                result.duplicates += 1
+            _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
+        for each in scores.rescored:
+            _count(result, each.customer_id, each.outcome.alerts, each.outcome.labels)
+        result.rescores += len(scores.rescored)
+    result.events += len(batch) - (result.duplicates - duplicates)
+    batch.clear()
 
 
 def write_scores(rows: Iterable[BacktestRow], path: Path) -> int:

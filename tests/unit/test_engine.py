@@ -18,7 +18,8 @@ import pytest
 
 from online_models.churn.labels import PendingExample
 from online_models.customer.activity import DAY, Activity
-from online_models.scoring.engine import Deadlines, Scored, ScoringEngine
+from online_models.scoring.deadlines import Deadlines
+from online_models.scoring.engine import Scored, ScoringEngine
 from online_models.scoring.scorer import CustomerScorer, ScoreOutcome
 from online_models.scoring.state import CustomerState
 

@@ -27,21 +27,19 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "scoring": frozenset({"customer", "sentiment", *FAMILIES}),
     "group": frozenset({"customer", "sentiment", "scoring", *FAMILIES}),
 }
-#: The import cycles allowed, each a set of modules. scorer.py imports batch_scoring.py (in a
-#: function) and batch_scoring.py imports scorer.py (in functions and for types): both files are
-#: being rewritten on another branch (issue 28, the batch core), which removes this cycle; until
-#: it lands, this one and no other is allowed.
-ALLOWED_CYCLES = frozenset(
-    {frozenset({"online_models.scoring.scorer", "online_models.scoring.batch_scoring"})}
-)
+#: The import cycles allowed, each a set of modules: none.
+ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset()
 #: Libraries of the wiring that online_models never imports (STYLE.md, "The shape").
 WIRING = frozenset({"faust", "mode", "redis", "kafka", "aiokafka", "prometheus_client"})
 MAX_LINES = 500
 #: Files allowed over MAX_LINES, each with the reason.
 LONG_FILES = {
-    # Being split by the engineer rewriting the batch core (issue 28) on another branch.
-    "online_models/scoring/scorer.py": "the batch core's rewrite splits it",
-    "streams/app.py": "the batch core's rewrite moves the batch loop out of it",
+    # Issue 28 asks for about 500; these two are still over it (README, Throughput: missed).
+    # scorer.py holds one event's scoring and the scorer's models (537 lines, from 872: its
+    # learning, alerts and types are modules of their own); app.py is the Faust wiring with the
+    # rebalance, erasure and emit paths (785; the batch loop is streams/batch_loop.py).
+    "online_models/scoring/scorer.py": "one event's scoring and the models: 537 lines",
+    "streams/app.py": "the Faust wiring, not yet split: 785 lines",
     # One frozen pydantic-settings object (STYLE.md, Configuration): a field and its checks
     # per setting; cutting it in two would make two settings objects.
     "streams/settings.py": "the one settings object",
@@ -59,12 +57,28 @@ def package_modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted((ROOT / PACKAGE).rglob("*.py"))}
 
 
-def imported_names(path: Path, module: str) -> Iterator[str]:
+def type_only_imports(tree: ast.Module) -> set[ast.AST]:
+    """The import statements under ``if TYPE_CHECKING:``: read by type checkers, never run."""
+    return {
+        child
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+        for child in ast.walk(node)
+        if isinstance(child, ast.Import | ast.ImportFrom)
+    }
+
+
+def imported_names(path: Path, module: str, *, run_time: bool = False) -> Iterator[str]:
     """Every module ``path`` imports, as written (``from a import b`` gives ``a.b``, which
-    may be a module or a name in ``a``)."""
+    may be a module or a name in ``a``); with ``run_time``, not those for types only."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    skipped = type_only_imports(tree) if run_time else set()
     for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -76,13 +90,16 @@ def imported_names(path: Path, module: str) -> Iterator[str]:
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """online_models' modules and the modules of it each one imports."""
+def import_graph(*, run_time: bool = False) -> dict[str, set[str]]:
+    """online_models' modules and the modules of it each one imports (at run time only:
+    ``run_time``)."""
     modules = package_modules()
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         graph[module] = {
-            name for name in imported_names(path, module) if name in modules and name != module
+            name
+            for name in imported_names(path, module, run_time=run_time)
+            if name in modules and name != module
         }
     return graph
 
@@ -146,7 +163,9 @@ def test_every_import_in_online_models_points_down() -> None:
 
 
 def test_no_two_modules_of_online_models_import_each_other() -> None:
-    found = cycles(import_graph())
+    # A module naming another's class in its annotations only (under TYPE_CHECKING) is no
+    # circle: batch_scoring and batch_events take the CustomerScorer that drives them.
+    found = cycles(import_graph(run_time=True))
     assert [sorted(cycle) for cycle in found if cycle not in ALLOWED_CYCLES] == []
 
 

@@ -1,0 +1,100 @@
+"""The worker's batch loop: a fetch's events scored together, bad ones dead-lettered alone,
+and an event whose scoring raises dead-lettered alone while the others of its batch are
+scored (the batch scored again one event at a time)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from faust.types import Message
+
+from online_models.customer.activity import Activity
+from online_models.scoring.scorer import CustomerScorer
+from schemas.event_batch import decode_events
+from streams.app import ScorerService, _Decoded
+from streams.batch_loop import run_end, score_run
+from streams.convert import activities_of
+from streams.settings import ENV_PREFIX, load_settings
+
+START = datetime(2025, 3, 1, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+
+
+def message(offset: int, customer: str, value: bytes, key: str | None = None) -> Message:
+    return Message("events", 0, offset, START, 0, [], (key or customer).encode(), value, None)
+
+
+def purchase(n: int, customer: str) -> bytes:
+    return orjson.dumps({
+        "event_id": f"e-{n}", "customer_id": customer, "type": "purchase",
+        "timestamp": datetime.fromtimestamp(START + 60 * n, UTC).isoformat(),
+        "item_id": f"sku-{n % 5}", "amount": 10.0, "quantity": 1,
+    })  # fmt: skip
+
+
+def fetch() -> list[Message]:
+    """Twenty customers' purchases; one message with the wrong key, one not JSON."""
+    messages = [message(n, f"c-{n % 20}", purchase(n, f"c-{n % 20}")) for n in range(60)]
+    messages[7] = message(7, "c-7", purchase(7, "c-7"), key="someone-else")
+    messages[9] = message(9, "c-9", b"{not json")
+    return messages
+
+
+def scored(service: ScorerService, messages: list[Message]) -> tuple[list[str], Any, Any]:
+    letters: list[tuple[int, str]] = []
+    written: list[str] = []
+    service.dead_letters.add = lambda m, reason, *a, **k: letters.append((m.offset, reason))  # type: ignore[method-assign]
+    service.writer.put = lambda customer, *a, **k: written.append(customer)  # type: ignore[method-assign]
+    batch = decode_events([m.value for m in messages])
+    decoded = _Decoded(0, batch, activities_of(batch.columns), 0.0)
+    stop = run_end(messages, decoded, 0, messages[0].generation_id)
+    assert stop == len(messages)  # no erasure request: one run
+    return score_run(service, messages, decoded, 0, stop), letters, written
+
+
+def test_a_run_is_scored_together_and_bad_messages_are_dead_lettered_alone() -> None:
+    service = ScorerService(load_settings())
+    outcomes, letters, written = scored(service, fetch())
+
+    assert sorted(letters) == [(7, "key_mismatch"), (9, "not_json")]
+    assert outcomes.count("scored") == 58 and outcomes[7] == outcomes[9] == "dead_lettered"
+    assert set(written) == {f"c-{n}" for n in range(20)}
+
+
+def test_an_event_whose_scoring_raises_is_dead_lettered_alone(monkeypatch) -> None:
+    service = ScorerService(load_settings())
+    learn_event = CustomerScorer.learn_event
+
+    def failing(self: CustomerScorer, customer_id: str, state: Any, activity: Activity,
+                *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        if customer_id == "c-3" and activity.time == START + 60 * 23:
+            raise RuntimeError("a bug")
+        return learn_event(self, customer_id, state, activity, *args, **kwargs)
+
+    monkeypatch.setattr(CustomerScorer, "learn_event", failing)
+    outcomes, letters, written = scored(service, fetch())
+
+    assert sorted(letters) == [(7, "key_mismatch"), (9, "not_json"), (23, "processing_error")]
+    assert outcomes.count("scored") == 57
+    assert set(written) == {f"c-{n}" for n in range(20)}  # c-3's other purchases are scored
+
+
+def test_a_run_spans_at_most_an_hour_of_event_time() -> None:
+    # A backlog's fetch spans days: scored as one run, its silent customers would be
+    # re-scored days late.
+    messages = [message(n, f"c-{n}", purchase(n * 30, f"c-{n}")) for n in range(10)]
+    batch = decode_events([m.value for m in messages])
+    decoded = _Decoded(0, batch, activities_of(batch.columns), 0.0)
+
+    assert run_end(messages, decoded, 0, messages[0].generation_id) == 3  # 0, 30 and 60 min
+    assert run_end(messages, decoded, 3, messages[0].generation_id) == 6
