@@ -387,11 +387,16 @@ def measure_in_child(
     checkout: Path, workload: Path, batch_size: int, rescore_days: int
 ) -> dict[str, Any]:
     """The row of ``checkout``'s packages over the events of ``workload`` (a dumped
-    :class:`Workload`): this script in a child process with the checkout first on its
-    PYTHONPATH and this checkout's dependencies."""
+    :class:`Workload`): the checkout's own copy of this script (this one where it has none)
+    in a child process, with the checkout first on its PYTHONPATH and this checkout's
+    dependencies. Its own copy: a checkout from before a module moved imports it from where
+    it was then, and drives its engine through the entry points it had."""
     source = checkout.resolve()
     result_path = workload.with_name("result.json")
-    command = [sys.executable, str(Path(__file__).resolve()), "--workload", str(workload),
+    script = source / "benchmarks" / "engine.py"
+    if not script.is_file():
+        script = Path(__file__).resolve()
+    command = [sys.executable, str(script), "--workload", str(workload),
                "--result", str(result_path), "--batch-sizes", str(batch_size),
                "--rescore-days", str(rescore_days)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(source)}

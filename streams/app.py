@@ -23,7 +23,7 @@ from online_models.scoring.scorer import CustomerScore, CustomerScorer
 from online_models.scoring.state import CustomerState
 from schemas.audit import ErasureRecord
 from schemas.event_batch import EventBatch, EventColumns, decode_events
-from streams.batch_loop import run_end, score_run
+from streams.batch_loop import run_end, run_limit, score_run
 from streams.batching import BatchingApp, enter_event, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
 from streams.convert import activities_of, alert_of, score_fields
@@ -136,6 +136,8 @@ class ScorerService:
         # Latest offset handled per partition owned now, and the lag last measured from it.
         self._handled_offsets: dict[int, int] = {}
         self._lag: dict[int, int] = {}
+        # What the latest run of events cost per message: the next run is sized to it.
+        self._seconds_each = 0.0
         self._lag_probe = LagProbe(settings)
         # Events handled but not yet acknowledged (their scores may still be buffered).
         self._handled: list[Message] = []
@@ -361,7 +363,8 @@ class ScorerService:
             generation = app.consumer_generation_id
             if message.generation_id != generation or not flow_active():
                 break
-            stop = run_end(messages, decoded, index, generation)
+            limit = run_limit(self._seconds_each, YIELD_SECONDS)
+            stop = run_end(messages, decoded, index, generation, limit)
             if stop > index:  # a run of events scored together
                 outcomes = score_run(self, messages, decoded, index, stop)
             else:  # an erasure request, alone
@@ -376,6 +379,7 @@ class ScorerService:
             if self._erasures and not self._erasures_waiting:  # acked once carried out
                 await self._carry_out_erasures()
             each = (clock() - started) / (stop - index) + decoded.seconds_each
+            self._seconds_each = each  # the next run's size follows what this one cost
             for done, outcome in zip(messages[index:stop], outcomes, strict=True):
                 self._handled_offsets[done.partition] = done.offset
                 if outcome != "erased":

@@ -112,6 +112,10 @@ class EventLearner:
             touched.alerts += alerts
             touched.alert_events += [event] * len(alerts)
 
+    def drop(self, customer_id: str) -> None:
+        """Leave a customer out of the batch's scores (one of their events failed)."""
+        self._touched.pop(customer_id, None)
+
     def _event_alerts(
         self, state: CustomerState, activity: Activity, tone: float | None, cancelled: bool
     ) -> list[AlertIntent]:

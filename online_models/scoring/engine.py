@@ -10,7 +10,6 @@ from collections.abc import Collection, MutableMapping, Sequence
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
-from typing import NamedTuple
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from online_models.scoring.batch_scoring import MIN_BATCH
 from online_models.scoring.batch_votes import NO_SEGMENT
 from online_models.scoring.deadlines import Deadlines
 from online_models.scoring.score_types import ScoreOutcome
+from online_models.scoring.scored import BatchScores, Event, Scored
 from online_models.scoring.scorer import CustomerScorer
 from online_models.scoring.state import CustomerState, event_fingerprint
 
@@ -41,44 +41,9 @@ def _segment(segment: int) -> int | None:
 MAX_RESCORES_PER_EVENT = 1_000
 
 
-class Scored(NamedTuple):
-    """A customer's fresh score, from their own event or from a re-score as time moved on.
-
-    ``duplicate`` marks the score of an event applied before (delivered again): it is the
-    stored state's score, changed by nothing, to be published again with no alert. From
-    :meth:`ScoringEngine.process_many`, ``event`` is the index in the batch of the event a
-    score is as of (None: a re-score), and ``alert_events`` that of the event each alert of
-    the outcome came with.
-    """
-
-    customer_id: str
-    outcome: ScoreOutcome
-    duplicate: bool = False
-    event: int | None = None
-    alert_events: tuple[int, ...] = ()
-
-
 # A re-score's Scored, from (customer_id, outcome): no event, no alert's event.
 _RESCORED = partial(tuple.__new__, Scored)
 _NO_EVENT = (False, None, ())
-
-#: One event of a batch, as :meth:`ScoringEngine.process_many` takes it: customer id,
-#: activity, offset and event id (both None when unknown).
-Event = tuple[str, Activity, int | None, str | None]
-
-
-class BatchScores(NamedTuple):
-    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`).
-
-    ``scored``: the duplicates' stored scores first, then one score per customer the batch
-    changed, as of their latest event, in order of their first event (below
-    :data:`~online_models.scoring.batch_scoring.MIN_BATCH` customers, or with a churn model that has
-    no array form, one per event, in order); every alert and label is in these.
-    ``rescored``: the silent customers the batch's latest event time made due.
-    """
-
-    scored: list[Scored]
-    rescored: list[Scored]
 
 
 class ScoringEngine:
@@ -177,9 +142,14 @@ class ScoringEngine:
         Each touched customer's state is read once and written once; the events are learned
         one at a time, each customer scored once as of their latest event, with the others
         as arrays (:class:`~online_models.scoring.batch_events.EventLearner`). An event applied
-        before is recognised as :meth:`process` recognises it. What raises leaves the states
-        and models as far as they got, as :meth:`process` does: the caller reverts the
-        touched customers' states and scores the events one at a time.
+        before is recognised as :meth:`process` recognises it.
+
+        An event that raises while it is learned fails its customer alone: the others are
+        scored, and the failing customer's events come back in ``retry`` (the caller reverts
+        that customer to their stored state and scores them one at a time; the models learn
+        their events before the failing one twice). What raises while the batch is scored
+        together leaves every learned event learned and applied, the states written back:
+        a retry one at a time finds them applied and republishes their stored scores.
         """
         if len({event[0] for event in events}) < MIN_BATCH or self.scorer.churn_model.kind != (
             "logistic"
@@ -212,17 +182,35 @@ class ScoringEngine:
             applied.append((customer_id, state, activity, n))
             watermark = max(watermark, activity.time)
         learner.evaluate_recommendations([applied_event[:3] for applied_event in applied])
+        failed: set[str] = set()
         for customer_id, state, activity, n in applied:
-            learner.learn(customer_id, state, activity, n)
-        scores = learner.score()
+            if customer_id in failed:
+                continue
+            try:
+                learner.learn(customer_id, state, activity, n)
+            except Exception:
+                logger.exception("Learning event %d of customer %s failed", n, customer_id)
+                failed.add(customer_id)
+                learner.drop(customer_id)
+        try:
+            scores = learner.score()
+        except Exception:
+            # What was learned stays learned and recorded as applied: the states go back to
+            # the table, so the caller's retry one at a time finds the events applied and
+            # republishes the stored scores, and no model learns an event twice.
+            for customer_id, state in read.items():
+                if customer_id not in failed:
+                    self.states[customer_id] = state
+            raise
         scored = [
             self._duplicate(customer_id, read[customer_id], n) for customer_id, n in duplicates
         ]
         self._store_events(scores, before, shard)
         scored += map(Scored, scores.customer_ids, scores.outcomes, repeat(False), scores.events,
                       scores.alert_events)  # fmt: skip
+        retry = tuple(n for customer_id, _, _, n in applied if customer_id in failed)
         return BatchScores(
-            scored, self.advance(watermark, shard, MAX_RESCORES_PER_EVENT * len(events))
+            scored, self.advance(watermark, shard, MAX_RESCORES_PER_EVENT * len(events)), retry
         )
 
     def _duplicate(self, customer_id: str, state: CustomerState, event: int) -> Scored:

@@ -13,7 +13,7 @@ Redis hashes hold), and compared. The tolerances, and why (README, *Throughput*)
   customer's several events in one batch take one pending example, not one each (one by one,
   the earlier ones are labelled "stayed" by the later ones a day or more apart), the
   lifetime sample takes their totals once per batch, and its daily refits (BG/NBD and
-  Gamma-Gamma by Nelder-Mead from the last parameters) move that far on such differences;
+  Gamma-Gamma by L-BFGS-B from the last parameters) move that far on such differences;
 - the served segment's name equal for at least 95% of customers (measured: 96.8%; the
   centres learn a batch's points as a mini-batch, and the ids of segments seeded in another
   order differ), and the churn, segment and unusual-customer alerts within 10% in number;

@@ -1,0 +1,54 @@
+"""What the scoring engine gives to publish: a customer's score, and a batch's scores."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from online_models.customer.activity import Activity
+from online_models.scoring.score_types import ScoreOutcome
+
+__all__ = ["BatchScores", "Event", "Scored"]
+
+logger = logging.getLogger(__name__)
+
+
+class Scored(NamedTuple):
+    """A customer's fresh score, from their own event or from a re-score as time moved on.
+
+    ``duplicate`` marks the score of an event applied before (delivered again): it is the
+    stored state's score, changed by nothing, to be published again with no alert. From
+    :meth:`ScoringEngine.process_many`, ``event`` is the index in the batch of the event a
+    score is as of (None: a re-score), and ``alert_events`` that of the event each alert of
+    the outcome came with.
+    """
+
+    customer_id: str
+    outcome: ScoreOutcome
+    duplicate: bool = False
+    event: int | None = None
+    alert_events: tuple[int, ...] = ()
+
+
+#: One event of a batch, as :meth:`ScoringEngine.process_many` takes it: customer id,
+#: activity, offset and event id (both None when unknown).
+Event = tuple[str, Activity, int | None, str | None]
+
+
+class BatchScores(NamedTuple):
+    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`).
+
+    ``scored``: the duplicates' stored scores first, then one score per customer the batch
+    changed, as of their latest event, in order of their first event (below
+    :data:`~online_models.scoring.batch_scoring.MIN_BATCH` customers, or with a churn model that has
+    no array form, one per event, in order); every alert and label is in these.
+    ``rescored``: the silent customers the batch's latest event time made due.
+    """
+
+    scored: list[Scored]
+    rescored: list[Scored]
+    #: Events (their indices in the batch) of customers one of whose events raised while it
+    #: was learned: the customer is left out of ``scored`` and everything else of theirs in
+    #: the batch is left unlearned after that event; the caller reverts them to their stored
+    #: state and scores these events one at a time, where the failing one fails alone.
+    retry: tuple[int, ...] = ()
