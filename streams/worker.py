@@ -87,8 +87,10 @@ def fewer_collections() -> None:
     in a cycle, while the customer states stay; at the interpreter's thresholds the young
     collections kept promoting them into full collections that walk every object of every
     state. Re-scoring 1,000 customers at a time with 230,000 state objects alive cost 28.6 us
-    each with the defaults, 21.3 after ``gc.freeze()``, 18 with these thresholds
-    (``benchmarks/rescore.py``).
+    each with the defaults, 21.3 with ``gc.freeze()`` after the states were loaded, 18 with
+    these thresholds (``benchmarks/rescore.py``, the settings made by hand around it). Here
+    the freeze runs before the customer table is recovered, so it covers the modules and the
+    models, not the states: for those, the thresholds are what counts.
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -137,14 +137,15 @@ class EventLearner:
     def evaluate_recommendations(
         self, events: Sequence[tuple[str, CustomerState, Activity]]
     ) -> None:
-        """The recommendations' hit rate on the first lines of the batch's new baskets,
-        before any is learned (as ``CustomerScorer._evaluate_recommendations`` does for one
-        event), their lists ranked together from the states as the batch found them: the
-        lists the customers' Redis hashes held.
+        """The recommendations' hit rate on the first line of each customer's first new basket
+        of the batch, before any is learned (as ``CustomerScorer._evaluate_recommendations``
+        does for one event), their lists ranked together from the states as the batch found
+        them: the lists the customers' Redis hashes held.
         """
         hit_rate, scorer = self.scorer.recommendation_quality, self.scorer
         last_order: dict[str, float | None] = {}
         events_before: dict[str, int] = {}
+        judged: set[str] = set()
         states, items = [], []
         for customer_id, state, activity in events:
             profile = state.profile
@@ -161,7 +162,12 @@ class EventLearner:
                 or (last is not None and activity.time <= last)
             ):
                 continue  # a customer's first event, a further line of a basket, a late one
-            if hit_rate.due():
+            # A customer's first new basket of the batch only: their list as the batch found
+            # it was never served after it (one at a time, the basket would have been learned
+            # and its items left out of the next list), so a second basket bought again
+            # would count as a hit it was not.
+            if customer_id not in judged and hit_rate.due():
+                judged.add(customer_id)
                 states.append(state)
                 items.append(activity.item_id)
         if states:

@@ -30,7 +30,7 @@ import pytest
 
 from online_models.customer.activity import Activity
 from online_models.scoring.engine import Scored, ScoringEngine
-from online_models.scoring.scorer import CustomerScorer
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
@@ -133,3 +133,37 @@ def test_batches_raise_the_alerts_of_events_and_recognise_duplicates(both):
     many_kinds = Counter(x[1] for x in many_alerts)
     for kind in one_kinds.keys() | many_kinds.keys():
         assert abs(one_kinds[kind] - many_kinds[kind]) <= 0.1 * max(one_kinds[kind], 10), kind
+
+
+def test_a_second_basket_in_one_batch_is_not_judged_against_a_list_it_never_saw() -> None:
+    """Ten customers buy a twice, in baskets ten minutes apart, in one batch: one at a time
+    their second basket meets a list without a (bought), so it is no hit; the batch judges
+    each customer's first new basket only, never the second against the first's list."""
+    day = 86_400.0
+
+    def history(engine: ScoringEngine) -> None:
+        for n in range(10):
+            engine.process(f"c-{n}", Activity("purchase", 0.0, item_id="b", amount=5.0,
+                                              quantity=1))  # fmt: skip
+            engine.process(f"c-{n}", Activity("view", day, item_id="a"))
+
+    baskets = [
+        (
+            f"c-{n}",
+            Activity("purchase", 2 * day + basket * 600.0, item_id="a", amount=5.0, quantity=1),
+            None,
+            f"e-{n}-{basket}",
+        )
+        for basket in range(2)
+        for n in range(10)
+    ]
+    every = ScorerConfig(hit_rate_sample_every=1)
+    one, batch = (ScoringEngine(CustomerScorer(every), {}) for _ in range(2))
+    history(one)
+    history(batch)
+    for customer_id, activity, offset, event_id in baskets:
+        one.process(customer_id, activity, offset=offset, event_id=event_id)
+    batch.process_many(baskets)
+
+    judged, one_by_one = batch.scorer.recommendation_quality, one.scorer.recommendation_quality
+    assert (one_by_one.baskets, judged.baskets) == (20, 10)
