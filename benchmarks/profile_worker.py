@@ -61,7 +61,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ranking recommendations", ("rank_many ", "recommend_many ")),
     (
         "building score and alert records",
-        ("score_of ", "alert_of ", "schemas/scores.py", "schemas/alerts.py"),
+        ("score_fields ", "alert_of ", "schemas/score_hash.py", "schemas/alerts.py"),
     ),
     (
         "group model sync",

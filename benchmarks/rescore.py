@@ -11,7 +11,7 @@ re-scores of every customer still re-scored, once a day, each way: one ``refresh
 each of ``--batches`` (``day``: the whole day's), and the engine's ``advance`` re-scoring at
 most as many due customers a call (its deadlines, checks, segment counts and next deadlines
 included); and, as the worker does per event, ``advance`` 1,000 at most with each score turned
-into the Redis hash the worker writes (``score_of(...).to_redis()``, its reasons phrased,
+into the Redis hash the worker writes (``score_fields``, its reasons phrased,
 without recommendations). The lifetime model's daily refit is off (it costs the same either
 way and would hide the difference). CPU time of this process, so other work on the machine
 counts less (wall time too), in ``--rounds`` rounds of every mode in turn; the median and the
@@ -46,8 +46,9 @@ from online_models.customer.activity import DAY  # noqa: E402
 from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from schemas import decode_event  # noqa: E402
+from schemas.score_hash import UnwritableScore  # noqa: E402
 from streams.commands.simulator import SimulationConfig, generate_events  # noqa: E402
-from streams.convert import activity_of, score_of  # noqa: E402
+from streams.convert import activity_of, score_fields  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "rescore.json"
 #: How a day's customers are re-scored: ``refresh`` one at a time, ``refresh_many`` or the
@@ -55,7 +56,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "rescore.json"
 Mode = tuple[str, int | None]
 #: The batch the worker re-scores per event at most (``MAX_RESCORES_PER_EVENT``).
 WORKER_BATCH = 1_000
-WRITTEN_AT = datetime(2026, 1, 1, tzinfo=UTC)
+WRITTEN_AT = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
 
 
 def build_world(customers: int, events: int) -> tuple[bytes, dict[str, Any]]:
@@ -136,8 +137,8 @@ def _write_hashes(scored: list[Scored]) -> int:
     failed = 0
     for each in scored:
         try:
-            score_of(each.customer_id, each.outcome.score, [], WRITTEN_AT).to_redis()
-        except ValueError:  # e.g. a next order expected after the year 9999
+            score_fields(each.customer_id, each.outcome.score, [], WRITTEN_AT)
+        except UnwritableScore:
             failed += 1
     return failed
 

@@ -23,8 +23,8 @@ from online_models.scoring.scorer import CustomerScore, CustomerScorer
 from online_models.scoring.state import CustomerState
 from schemas.audit import ErasureRecord
 from schemas.event_batch import EventBatch, EventColumns, decode_events
-from streams.batch_loop import run_end, run_limit, score_run
-from streams.batching import BatchingApp, enter_event, leave_event
+from streams.batch_loop import handle_one, run_end, run_limit, score_run
+from streams.batching import BatchingApp, leave_event
 from streams.catalogue import CatalogueCheck, CatalogueFeed
 from streams.convert import activities_of, alert_of, score_fields
 from streams.customer_table import CachedStates
@@ -368,13 +368,7 @@ class ScorerService:
             if stop > index:  # a run of events scored together
                 outcomes = score_run(self, messages, decoded, index, stop)
             else:  # an erasure request, alone
-                event = enter_event(app, message)  # the customer table writes to its partition
-                outcomes = ["failed"]
-                try:
-                    outcomes = [self._handle(message, decoded, index - decoded.start)]
-                except Exception:  # a bug: acknowledged, not retried forever
-                    logger.exception("Handling %s failed", _position(message))
-                del event
+                outcomes = [handle_one(self, message, decoded, index)]
                 stop = index + 1
             if self._erasures and not self._erasures_waiting:  # acked once carried out
                 await self._carry_out_erasures()

@@ -16,7 +16,15 @@ from streams.dead_lettering import position as _position
 if TYPE_CHECKING:
     from streams.app import ScorerService, _Decoded
 
-__all__ = ["MIN_RUN", "RUN_EVENTS", "RUN_SECONDS", "run_end", "run_limit", "score_run"]
+__all__ = [
+    "MIN_RUN",
+    "RUN_EVENTS",
+    "RUN_SECONDS",
+    "handle_one",
+    "run_end",
+    "run_limit",
+    "score_run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +115,7 @@ def score_run(
         if _scorable(message, decoded, index - decoded.start):
             partitions.setdefault(message.partition, []).append(index)
         else:
-            outcomes[index - start] = _handle_one(service, message, decoded, index)
+            outcomes[index - start] = handle_one(service, message, decoded, index)
     for partition, indices in partitions.items():
         scored = _score_partition(service, messages, decoded, partition, indices)
         for index, outcome in zip(indices, scored, strict=True):
@@ -115,7 +123,10 @@ def score_run(
     return outcomes
 
 
-def _handle_one(service: ScorerService, message: Message, decoded: _Decoded, index: int) -> str:
+def handle_one(service: ScorerService, message: Message, decoded: _Decoded, index: int) -> str:
+    """One message through :meth:`ScorerService._handle` (an erasure request, bad input, or
+    an event scored alone), in its partition's changelog context; a bug there is logged and
+    the message acknowledged as failed, not retried forever."""
     event = enter_event(service.app, message)  # the customer table writes to its partition
     try:
         return service._handle(message, decoded, index - decoded.start)
@@ -154,7 +165,7 @@ def _score_partition(
             len(events),
             partition,
         )
-        return [_handle_one(service, messages[index], decoded, index) for index in indices]
+        return [handle_one(service, messages[index], decoded, index) for index in indices]
     finally:
         del event
     outcomes = ["scored"] * len(indices)
@@ -179,7 +190,7 @@ def _score_partition(
             service.states.discard(customer_id)
         for n in scores.retry:
             index = indices[n]
-            outcomes[n] = _handle_one(service, messages[index], decoded, index)
+            outcomes[n] = handle_one(service, messages[index], decoded, index)
     for n, (index, outcome) in enumerate(zip(indices, outcomes, strict=True)):
         if n in scores.retry:
             continue  # counted by _handle
