@@ -551,7 +551,8 @@ def load_settings(**overrides: Any) -> Settings:
     # A missing directory is named by the field's own check, not pydantic-settings' warning.
     readable = secrets_dir is not None and Path(secrets_dir).is_dir()
     try:
-        return Settings(_secrets_dir=secrets_dir if readable else None, **overrides)
+        # pydantic-settings' init argument; its plugin-less stubs do not declare it.
+        return Settings(_secrets_dir=secrets_dir if readable else None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
