@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,12 @@ def test_the_sizing_is_the_one_the_readme_and_results_show():
         expected = plan(row["shop"], throughput)
         assert row == {**expected.__dict__}
         assert f"{expected.memory_request_mib}Mi" in readme
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_image_is_the_release_in_pyproject(rendered, overlay):
+    release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+    image = worker_container(rendered[overlay])["image"]
+    assert image.endswith(f"/crm-scorer:{release}")
+    assert worker_container(base_documents())["image"] == f"crm-scorer:{release}"
