@@ -1,7 +1,7 @@
 """A rolling upgrade: today's worker reads what the previous release's workers left in Kafka.
 
 For minutes two releases run in one consumer group. The records of
-``tests/fixtures/records/<release>/`` were written by that release's code
+``tests/fixtures/records/<release>/<segment model>/`` were written by that release's code
 (``tests/fixtures/records/make_records.py``): the compacted models topic (parts and manifest),
 deltas not merged yet, the customers table's changelog and the catalogue. Today's worker must
 load that model, take over those customers and score them with it, and, as the new merger,
@@ -29,12 +29,13 @@ from streams.model_codec import MANIFEST_KEY, decode_delta, decode_manifest, dec
 from streams.settings import Settings
 
 RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "records"
-RELEASES = sorted(path.name for path in RECORDS.iterdir() if (path / "made.json").exists())
+#: Each release's records, by segment model: ``0.1.0/kmeans``, ``0.1.0/density``, ...
+RECORDED = sorted(str(made.parent.relative_to(RECORDS)) for made in RECORDS.glob("*/*/made.json"))
 
 
-def records(release: str, name: str) -> list[tuple[bytes | None, bytes | None]]:
+def records(recorded: str, name: str) -> list[tuple[bytes | None, bytes | None]]:
     """The Kafka records of one fixture file: (key, value), a tombstone's value None."""
-    rows = [json.loads(line) for line in (RECORDS / release / name).read_text().splitlines()]
+    rows = [json.loads(line) for line in (RECORDS / recorded / name).read_text().splitlines()]
 
     def raw(text: str | None) -> bytes | None:
         return None if text is None else base64.b64decode(text)
@@ -45,10 +46,13 @@ def records(release: str, name: str) -> list[tuple[bytes | None, bytes | None]]:
 class Upgraded:
     """Today's worker after reading a release's topics, as a worker does at start-up."""
 
-    def __init__(self, release: str) -> None:
-        self.made = json.loads((RECORDS / release / "made.json").read_text())
+    def __init__(self, recorded: str) -> None:
+        self.recorded = recorded
+        self.made = json.loads((RECORDS / recorded / "made.json").read_text())
         self.key = self.made["signing_key"].encode()
-        self.config: ScorerConfig = Settings().scorer_config()  # today's defaults
+        # Today's defaults, with the segment model the release's group ran.
+        settings = Settings(segment_model=self.made["segment_model"])
+        self.config: ScorerConfig = settings.scorer_config()
         self.scorer = CustomerScorer(self.config)
         self.sync = WorkerSync(self.scorer, "today-0")
         self.manifest, self.parts = self._model()
@@ -58,17 +62,17 @@ class Upgraded:
         self.scorer.use_catalogue(self.catalogue)
         self.states = {
             key.decode(): CustomerState.decode(value)
-            for key, value in records(release, "customers-changelog.jsonl")
+            for key, value in records(recorded, "customers-changelog.jsonl")
             if key is not None and value is not None
         }
         self.engine = ScoringEngine(self.scorer, dict(self.states))
         self.deltas = [
             decode_delta(value, self.config, key=self.key)
-            for _, value in records(release, "model-updates.jsonl")
+            for _, value in records(recorded, "model-updates.jsonl")
         ]
 
     def _model(self) -> tuple[Any, dict[str, Any]]:
-        topic = dict(records(self.release_name, "models.jsonl"))
+        topic = dict(records(self.recorded, "models.jsonl"))
         manifest = decode_manifest(topic.pop(MANIFEST_KEY), self.config, key=self.key)
         parts = {
             key.decode(): decode_part(value, self.config, key=self.key)
@@ -79,7 +83,7 @@ class Upgraded:
 
     def _catalogue(self) -> ContentModel:
         catalogue = ContentModel(self.scorer.catalogue.dimensions)
-        for key, value in records(self.release_name, "items.jsonl"):
+        for key, value in records(self.recorded, "items.jsonl"):
             item = decode_item(key, value)
             if item is None:
                 catalogue.remove((key or b"").decode())
@@ -87,18 +91,14 @@ class Upgraded:
                 catalogue.upsert(item.item_id, item.model_dump(exclude_none=True))
         return catalogue
 
-    @property
-    def release_name(self) -> str:
-        return self.made["version"]
 
-
-@pytest.fixture(scope="module", params=RELEASES)
+@pytest.fixture(scope="module", params=RECORDED)
 def upgraded(request: pytest.FixtureRequest) -> Upgraded:
     return Upgraded(request.param)
 
 
 def test_fixtures_of_the_release_before_this_one_are_kept():
-    assert "0.1.0" in RELEASES
+    assert {"0.1.0/kmeans", "0.1.0/density"} <= set(RECORDED)
 
 
 def test_today_s_worker_loads_the_previous_release_s_model_and_catalogue(upgraded):
@@ -106,7 +106,8 @@ def test_today_s_worker_loads_the_previous_release_s_model_and_catalogue(upgrade
 
     assert manifest.version == upgraded.made["model_version"]
     assert set(upgraded.parts) == set(manifest.parts)  # every part named is read, none refused
-    assert {"churn", "segments", "value", "lifetime"} <= set(upgraded.parts)
+    segments = upgraded.made["segment_model"].replace("kmeans", "segments")
+    assert {"churn", segments, "value", "lifetime"} <= set(upgraded.parts)
     assert upgraded.sync.version == manifest.version
     assert upgraded.scorer.model_version.endswith(f"+v{manifest.version}")
     assert len(upgraded.catalogue.available_items) == upgraded.made["records"]["items.jsonl"] - 2
