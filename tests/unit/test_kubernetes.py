@@ -1,6 +1,7 @@
 """deploy/kubernetes/, checked without a cluster: every manifest (each base file, and each
-overlay as kustomize renders it) validates against the Kubernetes API's schemas and KEDA's CRDs,
-and agrees with the settings, the web port's routes and the throughput benchmark's sizing.
+overlay as kustomize renders it) validates against the Kubernetes API's schemas and KEDA's CRDs
+(the Prometheus Operator's for the optional ServiceMonitor), and agrees with the settings, the
+web port's routes and the throughput benchmark's sizing.
 
 The security scan (checkov) runs in ``make lint`` (``make k8s-scan``).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,9 @@ from streams.web import ALLOWED_ROUTES
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("small", "large")
-KEDA_SCHEMAS = ROOT / "tests" / "fixtures" / "kubernetes" / "keda-crd-schemas.json"
+# KEDA's and the Prometheus Operator's CRD schemas (sources named in the file).
+CRD_SCHEMAS = ROOT / "tests" / "fixtures" / "kubernetes" / "crd-schemas.json"
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 # The newest API the validator bundles, and the oldest still served by the major clouds.
 KUBERNETES_VERSIONS = ("1.37.0", "1.30.0")
 # KEDA's names of the SASL mechanisms CRM_BROKER_SASL_MECHANISM names.
@@ -37,6 +41,13 @@ SECRET_SETTINGS = {"broker_password", "redis_url", "checkpoint_key", "pseudonym_
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kubernetes_sizing import SHOPS, plan  # noqa: E402
+
+
+def render(kubectl: str, directory: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [kubectl, "kustomize", str(directory)], check=True, capture_output=True, text=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def base_documents() -> list[dict[str, Any]]:
@@ -53,22 +64,13 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (its kustomize) is not on the PATH: the overlays are not rendered")
-    overlays = {}
-    for overlay in OVERLAYS:
-        out = subprocess.run(
-            [kubectl, "kustomize", str(KUBERNETES / "overlays" / overlay)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        overlays[overlay] = [doc for doc in yaml.safe_load_all(out) if doc]
-    return overlays
+    return {overlay: render(kubectl, KUBERNETES / "overlays" / overlay) for overlay in OVERLAYS}
 
 
-def keda_schema(document: dict[str, Any]) -> dict[str, Any]:
-    """KEDA's CRD schema of the document's kind, strict: unknown fields are errors (the API
+def crd_schema(document: dict[str, Any]) -> dict[str, Any]:
+    """The CRD schema of the document's kind, strict: unknown fields are errors (the API
     server would drop them silently)."""
-    schemas = json.loads(KEDA_SCHEMAS.read_text())["schemas"]
+    schemas = json.loads(CRD_SCHEMAS.read_text())["schemas"]
     return _strict(copy.deepcopy(schemas[f"{document['apiVersion']}/{document['kind']}"]))
 
 
@@ -85,8 +87,8 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
 
 def validate(document: dict[str, Any], version: str) -> None:
     """Raise when the document does not fit its kind's schema."""
-    if document["apiVersion"].startswith("keda.sh/"):
-        jsonschema.validate(document, keda_schema(document))
+    if document["apiVersion"].startswith(CUSTOM_GROUPS):
+        jsonschema.validate(document, crd_schema(document))
     else:
         kubernetes_validate.validate(document, version, strict=True)
 
@@ -278,3 +280,35 @@ def test_the_image_is_the_release_in_pyproject(rendered, overlay):
     image = worker_container(rendered[overlay])["image"]
     assert image.endswith(f"/crm-scorer:{release}")
     assert worker_container(base_documents())["image"] == f"crm-scorer:{release}"
+
+
+def test_the_servicemonitor_component_scrapes_the_metrics_service(tmp_path):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (its kustomize) is not on the PATH: the component is not rendered")
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "crm-scorer",
+                # kustomize takes relative paths only
+                "resources": [os.path.relpath(KUBERNETES / "overlays" / "small", tmp_path)],
+                "components": [
+                    os.path.relpath(KUBERNETES / "components" / "servicemonitor", tmp_path)
+                ],
+            }
+        )
+    )
+    documents = render(kubectl, tmp_path)
+    monitor = of_kind(documents, "ServiceMonitor")
+    service = of_kind(documents, "Service")
+    (endpoint,) = monitor["spec"]["endpoints"]
+
+    for document in documents:
+        validate(document, KUBERNETES_VERSIONS[0])
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert ("GET", endpoint["path"]) in ALLOWED_ROUTES
