@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         ),
     )
     data_dir: Path = Field(Path(".crm-scorer"), description="Worker data directory.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files, each named by its variable (CRM_BROKER_PASSWORD, "
+        "CRM_REDIS_URL, CRM_CHECKPOINT_KEY, ...) and holding its value: a mounted Kubernetes "
+        "Secret. A variable set in the environment wins over its file.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: Literal["text", "json"] = Field(
         "text", description="Worker log lines: text, or json (one object per line)."
@@ -362,6 +368,14 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("secrets_dir")
+    @classmethod
+    def _secrets_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            msg = "no such directory"
+            raise ValueError(msg)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -533,8 +547,12 @@ def load_settings(**overrides: Any) -> Settings:
     for retired, successor in _RETIRED_SETTINGS.items():
         if retired in os.environ:
             logger.warning("%s is no longer read; set %s instead", retired, successor)
+    secrets_dir = overrides.get("secrets_dir") or os.environ.get(f"{ENV_PREFIX}SECRETS_DIR")
+    # A missing directory is named by the field's own check, not pydantic-settings' warning.
+    readable = secrets_dir is not None and Path(secrets_dir).is_dir()
     try:
-        return Settings(**overrides)
+        # pydantic-settings' init argument; its plugin-less stubs do not declare it.
+        return Settings(_secrets_dir=secrets_dir if readable else None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

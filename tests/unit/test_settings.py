@@ -231,6 +231,60 @@ def test_a_bad_redis_url_is_named_without_its_value(monkeypatch: pytest.MonkeyPa
     assert PASSWORD not in message
 
 
+def mounted_secret(directory: Path, values: dict[str, str]) -> Path:
+    """A directory laid out as the kubelet mounts a Secret: each key a symlink into ``..data``."""
+    data = directory / "..2026_01_01_00_00_00.000000001"
+    data.mkdir(parents=True)
+    (directory / "..data").symlink_to(data.name)
+    for name, value in values.items():
+        (data / name).write_text(value + "\n")  # kubectl create secret --from-file keeps it
+        (directory / name).symlink_to(f"..data/{name}")
+    return directory
+
+
+def test_secrets_are_read_from_a_mounted_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = mounted_secret(
+        tmp_path / "secrets",
+        {
+            "CRM_BROKER_PASSWORD": PASSWORD,
+            "CRM_REDIS_URL": f"redis://scorer:{PASSWORD}@cache:6379/0",
+            "CRM_CHECKPOINT_KEY": "checkpoint-key-of-the-group",
+        },
+    )
+    monkeypatch.setenv("CRM_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("CRM_BROKER_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CRM_BROKER_USERNAME", "scorer")
+
+    settings = load_settings()
+
+    assert settings.broker_password.get_secret_value() == PASSWORD
+    assert settings.redis_url.get_secret_value() == f"redis://scorer:{PASSWORD}@cache:6379/0"
+    assert settings.signing_key == b"checkpoint-key-of-the-group"
+    assert PASSWORD not in repr(settings)
+
+
+def test_a_variable_in_the_environment_wins_over_its_secret_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = mounted_secret(tmp_path / "secrets", {"CRM_REDIS_URL": "redis://from-file:6379/0"})
+    monkeypatch.setenv("CRM_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("CRM_REDIS_URL", "redis://from-env:6379/0")
+
+    assert load_settings().redis_url.get_secret_value() == "redis://from-env:6379/0"
+
+
+def test_a_missing_secrets_directory_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    message = settings_error(monkeypatch, CRM_SECRETS_DIR=str(tmp_path / "not-mounted"))
+
+    assert (
+        message == f"invalid setting CRM_SECRETS_DIR={tmp_path / 'not-mounted'}: no such directory"
+    )
+
+
 # --- the settings object --------------------------------------------------------------------
 
 
