@@ -1,0 +1,99 @@
+"""The measures and baselines the report and the quality benchmark share, against
+scikit-learn's and scipy's own (the ``bench`` extra) on the same data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import auc, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from online_models.evaluation.baselines import LogisticBaseline
+from online_models.evaluation.measures import (
+    calibration,
+    cumulative_gains,
+    roc_auc,
+    roc_curve,
+    spearman,
+    top_share,
+)
+from online_models.evaluation.projection import principal_components
+
+
+@pytest.fixture
+def customers() -> tuple[np.ndarray, np.ndarray]:
+    """RFM-like features and churn labels that depend on them, with tied scores."""
+    rng = np.random.default_rng(3)
+    x = np.c_[rng.exponential(60, 400), rng.poisson(4, 400), rng.lognormal(5, 1, 400)]
+    x = np.log1p(x)
+    churn = rng.random(400) < 1 / (1 + np.exp(-(x[:, 0] - 3.5 - 0.5 * x[:, 1])))
+    return x, churn
+
+
+def test_roc_auc_and_curve_agree_with_scikit_learn_with_ties(
+    customers: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, churn = customers
+    risk = np.round(x[:, 0], 1)  # many ties
+
+    fpr, tpr = roc_curve(churn, risk)
+
+    assert roc_auc(churn, risk) == pytest.approx(roc_auc_score(churn, risk), abs=1e-12)
+    assert auc(fpr, tpr) == pytest.approx(roc_auc_score(churn, risk), abs=1e-12)
+    assert np.isnan(roc_auc([True, True], [0.1, 0.2]))
+
+
+def test_the_logistic_baseline_predicts_what_scikit_learns_pipeline_does(
+    customers: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, churn = customers
+    # Both fitted to convergence (scikit-learn's default tol stops within 5e-4 of it here).
+    model = LogisticRegression(max_iter=10_000, tol=1e-10)
+    reference = make_pipeline(StandardScaler(), model).fit(x, churn)
+
+    ours = LogisticBaseline().fit(x, churn)
+
+    assert np.abs(ours.predict_proba(x) - reference.predict_proba(x)).max() < 1e-5
+
+
+def test_gains_top_share_and_spearman_tell_the_same_ranking() -> None:
+    rng = np.random.default_rng(5)
+    spend_after = rng.lognormal(4, 1.5, 1000)
+    predicted = spend_after * rng.lognormal(0, 0.5, 1000)
+
+    x, y = cumulative_gains(predicted, spend_after)
+
+    assert (x[0], y[0], x[-1], y[-1]) == (0.0, 0.0, 1.0, pytest.approx(1.0))
+    assert top_share(predicted, spend_after) == pytest.approx(y[100])
+    assert top_share(spend_after, spend_after) >= top_share(predicted, spend_after)
+    assert spearman(predicted, spend_after) == pytest.approx(
+        stats.spearmanr(predicted, spend_after).statistic
+    )
+
+
+def test_calibration_bins_hold_every_customer_once(
+    customers: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, churn = customers
+    risk = LogisticBaseline().fit(x, churn).predict_proba(x)[:, 1]
+
+    bins = calibration(churn, risk)
+
+    assert bins.customers.sum() == len(churn)
+    # A fitted logistic model is calibrated in total: its mean risk is the churn rate.
+    weighted = (bins.predicted * bins.customers).sum() / len(churn)
+    assert weighted == pytest.approx(churn.mean(), abs=1e-3)
+
+
+def test_the_segment_map_is_scikit_learns_pca(customers: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = customers
+
+    xy, explained = principal_components(x, 2)
+
+    reference = PCA(n_components=2).fit(x)
+    assert np.abs(np.abs(xy) - np.abs(reference.transform(x))).max() < 1e-9
+    assert explained == pytest.approx(tuple(reference.explained_variance_ratio_))
