@@ -172,6 +172,11 @@ def judge(run: Backtest, history: PurchaseHistory, horizon_days: float = 90.0) -
         return judgement
     rows = {row.customer_id: row for row in run.rows}
     judgement.churn = judge_churn(rows, history, buyers, t, observed)
+    if len(judgement.churn.auc) < len(CHURN_MODELS):
+        judgement.missing.append(
+            f"Too few customers bought before {observed:.0f} days ahead of the cutoff, or all "
+            "of them alike, to train the logistic regression on RFM: it is left out."
+        )
     judgement.value = judge_value(rows, history, buyers, t, observed)
     judge_recommendations(judgement.recommendations, rows, history, buyers, t, observed)
     return judgement

@@ -41,10 +41,19 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else html.escape(str(value))
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value:
+        return "n/a"
+    # Shares and correlations to three places; days, orders and money as a reader counts them.
+    return (
+        f"{value:,.3f}"
+        if abs(value) < 10
+        else f"{value:,.1f}"
+        if abs(value) < 1000
+        else f"{value:,.0f}"
+    )
 
 
 def _table(headings: list[str], rows: list[list[Any]]) -> str:
@@ -160,8 +169,7 @@ def _recommendations(judgement: Judgement) -> str:
         + _table(["recommender", "hit rate@10", "recall@10"], rows)
         + '<div class="plots">'
         + _img(plots.recommendations_plot(recs), "hit rate and recall")
-        + "</div><h3>Most recommended items</h3>"
-        + top
+        + f"<div><h3>Most recommended items</h3>{top}</div></div>"
     )
 
 
