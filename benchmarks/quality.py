@@ -32,8 +32,12 @@ code path) and judged on what customers did in the 90 days after T:
   (``benchmarks/segments_quality.py``); ``--only segments`` runs this part alone (about half
   an hour) and writes benchmarks/results/quality-segments.json.
 
+The measures (AUC, Spearman, top-decile capture, hit rate and recall) and the logistic, BG/NBD,
+popularity and item-item baselines are ``online_models/evaluation/``'s, the code
+``crm-scorer backtest --report`` judges with.
+
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
-(scikit-learn): ``pip install -e '.[bench]'``.
+(scikit-learn: the boosted baseline, k-means, silhouettes): ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
