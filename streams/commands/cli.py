@@ -335,8 +335,9 @@ def backtest(
     report: Annotated[
         Path | None,
         typer.Option(
+            # "\\[": rich, which renders the help, would read "[report]" as markup.
             help="Also judge the scores on the file's events after --as-of and write one HTML "
-            "page of plots here (needs the report extra: pip install 'crm-scorer[report]').",
+            "page of plots here (needs the report extra: pip install 'crm-scorer\\[report]').",
             metavar="FILE",
             show_default=False,
         ),

@@ -197,3 +197,5 @@ def test_without_matplotlib_the_command_says_how_to_install_it(tmp_path: Path) -
     assert result.returncode == 2
     assert "pip install 'crm-scorer[report]'" in result.stderr
     assert "scoring" not in result.stderr  # it stopped before the backtest
+    # The option's help names the extra too (rich, rendering it, must not eat "[report]").
+    assert "crm-scorer[report]" in crm("backtest", "--help", env={"COLUMNS": "200"}).stdout
