@@ -4,6 +4,7 @@ the batch baselines' features."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -30,20 +31,30 @@ class PurchaseHistory:
     (2.0, 2.0, 7.0, 4.0)
     """
 
-    def __init__(self, purchases: Iterable[Purchase]) -> None:
+    def __init__(self, purchases: Iterable[Purchase] = ()) -> None:
         self.buys: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
         self.refunds: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.first_event = float("inf")
         self.last_event = float("-inf")
+        self.add(purchases)
+
+    def add(self, purchases: Iterable[Purchase]) -> None:
+        """Take in more purchases and refunds (a file's chunk after chunk), in any order."""
+        late = set()
+        first, last = self.first_event, self.last_event
         for customer, when, item, amount, refund in purchases:
+            first, last = min(first, when), max(last, when)
             if refund:
                 self.refunds[customer].append((when, amount))
-            else:
-                self.buys[customer].append((when, item or "", amount))
-            self.first_event = min(self.first_event, when)
-            self.last_event = max(self.last_event, when)
-        for buys in self.buys.values():
-            buys.sort(key=lambda buy: buy[0])
+                continue
+            buys = self.buys[customer]
+            if buys and when < buys[-1][0]:
+                late.add(customer)
+            # A file names an item on many rows: one string each is enough.
+            buys.append((when, sys.intern(item or ""), amount))
+        self.first_event, self.last_event = first, last
+        for customer in late:
+            self.buys[customer].sort(key=lambda buy: buy[0])
 
     def buyers_before(self, t: float) -> list[str]:
         """Customers with a purchase before ``t``, sorted."""

@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from online_models.evaluation.baselines import LogisticBaseline
+from online_models.evaluation.history import PurchaseHistory
 from online_models.evaluation.measures import (
     calibration,
     cumulative_gains,
@@ -97,3 +98,22 @@ def test_the_segment_map_is_scikit_learns_pca(customers: tuple[np.ndarray, np.nd
     reference = PCA(n_components=2).fit(x)
     assert np.abs(np.abs(xy) - np.abs(reference.transform(x))).max() < 1e-9
     assert explained == pytest.approx(tuple(reference.explained_variance_ratio_))
+
+
+def test_a_history_taken_in_chunks_out_of_order_is_the_history_of_them_all() -> None:
+    rng = np.random.default_rng(9)
+    purchases = [
+        (f"c{rng.integers(5)}", float(rng.integers(0, 10**6)), f"i{rng.integers(7)}",
+         float(rng.integers(1, 50)), bool(rng.random() < 0.1))
+        for _ in range(300)
+    ]  # fmt: skip
+    whole = PurchaseHistory(sorted(purchases, key=lambda p: p[1]))
+
+    chunked = PurchaseHistory()
+    for start in (200, 0, 100):  # the middle of the file first
+        chunked.add(purchases[start : start + 100])
+
+    assert (chunked.first_event, chunked.last_event) == (whole.first_event, whole.last_event)
+    for customer in whole.buys:
+        assert [w for w, _, _ in chunked.buys[customer]] == [w for w, _, _ in whole.buys[customer]]
+        assert chunked.rfm(customer, 5e5) == pytest.approx(whole.rfm(customer, 5e5))

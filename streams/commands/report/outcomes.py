@@ -40,16 +40,16 @@ def history_of(events: list[LoadedEvent]) -> PurchaseHistory:
 
 
 class PurchaseRecorder:
-    """Passes a file's chunks on to the backtest, keeping their purchases and refunds (before
-    and after the cutoff) for :meth:`history`."""
+    """Passes a file's chunks on to the backtest, adding their purchases and refunds (before
+    and after the cutoff) to :meth:`history` a chunk at a time."""
 
     def __init__(self) -> None:
-        self._purchases: list[Purchase] = []
+        self._history = PurchaseHistory()
 
     def watch(self, chunks: Iterable[EventChunk]) -> Iterator[EventChunk]:
         for chunk in chunks:
-            self._purchases.extend(purchases_of(chunk))
+            self._history.add(purchases_of(chunk))
             yield chunk
 
     def history(self) -> PurchaseHistory:
-        return PurchaseHistory(self._purchases)
+        return self._history
