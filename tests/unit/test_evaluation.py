@@ -12,7 +12,7 @@ from sklearn.metrics import auc, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from online_models.evaluation.baselines import LogisticBaseline
+from online_models.evaluation.baselines import LogisticBaseline, item_item_lists
 from online_models.evaluation.history import PurchaseHistory
 from online_models.evaluation.measures import (
     calibration,
@@ -117,3 +117,25 @@ def test_a_history_taken_in_chunks_out_of_order_is_the_history_of_them_all() -> 
     for customer in whole.buys:
         assert [w for w, _, _ in chunked.buys[customer]] == [w for w, _, _ in whole.buys[customer]]
         assert chunked.rfm(customer, 5e5) == pytest.approx(whole.rfm(customer, 5e5))
+
+
+def test_item_item_in_batches_ranks_as_the_whole_similarity_matrix_does() -> None:
+    rng = np.random.default_rng(11)
+    owned = {f"c{n}": {f"i{i}" for i in rng.choice(30, rng.integers(1, 8))} for n in range(90)}
+    customers, items = list(owned), sorted({i for bought in owned.values() for i in bought})
+    bought = np.array([[item in owned[c] for item in items] for c in customers], dtype=float)
+    counts = bought.sum(axis=0)
+    similarity = bought.T @ bought / np.sqrt(np.outer(counts, counts))
+    np.fill_diagonal(similarity, 0.0)
+    scores = {}
+    for c, row in zip(customers, bought @ similarity + 1e-9 * counts, strict=True):
+        row[[items.index(i) for i in owned[c]]] = -np.inf
+        scores[c] = row
+
+    for batch in (1, 7, 256):
+        lists = item_item_lists(owned, 10, batch)
+        for c in customers:
+            # The same scores in the same order; items of equal score (to rounding) may swap.
+            best = np.sort(scores[c])[::-1][:10]
+            got = scores[c][[items.index(i) for i in lists[c]]]
+            assert got == pytest.approx(best, rel=1e-12, abs=1e-15)
