@@ -11,7 +11,7 @@ RENDERED ?= .k8s-rendered
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,report]'
 	touch $@
 
 setup: $(BIN)/.installed

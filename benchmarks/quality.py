@@ -32,8 +32,12 @@ code path) and judged on what customers did in the 90 days after T:
   (``benchmarks/segments_quality.py``); ``--only segments`` runs this part alone (about half
   an hour) and writes benchmarks/results/quality-segments.json.
 
+The measures (AUC, Spearman, top-decile capture, hit rate and recall) and the logistic, BG/NBD,
+popularity and item-item baselines are ``online_models/evaluation/``'s, the code
+``crm-scorer backtest --report`` judges with.
+
 Prints a table and writes benchmarks/results/quality.json. Needs the ``bench`` extra
-(scikit-learn): ``pip install -e '.[bench]'``.
+(scikit-learn: the boosted baseline, k-means, silhouettes): ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ import math
 import platform
 import sys
 import time
-from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,13 +56,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import optimize, sparse, special, stats
 from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, silhouette_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import silhouette_score
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,9 +66,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from segments_quality import evaluate_segments, inertia, show_segments  # noqa: E402
 
+from online_models.evaluation.baselines import (  # noqa: E402
+    bgnbd_gamma_gamma,
+    item_item_lists,
+    popularity_lists,
+)
+from online_models.evaluation.churn import churned, logistic_rfm_churn_risk  # noqa: E402
+from online_models.evaluation.history import PurchaseHistory as History  # noqa: E402
+from online_models.evaluation.measures import (  # noqa: E402
+    hit_rate_and_recall,
+    roc_auc,
+    spearman,
+    top_share,
+)
 from online_models.scoring.scorer import ScorerConfig  # noqa: E402
-from schemas.events import PurchaseEvent, ReturnEvent  # noqa: E402
 from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
+from streams.commands.report.outcomes import history_of  # noqa: E402
 from streams.commands.transactions import load_transactions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "online_retail" / "online_retail.csv.gz"
@@ -113,96 +125,27 @@ K = 10
 DAY = 86_400.0
 
 
-class History:
-    """Purchases and refunds per customer, in event time, for labels and batch features."""
-
-    def __init__(self, events: list[Any]) -> None:
-        self.buys: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
-        self.refunds: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        for loaded in events:
-            event = loaded.event
-            if isinstance(event, PurchaseEvent):
-                self.buys[event.customer_id].append((loaded.time, event.item_id, event.amount))
-            elif isinstance(event, ReturnEvent):
-                self.refunds[event.customer_id].append((loaded.time, event.amount))
-
-    def buyers_before(self, t: float) -> list[str]:
-        return sorted(c for c, buys in self.buys.items() if buys[0][0] < t)
-
-    def bought_between(self, customer: str, start: float, end: float) -> bool:
-        return any(start < when <= end for when, _, _ in self.buys.get(customer, ()))
-
-    def items_before(self, customer: str, t: float) -> set[str]:
-        return {item for when, item, _ in self.buys.get(customer, ()) if when < t}
-
-    def spend_between(self, customer: str, start: float, end: float) -> float:
-        """Net spend in (start, end]."""
-        bought = sum(a for when, _, a in self.buys.get(customer, ()) if start < when <= end)
-        refunded = sum(a for when, a in self.refunds.get(customer, ()) if start < when <= end)
-        return max(bought - refunded, 0.0)
-
-    def baskets_between(self, customer: str, start: float, end: float) -> int:
-        """Distinct purchase times in (start, end]."""
-        return len({when for when, _, _ in self.buys.get(customer, ()) if start < when <= end})
-
-    def summary(self, customer: str, t: float) -> tuple[float, float, float, float, float]:
-        """BG/NBD's x, t_x, T (days) and Gamma-Gamma's mean spend per order, and net spend,
-        of the purchases before t."""
-        baskets: dict[float, float] = defaultdict(float)
-        for when, _, amount in self.buys.get(customer, ()):
-            if when < t:
-                baskets[when] += amount
-        times = sorted(baskets)
-        spend = max(sum(baskets.values()) - sum(
-            a for when, a in self.refunds.get(customer, ()) if when < t), 0.0)  # fmt: skip
-        mean = max(sum(baskets.values()) / len(times), 0.01)
-        return (len(times) - 1.0, (times[-1] - times[0]) / DAY, (t - times[0]) / DAY, mean, spend)
-
-    def items_between(self, customer: str, start: float, end: float) -> set[str]:
-        """Items bought in (start, end], the window of the churn labels too."""
-        return {item for when, item, _ in self.buys.get(customer, ()) if start < when <= end}
-
-    def rfm(self, customer: str, t: float) -> tuple[float, float, float, float]:
-        """Recency (days), frequency (baskets), net monetary, tenure (days) as of ``t``."""
-        buys = [(when, amount) for when, _, amount in self.buys[customer] if when < t]
-        baskets = {when for when, _ in buys}
-        refunded = sum(amount for when, amount in self.refunds.get(customer, ()) if when < t)
-        monetary = max(sum(amount for _, amount in buys) - refunded, 0.0)
-        return (
-            (t - max(baskets)) / DAY,
-            float(len(baskets)),
-            monetary,
-            (t - min(baskets)) / DAY,
-        )
-
-
-def rfm_matrix(history: History, customers: list[str], t: float) -> np.ndarray:
-    return np.log1p(np.array([history.rfm(c, t) for c in customers]))
-
-
 def churn_section(history: History, t: float, runs: dict[str, Backtest]) -> dict[str, Any]:
     """AUC of the online scores and of batch RFM models trained at t - 90 days."""
-    end = t + HORIZON.total_seconds()
+    days = HORIZON.total_seconds() / DAY
     customers = history.buyers_before(t)
-    labels = np.array([not history.bought_between(c, t, end) for c in customers])
+    labels = churned(history, customers, t, days)
     result: dict[str, Any] = {"customers": len(customers), "churn_rate": float(labels.mean())}
     for name, run in runs.items():
         risk = {row.customer_id: row.score.churn_risk for row in run.rows}
         scores = np.array([risk[c] for c in customers])
-        result[f"online_{name}_auc"] = float(roc_auc_score(labels, scores))
+        result[f"online_{name}_auc"] = roc_auc(labels, scores)
+    logistic, trained_on = logistic_rfm_churn_risk(history, customers, t, days)
+    result["batch_logistic_auc"] = roc_auc(labels, logistic)
     train_at = t - HORIZON.total_seconds()
     train = history.buyers_before(train_at)
-    x_train = rfm_matrix(history, train, train_at)
-    y_train = np.array([not history.bought_between(c, train_at, t) for c in train])
-    x_eval = rfm_matrix(history, customers, t)
-    models = {
-        "batch_logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-        "batch_boosted": HistGradientBoostingClassifier(random_state=0),
-    }
-    for name, model in models.items():
-        model.fit(x_train, y_train)
-        result[f"{name}_auc"] = float(roc_auc_score(labels, model.predict_proba(x_eval)[:, 1]))
-    result["batch_train_customers"] = len(train)
+    boosted = HistGradientBoostingClassifier(random_state=0).fit(
+        history.rfm_matrix(train, train_at), churned(history, train, train_at, days)
+    )
+    result["batch_boosted_auc"] = roc_auc(
+        labels, boosted.predict_proba(history.rfm_matrix(customers, t))[:, 1]
+    )
+    result["batch_train_customers"] = trained_on
     return result
 
 
@@ -212,51 +155,14 @@ def recommendation_section(history: History, t: float, run: Backtest) -> dict[st
     customers = history.buyers_before(t)
     owned = {c: history.items_before(c, t) for c in customers}
     truth = {c: history.items_between(c, t, end) - owned[c] for c in customers}
-    judged = [c for c in customers if truth[c]]
-    online = {row.customer_id: row.recommendations for row in run.rows}
-
-    items = sorted({item for c in customers for item in owned[c]})
-    column = {item: i for i, item in enumerate(items)}
-    rows, cols = [], []
-    for r, c in enumerate(customers):
-        for item in owned[c]:
-            rows.append(r)
-            cols.append(column[item])
-    bought = sparse.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(len(customers), len(items))
-    )
-    counts = np.asarray(bought.sum(axis=0)).ravel()
-    cooccurrence = (bought.T @ bought).tocsr().astype(float)
-    norms = np.sqrt(counts)
-    similarity = sparse.diags(1 / norms) @ cooccurrence @ sparse.diags(1 / norms)
-    similarity.setdiag(0)
-    index = {c: r for r, c in enumerate(customers)}
-
-    def top(scores: np.ndarray, exclude: set[str]) -> list[str]:
-        scores = scores.astype(float).copy()
-        for item in exclude:
-            scores[column[item]] = -np.inf
-        best = np.argsort(-scores, kind="stable")[:K]
-        return [items[i] for i in best if np.isfinite(scores[i])]
-
-    popular = np.asarray(counts, dtype=float)
     lists = {
-        "online": lambda c: online.get(c, [])[:K],
-        "popularity": lambda c: top(popular, owned[c]),
-        "item_item": lambda c: top(
-            np.asarray((bought[index[c]] @ similarity).todense()).ravel() + 1e-9 * popular,
-            owned[c],
-        ),
+        "online": {row.customer_id: row.recommendations for row in run.rows},
+        "popularity": popularity_lists(owned, K),
+        "item_item": item_item_lists(owned, K),
     }
-    result: dict[str, Any] = {"customers": len(judged)}
-    for name, recommend in lists.items():
-        hits, recalls = [], []
-        for c in judged:
-            found = len(set(recommend(c)) & truth[c])
-            hits.append(found > 0)
-            recalls.append(found / len(truth[c]))
-        result[f"{name}_hit_rate"] = float(np.mean(hits))
-        result[f"{name}_recall"] = float(np.mean(recalls))
+    result: dict[str, Any] = {"customers": sum(1 for c in customers if truth[c])}
+    for name, ranked in lists.items():
+        result[f"{name}_hit_rate"], result[f"{name}_recall"] = hit_rate_and_recall(ranked, truth, K)
     return result
 
 
@@ -303,8 +209,8 @@ def lifetime_section(history: History, t: float, run: Backtest) -> dict[str, Any
     orders_after = np.array([history.baskets_between(c, t, end) for c in customers], float)
     summaries = np.array([history.summary(c, t) for c in customers])  # x, t_x, T, mean, spend
     x, t_x, age, mean, spend = summaries.T
-    batch_orders, batch_spend = batch_bgnbd_gamma_gamma(x, t_x, age, mean)
     horizon = HORIZON.total_seconds() / DAY
+    batch_orders, batch_spend = bgnbd_gamma_gamma(x, t_x, age, mean, horizon)
     assert run.scorer is not None
     lifetime, states = run.scorer.lifetime_model, run.states
 
@@ -325,56 +231,14 @@ def lifetime_section(history: History, t: float, run: Backtest) -> dict[str, Any
         # Historic spend ranks by the spend itself; as a prediction of 90 days' spend it is
         # the customer's daily rate times 90.
         ranking = spend if name == "historic_spend" else predicted
-        top = np.argsort(-ranking, kind="stable")[: max(len(customers) // 10, 1)]
-        result[f"{name}_spearman"] = float(stats.spearmanr(ranking, spend_after).statistic)
+        result[f"{name}_spearman"] = spearman(ranking, spend_after)
         result[f"{name}_mae"] = float(np.abs(predicted - spend_after).mean())
-        result[f"{name}_top_decile_capture"] = float(spend_after[top].sum() / spend_after.sum())
+        result[f"{name}_top_decile_capture"] = top_share(ranking, spend_after, 0.1)
     online_orders = np.array([online[c].expected_orders for c in customers])
     result["online_orders_mae"] = float(np.abs(online_orders - orders_after).mean())
     result["batch_bgnbd_orders_mae"] = float(np.abs(batch_orders - orders_after).mean())
     result["online_mean_p_alive"] = float(np.mean([online[c].p_alive for c in customers]))
     return result
-
-
-def batch_bgnbd_gamma_gamma(
-    x: np.ndarray, t_x: np.ndarray, age: np.ndarray, mean: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Expected orders and spend over the next 90 days from BG/NBD + Gamma-Gamma fitted by
-    maximum likelihood on these customers (what the ``lifetimes`` package does, in scipy)."""
-
-    def bgnbd_nll(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        alive = common + special.betaln(a, b + x) - special.betaln(a, b)
-        alive -= (r + x) * np.log(alpha + age)
-        gone = common + special.betaln(a + 1, b + np.maximum(x - 1, 0)) - special.betaln(a, b)
-        gone -= (r + x) * np.log(alpha + t_x)
-        ll = np.where(x > 0, np.logaddexp(alive, np.where(x > 0, gone, -np.inf)), alive)
-        return float(-ll.mean())
-
-    n = x + 1
-
-    def gg_nll(log_params: np.ndarray) -> float:
-        p, q, g = np.exp(log_params)
-        ll = (special.gammaln(p * n + q) - special.gammaln(p * n) - special.gammaln(q)
-              + q * np.log(g) + p * n * np.log(n) + (p * n - 1) * np.log(mean)
-              - (p * n + q) * np.log(g + mean * n))  # fmt: skip
-        return float(-ll.mean())
-
-    options = {"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}
-    with np.errstate(all="ignore"):
-        bg = optimize.minimize(bgnbd_nll, np.log([0.5, 10, 1, 1]), method="Nelder-Mead",
-                               options=options)  # fmt: skip
-        gg = optimize.minimize(gg_nll, np.log([2, 3, 100]), method="Nelder-Mead", options=options)
-    r, alpha, a, b = np.exp(bg.x)
-    p, q, g = np.exp(gg.x)
-    days = HORIZON.total_seconds() / DAY
-    hyper = special.hyp2f1(r + x, b + x, a + b + x - 1, days / (alpha + age + days))
-    tail = ((alpha + age) / (alpha + age + days)) ** (r + x)
-    dropped = (x > 0) * (a / (b + x - 1)) * ((alpha + age) / (alpha + t_x)) ** (r + x)
-    orders = (a + b + x - 1) / (a - 1) * (1 - tail * hyper) / (1 + dropped)
-    per_order = (g + mean * n) * p / (p * n + q - 1)
-    return orders, orders * per_order
 
 
 def alert_section(history: History, t: float, runs: dict[str, Backtest]) -> dict[str, Any]:
@@ -763,14 +627,14 @@ def main() -> None:
         command += " --only core"
         if args.out == RESULTS:
             args.out = CORE_RESULTS
-        history = History(loaded.events)
+        history = history_of(loaded.events)
         reports = [
             evaluate_core(loaded.events, history, cutoff, console)
             for cutoff in args.cutoff or CUTOFFS
         ]
         show_core(reports, console)
     else:
-        history = History(loaded.events)
+        history = history_of(loaded.events)
         reports = [
             evaluate(loaded.events, history, cutoff, console) for cutoff in args.cutoff or CUTOFFS
         ]

@@ -47,6 +47,7 @@ from quality import (  # noqa: E402
     HORIZON,
     History,
     K,
+    history_of,
     online_retail_arguments,
     recommendation_section,
 )
@@ -202,7 +203,7 @@ def main() -> None:
     args, console = online_retail_arguments(__doc__.splitlines()[0], RESULTS)
     threadpool_limits(limits=1, user_api="blas")  # as the worker and the backtest command
     loaded = load_transactions(args.data, preset="online-retail")
-    history = History(loaded.events)
+    history = history_of(loaded.events)
     catalogue = load_catalogue(args.data, preset="online-retail")
     console.log(f"{len(loaded.events):,} events, {len(catalogue.items):,} catalogue items")
     reports = [

@@ -332,22 +332,45 @@ def backtest(
         typer.Option("--items-preset", help="Column layout of the catalogue file.", metavar="NAME"),
     ] = None,
     items_maps: ItemMapOption = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            # "\\[": rich, which renders the help, would read "[report]" as markup.
+            help="Also judge the scores on the file's events after --as-of and write one HTML "
+            "page of plots here (needs the report extra: pip install 'crm-scorer\\[report]').",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    horizon_days: Annotated[
+        float,
+        typer.Option(help="Days after --as-of the report judges the scores on.", min=1.0),
+    ] = 90.0,
 ) -> None:
     """Run the worker's models in-process over a file's events before --as-of; write scores."""
     from rich.console import Console
 
     from streams.commands.backtest import run_backtest, write_scores
     from streams.commands.progress import event_progress
+    from streams.commands.report import require_plotting, write_backtest_report
+    from streams.commands.report.outcomes import PurchaseRecorder
     from streams.commands.transactions import read_transactions
     from streams.worker import one_numeric_thread
 
     moment = parse_as_of(as_of)
     settings = _settings()
     one_numeric_thread()
-    try:
-        out.touch()  # an unwritable --out fails now, not after the whole backtest
-    except OSError as exc:
-        raise _fail(f"cannot write --out {out}: {exc.strerror}") from None
+    for option, path in (("--out", out), ("--report", report)):
+        try:
+            if path is not None:
+                path.touch()  # an unwritable file fails now, not after the whole backtest
+        except OSError as exc:
+            raise _fail(f"cannot write {option} {path}: {exc.strerror}") from None
+    if report is not None:
+        try:
+            require_plotting()
+        except CrmScorerError as exc:
+            raise _fail(str(exc)) from None
     console = Console(stderr=True)
     catalogue = None
     if items_file is not None:
@@ -361,9 +384,10 @@ def backtest(
                 file_format=file_format,
                 before=moment.timestamp(),
             )
+        recorder = PurchaseRecorder()
         with event_progress(console, stream.events_before, "scoring") as progress:
             result = run_backtest(
-                stream,
+                recorder.watch(stream) if report is not None else stream,
                 moment,
                 settings.scorer_config(),
                 workers=workers,
@@ -375,7 +399,7 @@ def backtest(
     except CrmScorerError as exc:
         raise _fail(str(exc)) from None
     written = write_scores(result.rows, out)
-    report = stream.report
+    rejects = stream.report
     typer.echo(
         f"scored {result.events:,} events before {moment.isoformat()} "
         f"({result.ignored_after_cutoff:,} later ones ignored, {result.rescores:,} re-scores of "
@@ -388,9 +412,18 @@ def backtest(
     if result.duplicates:
         typer.echo(f"{result.duplicates:,} events repeated an earlier event's id and were ignored")
     typer.echo(f"wrote {written:,} customers' scores to {out}")
-    if report.rejected:
-        reasons = ", ".join(f"{reason} {count:,}" for reason, count in report.reasons.most_common())
-        typer.echo(f"{report.rejected:,} of {report.rows:,} rows did not become events: {reasons}")
+    if rejects.rejected:
+        reasons = ", ".join(
+            f"{reason} {count:,}" for reason, count in rejects.reasons.most_common()
+        )
+        typer.echo(
+            f"{rejects.rejected:,} of {rejects.rows:,} rows did not become events: {reasons}"
+        )
+    if report is not None:
+        for reason in write_backtest_report(report, result, recorder.history(), file.name,
+                                            horizon_days):  # fmt: skip
+            typer.echo(f"report: {reason}")
+        typer.echo(f"wrote the report to {report}")
 
 
 @cli.command()

@@ -22,6 +22,8 @@ FAMILIES = frozenset({"segments", "churn", "recommend", "value"})
 #: package root (which holds only ``__version__``).
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "customer": frozenset(),
+    # Measures and batch baselines on arrays: they judge scores, they import no model.
+    "evaluation": frozenset(),
     "sentiment": frozenset({"customer"}),
     **{family: frozenset({"customer"}) for family in FAMILIES},
     "scoring": frozenset({"customer", "sentiment", *FAMILIES}),
