@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from batch_recommenders import batch_lists  # noqa: E402
 from segments_quality import evaluate_segments, inertia, show_segments  # noqa: E402
 
 from online_models.evaluation.baselines import (  # noqa: E402
@@ -150,17 +151,21 @@ def churn_section(history: History, t: float, runs: dict[str, Backtest]) -> dict
 
 
 def recommendation_section(history: History, t: float, run: Backtest) -> dict[str, Any]:
-    """Hit rate and recall at 10 of the online lists, popularity and batch item-item."""
+    """Hit rate and recall at 10 of the online lists, popularity, batch item-item, and EASE
+    and RP3beta tuned on the period before T (``batch_recommenders.py``)."""
     end = t + HORIZON.total_seconds()
     customers = history.buyers_before(t)
     owned = {c: history.items_before(c, t) for c in customers}
     truth = {c: history.items_between(c, t, end) - owned[c] for c in customers}
+    batch = batch_lists(history, t)
     lists = {
         "online": {row.customer_id: row.recommendations for row in run.rows},
         "popularity": popularity_lists(owned, K),
         "item_item": item_item_lists(owned, K),
+        "ease": batch.lists["ease"],
+        "rp3beta": batch.lists["rp3beta"],
     }
-    result: dict[str, Any] = {"customers": sum(1 for c in customers if truth[c])}
+    result: dict[str, Any] = {"customers": sum(1 for c in customers if truth[c]), **batch.summary()}
     for name, ranked in lists.items():
         result[f"{name}_hit_rate"], result[f"{name}_recall"] = hit_rate_and_recall(ranked, truth, K)
     return result
@@ -357,6 +362,13 @@ def show_core(reports: list[dict[str, Any]], console: Console) -> None:
         "churn AUC, batch logistic": ("churn", "batch_logistic_auc"),
         "hit@10, online": ("recommendations", "online_hit_rate"),
         "hit@10, popularity": ("recommendations", "popularity_hit_rate"),
+        "hit@10, batch item-item": ("recommendations", "item_item_hit_rate"),
+        "hit@10, RP3beta (beta chosen before T)": ("recommendations", "rp3beta_hit_rate"),
+        "hit@10, EASE (lambda chosen before T)": ("recommendations", "ease_hit_rate"),
+        "recall@10, online": ("recommendations", "online_recall"),
+        "recall@10, popularity": ("recommendations", "popularity_recall"),
+        "recall@10, EASE": ("recommendations", "ease_recall"),
+        "EASE lambda (chosen before T)": ("recommendations", "ease_lambda"),
         "CLV Spearman, online": ("lifetime", "online_spearman"),
         "CLV Spearman, historic spend": ("lifetime", "historic_spend_spearman"),
         "CLV Spearman, batch BG/NBD+GG": ("lifetime", "batch_bgnbd_gg_spearman"),
@@ -472,9 +484,12 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
         ("hit rate@10: online", lambda r: r["recommendations"]["online_hit_rate"]),
         ("hit rate@10: popularity", lambda r: r["recommendations"]["popularity_hit_rate"]),
         ("hit rate@10: batch item-item", lambda r: r["recommendations"]["item_item_hit_rate"]),
+        ("hit rate@10: batch RP3beta", lambda r: r["recommendations"]["rp3beta_hit_rate"]),
+        ("hit rate@10: batch EASE", lambda r: r["recommendations"]["ease_hit_rate"]),
         ("recall@10: online", lambda r: r["recommendations"]["online_recall"]),
         ("recall@10: popularity", lambda r: r["recommendations"]["popularity_recall"]),
         ("recall@10: batch item-item", lambda r: r["recommendations"]["item_item_recall"]),
+        ("recall@10: batch EASE", lambda r: r["recommendations"]["ease_recall"]),
         ("segments: k", lambda r: r["segments"]["k"]),
         ("inertia: online / batch k-means", lambda r: r["targets"]["inertia_ratio"]),
         ("silhouette: online", lambda r: r["segments"]["online_silhouette"]),

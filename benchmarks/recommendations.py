@@ -13,7 +13,9 @@ Judged on what customers bought in (T, T+90d] that they had not bought before T:
 
 * hit rate@10 and recall@10 of the hybrid for a sweep of content weights (the factor,
   popularity and co-purchase weights stay 2.0, 0.3 and 4.0), of today's recommender, of global
-  popularity and of batch item-item collaborative filtering (``quality.py``'s baselines);
+  popularity, of batch item-item collaborative filtering, and of batch RP3beta and EASE with
+  their beta and lambda chosen on the 90 days before T (``quality.py``'s baselines,
+  ``batch_recommenders.py``);
 * new items: recall@10 on the purchases of items first sold after T (today's recommender
   cannot reach them at all), over the customers who bought one;
 * unavailable items: the top-10 item of most customers' lists marked unavailable, and the
@@ -131,6 +133,13 @@ def evaluate(
                        "recall": baseline["popularity_recall"]},
         "item_item": {"hit_rate": baseline["item_item_hit_rate"],
                       "recall": baseline["item_item_recall"]},
+        "rp3beta": {"hit_rate": baseline["rp3beta_hit_rate"], "recall": baseline["rp3beta_recall"],
+                    "beta": baseline["rp3beta_beta"]},
+        "ease": {"hit_rate": baseline["ease_hit_rate"], "recall": baseline["ease_recall"],
+                 "lambda": baseline["ease_lambda"],
+                 "validation_hit_rate_by_lambda": baseline["ease_validation_hit_rate_by_lambda"],
+                 "judged_hit_rate_by_lambda_hindsight":
+                     baseline["ease_judged_hit_rate_by_lambda_hindsight"]},
         "today": {"hit_rate": baseline["online_hit_rate"], "recall": baseline["online_recall"],
                   "new_items": new_items_recall(history, t, first_sold,
                                                 ranked_lists(today, today.scorer))},
@@ -179,12 +188,17 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
     row("hit rate@10: today's recommender", lambda r: r["today"]["hit_rate"])
     row("hit rate@10: popularity", lambda r: r["popularity"]["hit_rate"])
     row("hit rate@10: batch item-item", lambda r: r["item_item"]["hit_rate"])
+    row("hit rate@10: batch RP3beta (beta chosen before T)", lambda r: r["rp3beta"]["hit_rate"])
+    row("hit rate@10: batch EASE (lambda chosen before T)", lambda r: r["ease"]["hit_rate"])
+    row("EASE lambda chosen before T", lambda r: r["ease"]["lambda"], "{:g}")
     row("hybrid / popularity (target >= 1.5)", lambda r: r["hybrid_vs_popularity"], "{:.2f}x")
     row("today / popularity", lambda r: r["today_vs_popularity"], "{:.2f}x")
     row("recall@10: hybrid", lambda r: r["hybrid"]["recall"])
     row("recall@10: today's recommender", lambda r: r["today"]["recall"])
     row("recall@10: popularity", lambda r: r["popularity"]["recall"])
     row("recall@10: batch item-item", lambda r: r["item_item"]["recall"])
+    row("recall@10: batch RP3beta", lambda r: r["rp3beta"]["recall"])
+    row("recall@10: batch EASE", lambda r: r["ease"]["recall"])
     row("new items recall@10: hybrid", lambda r: r["hybrid"]["new_items"]["recall"])
     row("new items recall@10: today's", lambda r: r["today"]["new_items"]["recall"])
     key = "hybrid_by_content_weight_and_new_item_slots"
