@@ -741,6 +741,10 @@ def online_retail_arguments(
             help="with --only segments: this segmentation only (repeatable; default both)",
         )  # fmt: skip
         parser.add_argument(
+            "--workers", type=int, default=0,
+            help="with --only segments: run each segmentation again by this many workers",
+        )  # fmt: skip
+        parser.add_argument(
             "--no-loners", action="store_true",
             help="with --only segments: skip the k-means run of unusual customers alone",
         )  # fmt: skip
@@ -763,6 +767,7 @@ def main() -> None:
         command += "".join(f" --model {m}" for m in args.model or ())
         command += "".join(f" --cutoff {c}" for c in args.cutoff or ())
         command += " --no-loners" if args.no_loners else ""
+        command += f" --workers {args.workers}" if args.workers else ""
         if args.out == RESULTS:
             args.out = SEGMENT_RESULTS
         reports = [
@@ -774,6 +779,7 @@ def main() -> None:
                 sync_seconds=SYNC_SECONDS,
                 models=args.model or ("kmeans", "density"),
                 loners=not args.no_loners,
+                workers=args.workers,
             )
             for cutoff in args.cutoff or CUTOFFS
         ]

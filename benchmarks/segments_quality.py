@@ -535,12 +535,36 @@ def backtest_with(
     partitions: int,
     sync_seconds: float,
     snapshots: Sequence[datetime] = (),
+    workers: int = 1,
 ) -> Backtest:
     """The scorer backtested to ``as_of`` on the real ``events`` with the synthetic ones
-    (``injected``, in event-time order) merged in."""
+    (``injected``, in event-time order) merged in, by ``workers`` workers."""
     stream = heapq.merge((e.event for e in events), injected, key=attrgetter("timestamp"))
-    return run_backtest(stream, as_of, config, partitions=partitions,
+    return run_backtest(stream, as_of, config, partitions=partitions, workers=workers,
                         sync_seconds=sync_seconds, snapshots=snapshots)  # fmt: skip
+
+
+def workers_agreement(
+    one: Backtest, many: Backtest, workers: int, synthetic: Collection[str]
+) -> dict[str, Any]:
+    """How far the scores at the cutoff of ``workers`` workers are from one worker's: the
+    shares of real customers whose segment name and whose flag differ, and each run's share
+    of real customers flagged and of resellers flagged or in a segment of their own."""
+    a, b = cutoff_scores(one), cutoff_scores(many)
+    common = sorted(set(a) & set(b))
+    real = [c for c in common if c not in synthetic]
+    resellers = [c for c in common if c in synthetic]
+    return {
+        "workers": workers,
+        "customers": len(real),
+        "segment_name_differs": _mean([a[c].segment_name != b[c].segment_name for c in real]),
+        "flag_differs": _mean([a[c].segment_outlier != b[c].segment_outlier for c in real]),
+        "real_flagged": [_mean([s[c].segment_outlier for c in real]) for s in (a, b)],
+        "resellers_flagged_or_own_segment": [
+            own_segment(s, real, resellers)["resellers_flagged_or_own_segment"] for s in (a, b)
+        ],
+        "backtest_seconds": round(many.seconds, 1),
+    }
 
 
 def evaluate_loners(
@@ -575,10 +599,12 @@ def evaluate_segments(
     resellers: Resellers | None = None,
     loners: Loners | bool | None = None,
     models: Collection[str] = tuple(MODELS),
+    workers: int = 0,
 ) -> dict[str, Any]:
     """The segmentations of ``models`` (default both) backtested to ``cutoff`` with
     ``resellers`` (default :class:`Resellers`) injected, judged, and k-means again with
-    ``loners`` (default :class:`Loners`; False: none) alone (when ``models`` has k-means)."""
+    ``loners`` (default :class:`Loners`; False: none) alone (when ``models`` has k-means);
+    with ``workers``, each segmentation again by that many workers, compared."""
     resellers = resellers or Resellers()
     as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
     t = as_of.timestamp()
@@ -606,6 +632,12 @@ def evaluate_segments(
         if config.segment_model == "kmeans":
             sweep = fence_sweep(run, {"reseller": synthetic}, kmeans_segmenter(run))
             report["models"][name]["fence_sweep"] = sweep
+        if workers > 1:
+            many = backtest_with(events, injected, as_of, config, partitions=partitions,
+                                 sync_seconds=sync_seconds, workers=workers)  # fmt: skip
+            console.log(f"{cutoff} segments {name}, {workers} workers: {many.seconds:.1f}s")
+            agreement = workers_agreement(run, many, workers, synthetic)
+            report["models"][name]["workers_agreement"] = agreement
     if "kmeans" in models and loners is not False:
         chosen = loners if isinstance(loners, Loners) else Loners()
         report["loners"] = evaluate_loners(events, as_of, console, loners=chosen,
@@ -668,6 +700,14 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
         (
             "resellers DBSCAN calls noise (knee)",
             lambda m: _share(m["outliers"]["resellers_batch_dbscan_noise"]["knee"]),
+        ),
+        (
+            "more workers: segment name differs",
+            lambda m: _share(m.get("workers_agreement", {}).get("segment_name_differs")),
+        ),
+        (
+            "more workers: flag differs",
+            lambda m: _share(m.get("workers_agreement", {}).get("flag_differs")),
         ),
         ("backtest seconds", lambda m: f"{m['backtest_seconds']:.0f}"),
     ]

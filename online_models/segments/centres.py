@@ -12,8 +12,13 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segments.groups import MAX_GROUPS, OutlierCells
-from online_models.segments.outliers import DISTANCE_BINS, empty_histogram, outlier_fence
+from online_models.segments.groups import GROUP_CANDIDATE_RANK, MAX_GROUPS, OutlierCells
+from online_models.segments.outliers import (
+    DISTANCE_BINS,
+    OUTLIER_READY_WEIGHT,
+    distance_rank,
+    empty_histogram,
+)
 from online_models.segments.spread import SPREAD_BINS, SegmentSpread
 
 __all__ = ["SegmentShare", "merge_segments", "propose_group"]
@@ -206,7 +211,6 @@ def merge_segments(
     max_centres: int = 0,
     min_seed_distance: float = 0.15,
     group_share: float = 0.0,
-    outlier_mads: float = 2.5,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
     centre and distance histograms added (exact: the order of merging does not matter),
@@ -215,9 +219,9 @@ def merge_segments(
     With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
     centres, in order, while there are fewer than ``max_centres`` and each is at least
     ``min_seed_distance`` from every centre; otherwise candidates are carried along. Once
-    all ``max_centres`` are seeded, where the outliers' grid holds ``group_share`` of the
-    points' weight in one place, a group segment is added there
-    (:meth:`OutlierCells.densest`), up to :data:`MAX_GROUPS`.
+    all ``max_centres`` are seeded, where the grid of far customers holds ``group_share`` of
+    the points' weight in one place, a group segment is added there (:func:`propose_group`),
+    up to :data:`MAX_GROUPS`.
 
     >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
     >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
@@ -254,26 +258,25 @@ def merge_segments(
         merged.weights = np.append(merged.weights, 1.0)
     merged.spread = merged.spread.padded(len(merged.weights))
     if len(merged.weights) >= max_centres:
-        propose_group(merged, group_share, outlier_mads)
+        propose_group(merged, group_share)
     return merged
 
 
-def propose_group(share: SegmentShare, group_share: float, outlier_mads: float) -> bool:
-    """Add a group segment to ``share`` (in place) where its outliers' grid holds
-    ``group_share`` of the distances' weight in one place whose mean is itself an outlier
-    (beyond the fence of ``outlier_mads``; the fringe of an ordinary segment is not a
-    group), unless it has :data:`MAX_GROUPS`; whether one was added."""
+def propose_group(share: SegmentShare, group_share: float) -> bool:
+    """Add a group segment to ``share`` (in place) where the grid of far customers holds
+    ``group_share`` of the distances' weight in one place whose mean is itself that far
+    (:data:`GROUP_CANDIDATE_RANK`; the fringe of an ordinary segment is not a group),
+    unless it has :data:`MAX_GROUPS`; whether one was added."""
     if share.groups >= MAX_GROUPS or group_share <= 0.0:
         return False
-    fence = outlier_fence(share.distances, outlier_mads)
-    if fence is None:
+    if share.distances.sum() < OUTLIER_READY_WEIGHT:
         return False
     ordinary = share.centers()[: len(share.weights) - share.groups]
 
     def apart(mean: np.ndarray) -> bool:
         nearest = ((ordinary - mean[: ordinary.shape[1]]) ** 2).sum(axis=1).argmin()
         distance = share.spread.distances(np.array([nearest]), mean[None, :])[0]
-        return bool(distance > fence)
+        return bool(distance_rank(share.distances, float(distance)) >= GROUP_CANDIDATE_RANK)
 
     means = share.group_means()
     mean = share.cells.densest(

@@ -12,7 +12,7 @@ import numpy as np
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
 from online_models.segments.centres import SegmentShare, merge_segments, propose_group
-from online_models.segments.groups import group_name, in_group
+from online_models.segments.groups import GROUP_CANDIDATE_RANK, group_name, in_group
 from online_models.segments.names import outlier_vector, segment_names, segment_vector
 from online_models.segments.outliers import (
     OUTLIER_FENCE_FLOOR,
@@ -59,10 +59,11 @@ class Segmenter:
     above their median (:func:`online_models.segments.outliers.distance_fence`; once the histogram
     holds 100 points' weight).
 
-    Outliers alike make a segment of their own (:mod:`online_models.segments.groups`): once
-    ``group_share`` of the points' weight are outliers in one place, a group segment is added
-    after the ordinary ones (by the group's model, for a shared segmenter), and an outlier
-    near it is placed in it, still flagged. A segment whose spread holds under 5 points'
+    Customers alike far from their segment make a segment of their own
+    (:mod:`online_models.segments.groups`): once ``group_share`` of the points' weight sit in
+    one place among the farthest 5%, a group segment is added after the ordinary ones (by the
+    group's model, for a shared segmenter), and a customer near it is placed in it (flagged
+    if beyond the fence, as anyone). A segment whose spread holds under 5 points'
     weight cannot tell who is unusual in it: the ``outlier_score`` of its customers is NaN
     (unknown; absent from the score), never a typical 0.
 
@@ -190,8 +191,9 @@ class Segmenter:
         )
         fence = self.outlier_fence()
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
-        groups = self._groups_of(points, outliers)
+        groups = self._groups_of(points)
         alone = outliers & (groups < 0)
+        founders = (np.nan_to_num(scores) >= GROUP_CANDIDATE_RANK) & (groups < 0)
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
         # widen their segment until it held them); it adds its distance, and its place to
@@ -213,7 +215,7 @@ class Segmenter:
             share.spread.add_totals(added, sums, squares)
             share.spread.add_histograms(nearest[~alone], weights[~alone], points[~alone])
             add_distances(share.distances, distances[known], weights[known])
-            share.cells.add(points[alone], weights[alone])
+            share.cells.add(points[founders], weights[founders])
         moved = np.unique(nearest[~alone])
         moved = moved[self._live.weights[moved] > 0]
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
@@ -291,11 +293,13 @@ class Segmenter:
             return placement
         segment = placement.segment
         alone = placement.outlier and segment == nearest
+        founder = segment == nearest and placement.outlier_score >= GROUP_CANDIDATE_RANK
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
-            if alone:  # trimmed, as in learn_place_many
+            if founder:
                 share.cells.add(vector[None, :], np.array([weight]))
+            if alone:  # trimmed, as in learn_place_many
                 continue
             share.sums[segment] += weight * point
             share.weights[segment] += weight
@@ -305,22 +309,22 @@ class Segmenter:
         self._propose_group()
         return placement
 
-    def _groups_of(self, points: np.ndarray, outliers: np.ndarray) -> np.ndarray:
-        """The group segment (0 for the first after the ordinary ones) each of the
-        ``outliers`` among ``points`` (rows of outlier features) is near, -1 for none."""
+    def _groups_of(self, points: np.ndarray) -> np.ndarray:
+        """The group segment (0 for the first after the ordinary ones) each of ``points``
+        (rows of outlier features) is near, -1 for none."""
         groups = np.full(len(points), -1)
-        if not self._live.groups or not outliers.any():
+        if not self._live.groups:
             return groups
         means = self._live.group_means()
-        near = in_group(points, np.nan_to_num(means, nan=np.inf)) & outliers[:, None]
+        near = in_group(points, np.nan_to_num(means, nan=np.inf))
         squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
         nearest = np.where(near, squared, np.inf).argmin(axis=1)
         return np.where(near.any(axis=1), nearest, -1)
 
     def _segment_of(self, placement: Placement, vector: np.ndarray) -> int:
-        """The segment of a point placed at ``placement``: a group's if it is an outlier
-        near one, else its nearest."""
-        group = self._groups_of(vector[None, :], np.array([placement.outlier]))[0]
+        """The segment of a point placed at ``placement``: a group's if it is near one, else
+        its nearest."""
+        group = self._groups_of(vector[None, :])[0]
         return placement.segment if group < 0 else self.n_segments + int(group)
 
     def in_group(self, segment: int) -> bool:
@@ -332,7 +336,7 @@ class Segmenter:
         group's model, which merges every worker's outliers)."""
         if self.shared or len(self._centers) < self.n_segments:
             return
-        if not propose_group(self._live, self.group_share, self.outlier_mads):
+        if not propose_group(self._live, self.group_share):
             return
         self._unsent = merge_segments(
             self._unsent, SegmentShare.empty(len(self._live.weights)),
