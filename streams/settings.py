@@ -226,12 +226,12 @@ class Settings(BaseSettings):
         "(segment_outlier).",
     )
     segment_group_share: float = Field(
-        0.005,
+        0.0,
         ge=0.0,
         le=0.5,
         description="k-means: when outliers alike (in one cell of 0.25 on every feature and its "
         "neighbours) hold this share of the recent points' weight, the group's model makes them "
-        "a segment of their own (at most 2); 0 turns group segments off.",
+        "a segment of their own (at most 2); 0 (the default) turns group segments off.",
     )
     density_radius: float = Field(
         0.2,

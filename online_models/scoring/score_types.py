@@ -58,7 +58,7 @@ class ScorerConfig:
     outlier_mads: float = 2.5
     #: k-means: the share of the recent points' weight that outliers alike must hold in one
     #: place for the group's model to make them a segment of their own (0: never).
-    segment_group_share: float = 0.005
+    segment_group_share: float = 0.0
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16

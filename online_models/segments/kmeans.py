@@ -82,7 +82,7 @@ class Segmenter:
         halflife_days: float = 1.0,
         min_seed_distance: float = 0.15,
         outlier_mads: float = 2.5,
-        group_share: float = 0.005,
+        group_share: float = 0.0,
     ) -> None:
         if n_segments < 1 or not halflife_days > 0 or not outlier_mads > 0:
             msg = (
