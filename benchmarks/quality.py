@@ -614,6 +614,19 @@ def online_retail_arguments(
     parser.add_argument("--out", type=Path, default=results)
     if parts:
         parser.add_argument("--only", choices=parts, help="run this part alone")
+    if "segments" in parts:
+        parser.add_argument(
+            "--model", action="append", choices=("kmeans", "density"),
+            help="with --only segments: this segmentation only (repeatable; default both)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--workers", type=int, default=0,
+            help="with --only segments: run each segmentation again by this many workers",
+        )  # fmt: skip
+        parser.add_argument(
+            "--no-loners", action="store_true",
+            help="with --only segments: skip the k-means run of unusual customers alone",
+        )  # fmt: skip
     args = parser.parse_args()
     console = Console()
     if not args.data.is_file():
@@ -630,11 +643,22 @@ def main() -> None:
     command = "python benchmarks/quality.py"
     if args.only == "segments":
         command += " --only segments"
+        command += "".join(f" --model {m}" for m in args.model or ())
+        command += "".join(f" --cutoff {c}" for c in args.cutoff or ())
+        command += " --no-loners" if args.no_loners else ""
+        command += f" --workers {args.workers}" if args.workers else ""
         if args.out == RESULTS:
             args.out = SEGMENT_RESULTS
         reports = [
             evaluate_segments(
-                loaded.events, cutoff, console, partitions=PARTITIONS, sync_seconds=SYNC_SECONDS
+                loaded.events,
+                cutoff,
+                console,
+                partitions=PARTITIONS,
+                sync_seconds=SYNC_SECONDS,
+                models=args.model or ("kmeans", "density"),
+                loners=not args.no_loners,
+                workers=args.workers,
             )
             for cutoff in args.cutoff or CUTOFFS
         ]

@@ -93,6 +93,8 @@ WEEK = timedelta(days=7)
 #: The outlier fences swept on the k-means runs: a customer is flagged when their distance to
 #: their segment is beyond the median + k x MAD of the log distances, for each k here.
 FENCE_MADS = (2.0, 2.5, 3.0, 3.5)
+#: A segment at least this share of whose customers are resellers is a segment of their own.
+OWN_SEGMENT = 0.8
 
 
 class Basket(NamedTuple):
@@ -357,18 +359,35 @@ def outlier_report(
         "real_flagged": float(np.mean([scores[c].segment_outlier for c in real])),
         "resellers_alerted": float(np.mean([c in alerted for c in resellers])),
         "real_alerted": float(np.mean([c in alerted for c in real])),
-        "resellers_median_outlier_score": float(
-            np.median([scores[c].outlier_score for c in resellers])
-        ),
+        "resellers_median_outlier_score": float(np.median([known(scores[c]) for c in resellers])),
         # Whether the score ranks them above the real customers, whatever the cut.
         "outlier_score_auc": float(
             roc_auc_score(
                 [c in resellers for c in (*real, *resellers)],
-                [scores[c].outlier_score for c in (*real, *resellers)],
+                [known(scores[c]) for c in (*real, *resellers)],
             )
         ),
         "reseller_segments": dict(Counter(scores[c].segment_name for c in resellers)),
+        **own_segment(scores, real, resellers),
         "resellers_batch_dbscan_noise": batch_noise,
+    }
+
+
+def own_segment(
+    scores: Mapping[str, CustomerScore], real: Sequence[str], resellers: Sequence[str]
+) -> dict[str, Any]:
+    """The share of ``resellers`` in a segment at least :data:`OWN_SEGMENT` of whose customers
+    are resellers (a segment of their own), that share and flagged together (the issue's
+    test: either reaches 0.8), and each reseller segment's share of resellers."""
+    members = Counter(scores[c].segment for c in (*real, *resellers))
+    theirs = Counter(scores[c].segment for c in resellers)
+    purity = {segment: theirs[segment] / members[segment] for segment in theirs}
+    own = [purity[scores[c].segment] >= OWN_SEGMENT for c in resellers]
+    found = [o or scores[c].segment_outlier for o, c in zip(own, resellers, strict=True)]
+    return {
+        "resellers_in_own_segment": _mean(own),
+        "resellers_flagged_or_own_segment": _mean(found),
+        "reseller_segment_purity": {str(s): round(p, 4) for s, p in sorted(purity.items())},
     }
 
 
@@ -436,6 +455,11 @@ def real_customers(run: Backtest, kinds: Mapping[str, Collection[str]]) -> list[
     return sorted(row.customer_id for row in run.rows if row.customer_id not in synthetic)
 
 
+def known(score: CustomerScore) -> float:
+    """A score's ``outlier_score``, 0 while unknown (a segment too young to tell)."""
+    return score.outlier_score or 0.0
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -445,7 +469,7 @@ def group_outcome(
 ) -> dict[str, Any]:
     """How many ``customers`` there are, the shares of them flagged ``segment_outlier`` at the
     cutoff and ``alerted`` before it, and their median ``outlier_score``."""
-    outlier_scores = [scores[c].outlier_score for c in customers]
+    outlier_scores = [known(scores[c]) for c in customers]
     return {
         "count": len(customers),
         "flagged": _mean([scores[c].segment_outlier for c in customers]),
@@ -460,7 +484,7 @@ def beyond_fence(
     """The share of ``customers`` whose ``outlier_score`` reaches ``fence`` (None: no fence)."""
     if fence is None:
         return None
-    return _mean([scores[c].outlier_score >= fence for c in customers])
+    return _mean([known(scores[c]) >= fence for c in customers])
 
 
 def fence_sweep(
@@ -511,12 +535,36 @@ def backtest_with(
     partitions: int,
     sync_seconds: float,
     snapshots: Sequence[datetime] = (),
+    workers: int = 1,
 ) -> Backtest:
     """The scorer backtested to ``as_of`` on the real ``events`` with the synthetic ones
-    (``injected``, in event-time order) merged in."""
+    (``injected``, in event-time order) merged in, by ``workers`` workers."""
     stream = heapq.merge((e.event for e in events), injected, key=attrgetter("timestamp"))
-    return run_backtest(stream, as_of, config, partitions=partitions,
+    return run_backtest(stream, as_of, config, partitions=partitions, workers=workers,
                         sync_seconds=sync_seconds, snapshots=snapshots)  # fmt: skip
+
+
+def workers_agreement(
+    one: Backtest, many: Backtest, workers: int, synthetic: Collection[str]
+) -> dict[str, Any]:
+    """How far the scores at the cutoff of ``workers`` workers are from one worker's: the
+    shares of real customers whose segment name and whose flag differ, and each run's share
+    of real customers flagged and of resellers flagged or in a segment of their own."""
+    a, b = cutoff_scores(one), cutoff_scores(many)
+    common = sorted(set(a) & set(b))
+    real = [c for c in common if c not in synthetic]
+    resellers = [c for c in common if c in synthetic]
+    return {
+        "workers": workers,
+        "customers": len(real),
+        "segment_name_differs": _mean([a[c].segment_name != b[c].segment_name for c in real]),
+        "flag_differs": _mean([a[c].segment_outlier != b[c].segment_outlier for c in real]),
+        "real_flagged": [_mean([s[c].segment_outlier for c in real]) for s in (a, b)],
+        "resellers_flagged_or_own_segment": [
+            own_segment(s, real, resellers)["resellers_flagged_or_own_segment"] for s in (a, b)
+        ],
+        "backtest_seconds": round(many.seconds, 1),
+    }
 
 
 def evaluate_loners(
@@ -549,11 +597,14 @@ def evaluate_segments(
     partitions: int,
     sync_seconds: float,
     resellers: Resellers | None = None,
-    loners: Loners | None = None,
+    loners: Loners | bool | None = None,
+    models: Collection[str] = tuple(MODELS),
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Both segmentations backtested to ``cutoff`` with ``resellers`` (default
-    :class:`Resellers`) injected, judged, and k-means again with ``loners`` (default
-    :class:`Loners`) alone."""
+    """The segmentations of ``models`` (default both) backtested to ``cutoff`` with
+    ``resellers`` (default :class:`Resellers`) injected, judged, and k-means again with
+    ``loners`` (default :class:`Loners`; False: none) alone (when ``models`` has k-means);
+    with ``workers``, each segmentation again by that many workers, compared."""
     resellers = resellers or Resellers()
     as_of = datetime.fromisoformat(cutoff).replace(tzinfo=UTC)
     t = as_of.timestamp()
@@ -572,6 +623,8 @@ def evaluate_segments(
         "models": {},
     }
     for name, config in MODELS.items():
+        if name not in models:
+            continue
         run = backtest_with(events, injected, as_of, config, partitions=partitions,
                             sync_seconds=sync_seconds, snapshots=[as_of - WEEK])  # fmt: skip
         console.log(f"{cutoff} segments {name}: {run.events:,} events in {run.seconds:.1f}s")
@@ -579,9 +632,17 @@ def evaluate_segments(
         if config.segment_model == "kmeans":
             sweep = fence_sweep(run, {"reseller": synthetic}, kmeans_segmenter(run))
             report["models"][name]["fence_sweep"] = sweep
-    report["loners"] = evaluate_loners(events, as_of, console, loners=loners or Loners(),
-                                       typical=(basket, items), partitions=partitions,
-                                       sync_seconds=sync_seconds)  # fmt: skip
+        if workers > 1:
+            many = backtest_with(events, injected, as_of, config, partitions=partitions,
+                                 sync_seconds=sync_seconds, workers=workers)  # fmt: skip
+            console.log(f"{cutoff} segments {name}, {workers} workers: {many.seconds:.1f}s")
+            agreement = workers_agreement(run, many, workers, synthetic)
+            report["models"][name]["workers_agreement"] = agreement
+    if "kmeans" in models and loners is not False:
+        chosen = loners if isinstance(loners, Loners) else Loners()
+        report["loners"] = evaluate_loners(events, as_of, console, loners=chosen,
+                                           typical=(basket, items), partitions=partitions,
+                                           sync_seconds=sync_seconds)  # fmt: skip
     return report
 
 
@@ -612,6 +673,14 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
         ("resellers flagged segment_outlier", lambda m: _share(m["outliers"]["resellers_flagged"])),
         ("real customers flagged", lambda m: _share(m["outliers"]["real_flagged"])),
         (
+            "resellers in a segment >= 80% theirs",
+            lambda m: _share(m["outliers"]["resellers_in_own_segment"]),
+        ),
+        (
+            "resellers flagged or in their own",
+            lambda m: _share(m["outliers"]["resellers_flagged_or_own_segment"]),
+        ),
+        (
             "resellers' median outlier_score",
             lambda m: _share(m["outliers"]["resellers_median_outlier_score"]),
         ),
@@ -632,6 +701,14 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
             "resellers DBSCAN calls noise (knee)",
             lambda m: _share(m["outliers"]["resellers_batch_dbscan_noise"]["knee"]),
         ),
+        (
+            "more workers: segment name differs",
+            lambda m: _share(m.get("workers_agreement", {}).get("segment_name_differs")),
+        ),
+        (
+            "more workers: flag differs",
+            lambda m: _share(m.get("workers_agreement", {}).get("flag_differs")),
+        ),
         ("backtest seconds", lambda m: f"{m['backtest_seconds']:.0f}"),
     ]
     for label, get in lines:
@@ -644,8 +721,9 @@ def show_segments(reports: list[dict[str, Any]], console: Console) -> None:
                 f"min_samples {settings['min_samples']}: {settings['clusters']} clusters, "
                 f"{settings['noise_share']:.1%} noise"
             )
-    show_loners(reports, console)
-    show_fence_sweep(reports, console)
+    if all("loners" in r for r in reports):
+        show_loners(reports, console)
+        show_fence_sweep(reports, console)
 
 
 #: The loners' table: each row's label and the key of a kind's outcome it shows.

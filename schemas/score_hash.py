@@ -60,7 +60,7 @@ class ScoreValues(NamedTuple):
     next_order_expected: float | None
     churn_reasons: Sequence[ReasonValues]
     segment_outlier: bool
-    outlier_score: float
+    outlier_score: float | None
 
 
 def _refuse(field: str, value: object, why: str) -> UnwritableScore:
@@ -130,8 +130,10 @@ def score_hash(score: ScoreValues, updated_at: str) -> dict[str, str]:
             ]
         ).decode(),
         "segment_outlier": "true" if score.segment_outlier else "false",
-        "outlier_score": _unit("outlier_score", score.outlier_score),
     }
+    # Absent while the customer's segment is too young to tell who is unusual (unknown).
+    if score.outlier_score is not None:
+        fields["outlier_score"] = _unit("outlier_score", score.outlier_score)
     if score.sentiment is not None:
         if not -1.0 <= score.sentiment <= 1.0:
             raise _refuse("sentiment", score.sentiment, "is not within -1..1")

@@ -101,10 +101,11 @@ class Score(BaseModel):
         "CRM_OUTLIER_MADS robust standard deviations of everyone's log distances above the "
         "median); with density, in no dense region (segment -1, segment_name unusual).",
     )
-    outlier_score: Unit = Field(
-        default=0.0,
+    outlier_score: Unit | None = Field(
+        default=None,
         description="Share of customers nearer to their segment than this one (the "
-        "percentile rank of the distance): 0..1, rising with the distance.",
+        "percentile rank of the distance): 0..1, rising with the distance; absent (unknown) "
+        "while the customer's segment is too young to tell who is unusual in it.",
     )
 
     def to_redis(self) -> dict[str, str]:
@@ -129,8 +130,9 @@ class Score(BaseModel):
                 [reason.model_dump() for reason in self.churn_reasons]
             ).decode(),
             "segment_outlier": "true" if self.segment_outlier else "false",
-            "outlier_score": f"{self.outlier_score:.6f}",
         }
+        if self.outlier_score is not None:
+            fields["outlier_score"] = f"{self.outlier_score:.6f}"
         if self.sentiment is not None:
             fields["sentiment"] = f"{self.sentiment:.6f}"
         if self.next_order_expected is not None:

@@ -231,6 +231,14 @@ class Settings(BaseSettings):
         "deviations (MAD x 1.4826) of everyone's log distances above the median is an outlier "
         "(segment_outlier).",
     )
+    segment_group_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="k-means: when outliers alike (in one cell of 0.25 on every feature and its "
+        "neighbours) hold this share of the recent points' weight, the group's model makes them "
+        "a segment of their own (at most 2); 0 (the default) turns group segments off.",
+    )
     density_radius: float = Field(
         0.2,
         gt=0.0,
@@ -509,6 +517,7 @@ class Settings(BaseSettings):
             density_min_share=self.density_min_share,
             segment_confirmations=self.segment_confirmations,
             outlier_mads=self.outlier_mads,
+            segment_group_share=self.segment_group_share,
             top_k=self.top_k,
             rerank_silent_days=self.rerank_silent_days,
             allow_repurchase=self.allow_repurchase,

@@ -54,7 +54,7 @@ from online_models.scoring.batch_features import (
 )
 from online_models.scoring.batch_votes import NO_SEGMENT, Votes
 from online_models.scoring.reasons import CANCELLED_REASONS, TOP_REASONS, LazyReasons, ReasonBook
-from online_models.scoring.score_types import CustomerScore, Moved, ScoreOutcome
+from online_models.scoring.score_types import CustomerScore, Moved, ScoreOutcome, known_score
 from online_models.scoring.state import CustomerState
 from online_models.segments.density import UNUSUAL
 from online_models.segments.outliers import Placements
@@ -418,7 +418,7 @@ class _Batch:
             next_order,
             self._reasons(),
             self.placements.outliers.tolist(),
-            self.placements.outlier_scores.tolist(),
+            list(map(known_score, self.placements.outlier_scores.tolist())),
         )
         # One column per field, in order: each score is a tuple of the columns' values, made
         # without the check of CustomerScore._make (a Python call per score).

@@ -74,7 +74,7 @@ class ScoreAlerts:
             alerts += policy.unusual_customer(
                 state.alerts,
                 time=time,
-                score=score.outlier_score,
+                score=score.outlier_score or 0.0,  # known: an outlier's always is
                 threshold=(
                     self._segmenter.outlier_fence_score()
                     if isinstance(self._segmenter, Segmenter)
@@ -92,13 +92,18 @@ class ScoreAlerts:
     def _unusual_details(
         self, state: CustomerState, score: CustomerScore, now: float
     ) -> dict[str, Any]:
-        """What makes a customer unusual: the features that put them far from the nearest
-        segment (k-means centre, or micro-cluster of a dense region), with their values."""
+        """What makes a customer unusual: which case it is (``alone``, or in a ``new group``
+        segment of outliers alike), and the features that put them far from the nearest
+        ordinary segment (k-means centre, or micro-cluster of a dense region), with their
+        values."""
         profile = state.profile
         features = self._segmenter.unusual_features(
             profile.segment_features(now), profile.segment_quantities(now)
         )
+        grouped = isinstance(self._segmenter, Segmenter) and self._segmenter.in_group(score.segment)
         return {
+            # Alone, or one of a group of outliers alike that has a segment of its own.
+            "case": "new group" if grouped else "alone",
             "segment": score.segment,
             "segment_name": score.segment_name,
             "features": [

@@ -4,6 +4,7 @@ a score's outcome, and what learning one event told."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -55,6 +56,9 @@ class ScorerConfig:
     #: many robust standard deviations (MAD x 1.4826) of the learned points' log distances
     #: above their median is an outlier (``segment_outlier``).
     outlier_mads: float = 2.5
+    #: k-means: the share of the recent points' weight that outliers alike must hold in one
+    #: place for the group's model to make them a segment of their own (0: never).
+    segment_group_share: float = 0.0
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
@@ -110,8 +114,9 @@ class CustomerScore(NamedTuple):
     churn_reasons: Sequence[ChurnReason] = ()
     #: Whether the customer fits no segment (far from every centre, or in no dense region).
     segment_outlier: bool = False
-    #: Percentile rank of the customer's distance to the segments among everyone's, 0..1.
-    outlier_score: float = 0.0
+    #: Percentile rank of the customer's distance to the segments among everyone's, 0..1;
+    #: None (unknown) while their segment is too young to tell.
+    outlier_score: float | None = 0.0
 
     @classmethod
     def of_profile(
@@ -148,13 +153,18 @@ class CustomerScore(NamedTuple):
             next_order_expected=None if outlook is None else outlook.next_order_expected,
             churn_reasons=churn_reasons,
             segment_outlier=placement is not None and placement.outlier,
-            outlier_score=0.0 if placement is None else placement.outlier_score,
+            outlier_score=known_score(0.0 if placement is None else placement.outlier_score),
         )
 
     @property
     def value_at_risk(self) -> float:
         """What the CRM stands to lose: churn risk times predicted spend (CLV)."""
         return self.churn_risk * self.predicted_clv
+
+
+def known_score(outlier_score: float) -> float | None:
+    """A placement's ``outlier_score`` as a score serves it: None (unknown) for NaN."""
+    return None if math.isnan(outlier_score) else outlier_score
 
 
 def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
@@ -170,6 +180,7 @@ def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
             n_segments=config.segments,
             halflife_days=config.segment_halflife_days,
             outlier_mads=config.outlier_mads,
+            group_share=config.segment_group_share,
         )
     msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
     raise ValueError(msg)

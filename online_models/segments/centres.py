@@ -11,16 +11,24 @@ from typing import Any
 import numpy as np
 
 from online_models.customer.activity import DAY
-from online_models.customer.profile import SEGMENT_FEATURES
+from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
+from online_models.segments.groups import GROUP_CANDIDATE_RANK, MAX_GROUPS, OutlierCells
 from online_models.segments.outliers import (
     DISTANCE_BINS,
+    OUTLIER_READY_WEIGHT,
+    distance_rank,
     empty_histogram,
 )
-from online_models.segments.spread import SegmentSpread
+from online_models.segments.spread import SPREAD_BINS, SegmentSpread
 
-__all__ = ["SegmentShare", "merge_segments"]
+__all__ = ["SegmentShare", "merge_segments", "propose_group"]
 
 logger = logging.getLogger(__name__)
+
+# The arrays with a row per centre (group segments' rows travel as "group_" + the name).
+_ROWS = (
+    "sums", "weights", "spread_weights", "spread_sums", "spread_squares", "spread_histograms",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -35,6 +43,8 @@ class SegmentShare:
     (:mod:`online_models.segments.spread`) and ``distances`` the decayed histogram of the
     learned points' distances to their segment in units of that spread
     (:mod:`online_models.segments.outliers`), which outlier scores are ranked against.
+    The last ``groups`` centres are group segments, made of outliers alike, and ``cells`` the
+    decayed grid of the outliers in no group (:mod:`online_models.segments.groups`).
     """
 
     sums: np.ndarray  # (centres, features)
@@ -44,6 +54,9 @@ class SegmentShare:
     candidates: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SEGMENT_FEATURES))))
     distances: np.ndarray = field(default_factory=empty_histogram)
     spread: SegmentSpread = field(default_factory=SegmentSpread.empty)
+    #: How many of the last centres are group segments (after the ordinary ones).
+    groups: int = 0
+    cells: OutlierCells = field(default_factory=OutlierCells.empty)
 
     def __post_init__(self) -> None:
         # A share made with centres but no spread has empty spreads for them.
@@ -62,13 +75,32 @@ class SegmentShare:
         if time <= self.time or not math.isfinite(self.time):
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
-                self.candidates.copy(), self.distances.copy(), self.spread.copy(),
+                self.candidates.copy(), self.distances.copy(), self.spread.copy(), self.groups,
+                self.cells.copy(),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
             self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
-            self.distances * factor, self.spread.scaled(factor),
+            self.distances * factor, self.spread.scaled(factor), self.groups,
+            self.cells.scaled(factor),
         )  # fmt: skip
+
+    def group_means(self) -> np.ndarray:
+        """Each group segment's mean outlier features (rows; NaN for one without weight)."""
+        start = len(self.weights) - self.groups
+        weights = self.spread.weights[start:, None]
+        sums = self.spread.sums[start:]
+        return np.divide(sums, weights, out=np.full_like(sums, np.nan), where=weights > 0)
+
+    def add_group(self, mean: np.ndarray) -> None:
+        """A new group segment at ``mean`` (outlier features), after every centre, with the
+        weight of one point; the grid forgets the outliers it is made of."""
+        self.sums = np.vstack([self.sums, mean[: self.sums.shape[1]]])
+        self.weights = np.append(self.weights, 1.0)
+        self.spread = self.spread.padded(len(self.weights))
+        self.spread.add_one(len(self.weights) - 1, 1.0, mean)
+        self.groups += 1
+        self.cells = self.cells.without(mean)
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place
@@ -79,16 +111,26 @@ class SegmentShare:
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a model record."""
         meta = {"time": self.time if math.isfinite(self.time) else None, "points": self.points}
-        arrays = {
+        # Group segments travel apart ("group_*"): a worker from before them reads the
+        # ordinary centres alone, as many as it allows.
+        ordinary = len(self.weights) - self.groups
+        rows = {
             "sums": self.sums,
             "weights": self.weights,
+            "spread_weights": self.spread.weights,
+            "spread_sums": self.spread.sums,
+            "spread_squares": self.spread.squares,
+            # Older workers ignore it and measure with the moments above.
+            "spread_histograms": self.spread.histograms,
+        }
+        arrays = {name: rows[name][:ordinary] for name in rows}
+        arrays |= {f"group_{name}": rows[name][ordinary:] for name in rows}
+        arrays |= {
             "candidates": self.candidates,
             # Not "distances": workers from before standardised distances read a missing
             # histogram as empty, where they would refuse one of another size.
             "standardised_distances": self.distances,
-            "spread_weights": self.spread.weights,
-            "spread_sums": self.spread.sums,
-            "spread_squares": self.spread.squares,
+            **self.cells.to_arrays(),
         }
         return meta, arrays
 
@@ -97,6 +139,16 @@ class SegmentShare:
         cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, max_centres: int
     ) -> SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
+        groups = len(arrays["group_weights"]) if "group_weights" in arrays else 0
+        if groups:
+            arrays = {
+                **arrays,
+                **{
+                    name: np.concatenate([arrays[name], arrays[f"group_{name}"]])
+                    for name in _ROWS
+                    if name in arrays and f"group_{name}" in arrays
+                },
+            }
         sums, weights, candidates = arrays["sums"], arrays["weights"], arrays["candidates"]
         # Records from before outlier scores carry no distances, and records from before
         # distances were standardised plain ones ("distances") and no spread: both start
@@ -107,6 +159,11 @@ class SegmentShare:
                 arrays["spread_weights"].astype(float),
                 arrays["spread_sums"].astype(float),
                 arrays["spread_squares"].astype(float),
+                # Records from before robust spreads: histograms start empty.
+                arrays.get(
+                    "spread_histograms",
+                    np.zeros((len(weights), len(OUTLIER_FEATURES), SPREAD_BINS)),
+                ).astype(float),
             )
         else:
             spread = SegmentSpread.empty(len(weights))
@@ -114,7 +171,8 @@ class SegmentShare:
         if (
             sums.ndim != 2
             or sums.shape[1] != features
-            or sums.shape[0] > max_centres
+            or sums.shape[0] > max_centres + MAX_GROUPS
+            or groups > MAX_GROUPS
             or weights.shape != (sums.shape[0],)
             or candidates.ndim != 2
             or candidates.shape[1] != features
@@ -140,6 +198,8 @@ class SegmentShare:
             candidates.astype(float),
             distances.astype(float),
             spread,
+            groups,
+            OutlierCells.from_arrays(arrays),
         )
 
 
@@ -150,6 +210,7 @@ def merge_segments(
     halflife_days: float,
     max_centres: int = 0,
     min_seed_distance: float = 0.15,
+    group_share: float = 0.0,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
     centre and distance histograms added (exact: the order of merging does not matter),
@@ -157,7 +218,10 @@ def merge_segments(
 
     With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
     centres, in order, while there are fewer than ``max_centres`` and each is at least
-    ``min_seed_distance`` from every centre; otherwise candidates are carried along.
+    ``min_seed_distance`` from every centre; otherwise candidates are carried along. Once
+    all ``max_centres`` are seeded, where the grid of far customers holds ``group_share`` of
+    the points' weight in one place, a group segment is added there (:func:`propose_group`),
+    up to :data:`MAX_GROUPS`.
 
     >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
     >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
@@ -174,7 +238,8 @@ def merge_segments(
         weights[: len(share.weights)] += share.weights
     merged = SegmentShare(
         sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
-        spread=a.spread.plus(b.spread).padded(centres),
+        spread=a.spread.plus(b.spread).padded(centres), groups=max(a.groups, b.groups),
+        cells=a.cells.plus(b.cells),
     )  # fmt: skip
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
@@ -192,4 +257,33 @@ def merge_segments(
         merged.sums = np.vstack([merged.sums, candidate])
         merged.weights = np.append(merged.weights, 1.0)
     merged.spread = merged.spread.padded(len(merged.weights))
+    if len(merged.weights) >= max_centres:
+        propose_group(merged, group_share)
     return merged
+
+
+def propose_group(share: SegmentShare, group_share: float) -> bool:
+    """Add a group segment to ``share`` (in place) where the grid of far customers holds
+    ``group_share`` of the distances' weight in one place whose mean is itself that far
+    (:data:`GROUP_CANDIDATE_RANK`; the fringe of an ordinary segment is not a group),
+    unless it has :data:`MAX_GROUPS`; whether one was added."""
+    if share.groups >= MAX_GROUPS or group_share <= 0.0:
+        return False
+    if share.distances.sum() < OUTLIER_READY_WEIGHT:
+        return False
+    ordinary = share.centers()[: len(share.weights) - share.groups]
+
+    def apart(mean: np.ndarray) -> bool:
+        nearest = ((ordinary - mean[: ordinary.shape[1]]) ** 2).sum(axis=1).argmin()
+        distance = share.spread.distances(np.array([nearest]), mean[None, :])[0]
+        return bool(distance_rank(share.distances, float(distance)) >= GROUP_CANDIDATE_RANK)
+
+    means = share.group_means()
+    mean = share.cells.densest(
+        total=float(share.distances.sum()), share=group_share,
+        avoid=means[~np.isnan(means[:, 0])], apart=apart,
+    )  # fmt: skip
+    if mean is None:
+        return False
+    share.add_group(mean)
+    return True

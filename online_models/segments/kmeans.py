@@ -11,16 +11,18 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.centres import SegmentShare, merge_segments, propose_group
+from online_models.segments.groups import GROUP_CANDIDATE_RANK, group_name, in_group
 from online_models.segments.names import outlier_vector, segment_names, segment_vector
 from online_models.segments.outliers import (
+    OUTLIER_FENCE_FLOOR,
     Placement,
     Placements,
     add_distances,
     distance_bin,
-    distance_fence,
     distance_rank,
     distance_ranks,
+    outlier_fence,
     unusual_features,
 )
 
@@ -32,12 +34,6 @@ _SEGMENT_COLUMNS = len(SEGMENT_FEATURES)
 # The outlier fence is read again from the distance histogram after this many points learned
 # (and at every group version): its median and MAD move by a point's share of the weight.
 _FENCE_EVERY = 16
-#: The nearest the outlier fence comes, in a segment's standard deviations (root mean square
-#: over the features): where a normal segment's points stop being common (beyond it 1 in
-#: 5,000 of them), whatever the histogram's shape. It holds when half the weight sits at one
-#: distance (thousands of one-view visitors alike), where the MAD is nought and a fence at the
-#: median would flag everyone else.
-OUTLIER_FENCE_FLOOR = 2.0
 
 
 class Segmenter:
@@ -63,6 +59,14 @@ class Segmenter:
     above their median (:func:`online_models.segments.outliers.distance_fence`; once the histogram
     holds 100 points' weight).
 
+    Customers alike far from their segment make a segment of their own
+    (:mod:`online_models.segments.groups`): once ``group_share`` of the points' weight sit in
+    one place among the farthest 5%, a group segment is added after the ordinary ones (by the
+    group's model, for a shared segmenter), and a customer near it is placed in it (flagged
+    if beyond the fence, as anyone). A segment whose spread holds under 5 points'
+    weight cannot tell who is unusual in it: the ``outlier_score`` of its customers is NaN
+    (unknown; absent from the score), never a typical 0.
+
     >>> segmenter = Segmenter(n_segments=2)
     >>> low = {"monetary": 0.1, "frequency": 0.1}
     >>> high = {"monetary": 0.9, "frequency": 0.8}
@@ -78,6 +82,7 @@ class Segmenter:
         halflife_days: float = 1.0,
         min_seed_distance: float = 0.15,
         outlier_mads: float = 2.5,
+        group_share: float = 0.0,
     ) -> None:
         if n_segments < 1 or not halflife_days > 0 or not outlier_mads > 0:
             msg = (
@@ -89,6 +94,7 @@ class Segmenter:
         self.halflife_days = halflife_days
         self.min_seed_distance = min_seed_distance
         self.outlier_mads = outlier_mads
+        self.group_share = group_share
         #: In a group: centres come from the group's model, never from this segmenter alone.
         self.shared = False
         self._live = SegmentShare.empty()
@@ -135,7 +141,8 @@ class Segmenter:
         """
         vector = outlier_vector(x)
         nearest, _ = self._nearest(vector[:_SEGMENT_COLUMNS])
-        return self._placement(nearest, self._standardised(nearest, vector))
+        placement = self._placement(nearest, self._standardised(nearest, vector))
+        return placement._replace(segment=self._segment_of(placement, vector))
 
     def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
         """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
@@ -174,17 +181,28 @@ class Segmenter:
         self._advance(float(times.max()))
         weights = 0.5 ** ((self._live.time - times) / (self.halflife_days * DAY))
         segment_points = points[:, :_SEGMENT_COLUMNS]
-        squared = ((self._centers[None, :, :] - segment_points[:, None, :]) ** 2).sum(axis=2)
+        ordinary = self._centers[: self.n_segments]
+        squared = ((ordinary[None, :, :] - segment_points[:, None, :]) ** 2).sum(axis=2)
         nearest = squared.argmin(axis=1)
         distances = self._live.spread.distances(nearest, points)
-        scores = np.where(np.isnan(distances), 0.0, distance_ranks(self._live.distances, distances))
+        # NaN: the segment is too young to tell (unknown), not typical.
+        scores = np.where(
+            np.isnan(distances), np.nan, distance_ranks(self._live.distances, distances)
+        )
         fence = self.outlier_fence()
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
-        # Per centre, once for both shares: the points' weight, weighted outlier features
-        # and weighted squares.
-        weighted = weights[:, None] * points
+        groups = self._groups_of(points)
+        alone = outliers & (groups < 0)
+        founders = (np.nan_to_num(scores) >= GROUP_CANDIDATE_RANK) & (groups < 0)
+        nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
+        # Trimmed: an outlier alone moves no centre and no spread (a group of them would
+        # widen their segment until it held them); it adds its distance, and its place to
+        # the outliers' grid. Per centre, once for both shares: the weight of the points
+        # kept, their weighted outlier features and weighted squares.
+        kept = weights * ~alone
+        weighted = kept[:, None] * points
         totals = _totals_by(
-            nearest, np.column_stack([weights, weighted, weighted * points]), len(self._centers)
+            nearest, np.column_stack([kept, weighted, weighted * points]), len(self._centers)
         )
         features = points.shape[1]
         added = totals[:, 0]
@@ -195,9 +213,13 @@ class Segmenter:
             share.sums += sums[:, :_SEGMENT_COLUMNS]
             share.weights += added
             share.spread.add_totals(added, sums, squares)
+            share.spread.add_histograms(nearest[~alone], weights[~alone], points[~alone])
             add_distances(share.distances, distances[known], weights[known])
-        moved = np.unique(nearest)
+            share.cells.add(points[founders], weights[founders])
+        moved = np.unique(nearest[~alone])
+        moved = moved[self._live.weights[moved] > 0]
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
+        self._propose_group()
         return Placements(nearest, scores, outliers)
 
     def outlier_fence(self) -> float | None:
@@ -217,8 +239,7 @@ class Segmenter:
         return None if fence is None else distance_rank(self._live.distances, fence)
 
     def _fence_at_mads(self, mads: float) -> float | None:
-        fence = distance_fence(self._live.distances, mads)
-        return None if fence is None else max(fence, OUTLIER_FENCE_FLOOR)
+        return outlier_fence(self._live.distances, mads)
 
     def unusual_features(
         self, x: Mapping[str, float], quantities: Mapping[str, float]
@@ -249,7 +270,7 @@ class Segmenter:
 
     def _placement(self, nearest: int, distance: float) -> Placement:
         if math.isnan(distance):
-            return Placement(nearest, 0.0, False)
+            return Placement(nearest, math.nan, False)
         score = distance_rank(self._live.distances, distance)
         fence = self.outlier_fence()
         return Placement(nearest, score, fence is not None and distance > fence)
@@ -260,6 +281,7 @@ class Segmenter:
         nearest, distance = self._nearest(point)
         standardised = self._standardised(nearest, vector)
         placement = self._placement(nearest, standardised)
+        placement = placement._replace(segment=self._segment_of(placement, vector))
         self._live.points += 1
         self._unsent.points += 1
         if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
@@ -269,14 +291,61 @@ class Segmenter:
                 self._unsent.candidates = np.vstack([self._unsent.candidates, point])
         if not len(self._centers):
             return placement
+        segment = placement.segment
+        alone = placement.outlier and segment == nearest
+        founder = segment == nearest and placement.outlier_score >= GROUP_CANDIDATE_RANK
         for share in (self._live, self._unsent):
-            share.sums[nearest] += weight * point
-            share.weights[nearest] += weight
-            share.spread.add_one(nearest, weight, vector)
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
-        self._centers[nearest] = self._live.sums[nearest] / self._live.weights[nearest]
+            if founder:
+                share.cells.add(vector[None, :], np.array([weight]))
+            if alone:  # trimmed, as in learn_place_many
+                continue
+            share.sums[segment] += weight * point
+            share.weights[segment] += weight
+            share.spread.add_one(segment, weight, vector)
+        if not alone:
+            self._centers[segment] = self._live.sums[segment] / self._live.weights[segment]
+        self._propose_group()
         return placement
+
+    def _groups_of(self, points: np.ndarray) -> np.ndarray:
+        """The group segment (0 for the first after the ordinary ones) each of ``points``
+        (rows of outlier features) is near, -1 for none."""
+        groups = np.full(len(points), -1)
+        if not self._live.groups:
+            return groups
+        means = self._live.group_means()
+        near = in_group(points, np.nan_to_num(means, nan=np.inf))
+        squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
+        nearest = np.where(near, squared, np.inf).argmin(axis=1)
+        return np.where(near.any(axis=1), nearest, -1)
+
+    def _segment_of(self, placement: Placement, vector: np.ndarray) -> int:
+        """The segment of a point placed at ``placement``: a group's if it is near one, else
+        its nearest."""
+        group = self._groups_of(vector[None, :])[0]
+        return placement.segment if group < 0 else self.n_segments + int(group)
+
+    def in_group(self, segment: int) -> bool:
+        """Whether ``segment`` is a group segment: outliers alike, apart from the rest."""
+        return segment >= self.n_segments
+
+    def _propose_group(self) -> None:
+        """A segmenter alone makes group segments itself (a shared one leaves them to the
+        group's model, which merges every worker's outliers)."""
+        if self.shared or len(self._centers) < self.n_segments:
+            return
+        if not propose_group(self._live, self.group_share):
+            return
+        self._unsent = merge_segments(
+            self._unsent, SegmentShare.empty(len(self._live.weights)),
+            halflife_days=self.halflife_days,
+        )  # fmt: skip
+        self._unsent.groups = self._live.groups
+        self._centers = self._live.centers()
+        self._names = self.describe_all()
+        self._names_at = self.learned
 
     def delta(self) -> SegmentShare:
         """What this segmenter learned since its last delta (and the centres it proposes)."""
@@ -302,7 +371,7 @@ class Segmenter:
             )
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
-        self._names = segment_names(group.centers())
+        self._names = self._names_of(group)
         self._names_at = live.points
         self._fence_at = -_FENCE_EVERY
 
@@ -318,8 +387,25 @@ class Segmenter:
 
     def describe_all(self) -> dict[int, str]:
         """A distinct CRM name for every seeded segment, from where its centre sits
-        (see :func:`segment_names`)."""
-        return segment_names(self._centers)
+        (see :func:`segment_names`), and for every group segment from its features
+        (:func:`group_name`)."""
+        return self._names_of(self._live)
+
+    def _names_of(self, share: SegmentShare) -> dict[int, str]:
+        centres = share.centers()
+        names = segment_names(centres[: len(centres) - share.groups])
+        if share.groups:
+            medians = share.spread.robust()[0][: len(centres) - share.groups]
+            taken = set(names.values())
+            for offset, mean in enumerate(share.group_means()):
+                name = group_name(np.nan_to_num(mean), medians)
+                repeat = 2
+                unique = name
+                while unique in taken:
+                    unique, repeat = f"{name} {repeat}", repeat + 1
+                names[len(centres) - share.groups + offset] = unique
+                taken.add(unique)
+        return names
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
@@ -334,7 +420,7 @@ class Segmenter:
     def _nearest(self, point: np.ndarray) -> tuple[int, float]:
         if not len(self._centers):
             return 0, math.inf
-        distances = ((self._centers - point) ** 2).sum(axis=1)
+        distances = ((self._centers[: self.n_segments] - point) ** 2).sum(axis=1)
         nearest = int(distances.argmin())
         return nearest, math.sqrt(float(distances[nearest]))
 

@@ -27,6 +27,7 @@ from online_models.customer.profile import segment_quantity
 __all__ = [
     "DISTANCE_BINS",
     "LEGACY_DISTANCE_BINS",
+    "OUTLIER_FENCE_FLOOR",
     "OUTLIER_READY_WEIGHT",
     "Placement",
     "Placements",
@@ -36,6 +37,7 @@ __all__ = [
     "distance_rank",
     "distance_ranks",
     "empty_histogram",
+    "outlier_fence",
     "readable_histogram",
     "unusual_features",
 ]
@@ -65,7 +67,8 @@ _MAX_FEATURES = 3
 
 class Placement(NamedTuple):
     """Where a customer's segment features put them: the segment, the percentile rank of
-    their distance to the model (``outlier_score``) and whether that makes them an outlier."""
+    their distance to the model (``outlier_score``; NaN when the segment is too young to
+    tell) and whether that makes them an outlier."""
 
     segment: int
     outlier_score: float
@@ -173,6 +176,21 @@ def distance_fence(histogram: np.ndarray, mads: float) -> float | None:
     within = np.interp(median + reach, axis, below) - np.interp(median - reach, axis, below)
     mad = float(np.interp(0.5 * total, within, reach))
     return _distance_at(median + mads * _MAD_TO_SD * mad)
+
+
+#: The nearest the outlier fence comes, in a segment's standard deviations (root mean square
+#: over the features): where a normal segment's points stop being common (beyond it 1 in
+#: 5,000 of them), whatever the histogram's shape. It holds when half the weight sits at one
+#: distance (thousands of one-view visitors alike), where the MAD is nought and a fence at the
+#: median would flag everyone else.
+OUTLIER_FENCE_FLOOR = 2.0
+
+
+def outlier_fence(histogram: np.ndarray, mads: float) -> float | None:
+    """:func:`distance_fence` of ``histogram`` at ``mads`` MADs, at least
+    :data:`OUTLIER_FENCE_FLOOR` (the k-means segments' distances, in units of a spread)."""
+    fence = distance_fence(histogram, mads)
+    return None if fence is None else max(fence, OUTLIER_FENCE_FLOOR)
 
 
 def readable_histogram(histogram: np.ndarray) -> np.ndarray:

@@ -3,23 +3,27 @@
 A segment's customers spread more along some features than others (recency ranges over
 months in every segment, while a segment's buyers all ``ordered``), and the features that
 make a customer unusual are often ones segments are not formed on (a reseller's baskets).
-So each segment keeps, beside its centre, the decayed weight, sum and sum of squares of its
-points' :data:`~online_models.customer.profile.OUTLIER_FEATURES`, and a customer's distance to it is
-the root mean square of their standardised deviations: how many of the segment's own
-standard deviations they sit from its mean, feature by feature. The sums add across workers
-exactly, like the centres'.
+So each segment keeps, beside its centre, a decayed histogram of each of its points'
+:data:`~online_models.customer.profile.OUTLIER_FEATURES`, and a customer's distance to it is
+the root mean square of their standardised deviations: how many of the segment's own robust
+standard deviations (MAD x 1.4826) they sit from its median, feature by feature. A median
+and a MAD do not move for a few far points: a group of alike customers making a tenth of a
+segment's recent points shifts them by a fraction of a bin, where it would widen a standard
+deviation until the group fits inside it. Histograms add across workers exactly, like the
+centres' sums. The decayed weight, sums and sums of squares are kept as before (records read
+by older workers carry them).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from online_models.customer.profile import OUTLIER_FEATURES
 
-__all__ = ["SPREAD_FLOOR", "SPREAD_MIN_WEIGHT", "SegmentSpread"]
+__all__ = ["SPREAD_BINS", "SPREAD_FLOOR", "SPREAD_MIN_WEIGHT", "SPREAD_TOP", "SegmentSpread"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +31,37 @@ logger = logging.getLogger(__name__)
 #: segment whose customers all share a value (every one ``ordered``) still measures a
 #: customer differing in it as far, not infinitely far.
 SPREAD_FLOOR = 0.05
-#: The weight of points a segment needs before its spread measures anyone.
+#: The weight of points a segment needs before its spread measures anyone: a younger segment
+#: cannot say who is unusual in it.
 SPREAD_MIN_WEIGHT = 5.0
+#: Each feature's histogram: bins of 0.025 from 0 to 3 (values beyond fall in the end bins;
+#: the segment features stop at 1.5, a basket 1,000 times the scale's reaches 2).
+SPREAD_BINS = 120
+SPREAD_TOP = 3.0
+_WIDTH = SPREAD_TOP / SPREAD_BINS
 _FEATURES = len(OUTLIER_FEATURES)
+_ORDERED = OUTLIER_FEATURES.index("ordered")
+_BASKET_SPEND = OUTLIER_FEATURES.index("basket_spend")
+# MAD x 1.4826 estimates the standard deviation of normal data (Leys et al. 2013).
+_MAD_TO_SD = 1.4826
+# The MAD is searched in quarter bins.
+_REACHES = np.arange(4 * SPREAD_BINS + 1) * (_WIDTH / 4)
+
+
+def _bins(points: np.ndarray) -> np.ndarray:
+    """Each value's histogram bin: bin ``k`` is centred on ``k`` x 0.025, so the values
+    many customers share (0, 1) sit in a bin's middle."""
+    return np.clip(
+        np.floor(np.nan_to_num(points) / _WIDTH + 0.5).astype(np.int64), 0, SPREAD_BINS - 1
+    )
 
 
 @dataclass(slots=True)
 class SegmentSpread:
     """Per segment: the decayed weight, sums and sums of squares of its points' outlier
-    features (rows of ``sums`` and ``squares`` in ``OUTLIER_FEATURES`` order).
+    features (rows of ``sums`` and ``squares`` in ``OUTLIER_FEATURES`` order), and the decayed
+    histogram of each feature (``histograms``: segments x features x :data:`SPREAD_BINS`)
+    that its median and MAD are read from.
 
     >>> spread = SegmentSpread.empty(1)
     >>> points = np.array([[1.0, 0.1, 0.5, 0.5, 0.0, 0.6, 0.6]] * 3 + [[1.0, 0.3, 0.5, 0.7, 0.0,
@@ -43,26 +69,54 @@ class SegmentSpread:
     >>> spread.add(np.zeros(6, dtype=int), np.ones(6), points)
     >>> spread.distances(np.array([0, 0]), np.array([points[0], [1.0, 0.2, 0.5, 0.6, 0.0, 3.0,
     ...                  0.7]])).round(2).tolist()
-    [0.76, 8.69]
+    [0.19, 18.08]
     """
 
     weights: np.ndarray  # (segments,)
     sums: np.ndarray  # (segments, features)
     squares: np.ndarray  # (segments, features)
+    histograms: np.ndarray = field(default_factory=lambda: np.zeros((0, _FEATURES, SPREAD_BINS)))
+    _robust: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        # A spread from a record of before the histograms starts with empty ones.
+        if len(self.histograms) < len(self.weights):
+            missing = len(self.weights) - len(self.histograms)
+            self.histograms = np.concatenate(
+                [self.histograms, np.zeros((missing, _FEATURES, SPREAD_BINS))]
+            )
+
+    def __getstate__(self) -> tuple[np.ndarray, ...]:
+        # The medians' cache is no state: a pickle is the same before and after a read.
+        return self.weights, self.sums, self.squares, self.histograms
+
+    def __setstate__(self, state: tuple[np.ndarray, ...]) -> None:
+        self.weights, self.sums, self.squares, self.histograms = state
+        self._robust = None
 
     @classmethod
     def empty(cls, segments: int = 0) -> SegmentSpread:
         """No weight in ``segments`` segments."""
         return cls(
-            np.zeros(segments), np.zeros((segments, _FEATURES)), np.zeros((segments, _FEATURES))
+            np.zeros(segments),
+            np.zeros((segments, _FEATURES)),
+            np.zeros((segments, _FEATURES)),
+            np.zeros((segments, _FEATURES, SPREAD_BINS)),
         )
 
     def copy(self) -> SegmentSpread:
-        return SegmentSpread(self.weights.copy(), self.sums.copy(), self.squares.copy())
+        return SegmentSpread(
+            self.weights.copy(), self.sums.copy(), self.squares.copy(), self.histograms.copy(),
+            self._robust,
+        )  # fmt: skip
 
     def scaled(self, factor: float) -> SegmentSpread:
         """Every weight and sum times ``factor`` (the segmenter's decay), as a copy."""
-        return SegmentSpread(self.weights * factor, self.sums * factor, self.squares * factor)
+        # Medians and MADs do not change when every weight is scaled alike.
+        return SegmentSpread(
+            self.weights * factor, self.sums * factor, self.squares * factor,
+            self.histograms * factor, self._robust,
+        )  # fmt: skip
 
     def padded(self, segments: int) -> SegmentSpread:
         """This spread with empty rows up to ``segments`` segments (a copy)."""
@@ -73,13 +127,18 @@ class SegmentSpread:
             np.concatenate([self.weights, np.zeros(missing)]),
             np.vstack([self.sums, np.zeros((missing, _FEATURES))]),
             np.vstack([self.squares, np.zeros((missing, _FEATURES))]),
+            np.concatenate([self.histograms, np.zeros((missing, _FEATURES, SPREAD_BINS))]),
         )
 
     def plus(self, other: SegmentSpread) -> SegmentSpread:
-        """Both spreads' weights and sums added, segment by segment (exact, in any order)."""
+        """Both spreads' weights, sums and histograms added, segment by segment (exact, in
+        any order)."""
         segments = max(len(self.weights), len(other.weights))
         a, b = self.padded(segments), other.padded(segments)
-        return SegmentSpread(a.weights + b.weights, a.sums + b.sums, a.squares + b.squares)
+        return SegmentSpread(
+            a.weights + b.weights, a.sums + b.sums, a.squares + b.squares,
+            a.histograms + b.histograms,
+        )  # fmt: skip
 
     def add(self, segments: np.ndarray, weights: np.ndarray, points: np.ndarray) -> None:
         """Add ``points`` (rows of outlier features) to their ``segments``, each with its
@@ -87,10 +146,22 @@ class SegmentSpread:
         np.add.at(self.weights, segments, weights)
         np.add.at(self.sums, segments, weights[:, None] * points)
         np.add.at(self.squares, segments, weights[:, None] * points**2)
+        self.add_histograms(segments, weights, points)
+
+    def add_histograms(self, segments: np.ndarray, weights: np.ndarray, points: np.ndarray) -> None:
+        """Add ``points`` to their segments' feature histograms only, in place."""
+        columns = np.broadcast_to(np.arange(_FEATURES), points.shape)
+        rows = np.broadcast_to(segments[:, None], points.shape)
+        np.add.at(
+            self.histograms,
+            (rows, columns, _bins(points)),
+            np.broadcast_to(weights[:, None], points.shape),
+        )
+        self._robust = None
 
     def add_totals(self, weights: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> None:
         """Add, per segment, the weight of some points, their weighted features and weighted
-        squares (what :meth:`add` adds of them), in place."""
+        squares (what :meth:`add` adds of them but the histograms), in place."""
         self.weights += weights
         self.sums += sums
         self.squares += squares
@@ -100,43 +171,113 @@ class SegmentSpread:
         self.weights[segment] += weight
         self.sums[segment] += weight * point
         self.squares[segment] += weight * point * point
+        self.histograms[segment, np.arange(_FEATURES), _bins(point)] += weight
+        self._robust = None
+
+    def robust(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each segment's median and MAD x 1.4826 per feature, read from its histograms
+        (interpolated within bins), whatever its weight."""
+        if self._robust is None:
+            self._robust = _medians_and_mads(self.histograms)
+        return self._robust
 
     def yardsticks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each segment's mean and standard deviation (at least :data:`SPREAD_FLOOR`) per
-        feature; NaN for a segment under :data:`SPREAD_MIN_WEIGHT`."""
-        weights = np.where(self.weights >= SPREAD_MIN_WEIGHT, self.weights, np.nan)[:, None]
-        means = self.sums / weights
-        variances = np.maximum(self.squares / weights - means**2, 0.0)
-        return means, np.maximum(np.sqrt(variances), SPREAD_FLOOR)
+        """Each segment's median and robust standard deviation (at least
+        :data:`SPREAD_FLOOR`) per feature; NaN for a segment whose histograms hold less than
+        :data:`SPREAD_MIN_WEIGHT`."""
+        medians, deviations = self.robust()
+        held = self.histograms[:, 0, :].sum(axis=1)
+        young = np.where(held >= SPREAD_MIN_WEIGHT, 0.0, np.nan)[:, None]
+        return medians + young, np.maximum(deviations, SPREAD_FLOOR) + young
 
     def distances(self, segments: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Each point's distance to its segment in units of that segment's spread: the root
         mean square of its standardised deviations (NaN where the segment has too little
         weight to say)."""
-        means, deviations = self.yardsticks()
-        z = (points - means[segments]) / deviations[segments]
+        medians, deviations = self.yardsticks()
+        z = _refunds_aside(points, (points - medians[segments]) / deviations[segments])
         return np.sqrt((z**2).mean(axis=1))
 
     def deviations(self, segment: int, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The segment's means, and the point's standardised deviation from them, per
+        """The segment's medians, and the point's standardised deviation from them, per
         feature (NaN under :data:`SPREAD_MIN_WEIGHT`)."""
-        means, deviations = self.yardsticks()
-        return means[segment], (point - means[segment]) / deviations[segment]
+        medians, deviations = self.yardsticks()
+        z = (point - medians[segment]) / deviations[segment]
+        return medians[segment], _refunds_aside(point[None, :], z[None, :])[0]
 
     def check(self, segments: int) -> None:
         """ValueError unless this spread fits ``segments`` segments with finite, non-negative
-        weights and sums of squares (a record's, before it is trusted)."""
+        weights, sums of squares and histograms (a record's, before it is trusted)."""
         if (
             self.weights.shape != (segments,)
             or self.sums.shape != (segments, _FEATURES)
             or self.squares.shape != (segments, _FEATURES)
+            or self.histograms.shape != (segments, _FEATURES, SPREAD_BINS)
             or not (np.isfinite(self.weights).all() and np.isfinite(self.sums).all())
-            or not np.isfinite(self.squares).all()
+            or not (np.isfinite(self.squares).all() and np.isfinite(self.histograms).all())
             or (self.weights < 0).any()
             or (self.squares < 0).any()
+            or (self.histograms < 0).any()
         ):
             msg = (
                 f"segment spread of shapes {self.weights.shape}, {self.sums.shape}, "
-                f"{self.squares.shape} does not fit {segments} segments of {_FEATURES} features"
+                f"{self.squares.shape}, {self.histograms.shape} does not fit {segments} "
+                f"segments of {_FEATURES} features and {SPREAD_BINS} bins"
             )
             raise ValueError(msg)
+
+
+def _refunds_aside(points: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``z`` (standardised deviations of ``points``, rows) with the spend per order of a buyer
+    whose purchases were all refunded (net spend 0) at no deviation: their baskets say nothing
+    of what they spend, and "spends 0 per order" alone must not make an outlier."""
+    refunded = (points[:, _ORDERED] >= 0.5) & (points[:, _BASKET_SPEND] <= 0.0)
+    if not refunded.any():
+        return z
+    z = z.copy()
+    z[refunded, _BASKET_SPEND] = 0.0
+    return z
+
+
+def _cumulative(histograms: np.ndarray, cumulative: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The weight below each value of ``at`` (..., k), linear within a bin."""
+    position = np.clip(at / _WIDTH + 0.5, 0.0, float(SPREAD_BINS))
+    bins = np.minimum(position.astype(np.int64), SPREAD_BINS - 1)
+    below = np.take_along_axis(cumulative, bins, axis=-1)
+    inside = np.take_along_axis(histograms, bins, axis=-1)
+    return below + (position - bins) * inside
+
+
+def _medians_and_mads(histograms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The median and MAD x 1.4826 of every histogram (last axis the bins); 0 for an empty
+    one.
+
+    >>> h = np.zeros((1, 1, SPREAD_BINS)); h[0, 0, [20, 21, 22, 23]] = 1.0  # 0.4875 to 0.5875
+    >>> [round(float(a[0, 0]), 3) for a in _medians_and_mads(h)]
+    [0.537, 0.037]
+    """
+    cumulative = np.cumsum(histograms, axis=-1) - histograms
+    totals = histograms.sum(axis=-1)
+    half = (totals / 2.0)[..., None]
+    # The median's bin: the last whose weight below is under half the total.
+    bins = np.maximum((cumulative < half).sum(axis=-1) - 1, 0)[..., None]
+    below = np.take_along_axis(cumulative, bins, axis=-1)
+    inside = np.take_along_axis(histograms, bins, axis=-1)
+    fraction = np.divide(half - below, inside, out=np.zeros_like(half), where=inside > 0)
+    medians = (bins + np.clip(fraction, 0.0, 1.0) - 0.5) * _WIDTH
+    within = _cumulative(histograms, cumulative, medians + _REACHES) - _cumulative(
+        histograms, cumulative, medians - _REACHES
+    )
+    # The MAD: the least reach holding half the weight, interpolated between quarter bins.
+    reached = np.minimum((within < half).sum(axis=-1), len(_REACHES) - 1)[..., None]
+    before = np.maximum(reached - 1, 0)
+    low = np.take_along_axis(within, before, axis=-1)
+    high = np.take_along_axis(within, reached, axis=-1)
+    step = np.divide(half - low, high - low, out=np.zeros_like(half), where=high > low)
+    reach = _REACHES[before] + np.clip(step, 0.0, 1.0) * (_WIDTH / 4)
+    reach = np.where(reached > 0, reach, 0.0)
+    empty = totals[..., None] <= 0
+    return (
+        np.where(empty, 0.0, medians)[..., 0],
+        np.where(empty, 0.0, _MAD_TO_SD * reach)[..., 0],
+    )

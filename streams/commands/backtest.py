@@ -94,7 +94,7 @@ class BacktestRow:
             "" if score.next_order_expected is None else _iso(score.next_order_expected),
             orjson.dumps([reason.to_dict() for reason in score.churn_reasons]).decode(),
             "true" if score.segment_outlier else "false",
-            f"{score.outlier_score:.6f}",
+            "" if score.outlier_score is None else f"{score.outlier_score:.6f}",
         ]
 
 

@@ -325,7 +325,13 @@ CASES = {
         build_segmenter,
         predict_segmenter,
         odd_segmenter,
-        {"n_segments": 4, "halflife_days": 7.0, "min_seed_distance": 0.2, "outlier_mads": 3.0},
+        {
+            "n_segments": 4,
+            "halflife_days": 7.0,
+            "min_seed_distance": 0.2,
+            "outlier_mads": 3.0,
+            "group_share": 0.01,
+        },
     ),
     "DensitySegmenter": Case(
         build_density,

@@ -84,6 +84,7 @@ def test_the_alert_fires_once_an_outlier_stays_one_and_once_per_cooldown() -> No
     )
     assert 0.9 < alert.details["threshold"] <= third.score.outlier_score
     assert alert.details["segment"] == third.score.segment
+    assert alert.details["case"] == "alone"  # one whale, no group of them
     features = {feature["feature"]: feature for feature in alert.details["features"]}
     assert "basket_spend" in features
     assert features["basket_spend"]["typical"] < 1_000.0

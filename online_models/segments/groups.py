@@ -1,0 +1,231 @@
+"""Far customers who sit together: a decayed grid of where they are, and the group segments
+proposed from it.
+
+k-means puts every customer in one of its ``n_segments`` segments, and a customer far from
+theirs is an outlier (:mod:`online_models.segments.outliers`). Outliers alone stay outliers;
+customers alike far from their segment are a group a CRM wants to see as one. Every point
+farther from its segment than :data:`GROUP_CANDIDATE_RANK` of everyone's and in no group
+adds its outlier features (:data:`~online_models.customer.profile.OUTLIER_FEATURES`) to a
+cell of :data:`CELL_WIDTH` on every feature, with the segmenter's decay (:class:`OutlierCells`:
+keys, weights and sums, which add across workers like the centres). When a cell and its
+neighbours hold at least ``share`` of the weight of all points learned (and
+:data:`GROUP_MIN_WEIGHT`), the group's model
+proposes their mean as a new segment, after the ordinary ones (existing ids stay put), and
+names it from its features (:func:`group_name`). A customer within :data:`GROUP_REACH` of a
+group's mean (root mean square over the features) is placed in the group's segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from online_models.customer.profile import OUTLIER_FEATURES
+
+__all__ = [
+    "CELL_WIDTH",
+    "GROUP_CANDIDATE_RANK",
+    "GROUP_MIN_WEIGHT",
+    "GROUP_REACH",
+    "MAX_GROUPS",
+    "OutlierCells",
+    "group_name",
+    "in_group",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The side of a grid cell, on every outlier feature (the features' scales run 0..1.5).
+CELL_WIDTH = 0.25
+#: How far from a group's mean a customer may sit and belong to it: the root mean square of
+#: their differences over the outlier features.
+GROUP_REACH = 0.1
+#: Who may found a group: the customers farther from their segment than this share of
+#: everyone (a percentile rank of the distance). Alone, only those beyond the outlier fence
+#: are unusual; many alike are a group at a lower rank, as their number adds the evidence.
+GROUP_CANDIDATE_RANK = 0.95
+#: The most group segments a segmenter holds beyond its ordinary ones.
+MAX_GROUPS = 2
+#: The least weight of outliers a group is made of, whatever its share: ten recent points.
+GROUP_MIN_WEIGHT = 10.0
+# Cells lighter than this are dropped when the grid decays: a handful of points a week ago.
+_FORGOTTEN = 1e-3
+_FEATURES = len(OUTLIER_FEATURES)
+_AT = {name: index for index, name in enumerate(OUTLIER_FEATURES)}
+
+
+@dataclass(slots=True)
+class OutlierCells:
+    """The decayed weight, feature sums and sums of squares of the far customers in each
+    occupied grid cell (rows of ``keys``, ``weights``, ``sums`` and ``squares`` alike, keys
+    sorted).
+
+    >>> cells = OutlierCells.empty()
+    >>> cells.add(np.array([[1.0, 0.0, 0.8, 1.2, 0.0, 1.2, 1.1]] * 30), np.ones(30))
+    >>> cells.densest(total=1_000.0, share=0.05, avoid=np.zeros((0, 7))) is None
+    True
+    >>> cells.densest(total=1_000.0, share=0.02, avoid=np.zeros((0, 7))).round(1).tolist()
+    [1.0, 0.0, 0.8, 1.2, 0.0, 1.2, 1.1]
+    """
+
+    keys: np.ndarray  # (cells, features) int64
+    weights: np.ndarray  # (cells,)
+    sums: np.ndarray  # (cells, features)
+    squares: np.ndarray  # (cells, features)
+
+    @classmethod
+    def empty(cls) -> OutlierCells:
+        return cls(
+            np.zeros((0, _FEATURES), dtype=np.int64),
+            np.zeros(0),
+            np.zeros((0, _FEATURES)),
+            np.zeros((0, _FEATURES)),
+        )
+
+    def copy(self) -> OutlierCells:
+        return OutlierCells(
+            self.keys.copy(), self.weights.copy(), self.sums.copy(), self.squares.copy()
+        )
+
+    def scaled(self, factor: float) -> OutlierCells:
+        """Every weight and sum times ``factor`` (the decay), forgotten cells dropped."""
+        kept = self.weights * factor >= _FORGOTTEN
+        return OutlierCells(
+            self.keys[kept], self.weights[kept] * factor, self.sums[kept] * factor,
+            self.squares[kept] * factor,
+        )  # fmt: skip
+
+    def add(self, points: np.ndarray, weights: np.ndarray) -> None:
+        """Add outliers' ``points`` (rows of outlier features), each with its weight."""
+        if not len(points):
+            return
+        keys = np.floor(np.nan_to_num(points) / CELL_WIDTH).astype(np.int64)
+        weighted = weights[:, None] * points
+        self._combine(keys, weights, weighted, weighted * points)
+
+    def plus(self, other: OutlierCells) -> OutlierCells:
+        """Both grids' cells added (exact, in any order)."""
+        merged = self.copy()
+        merged._combine(other.keys, other.weights, other.sums, other.squares)
+        return merged
+
+    def densest(
+        self,
+        *,
+        total: float,
+        share: float,
+        avoid: np.ndarray,
+        apart: Callable[[np.ndarray], bool] = lambda mean: True,
+    ) -> np.ndarray | None:
+        """The mean of the heaviest cell and its neighbours (cells next to it on every
+        feature) if they hold at least ``share`` of ``total``, sit within :data:`GROUP_REACH`
+        of their mean (root mean square: dense among themselves, where the fringe of a
+        segment spreads over the cells), it is beyond :data:`GROUP_REACH` of every row of
+        ``avoid`` (the groups already made) and ``apart`` holds for it; else None."""
+        if not len(self.weights) or share <= 0.0:
+            return None
+        for cell in np.argsort(-self.weights, kind="stable")[:8].tolist():
+            near = np.abs(self.keys - self.keys[cell]).max(axis=1) <= 1
+            weight = float(self.weights[near].sum())
+            if weight < max(share * total, GROUP_MIN_WEIGHT):
+                return None
+            mean = self.sums[near].sum(axis=0) / weight
+            variance = self.squares[near].sum(axis=0) / weight - mean**2
+            if float(np.sqrt(max(variance.mean(), 0.0))) > GROUP_REACH:
+                continue
+            if (not len(avoid) or not in_group(mean[None, :], avoid)[0].any()) and apart(mean):
+                return mean
+        return None
+
+    def without(self, mean: np.ndarray) -> OutlierCells:
+        """The grid without the cells next to ``mean``'s (a group made of them)."""
+        key = np.floor(mean / CELL_WIDTH).astype(np.int64)
+        kept = np.abs(self.keys - key).max(axis=1) > 1
+        return OutlierCells(
+            self.keys[kept], self.weights[kept], self.sums[kept], self.squares[kept]
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "outlier_cell_keys": self.keys,
+            "outlier_cell_weights": self.weights,
+            "outlier_cell_sums": self.sums,
+            "outlier_cell_squares": self.squares,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> OutlierCells:
+        """The grid a record carries (an empty one from records before groups); ValueError
+        if it is malformed."""
+        if "outlier_cell_keys" not in arrays:
+            return cls.empty()
+        keys, weights = arrays["outlier_cell_keys"], arrays["outlier_cell_weights"]
+        sums, squares = arrays["outlier_cell_sums"], arrays["outlier_cell_squares"]
+        cells = len(weights)
+        if (
+            keys.shape != (cells, _FEATURES)
+            or weights.shape != (cells,)
+            or sums.shape != (cells, _FEATURES)
+            or squares.shape != (cells, _FEATURES)
+            or not (np.isfinite(weights).all() and np.isfinite(sums).all())
+            or not np.isfinite(squares).all()
+            or (weights < 0).any()
+        ):
+            msg = (
+                f"outlier cells of shapes {keys.shape}, {weights.shape}, {sums.shape}, "
+                f"{squares.shape} do not fit {_FEATURES} features"
+            )
+            raise ValueError(msg)
+        grid = cls.empty()
+        grid._combine(
+            keys.astype(np.int64), weights.astype(float), sums.astype(float),
+            squares.astype(float),
+        )  # fmt: skip
+        return grid
+
+    def _combine(
+        self, keys: np.ndarray, weights: np.ndarray, sums: np.ndarray, squares: np.ndarray
+    ) -> None:
+        every_weight = np.concatenate([self.weights, weights])
+        every_sum = np.concatenate([self.sums, sums])
+        every_square = np.concatenate([self.squares, squares])
+        unique, index = np.unique(np.concatenate([self.keys, keys]), axis=0, return_inverse=True)
+        index = index.ravel()
+        self.keys = unique
+        self.weights = np.bincount(index, every_weight, len(unique))
+        self.sums = np.zeros((len(unique), _FEATURES))
+        np.add.at(self.sums, index, every_sum)
+        self.squares = np.zeros((len(unique), _FEATURES))
+        np.add.at(self.squares, index, every_square)
+
+
+def in_group(points: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Whether each point (rows of outlier features) is within :data:`GROUP_REACH` of each
+    group's mean (rows of ``means``): a points x groups array."""
+    squared = ((points[:, None, :] - means[None, :, :]) ** 2).mean(axis=2)
+    return np.sqrt(squared) <= GROUP_REACH
+
+
+def group_name(mean: np.ndarray, medians: np.ndarray) -> str:
+    """A CRM name for a group at ``mean`` (outlier features), from how it differs from the
+    ordinary segments (``medians``: each one's median features).
+
+    >>> medians = np.array([[1.0, 0.2, 0.5, 0.7, 0.0, 0.8, 0.7], [0.0, 0.5, 0.0, 0.0, 0.2, 0, 0]])
+    >>> group_name(np.array([1.0, 0.0, 0.8, 1.3, 0.0, 1.2, 1.1]), medians)
+    'wholesale buyers'
+    >>> group_name(np.array([1.0, 0.3, 0.1, 1.0, 0.0, 1.3, 1.2]), medians)
+    'bulk one-off buyers'
+    """
+    ordered = mean[_AT["ordered"]] >= 0.5
+    if not ordered:
+        heavy = mean[_AT["engagement"]] > np.nanmax(medians[:, _AT["engagement"]], initial=0.0)
+        return "heavy browsers" if heavy else "unusual browsers"
+    baskets = [_AT["basket_spend"], _AT["basket_units"]]
+    biggest = np.nanmax(medians[:, baskets], axis=0, initial=0.0)
+    if (mean[baskets] > biggest + CELL_WIDTH / 2).any():
+        return "wholesale buyers" if mean[_AT["frequency"]] >= 0.4 else "bulk one-off buyers"
+    spend = mean[_AT["monetary"]] > np.nanmax(medians[:, _AT["monetary"]], initial=0.0)
+    return "top spenders apart" if spend else "unusual buyers"
