@@ -153,7 +153,7 @@ class CustomerScore(NamedTuple):
             next_order_expected=None if outlook is None else outlook.next_order_expected,
             churn_reasons=churn_reasons,
             segment_outlier=placement is not None and placement.outlier,
-            outlier_score=known_score(0.0 if placement is None else placement.outlier_score),
+            outlier_score=None if placement is None else known_score(placement.outlier_score),
         )
 
     @property

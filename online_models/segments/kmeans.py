@@ -286,7 +286,7 @@ class Segmenter:
         self._unsent.points += 1
         if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
             if not self.shared:
-                return Placement(self._seed(vector, weight), 0.0, False)
+                return Placement(self._seed(vector, weight), math.nan, False)
             if self._proposable(point):
                 self._unsent.candidates = np.vstack([self._unsent.candidates, point])
         if not len(self._centers):
