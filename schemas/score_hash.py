@@ -19,9 +19,14 @@ import orjson
 
 from schemas.errors import CrmScorerError
 
-__all__ = ["ReasonValues", "ScoreValues", "UnwritableScore", "score_hash"]
+__all__ = ["OPTIONAL_FIELDS", "ReasonValues", "ScoreValues", "UnwritableScore", "score_hash"]
 
 logger = logging.getLogger(__name__)
+
+#: Fields a customer's hash can hold at one score and not at the next: ``outlier_score`` while
+#: their segment is too young to tell (unknown), ``next_order_expected`` once no next order is
+#: expected. A writer deletes the ones a score leaves out (a ``sentiment`` once known stays).
+OPTIONAL_FIELDS = ("outlier_score", "next_order_expected")
 
 # The latest event time a datetime holds (9999-12-31T23:59:59 UTC).
 _LATEST = datetime.max.replace(tzinfo=UTC).timestamp() - 1.0

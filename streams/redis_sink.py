@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from schemas.score_hash import OPTIONAL_FIELDS
 from streams.metrics import ScorerMetrics
 
 __all__ = ["RenderMany", "ScoreWriter", "pack_command", "pack_hset"]
@@ -171,23 +172,32 @@ class ScoreWriter:
 
     async def _write(self, batch: dict[str, tuple[dict[str, str], float | None]]) -> list[Any]:
         """One pipeline: the batch's commands packed into one buffer, sent in one write, and
-        each reply read back (a refused command's reply is its ``ResponseError``).
+        each reply read back; returns each score's ``HSET`` reply (a refused command's reply
+        is its ``ResponseError``). A field the score leaves out (unknown now, such as an
+        ``outlier_score`` whose segment is too young) is deleted in the same pipeline, so the
+        hash never keeps an older score's value of it.
 
         redis-py's own pipeline packs every argument in Python, about 100 µs per 13-field
         HSET on the benchmark machine: more than scoring the event behind it.
         """
         ttl = str(self._ttl_seconds).encode() if self._ttl_seconds else None
-        commands = []
+        commands: list[bytes] = []
+        scores = []
         for customer_id, (fields, _) in batch.items():
             key = (self._prefix + customer_id).encode()
+            scores.append(len(commands))
             commands.append(pack_hset(key, fields))
+            absent = [name.encode() for name in OPTIONAL_FIELDS if name not in fields]
+            if absent:
+                commands.append(pack_command((b"HDEL", key, *absent)))
             if ttl is not None:
                 commands.append(pack_command((b"EXPIRE", key, ttl)))
         pool = self._redis.connection_pool
         connection = await pool.get_connection()
         try:
             await connection.send_packed_command(b"".join(commands))
-            return [await _reply(connection) for _ in commands]
+            replies = [await _reply(connection) for _ in commands]
+            return [replies[index] for index in scores]
         except BaseException:
             # Replies may still be unread: the connection is in no state to be reused.
             await connection.disconnect()
@@ -222,11 +232,10 @@ class ScoreWriter:
         self, batch: dict[str, tuple[dict[str, str], float | None]], results: list[Any]
     ) -> int:
         """Count the scores Redis took; a key it refused (e.g. WRONGTYPE) is logged and dropped."""
-        per_key = 2 if self._ttl_seconds else 1
         now = self._clock()
         written = 0
         for index, (customer_id, (_, produced_at)) in enumerate(batch.items()):
-            reply = results[index * per_key]
+            reply = results[index]
             if isinstance(reply, Exception):
                 self._metrics.redis_errors.inc()
                 logger.error("Redis refused the score of %s: %s", customer_id, reply)

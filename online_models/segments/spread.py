@@ -42,8 +42,13 @@ _WIDTH = SPREAD_TOP / SPREAD_BINS
 _FEATURES = len(OUTLIER_FEATURES)
 _ORDERED = OUTLIER_FEATURES.index("ordered")
 _BASKET_SPEND = OUTLIER_FEATURES.index("basket_spend")
+_MONETARY = OUTLIER_FEATURES.index("monetary")
 # MAD x 1.4826 estimates the standard deviation of normal data (Leys et al. 2013).
 _MAD_TO_SD = 1.4826
+# A segment's median and MAD are read again once it has taken this share of the weight it held
+# when they were last read: one point more among many moves them by a sliver of a bin, and
+# reading them costs about a millisecond (every segment's 120-bin histograms and MAD search).
+_STALE_SHARE = 0.05
 # The MAD is searched in quarter bins.
 _REACHES = np.arange(4 * SPREAD_BINS + 1) * (_WIDTH / 4)
 
@@ -77,6 +82,9 @@ class SegmentSpread:
     squares: np.ndarray  # (segments, features)
     histograms: np.ndarray = field(default_factory=lambda: np.zeros((0, _FEATURES, SPREAD_BINS)))
     _robust: tuple[np.ndarray, np.ndarray] | None = None
+    # Per segment: the histograms' weight when ``_robust`` was read, and the weight added since.
+    _held: np.ndarray | None = None
+    _added: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # A spread from a record of before the histograms starts with empty ones.
@@ -86,13 +94,30 @@ class SegmentSpread:
                 [self.histograms, np.zeros((missing, _FEATURES, SPREAD_BINS))]
             )
 
-    def __getstate__(self) -> tuple[np.ndarray, ...]:
-        # The medians' cache is no state: a pickle is the same before and after a read.
-        return self.weights, self.sums, self.squares, self.histograms
+    def __getstate__(self) -> tuple[object, ...]:
+        # The medians' cache goes along: they are read again only once a segment has taken
+        # enough weight, so a copy scores as the original does.
+        return (
+            self.weights, self.sums, self.squares, self.histograms,
+            self._robust, self._held, self._added,
+        )  # fmt: skip
 
-    def __setstate__(self, state: tuple[np.ndarray, ...]) -> None:
-        self.weights, self.sums, self.squares, self.histograms = state
-        self._robust = None
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        self._forget()
+        if len(state) == 7:
+            self._robust, self._held, self._added = state[4:]  # type: ignore[assignment]
+        self.weights, self.sums, self.squares, self.histograms = state[:4]  # type: ignore[assignment]
+
+    def _forget(self) -> None:
+        self._robust = self._held = self._added = None
+
+    def _with_cache(self, other: SegmentSpread, factor: float = 1.0) -> SegmentSpread:
+        """``other`` (this spread copied or scaled by ``factor``) with this one's medians and
+        MADs, which do not change when every weight is scaled alike."""
+        if self._robust is not None and self._held is not None and self._added is not None:
+            other._robust = self._robust
+            other._held, other._added = self._held * factor, self._added * factor
+        return other
 
     @classmethod
     def empty(cls, segments: int = 0) -> SegmentSpread:
@@ -105,18 +130,19 @@ class SegmentSpread:
         )
 
     def copy(self) -> SegmentSpread:
-        return SegmentSpread(
-            self.weights.copy(), self.sums.copy(), self.squares.copy(), self.histograms.copy(),
-            self._robust,
-        )  # fmt: skip
+        return self._with_cache(
+            SegmentSpread(
+                self.weights.copy(), self.sums.copy(), self.squares.copy(), self.histograms.copy()
+            )
+        )
 
     def scaled(self, factor: float) -> SegmentSpread:
         """Every weight and sum times ``factor`` (the segmenter's decay), as a copy."""
-        # Medians and MADs do not change when every weight is scaled alike.
-        return SegmentSpread(
+        scaled = SegmentSpread(
             self.weights * factor, self.sums * factor, self.squares * factor,
-            self.histograms * factor, self._robust,
+            self.histograms * factor,
         )  # fmt: skip
+        return self._with_cache(scaled, factor)
 
     def padded(self, segments: int) -> SegmentSpread:
         """This spread with empty rows up to ``segments`` segments (a copy)."""
@@ -157,7 +183,8 @@ class SegmentSpread:
             (rows, columns, _bins(points)),
             np.broadcast_to(weights[:, None], points.shape),
         )
-        self._robust = None
+        if self._added is not None:
+            np.add.at(self._added, segments, weights)
 
     def add_totals(self, weights: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> None:
         """Add, per segment, the weight of some points, their weighted features and weighted
@@ -172,13 +199,27 @@ class SegmentSpread:
         self.sums[segment] += weight * point
         self.squares[segment] += weight * point * point
         self.histograms[segment, np.arange(_FEATURES), _bins(point)] += weight
-        self._robust = None
+        if self._added is not None:
+            self._added[segment] += weight
 
     def robust(self) -> tuple[np.ndarray, np.ndarray]:
         """Each segment's median and MAD x 1.4826 per feature, read from its histograms
-        (interpolated within bins), whatever its weight."""
-        if self._robust is None:
+        (interpolated within bins), whatever its weight; a segment's are read again once it
+        has taken :data:`_STALE_SHARE` of the weight it held when they were last read."""
+        held = self.histograms[:, 0, :].sum(axis=1)
+        if (
+            self._robust is None or self._held is None or self._added is None
+            or len(self._held) != len(held)
+        ):  # fmt: skip
             self._robust = _medians_and_mads(self.histograms)
+            self._held, self._added = held, np.zeros_like(held)
+            return self._robust
+        stale = self._added > _STALE_SHARE * self._held
+        if stale.any():
+            medians, deviations = (part.copy() for part in self._robust)
+            medians[stale], deviations[stale] = _medians_and_mads(self.histograms[stale])
+            self._robust = medians, deviations
+            self._held[stale], self._added[stale] = held[stale], 0.0
         return self._robust
 
     def yardsticks(self) -> tuple[np.ndarray, np.ndarray]:
@@ -228,14 +269,16 @@ class SegmentSpread:
 
 
 def _refunds_aside(points: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """``z`` (standardised deviations of ``points``, rows) with the spend per order of a buyer
-    whose purchases were all refunded (net spend 0) at no deviation: their baskets say nothing
-    of what they spend, and "spends 0 per order" alone must not make an outlier."""
+    """``z`` (standardised deviations of ``points``, rows) with the net spend and the spend per
+    order of a buyer whose purchases were all refunded (net spend 0) at no deviation: a refund
+    says nothing of what they spend, and "spent 0" or "spends 0 per order" alone must not make
+    an outlier."""
     refunded = (points[:, _ORDERED] >= 0.5) & (points[:, _BASKET_SPEND] <= 0.0)
     if not refunded.any():
         return z
     z = z.copy()
     z[refunded, _BASKET_SPEND] = 0.0
+    z[refunded, _MONETARY] = 0.0
     return z
 
 

@@ -140,3 +140,31 @@ def test_a_score_that_fails_to_render_is_dropped_and_counted_without_blocking_th
     assert registry.get_sample_value("crm_scorer_score_render_errors_total") == 1
     assert registry.get_sample_value("crm_scorer_redis_scores_written_total") == 2
     assert registry.get_sample_value("crm_scorer_redis_errors_total") == 0
+
+
+def test_a_field_a_score_leaves_out_is_gone_from_the_hash(redis_server: LocalRedis) -> None:
+    """A customer's outlier score becomes unknown (their segment too young to tell): the next
+    write leaves the field out, and the hash must not keep the older score's value."""
+
+    def known() -> dict[str, str]:
+        return _score("c1", 0.1) | {"outlier_score": "0.998000"}
+
+    async def scenario() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        client = Redis.from_url(redis_server.url)
+        writer = ScoreWriter(
+            client, prefix="gone:", metrics=ScorerMetrics(CollectorRegistry()), ttl_seconds=600
+        )
+        writer.put("c1", known)
+        assert await writer.flush() == 1
+        before = await client.hgetall("gone:c1")
+        writer.put("c1", partial(_score, "c1", 0.2))
+        assert await writer.flush() == 1
+        after = await client.hgetall("gone:c1")
+        assert 0 < await client.ttl("gone:c1") <= 600
+        await client.aclose()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before[b"outlier_score"] == b"0.998000"
+    assert b"outlier_score" not in after
+    assert after[b"churn_risk"] == b"0.200000"

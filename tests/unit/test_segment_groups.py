@@ -135,7 +135,8 @@ def test_a_full_refund_alone_does_not_make_an_outlier() -> None:
     regular = dict(zip(OUTLIER_FEATURES, (*ORDINARY["regulars"], *BASKETS["regulars"]),
                        strict=True))  # fmt: skip
 
-    refunded = segmenter.place_one(regular | {"basket_spend": 0.0})  # net spend 0
+    # A full refund: net spend 0, so spend per order 0 too.
+    refunded = segmenter.place_one(regular | {"monetary": 0.0, "basket_spend": 0.0})
     huge = segmenter.place_one(regular | {"basket_spend": 1.5})
 
     assert not refunded.outlier
