@@ -193,7 +193,9 @@ class Segmenter:
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
         groups = self._groups_of(points)
         alone = outliers & (groups < 0)
+        # The far customers' grid, only where group segments are on (it costs a np.unique).
         founders = (np.nan_to_num(scores) >= GROUP_CANDIDATE_RANK) & (groups < 0)
+        founders &= self.group_share > 0.0
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
         # widen their segment until it held them); it adds its distance, and its place to
@@ -293,7 +295,11 @@ class Segmenter:
             return placement
         segment = placement.segment
         alone = placement.outlier and segment == nearest
-        founder = segment == nearest and placement.outlier_score >= GROUP_CANDIDATE_RANK
+        founder = (
+            self.group_share > 0.0
+            and segment == nearest
+            and placement.outlier_score >= GROUP_CANDIDATE_RANK
+        )
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
