@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -562,6 +564,12 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         # pydantic-settings' init argument; its plugin-less stubs do not declare it.
         return Settings(_secrets_dir=secrets_dir if readable else None, **overrides)  # type: ignore[call-arg]
+    except pydantic_settings.SettingsError as exc:
+        # A secret file that cannot be read (permissions, not text): named by its variable.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"CRM_{field[1].upper()}" if field else "a CRM_* setting"
+        msg = f"invalid setting {name}: its file in CRM_SECRETS_DIR={secrets_dir} cannot be read"
+        raise SettingsError(f"{msg} ({exc.__cause__ or exc})") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

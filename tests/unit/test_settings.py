@@ -401,3 +401,17 @@ def test_a_replaced_setting_still_set_is_named_in_a_warning(
 
     assert settings.outlier_mads == 2.5
     assert "CRM_OUTLIER_QUANTILE is no longer read; set CRM_OUTLIER_MADS instead" in caplog.text
+
+
+def test_a_secret_file_that_cannot_be_read_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "CRM_REDIS_URL").write_bytes(b"\xff\xfe not text")
+
+    message = settings_error(monkeypatch, CRM_SECRETS_DIR=str(secrets))
+
+    assert message.startswith(
+        f"invalid setting CRM_REDIS_URL: its file in CRM_SECRETS_DIR={secrets} cannot be read"
+    )
