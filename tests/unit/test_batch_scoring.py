@@ -195,8 +195,10 @@ def test_a_whole_population_batch_is_one_by_one_with_the_batchs_labels_learned_f
     assert agree >= 0.95 * total
     assert outliers_agree >= 0.99 * total
     assert np.abs(one.segmenter._centers - batch.segmenter._centers).max() < 0.05
-    # The spreads: the same points' weight, shared out a little differently between segments.
-    assert close(spread_of(one)[0].sum(), spread_of(batch)[0].sum())
+    # The spreads: the same points' weight, shared out a little differently between segments,
+    # but for the few a segment's medians, read again only every 5% of its weight one by one,
+    # trim as lone outliers in one path and not the other (0.002 of 488 in one run).
+    assert close(spread_of(one)[0].sum(), spread_of(batch)[0].sum(), tolerance=1e-3)
     deviations = [scorer.segmenter._live.spread.yardsticks()[1] for scorer in (one, batch)]
     assert np.abs(deviations[0] - deviations[1]).max() < 0.05
 
