@@ -73,9 +73,14 @@ def start_worker(env: dict[str, str], log_path: Path) -> WorkerProcess:
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    worker: WorkerProcess | None = None,
+    state: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``condition``; after ``timeout`` fail naming ``what``, with the worker log."""
+    """Poll ``condition``; after ``timeout`` fail naming ``what`` (and ``state()``), with the
+    worker log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -84,7 +89,8 @@ def wait_until(
             pytest.fail(f"worker died while waiting for {what}:\n{worker.log_tail(60)}")
         time.sleep(0.2)
     tail = f"\nworker log:\n{worker.log_tail(60)}" if worker is not None else ""
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+    seen = f" ({state()})" if state is not None else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{seen}{tail}")
 
 
 def wait_for_scores_in_redis(worker: WorkerProcess, timeout: float = 30) -> None:
