@@ -11,30 +11,11 @@ import numpy as np
 from river import metrics, stats, utils
 
 from online_models.customer.activity import DAY
+from online_models.evaluation.measures import roc_auc
 
-__all__ = ["ChurnQuality", "roc_auc"]
+__all__ = ["ChurnQuality"]
 
 logger = logging.getLogger(__name__)
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney, ties counted half); NaN unless both labels occur.
-
-    >>> float(roc_auc(np.array([0.9, 0.2, 0.8, 0.3]), np.array([True, False, True, False])))
-    1.0
-    """
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks of ties.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 class ChurnQuality:
@@ -121,7 +102,7 @@ class ChurnQuality:
             if cohort is not None:
                 risks.extend(cohort[0])
                 labels.extend(cohort[1])
-        return roc_auc(np.array(risks), np.array(labels, dtype=bool))
+        return roc_auc(np.array(labels, dtype=bool), np.array(risks))
 
     def _closed_day(self) -> int:
         """The latest event-time day whose served risks all have their label by now."""

@@ -25,7 +25,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     # Measures and batch baselines on arrays: they judge scores, they import no model.
     "evaluation": frozenset(),
     "sentiment": frozenset({"customer"}),
-    **{family: frozenset({"customer"}) for family in FAMILIES},
+    # A family may judge itself with the shared measures (churn's live cohort AUC).
+    **{family: frozenset({"customer", "evaluation"}) for family in FAMILIES},
     "scoring": frozenset({"customer", "sentiment", *FAMILIES}),
     "group": frozenset({"customer", "sentiment", "scoring", *FAMILIES}),
 }

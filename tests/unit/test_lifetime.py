@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from scipy import special
 
-from online_models.churn.quality import ChurnQuality, roc_auc
+from online_models.churn.quality import ChurnQuality
 from online_models.customer.activity import DAY, Activity
 from online_models.customer.profile import CustomerProfile
+from online_models.evaluation.measures import roc_auc
 from online_models.scoring.reasons import churn_reasons
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.value.lifetime import LifetimeModel, _expected_orders
@@ -343,7 +344,7 @@ def test_the_live_auc_judges_closed_cohorts_of_one_day_together() -> None:
         if day == 0:
             assert math.isnan(quality.cohort_roc_auc)  # no day's horizon has closed yet
     # The latest label is day 29's, a horizon on: days up to 28 are whole, 22..28 judged.
-    expected = roc_auc(np.array([r for r, _ in served]), np.array([c for _, c in served]))
+    expected = roc_auc(np.array([c for _, c in served]), np.array([r for r, _ in served]))
     assert quality.cohort_roc_auc == pytest.approx(expected)
     assert 0.7 < quality.cohort_roc_auc < 0.95
 
