@@ -45,10 +45,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 from sklearn.cluster import DBSCAN
-from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from online_models.customer.activity import DAY
+from online_models.evaluation.measures import roc_auc
 from online_models.scoring.scorer import CustomerScore, ScorerConfig, make_segmenter
 from online_models.segments.density import UNUSUAL, DensitySegmenter
 from online_models.segments.kmeans import Segmenter
@@ -362,7 +363,7 @@ def outlier_report(
         "resellers_median_outlier_score": float(np.median([known(scores[c]) for c in resellers])),
         # Whether the score ranks them above the real customers, whatever the cut.
         "outlier_score_auc": float(
-            roc_auc_score(
+            roc_auc(
                 [c in resellers for c in (*real, *resellers)],
                 [known(scores[c]) for c in (*real, *resellers)],
             )
