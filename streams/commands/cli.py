@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -488,7 +489,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # kafka-python warns about its own event loop on busy machines; only its errors matter here.
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    cli()
+    try:
+        cli()
+    finally:
+        # Readers left to the collector go while Arrow is whole (apache/arrow#34314).
+        gc.collect()
 
 
 if __name__ == "__main__":

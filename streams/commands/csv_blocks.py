@@ -98,18 +98,22 @@ def csv_blocks(path: Path, wanted: Sequence[str]) -> Iterator[CsvBlock]:
             ),
         )
         next_row, rows_before = 1, 0
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise CsvFileError(str(exc), rows_before) from None
-            rows, among = _numbered(batch.num_rows, next_row, uneven)
-            texts = {name: _utf8(batch.column(name), rows_before) for name in columns}
-            yield CsvBlock(texts, rows, among)
-            rows_before += len(rows) + len(among)
-            next_row = int(rows[-1]) + 1 if len(rows) else next_row
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise CsvFileError(str(exc), rows_before) from None
+                rows, among = _numbered(batch.num_rows, next_row, uneven)
+                texts = {name: _utf8(batch.column(name), rows_before) for name in columns}
+                yield CsvBlock(texts, rows, among)
+                rows_before += len(rows) + len(among)
+                next_row = int(rows[-1]) + 1 if len(rows) else next_row
+        finally:
+            # Also when the reader stops early: its read-ahead runs on Arrow's I/O threads.
+            reader.close()
         if uneven:
             yield CsvBlock(
                 {name: pa.array([], pa.string()) for name in columns},
