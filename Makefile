@@ -24,7 +24,7 @@ TEST_PROCESSES ?= 4
 PARALLEL := -n $(TEST_PROCESSES) --dist loadgroup --no-loadscope-reorder
 
 test: setup
-	$(BIN)/pytest $(PARALLEL) --durations=10
+	$(BIN)/pytest $(PARALLEL) --durations=30
 
 test-quick: setup
 	$(BIN)/pytest $(PARALLEL) -m "not integration and not slow"
