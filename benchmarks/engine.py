@@ -78,7 +78,7 @@ from online_models.scoring.scorer import CustomerScorer  # noqa: E402
 from schemas import decode_event  # noqa: E402
 from schemas.items import decode_item  # noqa: E402
 from streams.convert import activity_of  # noqa: E402
-from streams.worker import one_numeric_thread  # noqa: E402
+from streams.numeric_threads import one_numeric_thread  # noqa: E402
 
 __all__ = ["Workload", "compare", "measure", "measure_all", "score_batch"]
 

@@ -14,6 +14,7 @@ from faust.worker import Worker
 
 from schemas.errors import CrmScorerError
 from streams.app import ScorerService
+from streams.numeric_threads import one_numeric_thread
 from streams.settings import Settings
 from streams.topics import ensure_topics, partition_count
 
@@ -94,16 +95,6 @@ def fewer_collections() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def one_numeric_thread() -> None:
-    """Let numpy's BLAS use one thread: a worker scores on one core (the event loop holds the
-    GIL), and BLAS threads spinning for cores that Kafka, Redis and other workers use made a
-    1 x 256 by 256 x 4,000 product (a customer's content scores) take 8.9 ms instead of
-    0.14 ms on the 2-core benchmark machine."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
 
 
 def faust_worker(app: Any, log_level: str, log_format: str = "text") -> Worker:

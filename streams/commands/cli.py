@@ -65,9 +65,9 @@ def worker(
     ] = 30.0,
 ) -> None:
     """Consume CRM_EVENTS_TOPIC, keep scores in Redis, publish alerts; serve /metrics."""
+    settings = _settings()  # a bad setting stops start-up before the worker's imports
     from streams.worker import run_worker
 
-    settings = _settings()
     try:
         run_worker(settings, wait=wait)
     except CrmScorerError as exc:
@@ -356,7 +356,7 @@ def backtest(
     from streams.commands.report import require_plotting, write_backtest_report
     from streams.commands.report.outcomes import PurchaseRecorder
     from streams.commands.transactions import read_transactions
-    from streams.worker import one_numeric_thread
+    from streams.numeric_threads import one_numeric_thread
 
     moment = parse_as_of(as_of)
     settings = _settings()
