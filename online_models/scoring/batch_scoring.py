@@ -417,10 +417,9 @@ class _Batch:
         take = (
             ~self.cancelled & (self.columns.orders >= 1) & (self.at - self.value_newest >= spacing)
         )
-        for i in np.flatnonzero(take).tolist():
-            self.scorer._take_value(
-                self.states[i], float(self.at[i]), self.value_x[i], float(self.value_forecast[i])
-            )
+        rows, at, forecast = np.flatnonzero(take), self.at.tolist(), self.value_forecast.tolist()
+        for i, x in zip(rows.tolist(), self.value_x[rows].tolist(), strict=True):
+            self.scorer._take_value(self.states[i], at[i], x, forecast[i])
         return take
 
     def _take_example(self, i: int) -> bool:

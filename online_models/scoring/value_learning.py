@@ -15,6 +15,7 @@ Labels due are gathered as they come and learned as one mini-batch before the ne
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -26,7 +27,7 @@ from online_models.scoring.score_types import ScorerConfig
 from online_models.scoring.state import CustomerState
 from online_models.value.lifetime import LifetimeModel, LifetimeOutlooks, LifetimeScore
 from online_models.value.quality import ValueQuality
-from online_models.value.spend import SpendModel, spend_features
+from online_models.value.spend import SPEND_FEATURES, SpendModel, spend_features
 
 __all__ = ["ValueLearning"]
 
@@ -137,11 +138,11 @@ class ValueLearning:
         )
 
     def _take_value(
-        self, state: CustomerState, now: float, features: np.ndarray, forecast: float
+        self, state: CustomerState, now: float, features: Sequence[float], forecast: float
     ) -> None:
         profile = state.profile
         spent = profile.monetary - profile.refunded
-        state.value_pending.append([now, spent, *features.tolist(), forecast])
+        state.value_pending.append([now, spent, *features, forecast])
 
     def _value_outlook(
         self, state: CustomerState, outlook: LifetimeScore, now: float, *, take: bool
@@ -152,16 +153,17 @@ class ValueLearning:
         profile = state.profile
         if profile.orders < 1:
             return outlook, False
-        features = spend_features(
-            np.array([profile.net_monetary]),
-            np.array([outlook.expected_orders * outlook.spend_per_order]),
-        )
-        forecast = float(self._forecast(features, features[:, 1])[0])
-        if self._spend.ready and not state.cancelled:
-            outlook = replace(outlook, predicted_clv=forecast * self._clv_per_horizon())
+        bgnbd = max(outlook.expected_orders * outlook.spend_per_order, 0.0)
+        features = (math.log1p(max(profile.net_monetary, 0.0)), math.log1p(bgnbd))
+        if self._spend.ready:
+            forecast = self._spend.predict_one(dict(zip(SPEND_FEATURES, features, strict=True)))
+            if not state.cancelled:
+                outlook = replace(outlook, predicted_clv=forecast * self._clv_per_horizon())
+        else:
+            forecast = bgnbd
         taken = take and self._takes_value(state, now)
         if taken:
-            self._take_value(state, now, features[0], forecast)
+            self._take_value(state, now, features, forecast)
         return outlook, taken
 
     def _value_outlooks(

@@ -26,6 +26,7 @@ Labels decay with forward decay (Cormode et al. 2009): a label served at ``t`` w
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,7 +140,8 @@ class SpendModel:
         self.warmup_labels = warmup_labels
         self._base = SpendShare.zero()  # the group's share and this worker's sent deltas
         self._unsent = SpendShare.zero()
-        self._solved: tuple[np.ndarray, float] | None = None
+        # The weights, intercept and calibration scale the statistics solve to (None: stale).
+        self._solved: tuple[np.ndarray, float, float] | None = None
 
     @property
     def labels_learned(self) -> int:
@@ -189,24 +191,24 @@ class SpendModel:
         self._solved = None
 
     def predict_one(self, x: Mapping[str, float]) -> float:
-        """The forecast of spend over the horizon of one customer."""
-        row = np.array([[x.get(name, 0.0) for name in SPEND_FEATURES]])
-        return float(self.predict_many(row)[0])
+        """The forecast of spend over the horizon of one customer, in plain floats (a score
+        at a time pays no array calls).
+
+        >>> model = SpendModel()
+        >>> x = {"log_spend_to_date": 5.0, "log_bgnbd_value": 4.0}
+        >>> model.predict_one(x) == float(model.predict_many(np.array([[5.0, 4.0]]))[0])
+        True
+        """
+        weights, intercept, scale = self._solve()
+        log_spend = intercept
+        for name, weight in zip(SPEND_FEATURES, weights.tolist(), strict=True):
+            log_spend += weight * x.get(name, 0.0)
+        log_spend += x.get(SPEND_FEATURES[_BASE], 0.0)
+        return scale * math.expm1(min(max(log_spend, 0.0), _MAX_LOG_SPEND))
 
     def predict_many(self, features: np.ndarray) -> np.ndarray:
         """The forecast of spend over the horizon, one per row of ``features``."""
-        yp, pp = self.share().calibration
-        scale = yp / pp if pp > 0 and yp > 0 else 1.0
-        return scale * self._log_forecast(np.asarray(features, dtype=float))
-
-    def contributions_many(self, features: np.ndarray) -> np.ndarray:
-        """Each feature's term of the log forecast, against an average customer: its weight
-        times its distance from the labels' mean (BG/NBD's own term added to its weight)."""
-        weights, _ = self._solve()
-        mean = self._mean()
-        slope = weights.copy()
-        slope[_BASE] += 1.0  # the residual form: BG/NBD's forecast enters with weight 1 + b
-        return (np.asarray(features, dtype=float) - mean) * slope
+        return self._solve()[2] * self._log_forecast(np.asarray(features, dtype=float))
 
     def delta(self) -> SpendShare:
         """What this model learned since its last delta."""
@@ -224,20 +226,18 @@ class SpendModel:
         self._base = base
         self._solved = None
 
-    def _mean(self) -> np.ndarray:
-        gram = self.share().gram
-        total = gram[-1, -1]
-        return gram[-1, :-1] / total if total > 0 else np.zeros(_FEATURES)
-
-    def _solve(self) -> tuple[np.ndarray, float]:
+    def _solve(self) -> tuple[np.ndarray, float, float]:
         """The weights and intercept: ridge on standardised features, solved in the raw
-        features' units (a penalty of ``ridge * sd_j^2`` on raw weight ``j``)."""
+        features' units (a penalty of ``ridge * sd_j^2`` on raw weight ``j``); and the
+        calibration's scale."""
         if self._solved is not None:
             return self._solved
         share = self.share()
         gram, total = share.gram, share.gram[-1, -1]
+        yp, pp = share.calibration.tolist()
+        scale = yp / pp if pp > 0 and yp > 0 else 1.0
         if total <= 0 or share.labels == 0:
-            self._solved = (np.zeros(_FEATURES), 0.0)
+            self._solved = (np.zeros(_FEATURES), 0.0, scale)
             return self._solved
         mean = gram[-1, :-1] / total
         var = np.maximum(np.diag(gram)[:-1] / total - mean * mean, 0.0)
@@ -246,12 +246,12 @@ class SpendModel:
         # A feature that never varied (the first labels) gets a small penalty of its own.
         penalty += 1e-9 * total
         beta = np.linalg.solve(gram + np.diag(penalty), share.moment)
-        self._solved = (beta[:-1], float(beta[-1]))
+        self._solved = (beta[:-1], float(beta[-1]), scale)
         return self._solved
 
     def _log_forecast(self, x: np.ndarray) -> np.ndarray:
         """expm1 of the log-scale forecast (before the calibration's scale), never below 0."""
-        weights, intercept = self._solve()
+        weights, intercept, _ = self._solve()
         log_spend = x[:, _BASE] + x @ weights + intercept
         # Far beyond any label (e**30 is 1e13): a wild input must not read as infinite.
         return np.expm1(np.clip(log_spend, 0.0, _MAX_LOG_SPEND))
