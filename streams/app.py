@@ -166,6 +166,8 @@ class ScorerService:
             hit_rate=lambda: self.scorer.recommendation_quality.hit_rate,
             rescores_scheduled=self.engine.scheduled,
             producer_pending=lambda: self.app.producer.buffer.size + self._records_pending(),
+            value_rank_correlation=lambda: self.scorer.value_quality.cohort_rank_correlation,
+            value_labels=lambda: self.scorer.spend_model.labels_learned,
         )
 
     def _build_app(self) -> faust.App:

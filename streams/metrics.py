@@ -125,6 +125,18 @@ class ScorerMetrics:
             "closed, against their labels (NaN before).",
             registry=registry,
         )
+        self.value_rank_correlation = Gauge(
+            "crm_scorer_value_rank_correlation",
+            "Spearman rank correlation of the value forecasts served on the 7 latest event-time "
+            "days whose horizon has closed with the net spend that followed them (NaN before).",
+            registry=registry,
+        )
+        self.value_labels = Gauge(
+            "crm_scorer_value_labels",
+            "Labels the value regression has learned (with the group's); predicted_clv is its "
+            "forecast from CRM_VALUE_WARMUP_LABELS on.",
+            registry=registry,
+        )
         self.churn_log_loss = Gauge(
             "crm_scorer_churn_log_loss",
             "Rolling log loss of served churn scores on their delayed labels.",
@@ -340,6 +352,8 @@ class ScorerMetrics:
         hit_rate: Callable[[], float],
         rescores_scheduled: Callable[[], float],
         producer_pending: Callable[[], float],
+        value_rank_correlation: Callable[[], float],
+        value_labels: Callable[[], float],
     ) -> None:
         """Read the live gauges from these callables at every scrape, so they are never stale."""
         self.customers.set_function(customers)
@@ -350,3 +364,5 @@ class ScorerMetrics:
         self.recommendation_hit_rate.set_function(hit_rate)
         self.rescores_scheduled.set_function(rescores_scheduled)
         self.producer_pending.set_function(producer_pending)
+        self.value_rank_correlation.set_function(value_rank_correlation)
+        self.value_labels.set_function(value_labels)

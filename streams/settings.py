@@ -284,6 +284,30 @@ class Settings(BaseSettings):
     clv_horizon_days: float = Field(
         365.0, gt=0, le=3650, description="Days of spend predicted_clv covers."
     )
+    value_sample_days: float = Field(
+        7.0,
+        gt=0,
+        le=365,
+        description="A customer who ordered leaves a value example (labelled with the net "
+        "spend over the churn horizon that follows) at most this often, in event-time days.",
+    )
+    value_halflife_days: float = Field(
+        180.0,
+        ge=0,
+        le=3650,
+        description="Event-time days in which a value label loses half its weight (0: never).",
+    )
+    value_ridge: float = Field(
+        1.0,
+        ge=0,
+        description="Ridge penalty of the value regression's standardised weights, in labels.",
+    )
+    value_warmup_labels: int = Field(
+        500,
+        ge=0,
+        description="Labels the value regression learns before predicted_clv is its forecast "
+        "(BG/NBD + Gamma-Gamma's before).",
+    )
     churn_logistic_weight: float = Field(
         0.5,
         ge=0.0,
@@ -526,6 +550,10 @@ class Settings(BaseSettings):
             recommender_factors=self.recommender_factors,
             item_buckets=self.model_item_buckets,
             clv_horizon_days=self.clv_horizon_days,
+            value_sample_days=self.value_sample_days,
+            value_halflife_days=self.value_halflife_days,
+            value_ridge=self.value_ridge,
+            value_warmup_labels=self.value_warmup_labels,
             churn_logistic_weight=self.churn_logistic_weight,
             content_weight=self.content_weight,
             recommend_catalogue_only=self.recommend_catalogue_only,

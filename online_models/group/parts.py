@@ -7,15 +7,16 @@ that changed as a new version; every worker then scores with that version plus w
 has not merged yet of its own (:meth:`WorkerSync.apply`).
 
 The model is cut into *parts* (``churn``, ``segments`` or ``density``, ``value``,
-``lifetime``, and the items in ``item_buckets`` buckets), each with its own version and a
+``lifetime``, ``spend``, and the items in ``item_buckets`` buckets), each with its own version and a
 record of the latest delta of every worker it includes: merging is idempotent per part, so a
 delta delivered twice, or a version published half before its merger died, never counts
 anything twice.
 
 Merge rules (each model's ``merge_*`` function, tested on its own):
 
-- counts and sums merge exactly: value-rank bin counts, the churn scaler's statistics, label
-  counts, segment sums and weights, popularity, co-purchase counts;
+- counts and sums merge exactly: value-rank bin counts, the churn scaler's statistics, the
+  value regression's sufficient statistics (``spend``: a worker's sums add), label counts,
+  segment sums and weights, popularity, co-purchase counts;
 - gradient-learned weights (churn regression, AdaGrad's squared gradients, item factors): a
   delta is the sum of its worker's per-example steps, and the group adds the steps, so each
   worker counts in proportion to the examples it learned, as in one model taking every step;
@@ -44,6 +45,7 @@ from online_models.segments.density import DensitySegmenter
 from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime_fit import LifetimeShare, merge_lifetime
 from online_models.value.ranks import ValueShare, merge_value
+from online_models.value.spend import SpendShare, merge_spend
 
 __all__ = [
     "CHURN",
@@ -51,6 +53,7 @@ __all__ = [
     "ITEM_PARTS",
     "LIFETIME",
     "SEGMENTS",
+    "SPEND",
     "VALUE",
     "Delta",
     "GroupPart",
@@ -65,13 +68,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHURN, SEGMENTS, DENSITY, VALUE, LIFETIME = "churn", "segments", "density", "value", "lifetime"
+SPEND = "spend"
 ITEM_PARTS = "items/"
 
 
 # The segmenter's distance below which a proposed centre duplicates one (Segmenter's default).
 _MIN_SEED_DISTANCE = 0.15
 
-Share = ChurnShare | SegmentShare | DensityShare | ValueShare | LifetimeShare | ItemShare
+Share = (
+    ChurnShare | SegmentShare | DensityShare | ValueShare | LifetimeShare | SpendShare | ItemShare
+)
 
 
 def item_part(bucket: int) -> str:
@@ -127,6 +133,8 @@ def empty_share(key: str, config: ScorerConfig) -> Share:
         return ValueShare.zero()
     if key == LIFETIME:
         return LifetimeShare.empty()
+    if key == SPEND:
+        return SpendShare.zero()
     return ItemShare.empty(config.recommender_factors)
 
 
@@ -149,6 +157,8 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
         return merge_value(group, delta)
     if isinstance(group, LifetimeShare) and isinstance(delta, LifetimeShare):
         return merge_lifetime(group, delta, sample_size=config.lifetime_sample)
+    if isinstance(group, SpendShare) and isinstance(delta, SpendShare):
+        return merge_spend(group, delta)
     if isinstance(group, ItemShare) and isinstance(delta, ItemShare):
         return merge_items(
             group,
@@ -193,6 +203,8 @@ def share_from_arrays(
         return ValueShare.from_arrays(meta, arrays)
     if key == LIFETIME:
         return LifetimeShare.from_arrays(meta, arrays, sample_size=config.lifetime_sample)
+    if key == SPEND:
+        return SpendShare.from_arrays(meta, arrays)
     if key.startswith(ITEM_PARTS) and key[len(ITEM_PARTS) :].isdigit():
         if item_bucket(key) >= config.item_buckets:
             msg = f"part {key} is beyond the {config.item_buckets} item buckets"

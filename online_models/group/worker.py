@@ -15,6 +15,7 @@ from online_models.group.parts import (
     ITEM_PARTS,
     LIFETIME,
     SEGMENTS,
+    SPEND,
     VALUE,
     Delta,
     GroupPart,
@@ -30,6 +31,7 @@ from online_models.segments.density_share import DensityShare
 from online_models.segments.kmeans import Segmenter
 from online_models.value.lifetime_fit import LifetimeShare
 from online_models.value.ranks import ValueShare
+from online_models.value.spend import SpendShare
 
 __all__ = ["WorkerSync"]
 
@@ -79,6 +81,7 @@ class WorkerSync:
         if not self.alone:
             shares[CHURN] = scorer.churn_model.delta()
             shares[VALUE] = scorer.value_model.delta()
+            shares[SPEND] = scorer.spend_model.delta()
             for bucket, share in scorer.recommender.delta().items():
                 shares[item_part(bucket)] = share
         deltas = [
@@ -136,6 +139,8 @@ class WorkerSync:
                 scorer.value_model.apply(share, shares)
             elif isinstance(share, LifetimeShare):
                 scorer.lifetime_model.apply(share, shares)
+            elif isinstance(share, SpendShare):
+                scorer.spend_model.apply(share, shares)
             else:
                 previous = self.parts.get(key)
                 known = previous is not None and previous.version == part.since
@@ -188,4 +193,6 @@ def _is_empty(share: Share) -> bool:
         return not (share.monetary.any() or share.frequency.any())
     if isinstance(share, LifetimeShare):
         return not len(share.keys)
+    if isinstance(share, SpendShare):
+        return share.labels == 0
     return not share.items

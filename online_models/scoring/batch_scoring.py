@@ -99,6 +99,13 @@ _PROFILE = attrgetter("profile")
 _PENDING = attrgetter("pending")
 _FLAGS = (attrgetter("cancelled"), attrgetter("alerts.churn_armed"))
 _NO_EXAMPLE = (np.inf, np.nan)
+_VALUE_PENDING = attrgetter("value_pending")
+_NO_VALUE = (np.inf, -np.inf)
+
+
+def _value_times(pending: list[list[float]]) -> tuple[float, float]:
+    """The times of the oldest and the latest value example (inf and -inf for none)."""
+    return (pending[0][0], pending[-1][0]) if pending else _NO_VALUE
 
 
 def _pending_times(pending: list[PendingExample]) -> tuple[float, float]:
@@ -191,6 +198,12 @@ class _Batch:
         self.at = np.maximum(now, self.columns.last_seen)
         self.labels: list[list[bool]] = [_NONE] * count
         self.labelled = np.zeros(count, dtype=bool)
+        times = np.fromiter(
+            chain.from_iterable(map(_value_times, map(_VALUE_PENDING, self.states))),
+            float, 2 * count,
+        ).reshape(count, 2)  # fmt: skip
+        self.value_oldest, self.value_newest = times[:, 0], times[:, 1]
+        self.value_labelled = np.zeros(count, dtype=bool)
         self.examples: list[dict[str, float]] = []  # due for learning, in order
 
     def rescore(self, on_error: OnError | None) -> list[ScoreOutcome]:
@@ -199,6 +212,11 @@ class _Batch:
             i
             for i in np.flatnonzero(self.at - self.oldest >= self.horizon).tolist()
             if _guarded(on_error, self.customer_ids[i], self._label, i) is None
+        ]
+        failed += [
+            i
+            for i in np.flatnonzero(self.at - self.value_oldest >= self.horizon).tolist()
+            if _guarded(on_error, self.customer_ids[i], self._label_value, i) is None
         ]
         if failed:
             self._drop(failed)
@@ -237,16 +255,24 @@ class _Batch:
         self.newest[i] = waiting[-1].time if waiting else self.columns.last_seen[i]
         return True
 
+    def _label_value(self, i: int) -> bool:
+        """Label the ``i``-th customer's value examples whose horizon passed."""
+        state = self.states[i]
+        self.value_labelled[i] = self.scorer._resolve_value(state, float(self.at[i]), event=False)
+        self.value_newest[i] = state.value_pending[-1][0] if state.value_pending else -np.inf
+        return True
+
     def _drop(self, rows: list[int]) -> None:
         """Leave out the customers of ``rows`` (their re-score failed)."""
-        keep = np.setdiff1d(np.arange(len(self.states)), rows)
+        keep = np.setdiff1d(np.arange(len(self.states)), sorted(set(rows)))
         kept = keep.tolist()
         for name in ("customer_ids", "states", "labels"):
             setattr(self, name, [getattr(self, name)[i] for i in kept])
         self.fields = ProfileFields(*([column[i] for i in kept] for column in self.fields))
         self.columns = ProfileColumns(*(column[keep] for column in self.columns))
         self.votes = Votes(*(column[keep] for column in self.votes))
-        for name in ("cancelled", "armed", "oldest", "newest", "at", "labelled"):
+        for name in ("cancelled", "armed", "oldest", "newest", "at", "labelled",
+                     "value_oldest", "value_newest", "value_labelled"):  # fmt: skip
             setattr(self, name, getattr(self, name)[keep])
 
     def _one_by_one(self, on_error: OnError) -> list[ScoreOutcome]:
@@ -293,7 +319,10 @@ class _Batch:
             spend=columns.net_monetary, now=at, horizon_days=cfg.churn_horizon_days,
             clv_days=cfg.clv_horizon_days,
         )  # fmt: skip
-        self.outlook = outlook
+        scorer._learn_value_labels(self.now)
+        self.outlook, self.value_x, self.value_forecast = scorer._value_outlooks(
+            columns.net_monetary, outlook, columns.orders >= 1
+        )
         weight = cfg.churn_logistic_weight
         bought = ~np.isnan(outlook.no_order)
         blended = np.where(bought, weight * logistic + (1.0 - weight) * outlook.no_order, logistic)
@@ -344,7 +373,7 @@ class _Batch:
         for i in np.flatnonzero(self.take).tolist():
             if _guarded(on_error, self.customer_ids[i], self._take_example, i) is None:
                 failed.add(i)
-        changed |= self.take
+        changed |= self.take | self.value_labelled | self._take_values()
         confirmed = self.votes.confirm(
             self.placements.segments, self.placements.outliers,
             self.scorer.config.segment_confirmations, self.scorer.segmenter.current,
@@ -381,6 +410,17 @@ class _Batch:
         if failed:
             outcomes = (outcome for i, outcome in enumerate(outcomes) if i not in failed)
         return list(map(partial(tuple.__new__, ScoreOutcome), outcomes))
+
+    def _take_values(self) -> np.ndarray:
+        """Value examples of those due one (see ``ValueLearning._takes_value``)."""
+        spacing = self.scorer.config.value_sample_days * DAY
+        take = (
+            ~self.cancelled & (self.columns.orders >= 1) & (self.at - self.value_newest >= spacing)
+        )
+        rows, at, forecast = np.flatnonzero(take), self.at.tolist(), self.value_forecast.tolist()
+        for i, x in zip(rows.tolist(), self.value_x[rows].tolist(), strict=True):
+            self.scorer._take_value(self.states[i], at[i], x, forecast[i])
+        return take
 
     def _take_example(self, i: int) -> bool:
         """A new pending example of the ``i``-th customer: their features as scored now."""

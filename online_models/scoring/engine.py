@@ -416,17 +416,17 @@ class ScoringEngine:
 
     def forget(self, customer_id: str) -> dict[str, bool | int]:
         """Erase what this engine and its models keep of one customer (an erasure request):
-        their state with its pending churn examples and their own latent factors, and their
-        re-score deadline. Returns what there was to remove.
+        their state with its pending churn and value examples and their own latent factors,
+        and their re-score deadline. Returns what there was to remove.
 
         What shared parameters learned from them (churn weights, segment centres, item
         factors, co-purchase counts, popularity) cannot be taken out, and stays.
         """
         customer_id = sys.intern(customer_id)
         state = self.states.get(customer_id)
-        pending = 0
+        pending = values = 0
         if state is not None:
-            pending = len(state.pending)
+            pending, values = len(state.pending), len(state.value_pending)
             del self.states[customer_id]
             self._count_segment(self.scorer.served_segment(state), None)
             self.scorer.pending_labels = max(self.scorer.pending_labels - pending, 0)
@@ -436,6 +436,7 @@ class ScoringEngine:
         return {
             "state": state is not None,
             "pending_labels": pending,
+            "value_labels": values,
             "rescore_schedule": scheduled,
             "recommender_user_factors": state is not None and state.latent is not None,
         }

@@ -14,6 +14,7 @@ from online_models.recommend.quality import RecommendationQuality
 from online_models.recommend.recommender import Recommender
 from online_models.scoring.score_types import Learned, ScorerConfig
 from online_models.scoring.state import CustomerState
+from online_models.scoring.value_learning import ValueLearning
 from online_models.sentiment import SentimentModel
 from online_models.value.ranks import ValueModel
 
@@ -29,7 +30,7 @@ LATENT = np.dtype("<f4")
 _LATENT = LATENT
 
 
-class EventLearning:
+class EventLearning(ValueLearning):
     """The per-event learning of :class:`~online_models.scoring.scorer.CustomerScorer` (a part of
     it): the recommendations' hit rate, the pending examples' labels, the profile, the value
     model's totals and the recommender's step."""
@@ -73,6 +74,7 @@ class EventLearning:
         if evaluate:
             self._evaluate_recommendations(customer_id, state, activity)
         labels = self._resolve_pending(state, activity, examples)
+        self._resolve_value(state, activity.time, event=True)
 
         first_event = profile.events == 0
         new_day = first_event or activity.time // DAY > profile.last_seen // DAY
@@ -81,6 +83,7 @@ class EventLearning:
         if activity.kind in _TEXT_KINDS:
             tone = self._sentiment.predict_one(activity.text, activity.rating)
         profile.record(activity, tone)
+        self._absorb_value(state, activity.time)
         newly_cancelled = activity.kind == "subscription_cancel" and not state.cancelled
         if activity.kind == "subscription_cancel":
             state.cancelled = True

@@ -81,6 +81,15 @@ class ScorerConfig:
     clv_horizon_days: float = 365.0
     lifetime_sample: int = 5_000
     lifetime_refit_days: float = 1.0
+    #: The value regression (``online_models.value.spend``), labelled over the churn horizon:
+    #: a customer who ordered leaves a value example at most every ``value_sample_days``;
+    #: labels lose half their weight every ``value_halflife_days`` (0: never); ``value_ridge``
+    #: shrinks the standardised weights, in labels; ``predicted_clv`` is the regression's once
+    #: it has learned ``value_warmup_labels`` labels, BG/NBD + Gamma-Gamma's before.
+    value_sample_days: float = 7.0
+    value_halflife_days: float = 180.0
+    value_ridge: float = 1.0
+    value_warmup_labels: int = 500
     #: The churn risk served: this weight on the logistic model, the rest on BG/NBD's chance
     #: of no order within the horizon (customers who ever ordered; the quality benchmark's
     #: winner: 0.742 and 0.752 AUC on Online Retail against 0.730 and 0.745 for either alone).

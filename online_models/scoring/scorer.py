@@ -121,6 +121,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         )
         self._policy = AlertPolicy(cfg.alerts)
         self._horizon = cfg.churn_horizon_days * DAY
+        self._init_value()
         self._events_learned = 0
         self._pending = 0
         #: Version of the group's model the models continue from (0: none yet).
@@ -233,7 +234,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         # The lines of one basket (or a bot's views of one day) are one step of an outlier
         # streak, not three.
         moved = self._place(state, placement, counts=learned.new_day)
-        score = self._finish(state, risk, now, features, parts, placement)
+        score = self._finish(state, risk, now, features, parts, placement, take_value=True)
         alerts = self._alerts(
             state, score, moved, now, learned.tone, activity.kind, learned.newly_cancelled
         )
@@ -256,8 +257,8 @@ class CustomerScorer(EventLearning, ScoreAlerts):
             else:
                 waiting.append(example)
         state.pending = waiting
-        changed = bool(labels)
-
+        changed = self._resolve_value(state, now, event=False) or bool(labels)
+        values = len(state.value_pending)
         self._observe_lifetime(customer_id, state, now)
         features, risk, parts = self._churn_risk_at(state, now)
         newest = waiting[-1].time if waiting else profile.last_seen
@@ -274,8 +275,9 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         # Silent customers drift towards "lapsing": the centres learn where they are now.
         placement = self._segmenter.learn_place_one(profile.segment_features(now), now)
         moved = self._place(state, placement)
-        score = self._finish(state, risk, now, features, parts, placement)
+        score = self._finish(state, risk, now, features, parts, placement, take_value=True)
         alerts = self._alerts(state, score, moved, now, None, "silence")
+        changed = changed or len(state.value_pending) != values
         after = state.placement_record()
         return ScoreOutcome(state, score, alerts, labels, changed or after != before)
 
@@ -503,6 +505,8 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         features: dict[str, float],
         parts: _ChurnParts | None,
         placement: Placement,
+        *,
+        take_value: bool = False,
     ) -> CustomerScore:
         profile = state.profile
         segment = self._served(state, placement)
@@ -519,6 +523,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
             horizon_days=cfg.churn_horizon_days,
             clv_days=cfg.clv_horizon_days,
         )
+        outlook, _ = self._value_outlook(state, outlook, now, take=take_value)
         if parts is None:  # cancelled
             reasons = CANCELLED_REASONS
         else:

@@ -29,11 +29,12 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 3
 #: Format of :meth:`CustomerState.encode`, the compact record the state table keeps: the
 #: fields by position, so a record carries no field names (half the bytes of format 3).
-#: Format 5 added the customer's latent factors; format 4 records read as having none. Two
+#: Format 5 added the customer's latent factors; format 4 records read as having none. Three
 #: trailing fields came later within format 5, the outlier flag (since a count of outlier
-#: scores in a row, read by older workers as the flag it implies) and the latest ranked
-#: recommendations: records without them read as 0 and none, and readers that do not know
-#: them ignore them (so workers of either kind can share a group during an upgrade).
+#: scores in a row, read by older workers as the flag it implies), the latest ranked
+#: recommendations and the pending value examples: records without them read as 0 and none,
+#: and readers that do not know them ignore them (so workers of either kind can share a
+#: group during an upgrade).
 RECORD_VERSION = 5
 _READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
@@ -79,6 +80,10 @@ class CustomerState:
     little-endian): they are the customer's, so they move with the customer's partition and
     go with an erasure, while the item factors belong to the group's model.
 
+    ``value_pending`` holds the value examples waiting for the horizon to pass, oldest first,
+    each ``[served at, net spend then, *SPEND_FEATURES, forecast served]``: the net spend
+    (purchases less refunds, not floored) lets the label be the spend since, once due.
+
     ``ranked`` is the customer's latest recommendations and ``ranked_at`` the event time
     they were ranked for: a silent customer's re-score serves them again for a while
     instead of ranking the catalogue anew (:meth:`CustomerScorer.recommend_many`).
@@ -102,6 +107,7 @@ class CustomerState:
     outlier_streak: int = 0
     ranked: list[str] = field(default_factory=list)
     ranked_at: float | None = None
+    value_pending: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -222,6 +228,7 @@ class CustomerState:
             "outlier": self.outlier_streak,
             "ranked": self.ranked,
             "ranked_at": self.ranked_at,
+            "value_pending": self.value_pending,
         }
 
     def encode(self) -> bytes:
@@ -249,6 +256,7 @@ class CustomerState:
                 None if self.latent is None else base64.b64encode(self.latent).decode("ascii"),
                 self.outlier_streak,
                 None if self.ranked_at is None else [self.ranked_at, self.ranked],
+                self.value_pending,
             ]
         )
         # A right-sized copy: the worker keeps this record for as long as it owns the
@@ -271,6 +279,7 @@ class CustomerState:
         # A flag before outlier streaks were counted: True reads as a streak of 1.
         outlier = int(more[1]) if len(more) > 1 else 0
         ranked_at, ranked = more[2] if len(more) > 2 and more[2] is not None else (None, [])
+        value_pending = more[3] if len(more) > 3 else []
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -286,6 +295,7 @@ class CustomerState:
             outlier_streak=outlier,
             ranked=ranked,
             ranked_at=ranked_at,
+            value_pending=value_pending,
         )
 
     @classmethod
@@ -314,6 +324,7 @@ class CustomerState:
             outlier_streak=int(data.get("outlier", 0)),
             ranked=list(data.get("ranked") or []),
             ranked_at=data.get("ranked_at"),
+            value_pending=list(data.get("value_pending") or []),
         )
 
 

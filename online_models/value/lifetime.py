@@ -59,6 +59,7 @@ class LifetimeOutlooks(NamedTuple):
     ``next_order_expected`` and ``no_order`` (BG/NBD's chance of no order within the churn
     horizon) are NaN where :meth:`LifetimeModel.predict` and
     :meth:`LifetimeModel.no_order_probability` answer None: customers who never ordered.
+    ``spend_per_order`` is Gamma-Gamma's expected spend per order (0 for them).
     """
 
     p_alive: np.ndarray
@@ -66,6 +67,7 @@ class LifetimeOutlooks(NamedTuple):
     predicted_clv: np.ndarray
     next_order_expected: np.ndarray
     no_order: np.ndarray
+    spend_per_order: np.ndarray
 
 
 class LifetimeModel:
@@ -285,6 +287,7 @@ class LifetimeModel:
             predicted_clv=np.where(bought, clv, 0.0),
             next_order_expected=np.where(bought, next_order, np.nan),
             no_order=np.where(bought, (1.0 - p_alive) + p_alive * silent, np.nan),
+            spend_per_order=np.where(bought, per_order, 0.0),
         )
 
     def _pending_share(self) -> LifetimeShare:

@@ -73,6 +73,7 @@ def test_forget_erases_the_customer_everywhere_and_records_it(
     assert record.removed == {
         "state": True,
         "pending_labels": record.removed["pending_labels"],
+        "value_labels": record.removed["value_labels"],
         "rescore_schedule": True,
         "recommender_user_factors": True,
         "redis_score": True,

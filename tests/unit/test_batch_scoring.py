@@ -105,12 +105,14 @@ def one_by_one(world: tuple[bytes, float]) -> tuple[CustomerScorer, list[Any]]:
     return rescore_days(world, "one")
 
 
-def assert_same_bookkeeping(a: ScoreOutcome, b: ScoreOutcome) -> None:
+def assert_same_bookkeeping(a: ScoreOutcome, b: ScoreOutcome, *, clv: bool = True) -> None:
     assert a.labels == b.labels
     assert [e.time for e in a.state.pending] == [e.time for e in b.state.pending]
     for x, y in zip(a.state.pending, b.state.pending, strict=True):
         assert all(close(x.features[f], y.features[f]) for f in CHURN_FEATURES)
-    for name in ("p_alive", "expected_orders", "predicted_clv", "value", "as_of"):
+    assert [e[0] for e in a.state.value_pending] == [e[0] for e in b.state.value_pending]
+    numbers = ("p_alive", "expected_orders", "value", "as_of")
+    for name in (*numbers, "predicted_clv") if clv else numbers:
         assert close(getattr(a.score, name), getattr(b.score, name)), name
     assert close(a.score.next_order_expected, b.score.next_order_expected)
 
@@ -188,10 +190,14 @@ def test_a_whole_population_batch_is_one_by_one_with_the_batchs_labels_learned_f
         labelled_days += any(a.labels for a in expected)
         now = world[1] + (day + 1) * DAY
         for customer, a, b in zip(ids, expected, got, strict=True):
-            assert_same_bookkeeping(a, b)
+            assert_same_bookkeeping(a, b, clv=False)
             # The risk one by one's scorer gives with every label of the day learned.
             after = one_after.score_as_of(one_states[customer], now)
             assert close(after.churn_risk, b.score.churn_risk), customer
+            # So is the value forecast, but for its calibration's sums, which take each label's
+            # forecast from the model before its mini-batch (one label, one by one): 0.14% apart
+            # at most in this world.
+            assert close(after.predicted_clv, b.score.predicted_clv, tolerance=5e-3), customer
             agree += a.score.segment == b.score.segment
             outliers_agree += a.score.segment_outlier == b.score.segment_outlier
             total += 1

@@ -381,6 +381,8 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
         engine.process("bob", Activity("purchase", n * DAY + 60, item_id="sku-1", amount=5.0,
                                        quantity=1))  # fmt: skip
     pending = len(engine.states["ann"].pending)
+    values = len(engine.states["ann"].value_pending)
+    assert values  # her value examples wait in her state for the horizon to pass
     labels_before = engine.scorer.pending_labels
     assert engine.states["ann"].latent is not None  # her own latent factors live in her state
 
@@ -389,6 +391,7 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
     assert removed == {
         "state": True,
         "pending_labels": pending,
+        "value_labels": values,
         "rescore_schedule": True,
         "recommender_user_factors": True,
     }
@@ -401,6 +404,7 @@ def test_forgetting_a_customer_removes_state_schedule_labels_and_user_factors():
     assert engine.forget("ann") == {
         "state": False,
         "pending_labels": 0,
+        "value_labels": 0,
         "rescore_schedule": False,
         "recommender_user_factors": False,
     }

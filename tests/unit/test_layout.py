@@ -38,10 +38,10 @@ MAX_LINES = 500
 #: Files allowed over MAX_LINES, each with the reason.
 LONG_FILES = {
     # Issue 28 asks for about 500; these two are still over it (README, Throughput: missed).
-    # scorer.py holds one event's scoring and the scorer's models (537 lines, from 872: its
+    # scorer.py holds one event's scoring and the scorer's models (542 lines, from 872: its
     # learning, alerts and types are modules of their own); app.py is the Faust wiring with the
     # rebalance, erasure and emit paths (785; the batch loop is streams/batch_loop.py).
-    "online_models/scoring/scorer.py": "one event's scoring and the models: 537 lines",
+    "online_models/scoring/scorer.py": "one event's scoring and the models: 542 lines",
     "streams/app.py": "the Faust wiring, not yet split: 785 lines",
     # One frozen pydantic-settings object (STYLE.md, Configuration): a field and its checks
     # per setting; cutting it in two would make two settings objects.

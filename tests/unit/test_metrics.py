@@ -125,6 +125,8 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         "hit_rate": 0.1,
         "scheduled": 3.0,
         "producer": 0.0,
+        "value_rho": float("nan"),
+        "value_labels": 0.0,
     }
     metrics.track(
         customers=lambda: live["customers"],
@@ -135,6 +137,8 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         hit_rate=lambda: live["hit_rate"],
         rescores_scheduled=lambda: live["scheduled"],
         producer_pending=lambda: live["producer"],
+        value_rank_correlation=lambda: live["value_rho"],
+        value_labels=lambda: live["value_labels"],
     )
     assert value(registry, "crm_scorer_customers") == 3.0
 
@@ -147,6 +151,8 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         hit_rate=0.25,
         scheduled=3_900.0,
         producer=250.0,
+        value_rho=0.56,
+        value_labels=1_200.0,
     )
 
     assert value(registry, "crm_scorer_customers") == 4000.0
@@ -157,6 +163,8 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
     assert value(registry, "crm_scorer_recommendation_hit_rate") == 0.25
     assert value(registry, "crm_scorer_rescores_scheduled") == 3_900.0
     assert value(registry, "crm_scorer_producer_pending") == 250.0
+    assert value(registry, "crm_scorer_value_rank_correlation") == 0.56
+    assert value(registry, "crm_scorer_value_labels") == 1_200.0
 
 
 def test_every_metric_name_starts_with_crm_scorer(

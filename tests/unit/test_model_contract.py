@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import pickle
 import random
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from online_models.segments.density import UNUSUAL, DensitySegmenter
 from online_models.segments.kmeans import Segmenter
 from online_models.sentiment import SentimentModel
 from online_models.value.ranks import ValueModel
+from online_models.value.spend import SPEND_FEATURES, SpendModel
 
 T0 = 1_735_689_600.0
 
@@ -168,6 +170,34 @@ def odd_value(model: ValueModel) -> list[float]:
     ]
     assert all(0.0 <= v <= 1.0 for v in values)
     return values
+
+
+def build_spend() -> SpendModel:
+    rng = random.Random(4)
+    model = SpendModel(warmup_labels=10)
+    for n in range(300):
+        spent, forecast = rng.uniform(0, 5_000), rng.uniform(0, 800)
+        x = {"log_spend_to_date": math.log1p(spent), "log_bgnbd_value": math.log1p(forecast)}
+        model.learn_one(x, rng.uniform(0, 2 * forecast), T0 + n * DAY)
+    return model
+
+
+def predict_spend(model: SpendModel) -> list[float]:
+    return [
+        model.predict_one({"log_spend_to_date": s, "log_bgnbd_value": f})
+        for s in (0.0, 3.0, 9.0)
+        for f in (0.0, 2.0, 7.0)
+    ]
+
+
+def odd_spend(model: SpendModel) -> list[float]:
+    forecasts = [
+        SpendModel().predict_one(dict.fromkeys(SPEND_FEATURES, 1.0)),  # no labels: BG/NBD's
+        model.predict_one({}),
+        model.predict_one({"log_spend_to_date": 40.0, "log_bgnbd_value": 0.0}),
+    ]
+    assert all(f >= 0.0 and math.isfinite(f) for f in forecasts)
+    return forecasts
 
 
 def build_sentiment() -> SentimentModel:
@@ -349,6 +379,12 @@ CASES = {
         },
     ),
     "ValueModel": Case(build_value, predict_value, odd_value, {"recency_halflife_days": 14.0}),
+    "SpendModel": Case(
+        build_spend,
+        predict_spend,
+        odd_spend,
+        {"half_life_days": 30.0, "ridge": 5.0, "warmup_labels": 50},
+    ),
     "SentimentModel": Case(
         build_sentiment, predict_sentiment, odd_sentiment, {"rating_weight": 0.3}
     ),
@@ -387,6 +423,7 @@ MODEL_CLASSES = {
     "Segmenter": Segmenter,
     "DensitySegmenter": DensitySegmenter,
     "ValueModel": ValueModel,
+    "SpendModel": SpendModel,
     "SentimentModel": SentimentModel,
     "Recommender": Recommender,
     "ContentModel": ContentModel,

@@ -1,0 +1,190 @@
+"""Value labels made by the stream: pending value examples, their labels, and the forecast served.
+
+A customer who has ordered leaves a value example when scored (an event or a re-score), at
+most one every ``value_sample_days``: the regression's features then, the forecast served and
+the net spend so far. Once the horizon (``churn_horizon_days``) has passed in event time, the
+net spend the customer made since becomes its label, exactly as churn labels are made: at the
+customer's first event after the horizon (before the event is recorded, so it is left out), or
+at a re-score at or after it. Examples live in the customer's state, so they move with the
+customer's partition and an erasure takes them.
+
+Labels due are gathered as they come and learned as one mini-batch before the next forecast
+(:meth:`ValueLearning._learn_value_labels`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from online_models.customer.activity import DAY
+from online_models.scoring.batch_features import ProfileColumns
+from online_models.scoring.score_types import ScorerConfig
+from online_models.scoring.state import CustomerState
+from online_models.value.lifetime import LifetimeModel, LifetimeOutlooks, LifetimeScore
+from online_models.value.quality import ValueQuality
+from online_models.value.spend import SPEND_FEATURES, SpendModel, spend_features
+
+__all__ = ["ValueLearning"]
+
+logger = logging.getLogger(__name__)
+
+
+class ValueLearning:
+    """The value labels' bookkeeping of :class:`~online_models.scoring.scorer.CustomerScorer`
+    (a part of it), and the value forecast it serves."""
+
+    config: ScorerConfig
+    _lifetime: LifetimeModel
+    _spend: SpendModel
+    _value_quality: ValueQuality
+    # Labels due, not learned yet: [served at, net spend then, *features, forecast, label].
+    _value_due: list[list[float]]
+
+    def _init_value(self) -> None:
+        cfg = self.config
+        self._spend = SpendModel(
+            half_life_days=cfg.value_halflife_days,
+            ridge=cfg.value_ridge,
+            warmup_labels=cfg.value_warmup_labels,
+        )
+        self._value_quality = ValueQuality(horizon_days=cfg.churn_horizon_days)
+        self._value_due = []
+
+    @property
+    def spend_model(self) -> SpendModel:
+        """The value regression (read-only use: labels learned, forecasts)."""
+        return self._spend
+
+    @property
+    def value_quality(self) -> ValueQuality:
+        """Rank correlation of served value forecasts with the spend that followed."""
+        return self._value_quality
+
+    def value_forecasts(self, states: Sequence[CustomerState], now: float) -> np.ndarray:
+        """Each customer's value forecast over the churn horizon as of event time ``now``
+        (the regression's once ready, BG/NBD + Gamma-Gamma's before; 0 for one who never
+        ordered), changing nothing: what a backtest judges against the spend that followed.
+        """
+        columns = ProfileColumns.of([state.profile for state in states])
+        horizon = self.config.churn_horizon_days
+        outlook = self._lifetime.predict_many(
+            first=columns.first_order_at, last=columns.last_order_at, orders=columns.orders,
+            spend=columns.net_monetary, now=np.maximum(now, columns.last_seen),
+            horizon_days=horizon, clv_days=horizon,
+        )  # fmt: skip
+        bought = columns.orders >= 1
+        _, _, forecast = self._value_outlooks(columns.net_monetary, outlook, bought)
+        return np.where(bought, forecast, 0.0)
+
+    def _resolve_value(self, state: CustomerState, now: float, *, event: bool) -> bool:
+        """Label the customer's value examples whose horizon passed by ``now``: strictly
+        before an ``event`` at ``now`` (which is not recorded yet and falls outside), at or
+        before a re-score. True if any was labelled."""
+        pending = state.value_pending
+        horizon = self.config.churn_horizon_days * DAY
+        if not pending or (
+            now - pending[0][0] <= horizon if event else now - pending[0][0] < horizon
+        ):
+            return False
+        profile = state.profile
+        spent = profile.monetary - profile.refunded
+        waiting = []
+        for example in pending:
+            age = now - example[0]
+            if age > horizon or (age == horizon and not event):
+                self._value_due.append([*example, max(spent - example[1], 0.0)])
+            else:
+                waiting.append(example)
+        state.value_pending = waiting
+        return True
+
+    def _absorb_value(self, state: CustomerState, time: float) -> None:
+        """After an event at ``time`` is recorded: the examples taken at or after it count it
+        as spend before them, not in their label (a basket's further lines, which share its
+        time, or a late event)."""
+        pending = state.value_pending
+        if not pending or pending[-1][0] < time:
+            return
+        profile = state.profile
+        spent, log_spend = (
+            profile.monetary - profile.refunded,
+            float(np.log1p(profile.net_monetary)),
+        )
+        for example in pending:
+            if example[0] >= time:
+                example[1], example[2] = spent, log_spend
+
+    def _learn_value_labels(self, now: float) -> None:
+        """Learn the labels gathered since the last call, as one mini-batch."""
+        if not self._value_due:
+            return
+        due = np.array(self._value_due, dtype=float)
+        self._value_due = []
+        self._spend.learn_many(due[:, 2:-2], due[:, -1], due[:, 0])
+        self._value_quality.update_many(due[:, -2], due[:, -1], due[:, 0], now)
+
+    def _takes_value(self, state: CustomerState, now: float) -> bool:
+        """Whether the customer leaves a value example when scored at ``now``."""
+        pending = state.value_pending
+        return (
+            not state.cancelled
+            and state.profile.orders > 0
+            and (not pending or now - pending[-1][0] >= self.config.value_sample_days * DAY)
+        )
+
+    def _take_value(
+        self, state: CustomerState, now: float, features: Sequence[float], forecast: float
+    ) -> None:
+        profile = state.profile
+        spent = profile.monetary - profile.refunded
+        state.value_pending.append([now, spent, *features, forecast])
+
+    def _value_outlook(
+        self, state: CustomerState, outlook: LifetimeScore, now: float, *, take: bool
+    ) -> tuple[LifetimeScore, bool]:
+        """The outlook served, with the regression's ``predicted_clv`` once it is ready;
+        with ``take``, the value example the score leaves (True if one was taken)."""
+        self._learn_value_labels(now)
+        profile = state.profile
+        if profile.orders < 1:
+            return outlook, False
+        bgnbd = max(outlook.expected_orders * outlook.spend_per_order, 0.0)
+        features = (math.log1p(max(profile.net_monetary, 0.0)), math.log1p(bgnbd))
+        if self._spend.ready:
+            forecast = self._spend.predict_one(dict(zip(SPEND_FEATURES, features, strict=True)))
+            if not state.cancelled:
+                outlook = replace(outlook, predicted_clv=forecast * self._clv_per_horizon())
+        else:
+            forecast = bgnbd
+        taken = take and self._takes_value(state, now)
+        if taken:
+            self._take_value(state, now, features, forecast)
+        return outlook, taken
+
+    def _value_outlooks(
+        self, net_spend: np.ndarray, outlook: LifetimeOutlooks, bought: np.ndarray
+    ) -> tuple[LifetimeOutlooks, np.ndarray, np.ndarray]:
+        """:meth:`_value_outlook` over arrays (``bought``: who ever ordered): the outlooks
+        served, the regression's features and the forecasts over the horizon."""
+        features = spend_features(net_spend, outlook.expected_orders * outlook.spend_per_order)
+        forecast = self._forecast(features, features[:, 1])
+        if self._spend.ready:
+            clv = np.where(bought, forecast * self._clv_per_horizon(), outlook.predicted_clv)
+            outlook = outlook._replace(predicted_clv=clv)
+        return outlook, features, forecast
+
+    def _forecast(self, features: np.ndarray, log_bgnbd: np.ndarray) -> np.ndarray:
+        """The value forecast over the horizon: the regression's once ready, BG/NBD's before."""
+        if self._spend.ready:
+            return self._spend.predict_many(features)
+        return np.expm1(log_bgnbd)
+
+    def _clv_per_horizon(self) -> float:
+        """``predicted_clv`` covers ``clv_horizon_days``, the regression the churn horizon: at
+        the forecast's rate."""
+        return self.config.clv_horizon_days / self.config.churn_horizon_days
