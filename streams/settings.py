@@ -22,6 +22,10 @@ __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "child_environment", "load
 
 logger = logging.getLogger(__name__)
 
+#: The value regression's shortest half-life but 0 (``online_models.value.spend``'s, which
+#: this module does not import: settings load before the models).
+MIN_VALUE_HALFLIFE_DAYS = 60.0
+
 ENV_PREFIX = "CRM_"
 Fraction = Field(ge=0.0, le=1.0)
 # Never echoed back in an error message.
@@ -407,6 +411,17 @@ class Settings(BaseSettings):
     def _secrets_dir(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
             msg = "no such directory"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("value_halflife_days")
+    @classmethod
+    def _value_halflife(cls, value: float) -> float:
+        if 0 < value < MIN_VALUE_HALFLIFE_DAYS:
+            msg = (
+                f"must be 0 (no decay) or at least {MIN_VALUE_HALFLIFE_DAYS:g} days: label "
+                "weights grow as 2 ** (epoch time / half-life) and shorter ones overflow"
+            )
             raise ValueError(msg)
         return value
 

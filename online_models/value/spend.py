@@ -35,7 +35,14 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 
-__all__ = ["SPEND_FEATURES", "SpendModel", "SpendShare", "merge_spend", "spend_features"]
+__all__ = [
+    "MIN_VALUE_HALFLIFE_DAYS",
+    "SPEND_FEATURES",
+    "SpendModel",
+    "SpendShare",
+    "merge_spend",
+    "spend_features",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,9 @@ _FEATURES = len(SPEND_FEATURES)
 _BASE = SPEND_FEATURES.index("log_bgnbd_value")
 _ARRAYS = ("gram", "moment", "calibration")
 _MAX_LOG_SPEND = 30.0
+#: The shortest half-life whose forward-decay weights stay finite in float64 to the year 2100
+#: (2 ** (4.1e9 s / half-life) times sums of forecasts up to e**30 squared).
+MIN_VALUE_HALFLIFE_DAYS = 60.0
 
 
 def spend_features(net_spend: np.ndarray, bgnbd_value: np.ndarray) -> np.ndarray:
@@ -135,6 +145,9 @@ class SpendModel:
     def __init__(
         self, half_life_days: float = 180.0, ridge: float = 1.0, warmup_labels: int = 500
     ) -> None:
+        if 0 < half_life_days < MIN_VALUE_HALFLIFE_DAYS:
+            msg = f"half_life_days must be 0 or at least {MIN_VALUE_HALFLIFE_DAYS:g}"
+            raise ValueError(msg)
         self.half_life_days = half_life_days
         self.ridge = ridge
         self.warmup_labels = warmup_labels

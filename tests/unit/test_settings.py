@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -149,6 +150,7 @@ def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatc
         ("CRM_ALLOW_REPURCHASE", "maybe"),
         ("CRM_REDIS_FLUSH_MS", "-5"),
         ("CRM_APP_ID", ""),
+        ("CRM_VALUE_HALFLIFE_DAYS", "5"),  # its label weights would overflow
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(
@@ -415,3 +417,16 @@ def test_a_secret_file_that_cannot_be_read_stops_start_up_naming_it(
     assert message.startswith(
         f"invalid setting CRM_REDIS_URL: its file in CRM_SECRETS_DIR={secrets} cannot be read"
     )
+
+
+def test_the_value_half_life_floor_is_the_models() -> None:
+    from online_models.value import spend
+    from streams import settings
+
+    assert settings.MIN_VALUE_HALFLIFE_DAYS == spend.MIN_VALUE_HALFLIFE_DAYS
+    with pytest.raises(ValueError, match="half_life_days"):
+        spend.SpendModel(half_life_days=5.0)
+    # At the floor, labels of the year 2100 still weigh a finite amount.
+    model = spend.SpendModel(half_life_days=spend.MIN_VALUE_HALFLIFE_DAYS, warmup_labels=1)
+    model.learn_many(np.array([[30.0, 30.0]]), np.array([1e13]), np.array([4.1e9]))
+    assert np.isfinite(model.predict_many(np.array([[5.0, 4.0]]))).all()
