@@ -67,16 +67,11 @@ def world() -> tuple[bytes, float]:
     scorer = CustomerScorer(ScorerConfig())
     engine = ScoringEngine(scorer, {})
     last = 0.0
-    batch: list[tuple[str, Activity, int | None, str | None]] = []
     for event in generate_events(SimulationConfig(customers=CUSTOMERS), limit=EVENTS):
         decoded = decode_event(orjson.dumps(event))
         activity = activity_of(decoded)
-        batch.append((decoded.customer_id, activity, None, None))
-        if len(batch) == 100:  # the worker's way (what is under test here is what follows)
-            assert not engine.process_many(batch).retry
-            batch.clear()
+        engine.process(decoded.customer_id, activity)
         last = activity.time
-    assert not engine.process_many(batch).retry
     assert scorer.segmenter.ready and scorer.churn_model.labels_learned > 1000
     return pickle.dumps((scorer, dict(engine.states))), last
 

@@ -383,7 +383,7 @@ CASES = {
         build_spend,
         predict_spend,
         odd_spend,
-        {"half_life_days": 30.0, "ridge": 5.0, "warmup_labels": 50},
+        {"half_life_days": 90.0, "ridge": 5.0, "warmup_labels": 50},
     ),
     "SentimentModel": Case(
         build_sentiment, predict_sentiment, odd_sentiment, {"rating_weight": 0.3}
