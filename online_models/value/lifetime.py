@@ -218,6 +218,19 @@ class LifetimeModel:
             spend_per_order=per_order,
         )
 
+    def newcomer(self, horizon_days: float) -> tuple[float, float]:
+        """What BG/NBD and Gamma-Gamma expect of a customer they know nothing of yet (just
+        acquired, the population's prior): orders over the next ``horizon_days``, and spend
+        per order (the population's mean).
+
+        >>> orders, per_order = LifetimeModel().newcomer(90.0)
+        >>> orders > 0, per_order > 0
+        (True, True)
+        """
+        r, alpha, a, b, p, q, gamma = self._live.params
+        per_order = gamma * p / (q - 1) if q > 1 else 0.0
+        return _expected_orders(r, alpha, a, b, 0.0, 0.0, 0.0, horizon_days, 0.0), per_order
+
     def no_order_probability(
         self, *, first: float | None, last: float | None, orders: int, now: float, days: float
     ) -> float | None:
