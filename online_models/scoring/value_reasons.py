@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,7 @@ def value_reasons(
     factors = REGRESSION_FACTORS if regression else BGNBD_FACTORS
     if regression:
         texts = (
-            f"spent {spend_to_date:,.0f} to date, more than "
-            f"{math.floor(100 * spend_rank)}% of customers",
+            f"spent {spend_to_date:,.0f} to date, more than {int(100 * spend_rank)}% of customers",
             f"orders and spends per order like a customer BG/NBD expects {bgnbd_value:,.0f} "
             f"from in {horizon_days:.0f} days",
         )
@@ -110,15 +110,17 @@ def value_reasons(
             f"expected to spend {spend_per_order:,.0f} per order "
             f"({per_order:,.0f} from a new customer)",
         )
-    order = sorted(range(len(factors)), key=lambda j: -abs(terms[j]))
-    return tuple(ValueReason(factors[j], terms[j], texts[j]) for j in order)
+    first, second = terms
+    if abs(second) > abs(first):  # two factors: the larger first (the first on a tie)
+        return ValueReason(factors[1], second, texts[1]), ValueReason(factors[0], first, texts[0])
+    return ValueReason(factors[0], first, texts[0]), ValueReason(factors[1], second, texts[1])
 
 
 class ValueReasonBook:
     """The value reasons of a batch of scores, as arrays (each score's terms and what phrasing
     them needs), phrased one score at a time when read (:class:`LazyReasons`)."""
 
-    __slots__ = ("_columns", "_newcomer", "_regression", "_terms", "horizon_days")
+    __slots__ = ("_arrays", "_columns", "_newcomer", "_regression", "horizon_days")
 
     def __init__(
         self,
@@ -133,17 +135,21 @@ class ValueReasonBook:
         newcomer: tuple[float, float],
         horizon_days: float,
     ) -> None:
-        self._terms, self._regression, self._newcomer = terms, regression, newcomer
-        self._columns = (spend_to_date, spend_rank, expected_orders, spend_per_order, bgnbd_value)
-        self.horizon_days = horizon_days
+        self._regression, self._newcomer, self.horizon_days = regression, newcomer, horizon_days
+        self._arrays = (terms, spend_to_date, spend_rank, expected_orders, spend_per_order,
+                        bgnbd_value)  # fmt: skip
+        # The columns as lists, made when the first reason is read (one call per column).
+        self._columns: tuple[list[Any], ...] | None = None
 
     def phrase(self, i: int) -> tuple[ValueReason, ...]:
         """The ``i``-th score's reasons, what :func:`value_reasons` gives for it."""
-        spent, rank, orders, per_order, bgnbd = (float(column[i]) for column in self._columns)
+        if self._columns is None:
+            self._columns = tuple(array.tolist() for array in self._arrays)
+        terms, spent, rank, orders, per_order, bgnbd = self._columns
         return value_reasons(
-            self._terms[i].tolist(), regression=self._regression, spend_to_date=spent,
-            spend_rank=rank, expected_orders=orders, spend_per_order=per_order,
-            bgnbd_value=bgnbd, newcomer=self._newcomer, horizon_days=self.horizon_days,
+            terms[i], regression=self._regression, spend_to_date=spent[i],
+            spend_rank=rank[i], expected_orders=orders[i], spend_per_order=per_order[i],
+            bgnbd_value=bgnbd[i], newcomer=self._newcomer, horizon_days=self.horizon_days,
         )  # fmt: skip
 
     def reasons(self, bought: np.ndarray, cancelled: np.ndarray) -> list[Sequence[ValueReason]]:

@@ -94,6 +94,8 @@ class LifetimeModel:
         self.shared = False
         self._live = LifetimeShare.empty()
         self._unsent: dict[int, Sequence[float]] = {}  # summaries by sketch key
+        # A new customer's outlook, with the parameters and horizon it is for.
+        self._newcomer: tuple[tuple[tuple[float, ...], float], tuple[float, float]] | None = None
 
     @property
     def params(self) -> tuple[float, ...]:
@@ -227,9 +229,15 @@ class LifetimeModel:
         >>> orders > 0, per_order > 0
         (True, True)
         """
-        r, alpha, a, b, p, q, gamma = self._live.params
+        params = self._live.params
+        known = getattr(self, "_newcomer", None)  # a model pickled before it has none
+        if known is not None and known[0] == (params, horizon_days):
+            return known[1]
+        r, alpha, a, b, p, q, gamma = params
         per_order = gamma * p / (q - 1) if q > 1 else 0.0
-        return _expected_orders(r, alpha, a, b, 0.0, 0.0, 0.0, horizon_days, 0.0), per_order
+        outlook = _expected_orders(r, alpha, a, b, 0.0, 0.0, 0.0, horizon_days, 0.0), per_order
+        self._newcomer = ((params, horizon_days), outlook)  # the parameters change once a day
+        return outlook
 
     def no_order_probability(
         self, *, first: float | None, last: float | None, orders: int, now: float, days: float
