@@ -37,7 +37,8 @@ class UnwritableScore(CrmScorerError):
 
 
 class ReasonValues(NamedTuple):
-    """One churn reason as the hash spells it (``ChurnReasonField``)."""
+    """One churn or value reason as the hash spells it (``ChurnReasonField``,
+    ``ValueReasonField``)."""
 
     factor: str
     contribution: float | None
@@ -66,6 +67,7 @@ class ScoreValues(NamedTuple):
     churn_reasons: Sequence[ReasonValues]
     segment_outlier: bool
     outlier_score: float | None
+    value_reasons: Sequence[ReasonValues] = ()
 
 
 def _refuse(field: str, value: object, why: str) -> UnwritableScore:
@@ -89,6 +91,15 @@ def _iso(field: str, seconds: float) -> str:
     if not -62_135_596_800.0 <= seconds <= _LATEST:  # NaN fails too
         raise _refuse(field, seconds, "is not a time between the years 1 and 9999")
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+
+
+def _reasons(reasons: Sequence[ReasonValues]) -> str:
+    return orjson.dumps(
+        [
+            {"factor": factor, "contribution": contribution, "reason": reason}
+            for factor, contribution, reason in reasons
+        ]
+    ).decode()
 
 
 def score_hash(score: ScoreValues, updated_at: str) -> dict[str, str]:
@@ -128,13 +139,9 @@ def score_hash(score: ScoreValues, updated_at: str) -> dict[str, str]:
         "p_alive": _unit("p_alive", score.p_alive),
         "expected_orders": _at_least_zero("expected_orders", score.expected_orders, ".4f"),
         "predicted_clv": _at_least_zero("predicted_clv", score.predicted_clv, ".2f"),
-        "churn_reasons": orjson.dumps(
-            [
-                {"factor": factor, "contribution": contribution, "reason": reason}
-                for factor, contribution, reason in score.churn_reasons
-            ]
-        ).decode(),
+        "churn_reasons": _reasons(score.churn_reasons),
         "segment_outlier": "true" if score.segment_outlier else "false",
+        "value_reasons": _reasons(score.value_reasons),
     }
     # Absent while the customer's segment is too young to tell who is unusual (unknown).
     if score.outlier_score is not None:

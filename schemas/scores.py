@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChurnReasonField", "Score"]
+__all__ = ["ChurnReasonField", "Score", "ValueReasonField"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,23 @@ class ChurnReasonField(BaseModel):
     contribution: float | None = Field(
         description="Its term of the risk's log-odds (positive: it raises the risk); null for "
         "a rule such as a cancellation."
+    )
+    reason: str = Field(description="What it means, in CRM words.")
+
+
+class ValueReasonField(BaseModel):
+    """One factor behind a customer's ``predicted_clv`` (``value_reasons``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    factor: str = Field(
+        description="log_spend_to_date or log_bgnbd_value (the value regression's features), "
+        "expected_orders or spend_per_order (BG/NBD + Gamma-Gamma's parts, before the "
+        "regression serves), or a rule: subscription_cancel, has_ordered."
+    )
+    contribution: float | None = Field(
+        description="Its term of the natural log of the forecast, relative to an average "
+        "customer (positive: it raises the forecast); null for a rule."
     )
     reason: str = Field(description="What it means, in CRM words.")
 
@@ -101,6 +118,10 @@ class Score(BaseModel):
         "CRM_OUTLIER_MADS robust standard deviations of everyone's log distances above the "
         "median); with density, in no dense region (segment -1, segment_name unusual).",
     )
+    value_reasons: list[ValueReasonField] = Field(
+        default_factory=list,
+        description="The factors behind predicted_clv, strongest (up or down) first.",
+    )
     outlier_score: Unit | None = Field(
         default=None,
         description="Share of customers nearer to their segment than this one (the "
@@ -130,6 +151,9 @@ class Score(BaseModel):
                 [reason.model_dump() for reason in self.churn_reasons]
             ).decode(),
             "segment_outlier": "true" if self.segment_outlier else "false",
+            "value_reasons": orjson.dumps(
+                [reason.model_dump() for reason in self.value_reasons]
+            ).decode(),
         }
         if self.outlier_score is not None:
             fields["outlier_score"] = f"{self.outlier_score:.6f}"
@@ -149,4 +173,5 @@ class Score(BaseModel):
         data: dict[str, object] = dict(text)
         data["recommendations"] = orjson.loads(text.get("recommendations", "[]"))
         data["churn_reasons"] = orjson.loads(text.get("churn_reasons", "[]"))
+        data["value_reasons"] = orjson.loads(text.get("value_reasons", "[]"))
         return cls.model_validate(data)

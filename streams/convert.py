@@ -21,7 +21,7 @@ from schemas.events import (
     ViewEvent,
 )
 from schemas.score_hash import ReasonValues, ScoreValues, score_hash
-from schemas.scores import ChurnReasonField, Score
+from schemas.scores import ChurnReasonField, Score, ValueReasonField
 
 __all__ = ["activities_of", "activity_of", "alert_of", "score_fields", "score_of"]
 
@@ -100,6 +100,7 @@ def score_fields(
         [ReasonValues(r.factor, r.contribution, r.reason) for r in score.churn_reasons],
         score.segment_outlier,
         score.outlier_score,
+        [ReasonValues(r.factor, r.contribution, r.reason) for r in score.value_reasons],
     )
     return score_hash(values, updated_at)
 
@@ -136,6 +137,10 @@ def score_of(
         ],
         segment_outlier=score.segment_outlier,
         outlier_score=score.outlier_score,
+        value_reasons=[
+            ValueReasonField(factor=r.factor, contribution=r.contribution, reason=r.reason)
+            for r in score.value_reasons
+        ],
     )
 
 

@@ -459,6 +459,7 @@ class _Batch:
             self._reasons(),
             self.placements.outliers.tolist(),
             list(map(known_score, self.placements.outlier_scores.tolist())),
+            self.scorer._value_reasons_many(columns, outlook, self.value_x, cancelled),
         )
         # One column per field, in order: each score is a tuple of the columns' values, made
         # without the check of CustomerScore._make (a Python call per score).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -138,16 +138,22 @@ class ReasonBook:
         return tuple(reasons)
 
 
+class _Book(Protocol):
+    """What phrases the reasons of a batch's ``i``-th score."""
+
+    def phrase(self, i: int) -> tuple[ChurnReason, ...]: ...
+
+
 class LazyReasons(Sequence[ChurnReason]):
-    """One score's churn reasons from a :class:`ReasonBook`, phrased when first read: a
-    batch of re-scores phrases only the reasons someone reads (a score written to Redis, an
-    alert's details), not those of every score it makes. Equal to the tuple of its reasons;
-    pickles as that tuple."""
+    """One score's reasons from a :class:`ReasonBook` (or the value reasons' book), phrased
+    when first read: a batch of re-scores phrases only the reasons someone reads (a score
+    written to Redis, an alert's details), not those of every score it makes. Equal to the
+    tuple of its reasons; pickles as that tuple."""
 
     __slots__ = ("_book", "_reasons", "_row")
 
-    def __init__(self, book: ReasonBook, row: int) -> None:
-        self._book: ReasonBook | None = book
+    def __init__(self, book: _Book, row: int) -> None:
+        self._book: _Book | None = book
         self._row = row
         self._reasons: tuple[ChurnReason, ...] | None = None
 

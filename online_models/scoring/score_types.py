@@ -126,6 +126,9 @@ class CustomerScore(NamedTuple):
     #: Percentile rank of the customer's distance to the segments among everyone's, 0..1;
     #: None (unknown) while their segment is too young to tell.
     outlier_score: float | None = 0.0
+    #: The factors behind ``predicted_clv``, strongest first (the value reasons' shape is the
+    #: churn reasons'); phrased when first read in a batch.
+    value_reasons: Sequence[ChurnReason] = ()
 
     @classmethod
     def of_profile(
@@ -141,6 +144,7 @@ class CustomerScore(NamedTuple):
         outlook: LifetimeScore | None,
         churn_reasons: tuple[ChurnReason, ...],
         placement: Placement | None = None,
+        value_reasons: Sequence[ChurnReason] = (),
     ) -> CustomerScore:
         """The score of a customer with ``profile``: risk and value clipped to 0..1, no
         lifetime outlook (None) for a cancelled customer, and the outlier fields of the
@@ -163,6 +167,7 @@ class CustomerScore(NamedTuple):
             churn_reasons=churn_reasons,
             segment_outlier=placement is not None and placement.outlier,
             outlier_score=None if placement is None else known_score(placement.outlier_score),
+            value_reasons=value_reasons,
         )
 
     @property

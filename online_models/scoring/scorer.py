@@ -523,7 +523,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
             horizon_days=cfg.churn_horizon_days,
             clv_days=cfg.clv_horizon_days,
         )
-        outlook, _ = self._value_outlook(state, outlook, now, take=take_value)
+        outlook, worth = self._value_outlook(state, outlook, now, take=take_value)
         if parts is None:  # cancelled
             reasons = CANCELLED_REASONS
         else:
@@ -538,5 +538,5 @@ class CustomerScorer(EventLearning, ScoreAlerts):
             profile, churn_risk=risk, segment=segment,
             segment_name=self._segmenter.describe(segment), value=value, as_of=now,
             model_version=self.model_version, outlook=None if state.cancelled else outlook,
-            churn_reasons=reasons, placement=placement,
+            churn_reasons=reasons, placement=placement, value_reasons=worth,
         )  # fmt: skip

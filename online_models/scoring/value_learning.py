@@ -25,8 +25,18 @@ from online_models.customer.activity import DAY
 from online_models.scoring.batch_features import ProfileColumns
 from online_models.scoring.score_types import ScorerConfig
 from online_models.scoring.state import CustomerState
+from online_models.scoring.value_reasons import (
+    CANCELLED_VALUE_REASONS,
+    NO_ORDER_VALUE_REASONS,
+    ValueReason,
+    ValueReasonBook,
+    bgnbd_terms,
+    bgnbd_terms_many,
+    value_reasons,
+)
 from online_models.value.lifetime import LifetimeModel, LifetimeOutlooks, LifetimeScore
 from online_models.value.quality import ValueQuality
+from online_models.value.ranks import ValueModel
 from online_models.value.spend import SPEND_FEATURES, SpendModel, spend_features
 
 __all__ = ["ValueLearning"]
@@ -42,6 +52,7 @@ class ValueLearning:
     _lifetime: LifetimeModel
     _spend: SpendModel
     _value_quality: ValueQuality
+    _value: ValueModel
     # Labels due, not learned yet: [served at, net spend then, *features, forecast, label].
     _value_due: list[list[float]]
 
@@ -146,25 +157,58 @@ class ValueLearning:
 
     def _value_outlook(
         self, state: CustomerState, outlook: LifetimeScore, now: float, *, take: bool
-    ) -> tuple[LifetimeScore, bool]:
-        """The outlook served, with the regression's ``predicted_clv`` once it is ready;
-        with ``take``, the value example the score leaves (True if one was taken)."""
+    ) -> tuple[LifetimeScore, tuple[ValueReason, ...]]:
+        """The outlook served, with the regression's ``predicted_clv`` once it is ready, and
+        the reasons behind it; with ``take``, the value example the score leaves."""
         self._learn_value_labels(now)
         profile = state.profile
         if profile.orders < 1:
-            return outlook, False
+            return outlook, CANCELLED_VALUE_REASONS if state.cancelled else NO_ORDER_VALUE_REASONS
         bgnbd = max(outlook.expected_orders * outlook.spend_per_order, 0.0)
         features = (math.log1p(max(profile.net_monetary, 0.0)), math.log1p(bgnbd))
+        horizon = self.config.churn_horizon_days
+        newcomer = self._lifetime.newcomer(horizon)
         if self._spend.ready:
-            forecast = self._spend.predict_one(dict(zip(SPEND_FEATURES, features, strict=True)))
+            x = dict(zip(SPEND_FEATURES, features, strict=True))
+            forecast, terms = self._spend.predict_one(x), self._spend.terms_one(x)
             if not state.cancelled:
                 outlook = replace(outlook, predicted_clv=forecast * self._clv_per_horizon())
         else:
             forecast = bgnbd
-        taken = take and self._takes_value(state, now)
-        if taken:
+            terms = bgnbd_terms(outlook.expected_orders, outlook.spend_per_order, newcomer)
+        if take and self._takes_value(state, now):
             self._take_value(state, now, features, forecast)
-        return outlook, taken
+        if state.cancelled:
+            return outlook, CANCELLED_VALUE_REASONS
+        reasons = value_reasons(
+            terms, regression=self._spend.ready, spend_to_date=profile.net_monetary,
+            spend_rank=self._value.spend_rank(profile.net_monetary),
+            expected_orders=outlook.expected_orders, spend_per_order=outlook.spend_per_order,
+            bgnbd_value=bgnbd, newcomer=newcomer, horizon_days=horizon,
+        )  # fmt: skip
+        return outlook, reasons
+
+    def _value_reasons_many(
+        self, columns: ProfileColumns, outlook: LifetimeOutlooks, features: np.ndarray,
+        cancelled: np.ndarray,
+    ) -> list[Sequence[ValueReason]]:  # fmt: skip
+        """:meth:`_value_outlook`'s reasons over arrays (``outlook`` and ``features`` as
+        :meth:`_value_outlooks` gives them), phrased when read."""
+        horizon = self.config.churn_horizon_days
+        newcomer = self._lifetime.newcomer(horizon)
+        orders, per_order = outlook.expected_orders, outlook.spend_per_order
+        if self._spend.ready:
+            terms = self._spend.terms_many(features)
+        else:
+            terms = bgnbd_terms_many(orders, per_order, newcomer)
+        spent = columns.net_monetary
+        book = ValueReasonBook(
+            terms, regression=self._spend.ready, spend_to_date=spent,
+            spend_rank=self._value.spend_ranks(spent), expected_orders=orders,
+            spend_per_order=per_order, bgnbd_value=np.maximum(orders * per_order, 0.0),
+            newcomer=newcomer, horizon_days=horizon,
+        )  # fmt: skip
+        return book.reasons(columns.orders >= 1, cancelled)
 
     def _value_outlooks(
         self, net_spend: np.ndarray, outlook: LifetimeOutlooks, bought: np.ndarray

@@ -94,6 +94,8 @@ class LifetimeModel:
         self.shared = False
         self._live = LifetimeShare.empty()
         self._unsent: dict[int, Sequence[float]] = {}  # summaries by sketch key
+        # A new customer's outlook, with the parameters and horizon it is for.
+        self._newcomer: tuple[tuple[tuple[float, ...], float], tuple[float, float]] | None = None
 
     @property
     def params(self) -> tuple[float, ...]:
@@ -217,6 +219,25 @@ class LifetimeModel:
             next_order_expected=now + DAY / rate if rate > 0 else None,
             spend_per_order=per_order,
         )
+
+    def newcomer(self, horizon_days: float) -> tuple[float, float]:
+        """What BG/NBD and Gamma-Gamma expect of a customer they know nothing of yet (just
+        acquired, the population's prior): orders over the next ``horizon_days``, and spend
+        per order (the population's mean).
+
+        >>> orders, per_order = LifetimeModel().newcomer(90.0)
+        >>> orders > 0, per_order > 0
+        (True, True)
+        """
+        params = self._live.params
+        known = getattr(self, "_newcomer", None)  # a model pickled before it has none
+        if known is not None and known[0] == (params, horizon_days):
+            return known[1]
+        r, alpha, a, b, p, q, gamma = params
+        per_order = gamma * p / (q - 1) if q > 1 else 0.0
+        outlook = _expected_orders(r, alpha, a, b, 0.0, 0.0, 0.0, horizon_days, 0.0), per_order
+        self._newcomer = ((params, horizon_days), outlook)  # the parameters change once a day
+        return outlook
 
     def no_order_probability(
         self, *, first: float | None, last: float | None, orders: int, now: float, days: float

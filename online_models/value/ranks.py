@@ -193,6 +193,21 @@ class ValueModel:
         self._monetary.move(old_monetary, monetary)
         self._frequency.move(None if old_orders is None else float(old_orders), float(orders))
 
+    def spend_rank(self, monetary: float) -> float:
+        """The share of customers ranked who spent less (half of those who spent as much).
+
+        >>> model = ValueModel()
+        >>> for spend in (10.0, 50.0, 100.0, 5000.0):
+        ...     model.observe(None, None, spend, 1)
+        >>> model.spend_rank(5000.0), model.spend_ranks(np.array([5000.0])).tolist()
+        (0.875, [0.875])
+        """
+        return self._monetary.percentile(monetary)
+
+    def spend_ranks(self, monetary: np.ndarray) -> np.ndarray:
+        """:meth:`spend_rank` of many customers at once."""
+        return self._monetary.percentiles(monetary)
+
     def value(self, monetary: float, orders: int, days_since_order: float) -> float:
         """The value score of a customer with these totals."""
         if orders == 0:

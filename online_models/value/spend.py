@@ -155,6 +155,9 @@ class SpendModel:
         self._unsent = SpendShare.zero()
         # The weights, intercept and calibration scale the statistics solve to (None: stale).
         self._solved: tuple[np.ndarray, float, float] | None = None
+        # Each feature's weight on the log scale (the residual's own plus 1 for BG/NBD's) and
+        # the labels' weighted mean of it: what :meth:`terms_one` centres on.
+        self._centre = (np.eye(_FEATURES)[_BASE].tolist(), [0.0] * _FEATURES)
 
     @property
     def labels_learned(self) -> int:
@@ -223,6 +226,30 @@ class SpendModel:
         """The forecast of spend over the horizon, one per row of ``features``."""
         return self._solve()[2] * self._log_forecast(np.asarray(features, dtype=float))
 
+    def terms_one(self, x: Mapping[str, float]) -> list[float]:
+        """Each feature's term of the log-scale forecast, relative to an average labelled
+        customer: its weight (BG/NBD's plus 1, the residual's base) times how far the feature
+        is from the labels' weighted mean of it. The terms add up to the forecast's
+        ``log1p`` (before the calibration's scale and the clip at 0) minus an average
+        customer's; in plain floats, as :meth:`predict_one`.
+
+        >>> model = SpendModel()
+        >>> model.terms_one({"log_spend_to_date": 5.0, "log_bgnbd_value": 4.0})
+        [0.0, 4.0]
+        """
+        self._solve()
+        weights, mean = self._centre
+        return [
+            weight * (x.get(name, 0.0) - centre)
+            for name, weight, centre in zip(SPEND_FEATURES, weights, mean, strict=True)
+        ]
+
+    def terms_many(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`terms_one` of every row of ``features``, one column per feature."""
+        self._solve()
+        weights, mean = self._centre
+        return (np.asarray(features, dtype=float) - mean) * np.asarray(weights)
+
     def delta(self) -> SpendShare:
         """What this model learned since its last delta."""
         delta = self._unsent
@@ -251,6 +278,7 @@ class SpendModel:
         scale = yp / pp if pp > 0 and yp > 0 else 1.0
         if total <= 0 or share.labels == 0:
             self._solved = (np.zeros(_FEATURES), 0.0, scale)
+            self._centre = (np.eye(_FEATURES)[_BASE].tolist(), [0.0] * _FEATURES)
             return self._solved
         mean = gram[-1, :-1] / total
         var = np.maximum(np.diag(gram)[:-1] / total - mean * mean, 0.0)
@@ -260,6 +288,7 @@ class SpendModel:
         penalty += 1e-9 * total
         beta = np.linalg.solve(gram + np.diag(penalty), share.moment)
         self._solved = (beta[:-1], float(beta[-1]), scale)
+        self._centre = ((beta[:-1] + np.eye(_FEATURES)[_BASE]).tolist(), mean.tolist())
         return self._solved
 
     def _log_forecast(self, x: np.ndarray) -> np.ndarray:

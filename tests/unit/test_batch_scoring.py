@@ -38,7 +38,7 @@ from online_models.scoring import batch_scoring
 from online_models.scoring.batch_votes import NO_SEGMENT, Votes
 from online_models.scoring.engine import ScoringEngine
 from online_models.scoring.reasons import CANCELLED_REASONS, churn_reasons
-from online_models.scoring.scorer import CustomerScorer, ScoreOutcome, ScorerConfig
+from online_models.scoring.scorer import CustomerScore, CustomerScorer, ScoreOutcome, ScorerConfig
 from online_models.scoring.state import CustomerState
 from online_models.segments.density import UNUSUAL
 from online_models.segments.kmeans import Segmenter
@@ -112,6 +112,17 @@ def assert_same_bookkeeping(a: ScoreOutcome, b: ScoreOutcome, *, clv: bool = Tru
     assert close(a.score.next_order_expected, b.score.next_order_expected)
 
 
+def assert_same_value_reasons(a: CustomerScore, b: CustomerScore) -> None:
+    """The factors behind ``predicted_clv``: the same words, the contributions close."""
+    assert [(r.factor, r.reason) for r in a.value_reasons] == [
+        (r.factor, r.reason) for r in b.value_reasons
+    ]
+    assert all(
+        close(x.contribution, y.contribution)
+        for x, y in zip(a.value_reasons, b.value_reasons, strict=True)
+    )
+
+
 @pytest.mark.slow
 def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch):
     monkeypatch.setattr(batch_scoring, "MIN_BATCH", 1)  # batches of one through the arrays
@@ -132,6 +143,7 @@ def test_the_array_path_gives_what_refresh_gives(world, one_by_one, monkeypatch)
             assert [r.reason for r in a.score.churn_reasons] == [
                 r.reason for r in b.score.churn_reasons
             ]
+            assert_same_value_reasons(a.score, b.score)
             assert [(x.type, x.time) for x in a.alerts] == [(x.type, x.time) for x in b.alerts]
             assert a.changed == b.changed
         for customer in ids:

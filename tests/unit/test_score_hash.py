@@ -33,6 +33,15 @@ reasons = st.lists(
     ),
     max_size=3,
 )
+value_reasons = st.lists(
+    st.builds(
+        ChurnReason,
+        factor=st.sampled_from(["log_spend_to_date", "spend_per_order", "subscription_cancel"]),
+        contribution=st.one_of(st.none(), st.floats(-50.0, 50.0)),
+        reason=st.text(max_size=60),
+    ),
+    max_size=2,
+)
 scores = st.builds(
     CustomerScore,
     churn_risk=units,
@@ -52,6 +61,7 @@ scores = st.builds(
     churn_reasons=reasons,
     segment_outlier=st.booleans(),
     outlier_score=units,
+    value_reasons=value_reasons,
 )
 recommendations = st.lists(st.text(min_size=1, max_size=12), max_size=10)
 

@@ -32,6 +32,7 @@ from schemas import (
     decode_event,
     wire_json_schema,
 )
+from schemas.scores import ValueReasonField
 from streams.commands.producer import customer_key
 from streams.convert import alert_of
 
@@ -403,6 +404,31 @@ def test_events_the_decoder_refuses_fail_the_json_schema_too(changes: dict[str, 
 
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**VALID_EVENTS[0], **changes}, event_schema)
+
+
+def test_value_reasons_are_a_json_array_in_the_hash_valid_under_the_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    reasons = [
+        ValueReasonField(
+            factor="log_spend_to_date",
+            contribution=1.25,
+            reason="spent 4,210 to date, more than 95% of customers",
+        ),
+        ValueReasonField(factor="subscription_cancel", contribution=None, reason="cancelled"),
+    ]
+    fields = score(value_reasons=reasons).to_redis()
+
+    assert orjson.loads(fields["value_reasons"]) == [r.model_dump() for r in reasons]
+    assert orjson.loads(score().to_redis()["value_reasons"]) == []
+    read = Score.from_redis(as_redis_returns(fields))
+    assert read.value_reasons == reasons
+    jsonschema.validate(
+        orjson.loads(read.model_dump_json()), wire_json_schema()["properties"]["score"]
+    )
+    with pytest.raises(jsonschema.ValidationError):  # a reason must say what it means
+        bad = orjson.loads(read.model_dump_json())
+        del bad["value_reasons"][0]["reason"]
+        jsonschema.validate(bad, wire_json_schema()["properties"]["score"])
 
 
 def test_scores_alerts_and_dead_letters_validate_against_the_json_schema() -> None:
