@@ -62,6 +62,7 @@ SCORE_COLUMNS = (
     "churn_reasons",
     "segment_outlier",
     "outlier_score",
+    "value_reasons",
 )
 
 
@@ -95,6 +96,7 @@ class BacktestRow:
             orjson.dumps([reason.to_dict() for reason in score.churn_reasons]).decode(),
             "true" if score.segment_outlier else "false",
             "" if score.outlier_score is None else f"{score.outlier_score:.6f}",
+            orjson.dumps([reason.to_dict() for reason in score.value_reasons]).decode(),
         ]
 
 
