@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,7 +280,7 @@ class CustomerState:
         # A flag before outlier streaks were counted: True reads as a streak of 1.
         outlier = int(more[1]) if len(more) > 1 else 0
         ranked_at, ranked = more[2] if len(more) > 2 and more[2] is not None else (None, [])
-        value_pending = more[3] if len(more) > 3 else []
+        value_pending = _value_examples(more[3] if len(more) > 3 else [])
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -324,8 +325,37 @@ class CustomerState:
             outlier_streak=int(data.get("outlier", 0)),
             ranked=list(data.get("ranked") or []),
             ranked_at=data.get("ranked_at"),
-            value_pending=list(data.get("value_pending") or []),
+            value_pending=_value_examples(data.get("value_pending") or []),
         )
+
+
+def _value_examples(examples: Any) -> list[list[float]]:
+    """A stored state's value examples, those that are not rows of finite numbers of one
+    width (at least the time, spend, two features and the forecast) in time order dropped with
+    a warning: a lost example is a label fewer, a malformed one would fail every label after it.
+
+    >>> _value_examples([[1.0, 2.0, 0.1, 0.2, 3.0], [0.5, None, 0, 0, 0], "x"])
+    [[1.0, 2.0, 0.1, 0.2, 3.0]]
+    """
+    if not isinstance(examples, list):
+        logger.warning("Dropped a state's value examples: not a list (%r)", type(examples))
+        return []
+    kept: list[list[float]] = []
+    for example in examples:
+        if (
+            isinstance(example, list)
+            and len(example) >= 5
+            and (not kept or len(example) == len(kept[0]))
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in example
+            )
+            and (not kept or example[0] >= kept[-1][0])
+        ):
+            kept.append([float(v) for v in example])
+    if len(kept) < len(examples):
+        logger.warning("Dropped %d malformed value examples of a state", len(examples) - len(kept))
+    return kept
 
 
 def _pack_fingerprints(fingerprints: list[int]) -> str:

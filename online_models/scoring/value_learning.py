@@ -134,8 +134,14 @@ class ValueLearning:
         """Learn the labels gathered since the last call, as one mini-batch."""
         if not self._value_due:
             return
-        due = np.array(self._value_due, dtype=float)
-        self._value_due = []
+        rows, self._value_due = self._value_due, []  # cleared first: a bad row fails no later one
+        width = max(set(map(len, rows)), key=[len(row) for row in rows].count)  # the usual
+        due = np.array([row for row in rows if len(row) == width], dtype=float)
+        due = due[np.isfinite(due).all(axis=1)]
+        if len(due) < len(rows):
+            logger.warning("Dropped %d value labels that were not finite", len(rows) - len(due))
+        if not len(due):
+            return
         self._spend.learn_many(due[:, 2:-2], due[:, -1], due[:, 0])
         self._value_quality.update_many(due[:, -2], due[:, -1], due[:, 0], now)
 

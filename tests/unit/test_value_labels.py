@@ -208,3 +208,21 @@ def test_the_live_rank_correlation_counts_a_day_only_once_its_horizon_closed():
     assert quality.cohort_rank_correlation == pytest.approx(1.0)
     quality.update_many(np.array([]), np.array([]), np.array([]), T0 + HORIZON + 2 * DAY)
     assert quality.cohort_rank_correlation < 1.0
+
+
+def test_a_malformed_value_example_in_a_stored_state_is_dropped_and_fails_no_other_label():
+    scorer = CustomerScorer()
+    ann = scorer.score("ann", None, purchase(T0, 50.0)).state
+    bob = scorer.score("bob", None, purchase(T0, 80.0)).state
+    record = orjson.loads(ann.encode())
+    good = record[-1][0]
+    record[-1] = [good, [T0 + DAY, None, 1.0], [T0 + 2 * DAY, *good[1:]]]  # short, then fine
+    ann = CustomerState.decode(orjson.dumps(record))
+    assert ann.value_pending == [good, [T0 + 2 * DAY, *good[1:]]]
+
+    # A label row that is not finite (say, a forecast gone NaN) is dropped with the others kept.
+    scorer._value_due.append([T0, 1.0, math.nan, 1.0, 1.0, 5.0])
+    scorer.refresh("ann", ann, T0 + HORIZON + 2 * DAY)
+    scorer.refresh("bob", bob, T0 + HORIZON + 2 * DAY)
+    assert scorer.spend_model.labels_learned == 3  # ann's two good examples and bob's
+    assert np.isfinite(scorer.spend_model.share().gram).all()
