@@ -413,10 +413,9 @@ class _Batch:
 
     def _take_values(self) -> np.ndarray:
         """Value examples of those due one (see ``ValueLearning._takes_value``)."""
-        spacing = self.scorer.config.value_sample_days * DAY
-        take = (
-            ~self.cancelled & (self.columns.orders >= 1) & (self.at - self.value_newest >= spacing)
-        )
+        spacing, at = self.scorer.config.value_sample_days * DAY, self.at
+        take = ~self.cancelled & (self.columns.orders >= 1) & (at - self.value_newest >= spacing)
+        take &= at - self.columns.last_seen <= self.scorer._last_value_silence()
         rows, at, forecast = np.flatnonzero(take), self.at.tolist(), self.value_forecast.tolist()
         for i, x in zip(rows.tolist(), self.value_x[rows].tolist(), strict=True):
             self.scorer._take_value(self.states[i], at[i], x, forecast[i])

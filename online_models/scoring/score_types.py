@@ -19,6 +19,7 @@ from online_models.segments.outliers import Placement
 from online_models.value.lifetime import LifetimeScore
 
 __all__ = [
+    "RESCORE_HORIZONS",
     "CustomerScore",
     "Learned",
     "Moved",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Silent customers are re-scored until this many horizons of silence: long enough for their
+#: last examples to be labelled and for the segments to learn where lapsed customers sit.
+RESCORE_HORIZONS = 3.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from online_models.scoring.event_learning import EventLearning
 from online_models.scoring.reasons import CANCELLED_REASONS, churn_reasons
 from online_models.scoring.score_alerts import ScoreAlerts
 from online_models.scoring.score_types import (
+    RESCORE_HORIZONS,
     CustomerScore,
     Learned,
     Moved,
@@ -54,9 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Silent customers are re-scored until this many horizons of silence: long enough for their
-# last examples to be labelled and for the segments to learn where lapsed customers sit.
-_RESCORE_HORIZONS = 3.0
 # Items of a customer's purchase history whose co-purchase neighbours are recommended.
 _CO_PURCHASE_HISTORY = 50
 _CANCELLED, _LAST_SEEN = attrgetter("cancelled"), attrgetter("profile.last_seen")
@@ -327,7 +325,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         if state.cancelled:
             return None
         last_seen = state.profile.last_seen
-        if state.pending or now - last_seen < _RESCORE_HORIZONS * self._horizon:
+        if state.pending or now - last_seen < RESCORE_HORIZONS * self._horizon:
             # On a grid from the latest event: a re-score that ran late, because the shard's
             # events came late, must not push the later ones back, or days go unscored.
             interval = self.config.rescore_interval_days * DAY
@@ -351,7 +349,7 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         last_seen = np.fromiter(map(_LAST_SEEN, states), float, count)
         pending = np.fromiter(map(bool, map(_PENDING, states)), bool, count)
         silent = now - last_seen
-        waiting = ~cancelled & (pending | (silent < _RESCORE_HORIZONS * self._horizon))
+        waiting = ~cancelled & (pending | (silent < RESCORE_HORIZONS * self._horizon))
         interval = self.config.rescore_interval_days * DAY
         return np.where(waiting, last_seen + (np.floor(silent / interval) + 1) * interval, np.nan)
 

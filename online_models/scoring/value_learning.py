@@ -23,7 +23,7 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.scoring.batch_features import ProfileColumns
-from online_models.scoring.score_types import ScorerConfig
+from online_models.scoring.score_types import RESCORE_HORIZONS, ScorerConfig
 from online_models.scoring.state import CustomerState
 from online_models.scoring.value_reasons import (
     CANCELLED_VALUE_REASONS,
@@ -152,7 +152,15 @@ class ValueLearning:
             not state.cancelled
             and state.profile.orders > 0
             and (not pending or now - pending[-1][0] >= self.config.value_sample_days * DAY)
+            and now - state.profile.last_seen <= self._last_value_silence()
         )
+
+    def _last_value_silence(self) -> float:
+        """The longest silence at which a score still leaves a value example: its horizon
+        must close while the customer is still re-scored (``RESCORE_HORIZONS`` of silence),
+        or it would wait, unlabelled, until they come back, and lapsed customers' labels of
+        no spend would go missing."""
+        return (RESCORE_HORIZONS - 1.0) * self.config.churn_horizon_days * DAY
 
     def _take_value(
         self, state: CustomerState, now: float, features: Sequence[float], forecast: float

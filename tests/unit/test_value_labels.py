@@ -226,3 +226,16 @@ def test_a_malformed_value_example_in_a_stored_state_is_dropped_and_fails_no_oth
     scorer.refresh("bob", bob, T0 + HORIZON + 2 * DAY)
     assert scorer.spend_model.labels_learned == 3  # ann's two good examples and bob's
     assert np.isfinite(scorer.spend_model.share().gram).all()
+
+
+def test_a_customer_who_never_comes_back_has_every_value_example_labelled_before_rescores_stop():
+    scorer = CustomerScorer()
+    state = scorer.score("ann", None, purchase(T0, 50.0)).state
+    now, taken = T0, {example[0] for example in state.value_pending}
+    while (when := scorer.next_refresh(state, now)) is not None:
+        state, now = scorer.refresh("ann", state, when).state, when
+        taken |= {example[0] for example in state.value_pending}
+
+    assert state.value_pending == []  # none left waiting for a return that never comes
+    assert scorer.spend_model.labels_learned == len(taken) > 13  # each labelled: no spend
+    assert max(taken) - T0 <= 2 * HORIZON
