@@ -290,7 +290,7 @@ class Settings(BaseSettings):
     )
     value_sample_days: float = Field(
         7.0,
-        gt=0,
+        ge=1,
         le=365,
         description="A customer who ordered leaves a value example (labelled with the net "
         "spend over the churn horizon that follows) at most this often, in event-time days.",

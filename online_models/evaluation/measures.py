@@ -31,6 +31,8 @@ def average_ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     [3.5, 1.0, 3.5, 2.0]
     """
     x = np.asarray(values, dtype=float)
+    if np.isnan(x).any():  # as scipy's rankdata: no ranks where one value has none
+        return np.full(len(x), np.nan)
     order = np.argsort(x, kind="mergesort")
     inverse = np.empty(len(x), dtype=np.intp)
     inverse[order] = np.arange(len(x))

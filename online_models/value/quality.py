@@ -9,32 +9,11 @@ from array import array
 import numpy as np
 
 from online_models.customer.activity import DAY
+from online_models.evaluation.measures import spearman
 
-__all__ = ["ValueQuality", "rank_correlation"]
+__all__ = ["ValueQuality"]
 
 logger = logging.getLogger(__name__)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def rank_correlation(served: np.ndarray, realised: np.ndarray) -> float:
-    """Spearman's rank correlation (ties at their mean rank); NaN if either side is constant.
-
-    >>> rank_correlation(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0]))
-    0.5
-    """
-    if len(served) < 2 or np.ptp(served) == 0 or np.ptp(realised) == 0:
-        return math.nan
-    return float(np.corrcoef(_ranks(served), _ranks(realised))[0, 1])
 
 
 class ValueQuality:
@@ -100,7 +79,7 @@ class ValueQuality:
             if cohort is not None:
                 served.extend(cohort[0])
                 realised.extend(cohort[1])
-        return rank_correlation(np.array(served), np.array(realised))
+        return spearman(served, realised)
 
     def _closed_day(self) -> int:
         """The latest event-time day whose forecasts all have their label by now."""

@@ -151,6 +151,7 @@ def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatc
         ("CRM_REDIS_FLUSH_MS", "-5"),
         ("CRM_APP_ID", ""),
         ("CRM_VALUE_HALFLIFE_DAYS", "5"),  # its label weights would overflow
+        ("CRM_VALUE_SAMPLE_DAYS", "0.01"),  # an example at nearly every score
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(
