@@ -213,10 +213,11 @@ class _Batch:
             for i in np.flatnonzero(self.at - self.oldest >= self.horizon).tolist()
             if _guarded(on_error, self.customer_ids[i], self._label, i) is None
         ]
-        failed += [
+        failed += [  # not one that failed: its value labels would be learned, then again
             i
             for i in np.flatnonzero(self.at - self.value_oldest >= self.horizon).tolist()
-            if _guarded(on_error, self.customer_ids[i], self._label_value, i) is None
+            if i not in failed
+            and _guarded(on_error, self.customer_ids[i], self._label_value, i) is None
         ]
         if failed:
             self._drop(failed)
