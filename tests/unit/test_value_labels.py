@@ -65,7 +65,7 @@ def test_an_event_after_the_horizon_labels_before_it_is_recorded():
     assert learned_spend(scorer.spend_model, list(example[2:4])) == pytest.approx(70.0)
 
 
-def test_refunds_in_the_horizon_come_off_the_label_and_late_events_change_nothing_yet():
+def test_refunds_in_the_horizon_come_off_the_label():
     scorer = CustomerScorer(ScorerConfig(value_sample_days=365.0))
     state = scorer.score("ann", None, purchase(T0, 50.0)).state
     (example,) = state.value_pending
@@ -239,3 +239,15 @@ def test_a_customer_who_never_comes_back_has_every_value_example_labelled_before
     assert state.value_pending == []  # none left waiting for a return that never comes
     assert scorer.spend_model.labels_learned == len(taken) > 13  # each labelled: no spend
     assert max(taken) - T0 <= 2 * HORIZON
+
+
+def test_a_baskets_further_lines_count_before_its_example_not_in_its_label():
+    scorer = CustomerScorer(ScorerConfig(value_sample_days=365.0))
+    state = scorer.score("ann", None, purchase(T0, 50.0, "sku-1")).state
+    state = scorer.score("ann", state, purchase(T0, 30.0, "sku-2")).state  # the same basket
+    (example,) = state.value_pending
+    assert example[1] == pytest.approx(80.0)  # spent by the example's time: the whole basket
+    assert example[2] == pytest.approx(math.log1p(80.0))  # and its spend feature
+    state = scorer.score("ann", state, purchase(T0 + 10 * DAY, 100.0)).state
+    scorer.refresh("ann", state, T0 + HORIZON + DAY)
+    assert learned_spend(scorer.spend_model, list(example[2:4])) == pytest.approx(100.0)
