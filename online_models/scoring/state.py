@@ -82,8 +82,11 @@ class CustomerState:
     go with an erasure, while the item factors belong to the group's model.
 
     ``value_pending`` holds the value examples waiting for the horizon to pass, oldest first,
-    each ``[served at, net spend then, *SPEND_FEATURES, forecast served]``: the net spend
-    (purchases less refunds, not floored) lets the label be the spend since, once due.
+    each ``[served at, net spend then, *SPEND_FEATURES, forecast served, unscaled forecast]``:
+    the net spend (purchases less refunds, not floored) lets the label be the spend since, once
+    due; the unscaled forecast (the regression's before its calibration's scale, 0 before it
+    served) is what the calibration learns from. An example of a record from before it was kept
+    has none, and reads as one taken before the regression served (0).
 
     ``ranked`` is the customer's latest recommendations and ``ranked_at`` the event time
     they were ranked for: a silent customer's re-score serves them again for a while
@@ -333,15 +336,18 @@ def _value_examples(examples: Any) -> list[list[float]]:
     """A stored state's value examples, those that are not rows of finite numbers of one
     width (at least the time, spend, two features and the forecast) in time order dropped with
     a warning: a lost example is a label fewer, a malformed one would fail every label after it.
+    One of 0.3.0 (no unscaled forecast yet) gets 0, as one taken before the regression served.
 
     >>> _value_examples([[1.0, 2.0, 0.1, 0.2, 3.0], [0.5, None, 0, 0, 0], "x"])
-    [[1.0, 2.0, 0.1, 0.2, 3.0]]
+    [[1.0, 2.0, 0.1, 0.2, 3.0, 0.0]]
     """
     if not isinstance(examples, list):
         logger.warning("Dropped a state's value examples: not a list (%r)", type(examples))
         return []
     kept: list[list[float]] = []
     for example in examples:
+        if isinstance(example, list) and len(example) == 5:  # 0.3.0's
+            example = [*example, 0.0]
         if (
             isinstance(example, list)
             and len(example) >= 5

@@ -1,12 +1,13 @@
 """Value labels made by the stream: pending value examples, their labels, and the forecast served.
 
 A customer who has ordered leaves a value example when scored (an event or a re-score), at
-most one every ``value_sample_days``: the regression's features then, the forecast served and
-the net spend so far. Once the horizon (``churn_horizon_days``) has passed in event time, the
-net spend the customer made since becomes its label, exactly as churn labels are made: at the
-customer's first event after the horizon (before the event is recorded, so it is left out), or
-at a re-score at or after it. Examples live in the customer's state, so they move with the
-customer's partition and an erasure takes them.
+most one every ``value_sample_days``: the regression's features then, the forecast served, the
+same before the calibration's scale (what the calibration learns from, 0 before the regression
+serves) and the net spend so far. Once the horizon (``churn_horizon_days``) has passed in event
+time, the net spend the customer made since becomes its label, exactly as churn labels are
+made: at the customer's first event after the horizon (before the event is recorded, so it is
+left out), or at a re-score at or after it. Examples live in the customer's state, so they move
+with the customer's partition and an erasure takes them.
 
 Labels due are gathered as they come and learned as one mini-batch before the next forecast
 (:meth:`ValueLearning._learn_value_labels`).
@@ -43,6 +44,10 @@ __all__ = ["ValueLearning"]
 
 logger = logging.getLogger(__name__)
 
+# A value example's columns past the features: the forecast served and the same unscaled.
+_FORECAST = 2 + len(SPEND_FEATURES)
+_UNSCALED = _FORECAST + 1
+
 
 class ValueLearning:
     """The value labels' bookkeeping of :class:`~online_models.scoring.scorer.CustomerScorer`
@@ -53,7 +58,8 @@ class ValueLearning:
     _spend: SpendModel
     _value_quality: ValueQuality
     _value: ValueModel
-    # Labels due, not learned yet: [served at, net spend then, *features, forecast, label].
+    # Labels due, not learned yet: [served at, net spend then, *features, forecast, unscaled
+    # forecast, label].
     _value_due: list[list[float]]
 
     def _init_value(self) -> None:
@@ -142,8 +148,8 @@ class ValueLearning:
             logger.warning("Dropped %d value labels that were not finite", len(rows) - len(due))
         if not len(due):
             return
-        self._spend.learn_many(due[:, 2:-2], due[:, -1], due[:, 0])
-        self._value_quality.update_many(due[:, -2], due[:, -1], due[:, 0], now)
+        self._spend.learn_many(due[:, 2:_FORECAST], due[:, -1], due[:, 0], due[:, _UNSCALED])
+        self._value_quality.update_many(due[:, _FORECAST], due[:, -1], due[:, 0], now)
 
     def _takes_value(self, state: CustomerState, now: float) -> bool:
         """Whether the customer leaves a value example when scored at ``now``."""
@@ -165,9 +171,13 @@ class ValueLearning:
     def _take_value(
         self, state: CustomerState, now: float, features: Sequence[float], forecast: float
     ) -> None:
+        """A value example of the ``forecast`` served with ``features``, and for the
+        calibration the regression's forecast before its scale (:meth:`SpendModel.unscaled_one`,
+        0 before it serves): the one and the batch path keep the same, from the model served."""
         profile = state.profile
         spent = profile.monetary - profile.refunded
-        state.value_pending.append([now, spent, *features, forecast])
+        unscaled = self._spend.unscaled_one(dict(zip(SPEND_FEATURES, features, strict=True)))
+        state.value_pending.append([now, spent, *features, forecast, unscaled])
 
     def _value_outlook(
         self, state: CustomerState, outlook: LifetimeScore, now: float, *, take: bool

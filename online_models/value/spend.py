@@ -14,10 +14,13 @@ features extrapolate from the young customers of the first labels.
 
 It is kept as sufficient statistics: the weighted Gram matrix of the features with a constant,
 their moments with the target, and two sums for the retransformation to spend (see
-:class:`SpendShare`). Sums add, so the statistics of many workers merge exactly, and the
-weights are solved for when read. A fit on the log scale forecasts a typical spend, not the
-mean; the forecast is scaled by ``c = sum(w y p) / sum(w p^2)``, the least-squares factor from
-the log model's forecasts ``p`` (made when each label came) to the spend that followed.
+:class:`SpendShare`). Every sum is of the labels' own terms, so the statistics of many
+workers, or of one learning in mini-batches of any size, merge into one learner's but for
+float rounding; the weights are solved for when read. A fit on the log scale forecasts a
+typical spend, not the mean; the forecast is scaled by ``c = sum(w y p) / sum(w p^2)``, the
+least-squares factor from the log model's forecasts ``p`` to the spend that followed, each ``p``
+the one served when the label's example was taken (before the scale; kept in the example, 0
+if the model did not serve yet), not one made again when the label is learned.
 
 Labels decay with forward decay (Cormode et al. 2009): a label served at ``t`` weighs
 ``2 ** (t / half_life)``, so the sums of every worker share one scale and still add.
@@ -137,7 +140,7 @@ class SpendModel:
 
     >>> model = SpendModel(warmup_labels=2)
     >>> x = spend_features(np.array([100.0, 10_000.0]), np.array([50.0, 50.0]))
-    >>> model.learn_many(x, np.array([20.0, 4_000.0]), np.zeros(2))
+    >>> model.learn_many(x, np.array([20.0, 4_000.0]), np.zeros(2), model.unscaled_many(x))
     >>> model.ready, bool(np.diff(model.predict_many(x))[0] > 0)
     (True, True)
     """
@@ -179,24 +182,27 @@ class SpendModel:
             return np.ones(np.shape(times))
         return np.exp2(np.asarray(times, dtype=float) / (self.half_life_days * DAY))
 
-    def learn_one(self, x: Mapping[str, float], y: float, time: float) -> None:
+    def learn_one(self, x: Mapping[str, float], y: float, time: float, unscaled: float) -> None:
         """Learn one label: spend ``y`` over the horizon after a score with features ``x`` at
-        event ``time``."""
+        event ``time``, whose forecast was ``unscaled`` (:meth:`unscaled_one` then)."""
         row = np.array([[x.get(name, 0.0) for name in SPEND_FEATURES]])
-        self.learn_many(row, np.array([y]), np.array([time]))
+        self.learn_many(row, np.array([y]), np.array([time]), np.array([unscaled]))
 
-    def learn_many(self, features: np.ndarray, spend: np.ndarray, times: np.ndarray) -> None:
-        """Learn labels: one row of ``features`` per label, the ``spend`` that followed, and
-        the event ``times`` they were served at. The calibration sums use the forecasts of the
-        model as it was before this batch, and only once it was :attr:`ready`: the first
-        labels' weights are loose, and one wild forecast would outweigh every other."""
+    def learn_many(
+        self, features: np.ndarray, spend: np.ndarray, times: np.ndarray, unscaled: np.ndarray
+    ) -> None:
+        """Learn labels: one row of ``features`` per label, the ``spend`` that followed, the
+        event ``times`` they were served at and the forecasts served then before the
+        calibration's scale (:meth:`unscaled_many` then: 0 before :attr:`ready`, which leaves
+        the label out of the calibration, as the first labels' weights are loose and one wild
+        forecast would outweigh every other). Every statistic is a sum of the labels' own
+        terms, so it does not matter how they are split into batches or between workers."""
         if not len(spend):
             return
         x = np.asarray(features, dtype=float).reshape(-1, _FEATURES)
         y = np.maximum(np.asarray(spend, dtype=float), 0.0)
         w = self.weight(times)
-        p = self._log_forecast(x)
-        p[: max(self.warmup_labels - self.labels_learned, 0)] = 0.0  # the labels before ready
+        p = np.maximum(np.asarray(unscaled, dtype=float).reshape(-1), 0.0)
         z = np.column_stack([x, np.ones(len(x))])
         target = np.log1p(y) - x[:, _BASE]
         wz = z * w[:, None]
@@ -215,16 +221,25 @@ class SpendModel:
         >>> model.predict_one(x) == float(model.predict_many(np.array([[5.0, 4.0]]))[0])
         True
         """
-        weights, intercept, scale = self._solve()
-        log_spend = intercept
-        for name, weight in zip(SPEND_FEATURES, weights.tolist(), strict=True):
-            log_spend += weight * x.get(name, 0.0)
-        log_spend += x.get(SPEND_FEATURES[_BASE], 0.0)
-        return scale * math.expm1(min(max(log_spend, 0.0), _MAX_LOG_SPEND))
+        return self._solve()[2] * self._log_forecast_one(x)
 
     def predict_many(self, features: np.ndarray) -> np.ndarray:
         """The forecast of spend over the horizon, one per row of ``features``."""
         return self._solve()[2] * self._log_forecast(np.asarray(features, dtype=float))
+
+    def unscaled_one(self, x: Mapping[str, float]) -> float:
+        """What a value example keeps for the calibration: the forecast served, before the
+        calibration's scale, once :attr:`ready` (0 before: served by BG/NBD, left out).
+
+        >>> SpendModel(warmup_labels=1).unscaled_one({"log_bgnbd_value": 2.0})
+        0.0
+        """
+        return self._log_forecast_one(x) if self.ready else 0.0
+
+    def unscaled_many(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`unscaled_one` of every row of ``features``."""
+        x = np.asarray(features, dtype=float).reshape(-1, _FEATURES)
+        return self._log_forecast(x) if self.ready else np.zeros(len(x))
 
     def terms_one(self, x: Mapping[str, float]) -> list[float]:
         """Each feature's term of the log-scale forecast, relative to an average labelled
@@ -290,6 +305,15 @@ class SpendModel:
         self._solved = (beta[:-1], float(beta[-1]), scale)
         self._centre = ((beta[:-1] + np.eye(_FEATURES)[_BASE]).tolist(), mean.tolist())
         return self._solved
+
+    def _log_forecast_one(self, x: Mapping[str, float]) -> float:
+        """:meth:`_log_forecast` of one customer, in plain floats."""
+        weights, intercept, _ = self._solve()
+        log_spend = intercept
+        for name, weight in zip(SPEND_FEATURES, weights.tolist(), strict=True):
+            log_spend += weight * x.get(name, 0.0)
+        log_spend += x.get(SPEND_FEATURES[_BASE], 0.0)
+        return math.expm1(min(max(log_spend, 0.0), _MAX_LOG_SPEND))
 
     def _log_forecast(self, x: np.ndarray) -> np.ndarray:
         """expm1 of the log-scale forecast (before the calibration's scale), never below 0."""

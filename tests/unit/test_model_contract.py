@@ -178,7 +178,8 @@ def build_spend() -> SpendModel:
     for n in range(300):
         spent, forecast = rng.uniform(0, 5_000), rng.uniform(0, 800)
         x = {"log_spend_to_date": math.log1p(spent), "log_bgnbd_value": math.log1p(forecast)}
-        model.learn_one(x, rng.uniform(0, 2 * forecast), T0 + n * DAY)
+        # As the stream learns: with the forecast the model served when the example was taken.
+        model.learn_one(x, rng.uniform(0, 2 * forecast), T0 + n * DAY, model.unscaled_one(x))
     return model
 
 

@@ -427,7 +427,8 @@ def test_the_value_half_life_floor_is_the_models() -> None:
     assert settings.MIN_VALUE_HALFLIFE_DAYS == spend.MIN_VALUE_HALFLIFE_DAYS
     with pytest.raises(ValueError, match="half_life_days"):
         spend.SpendModel(half_life_days=5.0)
-    # At the floor, labels of the year 2100 still weigh a finite amount.
+    # At the floor, labels of the year 2100 still weigh a finite amount, with a forecast of e**30.
     model = spend.SpendModel(half_life_days=spend.MIN_VALUE_HALFLIFE_DAYS, warmup_labels=1)
-    model.learn_many(np.array([[30.0, 30.0]]), np.array([1e13]), np.array([4.1e9]))
+    x = np.array([[30.0, 30.0]])
+    model.learn_many(x, np.array([1e13]), np.array([4.1e9]), np.expm1(x[:, 1]))
     assert np.isfinite(model.predict_many(np.array([[5.0, 4.0]]))).all()

@@ -106,37 +106,102 @@ def test_value_examples_survive_the_state_records_and_older_records_read_as_none
     assert CustomerState.decode(older).value_pending == []
 
 
-def random_labels(seed: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_labels(seed: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labels as the stream brings them: features, the spend that followed, the time served
+    and the unscaled forecast kept in the example (0 for a fifth, taken before it served)."""
     rng = np.random.default_rng(seed)
     spent = rng.lognormal(6.0, 1.5, count)
     forecast = rng.lognormal(5.0, 1.0, count)
     spend = np.where(rng.random(count) < 0.4, 0.0, forecast * rng.lognormal(0.3, 1.0, count))
     times = T0 + rng.uniform(0, 300 * DAY, count)
-    return spend_features(spent, forecast), spend, times
+    unscaled = np.where(rng.random(count) < 0.2, 0.0, forecast * rng.lognormal(0.0, 0.5, count))
+    return spend_features(spent, forecast), spend, times, unscaled
+
+
+def assert_same_share(a: SpendShare, b: SpendShare) -> None:
+    """Sums in another order: equal to a relative 1e-12 (forward-decay weights near 2**80)."""
+    for name in ("gram", "moment", "calibration"):
+        assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=0), name
+    assert a.labels == b.labels
 
 
 def test_two_workers_statistics_merge_into_one_learners_within_float_rounding():
-    x, y, times = random_labels(1, 4_000)
+    x, y, times, unscaled = random_labels(1, 4_000)
     one = SpendModel(warmup_labels=0)
-    one.learn_many(x, y, times)
+    one.learn_many(x, y, times, unscaled)
     workers = [SpendModel(warmup_labels=0), SpendModel(warmup_labels=0)]
-    workers[0].learn_many(x[::2], y[::2], times[::2])
-    workers[1].learn_many(x[1::2], y[1::2], times[1::2])
+    workers[0].learn_many(x[::2], y[::2], times[::2], unscaled[::2])
+    workers[1].learn_many(x[1::2], y[1::2], times[1::2], unscaled[1::2])
 
     group = merge_spend(merge_spend(SpendShare.zero(), workers[0].delta()), workers[1].delta())
     alone = one.share()
-    # Sums in another order: equal to a relative 1e-12 (forward-decay weights near 2**80).
-    for name in ("gram", "moment", "calibration"):
-        assert np.allclose(getattr(group, name), getattr(alone, name), rtol=1e-12, atol=0)
-    assert group.labels == alone.labels == 4_000
+    assert_same_share(group, alone)
+    assert group.labels == 4_000 and alone.calibration[1] > 0
     workers[0].apply(group)
     assert np.allclose(workers[0].predict_many(x), one.predict_many(x), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("size", [1, 7, 100, 1_000])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_mini_batches_of_any_size_on_any_workers_learn_one_learners_statistics(size, workers):
+    """The calibration's forecasts come with the labels, so neither where a fetch ends nor how
+    many workers learn moves the scale served: each worker learns its labels in mini-batches
+    of ``size``, sends its delta every few batches and applies the group's share."""
+    x, y, times, unscaled = random_labels(4, 1_000)
+    one = SpendModel(warmup_labels=50)
+    one.learn_many(x, y, times, unscaled)
+
+    models = [SpendModel(warmup_labels=50) for _ in range(workers)]
+    group = SpendShare.zero()
+    for step, start in enumerate(range(0, len(y), size)):
+        part = slice(start, start + size)
+        model = models[step % workers]
+        model.learn_many(x[part], y[part], times[part], unscaled[part])
+        if step % 3 == 2:  # a delta sent and the group's share applied (none pending)
+            group = merge_spend(group, model.delta())
+            model.apply(group)
+    for model in models:
+        group = merge_spend(group, model.delta())
+    assert_same_share(group, one.share())
+    models[0].apply(group)
+    assert models[0].ready and one.ready
+    assert np.allclose(models[0].predict_many(x), one.predict_many(x), rtol=1e-9, atol=0)
+
+
+def test_an_example_keeps_the_unscaled_forecast_served_and_an_old_one_counts_as_none():
+    config = ScorerConfig(value_warmup_labels=1)
+    scorer = CustomerScorer(config)
+    state = scorer.score("ann", None, purchase(T0, 50.0)).state
+    assert state.value_pending[0][-1] == 0.0  # taken before the regression served
+    state = scorer.score("ann", state, purchase(T0 + 30 * DAY, 100.0)).state
+    state = scorer.score("ann", state, purchase(T0 + HORIZON + DAY, 80.0)).state
+    model = scorer.spend_model
+    assert model.ready and model.labels_learned == 1 and len(state.value_pending) == 2
+    _, _, *features, forecast, unscaled = state.value_pending[-1]
+    x = dict(zip(("log_spend_to_date", "log_bgnbd_value"), features, strict=True))
+    assert unscaled > 0 and unscaled == model.unscaled_one(x)
+    assert forecast == pytest.approx(model.predict_one(x), rel=1e-12)
+    later = purchase(T0 + 2 * HORIZON + 2 * DAY, 10.0)
+    # Labelled, the example served by the regression enters the calibration...
+    kept_scorer, kept_state = pickle.loads(pickle.dumps((scorer, state)))
+    kept_scorer.score("ann", kept_state, later)
+    weight = model.weight(np.array([T0 + HORIZON + DAY]))[0]
+    assert kept_scorer.spend_model.share().calibration[1] == pytest.approx(weight * unscaled**2)
+    # ...and one of a record from before the unscaled forecast was kept is learned, out of it.
+    record = orjson.loads(state.encode())
+    record[-1] = [example[:-1] for example in record[-1]]
+    state = CustomerState.decode(orjson.dumps(record))
+    assert [example[-1] for example in state.value_pending] == [0.0, 0.0]
+    before = model.share().calibration.copy()
+    scorer.score("ann", state, later)
+    assert model.labels_learned == 3
+    assert np.array_equal(model.share().calibration, before)
+
+
 def test_the_group_model_merges_spend_deltas_once_and_the_record_round_trips():
-    x, y, times = random_labels(2, 500)
+    x, y, times, unscaled = random_labels(2, 500)
     worker = SpendModel()
-    worker.learn_many(x, y, times)
+    worker.learn_many(x, y, times, unscaled)
     delta = worker.delta()
     group = GroupModel(ScorerConfig())
     assert group.merge(Delta(SPEND, "w1", 1, delta))
@@ -151,9 +216,9 @@ def test_the_group_model_merges_spend_deltas_once_and_the_record_round_trips():
 
 
 def test_a_pickled_value_model_forecasts_what_the_live_one_did():
-    x, y, times = random_labels(3, 800)
+    x, y, times, unscaled = random_labels(3, 800)
     model = SpendModel(warmup_labels=100)
-    model.learn_many(x, y, times)
+    model.learn_many(x, y, times, unscaled)
     copy = pickle.loads(pickle.dumps(model))
     assert np.array_equal(copy.predict_many(x), model.predict_many(x))
     scorer = CustomerScorer()

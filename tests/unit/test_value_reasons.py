@@ -104,7 +104,7 @@ def test_the_terms_are_exact_on_the_log_scale_relative_to_the_average_customer()
     x = spend_features(rng.lognormal(5, 1.5, 400), rng.lognormal(4, 1.0, 400))
     model = SpendModel(warmup_labels=400)
     model.learn_many(x, np.expm1(0.6 * x[:, 0] + 0.3 * x[:, 1] + rng.normal(0, 0.3, 400)),
-                     np.zeros(400))  # fmt: skip
+                     np.zeros(400), model.unscaled_many(x))  # fmt: skip
     rows = x[:5]
     terms = model.terms_many(rows)
 
