@@ -24,6 +24,9 @@ from sklearn.metrics import roc_auc_score
 from tests.shop_file import write_shop_file
 from tests.support import crm
 
+# Three backtests with the report, about 30 s of CPU: not in make test-quick.
+pytestmark = pytest.mark.slow
+
 AS_OF = datetime(2011, 9, 1, tzinfo=UTC)
 HORIZON = timedelta(days=90)
 SECTIONS = ("churn", "value", "segments", "recommendations", "alerts")

@@ -35,6 +35,9 @@ from schemas import decode_event
 from streams.commands.simulator import SimulationConfig, generate_events
 from streams.convert import activity_of
 
+# A simulated shop scored twice, about 20 s of CPU: not in make test-quick.
+pytestmark = pytest.mark.slow
+
 CUSTOMERS = 300
 EVENTS = 6_000
 BATCH = 40  # about a day of the simulation's event time, as re-scores are daily

@@ -7,6 +7,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from online_models.customer.profile import OUTLIER_FEATURES
 from online_models.segments.centres import SegmentShare, merge_segments
@@ -38,6 +39,7 @@ def test_a_tenth_of_a_segment_far_away_does_not_widen_its_spread() -> None:
     assert points[:, 5].std() > 0.2
 
 
+@pytest.mark.slow  # about 12 s of CPU: not in make test-quick
 def test_outliers_alike_get_a_segment_of_their_own_and_the_others_keep_their_ids() -> None:
     data = crowd(seed=11, ordinary=6_000, extremes=0)
     rng = random.Random(11)
