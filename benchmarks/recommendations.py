@@ -62,14 +62,21 @@ from streams.commands.transactions import load_transactions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "recommendations.json"
 CUTOFFS = ("2011-09-09", "2011-06-01")
 PARTITIONS = 8
-CONTENT_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
-NEW_ITEM_SLOTS = (0, 1, 2)
 
 
 def ranked_lists(run: Backtest, scorer: CustomerScorer) -> SimpleNamespace:
     """Every customer's top-K now, ranked together, as a backtest's rows."""
     customers = sorted(run.states)
     lists = scorer.recommend_many([(c, run.states[c]) for c in customers])
+    pairs = zip(customers, lists, strict=True)
+    rows = [SimpleNamespace(customer_id=c, recommendations=r) for c, r in pairs]
+    return SimpleNamespace(rows=rows)
+
+
+def fresh_lists(run: Backtest, scorer: CustomerScorer) -> SimpleNamespace:
+    """Every customer's top-K ranked now by the served arm (no list kept from before)."""
+    customers = sorted(run.states)
+    lists = scorer._rank([run.states[c] for c in customers])
     pairs = zip(customers, lists, strict=True)
     rows = [SimpleNamespace(customer_id=c, recommendations=r) for c, r in pairs]
     return SimpleNamespace(rows=rows)
@@ -148,28 +155,43 @@ def evaluate(
     hybrid = runs["hybrid"]
     scorer = hybrid.scorer
     assert scorer is not None
-    sweep = {}
     recommender = scorer.recommender
-    for weight in CONTENT_WEIGHTS:
-        for slots in NEW_ITEM_SLOTS:
-            recommender.content_weight, recommender.new_item_slots = weight, slots
-            lists = ranked_lists(hybrid, scorer)
-            judged = recommendation_section(history, t, lists)
-            sweep[f"{weight}/{slots}"] = {
-                "hit_rate": judged["online_hit_rate"],
-                "recall": judged["online_recall"],
-                "new_items": new_items_recall(history, t, first_sold, lists),
-            }
-    report["hybrid_by_content_weight_and_new_item_slots"] = sweep
-    default = ScorerConfig()
-    recommender.content_weight = default.content_weight
-    recommender.new_item_slots = default.new_item_slots
-    report["hybrid"] = sweep[f"{default.content_weight}/{default.new_item_slots}"]
+    # Every arm of the learned blend, each ranking every customer afresh, and the arm served.
+    served = recommender.arm
+    report["served_arm"] = recommender.arms[served].name
+    arms = {}
+    for n, arm in enumerate(recommender.arms):
+        recommender.arm = n
+        lists = fresh_lists(hybrid, scorer)
+        judged = recommendation_section(history, t, lists)
+        arms[arm.name] = {
+            "hit_rate": judged["online_hit_rate"],
+            "recall": judged["online_recall"],
+            "new_items": new_items_recall(history, t, first_sold, lists),
+        }
+    recommender.arm = served
+    report["hybrid_by_arm"] = arms
+    lists = ranked_lists(hybrid, scorer)
+    judged = recommendation_section(history, t, lists)
+    report["hybrid"] = {
+        "hit_rate": judged["online_hit_rate"],
+        "recall": judged["online_recall"],
+        "new_items": new_items_recall(history, t, first_sold, lists),
+    }
+    fit = recommender._ease_fit
+    report["ease_fit"] = (
+        None if fit is None else {"items": len(fit.items), "weights": len(fit.refs),
+                                  "pairs": fit.pairs, "fitted_at": fit.fitted_at}
+    )  # fmt: skip
     report["unavailable"] = unavailable_check(hybrid, scorer)
     popularity = max(report["popularity"]["hit_rate"], 1e-9)
     report["hybrid_vs_popularity"] = report["hybrid"]["hit_rate"] / popularity
     report["today_vs_popularity"] = report["today"]["hit_rate"] / popularity
-    report["target_met"] = report["hybrid_vs_popularity"] >= 1.5
+    ease = max(
+        report["ease"]["hit_rate"], *report["ease"]["judged_hit_rate_by_lambda_hindsight"].values()
+    )
+    report["served_vs_best_ease"] = report["hybrid"]["hit_rate"] - ease
+    report["target_met"] = report["served_vs_best_ease"] >= 0
     return report
 
 
@@ -184,29 +206,34 @@ def show(reports: list[dict[str, Any]], console: Console) -> None:
 
     row("catalogue items (first sold after T)", lambda r: f"{r['catalogue_items']:,} "
         f"({r['items_first_sold_after_cutoff']:,})", "{}")  # fmt: skip
-    row("hit rate@10: hybrid (default weight)", lambda r: r["hybrid"]["hit_rate"])
+    row("hit rate@10: the stream's recommender, served", lambda r: r["hybrid"]["hit_rate"])
     row("hit rate@10: today's recommender", lambda r: r["today"]["hit_rate"])
     row("hit rate@10: popularity", lambda r: r["popularity"]["hit_rate"])
     row("hit rate@10: batch item-item", lambda r: r["item_item"]["hit_rate"])
     row("hit rate@10: batch RP3beta (beta chosen before T)", lambda r: r["rp3beta"]["hit_rate"])
     row("hit rate@10: batch EASE (lambda chosen before T)", lambda r: r["ease"]["hit_rate"])
     row("EASE lambda chosen before T", lambda r: r["ease"]["lambda"], "{:g}")
-    row("hybrid / popularity (target >= 1.5)", lambda r: r["hybrid_vs_popularity"], "{:.2f}x")
+    row(
+        "served - the best EASE (any lambda, target >= 0)",
+        lambda r: r["served_vs_best_ease"],
+        "{:+.3f}",
+    )
+    row("served / popularity", lambda r: r["hybrid_vs_popularity"], "{:.2f}x")
     row("today / popularity", lambda r: r["today_vs_popularity"], "{:.2f}x")
-    row("recall@10: hybrid", lambda r: r["hybrid"]["recall"])
+    row("recall@10: the stream's recommender, served", lambda r: r["hybrid"]["recall"])
     row("recall@10: today's recommender", lambda r: r["today"]["recall"])
     row("recall@10: popularity", lambda r: r["popularity"]["recall"])
     row("recall@10: batch item-item", lambda r: r["item_item"]["recall"])
     row("recall@10: batch RP3beta", lambda r: r["rp3beta"]["recall"])
     row("recall@10: batch EASE", lambda r: r["ease"]["recall"])
-    row("new items recall@10: hybrid", lambda r: r["hybrid"]["new_items"]["recall"])
+    row("new items recall@10: served", lambda r: r["hybrid"]["new_items"]["recall"])
     row("new items recall@10: today's", lambda r: r["today"]["new_items"]["recall"])
-    key = "hybrid_by_content_weight_and_new_item_slots"
-    for weight in CONTENT_WEIGHTS:
-        for slots in NEW_ITEM_SLOTS:
-            row(f"hit rate / new-item recall, weight {weight}, {slots} slot(s)",
-                lambda r, w=f"{weight}/{slots}": f"{r[key][w]['hit_rate']:.3f} / "
-                f"{r[key][w]['new_items']['recall']:.3f}", "{}")  # fmt: skip
+    row("arm served (learned from the stream's outcomes)", lambda r: r["served_arm"], "{}")
+    for arm in reports[0]["hybrid_by_arm"]:
+        row(f"hit rate / recall / new-item recall, arm {arm}",
+            lambda r, a=arm: f"{r['hybrid_by_arm'][a]['hit_rate']:.3f} / "
+            f"{r['hybrid_by_arm'][a]['recall']:.3f} / "
+            f"{r['hybrid_by_arm'][a]['new_items']['recall']:.3f}", "{}")  # fmt: skip
     row("lists with the unavailable item, before / after",
         lambda r: f"{r['unavailable']['lists_holding_it_before']:,} / "
         f"{r['unavailable']['lists_holding_it_after']:,}", "{}")  # fmt: skip

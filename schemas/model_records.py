@@ -76,8 +76,8 @@ REFUSAL_REASONS = (
     "missing_part",
 )
 #: A part of the group model: ``churn``, ``segments`` (k-means) or ``density``, ``value``,
-#: ``lifetime``, ``spend`` or ``items/NNNN``.
-PART_KEY = r"^(churn|segments|density|value|lifetime|spend|items/[0-9]{4})$"
+#: ``lifetime``, ``spend``, ``ease`` or ``items/NNNN``.
+PART_KEY = r"^(churn|segments|density|value|lifetime|spend|ease|items/[0-9]{4})$"
 WORKER_ID = r"^[A-Za-z0-9._-]{1,64}$"
 _Worker = Annotated[str, StringConstraints(pattern=WORKER_ID)]
 _PartKey = Annotated[str, StringConstraints(pattern=PART_KEY)]

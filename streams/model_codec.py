@@ -139,6 +139,6 @@ def _share(key: str, record: ModelRecord, config: ScorerConfig) -> Any:
     if not isinstance(meta, dict):
         raise ModelRecordRefused("malformed", f"{record.kind} record of {key} has no share")
     try:
-        return share_from_arrays(key, meta, record.arrays, config)
+        return share_from_arrays(key, meta, record.arrays, config, delta=record.kind == "delta")
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelRecordRefused("shape", f"{record.kind} record of {key}: {exc}") from None

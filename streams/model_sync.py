@@ -27,6 +27,7 @@ from faust.types import Message
 from online_models.group.model import GroupModel
 from online_models.group.parts import GroupPart
 from online_models.group.worker import WorkerSync
+from online_models.recommend.ease import fit_ease
 from online_models.scoring.scorer import CustomerScorer
 from online_models.value.lifetime_fit import fit_lifetime
 from schemas.model_records import (
@@ -230,6 +231,17 @@ class ModelSync:
                     if self._group is not group:
                         return None
                     group.take_lifetime_fit(fitted)
+                gram = group.ease_fit_due()
+                if gram is not None:
+                    # EASE's inverse: about a second at 4,000 items, once a day of event time.
+                    config = group.config
+                    weights = await asyncio.to_thread(
+                        fit_ease, gram, strength=config.ease_strength,
+                        neighbors=config.ease_neighbors, fitted_at=gram.time,
+                    )  # fmt: skip
+                    if self._group is not group:
+                        return None
+                    group.take_ease_fit(weights)
                 held, self._held = self._held, []
                 self._unpublished = (*group.publish(), held)
             version, parts, held = self._unpublished

@@ -12,6 +12,7 @@ import numpy as np
 from online_models.customer.activity import DAY
 from online_models.group.parts import (
     DENSITY,
+    EASE,
     LIFETIME,
     Delta,
     GroupPart,
@@ -19,6 +20,8 @@ from online_models.group.parts import (
     empty_share,
     merge_part,
 )
+from online_models.recommend.blend import choose_arm
+from online_models.recommend.ease import EaseCounts, EaseGram, EaseShare, GramSnapshot, fit_ease
 from online_models.recommend.items import ItemShare
 from online_models.scoring.scorer import ScorerConfig
 from online_models.segments.density_share import DensityShare
@@ -61,14 +64,24 @@ class GroupModel:
             for worker in part.merged:
                 self._last_seen[worker] = max(self._last_seen.get(worker, 0), part.version)
         self._touched: dict[str, set[int]] = {}  # items part -> positions changed since
+        # EASE: the ownership counts merged (the Gram: kept here, never published, see the
+        # README), the deltas they include, and the last fit's pair count: a merger that
+        # took over with no counts serves the last fit until its own hold as many.
+        fitted = self.parts.get(EASE)
+        self.ease = EaseGram(config.ease_items) if config.ease_items > 0 else None
+        self._ease_merged = dict(fitted.merged) if fitted is not None else {}
+        share = fitted.share if fitted is not None else None
+        self._ease_fitted = share if isinstance(share, EaseShare) else EaseShare.empty()
 
     @property
     def dirty(self) -> bool:
-        """Whether deltas were merged since the last :meth:`publish`."""
-        return bool(self._dirty)
+        """Whether deltas were merged since the last :meth:`publish`, or EASE is due."""
+        return bool(self._dirty) or self._ease_due()
 
     def merge(self, delta: Delta) -> bool:
         """Merge a worker's delta; False when the part already includes it (a repeat)."""
+        if delta.key == EASE:
+            return self._merge_ease(delta)
         part = self.parts.get(delta.key)
         merged = self._dirty.get(delta.key)
         if merged is None:
@@ -91,6 +104,7 @@ class GroupModel:
         self.version += 1
         changed = []
         self._refit_lifetime()
+        self._refit_ease()
         self._settle_density()
         for key, merged in self._dirty.items():
             kept = {
@@ -107,6 +121,53 @@ class GroupModel:
             changed.append(part)
         self._dirty = {}
         return self.version, changed
+
+    def ease_fit_due(self) -> GramSnapshot | None:
+        """The Gram to refit EASE from, when due: ``ease_refit_days`` of event time after the
+        last fit, and with at least the pair counts the last fit had."""
+        return self.ease.snapshot() if self.ease is not None and self._ease_due() else None
+
+    def take_ease_fit(self, fitted: EaseShare) -> None:
+        """Weights fitted on the Gram :meth:`ease_fit_due` gave (perhaps in another thread):
+        published with the next version, with the blend chosen from the outcomes merged."""
+        ease = self.ease
+        assert ease is not None
+        fitted_any = len(fitted.refs) > 0
+        arm = choose_arm(ease.trials, ease.hits, now=ease.time, fitted=fitted_any)
+        share = replace(fitted, trials=ease.trials, hits=ease.hits, arm=arm)
+        self._ease_fitted = share
+        merged = dict(self._ease_merged)
+        self.parts[EASE] = GroupPart(EASE, share, self.version + 1, merged)
+        self._dirty[EASE] = merged
+
+    def _ease_due(self) -> bool:
+        ease, fitted = self.ease, self._ease_fitted
+        if ease is None or len(ease) < 2 or ease.pairs < max(fitted.pairs, 1.0):
+            return False
+        return ease.time - fitted.fitted_at >= self.config.ease_refit_days * DAY
+
+    def _merge_ease(self, delta: Delta) -> bool:
+        if self.ease is None or not isinstance(delta.share, EaseCounts):
+            return False
+        if self._ease_merged.get(delta.worker, 0) >= delta.seq:
+            return False
+        self.ease.add(delta.share)
+        self._ease_merged[delta.worker] = delta.seq
+        self._last_seen[delta.worker] = self.version + 1
+        return True
+
+    def _refit_ease(self) -> None:
+        due = self.ease_fit_due()
+        if due is not None:
+            config = self.config
+            self.take_ease_fit(
+                fit_ease(
+                    due,
+                    strength=config.ease_strength,
+                    neighbors=config.ease_neighbors,
+                    fitted_at=due.time,
+                )
+            )
 
     def lifetime_fit_due(self) -> tuple[LifetimeShare, float] | None:
         """The lifetime sample and its event time, when its parameters are due for a refit

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from online_models.churn.model import ChurnShare, merge_churn
+from online_models.recommend.ease import EaseCounts, EaseShare
 from online_models.recommend.items import ItemShare, initial_latent, merge_items
 from online_models.scoring.scorer import ScorerConfig, make_segmenter
 from online_models.segments.centres import SegmentShare, merge_segments
@@ -50,6 +51,7 @@ from online_models.value.spend import SpendShare, merge_spend
 __all__ = [
     "CHURN",
     "DENSITY",
+    "EASE",
     "ITEM_PARTS",
     "LIFETIME",
     "SEGMENTS",
@@ -69,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 CHURN, SEGMENTS, DENSITY, VALUE, LIFETIME = "churn", "segments", "density", "value", "lifetime"
 SPEND = "spend"
+#: EASE's fitted weights (a part) and the ownership counts it is fitted from (the deltas; the
+#: group's model keeps their sum, the Gram, and publishes the part when it refits).
+EASE = "ease"
 ITEM_PARTS = "items/"
 
 
@@ -76,7 +81,15 @@ ITEM_PARTS = "items/"
 _MIN_SEED_DISTANCE = 0.15
 
 Share = (
-    ChurnShare | SegmentShare | DensityShare | ValueShare | LifetimeShare | SpendShare | ItemShare
+    ChurnShare
+    | SegmentShare
+    | DensityShare
+    | ValueShare
+    | LifetimeShare
+    | SpendShare
+    | ItemShare
+    | EaseShare
+    | EaseCounts
 )
 
 
@@ -135,6 +148,8 @@ def empty_share(key: str, config: ScorerConfig) -> Share:
         return LifetimeShare.empty()
     if key == SPEND:
         return SpendShare.zero()
+    if key == EASE:
+        return EaseShare.empty()
     return ItemShare.empty(config.recommender_factors)
 
 
@@ -184,10 +199,20 @@ def share_to_arrays(share: Share) -> tuple[dict[str, Any], dict[str, np.ndarray]
 
 
 def share_from_arrays(
-    key: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], config: ScorerConfig
+    key: str,
+    meta: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    config: ScorerConfig,
+    *,
+    delta: bool = False,
 ) -> Share:
-    """The share of part ``key`` a record carries. Raises ValueError (or KeyError for a
-    missing array) when it does not fit models made with ``config``."""
+    """The share of part ``key`` a record carries (a ``delta``'s or a part's: they differ
+    for ``ease`` only). Raises ValueError (or KeyError for a missing array) when it does not
+    fit models made with ``config``."""
+    if key == EASE:
+        return (
+            EaseCounts.from_arrays(meta, arrays) if delta else EaseShare.from_arrays(meta, arrays)
+        )
     if key == CHURN:
         return ChurnShare.from_arrays(meta, arrays)
     if key in (SEGMENTS, DENSITY):

@@ -12,6 +12,7 @@ from online_models.churn.model import ChurnShare
 from online_models.group.parts import (
     CHURN,
     DENSITY,
+    EASE,
     ITEM_PARTS,
     LIFETIME,
     SEGMENTS,
@@ -23,6 +24,7 @@ from online_models.group.parts import (
     item_bucket,
     item_part,
 )
+from online_models.recommend.ease import EaseCounts, EaseShare
 from online_models.recommend.items import ItemShare
 from online_models.scoring.scorer import CustomerScorer
 from online_models.segments.centres import SegmentShare
@@ -45,9 +47,10 @@ class WorkerSync:
     group's part plus them plus what it learned since, so nothing it learned ever vanishes
     from its own scores while the group catches up.
 
-    A worker ``alone`` (the whole group) sends only its segments and lifetime deltas: the
-    group's churn, value and item parts would be made of its deltas only, so every version
-    of them would be its own model back, which :meth:`apply` skips (``_only_own_news``).
+    A worker ``alone`` (the whole group) sends only its segments, lifetime and EASE deltas
+    (the group's model fits those): the group's churn, value and item parts would be made of
+    its deltas only, so every version of them would be its own model back, which
+    :meth:`apply` skips (``_only_own_news``).
     Its recommender keeps no record of what it learned since a delta.
     """
 
@@ -65,6 +68,7 @@ class WorkerSync:
         scorer.segmenter.shared = True
         scorer.recommender.shared = not alone
         scorer.lifetime_model.shared = True
+        scorer.recommender.counts_ownership = scorer.config.ease_items > 0
 
     @property
     def pending(self) -> int:
@@ -76,6 +80,8 @@ class WorkerSync:
         self.seq += 1
         scorer = self.scorer
         shares: dict[str, Share] = {LIFETIME: scorer.lifetime_model.delta()}
+        if scorer.recommender.counts_ownership:  # the group's model fits EASE, even for one
+            shares[EASE] = scorer.recommender.ease_delta()
         segments = scorer.segmenter.delta()
         shares[DENSITY if isinstance(segments, DensityShare) else SEGMENTS] = segments
         if not self.alone:
@@ -120,6 +126,7 @@ class WorkerSync:
         (all of them, or with ``complete`` false a slice, the last slice completing it)."""
         scorer = self.scorer
         buckets: dict[int, Any] = {}
+        ease = None
         for key, part in parts.items():
             included = part.merged.get(self.worker, 0)
             pending = [d for d in self._pending.get(key, []) if d.seq > included]
@@ -141,6 +148,8 @@ class WorkerSync:
                 scorer.lifetime_model.apply(share, shares)
             elif isinstance(share, SpendShare):
                 scorer.spend_model.apply(share, shares)
+            elif isinstance(share, EaseShare):
+                ease = share  # after the items: its weights name items by hash
             else:
                 previous = self.parts.get(key)
                 known = previous is not None and previous.version == part.since
@@ -148,6 +157,8 @@ class WorkerSync:
             self.parts[key] = part
         if buckets:
             scorer.recommender.apply(buckets)
+        if ease is not None:
+            scorer.recommender.apply_ease(ease)
         if complete:
             self.version = scorer.group_version = max(self.version, version)
 
@@ -174,7 +185,8 @@ class WorkerSync:
         fits.
         """
         previous = self.parts.get(part.key)
-        if previous is None or isinstance(part.share, SegmentShare | DensityShare | LifetimeShare):
+        fitted = SegmentShare | DensityShare | LifetimeShare | EaseShare
+        if previous is None or isinstance(part.share, fitted):
             return False
         before, after, me = previous.merged, part.merged, self.worker
         return all(w == me or before.get(w, 0) == seq for w, seq in after.items()) and all(
@@ -195,4 +207,8 @@ def _is_empty(share: Share) -> bool:
         return not len(share.keys)
     if isinstance(share, SpendShare):
         return share.labels == 0
+    if isinstance(share, EaseCounts):
+        return not len(share.owned) and share.hits is None
+    if isinstance(share, EaseShare):
+        return False
     return not share.items

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import sparse
 
+from online_models.recommend.blend import SIGNALS, Arm
 from online_models.recommend.content import ContentModel, ContentView
 
 __all__ = ["NEW_ITEM_MIN_SIMILARITY", "RankRequest", "Ranker", "top_k_columns"]
@@ -22,7 +24,10 @@ _PROBE_RANKINGS = 64
 
 #: What :meth:`Ranker.rank_many` ranks for: a user (an id the model holds factors for,
 #: or the user's own latent factors), items to leave out, recent items.
-RankRequest = tuple[str | np.ndarray | None, Collection[str], Sequence[str]]
+RankRequest = (
+    tuple[str | np.ndarray | None, Collection[str], Sequence[str]]
+    | tuple[str | np.ndarray | None, Collection[str], Sequence[str], Sequence[str]]
+)
 
 
 def top_k_columns(scores: np.ndarray, k: int, probe: np.ndarray | None = None) -> np.ndarray:
@@ -95,6 +100,9 @@ class Ranker:
     _group_neighbors: dict[int, tuple[np.ndarray, np.ndarray]]
     _neighbors: dict[int, dict[int, float]]
     _neighbor_arrays: dict[int, tuple[np.ndarray, np.ndarray]]
+    _ease_weights: sparse.csr_matrix | None
+    arms: tuple[Arm, ...]
+    arm: int
 
     if TYPE_CHECKING:
 
@@ -117,11 +125,13 @@ class Ranker:
         return self.rank_many([(user, exclude, recent)], k)[0]
 
     def rank_many(self, requests: Sequence[RankRequest], k: int) -> list[list[str]]:
-        """:meth:`rank` for many ``(user, exclude, recent)`` requests at once.
+        """:meth:`rank` for many ``(user, exclude, recent)`` requests at once (a fourth
+        element, the items the user owns, feeds EASE; ``recent`` does without it).
 
         One matrix product scores the catalogue for every user and one partition per row
         finds the top ``k``: the per-item work runs in numpy, never in a Python loop, and
-        a flush of hundreds of scores ranks them together.
+        a flush of hundreds of scores ranks them together. The signals are blended by the
+        served arm (:mod:`~online_models.recommend.blend`).
 
         >>> from online_models.recommend.recommender import Recommender
         >>> rec = Recommender(seed=7)
@@ -130,6 +140,12 @@ class Ranker:
         >>> rec.rank_many([("ann", {"cup"}, ["cup"]), ("bob", (), ())], 2)
         [['tea'], ['cup', 'tea']]
         """
+        return self.rank_arms(requests, k, [self.arms[self.arm]])[0]
+
+    def rank_arms(
+        self, requests: Sequence[RankRequest], k: int, arms: Sequence[Arm]
+    ) -> list[list[list[str]]]:
+        """Each of ``arms``' lists for ``requests``: the signals are scored once."""
         content = self.content
         if content is not None and content.version != self._registered_version:
             # New catalogue items get rows (their seeded factors, no popularity) to rank.
@@ -137,40 +153,81 @@ class Ranker:
             self._registered_version = content.version
         n = len(self._items)
         if k <= 0 or n == 0:
-            return [[] for _ in requests]
+            return [[[] for _ in requests] for _ in arms]
         # Users ranked together share (users x items) score matrices: bounded in size.
-        chunk = max(1, _MAX_SCORE_CELLS // n)
+        chunk = max(1, _MAX_SCORE_CELLS // (n * max(len(arms), 1)))
         if len(requests) > chunk:
-            ranked = []
+            ranked: list[list[list[str]]] = [[] for _ in arms]
             for start in range(0, len(requests), chunk):
-                ranked += self.rank_many(requests[start : start + chunk], k)
+                for mine, part in zip(
+                    ranked, self.rank_arms(requests[start : start + chunk], k, arms), strict=True
+                ):
+                    mine += part
             return ranked
-        m = len(requests)
-        # float32: ranking reads and writes the whole matrix a few times, and single
-        # precision halves that traffic; the order it gives is what float64 gives.
-        scores = np.zeros((m, n), dtype=np.float32)
-        if self.cf_weight > 0:
-            self._add_factor_scores(scores, [user for user, _, _ in requests], n)
-        if self.popularity_weight > 0:
-            popularity = self._popularity[:n]
-            top = popularity.max()
-            if top > -np.inf:
-                relative = np.exp(popularity - top)
-                scores += (self.popularity_weight * relative).astype(np.float32)
-        if self.co_purchase_weight > 0:
-            self._add_co_purchase_scores(scores, [recent for _, _, recent in requests])
-        similarity = None
-        if self.content is not None:
-            similarity = self._add_content_scores(scores, [recent for _, _, recent in requests])
+        signals = self._signals(requests, n, {s for arm in arms for s in arm.weights})
+        similarity = signals.get("content")
         index = self._index
         excluded = [
             row * n + index[item]
-            for row, (_, exclude, _) in enumerate(requests)
+            for row, (_, exclude, *_) in enumerate(requests)
             for item in exclude
             if item in index
         ]
-        if excluded:
-            scores.reshape(-1)[excluded] = -np.inf
+        lists = []
+        for arm in arms:
+            scores = self._blend(signals, arm.weights, (len(requests), n))
+            if excluded:
+                scores.reshape(-1)[excluded] = -np.inf
+            lists.append(self._top_lists(scores, similarity, k, n))
+        return lists
+
+    def _signals(self, requests: Sequence[RankRequest], n: int, wanted: set[str]) -> dict[str, Any]:
+        """Each wanted signal of every user (matrices) or item (vectors), in [0, 1]; the
+        catalogue's ``allowed`` flags always, when there is a catalogue."""
+        signals: dict[str, Any] = {}
+        m = len(requests)
+        recents = [request[2] for request in requests]
+        if "factors" in wanted:
+            signals["factors"] = self._factor_scores([r[0] for r in requests], m, n)
+        if "popularity" in wanted:
+            popularity = self._popularity[:n]
+            top = popularity.max()
+            if top > -np.inf:
+                signals["popularity"] = np.exp(popularity - top)
+        if "co_purchase" in wanted:
+            signals["co_purchase"] = self._co_purchase_scores(recents, m, n)
+        if self.content is not None:
+            signals["allowed"] = self._content_allowed(n)
+            # Content also finds new items their slots, whatever the arm weighs.
+            content_wanted = "content" in wanted or self.new_item_slots > 0
+            if content_wanted and self.content_weight > 0 and len(self.content):
+                signals["content"] = self._content_similarity(recents, n)
+        if "ease" in wanted:
+            owned = [request[3] if len(request) > 3 else request[2] for request in requests]
+            signals["ease"] = self._ease_scores(owned, m, n)
+        return signals
+
+    def _blend(
+        self, signals: dict[str, Any], weights: Mapping[str, float], shape: tuple[int, int]
+    ) -> np.ndarray:
+        # float32: ranking reads and writes the whole matrix a few times, and single
+        # precision halves that traffic; the order it gives is what float64 gives.
+        scores = np.zeros(shape, dtype=np.float32)
+        for name in SIGNALS:
+            weight, signal = weights.get(name, 0.0), signals.get(name)
+            if weight > 0 and signal is not None:
+                if signal.ndim == 1:
+                    scores += (weight * signal).astype(np.float32)
+                else:
+                    scores += np.float32(weight) * signal
+        allowed = signals.get("allowed")
+        if allowed is not None and not allowed.all():
+            scores[:, ~allowed] = -np.inf
+        return scores
+
+    def _top_lists(
+        self, scores: np.ndarray, similarity: np.ndarray | None, k: int, n: int
+    ) -> list[list[str]]:
         # Best score first; ties broken by row, i.e. by first appearance of the item.
         top_rows = top_k_columns(scores, k, self._popular_head(n, k))
         finite = np.isfinite(np.take_along_axis(scores, top_rows, axis=1))
@@ -233,17 +290,16 @@ class Ranker:
             kept = [item for item in ranking if item not in chosen]
             ranking[:] = kept[: k - len(chosen)] + chosen
 
-    def _add_factor_scores(
-        self, scores: np.ndarray, users: list[str | np.ndarray | None], n: int
-    ) -> None:
-        """Add each user's clipped factor score of every item (none for a stranger)."""
+    def _factor_scores(self, users: list[str | np.ndarray | None], m: int, n: int) -> np.ndarray:
+        """Each user's clipped factor score of every item (none for a stranger)."""
+        scores = np.zeros((m, n), dtype=np.float32)
         known = []
         for row, user in enumerate(users):
             latent = self._users.get(user) if isinstance(user, str) else user
             if latent is not None:
                 known.append((row, latent))
         if not known:
-            return  # ``get``, not ``[]``: never creates factors for a stranger
+            return scores  # ``get``, not ``[]``: never creates factors for a stranger
         rows = [row for row, _ in known]
         users_factors = np.stack([latent for _, latent in known]).astype(np.float32)
         cf = users_factors @ self._factors[:n].astype(np.float32).T
@@ -254,19 +310,17 @@ class Ranker:
         unseen = ~np.isfinite(self._popularity[:n])
         if unseen.any():
             cf[:, unseen] = 0.0
-        cf *= self.cf_weight
-        if len(rows) == len(users):
-            scores += cf
-        else:
-            scores[rows] += cf
+        if len(rows) == m:
+            return cf
+        scores[rows] = cf
+        return scores
 
-    def _add_co_purchase_scores(self, scores: np.ndarray, recents: list[Sequence[str]]) -> None:
-        """Add each user's co-purchase score: neighbour counts of their recent items (each
-        scaled by its strongest), scaled to a maximum of ``co_purchase_weight``.
+    def _co_purchase_scores(self, recents: list[Sequence[str]], m: int, n: int) -> np.ndarray:
+        """Each user's co-purchase score: neighbour counts of their recent items (each
+        scaled by its strongest), scaled to a maximum of 1.
 
         All users' counts are summed by one ``bincount`` over (user, item) cells.
         """
-        m, n = scores.shape
         cells: list[np.ndarray] = []
         values: list[np.ndarray] = []
         for row, recent in enumerate(recents):
@@ -276,34 +330,57 @@ class Ranker:
                     cells.append(arrays[0] + row * n)
                     values.append(arrays[1])
         if not cells:
-            return
+            return np.zeros((m, n), dtype=np.float32)
         counts = np.bincount(np.concatenate(cells), weights=np.concatenate(values), minlength=m * n)
         co: np.ndarray = counts.reshape(m, n).astype(np.float32)
         strongest = co.max(axis=1, keepdims=True)
         np.divide(co, strongest, out=co, where=strongest > 0)
-        scores += self.co_purchase_weight * co
+        return co
 
-    def _add_content_scores(
-        self, scores: np.ndarray, recents: list[Sequence[str]]
-    ) -> np.ndarray | None:
-        """Add each user's content score, and rule out what the catalogue does not allow;
-        returns the users' cosines with every item (None without a content signal)."""
+    def _content_allowed(self, n: int) -> np.ndarray:
+        """Which of the first ``n`` rows the catalogue allows (its view kept per version)."""
         content = self.content
         assert content is not None
-        n = scores.shape[1]
         view = self._content_view
         if view is None or view[0] != content.version or view[1] != n:
             items = self._items[:n]
             view = (content.version, n, content.view(items), content.allowed(items))
             self._content_view = view
-        _, _, items_view, allowed = view
-        similarity = None
-        if self.content_weight > 0 and len(content):
-            similarity = content.scores_against(recents, items_view)
-            scores += self.content_weight * similarity
-        if not allowed.all():
-            scores[:, ~allowed] = -np.inf
-        return similarity
+        return view[3]
+
+    def _content_similarity(self, recents: list[Sequence[str]], n: int) -> np.ndarray:
+        """Each user's content cosine with every item (their recent items' profile)."""
+        content = self.content
+        assert content is not None
+        self._content_allowed(n)
+        assert self._content_view is not None
+        return content.scores_against(recents, self._content_view[2])
+
+    def _ease_scores(self, owned: list[Sequence[str]], m: int, n: int) -> np.ndarray:
+        """Each user's EASE score (the weights of the items they own, summed), scaled to a
+        maximum of 1; zero for items the fit does not know."""
+        scores = np.zeros((m, n), dtype=np.float32)
+        weights = self._ease_weights
+        if weights is None:
+            return scores
+        size = weights.shape[0]
+        index = self._index
+        rows, cols = [], []
+        for row, items in enumerate(owned):
+            for item in dict.fromkeys(items):
+                at = index.get(item)
+                if at is not None and at < size:
+                    rows.append(row)
+                    cols.append(at)
+        if not rows:
+            return scores
+        users = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(m, size))
+        ease = (users @ weights).toarray()
+        strongest = ease.max(axis=1, keepdims=True)
+        np.divide(ease, strongest, out=ease, where=strongest > 0)
+        np.maximum(ease, 0.0, out=ease)
+        scores[:, : min(size, n)] = ease[:, :n]
+        return scores
 
     def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The co-bought rows of ``item`` and their counts over the strongest (cached): the

@@ -12,9 +12,12 @@ import random
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from online_models.customer.activity import DAY
+from online_models.recommend.blend import basket_weight, choose_arm, make_arms
 from online_models.recommend.content import ContentModel, ContentView
+from online_models.recommend.ease import EaseCounts, EaseShare
 from online_models.recommend.items import initial_latent, item_hash
 from online_models.recommend.ranking import Ranker
 from online_models.recommend.sync import ItemSync
@@ -29,6 +32,12 @@ _INITIAL_CAPACITY = 64
 
 class Recommender(Ranker, ItemSync):
     """Top-K product recommendations learned online from implicit feedback.
+
+    Which blend of the signals below is served is learned (:mod:`~online_models.recommend.blend`):
+    every sampled basket judges each arm (:meth:`learn_outcomes`), and the group's model
+    chooses. In a group (see :meth:`ease_delta`) a fifth signal joins: EASE's item-item
+    weights, refitted by the group's model from the ownership counts (:meth:`learn_owned`;
+    :mod:`~online_models.recommend.ease`) and applied with :meth:`apply_ease`.
 
     Three signals are blended, each scaled to [0, 1] before weighting, and a fourth when the
     model has a catalogue (:attr:`content`):
@@ -67,6 +76,11 @@ class Recommender(Ranker, ItemSync):
     >>> rec.n_items, rec.n_users
     (2, 2)
     """
+
+    # Class defaults: a model pickled before EASE and the learned blend serves the hybrid.
+    counts_ownership = False
+    arm = 1
+    _ease_weights: sparse.csr_matrix | None = None
 
     def __init__(
         self,
@@ -155,6 +169,21 @@ class Recommender(Ranker, ItemSync):
         self._unsent_pairs: dict[int, dict[int, float]] = {}
         self._touched: set[int] = set()
         self._by_hash: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, rows
+        #: The arms the blend is learned among, and the one served (the hybrid until the
+        #: group's model chooses).
+        self.arms = make_arms(
+            {"factors": cf_weight, "popularity": popularity_weight,
+             "co_purchase": co_purchase_weight, "content": content_weight}
+        )  # fmt: skip
+        self.arm = 1
+        self._ease_weights = None  # the group's EASE weights, by row (a sparse n x n)
+        self._ease_fit: EaseShare | None = None
+        #: Count ownership for :meth:`ease_delta` (set by the group's worker sync).
+        self.counts_ownership = False
+        self._owned: list[tuple[int, list[int]]] = []  # (item hash, hashes owned before)
+        self._owned_at = -math.inf
+        self._trials = -math.inf  # the blend's outcomes since the last delta (log weights)
+        self._hits = np.full(len(self.arms), -np.inf)
 
     def __repr__(self) -> str:
         return (
@@ -241,6 +270,64 @@ class Recommender(Ranker, ItemSync):
             for other in others:
                 self._count_pair(row, other)
                 self._count_pair(other, row)
+
+    def learn_owned(self, item: str, owned: Sequence[str], *, time: float) -> None:
+        """Count that a customer who owned ``owned`` bought ``item``, new to them (EASE's
+        Gram: one owner of ``item``, one pair with each of ``owned``). Counted only for the
+        group's model (:attr:`counts_ownership`)."""
+        if not self.counts_ownership:
+            return
+        hashes = self._hashes
+        self._owned.append(
+            (int(hashes[self._row(item)]), [int(hashes[self._row(o)]) for o in owned if o != item])
+        )
+        self._owned_at = max(self._owned_at, time)
+
+    def learn_outcomes(self, times: Sequence[float], hits: np.ndarray) -> None:
+        """Judged baskets: at event ``times``, whether each arm's list held the basket's
+        first item (``hits``, baskets x arms)."""
+        if not len(times):
+            return
+        weights = np.array([basket_weight(t) for t in times])
+        self._trials = float(np.logaddexp(self._trials, np.logaddexp.reduce(weights)))
+        for arm in range(len(self.arms)):
+            hit = weights[hits[:, arm]]
+            if len(hit):
+                self._hits[arm] = np.logaddexp(self._hits[arm], np.logaddexp.reduce(hit))
+
+    def ease_delta(self) -> EaseCounts:
+        """The ownership counts and the blend's outcomes since the last call."""
+        counts = EaseCounts.of_purchases(self._owned, time=self._owned_at)
+        if math.isfinite(self._trials):
+            counts = EaseCounts(
+                counts.left, counts.right, counts.counts, counts.owned, counts.owners,
+                counts.time, self._trials, self._hits.copy(),
+            )  # fmt: skip
+        self._owned, self._owned_at = [], -math.inf
+        self._trials, self._hits = -math.inf, np.full(len(self.arms), -np.inf)
+        return counts
+
+    def apply_ease(self, share: EaseShare) -> None:
+        """Rank with the group's EASE fit and serve the arm it chose."""
+        n = len(self._items)
+        hashes, rows_by_hash = self._hash_index()
+        owners = np.repeat(share.items, np.diff(share.offsets))
+
+        def rows_of(values: np.ndarray) -> np.ndarray:
+            found = np.minimum(np.searchsorted(hashes, values), max(len(hashes) - 1, 0))
+            if not len(hashes):
+                return np.full(len(values), -1)
+            return np.where(hashes[found] == values, rows_by_hash[found], -1)
+
+        sources, targets = rows_of(owners), rows_of(share.refs)
+        known = (sources >= 0) & (targets >= 0)
+        self._ease_weights = sparse.csr_matrix(
+            (share.weights[known], (sources[known], targets[known])), shape=(n, n)
+        )
+        self._ease_fit = share
+        fitted = len(share.refs) > 0
+        chosen = 0 <= share.arm < len(self.arms) and (fitted or not self.arms[share.arm].uses_ease)
+        self.arm = share.arm if chosen else choose_arm(-math.inf, None, now=0.0, fitted=fitted)
 
     def forget_user(self, user: str) -> bool:
         """Drop the latent factors the model holds for ``user``; True if it held any."""

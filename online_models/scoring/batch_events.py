@@ -146,7 +146,7 @@ class EventLearner:
         last_order: dict[str, float | None] = {}
         events_before: dict[str, int] = {}
         judged: set[str] = set()
-        states, items = [], []
+        states, items, times = [], [], []
         for customer_id, state, activity in events:
             profile = state.profile
             seen = events_before.get(customer_id, profile.events)
@@ -170,10 +170,9 @@ class EventLearner:
                 judged.add(customer_id)
                 states.append(state)
                 items.append(activity.item_id)
+                times.append(activity.time)
         if states:
-            ranked = scorer._rank(states)
-            for item, items_ranked in zip(items, ranked, strict=True):
-                hit_rate.update(item in items_ranked)
+            scorer._judge(states, items, times)
 
     def score(self) -> EventScores:
         """Every touched customer's score as of their latest event, computed together."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,6 +50,11 @@ class EventLearning(ValueLearning):
     def recommend(self, customer_id: str, state: CustomerState) -> list[str]:
         raise NotImplementedError  # the scorer's
 
+    def _judge(
+        self, states: Sequence[CustomerState], items: Sequence[str], times: Sequence[float]
+    ) -> None:
+        raise NotImplementedError  # the scorer's
+
     def learn_event(
         self,
         customer_id: str,
@@ -79,6 +85,14 @@ class EventLearning(ValueLearning):
         first_event = profile.events == 0
         new_day = first_event or activity.time // DAY > profile.last_seen // DAY
         old_monetary, old_orders = profile.net_monetary, profile.orders
+        item = activity.item_id
+        # A purchase of an item new to the customer: EASE counts an owner and its pairs.
+        owned = (
+            list(profile.purchased_items)
+            if activity.kind == "purchase" and item is not None
+            and item not in profile.purchased_items
+            else None
+        )  # fmt: skip
         tone = None
         if activity.kind in _TEXT_KINDS:
             tone = self._sentiment.predict_one(activity.text, activity.rating)
@@ -107,6 +121,8 @@ class EventLearning(ValueLearning):
                 latent=latent,
             )
             state.latent = latent.astype(_LATENT).tobytes()
+            if owned is not None:
+                self._recommender.learn_owned(activity.item_id, owned, time=activity.time)
         self._events_learned += 1
         return Learned(labels, tone, newly_cancelled, new_day)
 
@@ -124,7 +140,7 @@ class EventLearning(ValueLearning):
         if last_order is not None and activity.time <= last_order:
             return  # a further line of a basket already seen, or a late one
         if self._hit_rate.due():
-            self._hit_rate.update(activity.item_id in self.recommend(customer_id, state))
+            self._judge([state], [activity.item_id], [activity.time])
 
     def _latent(self, customer_id: str, state: CustomerState) -> np.ndarray:
         """The customer's latent factors, to update (a new customer's start seeded by id)."""

@@ -82,6 +82,14 @@ class ScorerConfig:
     #: for this many event-time days (0: rank at every score); see ``recommend_many``.
     rerank_silent_days: float = 7.0
     hit_rate_sample_every: int = 4
+    #: EASE, fitted by the group's model from the ownership counts (``recommend.ease``): over
+    #: the ``ease_items`` most owned items (0: no EASE), L2 strength ``ease_strength`` (in
+    #: customers), each item keeping its ``ease_neighbors`` strongest weights, refitted every
+    #: ``ease_refit_days`` of event time.
+    ease_items: int = 4000
+    ease_strength: float = 500.0
+    ease_neighbors: int = 50
+    ease_refit_days: float = 1.0
     value_recency_halflife_days: float = 30.0
     clv_horizon_days: float = 365.0
     lifetime_sample: int = 5_000

@@ -373,7 +373,8 @@ def test_versions_applied_item_by_item_equal_the_whole_group_model() -> None:
 
 def test_a_lone_worker_syncs_only_the_parts_its_group_model_changes() -> None:
     """Alone, a worker's churn, value and item parts would come back as its own model: it
-    sends only its segments and lifetime deltas, unless told to sync every part."""
+    sends only its segments, lifetime and EASE deltas (those the group's model fits), unless
+    told to sync every part."""
     groups = {
         every: LocalGroup(CONFIG, workers=1, sync_seconds=600.0, sync_all_parts=every)
         for every in (False, True)
@@ -387,7 +388,7 @@ def test_a_lone_worker_syncs_only_the_parts_its_group_model_changes() -> None:
 
     alone, every_part = groups[False], groups[True]
     assert alone.version == every_part.version > 1
-    assert set(alone.merger.parts) == {"segments", "lifetime"}
+    assert set(alone.merger.parts) == {"segments", "lifetime", "ease"}
     assert {"value", "segments", "lifetime"} < set(every_part.merger.parts)
     assert any(key.startswith("items/") for key in every_part.merger.parts)
     assert alone.scorers[0].segmenter.centers() == every_part.scorers[0].segmenter.centers()

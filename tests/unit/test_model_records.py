@@ -99,11 +99,15 @@ def test_every_part_and_delta_survives_its_bytes(group: LocalGroup) -> None:
             assert back.changed is not None and back.changed.tolist() == part.changed.tolist()
         same_share(part.share, back.share)
         kinds.add(type(back.share).__name__)
-    assert kinds == {"ChurnShare", "SegmentShare", "ValueShare", "LifetimeShare", "ItemShare"}
+    assert kinds == {
+        "ChurnShare", "SegmentShare", "ValueShare", "LifetimeShare", "ItemShare", "EaseShare"
+    }  # fmt: skip
     group.process("late", Activity("purchase", T0 + 9e6, item_id="sku-1", amount=3.0,
                                    quantity=1), worker=0)  # fmt: skip
     deltas = group.syncs[0].deltas()
-    assert {type(d.share).__name__ for d in deltas} >= {"SegmentShare", "ValueShare", "ItemShare"}
+    assert {type(d.share).__name__ for d in deltas} >= {
+        "SegmentShare", "ValueShare", "ItemShare", "EaseCounts"
+    }  # fmt: skip
     for delta in deltas:
         back = decode_delta(encode_delta(delta, key=None, sent_at=T0), CONFIG, key=None)
         assert (back.key, back.worker, back.seq) == (delta.key, delta.worker, delta.seq)
