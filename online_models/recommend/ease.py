@@ -221,8 +221,16 @@ class EaseGram:
         owners = self.owners
         for item, n in zip(counts.owned.tolist(), counts.owners.tolist(), strict=True):
             owners[item] = owners.get(item, 0.0) + n
-            if item not in self.position and len(self.position) < self.max_items:
-                self._admit(item)
+        # Items a pair names join while there is room, whether or not their owners were
+        # counted yet (another worker's delta may bring them later): no pair is lost to the
+        # order deltas arrive in.
+        if len(self.position) < self.max_items:
+            named = np.unique(np.concatenate([counts.owned, counts.left, counts.right]))
+            for item in named.tolist():
+                if item not in self.position:
+                    if len(self.position) >= self.max_items:
+                        break
+                    self._admit(item)
         self.time = max(self.time, counts.time)
         self.trials = float(np.logaddexp(self.trials, counts.trials))
         self.hits = _add_logs(self.hits, counts.hits)
@@ -243,7 +251,7 @@ class EaseGram:
         n = len(self.position)
         gram = self._gram[:n, :n].copy()
         items = self._items[:n].copy()
-        gram[np.diag_indices(n)] = [self.owners[item] for item in items.tolist()]
+        gram[np.diag_indices(n)] = [self.owners.get(item, 0.0) for item in items.tolist()]
         return GramSnapshot(items, gram, self.pairs, self.time)
 
     def _rows(self, hashes: np.ndarray) -> np.ndarray:
@@ -272,7 +280,7 @@ class EaseGram:
             ((n, item) for item, n in self.owners.items() if item not in self.position),
             reverse=True,
         )
-        inside = sorted((self.owners[item], item) for item in self.position)
+        inside = sorted((self.owners.get(item, 0.0), item) for item in self.position)
         for (n_out, item_out), (n_in, item_in) in zip(outside, inside, strict=False):
             if n_out <= 2 * n_in:
                 break

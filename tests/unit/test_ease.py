@@ -1,0 +1,234 @@
+"""EASE in the stream: the group's Gram is the customers' co-ownership, whatever the workers;
+its refit is batch EASE; the blend served is the one the stream's outcomes favour."""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from online_models.customer.activity import DAY, Activity
+from online_models.group.local import LocalGroup
+from online_models.group.model import GroupModel
+from online_models.group.parts import EASE, Delta
+from online_models.group.worker import WorkerSync
+from online_models.recommend.blend import basket_weight, choose_arm
+from online_models.recommend.ease import (
+    EaseCounts,
+    EaseGram,
+    EaseShare,
+    GramSnapshot,
+    fit_ease,
+    merge_counts,
+)
+from online_models.recommend.items import item_hash
+from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+from schemas.model_records import ModelRecordRefused
+from streams.model_codec import decode_delta, encode_delta
+
+T0 = 1_735_689_600.0
+CONFIG = ScorerConfig(recommender_factors=4, item_buckets=8, ease_strength=2.0)
+
+
+def shop(customers: int, items: int, seed: int) -> list[tuple[str, Activity]]:
+    """Purchases over two weeks where customers of a taste buy within its items."""
+    rng = random.Random(seed)
+    events = []
+    for c in range(customers):
+        taste = rng.randrange(3)
+        for n in range(rng.randint(2, 8)):
+            item = f"sku-{taste * (items // 3) + rng.randrange(items // 3)}"
+            when = T0 + rng.uniform(0.0, 14 * DAY) + n
+            events.append((when, f"c{c}", item))
+    events.sort()
+    return [(c, Activity("purchase", t, item_id=i, amount=5.0, quantity=1)) for t, c, i in events]
+
+
+def batch_gram(events: list[tuple[str, Activity]]) -> dict[tuple[int, int], float]:
+    """X'X of the binary customer x item matrix, by item hashes (the diagonal: owners)."""
+    owned: dict[str, set[str]] = {}
+    for customer, activity in events:
+        assert activity.item_id is not None
+        owned.setdefault(customer, set()).add(activity.item_id)
+    gram: dict[tuple[int, int], float] = {}
+    for items in owned.values():
+        for a in items:
+            for b in items:
+                key = (item_hash(a), item_hash(b))
+                gram[key] = gram.get(key, 0.0) + 1.0
+    return gram
+
+
+def run(events: list[tuple[str, Activity]], workers: int, config: ScorerConfig) -> LocalGroup:
+    group = LocalGroup(config, workers=workers, sync_seconds=3_600.0)
+    for customer, activity in events:
+        group.process(customer, activity, worker=zlib.crc32(customer.encode()) % workers)
+    group.sync()
+    return group
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_groups_gram_is_every_customers_co_ownership(workers: int) -> None:
+    events = shop(60, 30, seed=workers)
+    group = run(events, workers, CONFIG)
+    assert group.merger.ease is not None
+    snapshot = group.merger.ease.snapshot()
+    items = snapshot.items.tolist()
+    streamed = {
+        (a, b): float(snapshot.gram[i, j])
+        for i, a in enumerate(items)
+        for j, b in enumerate(items)
+        if snapshot.gram[i, j]
+    }
+    assert streamed == batch_gram(events)
+
+
+def test_the_refit_is_batch_ease_and_keeps_the_strongest_weights() -> None:
+    rng = np.random.default_rng(3)
+    owned = (rng.random((40, 12)) < 0.3).astype(float)
+    gram = owned.T @ owned
+    items = np.arange(100, 112)
+    share = fit_ease(GramSnapshot(items, gram.copy(), 1.0, 0.0), strength=5.0, neighbors=11,
+                     fitted_at=0.0)  # fmt: skip
+    inverse = np.linalg.inv(gram + 5.0 * np.eye(12))
+    batch = inverse / -np.diag(inverse)
+    np.fill_diagonal(batch, 0.0)
+    streamed = np.zeros((12, 12))
+    for row in range(12):
+        start, end = share.offsets[row], share.offsets[row + 1]
+        streamed[row, share.refs[start:end] - 100] = share.weights[start:end]
+        # Best first, and only positive weights.
+        assert (np.diff(share.weights[start:end]) <= 0).all()
+    np.testing.assert_allclose(streamed, np.where(batch > 0, batch, 0.0), rtol=1e-5, atol=1e-7)
+    kept = fit_ease(GramSnapshot(items, gram.copy(), 1.0, 0.0), strength=5.0, neighbors=2,
+                    fitted_at=0.0)  # fmt: skip
+    assert (np.diff(kept.offsets) <= 2).all()
+    assert kept.weights[0] == share.weights[0]
+
+
+def test_one_worker_and_three_fit_the_same_weights_and_rank_alike() -> None:
+    events = shop(80, 30, seed=7)
+    config = ScorerConfig(recommender_factors=4, item_buckets=8, ease_strength=2.0,
+                          ease_refit_days=0.5)  # fmt: skip
+    one, three = run(events, 1, config), run(events, 3, config)
+    fits = [group.merger.parts[EASE].share for group in (one, three)]
+    assert all(isinstance(fit, EaseShare) and len(fit.refs) for fit in fits)
+    a, b = fits
+    assert isinstance(a, EaseShare) and isinstance(b, EaseShare)
+    assert a.fitted_at == b.fitted_at
+    order_a, order_b = np.argsort(a.items), np.argsort(b.items)
+    assert a.items[order_a].tolist() == b.items[order_b].tolist()
+    assert (np.diff(a.offsets)[order_a] == np.diff(b.offsets)[order_b]).all()
+    np.testing.assert_allclose(np.sort(a.weights), np.sort(b.weights), rtol=1e-5)
+
+
+def test_a_customer_is_recommended_what_owners_of_their_items_own() -> None:
+    """Owners of the tea own the cup; a new tea buyer is offered the cup first by EASE."""
+    events = []
+    for c in range(30):
+        events.append((f"c{c}", Activity("purchase", T0 + c * 600.0, item_id="tea", amount=3.0,
+                                         quantity=1)))  # fmt: skip
+        other = "cup" if c < 20 else f"rare-{c}"
+        events.append((f"c{c}", Activity("purchase", T0 + c * 600.0 + 60.0, item_id=other,
+                                         amount=3.0, quantity=1)))  # fmt: skip
+    for c in range(30, 60):  # popular with others
+        for item in ("soap", "towel"):
+            events.append((f"c{c}", Activity("purchase", T0 + 2 * DAY + c * 60.0,
+                                             item_id=item, amount=3.0, quantity=1)))  # fmt: skip
+    group = run(events, 1, CONFIG)
+    recommender = group.scorers[0].recommender
+    recommender.arm = next(n for n, arm in enumerate(recommender.arms) if arm.name == "ease")
+    assert recommender.rank(None, 1, recent=["tea"], exclude={"tea"}) == ["cup"]
+
+
+def test_the_blend_serves_the_arm_customers_buy_from() -> None:
+    """Baskets that only the popularity arm's lists held: the group's model serves it."""
+    config = ScorerConfig(recommender_factors=4, item_buckets=8, ease_refit_days=1.0)
+    group = GroupModel(config)
+    scorer = CustomerScorer(config)
+    sync = WorkerSync(scorer, "w1")
+    recommender = scorer.recommender
+    arms = len(recommender.arms)
+    times = [T0 + n * 3_600.0 for n in range(300)]
+    hits = np.zeros((300, arms), dtype=bool)
+    hits[:, 0] = True  # popularity hit every basket
+    hits[::3, 3] = True  # EASE with content one in three
+    for n in range(3):
+        recommender.learn_owned(f"sku-{n}", [f"sku-{m}" for m in range(n)], time=times[-1])
+    recommender.learn_outcomes(times, hits)
+    for delta in sync.deltas():
+        group.merge(delta)
+    version, parts = group.publish()
+    fit = group.parts[EASE].share
+    assert isinstance(fit, EaseShare) and fit.arm == 0
+    sync.apply(version, {part.key: part for part in parts})
+    assert recommender.arms[recommender.arm].name == "popularity"
+    rates = np.exp(fit.hits - fit.trials) if fit.hits is not None else None
+    assert rates is not None and rates[0] == pytest.approx(1.0) and rates[1] == 0.0
+
+
+def test_before_enough_baskets_ease_with_content_serves_once_fitted() -> None:
+    assert choose_arm(-math.inf, None, now=T0, fitted=False) == 1  # the hybrid
+    assert choose_arm(-math.inf, None, now=T0, fitted=True) == 3  # EASE with content
+    trials = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(10)]))
+    hits = np.full(5, trials)
+    assert choose_arm(trials, hits, now=T0, fitted=True) == 3  # 10 baskets: too few
+    # EASE arms are not served before EASE is fitted, however they scored.
+    many = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(500)]))
+    rates = np.log([0.1, 0.2, 0.9, 0.9, 0.9]) + many
+    assert choose_arm(many, rates, now=T0, fitted=False) == 1
+    assert choose_arm(many, rates, now=T0, fitted=True) == 2
+
+
+def test_counts_merge_in_any_order() -> None:
+    a = EaseCounts.of_purchases([(1, [2, 3]), (4, [1])], time=T0)
+    b = EaseCounts.of_purchases([(2, [4]), (3, [1, 2])], time=T0 + 1.0)
+    ab, ba = merge_counts(a, b), merge_counts(b, a)
+    for field in ("left", "right", "counts", "owned", "owners"):
+        assert getattr(ab, field).tolist() == getattr(ba, field).tolist()
+    one = EaseGram(max_items=10)
+    one.add(ab)
+    two = EaseGram(max_items=10)
+    two.add(b)
+    two.add(a)
+    first, second = one.snapshot(), two.snapshot()
+    order_1, order_2 = np.argsort(first.items), np.argsort(second.items)
+    np.testing.assert_array_equal(
+        first.gram[np.ix_(order_1, order_1)], second.gram[np.ix_(order_2, order_2)]
+    )
+
+
+def test_a_full_gram_takes_in_items_owned_far_more_than_its_least_owned() -> None:
+    gram = EaseGram(max_items=2)
+    gram.add(EaseCounts.of_purchases([(1, []), (2, [1])], time=T0))
+    many = [(3, []) for _ in range(5)]
+    gram.add(EaseCounts.of_purchases(many, time=T0))
+    # Item 3's five owners against one each: it takes the place of the least owned (1, of the
+    # two tied, the lower hash), its pairs counted from now on.
+    assert sorted(gram.snapshot().items.tolist()) == [2, 3]
+    assert gram.owners[3] == 5.0
+
+
+def test_a_new_merger_keeps_the_last_fit_until_its_counts_hold_as_many_pairs() -> None:
+    events = shop(60, 30, seed=2)
+    group = run(events, 1, CONFIG)
+    fitted = group.merger.parts[EASE]
+    assert isinstance(fitted.share, EaseShare) and fitted.share.pairs > 0
+    successor = GroupModel(CONFIG, dict(group.merger.parts), group.merger.version)
+    successor.merge(Delta(EASE, "w9", 1, EaseCounts.of_purchases([(1, [2])], time=T0 + 30 * DAY)))
+    assert successor.ease_fit_due() is None  # one pair against the fit's many
+
+
+def test_counts_that_are_not_counts_are_refused() -> None:
+    good = Delta(EASE, "w1", 1, EaseCounts.of_purchases([(1, [2])], time=T0))
+    raw = encode_delta(good, key=None, sent_at=T0)
+    assert decode_delta(raw, CONFIG, key=None).share.counts.tolist() == [1.0]
+    bad = EaseCounts(np.array([5]), np.array([2]), np.array([1.0]), np.zeros(0, np.int64),
+                     np.zeros(0), T0)  # fmt: skip
+    with pytest.raises(ModelRecordRefused) as refused:
+        decode_delta(encode_delta(Delta(EASE, "w1", 2, bad), key=None, sent_at=T0), CONFIG,
+                     key=None)  # fmt: skip
+    assert refused.value.reason == "shape"
