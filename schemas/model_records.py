@@ -37,6 +37,7 @@ __all__ = [
     "ARRAY_DTYPES",
     "MAX_RECORD_BYTES",
     "MODEL_FORMAT",
+    "MODEL_RECORD_BYTES",
     "RECORD_KINDS",
     "REFUSAL_REASONS",
     "DeltaHeader",
@@ -60,6 +61,9 @@ MAGIC = b"CRMM"
 RECORD_KINDS = frozenset({"delta", "part", "manifest"})
 #: The array types a record may carry (little-endian numbers only: no objects, no pickles).
 ARRAY_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "<u8"})
+#: The largest record of the model topics (a delta or a part): what the topics accept and the
+#: producer sends. A bigger part means too few CRM_MODEL_ITEM_BUCKETS for the catalogue.
+MODEL_RECORD_BYTES = 8 * 1024 * 1024
 #: The largest record read; a bigger one is refused before it is parsed.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: The largest JSON header read (an items part lists its item ids there).

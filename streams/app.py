@@ -168,6 +168,9 @@ class ScorerService:
             producer_pending=lambda: self.app.producer.buffer.size + self._records_pending(),
             value_rank_correlation=lambda: self.scorer.value_quality.cohort_rank_correlation,
             value_labels=lambda: self.scorer.spend_model.labels_learned,
+            arm_hit_rates=lambda: self.scorer.recommender.arm_hit_rates,
+            arm_served=lambda: self.scorer.recommender.arms[self.scorer.recommender.arm].name,
+            ease_items=lambda: self.scorer.recommender.ease_items,
         )
 
     def _build_app(self) -> faust.App:

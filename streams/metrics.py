@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -155,6 +157,24 @@ class ScorerMetrics:
         self.recommendation_hit_rate = Gauge(
             "crm_scorer_recommendation_hit_rate",
             "Rolling share of new baskets whose first item was in the customer's top-K before.",
+            registry=registry,
+        )
+        self.recommendation_arm_hit_rate = Gauge(
+            "crm_scorer_recommendation_arm_hit_rate",
+            "Each blend arm's recent hit rate on the baskets judged, as the group's model had "
+            "it at its last EASE fit (the arm served is the best once enough were judged).",
+            ["arm"],
+            registry=registry,
+        )
+        self.recommendation_arm_served = Gauge(
+            "crm_scorer_recommendation_arm_served",
+            "1 for the blend arm this worker serves, 0 for the others.",
+            ["arm"],
+            registry=registry,
+        )
+        self.recommendation_ease_items = Gauge(
+            "crm_scorer_recommendation_ease_items",
+            "Items the group's EASE fit gave weights (0 before the first fit).",
             registry=registry,
         )
         self.rescores = Counter(
@@ -354,6 +374,9 @@ class ScorerMetrics:
         producer_pending: Callable[[], float],
         value_rank_correlation: Callable[[], float],
         value_labels: Callable[[], float],
+        arm_hit_rates: Callable[[], dict[str, float]],
+        arm_served: Callable[[], str],
+        ease_items: Callable[[], float],
     ) -> None:
         """Read the live gauges from these callables at every scrape, so they are never stale."""
         self.customers.set_function(customers)
@@ -366,3 +389,19 @@ class ScorerMetrics:
         self.producer_pending.set_function(producer_pending)
         self.value_rank_correlation.set_function(value_rank_correlation)
         self.value_labels.set_function(value_labels)
+        for arm in arm_hit_rates():  # the arms are the recommender's, fixed
+            self.recommendation_arm_hit_rate.labels(arm=arm).set_function(
+                partial(_arm_rate, arm_hit_rates, arm)
+            )
+            self.recommendation_arm_served.labels(arm=arm).set_function(
+                partial(_arm_is_served, arm_served, arm)
+            )
+        self.recommendation_ease_items.set_function(ease_items)
+
+
+def _arm_rate(rates: Callable[[], dict[str, float]], arm: str) -> float:
+    return rates().get(arm, math.nan)
+
+
+def _arm_is_served(served: Callable[[], str], arm: str) -> float:
+    return float(served() == arm)

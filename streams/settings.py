@@ -280,6 +280,31 @@ class Settings(BaseSettings):
         description="Weight of catalogue content similarity in the recommendations (factors "
         "2.0, popularity 0.3, co-purchase 4.0; 0 = no content signal).",
     )
+    recommend_ease_items: int = Field(
+        4000,
+        ge=0,
+        le=20_000,
+        description="EASE is fitted over this many of the most owned items (the Gram matrix: "
+        "8 x n^2 bytes twice in the merging worker, n^3 time per refit); 0 = no EASE.",
+    )
+    recommend_ease_strength: float = Field(
+        500.0,
+        gt=0,
+        le=1e6,
+        description="EASE's L2 strength (lambda), in customers.",
+    )
+    recommend_ease_neighbors: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="EASE weights kept per item (its strongest positive ones).",
+    )
+    recommend_ease_refit_days: float = Field(
+        1.0,
+        gt=0,
+        le=365,
+        description="EASE is refitted this often, in event-time days of the counts.",
+    )
     recommend_catalogue_only: bool = Field(
         True,
         description="Once the catalogue holds items, recommend only items it holds (unavailable "
@@ -485,6 +510,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _ease_fits_a_record(self) -> Settings:
+        from schemas.model_records import MODEL_RECORD_BYTES
+
+        # Each weight travels as an 8-byte item hash and a 4-byte weight, in one record.
+        size = 12 * self.recommend_ease_items * self.recommend_ease_neighbors
+        if size > MODEL_RECORD_BYTES * 0.9:
+            msg = (
+                f"CRM_RECOMMEND_EASE_ITEMS={self.recommend_ease_items} with "
+                f"CRM_RECOMMEND_EASE_NEIGHBORS={self.recommend_ease_neighbors} makes EASE "
+                f"weights of up to {size:,} bytes, over a model record ({MODEL_RECORD_BYTES:,})"
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
         topics = {**self.topics, **self.model_topics, "CRM_ITEMS_TOPIC": self.items_topic}
         if len(set(topics.values())) != len(topics):
@@ -571,6 +611,10 @@ class Settings(BaseSettings):
             value_warmup_labels=self.value_warmup_labels,
             churn_logistic_weight=self.churn_logistic_weight,
             content_weight=self.content_weight,
+            ease_items=self.recommend_ease_items,
+            ease_strength=self.recommend_ease_strength,
+            ease_neighbors=self.recommend_ease_neighbors,
+            ease_refit_days=self.recommend_ease_refit_days,
             recommend_catalogue_only=self.recommend_catalogue_only,
             alerts=AlertThresholds(
                 churn_risk=self.churn_alert_threshold,

@@ -11,6 +11,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.errors import CrmScorerError
+from schemas.model_records import MODEL_RECORD_BYTES
 from streams.kafka_security import kafka_python_options
 from streams.settings import Settings
 
@@ -18,9 +19,6 @@ __all__ = ["MODEL_RECORD_BYTES", "BrokerUnavailable", "ensure_topics", "partitio
 
 logger = logging.getLogger(__name__)
 
-#: The largest record of the model topics (a delta or a part): what the topics accept and the
-#: producer sends. A bigger part means too few CRM_MODEL_ITEM_BUCKETS for the catalogue.
-MODEL_RECORD_BYTES = 8 * 1024 * 1024
 # The models topic is a table: the newest record of each part and the newest manifest are
 # what matter, so it is compacted, in segments small enough for the cleaner to reach soon.
 _MODELS_TOPIC_CONFIG = {

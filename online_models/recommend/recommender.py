@@ -329,6 +329,22 @@ class Recommender(Ranker, ItemSync):
         chosen = 0 <= share.arm < len(self.arms) and (fitted or not self.arms[share.arm].uses_ease)
         self.arm = share.arm if chosen else choose_arm(-math.inf, None, now=0.0, fitted=fitted)
 
+    @property
+    def arm_hit_rates(self) -> dict[str, float]:
+        """Each arm's recent hit rate as the group's model had it at the last fit (NaN
+        before outcomes)."""
+        fit = self._ease_fit
+        if fit is None or fit.hits is None or len(fit.hits) != len(self.arms):
+            return {arm.name: math.nan for arm in self.arms}
+        rates = np.exp(fit.hits - fit.trials).tolist()
+        return {arm.name: rate for arm, rate in zip(self.arms, rates, strict=True)}
+
+    @property
+    def ease_items(self) -> int:
+        """Items the group's EASE fit gave weights (0 before a fit)."""
+        fit = self._ease_fit
+        return 0 if fit is None else int((np.diff(fit.offsets) > 0).sum())
+
     def forget_user(self, user: str) -> bool:
         """Drop the latent factors the model holds for ``user``; True if it held any."""
         return self._users.pop(user, None) is not None

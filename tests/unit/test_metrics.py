@@ -127,7 +127,10 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         "producer": 0.0,
         "value_rho": float("nan"),
         "value_labels": 0.0,
+        "served": "hybrid",
+        "ease_items": 0.0,
     }
+    rates = {"popularity": float("nan"), "hybrid": float("nan"), "ease": float("nan")}
     metrics.track(
         customers=lambda: live["customers"],
         roc_auc=lambda: live["roc_auc"],
@@ -139,8 +142,12 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         producer_pending=lambda: live["producer"],
         value_rank_correlation=lambda: live["value_rho"],
         value_labels=lambda: live["value_labels"],
+        arm_hit_rates=lambda: rates,
+        arm_served=lambda: str(live["served"]),
+        ease_items=lambda: float(live["ease_items"]),
     )
     assert value(registry, "crm_scorer_customers") == 3.0
+    assert value(registry, "crm_scorer_recommendation_arm_served", arm="hybrid") == 1.0
 
     live.update(
         customers=4000.0,
@@ -153,7 +160,10 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
         producer=250.0,
         value_rho=0.56,
         value_labels=1_200.0,
+        served="ease",
+        ease_items=3_500.0,
     )
+    rates.update(popularity=0.03, hybrid=0.05, ease=0.06)
 
     assert value(registry, "crm_scorer_customers") == 4000.0
     assert value(registry, "crm_scorer_churn_roc_auc") == 0.83
@@ -165,6 +175,10 @@ def test_tracked_gauges_show_the_live_value_at_every_scrape(
     assert value(registry, "crm_scorer_producer_pending") == 250.0
     assert value(registry, "crm_scorer_value_rank_correlation") == 0.56
     assert value(registry, "crm_scorer_value_labels") == 1_200.0
+    assert value(registry, "crm_scorer_recommendation_arm_hit_rate", arm="ease") == 0.06
+    assert value(registry, "crm_scorer_recommendation_arm_served", arm="ease") == 1.0
+    assert value(registry, "crm_scorer_recommendation_arm_served", arm="hybrid") == 0.0
+    assert value(registry, "crm_scorer_recommendation_ease_items") == 3_500.0
 
 
 def test_every_metric_name_starts_with_crm_scorer(

@@ -432,3 +432,18 @@ def test_the_value_half_life_floor_is_the_models() -> None:
     x = np.array([[30.0, 30.0]])
     model.learn_many(x, np.array([1e13]), np.array([4.1e9]), np.expm1(x[:, 1]))
     assert np.isfinite(model.predict_many(np.array([[5.0, 4.0]]))).all()
+
+
+def test_ease_weights_too_big_for_a_model_record_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CRM_RECOMMEND_EASE_ITEMS", "20000")
+    monkeypatch.setenv("CRM_RECOMMEND_EASE_NEIGHBORS", "100")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "CRM_RECOMMEND_EASE_ITEMS=20000" in message
+    assert "CRM_RECOMMEND_EASE_NEIGHBORS=100" in message
+    monkeypatch.setenv("CRM_RECOMMEND_EASE_NEIGHBORS", "20")
+    config = load_settings().scorer_config()
+    assert (config.ease_items, config.ease_neighbors) == (20000, 20)
