@@ -98,7 +98,7 @@ def upgraded(request: pytest.FixtureRequest) -> Upgraded:
 
 
 def test_fixtures_of_the_release_before_this_one_are_kept():
-    assert {"0.2.0/kmeans", "0.2.0/density"} <= set(RECORDED)  # and 0.1.0's, kept
+    assert {"0.3.0/kmeans", "0.3.0/density"} <= set(RECORDED)  # and the older ones, kept
 
 
 def test_today_s_worker_loads_the_previous_release_s_model_and_catalogue(upgraded):
