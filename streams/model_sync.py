@@ -233,7 +233,7 @@ class ModelSync:
                     group.take_lifetime_fit(fitted)
                 gram = group.ease_fit_due()
                 if gram is not None:
-                    # EASE's inverse: about a second at 4,000 items, once a day of event time.
+                    # EASE's inverse: 2-3 s of a core at 4,000 items, once a day of event time.
                     config = group.config
                     weights = await asyncio.to_thread(
                         fit_ease, gram, strength=config.ease_strength,

@@ -232,3 +232,15 @@ def test_counts_that_are_not_counts_are_refused() -> None:
         decode_delta(encode_delta(Delta(EASE, "w1", 2, bad), key=None, sent_at=T0), CONFIG,
                      key=None)  # fmt: skip
     assert refused.value.reason == "shape"
+
+
+def test_counts_that_are_not_quite_a_gram_still_fit(caplog: pytest.LogCaptureFixture) -> None:
+    """Items that joined a full Gram late miss the pairs counted before: the matrix may not be
+    positive definite; the fit takes a general inverse and says so."""
+    gram = np.array([[2.0, 2.0, 2.0], [2.0, 1.0, 0.0], [2.0, 0.0, 1.0]])
+    snapshot = GramSnapshot(np.array([1, 2, 3]), gram, 4.0, T0)
+    with caplog.at_level("WARNING"):
+        share = fit_ease(snapshot, strength=0.5, neighbors=2, fitted_at=T0)
+    assert "not positive definite" in caplog.text
+    assert np.isfinite(share.weights).all() and len(share.items) == 3
+    np.testing.assert_array_equal(snapshot.gram, gram)  # the snapshot is left as it was
