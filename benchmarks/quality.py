@@ -384,6 +384,10 @@ def evaluate_core(
             partitions=PARTITIONS, sync_seconds=SYNC_SECONDS,
         )  # fmt: skip
         console.log(f"{cutoff}, {workers} workers: {time.perf_counter() - started:.1f}s")
+        ranked = recommendation_section(history, t, group)
+        report[f"recommendations_workers_{workers}"] = {
+            key: ranked[key] for key in ("online_hit_rate", "online_recall")
+        }
         value = lifetime_section(history, t, group)
         report[f"lifetime_workers_{workers}"] = {
             key: value[key] for key in (
@@ -432,6 +436,9 @@ def show_core(reports: list[dict[str, Any]], console: Console) -> None:
         rows[f"CLV Spearman, {workers} workers"] = (key, "online_spearman")
         rows[f"top-decile capture, {workers} workers"] = (key, "online_top_decile_capture")
         rows[f"CLV MAE, {workers} workers"] = (key, "online_mae")
+        ranked = f"recommendations_workers_{workers}"
+        rows[f"hit rate@10, online, {workers} workers"] = (ranked, "online_hit_rate")
+        rows[f"recall@10, online, {workers} workers"] = (ranked, "online_recall")
     for name, (section, key) in rows.items():
         table.add_row(
             name,
