@@ -209,7 +209,8 @@ class EaseGram:
         self.owners: dict[int, float] = {}  # every item's owners
         self.position: dict[int, int] = {}  # item hash -> row of the Gram
         self._items = np.zeros(0, np.int64)  # row -> item hash
-        self._gram = np.zeros((0, 0), np.float64)
+        # Single precision: counts are whole numbers, exact below 2**24 customers per pair.
+        self._gram = np.zeros((0, 0), np.float32)
         self.pairs = 0.0  # pair counts added, all told
         self.time = -math.inf  # the newest event time counted
         self.trials = -math.inf
@@ -251,7 +252,7 @@ class EaseGram:
         owned items into the Gram first when it is full."""
         self._rotate()
         n = len(self.position)
-        gram = self._gram[:n, :n].copy()
+        gram = self._gram[:n, :n].astype(np.float64)
         items = self._items[:n].copy()
         gram[np.diag_indices(n)] = [self.owners.get(item, 0.0) for item in items.tolist()]
         return GramSnapshot(items, gram, self.pairs, self.time)
@@ -267,7 +268,7 @@ class EaseGram:
             row = len(self.position)
             if row >= len(self._items):
                 size = min(max(2 * row, _INITIAL_ITEMS), self.max_items)
-                grown = np.zeros((size, size), np.float64)
+                grown = np.zeros((size, size), np.float32)
                 grown[:row, :row] = self._gram[:row, :row]
                 self._gram = grown
                 self._items = np.concatenate([self._items, np.zeros(size - row, np.int64)])
