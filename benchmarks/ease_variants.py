@@ -17,7 +17,10 @@ fit, for ``lambda`` 500 and 1,000:
   of 1 (50 weights);
 * ``content{w}``: the 50-weight EASE scores (each customer's scaled to a maximum of 1) plus
   ``w`` times the catalogue's content cosine of their 60 latest items (``ContentModel``);
-* ``popularity{w}``: the same plus ``w`` times each item's share of the top item's owners.
+* ``popularity{w}``: the same plus ``w`` times each item's share of the top item's owners;
+* ``last200``: 50 weights, each customer scored from and excluding only their last 200
+  distinct items (what their state remembers); ``last200_nine``: the same, nine places (the
+  tenth is the new-item slot's in the stream).
 
 Prints each line as it goes and writes benchmarks/results/ease-variants.json.
 """
@@ -92,12 +95,18 @@ def evaluate(history: Any, content: ContentModel, cutoff: str) -> dict[str, Any]
     owners = np.asarray(bought.sum(axis=0)).ravel()
     column = {item: i for i, item in enumerate(items)}
 
-    def hit(scores: np.ndarray) -> float:
-        top = batch._top(scores + 1e-9 * owners, sub)
+    owned = sub.toarray() > 0
+
+    def hit_among(scores: np.ndarray, excluded: np.ndarray, k: int) -> float:
+        """Hit rate@k of ``scores``, ``excluded`` items left out (ties to the lower column)."""
+        ranked = np.where(excluded, -np.inf, scores)
+        top = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
         rows = zip(judged, top.tolist(), strict=True)
-        return round(
-            float(np.mean([bool({items[i] for i in row} & truth[r]) for r, row in rows])), 4
-        )
+        hits = [bool({items[i] for i in row} & truth[r]) for r, row in rows]
+        return round(float(np.mean(hits)), 4)
+
+    def hit(scores: np.ndarray) -> float:
+        return hit_among(scores + 1e-9 * owners, owned, 10)
 
     latest, ages = [], []
     for r in judged:
@@ -139,6 +148,15 @@ def evaluate(history: Any, content: ContentModel, cutoff: str) -> dict[str, Any]
                     values.append(0.3 + 0.7 * np.exp(-(t - when) / (days * DAY)))
             recent = sparse.csr_matrix((values, (rows, cols)), shape=sub.shape)
             row[f"recency{days:g}"] = hit(np.asarray(recent @ kept))
+        # What a customer's state remembers: their last 200 distinct items, scored from and
+        # left out; and nine places for known items (the tenth is the new-item slot's).
+        remembered = np.zeros(sub.shape)
+        for n, last in enumerate(ages):
+            for item in sorted(last, key=last.__getitem__, reverse=True)[:200]:
+                remembered[n, column[item]] = 1.0
+        latest200 = remembered @ kept + 1e-9 * owners
+        row["last200"] = hit_among(latest200, remembered > 0, 10)
+        row["last200_nine"] = hit_among(latest200, remembered > 0, 9)
         scores = np.asarray(sub @ kept)
         scaled = scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-12)
         for weight in (0.1, 0.25, 0.5):
