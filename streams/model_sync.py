@@ -24,7 +24,7 @@ from typing import Any
 
 from faust.types import Message
 
-from online_models.group.model import GroupModel
+from online_models.group.model import EaseState, GroupModel
 from online_models.group.parts import GroupPart
 from online_models.group.worker import WorkerSync
 from online_models.recommend.ease import fit_ease
@@ -91,6 +91,8 @@ class ModelSync:
         self._group: GroupModel | None = None
         self._to_merge: list[Message] = []  # received updates, merged once caught up
         self._held: list[Message] = []  # merged updates, acknowledged once published
+        # EASE's Gram of this worker's last merging, for when the partition comes back.
+        self._ease_kept: EaseState | None = None
         # A version published in part: its number, parts and updates (tried again).
         self._unpublished: tuple[int, list[GroupPart], list[Message]] | None = None
         self._offsets: dict[str, PartRef] = {}
@@ -243,7 +245,7 @@ class ModelSync:
                         return None
                     group.take_ease_fit(weights)
                 held, self._held = self._held, []
-                self._unpublished = (*group.publish(), held)
+                self._unpublished = (*group.publish(fits=False), held)
             version, parts, held = self._unpublished
             try:
                 size = await self._publish(version, parts, group)
@@ -312,10 +314,16 @@ class ModelSync:
             self._group = GroupModel(
                 self._config, self.sync.parts, version=self.feed.highest_version
             )
+            kept, self._ease_kept = self._ease_kept, None
+            if kept is not None and not self._group.adopt_ease(kept):
+                logger.warning("Another merger published EASE meanwhile: its counts start anew")
         return self._group
 
     def _stop_merging(self) -> None:
         self._merging = False
+        if self._group is not None:
+            # The Gram is not on the models topic: kept, should the partition come back.
+            self._ease_kept = self._group.ease_state()
         self._group = None
         self._to_merge = []
         self._held = []

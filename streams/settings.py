@@ -285,7 +285,8 @@ class Settings(BaseSettings):
         ge=0,
         le=20_000,
         description="EASE is fitted over this many of the most owned items (the Gram matrix: "
-        "8 x n^2 bytes twice in the merging worker, n^3 time per refit); 0 = no EASE.",
+        "4 x n^2 bytes kept and 8 x n^2 during a refit in the merging worker, n^3 time per "
+        "refit); 0 = no EASE.",
     )
     recommend_ease_strength: float = Field(
         500.0,
@@ -514,6 +515,9 @@ class Settings(BaseSettings):
         from schemas.model_records import MODEL_RECORD_BYTES
 
         # Each weight travels as an 8-byte item hash and a 4-byte weight, in one record.
+        if self.recommend_ease_items == 1:
+            msg = "CRM_RECOMMEND_EASE_ITEMS=1: EASE needs at least 2 items (0 turns it off)"
+            raise ValueError(msg)
         size = 12 * self.recommend_ease_items * self.recommend_ease_neighbors
         if size > MODEL_RECORD_BYTES * 0.9:
             msg = (

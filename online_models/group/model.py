@@ -27,10 +27,16 @@ from online_models.scoring.scorer import ScorerConfig
 from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime_fit import LifetimeShare, fit_lifetime
 
-__all__ = ["GroupModel"]
+__all__ = ["EASE_TAKEOVER_DAYS", "EaseState", "GroupModel"]
 
 logger = logging.getLogger(__name__)
 
+#: What a merger's EASE holds that the models topic does not (:meth:`GroupModel.ease_state`).
+EaseState = tuple[EaseGram, dict[str, int], EaseShare, int]
+#: A merger that took over with no ownership counts refits EASE once it holds as many pairs
+#: as the last fit, or once its counts span this many event-time days (a fit of a season's
+#: counts, rather than weights frozen for as long as the history before took).
+EASE_TAKEOVER_DAYS = 90.0
 # A worker's entry in a part's record of merged deltas goes once the worker has sent nothing
 # for this many versions (its old deltas are long committed and cannot come again).
 _FORGET_WORKERS_AFTER = 1000
@@ -99,12 +105,16 @@ class GroupModel:
         self.parts[delta.key] = GroupPart(delta.key, share, self.version + 1, merged)
         return True
 
-    def publish(self) -> tuple[int, list[GroupPart]]:
-        """A new version: its number and the parts that changed since the last."""
+    def publish(self, *, fits: bool = True) -> tuple[int, list[GroupPart]]:
+        """A new version: its number and the parts that changed since the last. With
+        ``fits``, the lifetime and EASE refits that are due run here, inline (a backtest's
+        group); a worker runs them in a thread first and publishes with ``fits=False``, so a
+        refit never holds its event loop."""
         self.version += 1
         changed = []
-        self._refit_lifetime()
-        self._refit_ease()
+        if fits:
+            self._refit_lifetime()
+            self._refit_ease()
         self._settle_density()
         for key, merged in self._dirty.items():
             kept = {
@@ -124,14 +134,21 @@ class GroupModel:
 
     def ease_fit_due(self) -> GramSnapshot | None:
         """The Gram to refit EASE from, when due: ``ease_refit_days`` of event time after the
-        last fit, and with at least the pair counts the last fit had."""
+        last fit (or after the first counts), and with at least the pair counts the last fit
+        had, unless the counts span :data:`EASE_TAKEOVER_DAYS` (a merger that took over with
+        none)."""
         return self.ease.snapshot() if self.ease is not None and self._ease_due() else None
 
     def take_ease_fit(self, fitted: EaseShare) -> None:
         """Weights fitted on the Gram :meth:`ease_fit_due` gave (perhaps in another thread):
-        published with the next version, with the blend chosen from the outcomes merged."""
+        published with the next version, with the blend chosen from the outcomes merged. A fit
+        that is not finite is dropped (the last one stays)."""
         ease = self.ease
         assert ease is not None
+        if not np.isfinite(fitted.weights).all():
+            logger.error("EASE's refit gave weights that are not finite: the last fit stays")
+            self._ease_fitted = replace(self._ease_fitted, fitted_at=fitted.fitted_at)
+            return
         fitted_any = len(fitted.refs) > 0
         arm = choose_arm(ease.trials, ease.hits, now=ease.time, fitted=fitted_any)
         share = replace(fitted, trials=ease.trials, hits=ease.hits, arm=arm)
@@ -140,11 +157,35 @@ class GroupModel:
         self.parts[EASE] = GroupPart(EASE, share, self.version + 1, merged)
         self._dirty[EASE] = merged
 
+    def ease_state(self) -> EaseState | None:
+        """What this merger's EASE holds that the models topic does not: the Gram, the deltas
+        it includes, the last fit and the version of the part it was published in."""
+        part = self.parts.get(EASE)
+        if self.ease is None:
+            return None
+        version = part.version if part is not None else 0
+        return self.ease, dict(self._ease_merged), self._ease_fitted, version
+
+    def adopt_ease(self, state: EaseState) -> bool:
+        """Take over the Gram of this worker's previous merging (:meth:`ease_state`) when no
+        other merger published EASE since: a rebalance that gives the updates partition back
+        to the same worker keeps every count (deltas read again are in its record of merged
+        deltas, so none counts twice). False when the part moved on without it."""
+        gram, merged, fitted, version = state
+        part = self.parts.get(EASE)
+        if self.ease is None or (part.version if part is not None else 0) != version:
+            return False
+        self.ease, self._ease_merged, self._ease_fitted = gram, merged, fitted
+        return True
+
     def _ease_due(self) -> bool:
         ease, fitted = self.ease, self._ease_fitted
-        if ease is None or len(ease) < 2 or ease.pairs < max(fitted.pairs, 1.0):
+        if ease is None or len(ease) < 2 or ease.pairs < 1.0:
             return False
-        return ease.time - fitted.fitted_at >= self.config.ease_refit_days * DAY
+        if ease.pairs < fitted.pairs and ease.time - ease.started < EASE_TAKEOVER_DAYS * DAY:
+            return False  # a merger that took over: the last fit knew more
+        since = max(fitted.fitted_at, ease.started)
+        return ease.time - since >= self.config.ease_refit_days * DAY
 
     def _merge_ease(self, delta: Delta) -> bool:
         if self.ease is None or not isinstance(delta.share, EaseCounts):

@@ -35,7 +35,11 @@ from online_models.value.lifetime_fit import LifetimeShare
 from online_models.value.ranks import ValueShare
 from online_models.value.spend import SpendShare
 
-__all__ = ["WorkerSync"]
+__all__ = ["EASE_DELTA_PAIRS", "WorkerSync"]
+
+#: The most owned-together pairs an ``ease`` delta carries (24 bytes each on the wire: 4 MiB,
+#: half a model record); a sync that counted more sends several.
+EASE_DELTA_PAIRS = 175_000
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +97,18 @@ class WorkerSync:
         deltas = [
             Delta(key, self.worker, self.seq, share)
             for key, share in shares.items()
-            if not _is_empty(share)
+            if not _is_empty(share) and key != EASE
         ]
         for delta in deltas:
             self._pending.setdefault(delta.key, []).append(delta)
+        # EASE's counts are the group's to fit: never pending here (a worker scores with the
+        # group's fit alone). A sync's counts in record-sized pieces, each its own delta.
+        ease = shares.get(EASE)
+        if isinstance(ease, EaseCounts) and not _is_empty(ease):
+            for n, piece in enumerate(ease.split(EASE_DELTA_PAIRS)):
+                if n:
+                    self.seq += 1
+                deltas.append(Delta(EASE, self.worker, self.seq, piece))
         return deltas
 
     def apply_slices(

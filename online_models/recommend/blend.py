@@ -5,8 +5,10 @@ catalogue content), are all judged on the same sampled baskets: each arm ranks t
 list just before the basket, and hits if the basket's first item is in its top ``k``. The
 outcomes are kept with forward decay (a basket at event time ``t`` weighs ``exp(t / tau)``,
 summed in log space, so outcomes of many workers add in any order) and the arm with the best
-recent hit rate is served once enough baskets were judged. Popularity alone is one arm: the
-blend served is never worse than popularity on the stream's own recent outcomes.
+recent hit rate is served once enough baskets were judged (the hybrid before). Popularity
+alone is one arm: the blend served is never worse than popularity on the stream's own recent
+outcomes, which are judged on lists customers were shown (the served arm's hits are helped by
+that: exposure bias in its favour, not popularity's).
 
 >>> arms = make_arms({"factors": 2.0, "popularity": 0.3, "co_purchase": 4.0, "content": 4.0})
 >>> [arm.name for arm in arms]
@@ -17,6 +19,8 @@ blend served is never worse than popularity on the stream's own recent outcomes.
 >>> hits[0] = trials + math.log(0.3); hits[2] = trials + math.log(0.5)
 >>> choose_arm(trials, hits, now=200 * 3600.0, fitted=True)
 2
+>>> choose_arm(trials, hits, now=200 * 3600.0, fitted=False)  # EASE arms wait for a fit
+0
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ BLEND_HALFLIFE_DAYS = 30.0
 MIN_BASKETS = 100.0
 _DAY = 86_400.0
 _TAU = BLEND_HALFLIFE_DAYS * _DAY / math.log(2.0)
-# Arms served before outcomes choose: the first arm using EASE once fitted, else the hybrid.
-_HYBRID, _EASE_PRIOR = 1, 3
+# The arm served before outcomes choose.
+_HYBRID = 1
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,10 @@ def choose_arm(
     trials: float, hits: np.ndarray | None, *, now: float, fitted: bool, arms: int | None = None
 ) -> int:
     """The arm to serve: the best recent hit rate once :data:`MIN_BASKETS` recent baskets were
-    judged (ties to the earlier arm), else EASE with content when EASE is ``fitted``, else
-    the hybrid. Arms using EASE are not chosen before it is fitted."""
-    prior = _EASE_PRIOR if fitted else _HYBRID
+    judged (ties to the earlier arm), else the hybrid: outcomes, not a fit, move what is
+    served. Arms using EASE are not chosen before it is ``fitted``."""
     if hits is None or not math.isfinite(trials) or math.exp(trials - now / _TAU) < MIN_BASKETS:
-        return prior
+        return _HYBRID
     rates = np.exp(hits - trials)
     if not fitted:
         rates[2:] = -1.0  # the EASE arms rank as their non-EASE signals until EASE is fitted

@@ -13,8 +13,9 @@ of the purchases is the Gram matrix ``G = X'X``: ``G[i, j]`` customers own both 
   kept) and refits ``B`` from it off the event loop (:func:`fit_ease`), keeping each item's
   ``neighbors`` strongest positive weights (:class:`EaseShare`, what workers rank with).
 
-The counts of one worker are the same as those of many, and the Gram does not depend on the
-order deltas arrive in: one worker and eight fit the same weights.
+The counts of one worker are the same as those of many, and, while the catalogue's owned items
+fit in ``max_items``, the Gram does not depend on the order deltas arrive in: one worker and
+eight fit the same weights.
 
 >>> gram = EaseGram(max_items=10)
 >>> counts = EaseCounts.of_purchases([(1, [2, 3]), (2, [1]), (3, []), (1, [3])], time=0.0)
@@ -73,7 +74,7 @@ class EaseCounts:
 
     @classmethod
     def of_purchases(
-        cls, purchases: Iterable[tuple[int, Sequence[int]]], *, time: float
+        cls, purchases: Iterable[tuple[int, Sequence[int] | np.ndarray]], *, time: float
     ) -> EaseCounts:
         """The counts of ``(item, items owned before)`` purchases of items new to their buyer.
 
@@ -96,6 +97,35 @@ class EaseCounts:
         left, right, counts = _sum_pairs(left, right, np.ones(len(left)))
         owned, owners = np.unique(bought, return_counts=True)
         return cls(left, right, counts, owned, owners.astype(float), time)
+
+    def split(self, max_pairs: int) -> list[EaseCounts]:
+        """These counts as pieces of at most ``max_pairs`` pairs each (the first holds the
+        owners and the outcomes): each piece is a delta of its own, so no delta outgrows a
+        model record however many pairs a sync counted.
+
+        >>> c = EaseCounts.of_purchases([(1, [2, 3, 4])], time=1.0)
+        >>> [len(piece.left) for piece in c.split(2)], [len(p.owned) for p in c.split(2)]
+        ([2, 1], [1, 0])
+        """
+        if len(self.left) <= max_pairs:
+            return [self]
+        pieces = []
+        for start in range(0, len(self.left), max_pairs):
+            end = start + max_pairs
+            first = start == 0
+            pieces.append(
+                EaseCounts(
+                    self.left[start:end],
+                    self.right[start:end],
+                    self.counts[start:end],
+                    self.owned if first else np.zeros(0, np.int64),
+                    self.owners if first else np.zeros(0),
+                    self.time,
+                    self.trials if first else -math.inf,
+                    self.hits if first else None,
+                )
+            )
+        return pieces
 
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a delta record."""
@@ -129,6 +159,7 @@ class EaseCounts:
             or np.isnan(hits).any()
             or (hits == np.inf).any()
             or math.isnan(time)
+            or time == math.inf
             or math.isnan(trials)
             or trials == math.inf
         ):
@@ -198,7 +229,9 @@ class EaseGram:
     Every item's owners are counted; the pairs of items in the Gram are counted exactly
     from the moment both are in it. When the Gram is full, an item owned by more than
     twice as many customers as the least owned item in it takes that item's place at the
-    next :meth:`snapshot` (its pairs counted from then on).
+    next :meth:`snapshot` (its pairs counted from then on). Below ``max_items`` the Gram is
+    the same whatever order the counts come in; once it is full, which items made it in
+    first depends on that order (up to the factor of two).
     """
 
     def __init__(self, max_items: int = 4000) -> None:
@@ -213,6 +246,7 @@ class EaseGram:
         self._gram = np.zeros((0, 0), np.float32)
         self.pairs = 0.0  # pair counts added, all told
         self.time = -math.inf  # the newest event time counted
+        self.started = math.inf  # the event time of the first counts added
         self.trials = -math.inf
         self.hits: np.ndarray | None = None
 
@@ -235,6 +269,8 @@ class EaseGram:
                         break
                     self._admit(item)
         self.time = max(self.time, counts.time)
+        if math.isfinite(counts.time):
+            self.started = min(self.started, counts.time)
         self.trials = float(np.logaddexp(self.trials, counts.trials))
         self.hits = _add_logs(self.hits, counts.hits)
         if not len(counts.left):
@@ -358,6 +394,7 @@ class EaseShare:
             or (hits == np.inf).any()
             or not (math.isfinite(strength) and strength >= 0)
             or math.isnan(fitted_at)
+            or fitted_at == math.inf
             or not (math.isfinite(pairs) and pairs >= 0)
             or math.isnan(trials)
             or trials == math.inf

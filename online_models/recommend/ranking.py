@@ -11,6 +11,7 @@ from scipy import sparse
 
 from online_models.recommend.blend import SIGNALS, Arm
 from online_models.recommend.content import ContentModel, ContentView
+from online_models.recommend.ease import EaseShare
 
 __all__ = ["NEW_ITEM_MIN_SIMILARITY", "RankRequest", "Ranker", "top_k_columns"]
 
@@ -101,10 +102,16 @@ class Ranker:
     _neighbors: dict[int, dict[int, float]]
     _neighbor_arrays: dict[int, tuple[np.ndarray, np.ndarray]]
     _ease_weights: sparse.csr_matrix | None
-    arms: tuple[Arm, ...]
+    _ease_fit: EaseShare | None
+    _ease_unresolved: int
     arm: int
 
     if TYPE_CHECKING:
+
+        @property
+        def arms(self) -> tuple[Arm, ...]: ...
+
+        def _resolve_ease(self, share: EaseShare) -> None: ...
 
         def register(self, items: Iterable[str]) -> None: ...
 
@@ -363,6 +370,11 @@ class Ranker:
         weights = self._ease_weights
         if weights is None:
             return scores
+        fit = self._ease_fit
+        if self._ease_unresolved and fit is not None and weights.shape[0] < len(self._items):
+            self._resolve_ease(fit)  # items named by the fit arrived since it was applied
+            weights = self._ease_weights
+            assert weights is not None
         size = weights.shape[0]
         index = self._index
         rows, cols = [], []

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import sparse
 
 from online_models.customer.activity import DAY
-from online_models.recommend.blend import basket_weight, choose_arm, make_arms
+from online_models.recommend.blend import Arm, basket_weight, choose_arm, make_arms
 from online_models.recommend.content import ContentModel, ContentView
 from online_models.recommend.ease import EaseCounts, EaseShare
 from online_models.recommend.items import initial_latent, item_hash
@@ -26,6 +26,8 @@ __all__ = ["Recommender"]
 
 logger = logging.getLogger(__name__)
 
+# The blend's arms, by name (their weights follow the recommender's).
+_ARM_NAMES = tuple(arm.name for arm in make_arms({}))
 # Item rows are allocated in blocks that double when full.
 _INITIAL_CAPACITY = 64
 
@@ -77,7 +79,6 @@ class Recommender(Ranker, ItemSync):
     (2, 2)
     """
 
-    # Class defaults: a model pickled before EASE and the learned blend serves the hybrid.
     counts_ownership = False
     arm = 1
     _ease_weights: sparse.csr_matrix | None = None
@@ -169,21 +170,17 @@ class Recommender(Ranker, ItemSync):
         self._unsent_pairs: dict[int, dict[int, float]] = {}
         self._touched: set[int] = set()
         self._by_hash: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, rows
-        #: The arms the blend is learned among, and the one served (the hybrid until the
-        #: group's model chooses).
-        self.arms = make_arms(
-            {"factors": cf_weight, "popularity": popularity_weight,
-             "co_purchase": co_purchase_weight, "content": content_weight}
-        )  # fmt: skip
+        #: The arm of :attr:`arms` served (the hybrid until the group's model chooses).
         self.arm = 1
         self._ease_weights = None  # the group's EASE weights, by row (a sparse n x n)
         self._ease_fit: EaseShare | None = None
+        self._ease_unresolved = 0  # weights of the fit naming items unknown when applied
         #: Count ownership for :meth:`ease_delta` (set by the group's worker sync).
         self.counts_ownership = False
-        self._owned: list[tuple[int, list[int]]] = []  # (item hash, hashes owned before)
+        self._owned: list[tuple[int, list[int]]] = []  # (item row, rows owned before)
         self._owned_at = -math.inf
         self._trials = -math.inf  # the blend's outcomes since the last delta (log weights)
-        self._hits = np.full(len(self.arms), -np.inf)
+        self._hits = np.full(len(_ARM_NAMES), -np.inf)
 
     def __repr__(self) -> str:
         return (
@@ -277,9 +274,10 @@ class Recommender(Ranker, ItemSync):
         group's model (:attr:`counts_ownership`)."""
         if not self.counts_ownership:
             return
-        hashes = self._hashes
+        index, row = self._index, self._row
+        # Rows, made hashes a delta at a time: what a customer owned was learned, so known.
         self._owned.append(
-            (int(hashes[self._row(item)]), [int(hashes[self._row(o)]) for o in owned if o != item])
+            (row(item), [index[o] if o in index else row(o) for o in owned if o != item])
         )
         self._owned_at = max(self._owned_at, time)
 
@@ -297,18 +295,42 @@ class Recommender(Ranker, ItemSync):
 
     def ease_delta(self) -> EaseCounts:
         """The ownership counts and the blend's outcomes since the last call."""
-        counts = EaseCounts.of_purchases(self._owned, time=self._owned_at)
+        hashes = self._hashes
+        counts = EaseCounts.of_purchases(
+            (
+                (int(hashes[item]), hashes[np.asarray(before, dtype=np.intp)])
+                for item, before in self._owned
+            ),
+            time=self._owned_at,
+        )
         if math.isfinite(self._trials):
             counts = EaseCounts(
                 counts.left, counts.right, counts.counts, counts.owned, counts.owners,
                 counts.time, self._trials, self._hits.copy(),
             )  # fmt: skip
         self._owned, self._owned_at = [], -math.inf
-        self._trials, self._hits = -math.inf, np.full(len(self.arms), -np.inf)
+        self._trials, self._hits = -math.inf, np.full(len(_ARM_NAMES), -np.inf)
         return counts
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        """The arms the blend is learned among, the hybrid's weights as they are now."""
+        return make_arms(
+            {"factors": self.cf_weight, "popularity": self.popularity_weight,
+             "co_purchase": self.co_purchase_weight, "content": self.content_weight}
+        )  # fmt: skip
 
     def apply_ease(self, share: EaseShare) -> None:
         """Rank with the group's EASE fit and serve the arm it chose."""
+        self._resolve_ease(share)
+        fitted = len(share.refs) > 0
+        arms = self.arms
+        chosen = 0 <= share.arm < len(arms) and (fitted or not arms[share.arm].uses_ease)
+        self.arm = share.arm if chosen else choose_arm(-math.inf, None, now=0.0, fitted=fitted)
+
+    def _resolve_ease(self, share: EaseShare) -> None:
+        """The fit's weights by row; weights naming items not known here yet are resolved
+        again once more items are (:meth:`_ease_scores` asks)."""
         n = len(self._items)
         hashes, rows_by_hash = self._hash_index()
         owners = np.repeat(share.items, np.diff(share.offsets))
@@ -325,9 +347,7 @@ class Recommender(Ranker, ItemSync):
             (share.weights[known], (sources[known], targets[known])), shape=(n, n)
         )
         self._ease_fit = share
-        fitted = len(share.refs) > 0
-        chosen = 0 <= share.arm < len(self.arms) and (fitted or not self.arms[share.arm].uses_ease)
-        self.arm = share.arm if chosen else choose_arm(-math.inf, None, now=0.0, fitted=fitted)
+        self._ease_unresolved = int((~known).sum())
 
     @property
     def arm_hit_rates(self) -> dict[str, float]:

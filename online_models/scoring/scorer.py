@@ -428,7 +428,13 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         ranked just before them: the served hit rate, and every arm of the recommender's
         blend (what it learns which blend to serve from)."""
         recommender = self._recommender
-        lists = recommender.rank_arms(self._requests(states), self.config.top_k, recommender.arms)
+        requests, k = self._requests(states), self.config.top_k
+        if not recommender.counts_ownership:  # no group's model learns from the arms
+            served = recommender.rank_many(requests, k)
+            for item, ranked in zip(items, served, strict=True):
+                self._hit_rate.update(item in ranked)
+            return
+        lists = recommender.rank_arms(requests, k, recommender.arms)
         hits = np.array(
             [[item in ranked[n] for ranked in lists] for n, item in enumerate(items)], dtype=bool
         ).reshape(len(items), len(lists))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -156,7 +157,10 @@ def test_the_blend_serves_the_arm_customers_buy_from() -> None:
     hits = np.zeros((300, arms), dtype=bool)
     hits[:, 0] = True  # popularity hit every basket
     hits[::3, 3] = True  # EASE with content one in three
-    for n in range(3):
+    recommender.learn_owned("sku-0", [], time=times[0])
+    for delta in sync.deltas():  # the first counts: EASE is fitted a refit period after them
+        group.merge(delta)
+    for n in range(1, 3):
         recommender.learn_owned(f"sku-{n}", [f"sku-{m}" for m in range(n)], time=times[-1])
     recommender.learn_outcomes(times, hits)
     for delta in sync.deltas():
@@ -170,12 +174,12 @@ def test_the_blend_serves_the_arm_customers_buy_from() -> None:
     assert rates is not None and rates[0] == pytest.approx(1.0) and rates[1] == 0.0
 
 
-def test_before_enough_baskets_ease_with_content_serves_once_fitted() -> None:
+def test_before_enough_baskets_the_hybrid_serves_and_ease_waits_for_its_fit() -> None:
     assert choose_arm(-math.inf, None, now=T0, fitted=False) == 1  # the hybrid
-    assert choose_arm(-math.inf, None, now=T0, fitted=True) == 3  # EASE with content
+    assert choose_arm(-math.inf, None, now=T0, fitted=True) == 1  # outcomes move it, not a fit
     trials = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(10)]))
     hits = np.full(5, trials)
-    assert choose_arm(trials, hits, now=T0, fitted=True) == 3  # 10 baskets: too few
+    assert choose_arm(trials, hits, now=T0, fitted=True) == 1  # 10 baskets: too few
     # EASE arms are not served before EASE is fitted, however they scored.
     many = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(500)]))
     rates = np.log([0.1, 0.2, 0.9, 0.9, 0.9]) + many
@@ -218,8 +222,28 @@ def test_a_new_merger_keeps_the_last_fit_until_its_counts_hold_as_many_pairs() -
     fitted = group.merger.parts[EASE]
     assert isinstance(fitted.share, EaseShare) and fitted.share.pairs > 0
     successor = GroupModel(CONFIG, dict(group.merger.parts), group.merger.version)
-    successor.merge(Delta(EASE, "w9", 1, EaseCounts.of_purchases([(1, [2])], time=T0 + 30 * DAY)))
-    assert successor.ease_fit_due() is None  # one pair against the fit's many
+    for seq, (item, days) in enumerate([(1, 30), (3, 60)], start=1):
+        counts = EaseCounts.of_purchases([(item, [2])], time=T0 + days * DAY)
+        successor.merge(Delta(EASE, "w9", seq, counts))
+    assert successor.ease_fit_due() is None  # two pairs against the fit's many
+    # ... until its own counts span a season: a fit of those, not weights frozen for ever.
+    successor.merge(Delta(EASE, "w9", 3, EaseCounts.of_purchases([(4, [2])], time=T0 + 121 * DAY)))
+    assert successor.ease_fit_due() is not None
+
+
+def test_a_merger_given_its_partition_back_keeps_its_counts() -> None:
+    """A rebalance that hands the updates partition back to the same worker: its Gram is
+    adopted when no other merger published EASE meanwhile, and refused when one did."""
+    events = shop(60, 30, seed=4)
+    group = run(events, 1, CONFIG)
+    state = group.merger.ease_state()
+    assert state is not None and state[0].pairs > 0
+    again = GroupModel(CONFIG, dict(group.merger.parts), group.merger.version)
+    assert again.adopt_ease(state) and again.ease is state[0]
+    fitted = group.merger.parts[EASE]
+    moved_on = {**group.merger.parts, EASE: replace(fitted, version=fitted.version + 5)}
+    other = GroupModel(CONFIG, moved_on, group.merger.version + 5)
+    assert not other.adopt_ease(state) and other.ease is not None and other.ease.pairs == 0
 
 
 def test_counts_that_are_not_counts_are_refused() -> None:
@@ -244,3 +268,29 @@ def test_counts_that_are_not_quite_a_gram_still_fit(caplog: pytest.LogCaptureFix
     assert "not positive definite" in caplog.text
     assert np.isfinite(share.weights).all() and len(share.items) == 3
     np.testing.assert_array_equal(snapshot.gram, gram)  # the snapshot is left as it was
+
+
+def test_a_sync_of_many_pairs_goes_in_record_sized_deltas_none_kept_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import online_models.group.worker as worker_module
+
+    events = shop(40, 30, seed=5)
+    whole = run(events, 1, CONFIG)
+    monkeypatch.setattr(worker_module, "EASE_DELTA_PAIRS", 7)
+    pieces = LocalGroup(CONFIG, workers=1, sync_seconds=1e9)  # one sync at the end
+    for customer, activity in events:
+        pieces.process(customer, activity)
+    deltas = pieces.syncs[0].deltas()
+    ease = [d for d in deltas if d.key == EASE]
+    assert len(ease) > 3 and all(len(d.share.left) <= 7 for d in ease)
+    assert [d.seq for d in ease] == sorted({d.seq for d in ease})  # each its own, in order
+    assert pieces.syncs[0].pending == len(deltas) - len(ease)  # EASE's never wait here
+    for delta in deltas:
+        pieces.merger.merge(delta)
+    assert whole.merger.ease is not None and pieces.merger.ease is not None
+    a, b = whole.merger.ease.snapshot(), pieces.merger.ease.snapshot()
+    order_a, order_b = np.argsort(a.items), np.argsort(b.items)
+    np.testing.assert_array_equal(
+        a.gram[np.ix_(order_a, order_a)], b.gram[np.ix_(order_b, order_b)]
+    )

@@ -447,3 +447,6 @@ def test_ease_weights_too_big_for_a_model_record_stop_start_up(
     monkeypatch.setenv("CRM_RECOMMEND_EASE_NEIGHBORS", "20")
     config = load_settings().scorer_config()
     assert (config.ease_items, config.ease_neighbors) == (20000, 20)
+    monkeypatch.setenv("CRM_RECOMMEND_EASE_ITEMS", "1")
+    with pytest.raises(SettingsError, match="CRM_RECOMMEND_EASE_ITEMS=1"):
+        load_settings()
