@@ -12,7 +12,12 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segments.groups import MAX_GROUPS, OutlierCells, founders_fence
+from online_models.segments.groups import (
+    GROUP_MIN_WEIGHT,
+    MAX_GROUPS,
+    OutlierCells,
+    founders_fence,
+)
 from online_models.segments.outliers import (
     DISTANCE_BINS,
     empty_histogram,
@@ -285,7 +290,7 @@ def propose_group(
 ) -> bool:
     """Add a group segment to ``share`` (in place) where the grid of far customers holds
     ``group_share`` of the distances' weight in one place, unless it has :data:`MAX_GROUPS`;
-    whether one was added.
+    whether a group was added or dissolved.
 
     A place is a group only if its customers sit tight among themselves, their standard
     deviation at most ``tightness`` of their nearest segment's robust one (root mean square
@@ -297,10 +302,13 @@ def propose_group(
     """
     if group_share <= 0.0:
         return False
+    ordinary = len(share.weights) - share.groups
+    least = max(group_share * float(share.distances.sum()), GROUP_MIN_WEIGHT)
+    if not (share.spread.weights[ordinary:] > 0.0).any() and share.cells.weights.sum() < least:
+        return False  # nothing to dissolve, too few far customers to found a group: cheap
     fence = founders_fence(share.distances, mads)
     if fence is None:
         return False
-    ordinary = len(share.weights) - share.groups
 
     def nearest(mean: np.ndarray) -> tuple[int, float]:
         """The ordinary segment nearest ``mean`` in units of its spread, and how near."""
@@ -310,12 +318,14 @@ def propose_group(
         segment = int(np.nanargmin(distances))
         return segment, float(distances[segment])
 
+    dissolved = False
     for offset, mean in enumerate(share.group_means()):
         if not np.isnan(mean[0]) and not nearest(mean)[1] >= fence:
             share.dissolve_group(offset)
+            dissolved = True
     free = (share.spread.weights[ordinary:] <= 0.0).any()
     if share.groups >= MAX_GROUPS and not free:
-        return False
+        return dissolved
 
     def tight_and_apart(mean: np.ndarray, variance: np.ndarray) -> bool:
         segment, distance = nearest(mean)
@@ -331,6 +341,6 @@ def propose_group(
         avoid=means[~np.isnan(means[:, 0])], accept=tight_and_apart,
     )  # fmt: skip
     if mean is None:
-        return False
+        return dissolved
     share.add_group(mean)
     return True

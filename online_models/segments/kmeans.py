@@ -114,7 +114,7 @@ class Segmenter:
         self._names_at = -1
         self._fence: float | None = None
         self._founders_fence: float | None = None
-        self._fence_at = -_FENCE_EVERY
+        self._fence_at = self._groups_at = -_FENCE_EVERY
 
     @property
     def learned(self) -> int:
@@ -247,10 +247,8 @@ class Segmenter:
         return self._fence
 
     def _founders(self, distances: np.ndarray) -> np.ndarray:
-        """Whether each of ``distances`` (to a point's segment, in units of its spread) is
-        beyond the founders' fence: ``group_mads`` robust standard deviations of the log
-        distances above their median (never, while group segments are off or the histogram
-        is too light)."""
+        """Whether each of ``distances`` (to a point's segment) is beyond the founders' fence
+        (:func:`~online_models.segments.groups.founders_fence`; never while groups are off)."""
         self.outlier_fence()
         if self.group_share <= 0.0 or self._founders_fence is None:
             return np.zeros(len(distances), dtype=bool)
@@ -318,10 +316,8 @@ class Segmenter:
             return placement
         segment = placement.segment
         alone = placement.outlier and segment == nearest
-        founders_fence = self._founders_fence if self.group_share > 0.0 else None
-        founder = (
-            segment == nearest and founders_fence is not None and standardised > founders_fence
-        )
+        fence = self._founders_fence if self.group_share > 0.0 else None
+        founder = segment == nearest and fence is not None and standardised > fence
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
@@ -343,8 +339,9 @@ class Segmenter:
         :data:`~online_models.segments.groups.GROUP_REACH` that they are nearer to, in units
         of its spread, than to their segment (so a group never drifts into a segment's crowd)."""
         groups = np.full(len(points), -1)
-        means = self._live.group_means()
-        near = in_group(points, np.nan_to_num(means, nan=np.inf))
+        if not self._live.groups:
+            return groups
+        near = in_group(points, np.nan_to_num(means := self._live.group_means(), nan=np.inf))
         if not near.any():
             return groups
         start = len(self._live.weights) - self._live.groups
@@ -371,10 +368,13 @@ class Segmenter:
         return segment >= self.n_segments
 
     def _propose_group(self) -> None:
-        """A segmenter alone makes group segments itself (a shared one leaves them to the
-        group's model, which merges every worker's outliers)."""
+        """A segmenter alone makes (and dissolves) group segments itself, as often as it reads
+        the fence again (a shared one leaves them to the group's model)."""
         if self.shared or len(self._centers) < self.n_segments:
             return
+        if self._live.points - self._groups_at < _FENCE_EVERY:
+            return
+        self._groups_at = self._live.points
         if not propose_group(
             self._live, self.group_share, mads=self.group_mads, tightness=self.group_tightness
         ):
