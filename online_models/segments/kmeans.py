@@ -89,13 +89,13 @@ class Segmenter:
             n_segments < 1
             or not halflife_days > 0
             or not outlier_mads > 0
-            or not group_mads > 0
+            or not group_mads >= 0
             or not group_tightness > 0
         ):
             msg = (
-                "n_segments must be >= 1, halflife_days, outlier_mads, group_mads and "
-                f"group_tightness > 0, got {n_segments}, {halflife_days}, {outlier_mads}, "
-                f"{group_mads}, {group_tightness}"
+                "n_segments must be >= 1, halflife_days, outlier_mads and group_tightness > 0 "
+                f"and group_mads >= 0, got {n_segments}, {halflife_days}, {outlier_mads}, "
+                f"{group_tightness}, {group_mads}"
             )
             raise ValueError(msg)
         self.n_segments = n_segments
