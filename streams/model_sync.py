@@ -27,7 +27,6 @@ from faust.types import Message
 from online_models.group.model import EaseState, GroupModel
 from online_models.group.parts import GroupPart
 from online_models.group.worker import WorkerSync
-from online_models.recommend.ease import fit_ease
 from online_models.scoring.scorer import CustomerScorer
 from online_models.value.lifetime_fit import fit_lifetime
 from schemas.model_records import (
@@ -236,11 +235,7 @@ class ModelSync:
                 gram = group.ease_fit_due()
                 if gram is not None:
                     # EASE's inverse: 2-3 s of a core at 4,000 items, once a day of event time.
-                    config = group.config
-                    weights = await asyncio.to_thread(
-                        fit_ease, gram, strength=config.ease_strength,
-                        neighbors=config.ease_neighbors, fitted_at=gram.time,
-                    )  # fmt: skip
+                    weights = await asyncio.to_thread(group.fit_ease, gram)
                     if self._group is not group:
                         return None
                     group.take_ease_fit(weights)

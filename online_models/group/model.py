@@ -197,18 +197,17 @@ class GroupModel:
         self._last_seen[delta.worker] = self.version + 1
         return True
 
+    def fit_ease(self, snapshot: GramSnapshot) -> EaseShare:
+        """EASE fitted on ``snapshot`` with the config's hyperparameters (pure: a worker
+        runs it in a thread, then :meth:`take_ease_fit`)."""
+        config = self.config
+        return fit_ease(snapshot, strength=config.ease_strength,
+                        neighbors=config.ease_neighbors, fitted_at=snapshot.time)  # fmt: skip
+
     def _refit_ease(self) -> None:
         due = self.ease_fit_due()
         if due is not None:
-            config = self.config
-            self.take_ease_fit(
-                fit_ease(
-                    due,
-                    strength=config.ease_strength,
-                    neighbors=config.ease_neighbors,
-                    fitted_at=due.time,
-                )
-            )
+            self.take_ease_fit(self.fit_ease(due))
 
     def lifetime_fit_due(self) -> tuple[LifetimeShare, float] | None:
         """The lifetime sample and its event time, when its parameters are due for a refit

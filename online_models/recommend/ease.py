@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
+from online_models.recommend.items import sum_pairs
+
 __all__ = ["EaseCounts", "EaseGram", "EaseShare", "GramSnapshot", "fit_ease"]
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ class EaseCounts:
         old = np.concatenate(befores) if sizes.sum() else np.zeros(0, np.int64)
         keep = new != old
         left, right = np.minimum(new, old)[keep], np.maximum(new, old)[keep]
-        left, right, counts = _sum_pairs(left, right, np.ones(len(left)))
+        left, right, counts = sum_pairs(left, right, np.ones(len(left)))
         owned, owners = np.unique(bought, return_counts=True)
         return cls(left, right, counts, owned, owners.astype(float), time)
 
@@ -171,20 +173,6 @@ class EaseCounts:
         )  # fmt: skip
 
 
-def _sum_pairs(
-    left: np.ndarray, right: np.ndarray, counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The counts of equal ``(left, right)`` pairs summed, sorted by pair."""
-    if not len(left):
-        return left, right, counts
-    order = np.lexsort((right, left))
-    left, right, counts = left[order], right[order], counts[order]
-    first = np.ones(len(left), dtype=bool)
-    first[1:] = (left[1:] != left[:-1]) | (right[1:] != right[:-1])
-    starts = np.flatnonzero(first)
-    return left[starts], right[starts], np.add.reduceat(counts, starts)
-
-
 def merge_counts(a: EaseCounts, b: EaseCounts) -> EaseCounts:
     """Two workers' (or two syncs') counts together.
 
@@ -193,7 +181,7 @@ def merge_counts(a: EaseCounts, b: EaseCounts) -> EaseCounts:
     >>> both.counts.tolist(), both.owners.tolist(), both.time
     ([2.0], [2.0], 1.0)
     """
-    left, right, counts = _sum_pairs(
+    left, right, counts = sum_pairs(
         np.concatenate([a.left, b.left]),
         np.concatenate([a.right, b.right]),
         np.concatenate([a.counts, b.counts]),
@@ -208,9 +196,10 @@ def merge_counts(a: EaseCounts, b: EaseCounts) -> EaseCounts:
 
 
 def _add_logs(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None or b is None or len(a) != len(b):
-        return b if a is None or (b is not None and len(b) != len(a)) else a
-    return np.logaddexp(a, b)
+    """Two arrays of log weights added; one missing, the other; of other lengths, ``b``."""
+    if a is None or (b is not None and len(a) != len(b)):
+        return b
+    return a if b is None else np.logaddexp(a, b)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ItemShare", "initial_latent", "item_hash", "merge_items"]
+__all__ = ["ItemShare", "initial_latent", "item_hash", "merge_items", "sum_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,7 @@ def merge_items(
     owners = np.concatenate([a.owners[~keep], b_owner])
     refs = np.concatenate([a.refs[~keep], b.refs])
     counts = np.concatenate([a.counts[~keep], b.counts])
-    order = np.lexsort((refs, owners))
-    owners, refs, counts = owners[order], refs[order], counts[order]
-    first = np.ones(len(owners), dtype=bool)
-    first[1:] = (owners[1:] != owners[:-1]) | (refs[1:] != refs[:-1])
-    starts = np.flatnonzero(first)
-    owners, refs, counts = owners[starts], refs[starts], np.add.reduceat(counts, starts)
+    owners, refs, counts = sum_pairs(owners, refs, counts)
     if max_neighbors is not None:
         owners, refs, counts = _prune(owners, refs, counts, max_neighbors)
     owners = np.concatenate([a.owners[keep], owners])
@@ -205,6 +200,25 @@ def merge_items(
     merged = ItemShare(items, factors, popularity, offsets, refs[order], counts[order])
     merged.__dict__["owners"] = owners[order]
     return _with_positions(merged, position)
+
+
+def sum_pairs(
+    left: np.ndarray, right: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``values`` of equal ``(left, right)`` pairs summed, the pairs sorted.
+
+    >>> [a.tolist() for a in sum_pairs(np.array([2, 1, 2]), np.array([5, 9, 5]),
+    ...                                np.array([1.0, 2.0, 3.0]))]
+    [[1, 2], [9, 5], [2.0, 4.0]]
+    """
+    if not len(left):
+        return left, right, values
+    order = np.lexsort((right, left))
+    left, right, values = left[order], right[order], values[order]
+    first = np.ones(len(left), dtype=bool)
+    first[1:] = (left[1:] != left[:-1]) | (right[1:] != right[:-1])
+    starts = np.flatnonzero(first)
+    return left[starts], right[starts], np.add.reduceat(values, starts)
 
 
 def _with_positions(share: ItemShare, positions: dict[str, int]) -> ItemShare:

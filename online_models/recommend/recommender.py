@@ -10,6 +10,7 @@ import logging
 import math
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy import sparse
@@ -304,10 +305,7 @@ class Recommender(Ranker, ItemSync):
             time=self._owned_at,
         )
         if math.isfinite(self._trials):
-            counts = EaseCounts(
-                counts.left, counts.right, counts.counts, counts.owned, counts.owners,
-                counts.time, self._trials, self._hits.copy(),
-            )  # fmt: skip
+            counts = replace(counts, trials=self._trials, hits=self._hits.copy())
         self._owned, self._owned_at = [], -math.inf
         self._trials, self._hits = -math.inf, np.full(len(_ARM_NAMES), -np.inf)
         return counts
@@ -332,16 +330,8 @@ class Recommender(Ranker, ItemSync):
         """The fit's weights by row; weights naming items not known here yet are resolved
         again once more items are (:meth:`_ease_scores` asks)."""
         n = len(self._items)
-        hashes, rows_by_hash = self._hash_index()
         owners = np.repeat(share.items, np.diff(share.offsets))
-
-        def rows_of(values: np.ndarray) -> np.ndarray:
-            found = np.minimum(np.searchsorted(hashes, values), max(len(hashes) - 1, 0))
-            if not len(hashes):
-                return np.full(len(values), -1)
-            return np.where(hashes[found] == values, rows_by_hash[found], -1)
-
-        sources, targets = rows_of(owners), rows_of(share.refs)
+        sources, targets = self._rows_of_hashes(owners), self._rows_of_hashes(share.refs)
         known = (sources >= 0) & (targets >= 0)
         self._ease_weights = sparse.csr_matrix(
             (share.weights[known], (sources[known], targets[known])), shape=(n, n)

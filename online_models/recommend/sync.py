@@ -104,9 +104,7 @@ class ItemSync:
         ]
         if not slices:
             return
-        refs = np.concatenate([group.refs[a:b] for group, a, b in slices])
-        found = np.minimum(np.searchsorted(hashes, refs), max(len(hashes) - 1, 0))
-        resolved = np.where(hashes[found] == refs, rows_by_hash[found], -1)
+        resolved = self._rows_of_hashes(np.concatenate([group.refs[a:b] for group, a, b in slices]))
         bounds = np.concatenate([[0], np.cumsum([b - a for _, a, b in slices])]).tolist()
         next_slice = 0
         for group, own, positions, rows, items in updates:
@@ -145,6 +143,14 @@ class ItemSync:
     def _row_of_hash(ref: int, hashes: np.ndarray, rows: np.ndarray) -> int | None:
         found = int(np.searchsorted(hashes, ref))
         return int(rows[found]) if found < len(hashes) and hashes[found] == ref else None
+
+    def _rows_of_hashes(self, values: np.ndarray) -> np.ndarray:
+        """The row of each item hash of ``values``, -1 for one not known here."""
+        hashes, rows = self._hash_index()
+        if not len(hashes):
+            return np.full(len(values), -1, dtype=np.intp)
+        found = np.minimum(np.searchsorted(hashes, values), len(hashes) - 1)
+        return np.where(hashes[found] == values, rows[found], -1)
 
     def _hash_index(self) -> tuple[np.ndarray, np.ndarray]:
         """The item hashes sorted, and the row of each: for resolving co-purchase refs."""
