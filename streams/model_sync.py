@@ -25,7 +25,7 @@ from typing import Any
 from faust.types import Message
 
 from online_models.group.model import EaseState, GroupModel
-from online_models.group.parts import GroupPart
+from online_models.group.parts import EASE, GroupPart
 from online_models.group.worker import WorkerSync
 from online_models.scoring.scorer import CustomerScorer
 from online_models.value.lifetime_fit import fit_lifetime
@@ -92,6 +92,7 @@ class ModelSync:
         self._held: list[Message] = []  # merged updates, acknowledged once published
         # EASE's Gram of this worker's last merging, for when the partition comes back.
         self._ease_kept: EaseState | None = None
+        self._ease_held: list[Message] = []  # merged EASE counts, acknowledged at a refit
         # A version published in part: its number, parts and updates (tried again).
         self._unpublished: tuple[int, list[GroupPart], list[Message]] | None = None
         self._offsets: dict[str, PartRef] = {}
@@ -205,7 +206,9 @@ class ModelSync:
                 continue
             if merged:
                 self._metrics.model_deltas_merged.inc()
-            self._held.append(message)
+            # EASE's counts are in the group's model once a refit publishes the ease part:
+            # acknowledged then, so a merger that dies before reads them again.
+            (self._ease_held if delta.key == EASE else self._held).append(message)
             await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
             if self._group is not group:
                 return  # the partition was taken away meanwhile: its next owner merges them
@@ -240,7 +243,10 @@ class ModelSync:
                         return None
                     group.take_ease_fit(weights)
                 held, self._held = self._held, []
-                self._unpublished = (*group.publish(fits=False), held)
+                version, parts = group.publish(fits=False)
+                if any(part.key == EASE for part in parts):
+                    held, self._ease_held = held + self._ease_held, []
+                self._unpublished = (version, parts, held)
             version, parts, held = self._unpublished
             try:
                 size = await self._publish(version, parts, group)
@@ -322,4 +328,5 @@ class ModelSync:
         self._group = None
         self._to_merge = []
         self._held = []
+        self._ease_held = []
         self._unpublished = None
