@@ -150,8 +150,8 @@ class GroupModel:
             self._ease_fitted = replace(self._ease_fitted, fitted_at=fitted.fitted_at)
             return
         fitted_any = len(fitted.refs) > 0
-        arm = choose_arm(ease.trials, ease.hits, now=ease.time, fitted=fitted_any)
-        share = replace(fitted, trials=ease.trials, hits=ease.hits, arm=arm)
+        arm = choose_arm(ease.trials, ease.hits, ease.wins, now=ease.time, fitted=fitted_any)
+        share = replace(fitted, trials=ease.trials, hits=ease.hits, wins=ease.wins, arm=arm)
         self._ease_fitted = share
         merged = dict(self._ease_merged)
         self.parts[EASE] = GroupPart(EASE, share, self.version + 1, merged)

@@ -4,22 +4,32 @@ A few *arms*, each a weighting of the signals (EASE, factors, popularity, co-pur
 catalogue content), are all judged on the same sampled baskets: each arm ranks the customer's
 list just before the basket, and hits if the basket's first item is in its top ``k``. The
 outcomes are kept with forward decay (a basket at event time ``t`` weighs ``exp(t / tau)``,
-summed in log space, so outcomes of many workers add in any order) and the arm with the best
-recent hit rate is served once enough baskets were judged (the hybrid before). Popularity
-alone is one arm: the blend served is never worse than popularity on the stream's own recent
-outcomes, which are judged on lists customers were shown (the served arm's hits are helped by
-that: exposure bias in its favour, not popularity's).
+summed in log space, so outcomes of many workers add in any order): each arm's hits, and for
+each pair of arms the baskets one hit and the other missed.
+
+What is served is a champion and its challengers. The hybrid serves until enough baskets were
+judged; from then on EASE with a little content (:data:`DEFAULT_ARM`, the better of the
+EASE arms on Online Retail before 2011-03-01, and EASE the batch model recommender papers
+keep failing to beat) once it is fitted, and another arm only where the stream's own outcomes
+say, beyond chance, that it does better: on the baskets where exactly one of the two hit, the
+other hit :data:`SWITCH_Z` standard deviations more often than a coin would (a sign test).
+A hit rate a few baskets apart is noise at a shop's volume (a few hundred judged baskets a
+month), and a choice that follows noise differs between workers and between runs. Popularity
+alone is one arm: the blend served is never significantly worse than popularity on the
+stream's recent outcomes, which are judged on lists customers were shown (exposure bias in
+the served arm's favour, not popularity's).
 
 >>> arms = make_arms({"factors": 2.0, "popularity": 0.3, "co_purchase": 4.0, "content": 4.0})
 >>> [arm.name for arm in arms]
 ['popularity', 'hybrid', 'ease', 'ease+content', 'ease+hybrid']
 >>> tau = 30 * 86400 / math.log(2)
->>> hits = np.full(len(arms), -np.inf)
->>> trials = np.logaddexp.reduce([t / tau for t in range(0, 200 * 3600, 3600)])
->>> hits[0] = trials + math.log(0.3); hits[2] = trials + math.log(0.5)
->>> choose_arm(trials, hits, now=200 * 3600.0, fitted=True)
-2
->>> choose_arm(trials, hits, now=200 * 3600.0, fitted=False)  # EASE arms wait for a fit
+>>> baskets = np.array([t / tau for t in range(0, 200 * 3600, 3600)])
+>>> hits = np.zeros((200, len(arms)), dtype=bool)
+>>> hits[:60, 0] = True; hits[:100, 3] = True  # popularity hits 30%, EASE + content 50%
+>>> trials, arm_hits, wins = outcomes(baskets, hits)
+>>> choose_arm(trials, arm_hits, wins, now=200 * 3600.0, fitted=True)
+3
+>>> choose_arm(trials, arm_hits, wins, now=200 * 3600.0, fitted=False)  # EASE waits for a fit
 0
 """
 
@@ -31,7 +41,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BLEND_HALFLIFE_DAYS", "MIN_BASKETS", "SIGNALS", "Arm", "choose_arm", "make_arms"]
+__all__ = [
+    "BLEND_HALFLIFE_DAYS",
+    "DEFAULT_ARM",
+    "MIN_BASKETS",
+    "SIGNALS",
+    "SWITCH_Z",
+    "Arm",
+    "choose_arm",
+    "make_arms",
+    "outcomes",
+]
 
 #: The signals an arm weights, in the order scores add up.
 SIGNALS = ("factors", "popularity", "co_purchase", "content", "ease")
@@ -39,10 +59,21 @@ SIGNALS = ("factors", "popularity", "co_purchase", "content", "ease")
 BLEND_HALFLIFE_DAYS = 30.0
 #: The recent (decayed) baskets judged before an arm is chosen from its hit rate.
 MIN_BASKETS = 100.0
+#: The arm served once EASE is fitted, unless another does significantly better: EASE with a
+#: quarter of the content's weight (on Online Retail before 2011-03-01, batch: 0.633 against
+#: EASE alone 0.627, ``benchmarks/ease_variants.py``; with no catalogue it is EASE alone).
+DEFAULT_ARM = 3
+#: How many standard deviations a challenger's lead on the baskets where exactly one of it and
+#: the default hit must reach (a one-sided sign test at about 2.3%; counts are forward-decayed
+#: baskets, weighing 1 at the newest, which counts fewer baskets than a flat window would give
+#: the same weight: on the safe side).
+SWITCH_Z = 2.0
 _DAY = 86_400.0
 _TAU = BLEND_HALFLIFE_DAYS * _DAY / math.log(2.0)
-# The arm served before outcomes choose.
+# The arm served before outcomes choose, and before EASE is fitted.
 _HYBRID = 1
+# The first arm that uses EASE (the arms from here on wait for a fit).
+_FIRST_EASE = 2
 
 
 @dataclass(frozen=True)
@@ -76,17 +107,53 @@ def basket_weight(time: float) -> float:
     return time / _TAU
 
 
+def outcomes(weights: np.ndarray, hits: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Judged baskets of log weights ``weights`` (:func:`basket_weight`) and whether each arm
+    hit (``hits``, baskets x arms), as log weights: all baskets, each arm's hits, and
+    ``wins[i, j]``, the baskets arm ``i`` hit and arm ``j`` missed."""
+    arms = hits.shape[1]
+    trials = float(np.logaddexp.reduce(weights)) if len(weights) else -math.inf
+    arm_hits = np.full(arms, -np.inf)
+    wins = np.full((arms, arms), -np.inf)
+    for arm in range(arms):
+        hit = hits[:, arm]
+        if hit.any():
+            arm_hits[arm] = np.logaddexp.reduce(weights[hit])
+            for other in range(arms):
+                won = hit & ~hits[:, other]
+                if won.any():
+                    wins[arm, other] = np.logaddexp.reduce(weights[won])
+    return trials, arm_hits, wins
+
+
 def choose_arm(
-    trials: float, hits: np.ndarray | None, *, now: float, fitted: bool, arms: int | None = None
+    trials: float,
+    hits: np.ndarray | None,
+    wins: np.ndarray | None,
+    *,
+    now: float,
+    fitted: bool,
+    arms: int | None = None,
 ) -> int:
-    """The arm to serve: the best recent hit rate once :data:`MIN_BASKETS` recent baskets were
-    judged (ties to the earlier arm), else the hybrid: outcomes, not a fit, move what is
-    served. Arms using EASE are not chosen before it is ``fitted``."""
+    """The arm to serve: the hybrid until :data:`MIN_BASKETS` recent baskets were judged or
+    while EASE is not ``fitted``; then :data:`DEFAULT_ARM`, unless arms beat it by the sign
+    test (:data:`SWITCH_Z`) on the baskets where one of the two hit (``wins``, as
+    :func:`outcomes` gives): the best recent hit rate of those. Arms using EASE are not chosen
+    before it is fitted; outcomes without ``wins`` (from before them) keep the default."""
     if hits is None or not math.isfinite(trials) or math.exp(trials - now / _TAU) < MIN_BASKETS:
         return _HYBRID
+    count = len(hits) if arms is None else min(arms, len(hits))
+    default = DEFAULT_ARM if fitted and count > DEFAULT_ARM else _HYBRID
+    if wins is None or wins.shape != (len(hits), len(hits)):
+        return default
     rates = np.exp(hits - trials)
+    # Baskets weighing 1 at the newest: a sign test's counts.
+    ahead = np.exp(wins[:count, default] - now / _TAU)
+    behind = np.exp(wins[default, :count] - now / _TAU)
+    better = (ahead > behind) & (ahead - behind >= SWITCH_Z * np.sqrt(ahead + behind))
+    better[default] = False
     if not fitted:
-        rates[2:] = -1.0  # the EASE arms rank as their non-EASE signals until EASE is fitted
-    if arms is not None:
-        rates = rates[:arms]
-    return int(np.argmax(rates))
+        better[_FIRST_EASE:] = False
+    if not better.any():
+        return default
+    return int(np.flatnonzero(better)[np.argmax(rates[:count][better])])

@@ -56,7 +56,8 @@ class EaseCounts:
     ``counts`` how many customers came to own both; ``owners`` counts new owners of each item
     of ``owned``; ``time`` is the newest event time counted. ``trials`` and ``hits`` are the
     blend's outcomes (:mod:`~online_models.recommend.blend`): the log of the forward-decayed
-    number of baskets judged, and for each arm the log of the baskets it would have hit.
+    number of baskets judged, for each arm the log of the baskets it would have hit, and
+    ``wins[i, j]`` the log of the baskets arm ``i`` hit and arm ``j`` missed.
     """
 
     left: np.ndarray
@@ -67,6 +68,7 @@ class EaseCounts:
     time: float
     trials: float = -math.inf
     hits: np.ndarray | None = None
+    wins: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> EaseCounts:
@@ -125,6 +127,7 @@ class EaseCounts:
                     self.time,
                     self.trials if first else -math.inf,
                     self.hits if first else None,
+                    self.wins if first else None,
                 )
             )
         return pieces
@@ -132,10 +135,11 @@ class EaseCounts:
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a delta record."""
         hits = np.zeros(0) if self.hits is None else self.hits
+        wins = np.zeros((0, 0)) if self.wins is None else self.wins
         # Times and log weights may be -inf (nothing yet), which JSON has no word for.
         clock = np.array([self.time, self.trials])
         arrays = {"left": self.left, "right": self.right, "counts": self.counts,
-                  "owned": self.owned, "owners": self.owners, "hits": hits,
+                  "owned": self.owned, "owners": self.owners, "hits": hits, "wins": wins,
                   "clock": clock}  # fmt: skip
         return {}, arrays
 
@@ -145,6 +149,7 @@ class EaseCounts:
         left, right = arrays["left"], arrays["right"]
         counts, owned, owners = arrays["counts"], arrays["owned"], arrays["owners"]
         hits = np.asarray(arrays["hits"], dtype=float)
+        wins = _wins_of(arrays, len(hits))
         time, trials = (float(x) for x in np.asarray(arrays["clock"], dtype=float).reshape(2))
         if (
             left.dtype.kind != "i"
@@ -170,6 +175,7 @@ class EaseCounts:
         return cls(
             left.astype(np.int64), right.astype(np.int64), counts.astype(float),
             owned.astype(np.int64), owners.astype(float), time, trials, hits if len(hits) else None,
+            wins,
         )  # fmt: skip
 
 
@@ -188,16 +194,28 @@ def merge_counts(a: EaseCounts, b: EaseCounts) -> EaseCounts:
     )
     owned, where = np.unique(np.concatenate([a.owned, b.owned]), return_inverse=True)
     owners = np.bincount(where, weights=np.concatenate([a.owners, b.owners]), minlength=len(owned))
-    hits = _add_logs(a.hits, b.hits)
     return EaseCounts(
         left, right, counts, owned, owners, max(a.time, b.time),
-        float(np.logaddexp(a.trials, b.trials)), hits,
+        float(np.logaddexp(a.trials, b.trials)), _add_logs(a.hits, b.hits),
+        _add_logs(a.wins, b.wins),
     )  # fmt: skip
 
 
+def _wins_of(arrays: Mapping[str, np.ndarray], arms: int) -> np.ndarray | None:
+    """The ``wins`` a record carries (arms x arms log weights), None when it has none (records
+    from before them, or no outcomes); ValueError when they are not log weights."""
+    if "wins" not in arrays or not np.size(arrays["wins"]):
+        return None
+    wins = np.asarray(arrays["wins"], dtype=float)
+    if wins.shape != (arms, arms) or np.isnan(wins).any() or (wins == np.inf).any():
+        msg = f"wins of shape {wins.shape} are not log weights of {arms} arms x {arms}"
+        raise ValueError(msg)
+    return wins
+
+
 def _add_logs(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """Two arrays of log weights added; one missing, the other; of other lengths, ``b``."""
-    if a is None or (b is not None and len(a) != len(b)):
+    """Two arrays of log weights added; one missing, the other; of other shapes, ``b``."""
+    if a is None or (b is not None and a.shape != b.shape):
         return b
     return a if b is None else np.logaddexp(a, b)
 
@@ -238,6 +256,7 @@ class EaseGram:
         self.started = math.inf  # the event time of the first counts added
         self.trials = -math.inf
         self.hits: np.ndarray | None = None
+        self.wins: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.position)
@@ -262,6 +281,7 @@ class EaseGram:
             self.started = min(self.started, counts.time)
         self.trials = float(np.logaddexp(self.trials, counts.trials))
         self.hits = _add_logs(self.hits, counts.hits)
+        self.wins = _add_logs(self.wins, counts.wins)
         if not len(counts.left):
             return
         rows = self._rows(counts.left)
@@ -324,8 +344,8 @@ class EaseShare:
     positive weights ``weights[offsets[i]:offsets[i + 1]]`` towards the items ``refs``.
 
     ``strength`` is the lambda fitted with, ``fitted_at`` the event time of the counts,
-    ``pairs`` the pair counts they held; ``trials`` and ``hits`` the blend's outcomes as the
-    group's model had them at the fit, and ``arm`` the blend chosen from them.
+    ``pairs`` the pair counts they held; ``trials``, ``hits`` and ``wins`` the blend's outcomes
+    as the group's model had them at the fit, and ``arm`` the blend chosen from them.
     """
 
     items: np.ndarray
@@ -338,6 +358,7 @@ class EaseShare:
     trials: float = -math.inf
     hits: np.ndarray | None = None
     arm: int = -1
+    wins: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> EaseShare:
@@ -356,6 +377,7 @@ class EaseShare:
             "refs": self.refs,
             "weights": self.weights.astype(np.float32),
             "hits": np.zeros(0) if self.hits is None else self.hits,
+            "wins": np.zeros((0, 0)) if self.wins is None else self.wins,
         }
         return meta, arrays
 
@@ -364,6 +386,7 @@ class EaseShare:
         """The share a model record carries; ValueError when it is not a fit."""
         items, offsets, refs = arrays["items"], arrays["offsets"], arrays["refs"]
         weights, hits = arrays["weights"], np.asarray(arrays["hits"], dtype=float)
+        wins = _wins_of(arrays, len(hits))
         fit = np.asarray(arrays["fit"], dtype=float).reshape(4)
         strength, fitted_at, pairs, trials = (float(x) for x in fit)
         arm = int(meta["arm"])
@@ -396,7 +419,7 @@ class EaseShare:
         return cls(
             items.astype(np.int64), offsets.astype(np.int64), refs.astype(np.int64),
             weights.astype(np.float32), strength, fitted_at, pairs, trials,
-            hits if len(hits) else None, arm,
+            hits if len(hits) else None, arm, wins,
         )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from online_models.customer.activity import DAY
-from online_models.recommend.blend import Arm, basket_weight, choose_arm, make_arms
+from online_models.recommend.blend import Arm, basket_weight, choose_arm, make_arms, outcomes
 from online_models.recommend.content import ContentModel, ContentView
 from online_models.recommend.ease import EaseCounts, EaseShare
 from online_models.recommend.items import initial_latent, item_hash
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 # The blend's arms, by name (their weights follow the recommender's).
 _ARM_NAMES = tuple(arm.name for arm in make_arms({}))
+_NO_HITS = np.zeros((0, len(_ARM_NAMES)), dtype=bool)
 # Item rows are allocated in blocks that double when full.
 _INITIAL_CAPACITY = 64
 
@@ -180,8 +181,8 @@ class Recommender(Ranker, ItemSync):
         self.counts_ownership = False
         self._owned: list[tuple[int, list[int]]] = []  # (item row, rows owned before)
         self._owned_at = -math.inf
-        self._trials = -math.inf  # the blend's outcomes since the last delta (log weights)
-        self._hits = np.full(len(_ARM_NAMES), -np.inf)
+        # The blend's outcomes since the last delta (log weights; blend.outcomes).
+        self._trials, self._hits, self._wins = outcomes(np.zeros(0), _NO_HITS)
 
     def __repr__(self) -> str:
         return (
@@ -288,11 +289,10 @@ class Recommender(Ranker, ItemSync):
         if not len(times):
             return
         weights = np.array([basket_weight(t) for t in times])
-        self._trials = float(np.logaddexp(self._trials, np.logaddexp.reduce(weights)))
-        for arm in range(len(self.arms)):
-            hit = weights[hits[:, arm]]
-            if len(hit):
-                self._hits[arm] = np.logaddexp(self._hits[arm], np.logaddexp.reduce(hit))
+        trials, arm_hits, wins = outcomes(weights, hits)
+        self._trials = float(np.logaddexp(self._trials, trials))
+        self._hits = np.logaddexp(self._hits, arm_hits)
+        self._wins = np.logaddexp(self._wins, wins)
 
     def ease_delta(self) -> EaseCounts:
         """The ownership counts and the blend's outcomes since the last call."""
@@ -305,9 +305,9 @@ class Recommender(Ranker, ItemSync):
             time=self._owned_at,
         )
         if math.isfinite(self._trials):
-            counts = replace(counts, trials=self._trials, hits=self._hits.copy())
+            counts = replace(counts, trials=self._trials, hits=self._hits, wins=self._wins)
         self._owned, self._owned_at = [], -math.inf
-        self._trials, self._hits = -math.inf, np.full(len(_ARM_NAMES), -np.inf)
+        self._trials, self._hits, self._wins = outcomes(np.zeros(0), _NO_HITS)
         return counts
 
     @property
@@ -324,7 +324,9 @@ class Recommender(Ranker, ItemSync):
         fitted = len(share.refs) > 0
         arms = self.arms
         chosen = 0 <= share.arm < len(arms) and (fitted or not arms[share.arm].uses_ease)
-        self.arm = share.arm if chosen else choose_arm(-math.inf, None, now=0.0, fitted=fitted)
+        self.arm = (
+            share.arm if chosen else choose_arm(-math.inf, None, None, now=0.0, fitted=fitted)
+        )
 
     def _resolve_ease(self, share: EaseShare) -> None:
         """The fit's weights by row; weights naming items not known here yet are resolved

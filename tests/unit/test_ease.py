@@ -16,7 +16,7 @@ from online_models.group.local import LocalGroup
 from online_models.group.model import GroupModel
 from online_models.group.parts import EASE, Delta
 from online_models.group.worker import WorkerSync
-from online_models.recommend.blend import basket_weight, choose_arm
+from online_models.recommend.blend import DEFAULT_ARM, basket_weight, choose_arm, outcomes
 from online_models.recommend.ease import (
     EaseCounts,
     EaseGram,
@@ -174,17 +174,68 @@ def test_the_blend_serves_the_arm_customers_buy_from() -> None:
     assert rates is not None and rates[0] == pytest.approx(1.0) and rates[1] == 0.0
 
 
+def judged(hits: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The blend's outcomes of baskets judged a minute apart up to T0 (``hits``: baskets x
+    arms)."""
+    weights = np.array([basket_weight(T0 - n * 60.0) for n in range(len(hits))])
+    return outcomes(weights, hits)
+
+
 def test_before_enough_baskets_the_hybrid_serves_and_ease_waits_for_its_fit() -> None:
-    assert choose_arm(-math.inf, None, now=T0, fitted=False) == 1  # the hybrid
-    assert choose_arm(-math.inf, None, now=T0, fitted=True) == 1  # outcomes move it, not a fit
-    trials = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(10)]))
-    hits = np.full(5, trials)
-    assert choose_arm(trials, hits, now=T0, fitted=True) == 1  # 10 baskets: too few
+    assert choose_arm(-math.inf, None, None, now=T0, fitted=False) == 1  # the hybrid
+    assert choose_arm(-math.inf, None, None, now=T0, fitted=True) == 1  # outcomes first
+    few = np.ones((10, 5), dtype=bool)
+    assert choose_arm(*judged(few), now=T0, fitted=True) == 1  # 10 baskets: too few
     # EASE arms are not served before EASE is fitted, however they scored.
-    many = float(np.logaddexp.reduce([basket_weight(T0 - n * 60.0) for n in range(500)]))
-    rates = np.log([0.1, 0.2, 0.9, 0.9, 0.9]) + many
-    assert choose_arm(many, rates, now=T0, fitted=False) == 1
-    assert choose_arm(many, rates, now=T0, fitted=True) == 2
+    hits = np.zeros((500, 5), dtype=bool)
+    hits[:50, 0], hits[:100, 1], hits[:450, 2:] = True, True, True
+    assert choose_arm(*judged(hits), now=T0, fitted=False) == 1
+    assert choose_arm(*judged(hits), now=T0, fitted=True) == DEFAULT_ARM
+
+
+def test_an_arm_a_few_baskets_ahead_does_not_take_over_from_the_default() -> None:
+    """Hit rates a few baskets apart are noise: the default serves (one worker and eight
+    judge different baskets, and must not serve different arms for it); a lead beyond chance
+    switches."""
+    hits = np.zeros((400, 5), dtype=bool)
+    hits[:40, DEFAULT_ARM] = True
+    hits[:40, 1] = True
+    hits[40:48, 1] = True  # the hybrid hit 8 more baskets than EASE with content: z = 2.8
+    assert choose_arm(*judged(hits), now=T0, fitted=True) == 1
+    # The same rates, but the baskets they hit mostly differ: 48 against 40 of 88 is chance.
+    apart = np.zeros((400, 5), dtype=bool)
+    apart[:40, DEFAULT_ARM] = True
+    apart[40:88, 1] = True
+    assert choose_arm(*judged(apart), now=T0, fitted=True) == DEFAULT_ARM
+    # Outcomes from before the pairs were counted (0.4.0's records) keep the default.
+    trials, arm_hits, _ = judged(hits)
+    assert choose_arm(trials, arm_hits, None, now=T0, fitted=True) == DEFAULT_ARM
+
+
+def test_the_pairs_of_outcomes_travel_and_merge_in_any_order() -> None:
+    hits = np.zeros((300, 5), dtype=bool)
+    hits[:30, 0] = hits[10:70, 3] = True
+    trials, arm_hits, wins = judged(hits)
+    counts = replace(EaseCounts.empty(), trials=trials, hits=arm_hits, wins=wins)
+    raw = encode_delta(Delta(EASE, "w1", 1, counts), key=None, sent_at=T0)
+    again = decode_delta(raw, CONFIG, key=None)
+    assert isinstance(again.share, EaseCounts) and again.share.wins is not None
+    np.testing.assert_array_equal(again.share.wins, wins)
+    other = replace(counts, wins=wins - 1.0)
+    np.testing.assert_allclose(
+        merge_counts(counts, other).wins,
+        merge_counts(other, counts).wins,  # type: ignore[arg-type]
+    )
+    assert math.exp(wins[3, 0] - basket_weight(T0)) == pytest.approx(40.0, rel=0.01)
+    fit = replace(EaseShare.empty(), trials=trials, hits=arm_hits, wins=wins, arm=3)
+    meta, arrays = fit.to_arrays()
+    read = EaseShare.from_arrays(meta, arrays)
+    assert read.wins is not None and np.array_equal(read.wins, wins)
+    del arrays["wins"]  # a 0.4.0 fit
+    assert EaseShare.from_arrays(meta, arrays).wins is None
+    bad = {**counts.to_arrays()[1], "wins": np.full((5, 5), np.nan)}
+    with pytest.raises(ValueError, match="wins"):
+        EaseCounts.from_arrays({}, bad)
 
 
 def test_counts_merge_in_any_order() -> None:
