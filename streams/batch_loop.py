@@ -169,9 +169,11 @@ def _score_partition(
     finally:
         del event
     outcomes = ["scored"] * len(indices)
-    for scored in scores.scored:
-        if scored.event is None:
-            continue  # process_many names every score's event
+    # In the order they were made: the writer keeps a customer's last score.
+    for scored in scores.in_order():
+        if scored.event is None:  # a re-score
+            _emit(service, scored, None, ())
+            continue
         message = messages[indices[scored.event]]
         if scored.duplicate:
             outcomes[scored.event] = "duplicate"
@@ -179,8 +181,6 @@ def _score_partition(
             continue
         ids = [events[n][3] for n in scored.alert_events]
         _emit(service, scored, message.timestamp, ids)
-    for rescored in scores.rescored:
-        _emit(service, rescored, None, ())
     if scores.rescored:
         service.metrics.rescores.inc(len(scores.rescored))
     if scores.retry:

@@ -238,9 +238,11 @@ class ScoringEngine:
             schedule.cancel(scores.customer_ids[i])
 
     def _process_one_by_one(self, events: Sequence[Event], shard: int) -> BatchScores:
-        """:meth:`process_many` by :meth:`process` of each event (each moving the watermark)."""
+        """:meth:`process_many` by :meth:`process` of each event (each moving the watermark);
+        each event's re-scores follow it (``rescored_after``)."""
         scored: list[Scored] = []
         rescored: list[Scored] = []
+        after: list[int] = []
         for n, (customer_id, activity, offset, event_id) in enumerate(events):
             own, *rest = self.process(
                 customer_id, activity, shard, offset=offset, event_id=event_id
@@ -248,7 +250,8 @@ class ScoringEngine:
             alerts = (n,) * len(own.outcome.alerts)
             scored.append(own._replace(event=n, alert_events=alerts))
             rescored += rest
-        return BatchScores(scored, rescored)
+            after += [n + 1] * len(rest)
+        return BatchScores(scored, rescored, rescored_after=tuple(after))
 
     def advance(
         self, watermark: float, shard: int = 0, limit: int | None = MAX_RESCORES_PER_EVENT

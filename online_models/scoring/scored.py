@@ -36,13 +36,15 @@ Event = tuple[str, Activity, int | None, str | None]
 
 
 class BatchScores(NamedTuple):
-    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`).
+    """What a batch of events gives to publish (:meth:`ScoringEngine.process_many`), in the
+    order of :meth:`in_order`.
 
     ``scored``: the duplicates' stored scores first, then one score per customer the batch
     changed, as of their latest event, in order of their first event (below
     :data:`~online_models.scoring.batch_scoring.MIN_BATCH` customers, or with a churn model that has
     no array form, one per event, in order); every alert and label is in these.
-    ``rescored``: the silent customers the batch's latest event time made due.
+    ``rescored``: the silent customers the batch's latest event time made due (one event at
+    a time, each event's time: see ``rescored_after``).
     """
 
     scored: list[Scored]
@@ -52,3 +54,33 @@ class BatchScores(NamedTuple):
     #: the batch is left unlearned after that event; the caller reverts them to their stored
     #: state and scores these events one at a time, where the failing one fails alone.
     retry: tuple[int, ...] = ()
+    #: For each re-score, how many of the batch's events had been scored when it was made:
+    #: one event at a time, an event's re-scores follow it. Empty: after every event.
+    rescored_after: tuple[int, ...] = ()
+
+    def in_order(self) -> list[Scored]:
+        """Every score in the order it was made, the order to publish them in: a customer's
+        last is their newest. A re-score made before the same customer's next event of the
+        batch, published after that event's score, would stand in its place in Redis.
+
+        >>> ann, bob = Scored("ann", None, event=0), Scored("bob", None, event=1)
+        >>> cy = Scored("cy", None)  # a re-score
+        >>> [s.customer_id for s in BatchScores([ann, bob], [cy]).in_order()]
+        ['ann', 'bob', 'cy']
+        >>> [s.customer_id for s in BatchScores([ann, bob], [cy], (), (1,)).in_order()]
+        ['ann', 'cy', 'bob']
+        """
+        if not self.rescored_after:
+            return [*self.scored, *self.rescored]
+        rescores = list(zip(self.rescored_after, self.rescored, strict=True))
+        ordered: list[Scored] = []
+        waiting = 0
+        for own in self.scored:
+            while own.event is not None and waiting < len(rescores):
+                if rescores[waiting][0] > own.event:
+                    break
+                ordered.append(rescores[waiting][1])
+                waiting += 1
+            ordered.append(own)
+        ordered += [rescore for _, rescore in rescores[waiting:]]
+        return ordered

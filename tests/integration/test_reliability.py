@@ -179,11 +179,6 @@ def test_three_kill_9_crashes_lose_nothing_and_count_nothing_twice(
     assert duplicates > 0  # the crashes did redeliver applied events, and they were recognised
 
 
-# A known defect, not fixed: about half the runs on 2026-12-07 (and on 7f24b4b, the release
-# before, alike) end with one customer's hash one event behind the oracle after the partitions
-# come back to the first worker. Rerun once so the suite can pass; the defect is open (README,
-# Tests). Each run's failure is printed, so the rate stays visible.
-@pytest.mark.flaky(reruns=1)
 @pytest.mark.slow
 def test_a_worker_joining_and_leaving_mid_stream_loses_nothing_and_counts_nothing_twice(
     broker: Any, redis_server: Any, tmp_path: Path

@@ -146,3 +146,28 @@ def test_a_run_is_sized_to_what_the_last_ones_cost() -> None:
     assert run_limit(1e-3, 0.02) == 20  # one at a time: 20 ms
     assert run_limit(40e-6, 0.02) == RUN_EVENTS
     assert run_limit(1.0, 0.02) == MIN_RUN
+
+
+def test_a_customer_due_for_a_rescore_keeps_the_purchase_that_follows_it_in_a_small_run():
+    # A run of fewer than MIN_BATCH customers: c-y's event makes c-x due for its daily
+    # re-score, then c-x buys. Redis keeps the last score written for c-x: it must count
+    # that purchase (it once was the re-score from before it: one order short, for good).
+    service = ScorerService(load_settings())
+    last_orders: dict[str, int] = {}
+
+    def put(customer: str, unrendered: Any, *args: Any, **kwargs: Any) -> None:
+        last_orders[customer] = unrendered[2].orders
+
+    service.writer.put = put  # type: ignore[method-assign]
+    day = 24 * 60  # minutes
+    runs = [
+        [message(0, "c-x", purchase(0, "c-x")), message(1, "c-y", purchase(1, "c-y"))],
+        [message(2, "c-y", purchase(day + 1, "c-y")), message(3, "c-x", purchase(day + 2, "c-x"))],
+    ]
+    for messages in runs:
+        batch = decode_events([m.value for m in messages])
+        decoded = _Decoded(0, batch, activities_of(batch.columns), 0.0)
+        assert score_run(service, messages, decoded, 0, len(messages)) == ["scored"] * 2
+
+    assert service.engine.states["c-x"].profile.orders == 2
+    assert last_orders == {"c-x": 2, "c-y": 2}

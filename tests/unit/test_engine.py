@@ -432,3 +432,19 @@ def test_a_state_whose_segment_cannot_be_read_fails_alone(monkeypatch):
 
     assert sorted(s.customer_id for s in rescored) == sorted(f"c-{n}" for n in range(20) if n != 3)
     assert engine.rescore_errors == 1
+
+
+@pytest.mark.parametrize("customers", [2, 12], ids=["one_at_a_time", "together"])
+def test_a_batchs_scores_in_order_leave_each_customers_newest_last(
+    customers: int,
+) -> None:
+    # The worker publishes a batch's scores in order and Redis keeps each customer's last.
+    # "due" falls due for its daily re-score as the batch's first event passes its deadline,
+    # then buys in the same batch: their last score must count that purchase.
+    engine = ScoringEngine(CustomerScorer(), {})
+    engine.process_many([("due", purchase(T0), 0, "e-0")])
+    others = [(f"c-{n}", purchase(T0 + DAY + n), n + 1, f"e-{n + 1}") for n in range(customers)]
+    batch = engine.process_many([*others, ("due", purchase(T0 + DAY + HOUR), 99, "e-99")])
+
+    last = {each.customer_id: each.outcome.score.orders for each in batch.in_order()}
+    assert last["due"] == engine.states["due"].profile.orders == 2
