@@ -150,7 +150,10 @@ class GroupModel:
             self._ease_fitted = replace(self._ease_fitted, fitted_at=fitted.fitted_at)
             return
         fitted_any = len(fitted.refs) > 0
-        arm = choose_arm(ease.trials, ease.hits, ease.wins, now=ease.time, fitted=fitted_any)
+        arm = choose_arm(
+            ease.trials, ease.hits, ease.wins, now=ease.time, fitted=fitted_any,
+            served=self._ease_fitted.arm,
+        )  # fmt: skip
         share = replace(fitted, trials=ease.trials, hits=ease.hits, wins=ease.wins, arm=arm)
         self._ease_fitted = share
         merged = dict(self._ease_merged)

@@ -42,10 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ARM_COUNT",
     "BLEND_HALFLIFE_DAYS",
     "DEFAULT_ARM",
     "MIN_BASKETS",
     "SIGNALS",
+    "STAY_Z",
     "SWITCH_Z",
     "Arm",
     "choose_arm",
@@ -64,10 +66,17 @@ MIN_BASKETS = 100.0
 #: EASE alone 0.627, ``benchmarks/ease_variants.py``; with no catalogue it is EASE alone).
 DEFAULT_ARM = 3
 #: How many standard deviations a challenger's lead on the baskets where exactly one of it and
-#: the default hit must reach (a one-sided sign test at about 2.3%; counts are forward-decayed
-#: baskets, weighing 1 at the newest, which counts fewer baskets than a flat window would give
-#: the same weight: on the safe side).
-SWITCH_Z = 2.0
+#: the default hit must reach, less one basket (a one-sided sign test with continuity
+#: correction at about 0.6% for each of the four challengers, about 2.5% for any of them;
+#: counts are forward-decayed baskets weighing 1 at the newest, which count fewer baskets than
+#: a flat window would give the same weight: on the safe side).
+SWITCH_Z = 2.5
+#: A challenger served stays while its lead holds this many standard deviations (hysteresis:
+#: a lead hovering at the threshold does not flip the arm at every refit).
+STAY_Z = 1.0
+#: The fewest recent baskets where exactly one of the two hit that a switch needs (a lead of
+#: four baskets out of four is chance one time in sixteen).
+MIN_DISAGREEMENTS = 10.0
 _DAY = 86_400.0
 _TAU = BLEND_HALFLIFE_DAYS * _DAY / math.log(2.0)
 # The arm served before outcomes choose, and before EASE is fitted.
@@ -90,8 +99,8 @@ class Arm:
 
 def make_arms(hybrid: Mapping[str, float]) -> tuple[Arm, ...]:
     """The arms judged: popularity, the ``hybrid`` weights without EASE, EASE alone (popularity
-    breaking its ties), EASE with a quarter of the content's weight of the hybrid's scale,
-    and EASE on top of the hybrid. The weights are the arms' shapes, not tuned values: which
+    breaking its ties), EASE with content weighing 0.25 (both signals in [0, 1]), and EASE
+    (4.0) on top of the hybrid. The weights are the arms' shapes, not tuned values: which
     one serves is learned."""
     return (
         Arm("popularity", {"popularity": 1.0}),
@@ -102,6 +111,10 @@ def make_arms(hybrid: Mapping[str, float]) -> tuple[Arm, ...]:
     )
 
 
+#: How many arms :func:`make_arms` gives (records of outcomes must have as many).
+ARM_COUNT = len(make_arms({}))
+
+
 def basket_weight(time: float) -> float:
     """The log weight of a basket judged at event time ``time``."""
     return time / _TAU
@@ -110,20 +123,22 @@ def basket_weight(time: float) -> float:
 def outcomes(weights: np.ndarray, hits: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Judged baskets of log weights ``weights`` (:func:`basket_weight`) and whether each arm
     hit (``hits``, baskets x arms), as log weights: all baskets, each arm's hits, and
-    ``wins[i, j]``, the baskets arm ``i`` hit and arm ``j`` missed."""
+    ``wins[i, j]``, the baskets arm ``i`` hit and arm ``j`` missed (two matrix products).
+
+    >>> trials, hits, wins = outcomes(np.log([1.0, 2.0]), np.array([[1, 0], [1, 1]], bool))
+    >>> np.exp(trials).round(6), np.exp(hits).round(6).tolist(), np.exp(wins).round(6).tolist()
+    (np.float64(3.0), [3.0, 2.0], [[0.0, 1.0], [0.0, 0.0]])
+    """
     arms = hits.shape[1]
-    trials = float(np.logaddexp.reduce(weights)) if len(weights) else -math.inf
-    arm_hits = np.full(arms, -np.inf)
-    wins = np.full((arms, arms), -np.inf)
-    for arm in range(arms):
-        hit = hits[:, arm]
-        if hit.any():
-            arm_hits[arm] = np.logaddexp.reduce(weights[hit])
-            for other in range(arms):
-                won = hit & ~hits[:, other]
-                if won.any():
-                    wins[arm, other] = np.logaddexp.reduce(weights[won])
-    return trials, arm_hits, wins
+    if not len(weights):
+        return -math.inf, np.full(arms, -np.inf), np.full((arms, arms), -np.inf)
+    top = float(weights.max())
+    scaled = np.exp(weights - top)
+    hit = hits.astype(float)
+    with np.errstate(divide="ignore"):
+        arm_hits = np.log(scaled @ hit) + top
+        wins = np.log((hit * scaled[:, None]).T @ (1.0 - hit)) + top
+    return float(np.log(scaled.sum()) + top), arm_hits, wins
 
 
 def choose_arm(
@@ -134,11 +149,13 @@ def choose_arm(
     now: float,
     fitted: bool,
     arms: int | None = None,
+    served: int | None = None,
 ) -> int:
     """The arm to serve: the hybrid until :data:`MIN_BASKETS` recent baskets were judged or
     while EASE is not ``fitted``; then :data:`DEFAULT_ARM`, unless arms beat it by the sign
-    test (:data:`SWITCH_Z`) on the baskets where one of the two hit (``wins``, as
-    :func:`outcomes` gives): the best recent hit rate of those. Arms using EASE are not chosen
+    test (:data:`SWITCH_Z`, at least :data:`MIN_DISAGREEMENTS`) on the baskets where one of
+    the two hit (``wins``, as :func:`outcomes` gives), or the arm ``served`` now still leads
+    it by :data:`STAY_Z`: the best recent hit rate of those. Arms using EASE are not chosen
     before it is fitted; outcomes without ``wins`` (from before them) keep the default."""
     if hits is None or not math.isfinite(trials) or math.exp(trials - now / _TAU) < MIN_BASKETS:
         return _HYBRID
@@ -150,7 +167,11 @@ def choose_arm(
     # Baskets weighing 1 at the newest: a sign test's counts.
     ahead = np.exp(wins[:count, default] - now / _TAU)
     behind = np.exp(wins[default, :count] - now / _TAU)
-    better = (ahead > behind) & (ahead - behind >= SWITCH_Z * np.sqrt(ahead + behind))
+    lead = ahead - behind
+    spread = np.sqrt(ahead + behind)
+    better = (ahead + behind >= MIN_DISAGREEMENTS) & (lead - 1.0 >= SWITCH_Z * spread)
+    if served is not None and 0 <= served < count:
+        better[served] |= bool(lead[served] > 0 and lead[served] >= STAY_Z * spread[served])
     better[default] = False
     if not fitted:
         better[_FIRST_EASE:] = False

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
+from online_models.recommend.blend import ARM_COUNT
 from online_models.recommend.items import sum_pairs
 
 __all__ = ["EaseCounts", "EaseGram", "EaseShare", "GramSnapshot", "fit_ease"]
@@ -149,7 +150,6 @@ class EaseCounts:
         left, right = arrays["left"], arrays["right"]
         counts, owned, owners = arrays["counts"], arrays["owned"], arrays["owners"]
         hits = np.asarray(arrays["hits"], dtype=float)
-        wins = _wins_of(arrays, len(hits))
         time, trials = (float(x) for x in np.asarray(arrays["clock"], dtype=float).reshape(2))
         if (
             left.dtype.kind != "i"
@@ -159,7 +159,7 @@ class EaseCounts:
             or owned.shape != owners.shape
             or left.ndim != 1
             or owned.ndim != 1
-            or hits.ndim != 1
+            or hits.shape not in ((0,), (ARM_COUNT,))
             or (left >= right).any()
             or not (np.isfinite(counts).all() and (counts >= 0).all())
             or not (np.isfinite(owners).all() and (owners >= 0).all())
@@ -170,8 +170,12 @@ class EaseCounts:
             or math.isnan(trials)
             or trials == math.inf
         ):
-            msg = "ease counts must be pairs of item hashes (left < right) with counts >= 0"
+            msg = (
+                "ease counts must be pairs of item hashes (left < right) with counts >= 0 "
+                f"and outcomes of {ARM_COUNT} arms"
+            )
             raise ValueError(msg)
+        wins = _wins_of(arrays, len(hits))
         return cls(
             left.astype(np.int64), right.astype(np.int64), counts.astype(float),
             owned.astype(np.int64), owners.astype(float), time, trials, hits if len(hits) else None,
@@ -386,7 +390,6 @@ class EaseShare:
         """The share a model record carries; ValueError when it is not a fit."""
         items, offsets, refs = arrays["items"], arrays["offsets"], arrays["refs"]
         weights, hits = arrays["weights"], np.asarray(arrays["hits"], dtype=float)
-        wins = _wins_of(arrays, len(hits))
         fit = np.asarray(arrays["fit"], dtype=float).reshape(4)
         strength, fitted_at, pairs, trials = (float(x) for x in fit)
         arm = int(meta["arm"])
@@ -402,6 +405,7 @@ class EaseShare:
             or offsets[-1] != len(refs)
             or (np.diff(offsets) < 0).any()
             or not np.isfinite(weights).all()
+            or hits.shape not in ((0,), (ARM_COUNT,))
             or np.isnan(hits).any()
             or (hits == np.inf).any()
             or not (math.isfinite(strength) and strength >= 0)
@@ -416,6 +420,7 @@ class EaseShare:
                 f"{refs.shape} and weights {weights.shape} is not a fit"
             )
             raise ValueError(msg)
+        wins = _wins_of(arrays, len(hits))
         return cls(
             items.astype(np.int64), offsets.astype(np.int64), refs.astype(np.int64),
             weights.astype(np.float32), strength, fitted_at, pairs, trials,

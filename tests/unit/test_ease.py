@@ -196,19 +196,31 @@ def test_before_enough_baskets_the_hybrid_serves_and_ease_waits_for_its_fit() ->
 def test_an_arm_a_few_baskets_ahead_does_not_take_over_from_the_default() -> None:
     """Hit rates a few baskets apart are noise: the default serves (one worker and eight
     judge different baskets, and must not serve different arms for it); a lead beyond chance
-    switches."""
-    hits = np.zeros((400, 5), dtype=bool)
-    hits[:40, DEFAULT_ARM] = True
-    hits[:40, 1] = True
-    hits[40:48, 1] = True  # the hybrid hit 8 more baskets than EASE with content: z = 2.8
-    assert choose_arm(*judged(hits), now=T0, fitted=True) == 1
+    switches, and an arm switched to stays while its lead holds."""
+
+    def ahead_by(extra: int, shared: int = 40) -> np.ndarray:
+        hits = np.zeros((400, 5), dtype=bool)
+        hits[:shared, DEFAULT_ARM] = hits[: shared + extra, 1] = True
+        return hits
+
+    # The hybrid hit 12 more baskets, EASE with content none it missed: beyond chance.
+    assert choose_arm(*judged(ahead_by(12)), now=T0, fitted=True) == 1
+    # 9 of 9 leads by enough deviations, but is too few disagreements to switch on.
+    assert choose_arm(*judged(ahead_by(9)), now=T0, fitted=True) == DEFAULT_ARM
     # The same rates, but the baskets they hit mostly differ: 48 against 40 of 88 is chance.
     apart = np.zeros((400, 5), dtype=bool)
     apart[:40, DEFAULT_ARM] = True
     apart[40:88, 1] = True
     assert choose_arm(*judged(apart), now=T0, fitted=True) == DEFAULT_ARM
+    # Served since an earlier fit, the hybrid stays while its lead holds one deviation (5 of
+    # 5); ahead by 1 of 9 it goes back to the default.
+    assert choose_arm(*judged(ahead_by(5)), now=T0, fitted=True) == DEFAULT_ARM
+    assert choose_arm(*judged(ahead_by(5)), now=T0, fitted=True, served=1) == 1
+    mixed = ahead_by(5)
+    mixed[100:104, DEFAULT_ARM] = True
+    assert choose_arm(*judged(mixed), now=T0, fitted=True, served=1) == DEFAULT_ARM
     # Outcomes from before the pairs were counted (0.4.0's records) keep the default.
-    trials, arm_hits, _ = judged(hits)
+    trials, arm_hits, _ = judged(ahead_by(12))
     assert choose_arm(trials, arm_hits, None, now=T0, fitted=True) == DEFAULT_ARM
 
 
@@ -236,6 +248,11 @@ def test_the_pairs_of_outcomes_travel_and_merge_in_any_order() -> None:
     bad = {**counts.to_arrays()[1], "wins": np.full((5, 5), np.nan)}
     with pytest.raises(ValueError, match="wins"):
         EaseCounts.from_arrays({}, bad)
+    one_arm = {**counts.to_arrays()[1], "hits": arm_hits[:1], "wins": wins[:1, :1]}
+    with pytest.raises(ValueError, match="outcomes of 5 arms"):
+        EaseCounts.from_arrays({}, one_arm)
+    with pytest.raises(ValueError, match="not a fit"):
+        EaseShare.from_arrays(meta, {**arrays, "hits": arm_hits[:1]})
 
 
 def test_counts_merge_in_any_order() -> None:
