@@ -12,11 +12,14 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segments.groups import GROUP_CANDIDATE_RANK, MAX_GROUPS, OutlierCells
+from online_models.segments.groups import (
+    GROUP_MIN_WEIGHT,
+    MAX_GROUPS,
+    OutlierCells,
+    founders_fence,
+)
 from online_models.segments.outliers import (
     DISTANCE_BINS,
-    OUTLIER_READY_WEIGHT,
-    distance_rank,
     empty_histogram,
 )
 from online_models.segments.spread import SPREAD_BINS, SegmentSpread
@@ -86,21 +89,39 @@ class SegmentShare:
         )  # fmt: skip
 
     def group_means(self) -> np.ndarray:
-        """Each group segment's mean outlier features (rows; NaN for one without weight)."""
+        """Each group segment's mean outlier features (rows; NaN for one without weight: a
+        dissolved group)."""
         start = len(self.weights) - self.groups
         weights = self.spread.weights[start:, None]
         sums = self.spread.sums[start:]
         return np.divide(sums, weights, out=np.full_like(sums, np.nan), where=weights > 0)
 
     def add_group(self, mean: np.ndarray) -> None:
-        """A new group segment at ``mean`` (outlier features), after every centre, with the
-        weight of one point; the grid forgets the outliers it is made of."""
-        self.sums = np.vstack([self.sums, mean[: self.sums.shape[1]]])
-        self.weights = np.append(self.weights, 1.0)
-        self.spread = self.spread.padded(len(self.weights))
-        self.spread.add_one(len(self.weights) - 1, 1.0, mean)
-        self.groups += 1
+        """A new group segment at ``mean`` (outlier features), with the weight of one point:
+        in the place of a dissolved group (:meth:`dissolve_group`) if there is one, else after
+        every centre; the grid forgets the outliers it is made of."""
+        start = len(self.weights) - self.groups
+        free = np.flatnonzero(self.spread.weights[start:] <= 0.0)
+        if len(free):
+            row = start + int(free[0])
+        else:
+            self.sums = np.vstack([self.sums, np.zeros(self.sums.shape[1])])
+            self.weights = np.append(self.weights, 0.0)
+            self.spread = self.spread.padded(len(self.weights))
+            self.groups += 1
+            row = len(self.weights) - 1
+        self.sums[row] = mean[: self.sums.shape[1]]
+        self.weights[row] = 1.0
+        self.spread.add_one(row, 1.0, mean)
         self.cells = self.cells.without(mean)
+
+    def dissolve_group(self, offset: int) -> None:
+        """Forget group segment ``offset`` (0 for the first): no weight, so no customer is
+        near it, and its place is free for the next group."""
+        row = len(self.weights) - self.groups + offset
+        self.sums[row] = 0.0
+        self.weights[row] = 0.0
+        self.spread.clear(row)
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place
@@ -211,6 +232,8 @@ def merge_segments(
     max_centres: int = 0,
     min_seed_distance: float = 0.15,
     group_share: float = 0.0,
+    group_mads: float = 1.5,
+    group_tightness: float = 0.5,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
     centre and distance histograms added (exact: the order of merging does not matter),
@@ -220,8 +243,8 @@ def merge_segments(
     centres, in order, while there are fewer than ``max_centres`` and each is at least
     ``min_seed_distance`` from every centre; otherwise candidates are carried along. Once
     all ``max_centres`` are seeded, where the grid of far customers holds ``group_share`` of
-    the points' weight in one place, a group segment is added there (:func:`propose_group`),
-    up to :data:`MAX_GROUPS`.
+    the points' weight in one place, tight and apart (``group_mads``, ``group_tightness``), a
+    group segment is added there (:func:`propose_group`), up to :data:`MAX_GROUPS`.
 
     >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
     >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
@@ -258,32 +281,66 @@ def merge_segments(
         merged.weights = np.append(merged.weights, 1.0)
     merged.spread = merged.spread.padded(len(merged.weights))
     if len(merged.weights) >= max_centres:
-        propose_group(merged, group_share)
+        propose_group(merged, group_share, mads=group_mads, tightness=group_tightness)
     return merged
 
 
-def propose_group(share: SegmentShare, group_share: float) -> bool:
+def propose_group(
+    share: SegmentShare, group_share: float, *, mads: float = 1.5, tightness: float = 0.5
+) -> bool:
     """Add a group segment to ``share`` (in place) where the grid of far customers holds
-    ``group_share`` of the distances' weight in one place whose mean is itself that far
-    (:data:`GROUP_CANDIDATE_RANK`; the fringe of an ordinary segment is not a group),
-    unless it has :data:`MAX_GROUPS`; whether one was added."""
-    if share.groups >= MAX_GROUPS or group_share <= 0.0:
-        return False
-    if share.distances.sum() < OUTLIER_READY_WEIGHT:
-        return False
-    ordinary = share.centers()[: len(share.weights) - share.groups]
+    ``group_share`` of the distances' weight in one place, unless it has :data:`MAX_GROUPS`;
+    whether a group was added or dissolved.
 
-    def apart(mean: np.ndarray) -> bool:
-        nearest = ((ordinary - mean[: ordinary.shape[1]]) ** 2).sum(axis=1).argmin()
-        distance = share.spread.distances(np.array([nearest]), mean[None, :])[0]
-        return bool(distance_rank(share.distances, float(distance)) >= GROUP_CANDIDATE_RANK)
+    A place is a group only if its customers sit tight among themselves, their standard
+    deviation at most ``tightness`` of their nearest segment's robust one (root mean square
+    over the features: the tail of an ordinary segment spreads as wide as the segment does),
+    and their mean is beyond the founders' fence (``mads`` robust standard deviations of the
+    log distances above their median, at least one standard deviation) from every
+    ordinary segment. A group whose mean has come within that fence of an ordinary segment
+    is dissolved first (:meth:`SegmentShare.dissolve_group`): it is no longer apart.
+    """
+    if group_share <= 0.0:
+        return False
+    ordinary = len(share.weights) - share.groups
+    least = max(group_share * float(share.distances.sum()), GROUP_MIN_WEIGHT)
+    if not (share.spread.weights[ordinary:] > 0.0).any() and share.cells.weights.sum() < least:
+        return False  # nothing to dissolve, too few far customers to found a group: cheap
+    fence = founders_fence(share.distances, mads)
+    if fence is None:
+        return False
+
+    def nearest(mean: np.ndarray) -> tuple[int, float]:
+        """The ordinary segment nearest ``mean`` in units of its spread, and how near."""
+        distances = share.spread.distances(np.arange(ordinary), np.tile(mean, (ordinary, 1)))
+        if np.isnan(distances).all():
+            return -1, math.nan
+        segment = int(np.nanargmin(distances))
+        return segment, float(distances[segment])
+
+    dissolved = False
+    for offset, mean in enumerate(share.group_means()):
+        if not np.isnan(mean[0]) and not nearest(mean)[1] >= fence:
+            share.dissolve_group(offset)
+            dissolved = True
+    free = (share.spread.weights[ordinary:] <= 0.0).any()
+    if share.groups >= MAX_GROUPS and not free:
+        return dissolved
+
+    def tight_and_apart(mean: np.ndarray, variance: np.ndarray) -> bool:
+        segment, distance = nearest(mean)
+        if not distance >= fence:
+            return False
+        deviations = share.spread.yardsticks()[1][segment]
+        spread = float(np.sqrt((variance / deviations**2).mean()))
+        return spread <= tightness
 
     means = share.group_means()
     mean = share.cells.densest(
         total=float(share.distances.sum()), share=group_share,
-        avoid=means[~np.isnan(means[:, 0])], apart=apart,
+        avoid=means[~np.isnan(means[:, 0])], accept=tight_and_apart,
     )  # fmt: skip
     if mean is None:
-        return False
+        return dissolved
     share.add_group(mean)
     return True

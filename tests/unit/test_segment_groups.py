@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from online_models.customer.profile import OUTLIER_FEATURES
-from online_models.segments.centres import SegmentShare, merge_segments
+from online_models.segments.centres import SegmentShare, merge_segments, propose_group
 from online_models.segments.groups import OutlierCells
 from online_models.segments.kmeans import Segmenter
 from online_models.segments.spread import SegmentSpread
@@ -143,3 +143,89 @@ def test_a_full_refund_alone_does_not_make_an_outlier() -> None:
 
     assert not refunded.outlier
     assert huge.outlier
+
+
+def test_the_scattered_tail_of_a_segment_is_never_made_a_group() -> None:
+    data = crowd(seed=14, ordinary=6_000, extremes=0)
+    rng = random.Random(14)
+    segmenter = Segmenter(n_segments=4, group_share=0.005)
+    regular = (*ORDINARY["regulars"], *BASKETS["regulars"])
+    flagged = []
+    for n, (x, time) in enumerate(zip(data.points, data.times, strict=True)):
+        if n >= 1_500 and n % 20 == 0:  # 5% of the points: regulars three times as spread
+            noisy = [max(v + rng.gauss(0.0, 0.15), 0.0) for v in regular]
+            far = dict(zip(OUTLIER_FEATURES, noisy, strict=True))
+            flagged.append(segmenter.learn_place_one(far | {"ordered": 1.0}, time).outlier)
+        segmenter.learn_one(x, time)
+
+    assert not any(segmenter.in_group(s) for s in segmenter.describe_all())
+    assert 0 < sum(flagged) < len(flagged)  # the farthest of them are outliers, alone
+
+
+def test_a_group_that_drifts_into_a_segment_is_dissolved_and_its_id_goes_to_the_next() -> None:
+    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
+    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
+    rng = np.random.default_rng(4)
+    ordinary = np.vstack(
+        [np.append(c, [0.41, 0.12]) + rng.normal(0, 0.03, (100, 7)) for c in centres]
+    )
+    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary)
+    share.distances[100:130] = 200.0 / 30  # distances of about 1 spread
+    resellers = np.array([list(a_reseller(random.Random(n)).values()) for n in range(30)])
+    share.cells.add(resellers, np.ones(30))
+    assert propose_group(share, 0.05) and share.groups == 1
+    group = len(centres)
+    # The group's customers turn into regulars: its mean sits in the first segment.
+    share.spread.clear(group)
+    share.spread.add(np.full(30, group), np.ones(30), ordinary[:30])
+    bulk = resellers.copy()
+    bulk[:, 2] = 0.2  # a group of one-off buyers of the same baskets
+    share.cells.add(bulk, np.ones(30))
+
+    assert propose_group(share, 0.05)
+
+    assert share.groups == 1  # the dissolved group's id went to the new one
+    np.testing.assert_allclose(share.group_means()[0], bulk.mean(axis=0), atol=0.05)
+    np.testing.assert_allclose(share.centers()[:2], centres)  # the others' ids stay put
+
+
+def test_alike_customers_inside_the_outlier_fence_still_make_a_group() -> None:
+    data = crowd(seed=15, ordinary=3_000, extremes=0)
+    rng = random.Random(15)
+    # A fence so far out that no one alone is an outlier: the group is founded from nearer.
+    segmenter = Segmenter(n_segments=4, outlier_mads=10.0, group_share=0.005, group_mads=1.5)
+    resellers = []
+    for n, (x, time) in enumerate(zip(data.points, data.times, strict=True)):
+        if n >= 750 and n % 25 == 0:
+            resellers.append(segmenter.learn_place_one(a_reseller(rng), time))
+        segmenter.learn_one(x, time)
+
+    names = segmenter.describe_all()
+    late = resellers[len(resellers) // 2 :]
+    assert not any(p.outlier for p in resellers)
+    assert sum(names[p.segment] == "wholesale buyers" for p in late) >= 0.9 * len(late)
+
+
+def test_a_customer_typical_of_their_segment_stays_in_it_beside_a_group() -> None:
+    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
+    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
+    rng = np.random.default_rng(5)
+    typical = np.append(centres[0], [0.41, 0.12])
+    ordinary = np.vstack([np.append(c, [0.41, 0.12]) for c in centres]).repeat(100, axis=0)
+    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary + rng.normal(0, 0.03, (200, 7)))
+    share.distances[100:130] = 200.0 / 30
+    bigger_baskets = typical + np.array([0, 0, 0, 0, 0, 0.2, 0])  # within reach of the typical
+    share.add_group(bigger_baskets)
+    group = len(centres)
+    share.spread.add(
+        np.full(30, group), np.ones(30), bigger_baskets + rng.normal(0, 0.005, (30, 7))
+    )
+    segmenter = Segmenter(n_segments=2, group_share=0.005)
+    segmenter.shared = True
+    segmenter.apply(share)
+
+    stays = segmenter.place_one(dict(zip(OUTLIER_FEATURES, typical, strict=True)))
+    joins = segmenter.place_one(dict(zip(OUTLIER_FEATURES, bigger_baskets, strict=True)))
+
+    assert stays.segment == 0
+    assert joins.segment == group and segmenter.in_group(joins.segment)
