@@ -48,6 +48,10 @@ class SegmentShare:
     (:mod:`online_models.segments.outliers`), which outlier scores are ranked against.
     The last ``groups`` centres are group segments, made of outliers alike, and ``cells`` the
     decayed grid of the outliers in no group (:mod:`online_models.segments.groups`).
+    ``generations`` counts, per group row, the groups dissolved in it: what a share learned in
+    a row under an older generation (a dissolved group's points) is dropped when it meets a
+    newer one (:meth:`forget_stale`), so a worker's late delta never revives a dissolved group
+    nor pours its points into the next group founded in that row.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -60,11 +64,15 @@ class SegmentShare:
     #: How many of the last centres are group segments (after the ordinary ones).
     groups: int = 0
     cells: OutlierCells = field(default_factory=OutlierCells.empty)
+    #: Per group row (``groups`` of them), how many groups were dissolved in it.
+    generations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         # A share made with centres but no spread has empty spreads for them.
         if len(self.spread.weights) < len(self.weights):
             self.spread = self.spread.padded(len(self.weights))
+        if len(self.generations) != self.groups:
+            self.generations = _padded(self.generations, self.groups)
 
     @classmethod
     def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
@@ -79,14 +87,35 @@ class SegmentShare:
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
                 self.candidates.copy(), self.distances.copy(), self.spread.copy(), self.groups,
-                self.cells.copy(),
+                self.cells.copy(), self.generations.copy(),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
             self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
             self.distances * factor, self.spread.scaled(factor), self.groups,
-            self.cells.scaled(factor),
+            self.cells.scaled(factor), self.generations.copy(),
         )  # fmt: skip
+
+    def empty_like(self) -> SegmentShare:
+        """No point, with this share's centres (empty), groups and generations: what a worker
+        learns next, under the generations it knows."""
+        share = SegmentShare.empty(len(self.weights), self.sums.shape[1])
+        share.time, share.groups = self.time, self.groups
+        share.generations = self.generations.copy()
+        return share
+
+    def forget_stale(self, ordinary: int, generations: np.ndarray) -> None:
+        """In place: take ``generations`` (per group row, rows from ``ordinary`` on, none
+        older than this share's), emptying every group row this share learned under an older
+        generation: that group was dissolved since."""
+        own = _padded(self.generations, len(generations))
+        for offset in np.flatnonzero(own < generations).tolist():
+            row = ordinary + offset
+            if row < len(self.weights):
+                self.sums[row] = 0.0
+                self.weights[row] = 0.0
+                self.spread.clear(row)
+        self.generations = generations.copy()
 
     def group_means(self) -> np.ndarray:
         """Each group segment's mean outlier features (rows; NaN for one without weight: a
@@ -109,6 +138,7 @@ class SegmentShare:
             self.weights = np.append(self.weights, 0.0)
             self.spread = self.spread.padded(len(self.weights))
             self.groups += 1
+            self.generations = _padded(self.generations, self.groups)
             row = len(self.weights) - 1
         self.sums[row] = mean[: self.sums.shape[1]]
         self.weights[row] = 1.0
@@ -117,11 +147,12 @@ class SegmentShare:
 
     def dissolve_group(self, offset: int) -> None:
         """Forget group segment ``offset`` (0 for the first): no weight, so no customer is
-        near it, and its place is free for the next group."""
+        near it, and its place is free for the next group, under the row's next generation."""
         row = len(self.weights) - self.groups + offset
         self.sums[row] = 0.0
         self.weights[row] = 0.0
         self.spread.clear(row)
+        self.generations[offset] += 1
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place
@@ -151,6 +182,8 @@ class SegmentShare:
             # Not "distances": workers from before standardised distances read a missing
             # histogram as empty, where they would refuse one of another size.
             "standardised_distances": self.distances,
+            # Records from before generations (0.3.0) read as generation 0.
+            "group_generations": self.generations,
             **self.cells.to_arrays(),
         }
         return meta, arrays
@@ -161,6 +194,7 @@ class SegmentShare:
     ) -> SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
         groups = len(arrays["group_weights"]) if "group_weights" in arrays else 0
+        generations = arrays.get("group_generations", np.zeros(groups, dtype=np.int64))
         if groups:
             arrays = {
                 **arrays,
@@ -202,6 +236,8 @@ class SegmentShare:
             or not np.isfinite(distances).all()
             or (weights < 0).any()
             or (distances < 0).any()
+            or generations.shape != (groups,)
+            or (generations < 0).any()
         ):
             msg = (
                 f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape}, "
@@ -221,6 +257,7 @@ class SegmentShare:
             spread,
             groups,
             OutlierCells.from_arrays(arrays),
+            generations.astype(np.int64),
         )
 
 
@@ -254,6 +291,12 @@ def merge_segments(
     time = max(a.time, b.time)
     a, b = a.decayed(time, halflife_days), b.decayed(time, halflife_days)
     centres = max(len(a.weights), len(b.weights))
+    # Per group row the newer generation; the side that learned under an older one (a
+    # dissolved group's points) adds nothing to that row.
+    groups = max(a.groups, b.groups)
+    generations = np.maximum(_padded(a.generations, groups), _padded(b.generations, groups))
+    for share in (a, b):
+        share.forget_stale(centres - groups, generations)
     sums = np.zeros((centres, a.sums.shape[1]))
     weights = np.zeros(centres)
     for share in (a, b):
@@ -261,8 +304,8 @@ def merge_segments(
         weights[: len(share.weights)] += share.weights
     merged = SegmentShare(
         sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
-        spread=a.spread.plus(b.spread).padded(centres), groups=max(a.groups, b.groups),
-        cells=a.cells.plus(b.cells),
+        spread=a.spread.plus(b.spread).padded(centres), groups=groups,
+        cells=a.cells.plus(b.cells), generations=generations,
     )  # fmt: skip
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
@@ -344,3 +387,10 @@ def propose_group(
         return dissolved
     share.add_group(mean)
     return True
+
+
+def _padded(generations: np.ndarray, groups: int) -> np.ndarray:
+    """``generations`` for ``groups`` rows: rows it lacks at generation 0."""
+    padded = np.zeros(groups, dtype=np.int64)
+    padded[: min(groups, len(generations))] = generations[:groups]
+    return padded

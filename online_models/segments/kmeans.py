@@ -384,14 +384,17 @@ class Segmenter:
             halflife_days=self.halflife_days,
         )  # fmt: skip
         self._unsent.groups = self._live.groups
+        self._unsent.forget_stale(len(self._live.weights) - self._live.groups,
+                                  self._live.generations)  # fmt: skip
         self._centers = self._live.centers()
         self._names = self.describe_all()
         self._names_at = self.learned
 
     def delta(self) -> SegmentShare:
         """What this segmenter learned since its last delta (and the centres it proposes)."""
-        delta, self._unsent = self._unsent, SegmentShare.empty(len(self._centers))
-        self._unsent.time = self._live.time
+        # What it learns next, it learns under the generations it knows (they travel in the
+        # delta: the group drops a row learned under a dissolved group's generation).
+        delta, self._unsent = self._unsent, self._live.empty_like()
         return delta
 
     def apply(self, group: SegmentShare, pending: Sequence[SegmentShare] = ()) -> None:
@@ -410,6 +413,9 @@ class Segmenter:
                 SegmentShare.empty(len(live.weights)),
                 halflife_days=self.halflife_days,
             )
+        # A group dissolved since: what is unsent of it is dropped here, not sent.
+        self._unsent.groups = live.groups
+        self._unsent.forget_stale(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
         self._names = self._names_of(group)

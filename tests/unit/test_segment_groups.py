@@ -229,3 +229,72 @@ def test_a_customer_typical_of_their_segment_stays_in_it_beside_a_group() -> Non
 
     assert stays.segment == 0
     assert joins.segment == group and segmenter.in_group(joins.segment)
+
+
+def _share_with_group() -> tuple[SegmentShare, np.ndarray, np.ndarray]:
+    """Two ordinary segments with spreads and one group segment (row 2) next to the first:
+    the share, a customer typical of segment 0 and one of the group."""
+    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
+    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
+    rng = np.random.default_rng(5)
+    typical = np.append(centres[0], [0.41, 0.12])
+    ordinary = np.vstack([np.append(c, [0.41, 0.12]) for c in centres]).repeat(100, axis=0)
+    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary + rng.normal(0, 0.03, (200, 7)))
+    share.distances[100:130] = 200.0 / 30
+    member = typical + np.array([0, 0, 0, 0, 0, 0.2, 0])
+    share.add_group(member)
+    share.spread.add(np.full(30, 2), np.ones(30), member + rng.normal(0, 0.005, (30, 7)))
+    return share, typical, member
+
+
+def _worker(share: SegmentShare) -> Segmenter:
+    worker = Segmenter(n_segments=2, group_share=0.005)
+    worker.shared = True
+    worker.apply(share.decayed(share.time, 1.0))
+    return worker
+
+
+def _same(a: SegmentShare, b: SegmentShare) -> None:
+    for name in ("sums", "weights"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-9)
+    for name in ("weights", "sums", "squares", "histograms"):
+        np.testing.assert_allclose(getattr(a.spread, name), getattr(b.spread, name), atol=1e-9)
+    assert a.generations.tolist() == b.generations.tolist() and a.groups == b.groups
+
+
+def test_a_late_delta_neither_revives_a_dissolved_group_nor_feeds_the_next_one() -> None:
+    share, _, member = _share_with_group()
+    worker = _worker(share)
+    for _ in range(20):
+        worker.learn_one(dict(zip(OUTLIER_FEATURES, member, strict=True)), T0)
+    late = worker.delta()  # sent before the worker heard of the dissolving
+    assert late.weights[2] > 0
+    unsent = _worker(share)  # a second worker, its points not sent yet
+    for _ in range(20):
+        unsent.learn_one(dict(zip(OUTLIER_FEATURES, member, strict=True)), T0)
+    group = share.decayed(share.time, 1.0)
+    group.dissolve_group(0)
+
+    revived = merge_segments(group, late, halflife_days=1.0)
+
+    assert revived.weights[2] == 0 and revived.spread.weights[2] == 0
+    assert np.isnan(revived.group_means()[0]).all() and revived.generations.tolist() == [1]
+    unsent.apply(revived)
+    assert unsent.delta().weights[2] == 0  # its unsent points of the old group are dropped
+    # A new group founded in the row takes nothing of the old one's.
+    resellers = np.array(list(RESELLER.values()))
+    group.add_group(resellers)
+    assert group.groups == 1 and group.generations.tolist() == [1]
+    fresh = group.empty_like()  # a worker that learned under the new generation
+    fresh.sums[2] += 3.0 * resellers[:5]
+    fresh.weights[2] += 3.0
+    fresh.spread.add_one(2, 3.0, resellers)
+    orders = [
+        merge_segments(merge_segments(group, late, halflife_days=1.0), fresh, halflife_days=1.0),
+        merge_segments(merge_segments(group, fresh, halflife_days=1.0), late, halflife_days=1.0),
+        merge_segments(group, merge_segments(late, fresh, halflife_days=1.0), halflife_days=1.0),
+    ]
+    np.testing.assert_allclose(orders[0].group_means()[0], resellers, atol=1e-9)
+    assert orders[0].spread.weights[2] == pytest.approx(4.0)
+    for other in orders[1:]:
+        _same(orders[0], other)
