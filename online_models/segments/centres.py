@@ -24,7 +24,7 @@ from online_models.segments.outliers import (
 )
 from online_models.segments.spread import SPREAD_BINS, SegmentSpread
 
-__all__ = ["SegmentShare", "merge_segments", "propose_group"]
+__all__ = ["SegmentShare", "merge_segments", "propose_group", "settle_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -268,9 +268,6 @@ def merge_segments(
     halflife_days: float,
     max_centres: int = 0,
     min_seed_distance: float = 0.15,
-    group_share: float = 0.0,
-    group_mads: float = 1.5,
-    group_tightness: float = 0.5,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
     centre and distance histograms added (exact: the order of merging does not matter),
@@ -278,10 +275,9 @@ def merge_segments(
 
     With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
     centres, in order, while there are fewer than ``max_centres`` and each is at least
-    ``min_seed_distance`` from every centre; otherwise candidates are carried along. Once
-    all ``max_centres`` are seeded, where the grid of far customers holds ``group_share`` of
-    the points' weight in one place, tight and apart (``group_mads``, ``group_tightness``), a
-    group segment is added there (:func:`propose_group`), up to :data:`MAX_GROUPS`.
+    ``min_seed_distance`` from every centre; otherwise candidates are carried along. Group
+    segments are founded and dissolved apart from merging, once per version
+    (:func:`settle_segments`).
 
     >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
     >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
@@ -323,9 +319,24 @@ def merge_segments(
         merged.sums = np.vstack([merged.sums, candidate])
         merged.weights = np.append(merged.weights, 1.0)
     merged.spread = merged.spread.padded(len(merged.weights))
-    if len(merged.weights) >= max_centres:
-        propose_group(merged, group_share, mads=group_mads, tightness=group_tightness)
     return merged
+
+
+def settle_segments(
+    share: SegmentShare,
+    *,
+    max_centres: int,
+    group_share: float = 0.0,
+    group_mads: float = 1.5,
+    group_tightness: float = 0.5,
+) -> bool:
+    """The group's model's review of ``share`` (in place), once per version after every
+    delta of it is merged, never inside a merge (so the order deltas merge in does not
+    matter): once all ``max_centres`` are seeded, groups are founded and dissolved
+    (:func:`propose_group`). Whether one was."""
+    if len(share.weights) < max_centres:
+        return False
+    return propose_group(share, group_share, mads=group_mads, tightness=group_tightness)
 
 
 def propose_group(

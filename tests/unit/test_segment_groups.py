@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from online_models.customer.profile import OUTLIER_FEATURES
-from online_models.segments.centres import SegmentShare, merge_segments, propose_group
+from online_models.segments.centres import (
+    SegmentShare,
+    merge_segments,
+    propose_group,
+    settle_segments,
+)
 from online_models.segments.groups import OutlierCells
 from online_models.segments.kmeans import Segmenter
 from online_models.segments.spread import SegmentSpread
@@ -96,7 +101,9 @@ def test_the_group_model_proposes_the_group_and_older_workers_ignore_it() -> Non
     resellers = [list(a_reseller(random.Random(n)).values()) for n in range(30)]
     delta.cells.add(np.array(resellers), np.ones(30))
 
-    merged = merge_segments(group, delta, halflife_days=1.0, max_centres=2, group_share=0.05)
+    merged = merge_segments(group, delta, halflife_days=1.0, max_centres=2)
+    assert merged.groups == 0  # never inside a merge: once per version
+    assert settle_segments(merged, max_centres=2, group_share=0.05)
 
     assert merged.groups == 1 and len(merged.weights) == 3
     np.testing.assert_allclose(merged.centers()[:2], centres)  # ids stay put
@@ -298,3 +305,49 @@ def test_a_late_delta_neither_revives_a_dissolved_group_nor_feeds_the_next_one()
     assert orders[0].spread.weights[2] == pytest.approx(4.0)
     for other in orders[1:]:
         _same(orders[0], other)
+
+
+def _spread_share() -> SegmentShare:
+    """Two ordinary segments with spreads and a histogram of distances, no group yet."""
+    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
+    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
+    rng = np.random.default_rng(4)
+    ordinary = np.vstack(
+        [np.append(c, [0.41, 0.12]) + rng.normal(0, 0.03, (100, 7)) for c in centres]
+    )
+    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary)
+    share.distances[100:130] = 200.0 / 30  # distances of about 1 spread
+    return share
+
+
+def test_deltas_merged_in_any_order_publish_the_same_groups() -> None:
+    from online_models.group.model import GroupModel
+    from online_models.group.parts import SEGMENTS, Delta, GroupPart
+    from online_models.scoring.scorer import ScorerConfig
+
+    config = ScorerConfig(segments=2, segment_group_share=0.05)
+    resellers = np.array([list(a_reseller(random.Random(n)).values()) for n in range(40)])
+    bulk = resellers.copy()
+    bulk[:, 2] = 0.2  # one-off buyers of the same baskets: a second place
+    deltas = []
+    for worker, (points, count) in enumerate([(resellers, 40), (bulk, 30)]):
+        delta = SegmentShare.empty(2)
+        delta.time = T0
+        delta.cells.add(points[:count], np.ones(count))  # each alone holds enough
+        deltas.append(Delta(SEGMENTS, f"w{worker}", 1, delta))
+    published = []
+    for order in (deltas, deltas[::-1]):
+        model = GroupModel(config, {SEGMENTS: GroupPart(SEGMENTS, _spread_share(), 1)}, 1)
+        for delta in order:
+            model.merge(delta)
+            assert model.parts[SEGMENTS].share.groups == 0  # never inside a merge
+        model.publish()
+        share = model.parts[SEGMENTS].share
+        assert isinstance(share, SegmentShare)
+        published.append(share)
+
+    assert published[0].groups == 1  # one review founds one group, at one of the places
+    places = np.array([resellers.mean(axis=0), bulk[:30].mean(axis=0)])
+    assert np.abs(places - published[0].group_means()[0]).max(axis=1).min() < 0.02
+    _same(published[0], published[1])
+    np.testing.assert_allclose(published[0].group_means(), published[1].group_means())
