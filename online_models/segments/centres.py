@@ -13,6 +13,7 @@ import numpy as np
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
 from online_models.segments.groups import (
+    GROUP_DISSOLVE_SHARE,
     GROUP_MIN_WEIGHT,
     MAX_GROUPS,
     OutlierCells,
@@ -351,8 +352,14 @@ def propose_group(
     over the features: the tail of an ordinary segment spreads as wide as the segment does),
     and their mean is beyond the founders' fence (``mads`` robust standard deviations of the
     log distances above their median, at least one standard deviation) from every
-    ordinary segment. A group whose mean has come within that fence of an ordinary segment
-    is dissolved first (:meth:`SegmentShare.dissolve_group`): it is no longer apart.
+    ordinary segment. A group whose mean has come well within that fence of an ordinary
+    segment (:data:`~online_models.segments.groups.GROUP_DISSOLVE_SHARE` of it: hysteresis,
+    so a group near the fence does not flap) is dissolved first
+    (:meth:`SegmentShare.dissolve_group`): it is no longer apart. Only on evidence: a group
+    whose distance cannot be measured (no ordinary segment has a spread yet) stays. A review
+    that dissolves a group founds none, so the dissolved row stays empty for at least one
+    version (its members are placed again:
+    :meth:`~online_models.segments.kmeans.Segmenter.current`).
     """
     if group_share <= 0.0:
         return False
@@ -374,12 +381,15 @@ def propose_group(
 
     dissolved = False
     for offset, mean in enumerate(share.group_means()):
-        if not np.isnan(mean[0]) and not nearest(mean)[1] >= fence:
+        distance = math.nan if np.isnan(mean[0]) else nearest(mean)[1]
+        if math.isfinite(distance) and distance < GROUP_DISSOLVE_SHARE * fence:
             share.dissolve_group(offset)
             dissolved = True
+    if dissolved:
+        return True
     free = (share.spread.weights[ordinary:] <= 0.0).any()
     if share.groups >= MAX_GROUPS and not free:
-        return dissolved
+        return False
 
     def tight_and_apart(mean: np.ndarray, variance: np.ndarray) -> bool:
         segment, distance = nearest(mean)
@@ -395,7 +405,7 @@ def propose_group(
         avoid=means[~np.isnan(means[:, 0])], accept=tight_and_apart,
     )  # fmt: skip
     if mean is None:
-        return dissolved
+        return False
     share.add_group(mean)
     return True
 

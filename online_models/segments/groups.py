@@ -34,6 +34,7 @@ from online_models.segments.outliers import distance_fence
 __all__ = [
     "CELL_WIDTH",
     "FOUNDERS_FENCE_FLOOR",
+    "GROUP_DISSOLVE_SHARE",
     "GROUP_MIN_WEIGHT",
     "GROUP_REACH",
     "MAX_GROUPS",
@@ -54,6 +55,11 @@ GROUP_REACH = 0.1
 #: square over the features): a founder is at least that far off, whatever the histogram's
 #: shape (half the weight at one distance makes the MAD nought).
 FOUNDERS_FENCE_FLOOR = 1.0
+#: Hysteresis: a group founded beyond the founders' fence from every ordinary segment is
+#: dissolved only once its mean comes within this share of the fence of one (well inside it,
+#: among that segment's own customers), so a group near the fence is not founded and
+#: dissolved by turns.
+GROUP_DISSOLVE_SHARE = 0.5
 #: The most group segments a segmenter holds beyond its ordinary ones.
 MAX_GROUPS = 2
 #: The least weight of outliers a group is made of, whatever its share: ten recent points.

@@ -189,9 +189,13 @@ def test_a_group_that_drifts_into_a_segment_is_dissolved_and_its_id_goes_to_the_
     bulk[:, 2] = 0.2  # a group of one-off buyers of the same baskets
     share.cells.add(bulk, np.ones(30))
 
-    assert propose_group(share, 0.05)
+    assert propose_group(share, 0.05)  # dissolved: that review founds nothing
+    assert np.isnan(share.group_means()[0]).all() and share.generations.tolist() == [1]
+
+    assert propose_group(share, 0.05)  # the next review founds the new group
 
     assert share.groups == 1  # the dissolved group's id went to the new one
+    assert share.generations.tolist() == [1]
     np.testing.assert_allclose(share.group_means()[0], bulk.mean(axis=0), atol=0.05)
     np.testing.assert_allclose(share.centers()[:2], centres)  # the others' ids stay put
 
@@ -351,3 +355,78 @@ def test_deltas_merged_in_any_order_publish_the_same_groups() -> None:
     assert np.abs(places - published[0].group_means()[0]).max(axis=1).min() < 0.02
     _same(published[0], published[1])
     np.testing.assert_allclose(published[0].group_means(), published[1].group_means())
+
+
+def _founded() -> tuple[SegmentShare, np.ndarray, float]:
+    """A share whose review founded a group of resellers; the ordinary customers typical of
+    segment 0 and the founders' fence."""
+    from online_models.segments.groups import founders_fence
+
+    share = _spread_share()
+    resellers = np.array([list(a_reseller(random.Random(n)).values()) for n in range(30)])
+    share.cells.add(resellers, np.ones(30))
+    assert propose_group(share, 0.05) and share.groups == 1
+    fence = founders_fence(share.distances, 1.5)
+    assert fence is not None
+    return share, resellers.mean(axis=0), fence
+
+
+def _move_group(share: SegmentShare, mean: np.ndarray) -> None:
+    """The group's customers now sit around ``mean``."""
+    rng = np.random.default_rng(9)
+    share.spread.clear(2)
+    share.spread.add(np.full(30, 2), np.ones(30), mean + rng.normal(0, 0.005, (30, 7)))
+
+
+def test_a_group_between_the_dissolving_and_founding_fences_stays_over_many_reviews() -> None:
+    share, resellers, fence = _founded()
+    typical = np.append(share.centers()[0], share.spread.yardsticks()[0][0][5:])
+
+    def distance(t: float) -> float:
+        mean = typical + t * (resellers - typical)
+        return float(np.nanmin(share.spread.distances(np.arange(2), np.tile(mean, (2, 1)))))
+
+    low, high = 0.0, 1.0  # the place on the way from the segment to the group at 3/4 fence
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if distance(middle) < 0.75 * fence else (low, middle)
+    between = typical + low * (resellers - typical)
+    assert 0.7 * fence < distance(low) < fence  # inside the founders' fence, not well inside
+    _move_group(share, between)
+
+    for _ in range(10):  # founders keep arriving at the group's place
+        share.cells.add(np.tile(between, (30, 1)), np.ones(30))
+        propose_group(share, 0.05)
+        assert share.generations.tolist() == [0] and share.groups == 1
+        np.testing.assert_allclose(share.group_means()[0], between, atol=0.01)
+    # Well inside the fence, it is dissolved.
+    _move_group(share, typical)
+    assert propose_group(share, 0.05) and share.generations.tolist() == [1]
+
+
+def test_a_group_is_not_dissolved_while_no_segment_has_a_spread_to_measure_it_by() -> None:
+    share, resellers, _ = _founded()
+    for segment in (0, 1):
+        share.spread.clear(segment)  # the distances to every ordinary segment are unknown
+
+    for _ in range(3):
+        propose_group(share, 0.05)
+
+    assert share.generations.tolist() == [0]
+    np.testing.assert_allclose(share.group_means()[0], resellers, atol=0.01)
+
+
+def test_a_place_apart_but_as_spread_as_a_segment_is_no_group() -> None:
+    share = _spread_share()
+    rng = np.random.default_rng(12)
+    resellers = np.array(list(RESELLER.values()))
+    # Alike enough to share a place on the grid, and beyond the fence: as spread as the
+    # segments themselves (standard deviation 0.03 on every feature), not tight.
+    scattered = resellers + rng.normal(0.0, 0.03, (60, 7))
+    share.cells.add(scattered, np.ones(60))
+    loose = share.decayed(share.time, 1.0)
+
+    assert not propose_group(share, 0.05, tightness=0.5)
+    assert share.groups == 0
+    assert propose_group(loose, 0.05, tightness=2.0)  # without the tightness check: a group
+    assert loose.groups == 1
