@@ -281,8 +281,13 @@ class Segmenter:
         )
 
     def current(self, segment: int) -> bool:
-        """Whether ``segment`` still names a segment (a k-means segment always does)."""
-        return True
+        """Whether ``segment`` still names a segment: an ordinary k-means segment always
+        does, a group segment while it holds weight (a dissolved group's row is empty until
+        another group is founded in it, at a later version, under its next generation), so
+        its members are placed again, with no vote and no alert for a segment that went."""
+        if segment < self.n_segments:
+            return True
+        return segment < len(self._live.weights) and bool(self._live.spread.weights[segment] > 0)
 
     def _standardised(self, nearest: int, vector: np.ndarray) -> float:
         """The distance of ``vector`` to segment ``nearest`` in units of its spread (NaN
@@ -426,7 +431,10 @@ class Segmenter:
         """The segment in CRM words (names are refreshed as the centres move)."""
         # Centres move by a point's share of their weight: renaming every few dozen points is
         # plenty. A shared segmenter names segments when it applies a group version.
-        stale = len(self._names) != len(self._centers) or self.learned - self._names_at >= 32
+        # A dissolved group has no name.
+        dissolved = int((self._live.spread.weights[self.n_segments :] <= 0.0).sum())
+        named = len(self._centers) - dissolved
+        stale = len(self._names) != named or self.learned - self._names_at >= 32
         if stale and not self.shared:
             self._names = self.describe_all()
             self._names_at = self.learned
@@ -445,7 +453,9 @@ class Segmenter:
             medians = share.spread.robust()[0][: len(centres) - share.groups]
             taken = set(names.values())
             for offset, mean in enumerate(share.group_means()):
-                name = group_name(np.nan_to_num(mean), medians)
+                if np.isnan(mean).any():
+                    continue  # a dissolved group: no segment, so no name
+                name = group_name(mean, medians)
                 repeat = 2
                 unique = name
                 while unique in taken:

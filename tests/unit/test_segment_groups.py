@@ -430,3 +430,42 @@ def test_a_place_apart_but_as_spread_as_a_segment_is_no_group() -> None:
     assert share.groups == 0
     assert propose_group(loose, 0.05, tightness=2.0)  # without the tightness check: a group
     assert loose.groups == 1
+
+
+def test_members_of_a_dissolved_group_are_placed_again_with_no_alert_and_no_made_up_name() -> None:
+    from online_models.scoring.batch_votes import NO_SEGMENT, Votes
+    from online_models.scoring.scorer import CustomerScorer, ScorerConfig
+    from online_models.scoring.state import CustomerState
+
+    share, _, member = _share_with_group()
+    worker = _worker(share)
+    x = dict(zip(OUTLIER_FEATURES, member, strict=True))
+    assert worker.place_one(x).segment == 2 and worker.current(2)
+    ordinary_names = set(segment_names_of(worker))
+    dissolved = share.decayed(share.time, 1.0)
+    dissolved.dissolve_group(0)
+    worker.apply(dissolved)
+
+    placed = worker.place_one(x)
+    assert placed.segment in (0, 1) and not worker.current(2)
+    assert 2 not in worker.describe_all()
+    assert set(worker.describe_all().values()) <= ordinary_names
+    # One at a time (the scorer's rule) and over arrays (a batch's): no segment change.
+    scorer = CustomerScorer(ScorerConfig(segments=2, segment_group_share=0.005))
+    scorer._segmenter = worker
+    state = CustomerState.new(T0)
+    state.segment = 2
+    votes = Votes(*np.array([[2], [NO_SEGMENT], [0], [0]]))
+    for _ in range(4):
+        moved = scorer._place(state, placed)
+        assert moved.left is None and state.segment == placed.segment
+        confirmed = votes.confirm(np.array([placed.segment]), np.array([False]), 3, worker.current)
+        votes = confirmed.votes
+        assert confirmed.left.tolist() == [NO_SEGMENT]
+        assert votes.segment.tolist() == [placed.segment]
+        assert worker.describe(int(votes.segment[0])) in ordinary_names
+
+
+def segment_names_of(segmenter: Segmenter) -> list[str]:
+    """The names of the ordinary segments."""
+    return [name for s, name in segmenter.describe_all().items() if not segmenter.in_group(s)]
