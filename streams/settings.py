@@ -238,12 +238,30 @@ class Settings(BaseSettings):
         "(segment_outlier).",
     )
     segment_group_share: float = Field(
-        0.0,
+        0.005,
         ge=0.0,
         le=0.5,
-        description="k-means: when outliers alike (in one cell of 0.25 on every feature and its "
-        "neighbours) hold this share of the recent points' weight, the group's model makes them "
-        "a segment of their own (at most 2); 0 (the default) turns group segments off.",
+        description="k-means: when customers alike beyond the founders' fence (in one cell of "
+        "0.25 on every feature and its neighbours) hold this share of the recent points' "
+        "weight, sit tight among themselves and apart from every segment, the group's model "
+        "makes them a segment of their own (at most 2); 0 turns group segments off.",
+    )
+    segment_group_mads: float = Field(
+        1.5,
+        ge=0.0,
+        le=10.0,
+        description="k-means: who may found a group segment: customers whose distance to their "
+        "segment is this many robust standard deviations of everyone's log distances above "
+        "the median (at least 1 standard deviation of their segment); a group's mean must be "
+        "that far from every segment.",
+    )
+    segment_group_tightness: float = Field(
+        0.5,
+        gt=0.0,
+        le=2.0,
+        description="k-means: the most a group's standard deviation may be, as a share of its "
+        "nearest segment's robust one (root mean square over the features): the tail of an "
+        "ordinary segment spreads as wide as the segment, a group of alike customers does not.",
     )
     density_radius: float = Field(
         0.2,
@@ -603,6 +621,8 @@ class Settings(BaseSettings):
             segment_confirmations=self.segment_confirmations,
             outlier_mads=self.outlier_mads,
             segment_group_share=self.segment_group_share,
+            segment_group_mads=self.segment_group_mads,
+            segment_group_tightness=self.segment_group_tightness,
             top_k=self.top_k,
             rerank_silent_days=self.rerank_silent_days,
             allow_repurchase=self.allow_repurchase,

@@ -14,6 +14,7 @@ from online_models.group.parts import (
     DENSITY,
     EASE,
     LIFETIME,
+    SEGMENTS,
     Delta,
     GroupPart,
     density_model,
@@ -24,6 +25,7 @@ from online_models.recommend.blend import choose_arm
 from online_models.recommend.ease import EaseCounts, EaseGram, EaseShare, GramSnapshot, fit_ease
 from online_models.recommend.items import ItemShare
 from online_models.scoring.scorer import ScorerConfig
+from online_models.segments.centres import SegmentShare, settle_segments
 from online_models.segments.density_share import DensityShare
 from online_models.value.lifetime_fit import LifetimeShare, fit_lifetime
 
@@ -116,6 +118,7 @@ class GroupModel:
             self._refit_lifetime()
             self._refit_ease()
         self._settle_density()
+        self._settle_segments()
         for key, merged in self._dirty.items():
             kept = {
                 worker: seq
@@ -246,6 +249,20 @@ class GroupModel:
         assert isinstance(part.share, DensityShare)
         settled = density_model(self.config).settle(part.share)
         self.parts[DENSITY] = GroupPart(DENSITY, settled, part.version, part.merged)
+
+    def _settle_segments(self) -> None:
+        """The k-means part, before it is published: group segments founded and dissolved
+        once, after every delta of the version is merged (the order deltas merged in does
+        not change what is founded)."""
+        part = self.parts.get(SEGMENTS)
+        if part is None or SEGMENTS not in self._dirty:
+            return
+        assert isinstance(part.share, SegmentShare)
+        config = self.config
+        settle_segments(
+            part.share, max_centres=config.segments, group_share=config.segment_group_share,
+            group_mads=config.segment_group_mads, group_tightness=config.segment_group_tightness,
+        )  # fmt: skip
 
     def _refit_lifetime(self) -> None:
         due = self.lifetime_fit_due()

@@ -164,7 +164,6 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
             halflife_days=config.segment_halflife_days,
             max_centres=config.segments,
             min_seed_distance=_MIN_SEED_DISTANCE,
-            group_share=config.segment_group_share,
         )
     if isinstance(group, DensityShare) and isinstance(delta, DensityShare):
         return density_model(config).merge(group, delta)

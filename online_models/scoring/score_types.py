@@ -63,7 +63,13 @@ class ScorerConfig:
     outlier_mads: float = 2.5
     #: k-means: the share of the recent points' weight that outliers alike must hold in one
     #: place for the group's model to make them a segment of their own (0: never).
-    segment_group_share: float = 0.0
+    segment_group_share: float = 0.005
+    #: k-means: who may found a group segment: customers beyond this many robust standard
+    #: deviations of the log distances above their median (nearer than ``outlier_mads``).
+    segment_group_mads: float = 1.5
+    #: k-means: how tight a group must be: its standard deviation at most this share of its
+    #: nearest segment's robust one (root mean square over the features).
+    segment_group_tightness: float = 0.5
     top_k: int = 10
     allow_repurchase: bool = False
     recommender_factors: int = 16
@@ -208,6 +214,8 @@ def make_segmenter(config: ScorerConfig) -> Segmenter | DensitySegmenter:
             halflife_days=config.segment_halflife_days,
             outlier_mads=config.outlier_mads,
             group_share=config.segment_group_share,
+            group_mads=config.segment_group_mads,
+            group_tightness=config.segment_group_tightness,
         )
     msg = f"segment_model must be kmeans or density, got {config.segment_model!r}"
     raise ValueError(msg)

@@ -12,16 +12,20 @@ import numpy as np
 
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
-from online_models.segments.groups import GROUP_CANDIDATE_RANK, MAX_GROUPS, OutlierCells
+from online_models.segments.groups import (
+    GROUP_DISSOLVE_SHARE,
+    GROUP_MIN_WEIGHT,
+    MAX_GROUPS,
+    OutlierCells,
+    founders_fence,
+)
 from online_models.segments.outliers import (
     DISTANCE_BINS,
-    OUTLIER_READY_WEIGHT,
-    distance_rank,
     empty_histogram,
 )
 from online_models.segments.spread import SPREAD_BINS, SegmentSpread
 
-__all__ = ["SegmentShare", "merge_segments", "propose_group"]
+__all__ = ["SegmentShare", "merge_segments", "propose_group", "settle_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class SegmentShare:
     (:mod:`online_models.segments.outliers`), which outlier scores are ranked against.
     The last ``groups`` centres are group segments, made of outliers alike, and ``cells`` the
     decayed grid of the outliers in no group (:mod:`online_models.segments.groups`).
+    ``generations`` counts, per group row, the groups dissolved in it: what a share learned in
+    a row under an older generation (a dissolved group's points) is dropped when it meets a
+    newer one (:meth:`forget_stale`), so a worker's late delta never revives a dissolved group
+    nor pours its points into the next group founded in that row.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -57,11 +65,15 @@ class SegmentShare:
     #: How many of the last centres are group segments (after the ordinary ones).
     groups: int = 0
     cells: OutlierCells = field(default_factory=OutlierCells.empty)
+    #: Per group row (``groups`` of them), how many groups were dissolved in it.
+    generations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         # A share made with centres but no spread has empty spreads for them.
         if len(self.spread.weights) < len(self.weights):
             self.spread = self.spread.padded(len(self.weights))
+        if len(self.generations) != self.groups:
+            self.generations = _padded(self.generations, self.groups)
 
     @classmethod
     def empty(cls, centres: int = 0, features: int = len(SEGMENT_FEATURES)) -> SegmentShare:
@@ -76,31 +88,72 @@ class SegmentShare:
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
                 self.candidates.copy(), self.distances.copy(), self.spread.copy(), self.groups,
-                self.cells.copy(),
+                self.cells.copy(), self.generations.copy(),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
             self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
             self.distances * factor, self.spread.scaled(factor), self.groups,
-            self.cells.scaled(factor),
+            self.cells.scaled(factor), self.generations.copy(),
         )  # fmt: skip
 
+    def empty_like(self) -> SegmentShare:
+        """No point, with this share's centres (empty), groups and generations: what a worker
+        learns next, under the generations it knows."""
+        share = SegmentShare.empty(len(self.weights), self.sums.shape[1])
+        share.time, share.groups = self.time, self.groups
+        share.generations = self.generations.copy()
+        return share
+
+    def forget_stale(self, ordinary: int, generations: np.ndarray) -> None:
+        """In place: take ``generations`` (per group row, rows from ``ordinary`` on, none
+        older than this share's), emptying every group row this share learned under an older
+        generation: that group was dissolved since."""
+        own = _padded(self.generations, len(generations))
+        for offset in np.flatnonzero(own < generations).tolist():
+            row = ordinary + offset
+            if row < len(self.weights):
+                self.sums[row] = 0.0
+                self.weights[row] = 0.0
+                self.spread.clear(row)
+        self.generations = generations.copy()
+
     def group_means(self) -> np.ndarray:
-        """Each group segment's mean outlier features (rows; NaN for one without weight)."""
+        """Each group segment's mean outlier features (rows; NaN for one without weight: a
+        dissolved group)."""
         start = len(self.weights) - self.groups
         weights = self.spread.weights[start:, None]
         sums = self.spread.sums[start:]
         return np.divide(sums, weights, out=np.full_like(sums, np.nan), where=weights > 0)
 
     def add_group(self, mean: np.ndarray) -> None:
-        """A new group segment at ``mean`` (outlier features), after every centre, with the
-        weight of one point; the grid forgets the outliers it is made of."""
-        self.sums = np.vstack([self.sums, mean[: self.sums.shape[1]]])
-        self.weights = np.append(self.weights, 1.0)
-        self.spread = self.spread.padded(len(self.weights))
-        self.spread.add_one(len(self.weights) - 1, 1.0, mean)
-        self.groups += 1
+        """A new group segment at ``mean`` (outlier features), with the weight of one point:
+        in the place of a dissolved group (:meth:`dissolve_group`) if there is one, else after
+        every centre; the grid forgets the outliers it is made of."""
+        start = len(self.weights) - self.groups
+        free = np.flatnonzero(self.spread.weights[start:] <= 0.0)
+        if len(free):
+            row = start + int(free[0])
+        else:
+            self.sums = np.vstack([self.sums, np.zeros(self.sums.shape[1])])
+            self.weights = np.append(self.weights, 0.0)
+            self.spread = self.spread.padded(len(self.weights))
+            self.groups += 1
+            self.generations = _padded(self.generations, self.groups)
+            row = len(self.weights) - 1
+        self.sums[row] = mean[: self.sums.shape[1]]
+        self.weights[row] = 1.0
+        self.spread.add_one(row, 1.0, mean)
         self.cells = self.cells.without(mean)
+
+    def dissolve_group(self, offset: int) -> None:
+        """Forget group segment ``offset`` (0 for the first): no weight, so no customer is
+        near it, and its place is free for the next group, under the row's next generation."""
+        row = len(self.weights) - self.groups + offset
+        self.sums[row] = 0.0
+        self.weights[row] = 0.0
+        self.spread.clear(row)
+        self.generations[offset] += 1
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place
@@ -130,6 +183,8 @@ class SegmentShare:
             # Not "distances": workers from before standardised distances read a missing
             # histogram as empty, where they would refuse one of another size.
             "standardised_distances": self.distances,
+            # Records from before generations (0.3.0) read as generation 0.
+            "group_generations": self.generations,
             **self.cells.to_arrays(),
         }
         return meta, arrays
@@ -140,6 +195,7 @@ class SegmentShare:
     ) -> SegmentShare:
         """The share a model record carries; ValueError if it does not fit the segmenter."""
         groups = len(arrays["group_weights"]) if "group_weights" in arrays else 0
+        generations = arrays.get("group_generations", np.zeros(groups, dtype=np.int64))
         if groups:
             arrays = {
                 **arrays,
@@ -181,6 +237,8 @@ class SegmentShare:
             or not np.isfinite(distances).all()
             or (weights < 0).any()
             or (distances < 0).any()
+            or generations.shape != (groups,)
+            or (generations < 0).any()
         ):
             msg = (
                 f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape}, "
@@ -200,6 +258,7 @@ class SegmentShare:
             spread,
             groups,
             OutlierCells.from_arrays(arrays),
+            generations.astype(np.int64),
         )
 
 
@@ -210,7 +269,6 @@ def merge_segments(
     halflife_days: float,
     max_centres: int = 0,
     min_seed_distance: float = 0.15,
-    group_share: float = 0.0,
 ) -> SegmentShare:
     """``a`` and ``b`` together: both decayed to the later time, sums and weights added per
     centre and distance histograms added (exact: the order of merging does not matter),
@@ -218,10 +276,9 @@ def merge_segments(
 
     With ``max_centres`` (the group's model merging a delta), ``b``'s candidates become new
     centres, in order, while there are fewer than ``max_centres`` and each is at least
-    ``min_seed_distance`` from every centre; otherwise candidates are carried along. Once
-    all ``max_centres`` are seeded, where the grid of far customers holds ``group_share`` of
-    the points' weight in one place, a group segment is added there (:func:`propose_group`),
-    up to :data:`MAX_GROUPS`.
+    ``min_seed_distance`` from every centre; otherwise candidates are carried along. Group
+    segments are founded and dissolved apart from merging, once per version
+    (:func:`settle_segments`).
 
     >>> a = SegmentShare(np.array([[1.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
     >>> b = SegmentShare(np.array([[3.0, 0, 0, 0, 0]]), np.array([1.0]), time=0.0, points=1)
@@ -231,6 +288,12 @@ def merge_segments(
     time = max(a.time, b.time)
     a, b = a.decayed(time, halflife_days), b.decayed(time, halflife_days)
     centres = max(len(a.weights), len(b.weights))
+    # Per group row the newer generation; the side that learned under an older one (a
+    # dissolved group's points) adds nothing to that row.
+    groups = max(a.groups, b.groups)
+    generations = np.maximum(_padded(a.generations, groups), _padded(b.generations, groups))
+    for share in (a, b):
+        share.forget_stale(centres - groups, generations)
     sums = np.zeros((centres, a.sums.shape[1]))
     weights = np.zeros(centres)
     for share in (a, b):
@@ -238,8 +301,8 @@ def merge_segments(
         weights[: len(share.weights)] += share.weights
     merged = SegmentShare(
         sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
-        spread=a.spread.plus(b.spread).padded(centres), groups=max(a.groups, b.groups),
-        cells=a.cells.plus(b.cells),
+        spread=a.spread.plus(b.spread).padded(centres), groups=groups,
+        cells=a.cells.plus(b.cells), generations=generations,
     )  # fmt: skip
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
@@ -257,33 +320,98 @@ def merge_segments(
         merged.sums = np.vstack([merged.sums, candidate])
         merged.weights = np.append(merged.weights, 1.0)
     merged.spread = merged.spread.padded(len(merged.weights))
-    if len(merged.weights) >= max_centres:
-        propose_group(merged, group_share)
     return merged
 
 
-def propose_group(share: SegmentShare, group_share: float) -> bool:
-    """Add a group segment to ``share`` (in place) where the grid of far customers holds
-    ``group_share`` of the distances' weight in one place whose mean is itself that far
-    (:data:`GROUP_CANDIDATE_RANK`; the fringe of an ordinary segment is not a group),
-    unless it has :data:`MAX_GROUPS`; whether one was added."""
-    if share.groups >= MAX_GROUPS or group_share <= 0.0:
+def settle_segments(
+    share: SegmentShare,
+    *,
+    max_centres: int,
+    group_share: float = 0.0,
+    group_mads: float = 1.5,
+    group_tightness: float = 0.5,
+) -> bool:
+    """The group's model's review of ``share`` (in place), once per version after every
+    delta of it is merged, never inside a merge (so the order deltas merge in does not
+    matter): once all ``max_centres`` are seeded, groups are founded and dissolved
+    (:func:`propose_group`). Whether one was."""
+    if len(share.weights) < max_centres:
         return False
-    if share.distances.sum() < OUTLIER_READY_WEIGHT:
-        return False
-    ordinary = share.centers()[: len(share.weights) - share.groups]
+    return propose_group(share, group_share, mads=group_mads, tightness=group_tightness)
 
-    def apart(mean: np.ndarray) -> bool:
-        nearest = ((ordinary - mean[: ordinary.shape[1]]) ** 2).sum(axis=1).argmin()
-        distance = share.spread.distances(np.array([nearest]), mean[None, :])[0]
-        return bool(distance_rank(share.distances, float(distance)) >= GROUP_CANDIDATE_RANK)
+
+def propose_group(
+    share: SegmentShare, group_share: float, *, mads: float = 1.5, tightness: float = 0.5
+) -> bool:
+    """Add a group segment to ``share`` (in place) where the grid of far customers holds
+    ``group_share`` of the distances' weight in one place, unless it has :data:`MAX_GROUPS`;
+    whether a group was added or dissolved.
+
+    A place is a group only if its customers sit tight among themselves, their standard
+    deviation at most ``tightness`` of their nearest segment's robust one (root mean square
+    over the features: the tail of an ordinary segment spreads as wide as the segment does),
+    and their mean is beyond the founders' fence (``mads`` robust standard deviations of the
+    log distances above their median, at least one standard deviation) from every
+    ordinary segment. A group whose mean has come well within that fence of an ordinary
+    segment (:data:`~online_models.segments.groups.GROUP_DISSOLVE_SHARE` of it: hysteresis,
+    so a group near the fence does not flap) is dissolved first
+    (:meth:`SegmentShare.dissolve_group`): it is no longer apart. Only on evidence: a group
+    whose distance cannot be measured (no ordinary segment has a spread yet) stays. A review
+    that dissolves a group founds none, so the dissolved row stays empty for at least one
+    version (its members are placed again:
+    :meth:`~online_models.segments.kmeans.Segmenter.current`).
+    """
+    if group_share <= 0.0:
+        return False
+    ordinary = len(share.weights) - share.groups
+    least = max(group_share * float(share.distances.sum()), GROUP_MIN_WEIGHT)
+    if not (share.spread.weights[ordinary:] > 0.0).any() and share.cells.weights.sum() < least:
+        return False  # nothing to dissolve, too few far customers to found a group: cheap
+    fence = founders_fence(share.distances, mads)
+    if fence is None:
+        return False
+
+    def nearest(mean: np.ndarray) -> tuple[int, float]:
+        """The ordinary segment nearest ``mean`` in units of its spread, and how near."""
+        distances = share.spread.distances(np.arange(ordinary), np.tile(mean, (ordinary, 1)))
+        if np.isnan(distances).all():
+            return -1, math.nan
+        segment = int(np.nanargmin(distances))
+        return segment, float(distances[segment])
+
+    dissolved = False
+    for offset, mean in enumerate(share.group_means()):
+        distance = math.nan if np.isnan(mean[0]) else nearest(mean)[1]
+        if math.isfinite(distance) and distance < GROUP_DISSOLVE_SHARE * fence:
+            share.dissolve_group(offset)
+            dissolved = True
+    if dissolved:
+        return True
+    free = (share.spread.weights[ordinary:] <= 0.0).any()
+    if share.groups >= MAX_GROUPS and not free:
+        return False
+
+    def tight_and_apart(mean: np.ndarray, variance: np.ndarray) -> bool:
+        segment, distance = nearest(mean)
+        if not distance >= fence:
+            return False
+        deviations = share.spread.yardsticks()[1][segment]
+        spread = float(np.sqrt((variance / deviations**2).mean()))
+        return spread <= tightness
 
     means = share.group_means()
     mean = share.cells.densest(
         total=float(share.distances.sum()), share=group_share,
-        avoid=means[~np.isnan(means[:, 0])], apart=apart,
+        avoid=means[~np.isnan(means[:, 0])], accept=tight_and_apart,
     )  # fmt: skip
     if mean is None:
         return False
     share.add_group(mean)
     return True
+
+
+def _padded(generations: np.ndarray, groups: int) -> np.ndarray:
+    """``generations`` for ``groups`` rows: rows it lacks at generation 0."""
+    padded = np.zeros(groups, dtype=np.int64)
+    padded[: min(groups, len(generations))] = generations[:groups]
+    return padded

@@ -4,15 +4,20 @@ proposed from it.
 k-means puts every customer in one of its ``n_segments`` segments, and a customer far from
 theirs is an outlier (:mod:`online_models.segments.outliers`). Outliers alone stay outliers;
 customers alike far from their segment are a group a CRM wants to see as one. Every point
-farther from its segment than :data:`GROUP_CANDIDATE_RANK` of everyone's and in no group
-adds its outlier features (:data:`~online_models.customer.profile.OUTLIER_FEATURES`) to a
-cell of :data:`CELL_WIDTH` on every feature, with the segmenter's decay (:class:`OutlierCells`:
-keys, weights and sums, which add across workers like the centres). When a cell and its
-neighbours hold at least ``share`` of the weight of all points learned (and
-:data:`GROUP_MIN_WEIGHT`), the group's model
-proposes their mean as a new segment, after the ordinary ones (existing ids stay put), and
-names it from its features (:func:`group_name`). A customer within :data:`GROUP_REACH` of a
-group's mean (root mean square over the features) is placed in the group's segment.
+in no group and beyond the *founders' fence* (``group_mads`` robust standard deviations of
+everyone's log distances above their median: near the outlier fence, for many alike add the
+evidence one alone lacks) adds its outlier features
+(:data:`~online_models.customer.profile.OUTLIER_FEATURES`) to a cell of :data:`CELL_WIDTH` on
+every feature, with the segmenter's decay (:class:`OutlierCells`: keys, weights and sums,
+which add across workers like the centres). When a cell and its neighbours hold at least
+``share`` of the weight of all points learned (and :data:`GROUP_MIN_WEIGHT`), sit tight among
+themselves (their spread at most ``group_tightness`` of their nearest segment's, feature by
+feature: the tail of an ordinary segment spreads as wide as the segment, a group of alike
+customers does not) and their mean is beyond the founders' fence from every segment, the
+group's model proposes their mean as a new segment, after the ordinary ones (existing ids
+stay put), and names it from its features (:func:`group_name`). A customer within
+:data:`GROUP_REACH` of a group's mean (root mean square over the features) and nearer to it,
+in units of its spread, than to their own segment is placed in the group's segment.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from online_models.customer.profile import OUTLIER_FEATURES
+from online_models.segments.outliers import distance_fence
 
 __all__ = [
     "CELL_WIDTH",
-    "GROUP_CANDIDATE_RANK",
+    "FOUNDERS_FENCE_FLOOR",
+    "GROUP_DISSOLVE_SHARE",
     "GROUP_MIN_WEIGHT",
     "GROUP_REACH",
     "MAX_GROUPS",
     "OutlierCells",
+    "founders_fence",
     "group_name",
     "in_group",
 ]
@@ -43,14 +51,21 @@ CELL_WIDTH = 0.25
 #: How far from a group's mean a customer may sit and belong to it: the root mean square of
 #: their differences over the outlier features.
 GROUP_REACH = 0.1
-#: Who may found a group: the customers farther from their segment than this share of
-#: everyone (a percentile rank of the distance). Alone, only those beyond the outlier fence
-#: are unusual; many alike are a group at a lower rank, as their number adds the evidence.
-GROUP_CANDIDATE_RANK = 0.95
+#: The nearest the founders' fence comes, in a segment's standard deviations (root mean
+#: square over the features): a founder is at least that far off, whatever the histogram's
+#: shape (half the weight at one distance makes the MAD nought).
+FOUNDERS_FENCE_FLOOR = 1.0
+#: Hysteresis: a group founded beyond the founders' fence from every ordinary segment is
+#: dissolved only once its mean comes within this share of the fence of one (well inside it,
+#: among that segment's own customers), so a group near the fence is not founded and
+#: dissolved by turns.
+GROUP_DISSOLVE_SHARE = 0.5
 #: The most group segments a segmenter holds beyond its ordinary ones.
 MAX_GROUPS = 2
 #: The least weight of outliers a group is made of, whatever its share: ten recent points.
 GROUP_MIN_WEIGHT = 10.0
+# The heaviest cells (each with its neighbours) examined for a group.
+_PLACES_TRIED = 8
 # Cells lighter than this are dropped when the grid decays: a handful of points a week ago.
 _FORGOTTEN = 1e-3
 _FEATURES = len(OUTLIER_FEATURES)
@@ -69,6 +84,9 @@ class OutlierCells:
     True
     >>> cells.densest(total=1_000.0, share=0.02, avoid=np.zeros((0, 7))).round(1).tolist()
     [1.0, 0.0, 0.8, 1.2, 0.0, 1.2, 1.1]
+    >>> cells.densest(total=1_000.0, share=0.02, avoid=np.zeros((0, 7)),
+    ...               accept=lambda mean, variance: False) is None
+    True
     """
 
     keys: np.ndarray  # (cells, features) int64
@@ -118,25 +136,28 @@ class OutlierCells:
         total: float,
         share: float,
         avoid: np.ndarray,
-        apart: Callable[[np.ndarray], bool] = lambda mean: True,
+        accept: Callable[[np.ndarray, np.ndarray], bool] = lambda mean, variance: True,
     ) -> np.ndarray | None:
-        """The mean of the heaviest cell and its neighbours (cells next to it on every
-        feature) if they hold at least ``share`` of ``total``, sit within :data:`GROUP_REACH`
-        of their mean (root mean square: dense among themselves, where the fringe of a
-        segment spreads over the cells), it is beyond :data:`GROUP_REACH` of every row of
-        ``avoid`` (the groups already made) and ``apart`` holds for it; else None."""
+        """The mean of the first of the :data:`_PLACES_TRIED` heaviest cells, each with its
+        neighbours (cells next to it on every feature), that holds at least ``share`` of
+        ``total``, sits within :data:`GROUP_REACH` of its mean (root mean square, so that a
+        group's segment holds them), is beyond :data:`GROUP_REACH` of every row of ``avoid``
+        (the groups already made) and for whose mean and variance per feature ``accept``
+        holds (the segmenter's judgement: tight and apart); else None."""
         if not len(self.weights) or share <= 0.0:
             return None
-        for cell in np.argsort(-self.weights, kind="stable")[:8].tolist():
+        least = max(share * total, GROUP_MIN_WEIGHT)
+        for cell in np.argsort(-self.weights, kind="stable")[:_PLACES_TRIED].tolist():
             near = np.abs(self.keys - self.keys[cell]).max(axis=1) <= 1
             weight = float(self.weights[near].sum())
-            if weight < max(share * total, GROUP_MIN_WEIGHT):
+            if weight < least:
                 return None
             mean = self.sums[near].sum(axis=0) / weight
-            variance = self.squares[near].sum(axis=0) / weight - mean**2
-            if float(np.sqrt(max(variance.mean(), 0.0))) > GROUP_REACH:
+            variance = np.maximum(self.squares[near].sum(axis=0) / weight - mean**2, 0.0)
+            if float(np.sqrt(variance.mean())) > GROUP_REACH:
                 continue
-            if (not len(avoid) or not in_group(mean[None, :], avoid)[0].any()) and apart(mean):
+            fresh = not len(avoid) or not in_group(mean[None, :], avoid)[0].any()
+            if fresh and accept(mean, variance):
                 return mean
         return None
 
@@ -200,6 +221,14 @@ class OutlierCells:
         np.add.at(self.sums, index, every_sum)
         self.squares = np.zeros((len(unique), _FEATURES))
         np.add.at(self.squares, index, every_square)
+
+
+def founders_fence(histogram: np.ndarray, mads: float) -> float | None:
+    """Who may found a group: beyond ``mads`` robust standard deviations of the log distances
+    in ``histogram`` above their median (:func:`~online_models.segments.outliers.distance_fence`),
+    at least :data:`FOUNDERS_FENCE_FLOOR`; None while the histogram is too light."""
+    fence = distance_fence(histogram, mads)
+    return None if fence is None else max(fence, FOUNDERS_FENCE_FLOOR)
 
 
 def in_group(points: np.ndarray, means: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
 from online_models.segments.centres import SegmentShare, merge_segments, propose_group
-from online_models.segments.groups import GROUP_CANDIDATE_RANK, group_name, in_group
+from online_models.segments.groups import founders_fence, group_name, in_group
 from online_models.segments.names import outlier_vector, segment_names, segment_vector
 from online_models.segments.outliers import (
     OUTLIER_FENCE_FLOOR,
@@ -60,12 +60,11 @@ class Segmenter:
     holds 100 points' weight).
 
     Customers alike far from their segment make a segment of their own
-    (:mod:`online_models.segments.groups`): once ``group_share`` of the points' weight sit in
-    one place among the farthest 5%, a group segment is added after the ordinary ones (by the
-    group's model, for a shared segmenter), and a customer near it is placed in it (flagged
-    if beyond the fence, as anyone). A segment whose spread holds under 5 points'
-    weight cannot tell who is unusual in it: the ``outlier_score`` of its customers is NaN
-    (unknown; absent from the score), never a typical 0.
+    (:mod:`online_models.segments.groups`; ``group_share``, ``group_mads``,
+    ``group_tightness``), added after the ordinary ones (by the group's model, for a shared
+    segmenter); its customers are placed in it, flagged if beyond the fence, as anyone. A
+    segment whose spread holds under 5 points' weight cannot tell who is unusual in it: the
+    ``outlier_score`` of its customers is NaN (unknown; absent from the score).
 
     >>> segmenter = Segmenter(n_segments=2)
     >>> low = {"monetary": 0.1, "frequency": 0.1}
@@ -83,11 +82,20 @@ class Segmenter:
         min_seed_distance: float = 0.15,
         outlier_mads: float = 2.5,
         group_share: float = 0.0,
+        group_mads: float = 1.5,
+        group_tightness: float = 0.5,
     ) -> None:
-        if n_segments < 1 or not halflife_days > 0 or not outlier_mads > 0:
+        if (
+            n_segments < 1
+            or not halflife_days > 0
+            or not outlier_mads > 0
+            or not group_mads >= 0
+            or not group_tightness > 0
+        ):
             msg = (
-                "n_segments must be >= 1, halflife_days > 0 and outlier_mads > 0, got "
-                f"{n_segments}, {halflife_days}, {outlier_mads}"
+                "n_segments must be >= 1, halflife_days, outlier_mads and group_tightness > 0 "
+                f"and group_mads >= 0, got {n_segments}, {halflife_days}, {outlier_mads}, "
+                f"{group_tightness}, {group_mads}"
             )
             raise ValueError(msg)
         self.n_segments = n_segments
@@ -95,6 +103,8 @@ class Segmenter:
         self.min_seed_distance = min_seed_distance
         self.outlier_mads = outlier_mads
         self.group_share = group_share
+        self.group_mads = group_mads
+        self.group_tightness = group_tightness
         #: In a group: centres come from the group's model, never from this segmenter alone.
         self.shared = False
         self._live = SegmentShare.empty()
@@ -103,7 +113,8 @@ class Segmenter:
         self._names: dict[int, str] = {}
         self._names_at = -1
         self._fence: float | None = None
-        self._fence_at = -_FENCE_EVERY
+        self._founders_fence: float | None = None
+        self._fence_at = self._groups_at = -_FENCE_EVERY
 
     @property
     def learned(self) -> int:
@@ -141,8 +152,9 @@ class Segmenter:
         """
         vector = outlier_vector(x)
         nearest, _ = self._nearest(vector[:_SEGMENT_COLUMNS])
-        placement = self._placement(nearest, self._standardised(nearest, vector))
-        return placement._replace(segment=self._segment_of(placement, vector))
+        standardised = self._standardised(nearest, vector)
+        placement = self._placement(nearest, standardised)
+        return placement._replace(segment=self._segment_of(placement, vector, standardised))
 
     def learn_one(self, x: Mapping[str, float], time: float | None = None) -> None:
         """Learn the point ``x`` seen at event time ``time`` (None: as of the newest)."""
@@ -191,11 +203,10 @@ class Segmenter:
         )
         fence = self.outlier_fence()
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
-        groups = self._groups_of(points)
+        groups = self._groups_of(points, distances)
         alone = outliers & (groups < 0)
         # The far customers' grid, only where group segments are on (it costs a np.unique).
-        founders = (np.nan_to_num(scores) >= GROUP_CANDIDATE_RANK) & (groups < 0)
-        founders &= self.group_share > 0.0
+        founders = self._founders(distances) & (groups < 0)
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
         # widen their segment until it held them); it adds its distance, and its place to
@@ -230,8 +241,18 @@ class Segmenter:
         distances above their median; None before 100 points' weight."""
         if self._live.points - self._fence_at >= _FENCE_EVERY:
             self._fence = self._fence_at_mads(self.outlier_mads)
+            if self.group_share > 0.0:
+                self._founders_fence = founders_fence(self._live.distances, self.group_mads)
             self._fence_at = self._live.points
         return self._fence
+
+    def _founders(self, distances: np.ndarray) -> np.ndarray:
+        """Whether each of ``distances`` (to a point's segment) is beyond the founders' fence
+        (:func:`~online_models.segments.groups.founders_fence`; never while groups are off)."""
+        self.outlier_fence()
+        if self.group_share <= 0.0 or self._founders_fence is None:
+            return np.zeros(len(distances), dtype=bool)
+        return np.nan_to_num(distances) > self._founders_fence
 
     def outlier_fence_score(self, mads: float | None = None) -> float | None:
         """The ``outlier_score`` at the fence for ``mads`` (default ``outlier_mads``): a
@@ -260,8 +281,13 @@ class Segmenter:
         )
 
     def current(self, segment: int) -> bool:
-        """Whether ``segment`` still names a segment (a k-means segment always does)."""
-        return True
+        """Whether ``segment`` still names a segment: an ordinary k-means segment always
+        does, a group segment while it holds weight (a dissolved group's row is empty until
+        another group is founded in it, at a later version, under its next generation), so
+        its members are placed again, with no vote and no alert for a segment that went."""
+        if segment < self.n_segments:
+            return True
+        return segment < len(self._live.weights) and bool(self._live.spread.weights[segment] > 0)
 
     def _standardised(self, nearest: int, vector: np.ndarray) -> float:
         """The distance of ``vector`` to segment ``nearest`` in units of its spread (NaN
@@ -283,7 +309,7 @@ class Segmenter:
         nearest, distance = self._nearest(point)
         standardised = self._standardised(nearest, vector)
         placement = self._placement(nearest, standardised)
-        placement = placement._replace(segment=self._segment_of(placement, vector))
+        placement = placement._replace(segment=self._segment_of(placement, vector, standardised))
         self._live.points += 1
         self._unsent.points += 1
         if len(self._centers) < self.n_segments and distance >= self.min_seed_distance:
@@ -295,11 +321,8 @@ class Segmenter:
             return placement
         segment = placement.segment
         alone = placement.outlier and segment == nearest
-        founder = (
-            self.group_share > 0.0
-            and segment == nearest
-            and placement.outlier_score >= GROUP_CANDIDATE_RANK
-        )
+        fence = self._founders_fence if self.group_share > 0.0 else None
+        founder = segment == nearest and fence is not None and standardised > fence
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
@@ -315,22 +338,34 @@ class Segmenter:
         self._propose_group()
         return placement
 
-    def _groups_of(self, points: np.ndarray) -> np.ndarray:
+    def _groups_of(self, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """The group segment (0 for the first after the ordinary ones) each of ``points``
-        (rows of outlier features) is near, -1 for none."""
+        (``distances`` from their segment) belongs to, -1 for none: the nearest group within
+        :data:`~online_models.segments.groups.GROUP_REACH` that they are nearer to, in units
+        of its spread, than to their segment (so a group never drifts into a segment's crowd)."""
         groups = np.full(len(points), -1)
         if not self._live.groups:
             return groups
-        means = self._live.group_means()
-        near = in_group(points, np.nan_to_num(means, nan=np.inf))
+        near = in_group(points, np.nan_to_num(means := self._live.group_means(), nan=np.inf))
+        if not near.any():
+            return groups
+        start = len(self._live.weights) - self._live.groups
+        for offset in range(self._live.groups):
+            rows = np.flatnonzero(near[:, offset])
+            if not len(rows):
+                continue
+            own = self._live.spread.distances(np.full(len(rows), start + offset), points[rows])
+            # A group too young to have a spread takes whoever is within its reach.
+            nearer = np.isnan(own) | np.isnan(distances[rows]) | (own < distances[rows])
+            near[rows, offset] = nearer
         squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
         nearest = np.where(near, squared, np.inf).argmin(axis=1)
         return np.where(near.any(axis=1), nearest, -1)
 
-    def _segment_of(self, placement: Placement, vector: np.ndarray) -> int:
-        """The segment of a point placed at ``placement``: a group's if it is near one, else
-        its nearest."""
-        group = self._groups_of(vector[None, :])[0]
+    def _segment_of(self, placement: Placement, vector: np.ndarray, distance: float) -> int:
+        """The segment of a point placed at ``placement``, ``distance`` from it: a group's if
+        it belongs to one, else its nearest."""
+        group = self._groups_of(vector[None, :], np.array([distance]))[0]
         return placement.segment if group < 0 else self.n_segments + int(group)
 
     def in_group(self, segment: int) -> bool:
@@ -338,25 +373,33 @@ class Segmenter:
         return segment >= self.n_segments
 
     def _propose_group(self) -> None:
-        """A segmenter alone makes group segments itself (a shared one leaves them to the
-        group's model, which merges every worker's outliers)."""
+        """A segmenter alone makes (and dissolves) group segments itself, as often as it reads
+        the fence again (a shared one leaves them to the group's model)."""
         if self.shared or len(self._centers) < self.n_segments:
             return
-        if not propose_group(self._live, self.group_share):
+        if self._live.points - self._groups_at < _FENCE_EVERY:
+            return
+        self._groups_at = self._live.points
+        if not propose_group(
+            self._live, self.group_share, mads=self.group_mads, tightness=self.group_tightness
+        ):
             return
         self._unsent = merge_segments(
             self._unsent, SegmentShare.empty(len(self._live.weights)),
             halflife_days=self.halflife_days,
         )  # fmt: skip
         self._unsent.groups = self._live.groups
+        self._unsent.forget_stale(len(self._live.weights) - self._live.groups,
+                                  self._live.generations)  # fmt: skip
         self._centers = self._live.centers()
         self._names = self.describe_all()
         self._names_at = self.learned
 
     def delta(self) -> SegmentShare:
         """What this segmenter learned since its last delta (and the centres it proposes)."""
-        delta, self._unsent = self._unsent, SegmentShare.empty(len(self._centers))
-        self._unsent.time = self._live.time
+        # What it learns next, it learns under the generations it knows (they travel in the
+        # delta: the group drops a row learned under a dissolved group's generation).
+        delta, self._unsent = self._unsent, self._live.empty_like()
         return delta
 
     def apply(self, group: SegmentShare, pending: Sequence[SegmentShare] = ()) -> None:
@@ -375,6 +418,9 @@ class Segmenter:
                 SegmentShare.empty(len(live.weights)),
                 halflife_days=self.halflife_days,
             )
+        # A group dissolved since: what is unsent of it is dropped here, not sent.
+        self._unsent.groups = live.groups
+        self._unsent.forget_stale(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
         self._names = self._names_of(group)
@@ -385,7 +431,10 @@ class Segmenter:
         """The segment in CRM words (names are refreshed as the centres move)."""
         # Centres move by a point's share of their weight: renaming every few dozen points is
         # plenty. A shared segmenter names segments when it applies a group version.
-        stale = len(self._names) != len(self._centers) or self.learned - self._names_at >= 32
+        # A dissolved group has no name.
+        dissolved = int((self._live.spread.weights[self.n_segments :] <= 0.0).sum())
+        named = len(self._centers) - dissolved
+        stale = len(self._names) != named or self.learned - self._names_at >= 32
         if stale and not self.shared:
             self._names = self.describe_all()
             self._names_at = self.learned
@@ -404,7 +453,9 @@ class Segmenter:
             medians = share.spread.robust()[0][: len(centres) - share.groups]
             taken = set(names.values())
             for offset, mean in enumerate(share.group_means()):
-                name = group_name(np.nan_to_num(mean), medians)
+                if np.isnan(mean).any():
+                    continue  # a dissolved group: no segment, so no name
+                name = group_name(mean, medians)
                 repeat = 2
                 unique = name
                 while unique in taken:

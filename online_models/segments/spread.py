@@ -202,6 +202,14 @@ class SegmentSpread:
         if self._added is not None:
             self._added[segment] += weight
 
+    def clear(self, segment: int) -> None:
+        """Forget every point of ``segment``, in place (its median and MAD are read again)."""
+        self.weights[segment] = 0.0
+        self.sums[segment] = 0.0
+        self.squares[segment] = 0.0
+        self.histograms[segment] = 0.0
+        self._forget()
+
     def robust(self) -> tuple[np.ndarray, np.ndarray]:
         """Each segment's median and MAD x 1.4826 per feature, read from its histograms
         (interpolated within bins), whatever its weight; a segment's are read again once it

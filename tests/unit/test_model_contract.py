@@ -362,6 +362,8 @@ CASES = {
             "min_seed_distance": 0.2,
             "outlier_mads": 3.0,
             "group_share": 0.01,
+            "group_mads": 2.0,
+            "group_tightness": 0.4,
         },
     ),
     "DensitySegmenter": Case(

@@ -152,6 +152,8 @@ def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatc
         ("CRM_APP_ID", ""),
         ("CRM_VALUE_HALFLIFE_DAYS", "5"),  # its label weights would overflow
         ("CRM_VALUE_SAMPLE_DAYS", "0.01"),  # an example at nearly every score
+        ("CRM_SEGMENT_GROUP_MADS", "-1"),
+        ("CRM_SEGMENT_GROUP_TIGHTNESS", "0"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(
@@ -310,6 +312,9 @@ def test_scorer_config_carries_the_models_and_alert_settings(
         "CRM_SEGMENTS": "4",
         "CRM_SEGMENT_CONFIRMATIONS": "5",
         "CRM_OUTLIER_MADS": "3.5",
+        "CRM_SEGMENT_GROUP_SHARE": "0.01",
+        "CRM_SEGMENT_GROUP_MADS": "2",
+        "CRM_SEGMENT_GROUP_TIGHTNESS": "0.3",
         "CRM_TOP_K": "7",
         "CRM_ALLOW_REPURCHASE": "true",
         "CRM_RECOMMENDER_FACTORS": "8",
@@ -333,6 +338,8 @@ def test_scorer_config_carries_the_models_and_alert_settings(
     assert config.segments == 4
     assert config.segment_confirmations == 5
     assert config.outlier_mads == 3.5
+    assert (config.segment_group_share, config.segment_group_mads) == (0.01, 2.0)
+    assert config.segment_group_tightness == 0.3
     assert config.top_k == 7
     assert config.allow_repurchase is True
     assert config.recommender_factors == 8
