@@ -237,13 +237,19 @@ class SegmentShare:
             or not np.isfinite(distances).all()
             or (weights < 0).any()
             or (distances < 0).any()
-            or generations.shape != (groups,)
-            or (generations < 0).any()
         ):
             msg = (
                 f"segment share of shapes {sums.shape}, {weights.shape}, {candidates.shape}, "
                 f"{distances.shape} does not fit {max_centres} centres of {features} features "
                 f"and {DISTANCE_BINS} distance bins"
+            )
+            raise ValueError(msg)
+        if generations.dtype.kind not in "iu" or generations.shape != (groups,) or (
+            generations < 0
+        ).any():
+            msg = (
+                f"group_generations {generations.dtype} of shape {generations.shape} are not "
+                f"a whole number >= 0 for each of the {groups} group rows"
             )
             raise ValueError(msg)
         spread.check(len(weights))

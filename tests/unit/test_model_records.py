@@ -239,3 +239,6 @@ def test_group_generations_travel_and_a_record_without_them_reads_as_generation_
     older = SegmentShare.from_arrays(meta, arrays, max_centres=4)
     assert older.groups == 2 and older.generations.tolist() == [0, 0]
     np.testing.assert_allclose(older.group_means(), share.group_means())
+    for bad in (np.array([0.7, 0.0]), np.array([np.nan, 0.0]), np.array([-1, 0]), np.array([0])):
+        with pytest.raises(ValueError, match="group_generations"):
+            SegmentShare.from_arrays(meta, {**arrays, "group_generations": bad}, max_centres=4)
