@@ -244,9 +244,11 @@ class SegmentShare:
                 f"and {DISTANCE_BINS} distance bins"
             )
             raise ValueError(msg)
-        if generations.dtype.kind not in "iu" or generations.shape != (groups,) or (
-            generations < 0
-        ).any():
+        if (
+            generations.dtype.kind not in "iu"
+            or generations.shape != (groups,)
+            or (generations < 0).any()
+        ):
             msg = (
                 f"group_generations {generations.dtype} of shape {generations.shape} are not "
                 f"a whole number >= 0 for each of the {groups} group rows"
