@@ -25,11 +25,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from online_models.customer.profile import OUTLIER_FEATURES
+from online_models.segments.names import segment_names
 from online_models.segments.outliers import distance_fence
+
+if TYPE_CHECKING:
+    from online_models.segments.centres import SegmentShare
 
 __all__ = [
     "CELL_WIDTH",
@@ -41,7 +46,9 @@ __all__ = [
     "OutlierCells",
     "founders_fence",
     "group_name",
+    "groups_of",
     "in_group",
+    "share_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -258,3 +265,49 @@ def group_name(mean: np.ndarray, medians: np.ndarray) -> str:
         return "wholesale buyers" if mean[_AT["frequency"]] >= 0.4 else "bulk one-off buyers"
     spend = mean[_AT["monetary"]] > np.nanmax(medians[:, _AT["monetary"]], initial=0.0)
     return "top spenders apart" if spend else "unusual buyers"
+
+
+def groups_of(share: SegmentShare, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """The group segment of ``share`` (0 for the first after the ordinary ones) each of
+    ``points`` (``distances`` from their segment) belongs to, -1 for none: the nearest group
+    within :data:`GROUP_REACH` that they are nearer to, in units of its spread, than to their
+    segment (so a group never drifts into a segment's crowd)."""
+    groups = np.full(len(points), -1)
+    if not share.groups:
+        return groups
+    near = in_group(points, np.nan_to_num(means := share.group_means(), nan=np.inf))
+    if not near.any():
+        return groups
+    start = len(share.weights) - share.groups
+    for offset in range(share.groups):
+        rows = np.flatnonzero(near[:, offset])
+        if not len(rows):
+            continue
+        own = share.spread.distances(np.full(len(rows), start + offset), points[rows])
+        # A group too young to have a spread takes whoever is within its reach.
+        nearer = np.isnan(own) | np.isnan(distances[rows]) | (own < distances[rows])
+        near[rows, offset] = nearer
+    squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
+    nearest = np.where(near, squared, np.inf).argmin(axis=1)
+    return np.where(near.any(axis=1), nearest, -1)
+
+
+def share_names(share: SegmentShare) -> dict[int, str]:
+    """A distinct CRM name for every seeded segment of ``share`` (:func:`segment_names`) and
+    every live group segment (:func:`group_name`); a dissolved group has none."""
+    centres = share.centers()
+    names = segment_names(centres[: len(centres) - share.groups])
+    if share.groups:
+        medians = share.spread.robust()[0][: len(centres) - share.groups]
+        taken = set(names.values())
+        for offset, mean in enumerate(share.group_means()):
+            if np.isnan(mean).any():
+                continue  # a dissolved group: no segment, so no name
+            name = group_name(mean, medians)
+            repeat = 2
+            unique = name
+            while unique in taken:
+                unique, repeat = f"{name} {repeat}", repeat + 1
+            names[len(centres) - share.groups + offset] = unique
+            taken.add(unique)
+    return names

@@ -12,8 +12,8 @@ import numpy as np
 from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
 from online_models.segments.centres import SegmentShare, merge_segments, propose_group
-from online_models.segments.groups import founders_fence, group_name, in_group
-from online_models.segments.names import outlier_vector, segment_names, segment_vector
+from online_models.segments.groups import founders_fence, groups_of, share_names
+from online_models.segments.names import outlier_vector, segment_vector
 from online_models.segments.outliers import (
     OUTLIER_FENCE_FLOOR,
     Placement,
@@ -339,28 +339,8 @@ class Segmenter:
         return placement
 
     def _groups_of(self, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        """The group segment (0 for the first after the ordinary ones) each of ``points``
-        (``distances`` from their segment) belongs to, -1 for none: the nearest group within
-        :data:`~online_models.segments.groups.GROUP_REACH` that they are nearer to, in units
-        of its spread, than to their segment (so a group never drifts into a segment's crowd)."""
-        groups = np.full(len(points), -1)
-        if not self._live.groups:
-            return groups
-        near = in_group(points, np.nan_to_num(means := self._live.group_means(), nan=np.inf))
-        if not near.any():
-            return groups
-        start = len(self._live.weights) - self._live.groups
-        for offset in range(self._live.groups):
-            rows = np.flatnonzero(near[:, offset])
-            if not len(rows):
-                continue
-            own = self._live.spread.distances(np.full(len(rows), start + offset), points[rows])
-            # A group too young to have a spread takes whoever is within its reach.
-            nearer = np.isnan(own) | np.isnan(distances[rows]) | (own < distances[rows])
-            near[rows, offset] = nearer
-        squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
-        nearest = np.where(near, squared, np.inf).argmin(axis=1)
-        return np.where(near.any(axis=1), nearest, -1)
+        """The group segment each of ``points`` belongs to (:func:`groups_of`), -1 for none."""
+        return groups_of(self._live, points, distances)
 
     def _segment_of(self, placement: Placement, vector: np.ndarray, distance: float) -> int:
         """The segment of a point placed at ``placement``, ``distance`` from it: a group's if
@@ -447,22 +427,7 @@ class Segmenter:
         return self._names_of(self._live)
 
     def _names_of(self, share: SegmentShare) -> dict[int, str]:
-        centres = share.centers()
-        names = segment_names(centres[: len(centres) - share.groups])
-        if share.groups:
-            medians = share.spread.robust()[0][: len(centres) - share.groups]
-            taken = set(names.values())
-            for offset, mean in enumerate(share.group_means()):
-                if np.isnan(mean).any():
-                    continue  # a dissolved group: no segment, so no name
-                name = group_name(mean, medians)
-                repeat = 2
-                unique = name
-                while unique in taken:
-                    unique, repeat = f"{name} {repeat}", repeat + 1
-                names[len(centres) - share.groups + offset] = unique
-                taken.add(unique)
-        return names
+        return share_names(share)
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
