@@ -412,7 +412,8 @@ class Segmenter:
         # Centres move by a point's share of their weight: renaming every few dozen points is
         # plenty. A shared segmenter names segments when it applies a group version.
         # A dissolved group has no name.
-        dissolved = int((self._live.spread.weights[self.n_segments :] <= 0.0).sum())
+        groups = self._live.spread.weights[self.n_segments :]
+        dissolved = int((groups <= 0.0).sum()) if len(groups) else 0  # no count without groups
         named = len(self._centers) - dissolved
         stale = len(self._names) != named or self.learned - self._names_at >= 32
         if stale and not self.shared:
