@@ -134,6 +134,15 @@ def _versions(workers: list[WorkerProcess]) -> list[float]:
     return [read_metrics(w.port)["crm_scorer_model_version"] for w in workers]
 
 
+def _sync_state(worker: WorkerProcess) -> dict[str, float]:
+    """A worker's side of the group model, for a failure message: pending deltas, whether it
+    merges, and what it sent, merged and published (which worker stalls, and where)."""
+    names = ("pending_deltas", "merger", "deltas_sent_total", "deltas_merged_total",
+             "versions_published_total", "records_refused_total")  # fmt: skip
+    metrics = read_metrics(worker.port)
+    return {name: metrics.get(f"crm_scorer_model_{name}", 0.0) for name in names}
+
+
 def _ready(worker: WorkerProcess) -> bool:
     return worker.ready()
 
@@ -175,7 +184,10 @@ def test_a_replaced_worker_scores_new_customers_as_the_group_does(group: Group) 
         240,
         "quiet",
         first,
-        state=lambda: f"last sample (handled events, versions): {quiet[-1] if quiet else None}",
+        state=lambda: (
+            f"last sample (handled events, versions): {quiet[-1] if quiet else None}; "
+            f"model sync by worker: {[_sync_state(w) for w in live]}"
+        ),
     )
     version = _versions(live)[0]
 
