@@ -47,6 +47,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):
 
     batch_handlers: Mapping[str, BatchHandler] = {}
     fetch_max_wait_ms: int = 1500
+    #: Where to read again, per partition with no committed offset, the batches dropped
+    #: because a rebalance began (:meth:`_rewind`).
+    _rewinds: dict[Any, int] | None = None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -70,6 +73,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 batches: dict[str, list[Message]] = {}
                 # Faust sleeps here too: getmany may return at once, many times in a row.
                 await self.sleep(0)
+                if self._rewinds and not self.suspend_flow.is_set():
+                    await self._rewind()
                 if not self.should_stop:
                     async for tp, message in getmany(timeout=1.0):
                         offset = message.offset
@@ -91,7 +96,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         set_read_offset(tp, offset)
                     for topic, batch in batches.items():
                         if self.suspend_flow.is_set():
-                            break  # a rebalance began: these are fetched again after it
+                            # A rebalance began: these are fetched again after it, from the
+                            # committed offset, or from here where nothing was committed.
+                            self._note_dropped(batch)
+                            continue
                         await handlers[topic](batch)
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -109,6 +117,29 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+    def _note_dropped(self, batch: list[Message]) -> None:
+        rewinds = self._rewinds if self._rewinds is not None else {}
+        for message in batch:
+            tp = message.tp
+            rewinds[tp] = min(rewinds.get(tp, message.offset), message.offset)
+        self._rewinds = rewinds
+
+    async def _rewind(self) -> None:  # pragma: no cover - Faust's loop
+        """After a rebalance, read again the dropped batches of partitions still assigned
+        that have no committed offset. Faust seeks the others to their committed offset;
+        these it leaves where the dropped fetch moved them, past records nobody handled (a
+        merger taking the updates partition before anything was committed on it never saw
+        the deltas already there)."""
+        rewinds, self._rewinds = self._rewinds or {}, None
+        assigned = self.assignment()
+        for tp, offset in rewinds.items():
+            if tp in assigned and self._committed_offset.get(tp) is None:
+                logger.info("Reading %s again from offset %d (dropped in a rebalance)", tp, offset)
+                try:
+                    await self.seek(tp, offset)
+                except Exception:  # the next rebalance seeks again
+                    logger.exception("Cannot seek %s back to %d", tp, offset)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
