@@ -86,15 +86,25 @@ def test_a_few_alike_outliers_stay_outliers_alone() -> None:
     assert all(flagged)
 
 
-def test_the_group_model_proposes_the_group_and_older_workers_ignore_it() -> None:
-    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
-    group = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
-    rng = np.random.default_rng(3)
+_CENTRES = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
+
+
+def _spread_share(seed: int = 4) -> SegmentShare:
+    """Two ordinary segments (:data:`_CENTRES`) with spreads and a histogram of distances,
+    no group yet."""
+    share = SegmentShare(_CENTRES * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
+    rng = np.random.default_rng(seed)
     ordinary = np.vstack(
-        [np.append(c, [0.41, 0.12]) + rng.normal(0, 0.03, (100, 7)) for c in centres]
+        [np.append(c, [0.41, 0.12]) + rng.normal(0, 0.03, (100, 7)) for c in _CENTRES]
     )
-    group.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary)
-    group.distances[100:130] = 200.0 / 30  # distances of about 1 spread
+    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary)
+    share.distances[100:130] = 200.0 / 30  # distances of about 1 spread
+    return share
+
+
+def test_the_group_model_proposes_the_group_and_older_workers_ignore_it() -> None:
+    centres = _CENTRES
+    group = _spread_share(seed=3)
     delta = SegmentShare.empty(2)
     delta.time = T0
     delta.cells = OutlierCells.empty()
@@ -309,19 +319,6 @@ def test_a_late_delta_neither_revives_a_dissolved_group_nor_feeds_the_next_one()
     assert orders[0].spread.weights[2] == pytest.approx(4.0)
     for other in orders[1:]:
         _same(orders[0], other)
-
-
-def _spread_share() -> SegmentShare:
-    """Two ordinary segments with spreads and a histogram of distances, no group yet."""
-    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
-    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
-    rng = np.random.default_rng(4)
-    ordinary = np.vstack(
-        [np.append(c, [0.41, 0.12]) + rng.normal(0, 0.03, (100, 7)) for c in centres]
-    )
-    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary)
-    share.distances[100:130] = 200.0 / 30  # distances of about 1 spread
-    return share
 
 
 def test_deltas_merged_in_any_order_publish_the_same_groups() -> None:
