@@ -403,7 +403,7 @@ class Segmenter:
         self._unsent.forget_stale(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
-        self._names = self._names_of(group)
+        self._names = share_names(group)
         self._names_at = live.points
         self._fence_at = -_FENCE_EVERY
 
@@ -425,10 +425,7 @@ class Segmenter:
         """A distinct CRM name for every seeded segment, from where its centre sits
         (see :func:`segment_names`), and for every group segment from its features
         (:func:`group_name`)."""
-        return self._names_of(self._live)
-
-    def _names_of(self, share: SegmentShare) -> dict[int, str]:
-        return share_names(share)
+        return share_names(self._live)
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
