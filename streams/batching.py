@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -50,6 +50,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     #: Where to read again, per partition with no committed offset, the batches dropped
     #: because a rebalance began (:meth:`_rewind`).
     _rewinds: dict[Any, int] | None = None
+    #: Per partition, the offsets handed to a handler and not yet acknowledged
+    #: (:meth:`_new_offset` commits no further than the lowest).
+    _handed: dict[Any, set[int]] | None = None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -91,6 +94,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                             batch = batches[tp.topic] = []
                         if batch is not None:
                             batch.append(message)
+                            if acks_enabled_for(tp.topic):
+                                self._note_handed(message)
                         else:
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
@@ -118,11 +123,59 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
+    def _note_handed(self, message: Message) -> None:
+        handed = self._handed if self._handed is not None else {}
+        offsets = handed.get(message.tp)
+        if offsets is None:
+            offsets = handed[message.tp] = set()
+        offsets.add(message.offset)
+        self._handed = handed
+
+    def _forget_handed(self, partitions: Iterable[Any]) -> None:
+        """Partitions revoked: what their handlers still hold is read again by the next
+        owner, and holds none of this worker's commits."""
+        if self._handed:
+            for tp in partitions:
+                self._handed.pop(tp, None)
+
+    def ack(self, message: Message) -> bool:
+        if self._handed:
+            offsets = self._handed.get(message.tp)
+            if offsets:
+                offsets.discard(message.offset)
+        return super().ack(message)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """The offset to commit for ``tp``: Faust's (the end of the first run of consecutive
+        acknowledged offsets), or none while a record handed to a handler before that run is
+        still unacknowledged. Faust checks only that the run starts within one offset of the
+        committed one, and not at all before a first commit, so it commits past a held
+        record: with 0-2 unacknowledged and 3-9 acknowledged it commits 10 (the merger's
+        EASE deltas are held until a refit; events until their scores are in Redis)."""
+        handed = self._handed.get(tp) if self._handed else None
+        if handed:
+            committed = self._committed_offset.get(tp)
+            if committed is not None:  # below it: acknowledged by nothing, ever
+                handed.difference_update([o for o in handed if o < committed])
+            acked = self._acked.get(tp)
+            if handed and acked and min(acked) > min(handed):
+                return None
+        return super()._new_offset(tp)
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        self._forget_handed(revoked)
+        await super().on_partitions_revoked(revoked)
+
     def _note_dropped(self, batch: list[Message]) -> None:
+        """A batch dropped as a rebalance began: read again after it (:meth:`_rewind`), and
+        held by no handler meanwhile."""
         rewinds = self._rewinds if self._rewinds is not None else {}
         for message in batch:
             tp = message.tp
             rewinds[tp] = min(rewinds.get(tp, message.offset), message.offset)
+            handed = self._handed.get(tp) if self._handed else None
+            if handed:
+                handed.discard(message.offset)
         self._rewinds = rewinds
 
     async def _rewind(self) -> None:  # pragma: no cover - Faust's loop

@@ -1,0 +1,89 @@
+"""What the batching consumer commits: never past a record handed to a handler and not yet
+acknowledged (faust-streaming 0.15 commits past unacknowledged records at a partition's
+head: with 0-2 unacknowledged and 3-9 acknowledged it commits 10, so a worker dying then
+would never read 0-2 again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from faust.types import TP, Message
+
+from streams.batching import BatchingApp, BatchingConsumer
+
+TOPIC = "events"
+PARTITION = TP(TOPIC, 0)
+
+
+async def _handler(messages: list[Message]) -> None:  # pragma: no cover - never called
+    pass
+
+
+@pytest.fixture
+def consumer() -> BatchingConsumer:
+    app = BatchingApp("commits", broker="kafka://127.0.0.1:1", store="memory://")
+    app.batch_agent(app.topic(TOPIC), _handler, name="events")
+    app.topics.acking_topics.add(TOPIC)  # what subscribing at start-up does
+    consumer = app.consumer
+    assert isinstance(consumer, BatchingConsumer)
+    return consumer
+
+
+def _messages(offsets: range, tp: TP = PARTITION) -> list[Message]:
+    return [
+        Message(tp.topic, tp.partition, o, 0.0, 0, [], b"k", b"v", None, tp=tp) for o in offsets
+    ]
+
+
+def _handed(consumer: BatchingConsumer, messages: list[Message]) -> None:
+    for message in messages:  # what the batch loop does with each message of a batch
+        consumer._note_handed(message)
+
+
+def test_nothing_is_committed_past_a_record_still_unacknowledged(consumer: Any) -> None:
+    messages = _messages(range(10))
+    _handed(consumer, messages)
+    for message in messages[3:]:
+        consumer.ack(message)
+    assert consumer._filter_committable_offsets([PARTITION]) == {}
+    for message in messages[:3]:
+        consumer.ack(message)
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 10}
+
+
+def test_one_unacknowledged_record_after_the_committed_offset_holds_the_commit(
+    consumer: Any,
+) -> None:
+    consumer._committed_offset[PARTITION] = 5
+    messages = _messages(range(5, 10))
+    _handed(consumer, messages)
+    for message in messages[1:]:
+        consumer.ack(message)
+    assert consumer._filter_committable_offsets([PARTITION]) == {}
+    consumer.ack(messages[0])
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 10}
+
+
+def test_a_record_held_in_the_middle_commits_up_to_it(consumer: Any) -> None:
+    messages = _messages(range(10))
+    _handed(consumer, messages)
+    for message in messages[:4] + messages[5:]:
+        consumer.ack(message)
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 4}
+
+
+def test_records_of_a_revoked_partition_or_a_dropped_batch_hold_nothing(consumer: Any) -> None:
+    other = TP(TOPIC, 1)
+    dropped, revoked = _messages(range(3)), _messages(range(3), other)
+    _handed(consumer, dropped + revoked)
+    consumer._note_dropped(dropped)  # a rebalance began: fetched again after it
+    consumer._forget_handed({other})
+    later = _messages(range(3, 6)) + _messages(range(3, 6), other)
+    _handed(consumer, later)
+    for message in later:
+        consumer.ack(message)
+    assert consumer._filter_committable_offsets([PARTITION, other]) == {
+        PARTITION: 6,
+        other: 6,
+    }
