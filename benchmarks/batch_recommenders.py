@@ -177,12 +177,14 @@ class BatchLists:
         }
 
 
-_CACHE: dict[tuple[int, float], BatchLists] = {}
+# Keyed by the history's id, which is only its own while it lives: the history is kept too.
+_CACHE: dict[tuple[int, float], tuple[Purchases, BatchLists]] = {}
 
 
 def batch_lists(history: Purchases, t: float) -> BatchLists:
     """:class:`BatchLists` of ``history`` at ``t``, fitted once per run of a benchmark."""
     key = (id(history), t)
-    if key not in _CACHE:
-        _CACHE[key] = BatchLists(history, t)
-    return _CACHE[key]
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] is not history:
+        cached = _CACHE[key] = (history, BatchLists(history, t))
+    return cached[1]
