@@ -47,9 +47,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):
 
     batch_handlers: Mapping[str, BatchHandler] = {}
     fetch_max_wait_ms: int = 1500
-    #: Where to read again, per partition with no committed offset, the batches dropped
-    #: because a rebalance began (:meth:`_rewind`).
-    _rewinds: dict[Any, int] | None = None
     #: Per partition, the offsets handed to a handler and not yet acknowledged
     #: (:meth:`_new_offset` commits no further than the lowest).
     _handed: dict[Any, set[int]] | None = None
@@ -76,8 +73,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 batches: dict[str, list[Message]] = {}
                 # Faust sleeps here too: getmany may return at once, many times in a row.
                 await self.sleep(0)
-                if self._rewinds and not self.suspend_flow.is_set():
-                    await self._rewind()
                 if not self.should_stop:
                     async for tp, message in getmany(timeout=1.0):
                         offset = message.offset
@@ -167,32 +162,43 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
     def _note_dropped(self, batch: list[Message]) -> None:
-        """A batch dropped as a rebalance began: read again after it (:meth:`_rewind`), and
-        held by no handler meanwhile."""
-        rewinds = self._rewinds if self._rewinds is not None else {}
-        for message in batch:
-            tp = message.tp
-            rewinds[tp] = min(rewinds.get(tp, message.offset), message.offset)
-            handed = self._handed.get(tp) if self._handed else None
-            if handed:
-                handed.discard(message.offset)
-        self._rewinds = rewinds
+        """A batch dropped as a rebalance began: fetched again after it (from the committed
+        offset, or the start where nothing was committed: :meth:`perform_seek`), and held by
+        no handler meanwhile."""
+        if self._handed:
+            for message in batch:
+                handed = self._handed.get(message.tp)
+                if handed:
+                    handed.discard(message.offset)
 
-    async def _rewind(self) -> None:  # pragma: no cover - Faust's loop
-        """After a rebalance, read again the dropped batches of partitions still assigned
-        that have no committed offset. Faust seeks the others to their committed offset;
-        these it leaves where the dropped fetch moved them, past records nobody handled (a
-        merger taking the updates partition before anything was committed on it never saw
-        the deltas already there)."""
-        rewinds, self._rewinds = self._rewinds or {}, None
-        assigned = self.assignment()
-        for tp, offset in rewinds.items():
-            if tp in assigned and self._committed_offset.get(tp) is None:
-                logger.info("Reading %s again from offset %d (dropped in a rebalance)", tp, offset)
-                try:
-                    await self.seek(tp, offset)
-                except Exception:  # the next rebalance seeks again
-                    logger.exception("Cannot seek %s back to %d", tp, offset)
+    async def perform_seek(self) -> None:
+        """Seek every assigned partition to its committed offset, and those of the topics
+        handed to agents that have none to their first offset.
+
+        Faust seeks to the committed offsets at the end of each rebalance, to read again what
+        it fetched and dropped meanwhile: its ``getmany`` drops the records of a partition
+        that is not active when they arrive (paused while the tables recover) or of an older
+        generation, after the fetch moved past them. aiokafka's seek does nothing where
+        nothing was committed, so there those records were never read: a worker that took
+        the model-updates partition before any commit on it fetched all 213 deltas on it
+        while the partition was paused, dropped them and never merged one (the replaced-
+        worker test's timeout); events of a partition that moved before its first commit were
+        lost the same way. Where nothing was committed, the start is what a new consumer of
+        the group reads from (``auto_offset_reset`` earliest): what was read before is read
+        again, as after any rebalance."""
+        await super().perform_seek()
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return
+        acking = self.app.topics.acks_enabled_for
+        committed = self._committed_offset
+        fresh = sorted(
+            tp for tp in self.assignment() if acking(tp.topic) and committed.get(tp) is None
+        )
+        if fresh:
+            logger.info("Reading %s from the start: nothing committed there", fresh)
+            await self._thread.seek_to_beginning(*fresh)
+            for tp in fresh:
+                self._read_offset[tp] = None
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -5,6 +5,7 @@ would never read 0-2 again)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -87,3 +88,36 @@ def test_records_of_a_revoked_partition_or_a_dropped_batch_hold_nothing(consumer
         PARTITION: 6,
         other: 6,
     }
+
+
+class _Thread:
+    """The consumer thread's side of seeking: the group's committed offsets."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self.committed = committed
+        self.to_start: list[TP] = []
+
+    def assignment(self) -> set[TP]:
+        return set(self.committed)
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return dict(self.committed)
+
+    async def seek_to_beginning(self, *partitions: TP) -> None:
+        self.to_start += partitions
+
+
+def test_a_partition_nothing_was_committed_on_is_read_again_from_its_start(
+    consumer: Any,
+) -> None:
+    """At the end of a rebalance Faust seeks to the committed offsets to read again what it
+    fetched and dropped meanwhile; where nothing was committed that seek does nothing, so
+    the partition is read from its start, as a new consumer of the group would."""
+    committed, fresh, changelog = TP(TOPIC, 1), TP(TOPIC, 2), TP("customers-changelog", 0)
+    thread = _Thread({PARTITION: 0, committed: 40, fresh: None, changelog: None})
+    consumer._thread = thread
+    consumer._read_offset[fresh] = 212  # fetched and dropped while the partition was paused
+    asyncio.run(consumer.perform_seek())
+    assert sorted(thread.to_start) == [PARTITION, fresh]  # a topic an agent reads, no commit
+    assert consumer._read_offset[fresh] is None
+    assert consumer._read_offset[committed] == 40
