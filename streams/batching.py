@@ -196,7 +196,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         )
         if fresh:
             logger.info("Reading %s from the start: nothing committed there", fresh)
-            await self._thread.seek_to_beginning(*fresh)
+            await self._thread.seek_to_beginning(*map(faust_aiokafka.ensure_aiokafka_TP, fresh))
             for tp in fresh:
                 self._read_offset[tp] = None
 

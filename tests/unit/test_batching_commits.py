@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from faust.types import TP, Message
 
 from streams.batching import BatchingApp, BatchingConsumer
@@ -103,8 +104,10 @@ class _Thread:
     async def seek_to_committed(self) -> dict[TP, int | None]:
         return dict(self.committed)
 
-    async def seek_to_beginning(self, *partitions: TP) -> None:
-        self.to_start += partitions
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        if not all(isinstance(p, TopicPartition) for p in partitions):  # as aiokafka checks
+            raise TypeError("partitions must be TopicPartition instances")
+        self.to_start += [TP(p.topic, p.partition) for p in partitions]
 
 
 def test_a_partition_nothing_was_committed_on_is_read_again_from_its_start(
