@@ -364,7 +364,9 @@ def propose_group(
     segment (:data:`~online_models.segments.groups.GROUP_DISSOLVE_SHARE` of it: hysteresis,
     so a group near the fence does not flap) is dissolved first
     (:meth:`SegmentShare.dissolve_group`): it is no longer apart. Only on evidence: a group
-    whose distance cannot be measured (no ordinary segment has a spread yet) stays. A review
+    whose distance cannot be measured (no ordinary segment has a spread yet) stays, and so
+    does a group too young to judge (its spread under
+    :data:`~online_models.segments.spread.SPREAD_MIN_WEIGHT`: it holds its founders alone). A review
     that dissolves a group founds none, so the dissolved row stays empty for at least one
     version (its members are placed again:
     :meth:`~online_models.segments.kmeans.Segmenter.current`).
@@ -388,7 +390,10 @@ def propose_group(
         return segment, float(distances[segment])
 
     dissolved = False
+    young = share.spread.young()[ordinary:]
     for offset, mean in enumerate(share.group_means()):
+        if young[offset]:
+            continue  # too young to judge: its founders alone, as yet
         distance = math.nan if np.isnan(mean[0]) else nearest(mean)[1]
         if math.isfinite(distance) and distance < GROUP_DISSOLVE_SHARE * fence:
             share.dissolve_group(offset)

@@ -241,7 +241,7 @@ class Segmenter:
         distances above their median; None before 100 points' weight."""
         if self._live.points - self._fence_at >= _FENCE_EVERY:
             self._fence = self._fence_at_mads(self.outlier_mads)
-            if self.group_share > 0.0:
+            if self.group_share > 0.0 or self._live.groups:
                 self._founders_fence = founders_fence(self._live.distances, self.group_mads)
             self._fence_at = self._live.points
         return self._fence
@@ -280,14 +280,27 @@ class Segmenter:
             vector, means, OUTLIER_FEATURES, quantities, self.describe(nearest), deviations
         )
 
-    def current(self, segment: int) -> bool:
-        """Whether ``segment`` still names a segment: an ordinary k-means segment always
-        does, a group segment while it holds weight (a dissolved group's row is empty until
-        another group is founded in it, at a later version, under its next generation), so
-        its members are placed again, with no vote and no alert for a segment that went."""
+    def current(self, segment: int, generation: int = 0) -> bool:
+        """Whether ``segment``, adopted under ``generation`` (:meth:`generation`), still names
+        that segment: an ordinary k-means segment always does, a group segment while it holds
+        weight under the same generation (a dissolved group's row is empty until another group
+        is founded in it, under its next generation), so its members are placed again, with no
+        vote and no alert for a segment that went, nor one named after the next group."""
         if segment < self.n_segments:
             return True
-        return segment < len(self._live.weights) and bool(self._live.spread.weights[segment] > 0)
+        return (
+            segment < len(self._live.weights)
+            and bool(self._live.spread.weights[segment] > 0)
+            and self.generation(segment) == generation
+        )
+
+    def generation(self, segment: int) -> int:
+        """The generation of ``segment``'s row: how many groups were dissolved in it (0 for
+        an ordinary segment)."""
+        offset = segment - (len(self._live.weights) - self._live.groups)
+        if segment < self.n_segments or not 0 <= offset < len(self._live.generations):
+            return 0
+        return int(self._live.generations[offset])
 
     def _standardised(self, nearest: int, vector: np.ndarray) -> float:
         """The distance of ``vector`` to segment ``nearest`` in units of its spread (NaN
@@ -340,7 +353,8 @@ class Segmenter:
 
     def _groups_of(self, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """The group segment each of ``points`` belongs to (:func:`groups_of`), -1 for none."""
-        return groups_of(self._live, points, distances)
+        self.outlier_fence()  # the founders' fence, read again as often as the outliers'
+        return groups_of(self._live, points, distances, self._founders_fence)
 
     def _segment_of(self, placement: Placement, vector: np.ndarray, distance: float) -> int:
         """The segment of a point placed at ``placement``, ``distance`` from it: a group's if
