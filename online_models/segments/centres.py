@@ -118,6 +118,21 @@ class SegmentShare:
                 self.spread.clear(row)
         self.generations = generations.copy()
 
+    def follow(self, ordinary: int, generations: np.ndarray) -> None:
+        """In place: take the group's ``generations`` (per group row, rows from ``ordinary``
+        on) whatever this share's, emptying every group row this share learned under another
+        generation: a worker's view of the group's model (its pending deltas and what it has
+        not sent), where the published version is the truth, even one of a merger from before
+        generations (read as generation 0 for every row)."""
+        own = _padded(self.generations, len(generations))
+        for offset in np.flatnonzero(own != generations).tolist():
+            row = ordinary + offset
+            if row < len(self.weights):
+                self.sums[row] = 0.0
+                self.weights[row] = 0.0
+                self.spread.clear(row)
+        self.generations = generations.copy()
+
     def group_means(self) -> np.ndarray:
         """Each group segment's mean outlier features (rows; NaN for one without weight: a
         dissolved group)."""

@@ -399,8 +399,14 @@ class Segmenter:
     def apply(self, group: SegmentShare, pending: Sequence[SegmentShare] = ()) -> None:
         """Score with the group's centres plus what the group has not merged yet of this
         segmenter's: its ``pending`` deltas and what it learned since the last one."""
+        # The group's generations hold: a row this worker has under another one is dropped (a
+        # group dissolved since, or a merger from before generations: its rows read as 0).
+        ordinary = len(group.weights) - group.groups
         live = group
         for share in (*pending, self._unsent):
+            if share is not self._unsent:
+                share = share.decayed(share.time, self.halflife_days)  # a copy
+            share.follow(ordinary, group.generations)
             live = merge_segments(live, share, halflife_days=self.halflife_days)
         live.candidates = np.zeros((0, len(SEGMENT_FEATURES)))
         self._live = live
@@ -412,9 +418,9 @@ class Segmenter:
                 SegmentShare.empty(len(live.weights)),
                 halflife_days=self.halflife_days,
             )
-        # A group dissolved since: what is unsent of it is dropped here, not sent.
+        # A group dissolved since: what is unsent of it was dropped above, not sent.
         self._unsent.groups = live.groups
-        self._unsent.forget_stale(len(live.weights) - live.groups, live.generations)
+        self._unsent.follow(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
         self._names = share_names(group)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from online_models.customer.profile import OUTLIER_FEATURES
+from online_models.group.parts import SEGMENTS, merge_part
 from online_models.scoring.batch_votes import NO_SEGMENT, Votes
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig
 from online_models.scoring.state import CustomerState
-from online_models.segments.centres import propose_group
+from online_models.segments.centres import SegmentShare, propose_group
 from online_models.segments.groups import founders_fence
 from online_models.segments.kmeans import Segmenter
 from tests.unit.crowds import T0
@@ -117,3 +119,39 @@ def test_a_young_group_takes_only_founders_and_so_does_not_flap() -> None:
     assert segmenter._live.generations.tolist() == [0] and segmenter._live.groups == 1
     np.testing.assert_allclose(segmenter._live.group_means()[0], place, atol=0.02)
     assert taken <= 0.01 * 3_000  # the segment's customers stay in it
+
+
+def test_a_worker_keeps_the_groups_of_a_merger_from_before_generations() -> None:
+    share, _, member = _share_with_group()
+    newer = share.decayed(share.time, 1.0)
+    newer.dissolve_group(0)  # generation 1: this release's merger dissolved the first group
+    newer.add_group(member)
+    newer.spread.add(np.full(30, 2), np.ones(30), member + np.zeros((30, 7)))
+    worker = _worker(newer)
+    x = dict(zip(OUTLIER_FEATURES, member, strict=True))
+    for _ in range(5):
+        worker.learn_one(x, T0)  # unsent, learned under generation 1
+    late = worker.delta()
+    for _ in range(5):
+        worker.learn_one(x, T0)
+    # A 0.4.0 merger takes over: its records carry the group rows, no generations.
+    meta, arrays = newer.decayed(newer.time, 1.0).to_arrays()
+    del arrays["group_generations"]
+    older = SegmentShare.from_arrays(meta, arrays, max_centres=2)
+    assert older.generations.tolist() == [0]  # read as generation 0
+
+    worker.apply(older)
+
+    assert worker._live.spread.weights[2] >= older.spread.weights[2]  # not dropped
+    assert worker.place_one(x).segment == 2
+    assert worker.current(2, worker.generation(2))
+    assert worker.delta().generations.tolist() == [0]  # it learns under the merger's
+    # Nor does this release's merger, taking over from the older one, drop them for a delta
+    # learned under generation 1.
+    merged = merge_part(SEGMENTS, older, late, ScorerConfig(segments=2))
+    assert isinstance(merged, SegmentShare)
+    assert merged.spread.weights[2] >= older.spread.weights[2]
+    assert merged.generations.tolist() == [0]
+    bad = dict(arrays, group_generations=np.array([0.5]))
+    with pytest.raises(ValueError, match="group_generations"):
+        SegmentShare.from_arrays(meta, bad, max_centres=2)
