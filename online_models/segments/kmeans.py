@@ -205,7 +205,8 @@ class Segmenter:
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
         groups = self._groups_of(points, distances)
         alone = outliers & (groups < 0)
-        # The far customers' grid, only where group segments are on (it costs a np.unique).
+        # The far customers' grid, only where groups are on (a np.unique); a shared segmenter
+        # never reads its live grid (made again from the group's at every version).
         founders = self._founders(distances) & (groups < 0)
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
@@ -228,7 +229,8 @@ class Segmenter:
             share.spread.add_totals(added, sums, squares)
             share.spread.add_histograms(nearest[~alone], weights[~alone], points[~alone])
             add_distances(share.distances, distances[known], weights[known])
-            share.cells.add(points[founders], weights[founders])
+            if share is self._unsent or not self.shared:
+                share.cells.add(points[founders], weights[founders])
         moved = np.unique(nearest[~alone])
         moved = moved[self._live.weights[moved] > 0]
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
@@ -339,7 +341,7 @@ class Segmenter:
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
-            if founder:
+            if founder and (share is self._unsent or not self.shared):
                 share.cells.add(vector[None, :], np.array([weight]))
             if alone:  # trimmed, as in learn_place_many
                 continue
