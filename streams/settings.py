@@ -238,15 +238,14 @@ class Settings(BaseSettings):
         "(segment_outlier).",
     )
     segment_group_share: float = Field(
-        0.0,
+        0.005,
         ge=0.0,
         le=0.5,
         description="k-means: when customers alike beyond the founders' fence (in one cell of "
         "0.25 on every feature and its neighbours) hold this share of the recent points' "
         "weight, sit tight among themselves and apart from every segment, the group's model "
-        "makes them a segment of their own (at most 2); 0 (the default) turns group segments "
-        "off; 0.005 is the share measured on Online Retail (README: off by default while a "
-        "reused group id can raise a wrong segment_change alert).",
+        "makes them a segment of their own (at most 2); 0 turns group segments off; the "
+        "default, 0.005, is the share measured on Online Retail.",
     )
     segment_group_mads: float = Field(
         1.5,

@@ -158,6 +158,10 @@ def merge_part(key: str, group: Share, delta: Share, config: ScorerConfig) -> Sh
     if isinstance(group, ChurnShare) and isinstance(delta, ChurnShare):
         return merge_churn(group, delta)
     if isinstance(group, SegmentShare) and isinstance(delta, SegmentShare):
+        # The group's generations hold, as on a worker (Segmenter.apply): a delta's rows of
+        # another generation are dropped, whether a newer or an older one.
+        delta = delta.decayed(delta.time, config.segment_halflife_days)  # a copy
+        delta.follow(len(group.weights) - group.groups, group.generations)
         return merge_segments(
             group,
             delta,

@@ -378,7 +378,7 @@ class _Batch:
         confirmed = self.votes.confirm(
             self.placements.segments, self.placements.outliers,
             self.scorer.config.segment_confirmations, self.scorer.segmenter.current,
-            counts=self._counted(),
+            generation=self.scorer.segmenter.generation, counts=self._counted(),
         )  # fmt: skip
         voted = confirmed.votes.changed(self.votes)
         confirmed.votes.write(self.states, voted)

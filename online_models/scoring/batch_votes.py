@@ -26,18 +26,23 @@ logger = logging.getLogger(__name__)
 #: density's :data:`~online_models.segments.density.UNUSUAL`).
 NO_SEGMENT = -2
 _READERS = tuple(
-    attrgetter(name) for name in ("segment", "segment_candidate", "segment_votes", "outlier_streak")
-)
+    attrgetter(name)
+    for name in (
+        "segment", "segment_candidate", "segment_votes", "outlier_streak", "segment_generation",
+    )
+)  # fmt: skip
 
 
 class Votes(NamedTuple):
     """Per customer: the confirmed segment, the candidate and its votes (:data:`NO_SEGMENT`
-    for None), and how many scores in a row found them an outlier."""
+    for None), how many scores in a row found them an outlier and the generation of the
+    confirmed segment's row (:attr:`CustomerState.segment_generation`)."""
 
     segment: np.ndarray
     candidate: np.ndarray
     votes: np.ndarray
     streak: np.ndarray
+    generation: np.ndarray
 
     @classmethod
     def of(cls, states: Sequence[CustomerState]) -> Votes:
@@ -46,7 +51,7 @@ class Votes(NamedTuple):
         >>> state = CustomerState.new(0.0)
         >>> state.segment, state.outlier_streak = 3, 1
         >>> [column.tolist() for column in Votes.of([state, CustomerState.new(0.0)])]
-        [[3, -2], [-2, -2], [0, 0], [1, 0]]
+        [[3, -2], [-2, -2], [0, 0], [1, 0], [0, 0]]
         """
         table = np.array([list(map(read, states)) for read in _READERS], dtype=float)
         table[np.isnan(table)] = NO_SEGMENT
@@ -65,21 +70,23 @@ class Votes(NamedTuple):
         placed: np.ndarray,
         outliers: np.ndarray,
         confirmations: int,
-        current: Callable[[int], bool],
+        current: Callable[[int, int], bool],
         *,
+        generation: Callable[[int], int] = lambda segment: 0,
         counts: np.ndarray | None = None,
     ) -> Confirmed:
         """One counted score each, placing the customers in segments ``placed`` (UNUSUAL: in
         no dense region, no vote) and flagging ``outliers``, as ``CustomerScorer._place``
-        does: a segment no longer ``current`` is forgotten first. A score not ``counts``
-        (False: a further event of a day already counted) can end an outlier streak, not
-        lengthen it (``CustomerState.confirm_outlier``).
+        does: a segment no longer ``current`` under the generation it was adopted in is
+        forgotten first, and a segment adopted is adopted with its ``generation``. A score not
+        ``counts`` (False: a further event of a day already counted) can end an outlier
+        streak, not lengthen it (``CustomerState.confirm_outlier``).
 
-        >>> votes = Votes(*np.array([[1, -2, 0, 1], [1, 2, 2, 2], [0, -2, 0, 0]]).T)
+        >>> votes = Votes(*np.array([[1, -2, 0, 1, 0], [1, 2, 2, 2, 0], [0, -2, 0, 0, 0]]).T)
         >>> confirmed = votes.confirm(np.array([1, 2, 2]), np.array([True, True, False]), 3,
-        ...                           lambda segment: True)
+        ...                           lambda segment, generation: True)
         >>> [column.tolist() for column in confirmed.votes]
-        [[1, 2, 0], [-2, -2, 2], [0, 0, 1], [2, 3, 0]]
+        [[1, 2, 0], [-2, -2, 2], [0, 0, 1], [2, 3, 0], [0, 0, 0]]
         >>> confirmed.left.tolist(), confirmed.became_outlier.tolist()
         ([-2, 1, -2], [False, True, False])
         """
@@ -91,9 +98,15 @@ class Votes(NamedTuple):
         segment, candidate, votes = self.segment, self.candidate, self.votes
         vote = placed != UNUSUAL
         known = segment != NO_SEGMENT
-        gone = [s for s in np.unique(segment[vote & known]).tolist() if not current(s)]
-        if gone:  # their region merged into another or faded: it moved, they did not
-            stale = vote & np.isin(segment, gone)
+        voting = vote & known
+        if self.generation[voting].any():  # a group's row reused: the pairs tell them apart
+            held = np.unique(np.column_stack([segment, self.generation])[voting], axis=0)
+        else:
+            segments = np.unique(segment[voting])
+            held = np.column_stack([segments, np.zeros_like(segments)])
+        gone = [(s, g) for s, g in held.tolist() if not current(s, g)]
+        if gone:  # their region merged or faded, or their group went: it moved, they did not
+            stale = vote & _pairs_in(segment, self.generation, gone)
             segment = np.where(stale, NO_SEGMENT, segment)
             candidate = np.where(stale, NO_SEGMENT, candidate)
             votes = np.where(stale, 0, votes)
@@ -106,7 +119,14 @@ class Votes(NamedTuple):
         new_segment = np.where(first | adopted, placed, segment)
         new_candidate = np.where(same | adopted, NO_SEGMENT, np.where(other, placed, candidate))
         new_votes = np.where(same | adopted, 0, np.where(other, counted, votes))
-        return Confirmed(Votes(new_segment, new_candidate, new_votes, streak), left, became_outlier)
+        new_generation = self.generation
+        if (first | adopted).any():
+            places = np.unique(placed[first | adopted])
+            of = dict(zip(places.tolist(), map(generation, places.tolist()), strict=True))
+            placed_generation = np.array([of.get(s, 0) for s in placed.tolist()], np.int64)
+            new_generation = np.where(first | adopted, placed_generation, self.generation)
+        confirmed = Votes(new_segment, new_candidate, new_votes, streak, new_generation)
+        return Confirmed(confirmed, left, became_outlier)
 
     def changed(self, before: Votes) -> np.ndarray:
         """The rows whose votes differ from ``before``'s."""
@@ -118,11 +138,24 @@ class Votes(NamedTuple):
     def write(self, states: Sequence[CustomerState], rows: np.ndarray) -> None:
         """Store the votes of ``rows`` in their states."""
         columns = zip(*(column[rows].tolist() for column in self), strict=True)
-        for i, (segment, candidate, votes, streak) in zip(rows.tolist(), columns, strict=True):
+        for i, (segment, candidate, votes, streak, generation) in zip(
+            rows.tolist(), columns, strict=True
+        ):
             state = states[i]
             state.segment = None if segment == NO_SEGMENT else segment
             state.segment_candidate = None if candidate == NO_SEGMENT else candidate
             state.segment_votes, state.outlier_streak = votes, streak
+            state.segment_generation = generation
+
+
+def _pairs_in(
+    segment: np.ndarray, generation: np.ndarray, pairs: list[tuple[int, int]]
+) -> np.ndarray:
+    """Whether each (segment, generation) is one of ``pairs``."""
+    found = np.zeros(len(segment), dtype=bool)
+    for s, g in pairs:
+        found |= (segment == s) & (generation == g)
+    return found
 
 
 class Confirmed(NamedTuple):

@@ -62,9 +62,9 @@ class ScorerConfig:
     #: above their median is an outlier (``segment_outlier``).
     outlier_mads: float = 2.5
     #: k-means: the share of the recent points' weight that outliers alike must hold in one
-    #: place for the group's model to make them a segment of their own (0, the default:
-    #: never; 0.005 is what was measured on Online Retail, README).
-    segment_group_share: float = 0.0
+    #: place for the group's model to make them a segment of their own (0: never; 0.005,
+    #: the default, is what was measured on Online Retail, README).
+    segment_group_share: float = 0.005
     #: k-means: who may found a group segment: customers beyond this many robust standard
     #: deviations of the log distances above their median (nearer than ``outlier_mads``).
     segment_group_mads: float = 1.5

@@ -463,10 +463,13 @@ class CustomerScorer(EventLearning, ScoreAlerts):
         )
         if placement.segment == UNUSUAL:
             return Moved(None, became_outlier)
-        if state.segment is not None and not self._segmenter.current(state.segment):
-            # Their region merged into another or faded: it moved, they did not.
+        segment, segmenter = state.segment, self._segmenter
+        if segment is not None and not segmenter.current(segment, state.segment_generation):
+            # Their region merged or faded, or their group went: it moved, they did not.
             state.segment, state.segment_candidate, state.segment_votes = None, None, 0
-        left = state.confirm_segment(placement.segment, self.config.segment_confirmations)
+        generation = segmenter.generation(placement.segment)
+        confirmations = self.config.segment_confirmations
+        left = state.confirm_segment(placement.segment, confirmations, generation)
         return Moved(left, became_outlier)
 
     @staticmethod

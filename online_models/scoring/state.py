@@ -33,9 +33,9 @@ STATE_VERSION = 3
 #: Format 5 added the customer's latent factors; format 4 records read as having none. Three
 #: trailing fields came later within format 5, the outlier flag (since a count of outlier
 #: scores in a row, read by older workers as the flag it implies), the latest ranked
-#: recommendations and the pending value examples: records without them read as 0 and none,
-#: and readers that do not know them ignore them (so workers of either kind can share a
-#: group during an upgrade).
+#: recommendations and the pending value examples, then the generation of the customer's
+#: segment: records without them read as 0 and none, and readers that do not know them ignore
+#: them (so workers of either kind can share a group during an upgrade).
 RECORD_VERSION = 5
 _READABLE_RECORDS = frozenset({4, RECORD_VERSION})
 # Format 1 kept at most one pending example, as an object instead of a list; format 2 had no
@@ -88,6 +88,11 @@ class CustomerState:
     served) is what the calibration learns from. An example of a record from before it was kept
     has none, and reads as one taken before the regression served (0).
 
+    ``segment_generation`` is the generation of the customer's segment when they were placed
+    in it (a group segment's row is reused by the next group, under its next generation;
+    0 for an ordinary segment, and in records from before it was kept): a segment whose row
+    moved on to another generation is no longer theirs (``Segmenter.current``).
+
     ``ranked`` is the customer's latest recommendations and ``ranked_at`` the event time
     they were ranked for: a silent customer's re-score serves them again for a while
     instead of ranking the catalogue anew (:meth:`CustomerScorer.recommend_many`).
@@ -112,6 +117,7 @@ class CustomerState:
     ranked: list[str] = field(default_factory=list)
     ranked_at: float | None = None
     value_pending: list[list[float]] = field(default_factory=list)
+    segment_generation: int = 0
 
     @classmethod
     def new(cls, time: float) -> CustomerState:
@@ -145,8 +151,11 @@ class CustomerState:
         self.outlier_streak = min(self.outlier_streak + 1, confirmations + 1)
         return self.outlier_streak == confirmations
 
-    def confirm_segment(self, predicted: int, confirmations: int) -> int | None:
-        """Adopt ``predicted`` once it won ``confirmations`` scores in a row.
+    def confirm_segment(
+        self, predicted: int, confirmations: int, generation: int = 0
+    ) -> int | None:
+        """Adopt ``predicted`` (its row's ``generation``) once it won ``confirmations``
+        scores in a row.
 
         Returns the segment left behind when the customer's segment changed, else None.
 
@@ -155,7 +164,7 @@ class CustomerState:
         ([None, None, None, None, 1], 2)
         """
         if self.segment is None:
-            self.segment = predicted
+            self.segment, self.segment_generation = predicted, generation
             return None
         if predicted == self.segment:
             self.segment_candidate, self.segment_votes = None, 0
@@ -166,7 +175,7 @@ class CustomerState:
             self.segment_candidate, self.segment_votes = predicted, 1
         if self.segment_votes < confirmations:
             return None
-        previous, self.segment = self.segment, predicted
+        previous, self.segment, self.segment_generation = self.segment, predicted, generation
         self.segment_candidate, self.segment_votes = None, 0
         return previous
 
@@ -174,8 +183,8 @@ class CustomerState:
         """What a score's placement may change: segment, its votes, outlier flag, alerts
         (compared before and after a re-score to tell whether the state changed)."""
         return (
-            self.segment, self.segment_candidate, self.segment_votes, self.outlier_streak,
-            self.alerts,
+            self.segment, self.segment_generation, self.segment_candidate, self.segment_votes,
+            self.outlier_streak, self.alerts,
         )  # fmt: skip
 
     def has_applied(self, shard: int, offset: int | None, fingerprint: int | None) -> bool:
@@ -233,6 +242,7 @@ class CustomerState:
             "ranked": self.ranked,
             "ranked_at": self.ranked_at,
             "value_pending": self.value_pending,
+            "segment_generation": self.segment_generation,
         }
 
     def encode(self) -> bytes:
@@ -261,6 +271,7 @@ class CustomerState:
                 self.outlier_streak,
                 None if self.ranked_at is None else [self.ranked_at, self.ranked],
                 self.value_pending,
+                self.segment_generation,
             ]
         )
         # A right-sized copy: the worker keeps this record for as long as it owns the
@@ -284,6 +295,7 @@ class CustomerState:
         outlier = int(more[1]) if len(more) > 1 else 0
         ranked_at, ranked = more[2] if len(more) > 2 and more[2] is not None else (None, [])
         value_pending = _value_examples(more[3] if len(more) > 3 else [])
+        generation = _generation(more[4] if len(more) > 4 else 0)
         return cls(
             profile=CustomerProfile(*profile),
             pending=[PendingExample.from_list(example) for example in pending],
@@ -300,6 +312,7 @@ class CustomerState:
             ranked=ranked,
             ranked_at=ranked_at,
             value_pending=value_pending,
+            segment_generation=generation,
         )
 
     @classmethod
@@ -329,6 +342,7 @@ class CustomerState:
             ranked=list(data.get("ranked") or []),
             ranked_at=data.get("ranked_at"),
             value_pending=_value_examples(data.get("value_pending") or []),
+            segment_generation=_generation(data.get("segment_generation", 0)),
         )
 
 
@@ -362,6 +376,19 @@ def _value_examples(examples: Any) -> list[list[float]]:
     if len(kept) < len(examples):
         logger.warning("Dropped %d malformed value examples of a state", len(examples) - len(kept))
     return kept
+
+
+def _generation(value: Any) -> int:
+    """A stored segment generation; one that is not a whole number >= 0 reads as 0 (the
+    customer is placed again if their segment's row moved on), with a warning.
+
+    >>> _generation(2), _generation(-1), _generation("x")
+    (2, 0, 0)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    logger.warning("Read a state's segment generation %r as 0", value)
+    return 0
 
 
 def _pack_fingerprints(fingerprints: list[int]) -> str:

@@ -118,6 +118,21 @@ class SegmentShare:
                 self.spread.clear(row)
         self.generations = generations.copy()
 
+    def follow(self, ordinary: int, generations: np.ndarray) -> None:
+        """In place: take the group's ``generations`` (per group row, rows from ``ordinary``
+        on) whatever this share's, emptying every group row this share learned under another
+        generation: a worker's view of the group's model (its pending deltas and what it has
+        not sent), where the published version is the truth, even one of a merger from before
+        generations (read as generation 0 for every row)."""
+        own = _padded(self.generations, len(generations))
+        for offset in np.flatnonzero(own != generations).tolist():
+            row = ordinary + offset
+            if row < len(self.weights):
+                self.sums[row] = 0.0
+                self.weights[row] = 0.0
+                self.spread.clear(row)
+        self.generations = generations.copy()
+
     def group_means(self) -> np.ndarray:
         """Each group segment's mean outlier features (rows; NaN for one without weight: a
         dissolved group)."""
@@ -364,7 +379,9 @@ def propose_group(
     segment (:data:`~online_models.segments.groups.GROUP_DISSOLVE_SHARE` of it: hysteresis,
     so a group near the fence does not flap) is dissolved first
     (:meth:`SegmentShare.dissolve_group`): it is no longer apart. Only on evidence: a group
-    whose distance cannot be measured (no ordinary segment has a spread yet) stays. A review
+    whose distance cannot be measured (no ordinary segment has a spread yet) stays, and so
+    does a group too young to judge (its spread under
+    :data:`~online_models.segments.spread.SPREAD_MIN_WEIGHT`: it holds its founders alone). A review
     that dissolves a group founds none, so the dissolved row stays empty for at least one
     version (its members are placed again:
     :meth:`~online_models.segments.kmeans.Segmenter.current`).
@@ -388,7 +405,10 @@ def propose_group(
         return segment, float(distances[segment])
 
     dissolved = False
+    young = share.spread.young()[ordinary:]
     for offset, mean in enumerate(share.group_means()):
+        if young[offset]:
+            continue  # too young to judge: its founders alone, as yet
         distance = math.nan if np.isnan(mean[0]) else nearest(mean)[1]
         if math.isfinite(distance) and distance < GROUP_DISSOLVE_SHARE * fence:
             share.dissolve_group(offset)

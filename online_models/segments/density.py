@@ -166,9 +166,14 @@ class DensitySegmenter:
         """A distinct CRM name for every live region."""
         return dict(self._names)
 
-    def current(self, segment: int) -> bool:
-        """Whether ``segment`` is a live region (not merged into another, not faded)."""
+    def current(self, segment: int, generation: int = 0) -> bool:
+        """Whether ``segment`` is a live region (not merged into another, not faded); a
+        region has no generation (:meth:`generation`)."""
         return segment in self._names
+
+    def generation(self, segment: int) -> int:
+        """Always 0: density regions keep no generation."""
+        return 0
 
     def unusual_features(
         self, x: Mapping[str, float], quantities: Mapping[str, float]

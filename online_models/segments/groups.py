@@ -267,11 +267,16 @@ def group_name(mean: np.ndarray, medians: np.ndarray) -> str:
     return "top spenders apart" if spend else "unusual buyers"
 
 
-def groups_of(share: SegmentShare, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
+def groups_of(
+    share: SegmentShare, points: np.ndarray, distances: np.ndarray, fence: float | None
+) -> np.ndarray:
     """The group segment of ``share`` (0 for the first after the ordinary ones) each of
     ``points`` (``distances`` from their segment) belongs to, -1 for none: the nearest group
     within :data:`GROUP_REACH` that they are nearer to, in units of its spread, than to their
-    segment (so a group never drifts into a segment's crowd)."""
+    segment (so a group never drifts into a segment's crowd). A group too young to have a
+    spread takes only founders: those beyond the founders' ``fence`` from their segment (had
+    it taken whoever is within reach, a segment's customers near it would pull its mean into
+    the segment at once, and it would be dissolved and founded again by turns)."""
     groups = np.full(len(points), -1)
     if not share.groups:
         return groups
@@ -284,9 +289,10 @@ def groups_of(share: SegmentShare, points: np.ndarray, distances: np.ndarray) ->
         if not len(rows):
             continue
         own = share.spread.distances(np.full(len(rows), start + offset), points[rows])
-        # A group too young to have a spread takes whoever is within its reach.
-        nearer = np.isnan(own) | np.isnan(distances[rows]) | (own < distances[rows])
-        near[rows, offset] = nearer
+        theirs = distances[rows]
+        young = np.isnan(own)
+        founder = young & (fence is not None and np.nan_to_num(theirs) > fence)
+        near[rows, offset] = founder | (~young & (np.isnan(theirs) | (own < theirs)))
     squared = ((points[:, None, :] - np.nan_to_num(means)[None, :, :]) ** 2).sum(axis=2)
     nearest = np.where(near, squared, np.inf).argmin(axis=1)
     return np.where(near.any(axis=1), nearest, -1)

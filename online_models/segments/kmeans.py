@@ -205,7 +205,8 @@ class Segmenter:
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
         groups = self._groups_of(points, distances)
         alone = outliers & (groups < 0)
-        # The far customers' grid, only where group segments are on (it costs a np.unique).
+        # The far customers' grid, only where groups are on (a np.unique); a shared segmenter
+        # never reads its live grid (made again from the group's at every version).
         founders = self._founders(distances) & (groups < 0)
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
@@ -228,7 +229,8 @@ class Segmenter:
             share.spread.add_totals(added, sums, squares)
             share.spread.add_histograms(nearest[~alone], weights[~alone], points[~alone])
             add_distances(share.distances, distances[known], weights[known])
-            share.cells.add(points[founders], weights[founders])
+            if share is self._unsent or not self.shared:
+                share.cells.add(points[founders], weights[founders])
         moved = np.unique(nearest[~alone])
         moved = moved[self._live.weights[moved] > 0]
         self._centers[moved] = self._live.sums[moved] / self._live.weights[moved, None]
@@ -241,7 +243,7 @@ class Segmenter:
         distances above their median; None before 100 points' weight."""
         if self._live.points - self._fence_at >= _FENCE_EVERY:
             self._fence = self._fence_at_mads(self.outlier_mads)
-            if self.group_share > 0.0:
+            if self.group_share > 0.0 or self._live.groups:
                 self._founders_fence = founders_fence(self._live.distances, self.group_mads)
             self._fence_at = self._live.points
         return self._fence
@@ -280,14 +282,27 @@ class Segmenter:
             vector, means, OUTLIER_FEATURES, quantities, self.describe(nearest), deviations
         )
 
-    def current(self, segment: int) -> bool:
-        """Whether ``segment`` still names a segment: an ordinary k-means segment always
-        does, a group segment while it holds weight (a dissolved group's row is empty until
-        another group is founded in it, at a later version, under its next generation), so
-        its members are placed again, with no vote and no alert for a segment that went."""
+    def current(self, segment: int, generation: int = 0) -> bool:
+        """Whether ``segment``, adopted under ``generation`` (:meth:`generation`), still names
+        that segment: an ordinary k-means segment always does, a group segment while it holds
+        weight under the same generation (a dissolved group's row is empty until another group
+        is founded in it, under its next generation), so its members are placed again, with no
+        vote and no alert for a segment that went, nor one named after the next group."""
         if segment < self.n_segments:
             return True
-        return segment < len(self._live.weights) and bool(self._live.spread.weights[segment] > 0)
+        return (
+            segment < len(self._live.weights)
+            and bool(self._live.spread.weights[segment] > 0)
+            and self.generation(segment) == generation
+        )
+
+    def generation(self, segment: int) -> int:
+        """The generation of ``segment``'s row: how many groups were dissolved in it (0 for
+        an ordinary segment)."""
+        offset = segment - (len(self._live.weights) - self._live.groups)
+        if segment < self.n_segments or not 0 <= offset < len(self._live.generations):
+            return 0
+        return int(self._live.generations[offset])
 
     def _standardised(self, nearest: int, vector: np.ndarray) -> float:
         """The distance of ``vector`` to segment ``nearest`` in units of its spread (NaN
@@ -326,7 +341,7 @@ class Segmenter:
         for share in (self._live, self._unsent):
             if not math.isnan(standardised):
                 share.distances[distance_bin(standardised)] += weight
-            if founder:
+            if founder and (share is self._unsent or not self.shared):
                 share.cells.add(vector[None, :], np.array([weight]))
             if alone:  # trimmed, as in learn_place_many
                 continue
@@ -340,7 +355,8 @@ class Segmenter:
 
     def _groups_of(self, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """The group segment each of ``points`` belongs to (:func:`groups_of`), -1 for none."""
-        return groups_of(self._live, points, distances)
+        self.outlier_fence()  # the founders' fence, read again as often as the outliers'
+        return groups_of(self._live, points, distances, self._founders_fence)
 
     def _segment_of(self, placement: Placement, vector: np.ndarray, distance: float) -> int:
         """The segment of a point placed at ``placement``, ``distance`` from it: a group's if
@@ -385,8 +401,14 @@ class Segmenter:
     def apply(self, group: SegmentShare, pending: Sequence[SegmentShare] = ()) -> None:
         """Score with the group's centres plus what the group has not merged yet of this
         segmenter's: its ``pending`` deltas and what it learned since the last one."""
+        # The group's generations hold: a row this worker has under another one is dropped (a
+        # group dissolved since, or a merger from before generations: its rows read as 0).
+        ordinary = len(group.weights) - group.groups
         live = group
         for share in (*pending, self._unsent):
+            if share is not self._unsent:
+                share = share.decayed(share.time, self.halflife_days)  # a copy
+            share.follow(ordinary, group.generations)
             live = merge_segments(live, share, halflife_days=self.halflife_days)
         live.candidates = np.zeros((0, len(SEGMENT_FEATURES)))
         self._live = live
@@ -398,9 +420,9 @@ class Segmenter:
                 SegmentShare.empty(len(live.weights)),
                 halflife_days=self.halflife_days,
             )
-        # A group dissolved since: what is unsent of it is dropped here, not sent.
+        # A group dissolved since: what is unsent of it was dropped above, not sent.
         self._unsent.groups = live.groups
-        self._unsent.forget_stale(len(live.weights) - live.groups, live.generations)
+        self._unsent.follow(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
         # Named from the group's centres alone: the same names on every worker.
         self._names = share_names(group)

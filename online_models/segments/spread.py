@@ -239,6 +239,11 @@ class SegmentSpread:
         young = np.where(held >= SPREAD_MIN_WEIGHT, 0.0, np.nan)[:, None]
         return medians + young, np.maximum(deviations, SPREAD_FLOOR) + young
 
+    def young(self) -> np.ndarray:
+        """Whether each segment is too young to measure by (histograms under
+        :data:`SPREAD_MIN_WEIGHT`: :meth:`yardsticks` are NaN)."""
+        return self.histograms[:, 0, :].sum(axis=1) < SPREAD_MIN_WEIGHT
+
     def distances(self, segments: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Each point's distance to its segment in units of that segment's spread: the root
         mean square of its standardised deviations (NaN where the segment has too little

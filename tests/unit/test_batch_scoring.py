@@ -319,15 +319,23 @@ def test_votes_counted_over_arrays_are_those_counted_state_by_state():
     rng = random.Random(11)
     states = [CustomerState.new(0.0) for _ in range(200)]
     alive = {0, 1, 2, 3}
-    for _ in range(12):
+    for score in range(12):
         placed = [rng.choice([0, 1, 2, 3, UNUSUAL]) for _ in states]
         outliers = [rng.random() < 0.3 for _ in states]
         gone = rng.choice([None, 1, 2])  # a region that merged away, for this score only
         current = alive - {gone}
+        # Segment 3's row goes to another group every fourth score: its next generation.
+        generations = {0: 0, 1: 0, 2: 0, 3: score // 4}
+
+        def live(segment: int, generation: int) -> bool:
+            return segment in current and generations[segment] == generation  # noqa: B023
+
         copies = [copy.deepcopy(state) for state in states]
 
         votes = Votes.of(copies)
-        confirmed = votes.confirm(np.array(placed), np.array(outliers), 3, current.__contains__)
+        confirmed = votes.confirm(
+            np.array(placed), np.array(outliers), 3, live, generation=generations.__getitem__
+        )
         confirmed.votes.write(copies, confirmed.votes.changed(votes))
 
         for state, segment, outlier, left, became in zip(
@@ -337,9 +345,9 @@ def test_votes_counted_over_arrays_are_those_counted_state_by_state():
             assert state.confirm_outlier(outlier, 3) == became
             expected_left = None
             if segment != UNUSUAL:
-                if state.segment is not None and state.segment not in current:
+                if state.segment is not None and not live(state.segment, state.segment_generation):
                     state.segment, state.segment_candidate, state.segment_votes = None, None, 0
-                expected_left = state.confirm_segment(segment, 3)
+                expected_left = state.confirm_segment(segment, 3, generations[segment])
             assert (None if left == NO_SEGMENT else left) == expected_left
         assert [s.placement_record() for s in copies] == [s.placement_record() for s in states]
 

@@ -452,7 +452,7 @@ def test_members_of_a_dissolved_group_are_placed_again_with_no_alert_and_no_made
     scorer._segmenter = worker
     state = CustomerState.new(T0)
     state.segment = 2
-    votes = Votes(*np.array([[2], [NO_SEGMENT], [0], [0]]))
+    votes = Votes(*np.array([[2], [NO_SEGMENT], [0], [0], [0]]))
     for _ in range(4):
         moved = scorer._place(state, placed)
         assert moved.left is None and state.segment == placed.segment
