@@ -205,8 +205,8 @@ class Segmenter:
         outliers = np.zeros(len(points), bool) if fence is None else distances > fence
         groups = self._groups_of(points, distances)
         alone = outliers & (groups < 0)
-        # The far customers' grid, only where groups are on (a np.unique); a shared segmenter
-        # never reads its live grid (made again from the group's at every version).
+        # The far customers' grid, only where groups are on (a np.unique; a shared segmenter
+        # never reads its live one, made again from the group's at every version).
         founders = self._founders(distances) & (groups < 0)
         nearest = np.where(groups >= 0, self.n_segments + groups, nearest)
         # Trimmed: an outlier alone moves no centre and no spread (a group of them would
@@ -355,8 +355,10 @@ class Segmenter:
 
     def _groups_of(self, points: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """The group segment each of ``points`` belongs to (:func:`groups_of`), -1 for none."""
-        self.outlier_fence()  # the founders' fence, read again as often as the outliers'
-        return groups_of(self._live, points, distances, self._founders_fence)
+        fence, due = self._founders_fence, self._live.points - self._fence_at >= _FENCE_EVERY
+        if due and self._live.groups:  # read again, not kept: placing learns nothing
+            fence = founders_fence(self._live.distances, self.group_mads)
+        return groups_of(self._live, points, distances, fence)
 
     def _segment_of(self, placement: Placement, vector: np.ndarray, distance: float) -> int:
         """The segment of a point placed at ``placement``, ``distance`` from it: a group's if
@@ -393,8 +395,7 @@ class Segmenter:
 
     def delta(self) -> SegmentShare:
         """What this segmenter learned since its last delta (and the centres it proposes)."""
-        # What it learns next, it learns under the generations it knows (they travel in the
-        # delta: the group drops a row learned under a dissolved group's generation).
+        # Learned next under the generations known (in the delta: rows of dissolved ones drop).
         delta, self._unsent = self._unsent, self._live.empty_like()
         return delta
 
@@ -432,8 +433,7 @@ class Segmenter:
     def describe(self, segment: int) -> str:
         """The segment in CRM words (names are refreshed as the centres move)."""
         # Centres move by a point's share of their weight: renaming every few dozen points is
-        # plenty. A shared segmenter names segments when it applies a group version.
-        # A dissolved group has no name.
+        # plenty. A shared segmenter names them as it applies a version (a dissolved group: none).
         groups = self._live.spread.weights[self.n_segments :]
         dissolved = int((groups <= 0.0).sum()) if len(groups) else 0  # no count without groups
         named = len(self._centers) - dissolved
