@@ -89,33 +89,34 @@ def new_item_candidates(
 ) -> np.ndarray:
     """The never-sold rows (of ``new``, allowed, in row order) any customer's top ``k`` may
     hold, whatever the arm: each customer's ``k`` best by cosine (``similarity``, customers x
-    ``new``; None when no arm scores content), ties to the lower row, with those within
-    float32 rounding of the ``k``-th, and the first ``k`` rows none excludes (an arm that
-    weighs content 0 ranks them all 0, by row). ``excluded`` are each customer's positions in
-    ``new`` left out of their list.
+    ``new``, float32, overwritten; None when no arm scores content), ties to the lower row,
+    with those within float32 rounding of the ``k``-th, and the first ``k`` rows none
+    excludes (an arm that weighs content 0 ranks them all 0, by row). ``excluded`` are each
+    customer's positions in ``new`` left out of their list.
+
+    No sort: one partition finds each customer's ``k``-th best cosine, and a column is kept
+    when someone's cosine reaches it. When that is 0 (fewer than ``k`` positive), their
+    positive ones are kept, and their best zeros are among the first rows kept anyway.
 
     >>> near = np.array([[0.9, 0.1, 0.5, 0.0], [0.0, 0.0, 0.0, 0.2]], dtype=np.float32)
-    >>> new_item_candidates(np.array([3, 5, 8, 9]), near, [np.array([0]), np.array([])], 1)
+    >>> new_item_candidates(np.array([3, 5, 8, 9]), near.copy(), [np.array([0]), np.array([])], 1)
     array([3, 5, 8, 9])
-    >>> new_item_candidates(np.array([3, 5, 8, 9]), near, [np.array([]), np.array([])], 1)
+    >>> new_item_candidates(np.array([3, 5, 8, 9]), near.copy(), [np.array([]), np.array([])], 1)
     array([3, 9])
     """
     most_excluded = max((len(rows) for rows in excluded), default=0)
     # Ranked 0 by an arm without content: the first rows no customer of the batch excludes.
-    picks = [np.arange(min(len(new), k + most_excluded))]
-    if similarity is not None and len(new):
-        near = similarity
+    kept = np.zeros(len(new), dtype=bool)
+    kept[: k + most_excluded] = True
+    if similarity is not None and len(new) > k + most_excluded:
         cells = [row * len(new) + np.asarray(rows, np.intp) for row, rows in enumerate(excluded)]
         if any(len(c) for c in cells):
-            near = similarity.copy()
-            near.reshape(-1)[np.concatenate(cells)] = -np.inf
-        top = top_k_columns(near, k)
-        best = np.take_along_axis(near, top, axis=1)
-        picks.append(top[np.isfinite(best)])
-        kth = best[:, -1:]
-        floor = np.where(kth > 0, kth * np.float32(1.0 - _ROUNDING_MARGIN), np.inf)
-        picks.append(np.nonzero(near >= floor)[1])
-    return new[np.unique(np.concatenate(picks))]
+            similarity.reshape(-1)[np.concatenate(cells)] = -np.inf
+        kth = np.partition(similarity, len(new) - k, axis=1)[:, len(new) - k :][:, :1]
+        smallest = np.nextafter(np.float32(0.0), np.float32(1.0))
+        floor = np.where(kth > 0, kth * np.float32(1.0 - _ROUNDING_MARGIN), smallest)
+        kept |= (similarity >= floor).any(axis=0)
+    return new[kept]
 
 
 def candidate_rows(
