@@ -152,11 +152,20 @@ class Ranker:
             users, rows = users[rows >= 0], rows[rows >= 0]
         excluded = users * width + rows
         lists = []
+        new_items: dict[int, list[str]] | None = None
         for arm in arms:
             scores = self._blend(signals, arm.weights, (len(requests), width))
             if len(excluded):
                 scores.reshape(-1)[excluded] = -np.inf
-            lists.append(self._top_lists(scores, signals, k, n, columns))
+            top = self._top_lists(scores, k, n, columns)
+            similarity = signals.get("content")
+            if similarity is not None and self.new_item_slots > 0:
+                if new_items is None:  # which scores are -inf is the same for every arm
+                    new_items = self._new_items(scores, similarity, signals["new"], k, columns)
+                for user, chosen in new_items.items():
+                    kept = [item for item in top[user] if item not in chosen]
+                    top[user] = kept[: k - len(chosen)] + chosen
+            lists.append(top)
         return lists
 
     def _excluded_rows(self, requests: Sequence[RankRequest]) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +254,6 @@ class Ranker:
     def _top_lists(
         self,
         scores: np.ndarray,
-        signals: dict[str, Any],
         k: int,
         n: int,
         columns: np.ndarray | None,
@@ -263,9 +271,6 @@ class Ranker:
         for picks, keep in zip(rows.tolist(), finite.tolist(), strict=True):
             # Never an excluded item, even to fill the list.
             ranked.append([items[row] for row, kept in zip(picks, keep, strict=True) if kept])
-        similarity = signals.get("content")
-        if similarity is not None and self.new_item_slots > 0:
-            self._give_new_items_slots(ranked, scores, similarity, signals["new"], k, columns)
         return ranked
 
     def _popular_head(self, n: int, k: int) -> np.ndarray | None:
@@ -286,27 +291,26 @@ class Ranker:
         self._probe = (n, _PROBE_RANKINGS, probe)
         return probe
 
-    def _give_new_items_slots(
+    def _new_items(
         self,
-        ranked: list[list[str]],
         scores: np.ndarray,
         similarity: np.ndarray,
         new: np.ndarray,
         k: int,
         rows: np.ndarray | None,
-    ) -> None:
-        """Put each user's best-matching new items (no interaction yet, allowed, not
-        excluded, cosine >= ``NEW_ITEM_MIN_SIMILARITY``) in the last ``new_item_slots``
-        places of their list, in place (``new`` flags the columns, ``rows`` their items'
-        rows, None when they are every row)."""
+    ) -> dict[int, list[str]]:
+        """Each user's best-matching new items (no interaction yet, allowed, not excluded,
+        cosine >= ``NEW_ITEM_MIN_SIMILARITY``), by user, for the last ``new_item_slots``
+        places of their list (``new`` flags the columns, ``rows`` their items' rows, None
+        when they are every row)."""
         if not new.any():
-            return
+            return {}
         columns = np.flatnonzero(new)
         near = similarity[:, columns]
         # Only items someone in the flush is similar enough to can win a slot.
         reachable = near.max(axis=0) >= NEW_ITEM_MIN_SIMILARITY
         if not reachable.any():
-            return
+            return {}
         columns, near = columns[reachable], near[:, reachable]
         candidates = np.where(np.isfinite(scores[:, columns]), near, -np.inf).astype(np.float32)
         slots = min(self.new_item_slots, k, len(columns))
@@ -315,15 +319,14 @@ class Ranker:
         items = self._items
         if rows is not None:
             columns = rows[columns]
-        for user in np.flatnonzero(chosen_ones.any(axis=1)).tolist():
-            chosen = [
+        return {
+            user: [
                 items[int(columns[pick])]
                 for pick, good in zip(best[user], chosen_ones[user], strict=True)
                 if good
             ]
-            ranking = ranked[user]
-            kept = [item for item in ranking if item not in chosen]
-            ranking[:] = kept[: k - len(chosen)] + chosen
+            for user in np.flatnonzero(chosen_ones.any(axis=1)).tolist()
+        }
 
     def _factor_scores(
         self, users: list[str | np.ndarray | None], m: int, n: int, rows: np.ndarray | None = None
