@@ -109,9 +109,10 @@ def new_item_candidates(
     kept = np.zeros(len(new), dtype=bool)
     kept[: k + most_excluded] = True
     if similarity is not None and len(new) > k + most_excluded:
-        cells = [row * len(new) + np.asarray(rows, np.intp) for row, rows in enumerate(excluded)]
-        if any(len(c) for c in cells):
-            similarity.reshape(-1)[np.concatenate(cells)] = -np.inf
+        counts = [len(rows) for rows in excluded]
+        if any(counts):  # by (row, column) pairs: the matrix may be a Fortran-ordered slice
+            users = np.repeat(np.arange(len(excluded)), counts)
+            similarity[users, np.concatenate([np.asarray(r, np.intp) for r in excluded])] = -np.inf
         kth = np.partition(similarity, len(new) - k, axis=1)[:, len(new) - k :][:, :1]
         smallest = np.nextafter(np.float32(0.0), np.float32(1.0))
         floor = np.where(kth > 0, kth * np.float32(1.0 - _ROUNDING_MARGIN), smallest)

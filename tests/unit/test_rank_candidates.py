@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from online_models.recommend import ranking
+from online_models.recommend.candidates import new_item_candidates
 from online_models.recommend.content import ContentModel
 from online_models.recommend.ease import EaseShare
 from online_models.recommend.items import item_hash
@@ -96,8 +97,8 @@ def ranked(
         ranking.CANDIDATES_FROM_NEW_SHARE = saved
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("k", [1, 5, 10, 40])
+@pytest.mark.parametrize("seed", [1, 2, 3, 10, 11, 23])
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 40])
 def test_candidate_ranking_is_the_full_catalogues_ranking(seed: int, k: int) -> None:
     model = random_model(seed)
     asked = requests(seed, model)
@@ -128,3 +129,15 @@ def test_candidate_ranking_ranks_fewer_columns_than_the_catalogue() -> None:
     finally:
         ranking.Ranker._signals = original  # type: ignore[method-assign]
     assert seen and max(seen) < model.n_items / 2
+
+
+def test_exclusions_hold_when_the_cosines_are_a_column_slice() -> None:
+    """A batch's cosines with the never-sold items are a column slice of a larger matrix
+    (Fortran-ordered for more than one customer): a customer's excluded item is still out of
+    the race for their k-th best, so the next best is kept."""
+    similarity = np.array([[0, 0, 0.8, 1, 0.9, 0], [0, 0, 0, 0, 0, 0.5]], np.float32)
+    new = np.arange(10, 16)
+    excluded = [np.array([3]), np.array([], np.intp)]
+    expected = new_item_candidates(new, similarity.copy(), excluded, 1)
+    sliced = new_item_candidates(new, np.asfortranarray(similarity), excluded, 1)
+    assert expected.tolist() == sliced.tolist() == [10, 11, 14, 15]
