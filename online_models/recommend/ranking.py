@@ -10,10 +10,23 @@ import numpy as np
 from scipy import sparse
 
 from online_models.recommend.blend import SIGNALS, Arm
+from online_models.recommend.candidates import (
+    at_rows,
+    candidate_rows,
+    ease_columns,
+    places,
+    top_k_columns,
+)
 from online_models.recommend.content import ContentModel, ContentView
 from online_models.recommend.ease import EaseShare
 
-__all__ = ["NEW_ITEM_MIN_SIMILARITY", "RankRequest", "Ranker", "top_k_columns"]
+__all__ = [
+    "CANDIDATES_FROM_NEW_SHARE",
+    "NEW_ITEM_MIN_SIMILARITY",
+    "RankRequest",
+    "Ranker",
+    "top_k_columns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +35,9 @@ NEW_ITEM_MIN_SIMILARITY = 0.2
 # Most (users x items) scores ranked at once: 16 MB of float64 per matrix.
 _MAX_SCORE_CELLS = 2_000_000
 _PROBE_RANKINGS = 64
+#: Rank candidate columns (:mod:`~online_models.recommend.candidates`) instead of every item
+#: when at least this share of the rankable items were never sold: a catalogue's.
+CANDIDATES_FROM_NEW_SHARE = 0.25
 
 #: What :meth:`Ranker.rank_many` ranks for: a user (an id the model holds factors for,
 #: or the user's own latent factors), items to leave out, recent items.
@@ -29,50 +45,6 @@ RankRequest = (
     tuple[str | np.ndarray | None, Collection[str], Sequence[str]]
     | tuple[str | np.ndarray | None, Collection[str], Sequence[str], Sequence[str]]
 )
-
-
-def top_k_columns(scores: np.ndarray, k: int, probe: np.ndarray | None = None) -> np.ndarray:
-    """The columns of each row's ``k`` largest values, best first, ties broken by the lower
-    column (a ``float32`` matrix; ``-inf`` ranks last).
-
-    ``probe``, some columns likely to score well in every row (the popular items), makes it
-    faster and changes nothing: the ``k``-th best of a row's probe columns is a floor no
-    column below it can pass, so only the few columns at or above their row's floor are
-    sorted.
-
-    >>> top_k_columns(np.array([[0.0, 2.0, 0.0, -np.inf, 2.0]], dtype=np.float32), 3)
-    array([[1, 4, 0]])
-    """
-    m, n = scores.shape
-    k = min(k, n)
-    if probe is not None and k <= len(probe) and 8 * len(probe) < n:
-        floor = np.take_along_axis(
-            scores[:, probe], _top_k_columns(scores[:, probe], k)[:, k - 1 :], axis=1
-        )
-        rows, columns = np.nonzero(scores >= floor)
-        if len(rows) < m * n // 4:
-            order = np.lexsort((columns, -scores[rows, columns], rows))
-            starts = np.searchsorted(rows[order], np.arange(m))
-            top: np.ndarray = columns[order][starts[:, None] + np.arange(k)]
-            return top
-    return _top_k_columns(scores, k)
-
-
-def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
-    """:func:`top_k_columns` of every column. numpy's ``argpartition`` slows down tenfold on
-    rows of many equal values (a catalogue's never-sold items all score 0, excluded ones
-    ``-inf``), so each value is made distinct first: its float32 bits, mapped to an integer
-    of the same order, then its column in the low 32 bits."""
-    n = scores.shape[1]
-    if k == 1:
-        return scores.argmax(axis=1)[:, None]  # the first of equals, like a stable sort
-    bits = (scores + np.float32(0.0)).view(np.int32)  # + 0.0: -0.0 ties with 0.0
-    keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
-    keys <<= 32
-    keys |= np.int64(0xFFFFFFFF) - np.arange(n, dtype=np.int64)
-    top = np.argpartition(keys, n - k, axis=1)[:, n - k :] if k < n else keys.argsort(axis=1)
-    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
-    return np.take_along_axis(top, order, axis=1)
 
 
 class Ranker:
@@ -171,48 +143,95 @@ class Ranker:
                 ):
                     mine += part
             return ranked
-        signals = self._signals(requests, n, {s for arm in arms for s in arm.weights})
-        similarity = signals.get("content")
-        index = self._index
-        excluded = [
-            row * n + index[item]
-            for row, (_, exclude, *_) in enumerate(requests)
-            for item in exclude
-            if item in index
-        ]
+        wanted = {s for arm in arms for s in arm.weights}
+        users, rows = self._excluded_rows(requests)
+        signals, columns = self._signals(requests, n, wanted, k, (users, rows))
+        width = n
+        if columns is not None:
+            width, rows = len(columns), places(columns, n)[rows]
+            users, rows = users[rows >= 0], rows[rows >= 0]
+        excluded = users * width + rows
         lists = []
+        new_items: dict[int, list[str]] | None = None
         for arm in arms:
-            scores = self._blend(signals, arm.weights, (len(requests), n))
-            if excluded:
+            scores = self._blend(signals, arm.weights, (len(requests), width))
+            if len(excluded):
                 scores.reshape(-1)[excluded] = -np.inf
-            lists.append(self._top_lists(scores, similarity, k, n))
+            top = self._top_lists(scores, k, n, columns)
+            similarity = signals.get("content")
+            if similarity is not None and self.new_item_slots > 0:
+                if new_items is None:  # which scores are -inf is the same for every arm
+                    new_items = self._new_items(scores, similarity, signals["new"], k, columns)
+                for user, chosen in new_items.items():
+                    kept = [item for item in top[user] if item not in chosen]
+                    top[user] = kept[: k - len(chosen)] + chosen
+            lists.append(top)
         return lists
 
-    def _signals(self, requests: Sequence[RankRequest], n: int, wanted: set[str]) -> dict[str, Any]:
+    def _excluded_rows(self, requests: Sequence[RankRequest]) -> tuple[np.ndarray, np.ndarray]:
+        """The (user, item row) pairs of the items each user leaves out."""
+        index = self._index
+        users, rows = [], []
+        for row, (_, exclude, *_) in enumerate(requests):
+            for item in exclude:
+                at = index.get(item)
+                if at is not None:
+                    users.append(row)
+                    rows.append(at)
+        return np.array(users, dtype=np.intp), np.array(rows, dtype=np.intp)
+
+    def _signals(
+        self,
+        requests: Sequence[RankRequest],
+        n: int,
+        wanted: set[str],
+        k: int,
+        excluded: tuple[np.ndarray, np.ndarray],
+    ) -> tuple[dict[str, Any], np.ndarray | None]:
         """Each wanted signal of every user (matrices) or item (vectors), in [0, 1]; the
-        catalogue's ``allowed`` flags always, when there is a catalogue."""
+        catalogue's ``allowed`` flags always, when there is a catalogue. Of the candidate
+        columns' items (their rows, the second value), or of every item (None)."""
         signals: dict[str, Any] = {}
         m = len(requests)
         recents = [request[2] for request in requests]
-        if "factors" in wanted:
-            signals["factors"] = self._factor_scores([r[0] for r in requests], m, n)
-        if "popularity" in wanted:
-            popularity = self._popularity[:n]
-            top = popularity.max()
-            if top > -np.inf:
-                signals["popularity"] = np.exp(popularity - top)
-        if "co_purchase" in wanted:
-            signals["co_purchase"] = self._co_purchase_scores(recents, m, n)
+        popularity = self._popularity[:n]
+        allowed = similarity = None
         if self.content is not None:
-            signals["allowed"] = self._content_allowed(n)
+            allowed = self._content_allowed(n)
             # Content also finds new items their slots, whatever the arm weighs.
             content_wanted = "content" in wanted or self.new_item_slots > 0
             if content_wanted and self.content_weight > 0 and len(self.content):
-                signals["content"] = self._content_similarity(recents, n)
+                similarity = self._content_similarity(recents, n)
+        co_purchase = self._co_purchase_cells(recents) if "co_purchase" in wanted else None
+        ease = None
         if "ease" in wanted:
             owned = [request[3] if len(request) > 3 else request[2] for request in requests]
-            signals["ease"] = self._ease_scores(owned, m, n)
-        return signals
+            ease = self._ease_products(owned, m)
+        named = np.zeros(n, dtype=bool)  # the rows a user's EASE or co-purchase weights name
+        if co_purchase is not None:
+            named[co_purchase[1]] = True
+        if ease is not None:
+            named[ease.indices[ease.data > 0]] = True
+        columns = None
+        if (~np.isfinite(popularity)).sum() >= CANDIDATES_FROM_NEW_SHARE * n:
+            columns = candidate_rows(popularity, allowed, named, similarity, excluded, k)
+        width = n if columns is None else len(columns)
+        if "factors" in wanted:
+            signals["factors"] = self._factor_scores([r[0] for r in requests], m, n, columns)
+        if "popularity" in wanted:
+            top = popularity.max()
+            if top > -np.inf:
+                signals["popularity"] = at_rows(np.exp(popularity - top), columns)
+        if co_purchase is not None:
+            signals["co_purchase"] = self._co_purchase_scores(co_purchase, m, n, columns)
+        if allowed is not None:
+            signals["allowed"] = at_rows(allowed, columns)
+        if similarity is not None:
+            signals["content"] = similarity if columns is None else similarity[:, columns]
+        if "ease" in wanted:
+            signals["ease"] = ease_columns(ease, m, width, n, columns)
+        signals["new"] = ~np.isfinite(at_rows(popularity, columns))
+        return signals, columns
 
     def _blend(
         self, signals: dict[str, Any], weights: Mapping[str, float], shape: tuple[int, int]
@@ -233,18 +252,25 @@ class Ranker:
         return scores
 
     def _top_lists(
-        self, scores: np.ndarray, similarity: np.ndarray | None, k: int, n: int
+        self,
+        scores: np.ndarray,
+        k: int,
+        n: int,
+        columns: np.ndarray | None,
     ) -> list[list[str]]:
         # Best score first; ties broken by row, i.e. by first appearance of the item.
-        top_rows = top_k_columns(scores, k, self._popular_head(n, k))
+        probe = self._popular_head(n, k)
+        if probe is not None and columns is not None:
+            spots = places(columns, n)[probe]  # any probe ranks alike: the head ranked here
+            probe = spots[spots >= 0]
+        top_rows = top_k_columns(scores, k, probe)
         finite = np.isfinite(np.take_along_axis(scores, top_rows, axis=1))
         items = self._items
+        rows = top_rows if columns is None else columns[top_rows]
         ranked = []
-        for rows, keep in zip(top_rows.tolist(), finite.tolist(), strict=True):
+        for picks, keep in zip(rows.tolist(), finite.tolist(), strict=True):
             # Never an excluded item, even to fill the list.
-            ranked.append([items[row] for row, kept in zip(rows, keep, strict=True) if kept])
-        if similarity is not None and self.new_item_slots > 0:
-            self._give_new_items_slots(ranked, scores, similarity, k)
+            ranked.append([items[row] for row, kept in zip(picks, keep, strict=True) if kept])
         return ranked
 
     def _popular_head(self, n: int, k: int) -> np.ndarray | None:
@@ -265,41 +291,51 @@ class Ranker:
         self._probe = (n, _PROBE_RANKINGS, probe)
         return probe
 
-    def _give_new_items_slots(
-        self, ranked: list[list[str]], scores: np.ndarray, similarity: np.ndarray, k: int
-    ) -> None:
-        """Put each user's best-matching new items (no interaction yet, allowed, not
-        excluded, cosine >= ``NEW_ITEM_MIN_SIMILARITY``) in the last ``new_item_slots``
-        places of their list, in place."""
-        n = scores.shape[1]
-        new = ~np.isfinite(self._popularity[:n])
+    def _new_items(
+        self,
+        scores: np.ndarray,
+        similarity: np.ndarray,
+        new: np.ndarray,
+        k: int,
+        rows: np.ndarray | None,
+    ) -> dict[int, list[str]]:
+        """Each user's best-matching new items (no interaction yet, allowed, not excluded,
+        cosine >= ``NEW_ITEM_MIN_SIMILARITY``), by user, for the last ``new_item_slots``
+        places of their list (``new`` flags the columns, ``rows`` their items' rows, None
+        when they are every row)."""
         if not new.any():
-            return
+            return {}
         columns = np.flatnonzero(new)
         near = similarity[:, columns]
         # Only items someone in the flush is similar enough to can win a slot.
         reachable = near.max(axis=0) >= NEW_ITEM_MIN_SIMILARITY
         if not reachable.any():
-            return
+            return {}
         columns, near = columns[reachable], near[:, reachable]
         candidates = np.where(np.isfinite(scores[:, columns]), near, -np.inf).astype(np.float32)
         slots = min(self.new_item_slots, k, len(columns))
         best = top_k_columns(candidates, slots)
         chosen_ones = np.take_along_axis(candidates, best, axis=1) >= NEW_ITEM_MIN_SIMILARITY
         items = self._items
-        for user in np.flatnonzero(chosen_ones.any(axis=1)).tolist():
-            chosen = [
+        if rows is not None:
+            columns = rows[columns]
+        return {
+            user: [
                 items[int(columns[pick])]
                 for pick, good in zip(best[user], chosen_ones[user], strict=True)
                 if good
             ]
-            ranking = ranked[user]
-            kept = [item for item in ranking if item not in chosen]
-            ranking[:] = kept[: k - len(chosen)] + chosen
+            for user in np.flatnonzero(chosen_ones.any(axis=1)).tolist()
+        }
 
-    def _factor_scores(self, users: list[str | np.ndarray | None], m: int, n: int) -> np.ndarray:
-        """Each user's clipped factor score of every item (none for a stranger)."""
-        scores = np.zeros((m, n), dtype=np.float32)
+    def _factor_scores(
+        self, users: list[str | np.ndarray | None], m: int, n: int, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Each user's clipped factor score of every item (of ``rows``, when given; none for
+        a stranger)."""
+        factors = self._factors[:n] if rows is None else self._factors[rows]
+        popularity = self._popularity[:n] if rows is None else self._popularity[rows]
+        scores = np.zeros((m, len(factors)), dtype=np.float32)
         known = []
         for row, user in enumerate(users):
             latent = self._users.get(user) if isinstance(user, str) else user
@@ -307,39 +343,61 @@ class Ranker:
                 known.append((row, latent))
         if not known:
             return scores  # ``get``, not ``[]``: never creates factors for a stranger
-        rows = [row for row, _ in known]
+        at = [row for row, _ in known]
         users_factors = np.stack([latent for _, latent in known]).astype(np.float32)
-        cf = users_factors @ self._factors[:n].astype(np.float32).T
+        cf = users_factors @ factors.astype(np.float32).T
         np.maximum(cf, 0.0, out=cf)
         np.minimum(cf, 1.0, out=cf)
         # An item nobody interacted with (a catalogue item not sold yet) has only its random
         # starting factors: no evidence, so no factor score.
-        unseen = ~np.isfinite(self._popularity[:n])
+        unseen = ~np.isfinite(popularity)
         if unseen.any():
             cf[:, unseen] = 0.0
-        if len(rows) == m:
+        if len(at) == m:
             return cf
-        scores[rows] = cf
+        scores[at] = cf
         return scores
 
-    def _co_purchase_scores(self, recents: list[Sequence[str]], m: int, n: int) -> np.ndarray:
-        """Each user's co-purchase score: neighbour counts of their recent items (each
-        scaled by its strongest), scaled to a maximum of 1.
-
-        All users' counts are summed by one ``bincount`` over (user, item) cells.
-        """
+    def _co_purchase_cells(
+        self, recents: list[Sequence[str]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Each user's (user, neighbour row, count over the strongest) of their recent items'
+        co-purchase neighbours, in the order the counts add up; None when there are none."""
+        users: list[np.ndarray] = []
         cells: list[np.ndarray] = []
         values: list[np.ndarray] = []
         for row, recent in enumerate(recents):
             for item in dict.fromkeys(recent):
                 arrays = self._neighbor_arrays_of(item)
                 if arrays is not None:
-                    cells.append(arrays[0] + row * n)
+                    users.append(np.full(len(arrays[0]), row, dtype=np.intp))
+                    cells.append(arrays[0])
                     values.append(arrays[1])
         if not cells:
-            return np.zeros((m, n), dtype=np.float32)
-        counts = np.bincount(np.concatenate(cells), weights=np.concatenate(values), minlength=m * n)
-        co: np.ndarray = counts.reshape(m, n).astype(np.float32)
+            return None
+        return np.concatenate(users), np.concatenate(cells), np.concatenate(values)
+
+    def _co_purchase_scores(
+        self,
+        cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+        m: int,
+        n: int,
+        columns: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Each user's co-purchase score: neighbour counts of their recent items (each
+        scaled by its strongest), scaled to a maximum of 1 (of ``columns``' items, which
+        hold every neighbour, when given).
+
+        All users' counts are summed by one ``bincount`` over (user, item) cells.
+        """
+        width = n if columns is None else len(columns)
+        if cells is None:
+            return np.zeros((m, width), dtype=np.float32)
+        users, rows, values = cells
+        if columns is not None:
+            rows = places(columns, n)[rows]
+        counts = np.bincount(users * width + rows, weights=values, minlength=m * width)
+        co: np.ndarray = counts.reshape(m, width).astype(np.float32)
         strongest = co.max(axis=1, keepdims=True)
         np.divide(co, strongest, out=co, where=strongest > 0)
         return co
@@ -366,10 +424,14 @@ class Ranker:
     def _ease_scores(self, owned: list[Sequence[str]], m: int, n: int) -> np.ndarray:
         """Each user's EASE score (the weights of the items they own, summed), scaled to a
         maximum of 1; zero for items the fit does not know."""
-        scores = np.zeros((m, n), dtype=np.float32)
+        return ease_columns(self._ease_products(owned, m), m, n, n, None)
+
+    def _ease_products(self, owned: list[Sequence[str]], m: int) -> sparse.csr_matrix | None:
+        """Each user's EASE weights (of the items they own, summed; users x the fit's rows),
+        sparse; None before a fit or when nobody owns an item it knows."""
         weights = self._ease_weights
         if weights is None:
-            return scores
+            return None
         fit = self._ease_fit
         if self._ease_unresolved and fit is not None and weights.shape[0] < len(self._items):
             self._resolve_ease(fit)  # items named by the fit arrived since it was applied
@@ -385,14 +447,10 @@ class Ranker:
                     rows.append(row)
                     cols.append(at)
         if not rows:
-            return scores
+            return None
         users = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(m, size))
-        ease = (users @ weights).toarray()
-        strongest = ease.max(axis=1, keepdims=True)
-        np.divide(ease, strongest, out=ease, where=strongest > 0)
-        np.maximum(ease, 0.0, out=ease)
-        scores[:, : min(size, n)] = ease[:, :n]
-        return scores
+        products: sparse.csr_matrix = users @ weights
+        return products
 
     def _neighbor_arrays_of(self, item: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The co-bought rows of ``item`` and their counts over the strongest (cached): the
