@@ -80,7 +80,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         if r_offset is not None and offset < r_offset:
                             continue  # read before: Faust drops these too
                         if r_offset and offset - r_offset > 1 and acks_enabled_for(tp.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)
+                            await self._add_gap(tp, r_offset + 1, offset - 1)  # Faust: to offset
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()

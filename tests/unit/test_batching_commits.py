@@ -124,3 +124,18 @@ def test_a_partition_nothing_was_committed_on_is_read_again_from_its_start(
     assert sorted(thread.to_start) == [PARTITION, fresh]  # a topic an agent reads, no commit
     assert consumer._read_offset[fresh] is None
     assert consumer._read_offset[committed] == 40
+
+
+def test_a_gap_in_the_offsets_does_not_carry_the_commit_past_a_held_record(
+    consumer: Any,
+) -> None:
+    """Offsets 6-7 never arrive (compaction, transaction markers): the loop notes them as a
+    gap when 8 comes, and only them; with 8 held, the commit stops at 8."""
+    fetched = _messages(range(5, 6)) + _messages(range(8, 10))
+    _handed(consumer, fetched)
+    asyncio.run(consumer._add_gap(PARTITION, 6, 7))  # what the loop notes on reading 8 after 5
+    consumer.ack(fetched[0])
+    consumer.ack(fetched[2])
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 8}
+    consumer.ack(fetched[1])
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 10}
