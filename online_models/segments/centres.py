@@ -14,6 +14,7 @@ from online_models.customer.activity import DAY
 from online_models.customer.profile import OUTLIER_FEATURES, SEGMENT_FEATURES
 from online_models.segments.groups import (
     GROUP_DISSOLVE_SHARE,
+    GROUP_FADED_WEIGHT,
     GROUP_MIN_WEIGHT,
     MAX_GROUPS,
     OutlierCells,
@@ -389,6 +390,12 @@ def propose_group(
     if group_share <= 0.0:
         return False
     ordinary = len(share.weights) - share.groups
+    weights = share.weights[ordinary:]
+    faded = np.flatnonzero((weights > 0.0) & (weights < GROUP_FADED_WEIGHT)).tolist()
+    for gone in faded:  # its customers went silent: the row is free for the next group
+        share.dissolve_group(gone)
+    if faded:
+        return True
     least = max(group_share * float(share.distances.sum()), GROUP_MIN_WEIGHT)
     if not (share.spread.weights[ordinary:] > 0.0).any() and share.cells.weights.sum() < least:
         return False  # nothing to dissolve, too few far customers to found a group: cheap

@@ -40,6 +40,7 @@ __all__ = [
     "CELL_WIDTH",
     "FOUNDERS_FENCE_FLOOR",
     "GROUP_DISSOLVE_SHARE",
+    "GROUP_FADED_WEIGHT",
     "GROUP_MIN_WEIGHT",
     "GROUP_REACH",
     "MAX_GROUPS",
@@ -67,6 +68,9 @@ FOUNDERS_FENCE_FLOOR = 1.0
 #: among that segment's own customers), so a group near the fence is not founded and
 #: dissolved by turns.
 GROUP_DISSOLVE_SHARE = 0.5
+#: A group whose centre holds less than this weight (a recent point's) lost its customers:
+#: dissolved, young or not, so that a faded group does not keep its row for good.
+GROUP_FADED_WEIGHT = 1.0
 #: The most group segments a segmenter holds beyond its ordinary ones.
 MAX_GROUPS = 2
 #: The least weight of outliers a group is made of, whatever its share: ten recent points.

@@ -155,3 +155,20 @@ def test_a_worker_keeps_the_groups_of_a_merger_from_before_generations() -> None
     bad = dict(arrays, group_generations=np.array([0.5]))
     with pytest.raises(ValueError, match="group_generations"):
         SegmentShare.from_arrays(meta, bad, max_centres=2)
+
+
+def test_a_group_whose_customers_went_silent_is_dissolved_and_its_row_freed() -> None:
+    """A group that lost its customers decays until its spread is too young to judge; it is
+    not kept for good (with two such groups no other could ever be founded): under a point's
+    weight it is dissolved, its row free for the next group under a new generation."""
+    share, typical, _ = _share_with_group()
+    row = len(share.weights) - share.groups
+    share.spread.add(np.full(200, row), np.ones(200), np.tile(typical, (200, 1)))
+    aged = share.decayed(share.time + 30 * 86_400, 5.0)  # six half-lives without a point
+    assert aged.spread.young()[row:].all() and aged.weights[row] < 1.0
+    generation = int(aged.generations[0])
+
+    assert propose_group(aged, 0.005)
+
+    assert aged.generations[0] == generation + 1
+    assert aged.weights[row] == 0.0 and (aged.spread.weights[row:] <= 0.0).any()
