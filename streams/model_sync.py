@@ -55,6 +55,12 @@ logger = logging.getLogger(__name__)
 # The longest the merger waits for its feed to reach the newest version (it waits in the fetch
 # loop: the events wait as long), then leaves the deltas for the next fetch or sync.
 _CATCH_UP_SECONDS = 0.5
+#: The longest an ``ease`` delta merged into the Gram stays unacknowledged waiting for a
+#: refit (wall seconds): until then a merger that dies leaves it to the next to read again;
+#: after, it is acknowledged, so the updates partition's commits never wait on a refit a
+#: takeover can put off for weeks (the Gram is not on the models topic: a merger's death loses
+#: the counts since the last refit beyond this hour).
+EASE_HOLD_SECONDS = 3600.0
 
 
 class ModelSync:
@@ -92,7 +98,9 @@ class ModelSync:
         self._held: list[Message] = []  # merged updates, acknowledged once published
         # EASE's Gram of this worker's last merging, for when the partition comes back.
         self._ease_kept: EaseState | None = None
-        self._ease_held: list[Message] = []  # merged EASE counts, acknowledged at a refit
+        # Merged EASE counts and when they were merged: acknowledged at a refit, or after
+        # EASE_HOLD_SECONDS.
+        self._ease_held: list[tuple[float, Message]] = []
         # A version published in part: its number, parts and updates (tried again).
         self._unpublished: tuple[int, list[GroupPart], list[Message]] | None = None
         self._offsets: dict[str, PartRef] = {}
@@ -208,7 +216,10 @@ class ModelSync:
                 self._metrics.model_deltas_merged.inc()
             # EASE's counts are in the group's model once a refit publishes the ease part:
             # acknowledged then, so a merger that dies before reads them again.
-            (self._ease_held if delta.key == EASE else self._held).append(message)
+            if delta.key == EASE and merged:
+                self._ease_held.append((time.monotonic(), message))
+            else:  # a repeat, or no EASE here: nothing a refit will hold
+                self._held.append(message)
             await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
             if self._group is not group:
                 return  # the partition was taken away meanwhile: its next owner merges them
@@ -245,7 +256,9 @@ class ModelSync:
                 held, self._held = self._held, []
                 version, parts = group.publish(fits=False)
                 if any(part.key == EASE for part in parts):
-                    held, self._ease_held = held + self._ease_held, []
+                    held, self._ease_held = held + [m for _, m in self._ease_held], []
+                else:
+                    held += self._ease_held_too_long()
                 self._unpublished = (version, parts, held)
             version, parts, held = self._unpublished
             try:
@@ -261,6 +274,16 @@ class ModelSync:
             self._metrics.model_versions_published.inc()
             self._metrics.model_version_bytes.observe(size)
             return version
+
+    def _ease_held_too_long(self) -> list[Message]:
+        """The EASE deltas held for a refit longer than :data:`EASE_HOLD_SECONDS`, released."""
+        due = time.monotonic() - EASE_HOLD_SECONDS
+        stale = [message for merged_at, message in self._ease_held if merged_at <= due]
+        if stale:
+            self._ease_held = [(t, m) for t, m in self._ease_held if t > due]
+            logger.info("Acknowledging %d EASE deltas held over %.0f s for a refit",
+                        len(stale), EASE_HOLD_SECONDS)  # fmt: skip
+        return stale
 
     async def _publish(self, version: int, parts: Sequence[GroupPart], group: GroupModel) -> int:
         topic = self._settings.models_topic
