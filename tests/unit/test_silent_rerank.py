@@ -142,7 +142,7 @@ def test_the_kept_list_survives_the_state_record_and_older_records_have_none() -
     assert CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state
 
     # A record of a worker from before the kept list: the same format without its field (and
-    # the pending value examples' after it, which came later).
-    older = orjson.loads(state.encode())[:-2]
+    # the pending value examples' and the segment's generation after it, which came later).
+    older = orjson.loads(state.encode())[:-3]
     old = CustomerState.decode(orjson.dumps(older))
     assert old.ranked == [] and old.ranked_at is None

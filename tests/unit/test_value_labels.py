@@ -102,7 +102,8 @@ def test_value_examples_survive_the_state_records_and_older_records_read_as_none
     assert state.value_pending
     assert CustomerState.decode(state.encode()) == state
     assert CustomerState.from_dict(state.to_dict()) == state
-    older = orjson.dumps(orjson.loads(state.encode())[:-1])  # a record from before the field
+    # A record from before the field (and the segment's generation after it, which came later).
+    older = orjson.dumps(orjson.loads(state.encode())[:-2])
     assert CustomerState.decode(older).value_pending == []
 
 
@@ -189,7 +190,7 @@ def test_an_example_keeps_the_unscaled_forecast_served_and_an_old_one_counts_as_
     assert kept_scorer.spend_model.share().calibration[1] == pytest.approx(weight * unscaled**2)
     # ...and one of a record from before the unscaled forecast was kept is learned, out of it.
     record = orjson.loads(state.encode())
-    record[-1] = [example[:-1] for example in record[-1]]
+    record[-2] = [example[:-1] for example in record[-2]]  # the generation is last
     state = CustomerState.decode(orjson.dumps(record))
     assert [example[-1] for example in state.value_pending] == [0.0, 0.0]
     before = model.share().calibration.copy()
@@ -280,8 +281,8 @@ def test_a_malformed_value_example_in_a_stored_state_is_dropped_and_fails_no_oth
     ann = scorer.score("ann", None, purchase(T0, 50.0)).state
     bob = scorer.score("bob", None, purchase(T0, 80.0)).state
     record = orjson.loads(ann.encode())
-    good = record[-1][0]
-    record[-1] = [good, [T0 + DAY, None, 1.0], [T0 + 2 * DAY, *good[1:]]]  # short, then fine
+    good = record[-2][0]  # the value examples, before the segment's generation
+    record[-2] = [good, [T0 + DAY, None, 1.0], [T0 + 2 * DAY, *good[1:]]]  # short, then fine
     ann = CustomerState.decode(orjson.dumps(record))
     assert ann.value_pending == [good, [T0 + 2 * DAY, *good[1:]]]
 
