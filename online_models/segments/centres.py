@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,14 +110,7 @@ class SegmentShare:
         """In place: take ``generations`` (per group row, rows from ``ordinary`` on, none
         older than this share's), emptying every group row this share learned under an older
         generation: that group was dissolved since."""
-        own = _padded(self.generations, len(generations))
-        for offset in np.flatnonzero(own < generations).tolist():
-            row = ordinary + offset
-            if row < len(self.weights):
-                self.sums[row] = 0.0
-                self.weights[row] = 0.0
-                self.spread.clear(row)
-        self.generations = generations.copy()
+        self._take_generations(ordinary, generations, np.less)
 
     def follow(self, ordinary: int, generations: np.ndarray) -> None:
         """In place: take the group's ``generations`` (per group row, rows from ``ordinary``
@@ -125,13 +118,17 @@ class SegmentShare:
         generation: a worker's view of the group's model (its pending deltas and what it has
         not sent), where the published version is the truth, even one of a merger from before
         generations (read as generation 0 for every row)."""
+        self._take_generations(ordinary, generations, np.not_equal)
+
+    def _take_generations(
+        self, ordinary: int, generations: np.ndarray, stale: Callable[..., np.ndarray]
+    ) -> None:
+        """Take ``generations``, emptying the group rows whose own generation is ``stale``
+        against theirs."""
         own = _padded(self.generations, len(generations))
-        for offset in np.flatnonzero(own != generations).tolist():
-            row = ordinary + offset
-            if row < len(self.weights):
-                self.sums[row] = 0.0
-                self.weights[row] = 0.0
-                self.spread.clear(row)
+        for offset in np.flatnonzero(stale(own, generations)).tolist():
+            if ordinary + offset < len(self.weights):
+                self._clear_row(ordinary + offset)
         self.generations = generations.copy()
 
     def group_means(self) -> np.ndarray:
@@ -165,11 +162,14 @@ class SegmentShare:
     def dissolve_group(self, offset: int) -> None:
         """Forget group segment ``offset`` (0 for the first): no weight, so no customer is
         near it, and its place is free for the next group, under the row's next generation."""
-        row = len(self.weights) - self.groups + offset
+        self._clear_row(len(self.weights) - self.groups + offset)
+        self.generations[offset] += 1
+
+    def _clear_row(self, row: int) -> None:
+        """Row ``row`` with no weight, no sums and no spread."""
         self.sums[row] = 0.0
         self.weights[row] = 0.0
         self.spread.clear(row)
-        self.generations[offset] += 1
 
     def centers(self) -> np.ndarray:
         """Each centre's coordinates (a centre that lost all weight keeps its last place

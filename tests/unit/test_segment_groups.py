@@ -228,19 +228,8 @@ def test_alike_customers_inside_the_outlier_fence_still_make_a_group() -> None:
 
 
 def test_a_customer_typical_of_their_segment_stays_in_it_beside_a_group() -> None:
-    centres = np.array([[1.0, 0.05, 0.6, 0.55, 0.4], [1.0, 0.7, 0.3, 0.35, 0.1]])
-    share = SegmentShare(centres * 100.0, np.array([100.0, 100.0]), time=T0, points=200)
-    rng = np.random.default_rng(5)
-    typical = np.append(centres[0], [0.41, 0.12])
-    ordinary = np.vstack([np.append(c, [0.41, 0.12]) for c in centres]).repeat(100, axis=0)
-    share.spread.add(np.repeat([0, 1], 100), np.ones(200), ordinary + rng.normal(0, 0.03, (200, 7)))
-    share.distances[100:130] = 200.0 / 30
-    bigger_baskets = typical + np.array([0, 0, 0, 0, 0, 0.2, 0])  # within reach of the typical
-    share.add_group(bigger_baskets)
-    group = len(centres)
-    share.spread.add(
-        np.full(30, group), np.ones(30), bigger_baskets + rng.normal(0, 0.005, (30, 7))
-    )
+    share, typical, bigger_baskets = _share_with_group()  # the group within reach of typical
+    group = len(share.weights) - share.groups
     segmenter = Segmenter(n_segments=2, group_share=0.005)
     segmenter.shared = True
     segmenter.apply(share)
