@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -47,9 +48,12 @@ class BatchingConsumer(faust_aiokafka.Consumer):
 
     batch_handlers: Mapping[str, BatchHandler] = {}
     fetch_max_wait_ms: int = 1500
-    #: Per partition, the offsets handed to a handler and not yet acknowledged
-    #: (:meth:`_new_offset` commits no further than the lowest).
-    _handed: dict[Any, set[int]] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Per partition, the offsets handed to a handler and not yet acknowledged
+        #: (:meth:`_new_offset` commits no further than the lowest).
+        self._handed: defaultdict[Any, set[int]] = defaultdict(set)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -90,14 +94,14 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         if batch is not None:
                             batch.append(message)
                             if acks_enabled_for(tp.topic):
-                                self._note_handed(message)
+                                self._handed[tp].add(offset)
                         else:
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
                     for topic, batch in batches.items():
                         if self.suspend_flow.is_set():
                             # A rebalance began: these are fetched again after it, from the
-                            # committed offset, or from here where nothing was committed.
+                            # committed offset, or the start where none (perform_seek).
                             self._note_dropped(batch)
                             continue
                         await handlers[topic](batch)
@@ -118,26 +122,16 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
-    def _note_handed(self, message: Message) -> None:
-        handed = self._handed if self._handed is not None else {}
-        offsets = handed.get(message.tp)
-        if offsets is None:
-            offsets = handed[message.tp] = set()
-        offsets.add(message.offset)
-        self._handed = handed
-
     def _forget_handed(self, partitions: Iterable[Any]) -> None:
         """Partitions revoked: what their handlers still hold is read again by the next
         owner, and holds none of this worker's commits."""
-        if self._handed:
-            for tp in partitions:
-                self._handed.pop(tp, None)
+        for tp in partitions:
+            self._handed.pop(tp, None)
 
     def ack(self, message: Message) -> bool:
-        if self._handed:
-            offsets = self._handed.get(message.tp)
-            if offsets:
-                offsets.discard(message.offset)
+        offsets = self._handed.get(message.tp)
+        if offsets:
+            offsets.discard(message.offset)
         return super().ack(message)
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -147,7 +141,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         committed one, and not at all before a first commit, so it commits past a held
         record: with 0-2 unacknowledged and 3-9 acknowledged it commits 10 (the merger's
         EASE deltas are held until a refit; events until their scores are in Redis)."""
-        handed = self._handed.get(tp) if self._handed else None
+        handed = self._handed.get(tp)
         if handed:
             committed = self._committed_offset.get(tp)
             if committed is not None:  # below it: acknowledged by nothing, ever
@@ -165,11 +159,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         """A batch dropped as a rebalance began: fetched again after it (from the committed
         offset, or the start where nothing was committed: :meth:`perform_seek`), and held by
         no handler meanwhile."""
-        if self._handed:
-            for message in batch:
-                handed = self._handed.get(message.tp)
-                if handed:
-                    handed.discard(message.offset)
+        for message in batch:
+            handed = self._handed.get(message.tp)
+            if handed:
+                handed.discard(message.offset)
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, and those of the topics
