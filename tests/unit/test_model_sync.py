@@ -72,13 +72,17 @@ class Shop:
         self.engine = ScoringEngine(scorer, {})
         self.offset = 0
 
-    def buy(self, customer: str, items: list[str], *, day: float) -> None:
+    def bought(self, customer: str, items: list[str], *, day: float) -> dict[str, Message]:
+        """The deltas of a customer buying ``items`` (EASE counts among them)."""
         for n, item in enumerate(items):
             at = T0 + day * DAY + n * 60.0
             self.engine.process(customer, Activity("purchase", at, item_id=item, amount=5.0))
+        return self.deltas()
 
-    def view(self, customer: str, *, day: float) -> None:
+    def viewed(self, customer: str, *, day: float) -> dict[str, Message]:
+        """The deltas of a customer viewing an item (no EASE counts)."""
         self.engine.process(customer, Activity("view", T0 + day * DAY, item_id="tea"))
+        return self.deltas()
 
     def deltas(self) -> dict[str, Message]:
         """What was learned since the last call, one message per part, by part key."""
@@ -123,8 +127,7 @@ def test_a_delta_is_acknowledged_once_a_version_holding_it_is_published(
     merger: ModelSync, broker: Broker
 ) -> None:
     shop = Shop()
-    shop.view("c1", day=0.0)
-    deltas = shop.deltas()
+    deltas = shop.viewed("c1", day=0.0)
 
     async def scenario() -> None:
         await merger.merge(list(deltas.values()))
@@ -140,10 +143,8 @@ def test_a_version_the_broker_refused_acknowledges_nothing_and_is_published_agai
     merger: ModelSync, broker: Broker
 ) -> None:
     shop = Shop()
-    shop.view("c1", day=0.0)
-    first = shop.deltas()
-    shop.view("c2", day=0.1)
-    second = shop.deltas()
+    first = shop.viewed("c1", day=0.0)
+    second = shop.viewed("c2", day=0.1)
 
     async def scenario() -> None:
         await merger.merge(list(first.values()))
@@ -165,10 +166,8 @@ def test_an_ease_delta_waits_for_the_refit_that_publishes_the_ease_part(
     merger: ModelSync, broker: Broker
 ) -> None:
     shop = Shop()
-    shop.buy("c1", ["tea", "cup"], day=0.0)
-    first = shop.deltas()
-    shop.buy("c2", ["tea", "cup"], day=2.0)  # two days of event time: EASE's refit is due
-    second = shop.deltas()
+    first = shop.bought("c1", ["tea", "cup"], day=0.0)
+    second = shop.bought("c2", ["tea", "cup"], day=2.0)  # two days later: EASE's refit is due
     assert EASE in first and EASE in second
 
     async def scenario() -> None:
@@ -191,12 +190,10 @@ def test_an_ease_delta_held_past_the_hold_is_acknowledged_without_a_refit(
     fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
     monkeypatch.setattr(model_sync, "time", fake_time)
     shop = Shop()
-    shop.buy("c1", ["tea", "cup"], day=0.0)
-    bought = shop.deltas()
+    bought = shop.bought("c1", ["tea", "cup"], day=0.0)
 
     async def publish_a_view(customer: str, at: float) -> list[int]:
-        shop.view(customer, day=0.1)  # learning, but no counts: no refit comes due
-        viewed = shop.deltas()
+        viewed = shop.viewed(customer, day=0.1)  # no counts: no refit comes due
         assert EASE not in viewed
         clock.now = at
         await merger.merge(list(viewed.values()))
@@ -231,14 +228,11 @@ def test_a_repeat_delta_is_acknowledged_with_the_next_version(
     merger: ModelSync, broker: Broker
 ) -> None:
     shop = Shop()
-    shop.buy("c1", ["tea", "cup"], day=0.0)
-    first = shop.deltas()
-    shop.buy("c2", ["tea", "cup"], day=2.0)  # EASE refitted: every count in a published fit
-    second = shop.deltas()
+    first = shop.bought("c1", ["tea", "cup"], day=0.0)
+    second = shop.bought("c2", ["tea", "cup"], day=2.0)  # refitted: every count in a fit
     # Read again (a redelivery): the same records at new offsets, all of them repeats.
     again = {key: shop.message(m.value, key=m.key) for key, m in first.items()}
-    shop.view("c3", day=2.1)
-    fresh = shop.deltas()
+    fresh = shop.viewed("c3", day=2.1)
 
     async def scenario() -> None:
         for deltas in (first, second):
@@ -258,10 +252,8 @@ def test_a_merger_revoked_before_publishing_acknowledges_none_of_its_merged_delt
 ) -> None:
     monkeypatch.setattr(model_sync, "EASE_HOLD_SECONDS", 0.0)  # an EASE delta held goes at once
     shop = Shop()
-    shop.buy("c1", ["tea", "cup"], day=0.0)
-    merged = shop.deltas()
-    shop.view("c2", day=0.1)
-    after = shop.deltas()
+    merged = shop.bought("c1", ["tea", "cup"], day=0.0)
+    after = shop.viewed("c2", day=0.1)
 
     async def scenario() -> None:
         await merger.merge(list(merged.values()))
@@ -282,8 +274,7 @@ def test_a_merger_revoked_while_publishing_acknowledges_nothing(
     merger: ModelSync, broker: Broker
 ) -> None:
     shop = Shop()
-    shop.view("c1", day=0.0)
-    merged = shop.deltas()
+    merged = shop.viewed("c1", day=0.0)
 
     async def scenario() -> None:
         await merger.merge(list(merged.values()))
