@@ -215,10 +215,11 @@ class ModelSync:
             if merged:
                 self._metrics.model_deltas_merged.inc()
             # EASE's counts are in the group's model once a refit publishes the ease part:
-            # acknowledged then, so a merger that dies before reads them again.
-            if delta.key == EASE and merged:
+            # acknowledged then, so a merger that dies before reads them again. A repeat too
+            # whose counts are in a Gram kept over a rebalance (adopted) and in no fit yet.
+            if group.ease_awaits_fit(delta):
                 self._ease_held.append((time.monotonic(), message))
-            else:  # a repeat, or no EASE here: nothing a refit will hold
+            else:  # no EASE counts here, or counts a published fit holds: nothing to wait for
                 self._held.append(message)
             await asyncio.sleep(0)  # one delta record at a time: scoring goes on between
             if self._group is not group:

@@ -163,6 +163,24 @@ class GroupModel:
         self.parts[EASE] = GroupPart(EASE, share, self.version + 1, merged)
         self._dirty[EASE] = merged
 
+    def ease_awaits_fit(self, delta: Delta) -> bool:
+        """Whether the Gram holds ``delta``'s counts (merged now, or before a rebalance that
+        handed this merger its Gram back) and no fit of the models topic does yet: a merger
+        that dies before its next refit loses them unless ``delta`` is read again.
+
+        >>> group = GroupModel(ScorerConfig())
+        >>> delta = Delta(EASE, "w1", 1, EaseCounts.of_purchases([(1, [2])], time=0.0))
+        >>> [group.merge(delta), group.ease_awaits_fit(delta), group.merge(delta)]
+        [True, True, False]
+        >>> group.ease_awaits_fit(delta)  # a repeat: its counts are in the Gram alone still
+        True
+        """
+        if delta.key != EASE or self.ease is None:
+            return False
+        fitted = self.parts.get(EASE)
+        in_fit = fitted is not None and fitted.merged.get(delta.worker, 0) >= delta.seq
+        return self._ease_merged.get(delta.worker, 0) >= delta.seq and not in_fit
+
     def ease_state(self) -> EaseState | None:
         """What this merger's EASE holds that the models topic does not: the Gram, the deltas
         it includes, the last fit and the version of the part it was published in."""

@@ -284,3 +284,24 @@ def test_a_merger_revoked_while_publishing_acknowledges_nothing(
     asyncio.run(scenario())
     assert broker.acked == []
     assert broker.versions() == []
+
+
+def test_an_ease_delta_read_again_by_a_merger_given_its_partition_back_waits_for_the_refit(
+    merger: ModelSync, broker: Broker
+) -> None:
+    """A rebalance that hands the partition back: the merger keeps its Gram, so the EASE
+    delta read again is a repeat whose counts no published fit holds yet."""
+    shop = Shop()
+    bought = shop.bought("c1", ["tea", "cup"], day=0.0)
+    viewed = shop.viewed("c2", day=0.1)
+
+    async def scenario() -> None:
+        await merger.merge(list(bought.values()))
+        merger.on_revoked()
+        merger.on_assigned(True)  # read again from the committed offset:
+        await merger.merge(list(bought.values()) + list(viewed.values()))
+        assert await merger.publish() == 1
+
+    asyncio.run(scenario())
+    assert EASE.encode() not in broker.parts()
+    assert bought[EASE].offset not in broker.acked  # a merger dying now: the next reads it
