@@ -239,6 +239,12 @@ class ModelSync:
                 return None
             if self._unpublished is None:
                 if not group.dirty:
+                    # Only repeats wait in _held here (a merged delta makes the group dirty):
+                    # no version will hold them, so an idle group's commits do not wait for
+                    # some worker's next delta; nor do EASE deltas held over the hour.
+                    held, self._held = self._held, []
+                    for message in held + self._ease_held_too_long():
+                        self._ack(message)
                     return None
                 due = group.lifetime_fit_due()
                 if due is not None:

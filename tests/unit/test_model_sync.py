@@ -305,3 +305,33 @@ def test_an_ease_delta_read_again_by_a_merger_given_its_partition_back_waits_for
     asyncio.run(scenario())
     assert EASE.encode() not in broker.parts()
     assert bought[EASE].offset not in broker.acked  # a merger dying now: the next reads it
+
+
+def test_repeats_and_long_held_ease_deltas_are_acknowledged_when_there_is_nothing_to_publish(
+    merger: ModelSync, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merger that took over re-reads what the last one published; an idle group publishes
+    nothing new, so the partition's commits must not wait for some worker's next delta."""
+    clock = SimpleNamespace(now=0.0)
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
+    monkeypatch.setattr(model_sync, "time", fake_time)
+    shop = Shop()
+    viewed = shop.viewed("c1", day=0.0)
+    again = {key: shop.message(m.value, key=m.key) for key, m in viewed.items()}
+    bought = shop.bought("c2", ["tea", "cup"], day=0.1)
+
+    async def scenario() -> None:
+        await merger.merge(list(viewed.values()))
+        assert await merger.publish() == 1
+        await merger.merge(list(again.values()))  # repeats only: nothing to publish
+        assert await merger.publish() is None
+        assert set(offsets(again)) <= set(broker.acked)
+        await merger.merge([bought[EASE]])  # counts for a refit not due yet
+        assert await merger.publish() is None
+        assert bought[EASE].offset not in broker.acked
+        clock.now = EASE_HOLD_SECONDS
+        assert await merger.publish() is None
+
+    asyncio.run(scenario())
+    assert broker.versions() == [1]
+    assert bought[EASE].offset in broker.acked
