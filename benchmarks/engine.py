@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py [--customers 1500] [--events 15000] [--days 30]
                                 [--batch-sizes 1,64,1000,10000] [--baseline DIR]
+                                [--repeat N]
 
 No Kafka, no Redis: ``online_models.scoring.engine.ScoringEngine`` driving ``CustomerScorer`` with
 every model on (churn, k-means segments and outliers, lifetime, value, sentiment on the text
@@ -39,7 +40,10 @@ With ``--baseline DIR`` (a checkout of an earlier commit, c151a60 or later: ``gi
 add DIR COMMIT``), each batch size is measured first with that checkout's packages over the
 same events (``DIR`` first on the child's PYTHONPATH, this checkout's environment), then
 with this checkout's, so before and after are rows of one run and a change in the machine's
-load hits both alike. Prints a table; writes benchmarks/results/engine.json.
+load hits both alike. With ``--repeat N`` each batch size is measured N times, before and
+after taking turns, and the table shows medians (the ratios: the median of each turn's):
+one run of a batch size moved up to ~20% on a shared machine. Prints a table; writes
+benchmarks/results/engine.json.
 """
 
 from __future__ import annotations
@@ -48,18 +52,17 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -70,114 +73,16 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import online_models  # noqa: E402
-from benchmarks.throughput import commit_of, make_catalogue, make_events  # noqa: E402
-from online_models.customer.activity import DAY, Activity  # noqa: E402
-from online_models.recommend.content import ContentModel  # noqa: E402
+from benchmarks.engine_workload import Event, Stopwatch, Workload  # noqa: E402
+from benchmarks.throughput import commit_of  # noqa: E402
+from online_models.customer.activity import DAY  # noqa: E402
 from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer  # noqa: E402
-from schemas import decode_event  # noqa: E402
-from schemas.items import decode_item  # noqa: E402
-from streams.convert import activity_of  # noqa: E402
 from streams.numeric_threads import one_numeric_thread  # noqa: E402
 
 __all__ = ["Workload", "compare", "measure", "measure_all", "score_batch"]
 
 RESULTS = ROOT / "benchmarks" / "results" / "engine.json"
-START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
-P = ParamSpec("P")
-T = TypeVar("T")
-#: One event as ``ScoringEngine.process`` takes it: customer id, activity, offset, event id.
-Event = tuple[str, Activity, int | None, str | None]
-TEXT_KINDS = frozenset({"feedback", "support_ticket"})
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The events (JSON values, in event-time order) and catalogue records, as produced."""
-
-    events: list[bytes]
-    catalogue: list[tuple[bytes, bytes]]
-
-    @classmethod
-    def simulated(cls, customers: int, events: int, days: float, seed: int) -> Workload:
-        """The throughput benchmark's events over ``days`` from 2025-01-01, its catalogue."""
-        messages = make_events(events, customers, START, START + days * DAY, seed, "e")
-        return cls([value for _, value in messages], make_catalogue())
-
-    def dump(self, path: Path) -> None:
-        document = {
-            "events": [value.decode() for value in self.events],
-            "catalogue": [[key.decode(), value.decode()] for key, value in self.catalogue],
-        }
-        path.write_bytes(orjson.dumps(document))
-
-    @classmethod
-    def load(cls, path: Path) -> Workload:
-        document = orjson.loads(path.read_bytes())
-        catalogue = [(key.encode(), value.encode()) for key, value in document["catalogue"]]
-        return cls([value.encode() for value in document["events"]], catalogue)
-
-    def facts(self) -> dict[str, Any]:
-        """How many customers and events, over how many days of event time."""
-        documents = [orjson.loads(value) for value in self.events]
-        times = [document["timestamp"] for document in documents]
-        return {
-            "events": len(documents),
-            "customers": len({document["customer_id"] for document in documents}),
-            "event_time_days": round((max(times) - min(times)) / DAY, 1) if times else 0.0,
-            "text_events": sum(document["type"] in TEXT_KINDS for document in documents),
-            "catalogue_items": len(self.catalogue),
-        }
-
-    def decoded(self) -> list[Event]:
-        """The events as the engine takes them, decoded as the worker decodes a message."""
-        out = []
-        for offset, value in enumerate(self.events):
-            event = decode_event(value)
-            out.append((event.customer_id, activity_of(event), offset, event.event_id))
-        return out
-
-    def content_model(self) -> ContentModel:
-        """The catalogue read as the worker reads ``CRM_ITEMS_TOPIC``."""
-        catalogue = ContentModel()
-        for key, value in self.catalogue:
-            item = decode_item(key, value)
-            if item is not None:
-                catalogue.upsert(item.item_id, item.model_dump(exclude_none=True))
-        return catalogue
-
-
-class Stopwatch:
-    """CPU seconds per part of the work. A part entered inside another is charged to itself
-    alone: the re-scores an event's ``process`` makes are not the event's time."""
-
-    def __init__(self) -> None:
-        self.seconds: defaultdict[str, float] = defaultdict(float)
-        self.calls: defaultdict[str, int] = defaultdict(int)
-        self._open: list[list[Any]] = []  # [part, started, seconds of the parts inside]
-
-    def start(self, part: str) -> None:
-        self._open.append([part, time.process_time(), 0.0])
-
-    def stop(self) -> None:
-        part, started, inner = self._open.pop()
-        elapsed = time.process_time() - started
-        self.seconds[part] += elapsed - inner
-        self.calls[part] += 1
-        if self._open:
-            self._open[-1][2] += elapsed
-
-    def timed(self, part: str, function: Callable[P, T]) -> Callable[P, T]:
-        """``function``, its calls charged to ``part``."""
-
-        def timed_call(*args: P.args, **kwargs: P.kwargs) -> T:
-            self.start(part)
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.stop()
-
-        return timed_call
 
 
 def score_batch(engine: ScoringEngine, batch: Sequence[Event]) -> tuple[list[Scored], list[Scored]]:
@@ -352,12 +257,17 @@ def compare(
     batch_sizes: Sequence[int],
     rescore_days: int,
     baseline: Path | None = None,
+    repeat: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """This checkout's row of each batch size and, with ``baseline``, that checkout's
     measured just before it, so that a change in the machine's load hits both alike.
 
     Every row is measured in a process of its own: one that measured a batch size before
     measured the next 10-25% slower than a fresh one, with the same code (not explained).
+    With ``repeat``, each batch size is measured that many times, before and after taking
+    turns; a row's rates are the medians of its runs, and the after row's
+    ``after_over_before`` the median of each turn's ratio (a load that comes and goes hits
+    a turn's two runs alike).
     """
     rows: list[dict[str, Any]] = []
     before: list[dict[str, Any]] = []
@@ -365,12 +275,34 @@ def compare(
         path = Path(tmp) / "workload.json"
         workload.dump(path)
         for batch_size in batch_sizes:
-            if baseline is not None:
-                before.append(measure_in_child(baseline, path, batch_size, rescore_days))
-                _print_row(before[-1], "before")
-            rows.append(measure_in_child(ROOT, path, batch_size, rescore_days))
-            _print_row(rows[-1], "after" if baseline is not None else "")
+            befores, afters = [], []
+            for _ in range(repeat):
+                if baseline is not None:
+                    befores.append(measure_in_child(baseline, path, batch_size, rescore_days))
+                    _print_row(befores[-1], "before")
+                afters.append(measure_in_child(ROOT, path, batch_size, rescore_days))
+                _print_row(afters[-1], "after" if baseline is not None else "")
+            rows.append(_median_row(afters))
+            if befores:
+                before.append(_median_row(befores))
+                rows[-1]["after_over_before"] = {
+                    key: statistics.median(
+                        a[key] / b[key] for a, b in zip(afters, befores, strict=True)
+                    )
+                    for key in _RATES
+                    if all(b[key] for b in befores)
+                }
     return rows, before
+
+
+def _median_row(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the runs of a batch size: the first's counts and CPU seconds, each rate the
+    median of the runs' (every run's rates kept under ``runs`` when there are several)."""
+    row = dict(runs[0])
+    if len(runs) > 1:
+        row.update({key: statistics.median(run[key] for run in runs) for key in _RATES})
+        row["runs"] = [{key: run[key] for key in _RATES} for run in runs]
+    return row
 
 
 def _print_row(row: dict[str, Any], label: str) -> None:
@@ -431,8 +363,11 @@ def report(document: dict[str, Any]) -> None:
                           *(f"{row[key]:,.0f}" for key in _RATES))  # fmt: skip
     if "baseline" in document:
         for before, after in zip(document["baseline"]["results"], document["results"], strict=True):
+            ratios = after.get("after_over_before") or {
+                key: after[key] / before[key] for key in _RATES if before[key]
+            }
             table.add_row("after / before", f"{after['batch_size']:,}",
-                          *(f"{after[key] / before[key]:.2f}" if before[key] else "-"
+                          *(f"{ratios[key]:.2f}" if key in ratios else "-"
                             for key in _RATES))  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 150).print(table)
 
@@ -483,6 +418,13 @@ def main() -> None:
         help="a checkout of an earlier commit (git worktree add DIR COMMIT): its packages "
         "score the same events first, so before and after are rows of one run",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each batch size this many times (before and after taking turns) and "
+        "report medians: on a shared machine, 3 or more",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     # A child measuring rows (see compare): the parent's workload in, the rows out.
     parser.add_argument("--workload", type=Path, help=argparse.SUPPRESS)
@@ -515,7 +457,9 @@ def main() -> None:
     document["commit"] = _version(ROOT)
     if args.baseline is not None:
         print(f"before: {args.baseline}, after: this checkout, {code}", flush=True)
-    rows, before = compare(workload, args.batch_sizes, args.rescore_days, args.baseline)
+    rows, before = compare(
+        workload, args.batch_sizes, args.rescore_days, args.baseline, max(1, args.repeat)
+    )
     document["results"] = rows
     if args.baseline is not None:
         source = args.baseline.resolve()
