@@ -31,10 +31,11 @@ an ``Activity``). For each batch size, from a fresh scorer and the same events:
 Each row is measured in a fresh process (one that measured a batch size before measures the
 next slower). Its CPU time is charged to the part of the work it was spent in: scoring
 events, re-scoring due customers (``engine.advance``, wherever it is called from), ranking
-each kind's recommendations at the flush, and the lifetime model's daily refit (done inline
-by a scorer alone; a group of workers does it in the merger's thread), kept apart and out of
-the rates. Events/s is events over the events' scoring and ranking; re-scores/s is
-re-scores over theirs.
+each kind's recommendations at the flush, and the lifetime model's daily refit and the
+k-means segmenter's group proposals (done inline by a scorer alone, every 16 points for the
+proposals; a group of workers does both in the merger, once a day of event time and once per
+version), kept apart and out of the rates. Events/s is events over the events' scoring and
+ranking; re-scores/s is re-scores over theirs.
 
 With ``--baseline DIR`` (a checkout of an earlier commit, c151a60 or later: ``git worktree
 add DIR COMMIT``), each batch size is measured first with that checkout's packages over the
@@ -136,6 +137,12 @@ def measure(
     engine.advance = watch.timed("rescores", advance)  # type: ignore[method-assign]
     lifetime = scorer.lifetime_model
     lifetime.fit = watch.timed("lifetime_refits", lifetime.fit)  # type: ignore[method-assign]
+    # A segmenter alone founds and dissolves group segments itself, every 16 points; a
+    # worker's is shared and leaves that to the merger, once per version of the group model.
+    segmenter = scorer.segmenter
+    if hasattr(segmenter, "_propose_group"):
+        proposals = watch.timed("group_proposals", segmenter._propose_group)
+        segmenter._propose_group = proposals  # type: ignore[method-assign]
     counts: defaultdict[str, int] = defaultdict(int)
     started = time.perf_counter()
     _score_events(engine, events, batch_size, watch, counts)
@@ -225,6 +232,7 @@ def _row(
         "cpu_seconds": {part: round(value, 3) for part, value in sorted(seconds.items())},
         "wall_seconds": {"events_phase": round(event_wall, 3), "idle_phase": round(idle_wall, 3)},
         "lifetime_refits": watch.calls["lifetime_refits"],
+        "group_proposals": watch.calls["group_proposals"],
         "events_per_second": _per_second(events, event_cpu),
         "us_per_event": _us_each(event_cpu, events),
         "rescores_per_second": _per_second(rescores, rescore_cpu),
