@@ -239,8 +239,9 @@ class ModelSync:
                 return None
             if self._unpublished is None:
                 if not group.dirty:
-                    # Only repeats wait in _held here (a merged delta makes the group dirty):
-                    # no version will hold them, so an idle group's commits do not wait for
+                    # Only repeats wait in _held here (a merged delta of any part but EASE
+                    # makes the group dirty; merged EASE counts wait in _ease_held): no
+                    # version will hold them, so an idle group's commits do not wait for
                     # some worker's next delta; nor do EASE deltas held over the hour.
                     held, self._held = self._held, []
                     for message in held + self._ease_held_too_long():

@@ -156,8 +156,10 @@ def test_today_s_merger_merges_the_previous_release_s_deltas_into_a_version(upgr
     assert merged and all(merged)  # each old worker's delta counts, once
     assert {d.worker for d in upgraded.deltas} == {"worker-0", "worker-1"}
     assert version == upgraded.manifest.version + 1
-    # EASE's counts (0.4.0 on) wait in the new merger's Gram for its first refit, a day of
-    # event time away: no ease part yet, and the deltas stay unacknowledged until one.
+    # EASE's counts (0.4.0 on) wait in the new merger's Gram for its first refit (a day of
+    # event time away, and a takeover's Gram must first hold the last fit's pairs or span
+    # EASE_TAKEOVER_DAYS): no ease part yet; the worker acknowledges them at that refit or
+    # after EASE_HOLD_SECONDS (streams/model_sync.py).
     assert {part.key for part in parts} == {delta.key for delta in upgraded.deltas} - {EASE}
     assert all(merger.ease_awaits_fit(delta) for delta in upgraded.deltas if delta.key == EASE)
     assert upgraded.sync.version == version
