@@ -37,10 +37,10 @@ class Broker:
         self.published: list[tuple[bytes, bytes]] = []
         self.acked: list[int] = []  # offsets on the updates topic
         self.down = False
-        self.while_sending: Callable[[], None] = lambda: None
+        self.while_sending: Callable[[bytes], None] = lambda key: None
 
     async def send(self, topic: str, key: bytes, value: bytes) -> int:
-        self.while_sending()
+        self.while_sending(key)
         if self.down:
             msg = "the broker did not answer"
             raise ConnectionError(msg)
@@ -278,7 +278,7 @@ def test_a_merger_revoked_while_publishing_acknowledges_nothing(
 
     async def scenario() -> None:
         await merger.merge(list(merged.values()))
-        broker.while_sending = merger.on_revoked  # the rebalance lands while the broker writes
+        broker.while_sending = lambda key: merger.on_revoked()  # lands while the broker writes
         assert await merger.publish() is None
 
     asyncio.run(scenario())
@@ -335,3 +335,25 @@ def test_repeats_and_long_held_ease_deltas_are_acknowledged_when_there_is_nothin
     asyncio.run(scenario())
     assert broker.versions() == [1]
     assert bought[EASE].offset in broker.acked
+
+
+def test_a_merger_revoked_while_sending_the_manifest_acknowledges_nothing(
+    merger: ModelSync, broker: Broker
+) -> None:
+    """The version lands (every part and its manifest), but the partition went meanwhile:
+    its next owner reads the deltas again and finds them repeats."""
+    shop = Shop()
+    merged = shop.viewed("c1", day=0.0)
+
+    def revoke_at_the_manifest(key: bytes) -> None:
+        if key == MANIFEST_KEY:
+            merger.on_revoked()
+
+    async def scenario() -> None:
+        await merger.merge(list(merged.values()))
+        broker.while_sending = revoke_at_the_manifest
+        assert await merger.publish() is None
+
+    asyncio.run(scenario())
+    assert broker.versions() == [1]
+    assert broker.acked == []
