@@ -109,6 +109,15 @@ def broker() -> Broker:
 
 
 @pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The merger's monotonic clock, set by the test (``clock.now``); asyncio keeps its own."""
+    clock = SimpleNamespace(now=0.0)
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
+    monkeypatch.setattr(model_sync, "time", fake_time)
+    return clock
+
+
+@pytest.fixture
 def merger(broker: Broker) -> ModelSync:
     """A worker given the updates partition, whose feed read the models topic (empty)."""
     metrics = ScorerMetrics(CollectorRegistry())
@@ -184,11 +193,8 @@ def test_an_ease_delta_waits_for_the_refit_that_publishes_the_ease_part(
 
 
 def test_an_ease_delta_held_past_the_hold_is_acknowledged_without_a_refit(
-    merger: ModelSync, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    merger: ModelSync, broker: Broker, clock: SimpleNamespace
 ) -> None:
-    clock = SimpleNamespace(now=0.0)
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
-    monkeypatch.setattr(model_sync, "time", fake_time)
     shop = Shop()
     bought = shop.bought("c1", ["tea", "cup"], day=0.0)
 
@@ -270,20 +276,31 @@ def test_a_merger_revoked_before_publishing_acknowledges_none_of_its_merged_delt
     assert sorted(broker.acked) == offsets(after)
 
 
+@pytest.mark.parametrize(
+    ("revoked_at", "versions"),
+    [
+        (None, []),  # at the first part: the merger stops writing at once
+        (MANIFEST_KEY, [1]),  # at the manifest: the version lands, its deltas read again later
+    ],
+)
 def test_a_merger_revoked_while_publishing_acknowledges_nothing(
-    merger: ModelSync, broker: Broker
+    merger: ModelSync, broker: Broker, revoked_at: bytes | None, versions: list[int]
 ) -> None:
     shop = Shop()
     merged = shop.viewed("c1", day=0.0)
 
+    def revoke(key: bytes) -> None:  # the rebalance lands while the broker writes
+        if revoked_at in (None, key):
+            merger.on_revoked()
+
     async def scenario() -> None:
         await merger.merge(list(merged.values()))
-        broker.while_sending = lambda key: merger.on_revoked()  # lands while the broker writes
+        broker.while_sending = revoke
         assert await merger.publish() is None
 
     asyncio.run(scenario())
     assert broker.acked == []
-    assert broker.versions() == []
+    assert broker.versions() == versions
 
 
 def test_an_ease_delta_read_again_by_a_merger_given_its_partition_back_waits_for_the_refit(
@@ -308,13 +325,10 @@ def test_an_ease_delta_read_again_by_a_merger_given_its_partition_back_waits_for
 
 
 def test_repeats_and_long_held_ease_deltas_are_acknowledged_when_there_is_nothing_to_publish(
-    merger: ModelSync, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    merger: ModelSync, broker: Broker, clock: SimpleNamespace
 ) -> None:
     """A merger that took over re-reads what the last one published; an idle group publishes
     nothing new, so the partition's commits must not wait for some worker's next delta."""
-    clock = SimpleNamespace(now=0.0)
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
-    monkeypatch.setattr(model_sync, "time", fake_time)
     shop = Shop()
     viewed = shop.viewed("c1", day=0.0)
     again = {key: shop.message(m.value, key=m.key) for key, m in viewed.items()}
@@ -335,25 +349,3 @@ def test_repeats_and_long_held_ease_deltas_are_acknowledged_when_there_is_nothin
     asyncio.run(scenario())
     assert broker.versions() == [1]
     assert bought[EASE].offset in broker.acked
-
-
-def test_a_merger_revoked_while_sending_the_manifest_acknowledges_nothing(
-    merger: ModelSync, broker: Broker
-) -> None:
-    """The version lands (every part and its manifest), but the partition went meanwhile:
-    its next owner reads the deltas again and finds them repeats."""
-    shop = Shop()
-    merged = shop.viewed("c1", day=0.0)
-
-    def revoke_at_the_manifest(key: bytes) -> None:
-        if key == MANIFEST_KEY:
-            merger.on_revoked()
-
-    async def scenario() -> None:
-        await merger.merge(list(merged.values()))
-        broker.while_sending = revoke_at_the_manifest
-        assert await merger.publish() is None
-
-    asyncio.run(scenario())
-    assert broker.versions() == [1]
-    assert broker.acked == []
