@@ -128,10 +128,14 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         for tp in partitions:
             self._handed.pop(tp, None)
 
-    def ack(self, message: Message) -> bool:
+    def _release(self, message: Message) -> None:
+        """``message`` is no longer held by a handler (acknowledged, or dropped)."""
         offsets = self._handed.get(message.tp)
         if offsets:
             offsets.discard(message.offset)
+
+    def ack(self, message: Message) -> bool:
+        self._release(message)
         return super().ack(message)
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -160,9 +164,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         offset, or the start where nothing was committed: :meth:`perform_seek`), and held by
         no handler meanwhile."""
         for message in batch:
-            handed = self._handed.get(message.tp)
-            if handed:
-                handed.discard(message.offset)
+            self._release(message)
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, and those of the topics
