@@ -2,12 +2,14 @@
 
     python benchmarks/engine.py [--customers 1500] [--events 15000] [--days 30]
                                 [--batch-sizes 1,64,1000,10000] [--baseline DIR]
-                                [--repeat N]
+                                [--repeat N] [--catalogue-items 5000]
 
 No Kafka, no Redis: ``online_models.scoring.engine.ScoringEngine`` driving ``CustomerScorer`` with
 every model on (churn, k-means segments and outliers, lifetime, value, sentiment on the text
 events, the recommender with a catalogue of 5,000 items through its content model, alerts),
 in this process, on one core (numpy's BLAS pinned to one thread, as the worker pins it).
+``--catalogue-items 0`` scores the same events with no catalogue: two runs, with and without,
+show what the catalogue costs the core.
 
 The workload is the throughput benchmark's (``benchmarks/throughput.py``: ``make_events`` and
 ``make_catalogue``): ``--events`` events of every type from ``--customers`` customers (a tenth
@@ -75,7 +77,7 @@ if str(ROOT) not in sys.path:
 
 import online_models  # noqa: E402
 from benchmarks.engine_workload import Event, Stopwatch, Workload  # noqa: E402
-from benchmarks.throughput import commit_of  # noqa: E402
+from benchmarks.throughput import ITEMS, commit_of  # noqa: E402
 from online_models.customer.activity import DAY  # noqa: E402
 from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer  # noqa: E402
@@ -130,7 +132,8 @@ def measure(
 ) -> dict[str, Any]:
     """One batch size, from a fresh scorer: the events, then ``rescore_days`` of re-scores."""
     scorer = CustomerScorer()
-    scorer.use_catalogue(workload.content_model())
+    if workload.catalogue:
+        scorer.use_catalogue(workload.content_model())
     engine = ScoringEngine(scorer, {})
     watch = Stopwatch()
     advance = engine.advance  # the idle days call it directly, charged to their own part
@@ -435,6 +438,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--catalogue-items",
+        type=int,
+        default=ITEMS,
+        help="items in the catalogue the content model reads (the throughput benchmark's); "
+        "0: no catalogue, to measure what the catalogue costs",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a checkout of an earlier commit (git worktree add DIR COMMIT): its packages "
@@ -458,7 +468,9 @@ def main() -> None:
         args.result.write_text(json.dumps({"code": code, "results": rows}))
         return
 
-    workload = Workload.simulated(args.customers, args.events, args.days, args.seed)
+    workload = Workload.simulated(
+        args.customers, args.events, args.days, args.seed, max(0, args.catalogue_items)
+    )
     document: dict[str, Any] = {
         "benchmark": "engine",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

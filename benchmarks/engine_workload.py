@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
-from benchmarks.throughput import make_catalogue, make_events
+from benchmarks.throughput import ITEMS, make_catalogue, make_events
 from online_models.customer.activity import DAY, Activity
 from online_models.recommend.content import ContentModel
 from schemas import decode_event
@@ -38,10 +38,13 @@ class Workload:
     catalogue: list[tuple[bytes, bytes]]
 
     @classmethod
-    def simulated(cls, customers: int, events: int, days: float, seed: int) -> Workload:
-        """The throughput benchmark's events over ``days`` from 2025-01-01, its catalogue."""
+    def simulated(
+        cls, customers: int, events: int, days: float, seed: int, items: int = ITEMS
+    ) -> Workload:
+        """The throughput benchmark's events over ``days`` from 2025-01-01, its catalogue of
+        ``items`` items (none: 0)."""
         messages = make_events(events, customers, START, START + days * DAY, seed, "e")
-        return cls([value for _, value in messages], make_catalogue())
+        return cls([value for _, value in messages], make_catalogue(items) if items else [])
 
     def dump(self, path: Path) -> None:
         document = {
