@@ -101,13 +101,16 @@ class ContentView:
         return self.features is not None
 
     def cosines(self, profiles: np.ndarray) -> np.ndarray:
-        """Each profile's (a unit vector per row) cosine with each item."""
+        """Each profile's (a unit vector per row) cosine with each item (profiles x items;
+        column-major when factored)."""
         if self.features is None or self.directions is None:
             assert self.vectors is not None
             dense: np.ndarray = profiles @ self.vectors.T
             return dense
         by_feature = self.directions @ profiles.T  # features x profiles
-        return np.ascontiguousarray((self.features @ by_feature).T, dtype=np.float32)
+        # Items x profiles, read as profiles x items (column-major): a copy to row-major
+        # order would cost as much as the product.
+        return np.asarray(self.features @ by_feature, dtype=np.float32).T
 
 
 class ContentModel:
@@ -150,6 +153,7 @@ class ContentModel:
         self._document_frequency: list[int] = []
         self._directions = np.zeros((0, dimensions), dtype=np.float32)
         self._vectors: dict[str, np.ndarray] | None = None  # built on demand, dropped on change
+        self._dense = np.zeros((0, dimensions), dtype=np.float32)  # the same, a row per item
         # Built with the vectors: each item's row of the normalised sparse feature matrix.
         self._factored: tuple[dict[str, int], sparse.csr_matrix] = ({}, sparse.csr_matrix((0, 0)))
         #: Bumped by every change: views built from the catalogue compare it.
@@ -230,16 +234,30 @@ class ContentModel:
         return out
 
     def profiles(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """Each customer's content profile: the normalised mean vector of their items."""
-        built = self._built()
-        out = np.zeros((len(histories), self.dimensions), dtype=np.float32)
-        for row, history in enumerate(histories):
-            found = [built[item] for item in dict.fromkeys(history) if item in built]
-            if found:
-                mean = np.mean(found, axis=0)
-                norm = float(np.linalg.norm(mean))
-                if norm > 0:
-                    out[row] = mean / norm
+        """Each customer's content profile: the normalised mean vector of their items.
+
+        The mean's direction is the sum's: one sparse product of the customers' items
+        (each once) with every item's vector, then each row normalised.
+        """
+        self._built()
+        rows_of, dense = self._factored[0], self._dense
+        rows: list[int] = []
+        ends = [0]
+        for history in histories:
+            for item in dict.fromkeys(history):
+                row = rows_of.get(item)
+                if row is not None:
+                    rows.append(row)
+            ends.append(len(rows))
+        if not rows:
+            return np.zeros((len(histories), self.dimensions), dtype=np.float32)
+        owned = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), rows, ends),
+            shape=(len(histories), len(dense)),
+        )
+        out = np.asarray(owned @ dense, dtype=np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
         return out
 
     def scores(self, histories: Sequence[Sequence[str]], items: Sequence[str]) -> np.ndarray:
@@ -331,6 +349,7 @@ class ContentModel:
         norms = np.linalg.norm(dense, axis=1, keepdims=True)
         np.divide(dense, norms, out=dense, where=norms > 0)
         self._vectors = dict(zip(ids, dense, strict=True))
+        self._dense = dense
         # The same unit vectors, factored: each row's feature weights over its vector's norm,
         # times the features' directions.
         scale = np.divide(1.0, norms[:, 0], out=np.zeros(len(ids)), where=norms[:, 0] > 0)

@@ -244,3 +244,22 @@ def test_a_factored_view_scores_what_the_dense_vectors_score() -> None:
     factored = view.cosines(content.profiles(histories))
     assert np.allclose(factored, dense, atol=1e-5)
     assert (factored[:, 0] == 0).all()
+
+
+def test_a_profile_is_the_normalised_mean_of_the_customers_items_each_counted_once() -> None:
+    """A customer's profile is the direction of their items' mean vector: an item bought
+    twice counts once, an item the catalogue does not hold not at all, and a customer with
+    none of its items has a profile of zeros (cosine 0 with everything)."""
+    content = ContentModel(dimensions=32)
+    for n in range(50):
+        content.upsert(f"sku-{n}", {"name": f"blue vase {n % 4}", "category": f"home/{n % 3}"})
+    histories = [["sku-1", "sku-7", "sku-1", "gone"], ["sku-9"], ["gone"], []]
+
+    profiles = content.profiles(histories)
+
+    vectors = content.vectors(["sku-1", "sku-7", "sku-9"])
+    mean = vectors[:2].mean(axis=0)
+    assert np.allclose(profiles[0], mean / np.linalg.norm(mean), atol=1e-6)
+    assert np.allclose(profiles[1], vectors[2], atol=1e-6)
+    assert not profiles[2:].any()
+    assert profiles.dtype == np.float32
