@@ -65,8 +65,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from batch_recommenders import batch_lists  # noqa: E402
-from segments_quality import evaluate_segments, inertia, show_segments  # noqa: E402
 
+from benchmarks.segments_quality import evaluate_segments, inertia  # noqa: E402
+from benchmarks.segments_report import show_segments  # noqa: E402
 from online_models.evaluation.baselines import (  # noqa: E402
     bgnbd_gamma_gamma,
     item_item_lists,

@@ -3,36 +3,24 @@ DBSCAN's knee."""
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+from benchmarks.segment_outliers import fence_sweep, loners_report
+from benchmarks.segments_quality import knee_eps, segment_stability
+from benchmarks.segments_report import show_fence_sweep
+from benchmarks.unusual_customers import Basket, Loners, Resellers, typical_basket
 from online_models.customer.activity import DAY
 from online_models.scoring.scorer import CustomerScore
 from schemas.events import AnyEvent, PurchaseEvent, ViewEvent, validate_event
 from streams.commands.backtest import Backtest, BacktestRow
 from streams.commands.transactions import LoadedEvent
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from segments_quality import (
-    Basket,
-    Loners,
-    Resellers,
-    fence_sweep,
-    knee_eps,
-    loners_report,
-    segment_stability,
-    show_fence_sweep,
-    typical_basket,
-)
 
 CUTOFF = datetime(2011, 9, 9, tzinfo=UTC)
 
