@@ -66,9 +66,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 ROOT = Path(__file__).resolve().parents[1]
 # Appended, not prepended: a --baseline child finds the other checkout's packages first on
 # its PYTHONPATH; everywhere else this checkout's are the only ones.
@@ -76,6 +73,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import online_models  # noqa: E402
+from benchmarks.engine_report import RATES, print_row, report  # noqa: E402
 from benchmarks.engine_workload import Event, Stopwatch, Workload  # noqa: E402
 from benchmarks.throughput import ITEMS, commit_of  # noqa: E402
 from online_models.customer.activity import DAY  # noqa: E402
@@ -290,9 +288,9 @@ def compare(
             for _ in range(repeat):
                 if baseline is not None:
                     befores.append(measure_in_child(baseline, path, batch_size, rescore_days))
-                    _print_row(befores[-1], "before")
+                    print_row(befores[-1], "before")
                 afters.append(measure_in_child(ROOT, path, batch_size, rescore_days))
-                _print_row(afters[-1], "after" if baseline is not None else "")
+                print_row(afters[-1], "after" if baseline is not None else "")
             rows.append(_median_row(afters))
             if befores:
                 before.append(_median_row(befores))
@@ -301,7 +299,7 @@ def compare(
                     key: statistics.median(
                         a[key] / b[key] for a, b in zip(afters, befores, strict=True)
                     )
-                    for key in _RATES
+                    for key in RATES
                     if all(b[key] for b in befores)
                 }
     return rows, before
@@ -325,19 +323,9 @@ def _median_row(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     median of the runs' (every run's rates kept under ``runs`` when there are several)."""
     row = dict(runs[0])
     if len(runs) > 1:
-        row.update({key: statistics.median(run[key] for run in runs) for key in _RATES})
-        row["runs"] = [{key: run[key] for key in _RATES} for run in runs]
+        row.update({key: statistics.median(run[key] for run in runs) for key in RATES})
+        row["runs"] = [{key: run[key] for key in RATES} for run in runs]
     return row
-
-
-def _print_row(row: dict[str, Any], label: str) -> None:
-    print(
-        f"{label:6s} batch {row['batch_size']:>6,}: {row['events_per_second']:6,.0f} events/s "
-        f"({row['us_per_event']:,.0f} us), {row['rescores_per_second']:6,.0f} re-scores/s "
-        f"({row['us_per_rescore']:,.0f} us), idle days {row['idle_rescores_per_second']:6,.0f}"
-        f" re-scores/s ({row['us_per_idle_rescore']:,.0f} us)",
-        flush=True,
-    )
 
 
 def measure_in_child(
@@ -375,48 +363,6 @@ def _version(checkout: Path) -> str:
         check=True,
     ).stdout.strip()
     return commit_of(checkout) + (" + changes" if changed else "")
-
-
-def report(document: dict[str, Any]) -> None:
-    table = Table(title="The scoring core alone, one core, CPU time per kind of score")
-    for column in _COLUMNS:
-        table.add_column(column, justify="left" if column == "code" else "right")
-    runs = [document.get("baseline"), {"commit": document["commit"], **document}]
-    for run in (run for run in runs if run is not None):
-        for row in run["results"]:
-            table.add_row(run["commit"], f"{row['batch_size']:,}",
-                          *(f"{row[key]:,.0f}" for key in _RATES))  # fmt: skip
-    if "baseline" in document:
-        for before, after in zip(document["baseline"]["results"], document["results"], strict=True):
-            ratios = after.get("after_over_before") or {
-                key: after[key] / before[key] for key in _RATES if before[key]
-            }
-            table.add_row("after / before", f"{after['batch_size']:,}",
-                          *(f"{ratios[key]:.2f}" if key in ratios else "-"
-                            for key in _RATES))  # fmt: skip
-    Console(width=None if sys.stdout.isatty() else 150).print(table)
-
-
-_COLUMNS = (
-    "code",
-    "batch",
-    "events/s",
-    "us/event",
-    "re-scores/s",
-    "us/re-score",
-    "idle days: re-scores/s",
-    "us/idle re-score",
-    "events/s, re-scores too",
-)
-_RATES = (
-    "events_per_second",
-    "us_per_event",
-    "rescores_per_second",
-    "us_per_rescore",
-    "idle_rescores_per_second",
-    "us_per_idle_rescore",
-    "events_per_second_with_rescores",
-)
 
 
 def _batch_sizes(text: str) -> list[int]:
