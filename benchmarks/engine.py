@@ -414,8 +414,10 @@ def main() -> None:
         args.result.write_text(json.dumps({"code": code, "results": rows}))
         return
 
+    if args.catalogue_items < 0:
+        parser.error(f"--catalogue-items must be 0 or more, got {args.catalogue_items}")
     workload = Workload.simulated(
-        args.customers, args.events, args.days, args.seed, max(0, args.catalogue_items)
+        args.customers, args.events, args.days, args.seed, args.catalogue_items
     )
     document: dict[str, Any] = {
         "benchmark": "engine",

@@ -263,3 +263,26 @@ def test_a_profile_is_the_normalised_mean_of_the_customers_items_each_counted_on
     assert np.allclose(profiles[1], vectors[2], atol=1e-6)
     assert not profiles[2:].any()
     assert profiles.dtype == np.float32
+
+
+def test_a_profile_follows_the_catalogue_as_it_changes() -> None:
+    """An unavailable item still says what the customer likes; an item without features adds
+    nothing; a changed item's new vector is used at once, a removed item's no more."""
+    content = ContentModel(dimensions=32)
+    content.upsert("mug", {"name": "blue mug", "category": "kitchen"})
+    content.upsert("lamp", {"name": "red lamp", "category": "lighting"})
+    content.upsert("blank", {})
+    mug = content.profiles([["mug"]])[0]
+    assert np.allclose(content.profiles([["mug", "blank"]])[0], mug, atol=1e-6)
+
+    content.upsert("mug", {"name": "blue mug", "category": "kitchen", "available": False})
+    assert np.allclose(content.profiles([["mug"]])[0], mug, atol=1e-6)
+
+    content.upsert("mug", {"name": "green bowl", "category": "garden"})
+    bowl = content.profiles([["mug"]])[0]
+    assert np.allclose(bowl, content.vectors(["mug"])[0], atol=1e-6)
+    assert not np.allclose(bowl, mug, atol=1e-3)
+
+    content.remove("mug")
+    assert not content.profiles([["mug"]]).any()
+    assert np.allclose(content.profiles([["mug", "lamp"]])[0], content.vectors(["lamp"])[0])
