@@ -30,15 +30,15 @@ from kafka import KafkaConsumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import (  # noqa: E402
-    _wait,
+from benchmarks.throughput_workload import make_events  # noqa: E402
+from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
     create_topic,
     handled,
     histogram_quantiles,
-    make_events,
     produce,
     settled,
+    wait_until,
 )
 from streams.commands.demo import WorkerProcess, read_metrics  # noqa: E402
 from streams.commands.local_services import LocalBroker, LocalRedis  # noqa: E402
@@ -100,9 +100,9 @@ def measure(
     worker = WorkerProcess(env, log)
     worker.start()
     try:
-        _wait(lambda: handled(worker) > 0, args.timeout, "the first event", log)
+        wait_until(lambda: handled(worker) > 0, args.timeout, "the first event", log)
         first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
-        _wait(lambda: settled(worker, len(events)), args.timeout, "every event", log)
+        wait_until(lambda: settled(worker, len(events)), args.timeout, "every event", log)
         seconds = time.time() - first
         metrics = read_metrics(worker.port)
         rate = args.latency_rate or len(events) / seconds / 2
@@ -110,7 +110,7 @@ def measure(
         steady = make_events(count, args.customers, time.time(), time.time(), 2, "lat")
         produce(broker.bootstrap, topic, steady, rate=rate)
         total = len(events) + count
-        _wait(lambda: settled(worker, total), args.timeout, "the steady events", log)
+        wait_until(lambda: settled(worker, total), args.timeout, "the steady events", log)
         latency = histogram_quantiles(metrics, read_metrics(worker.port))
     finally:
         worker.stop()

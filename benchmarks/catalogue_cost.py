@@ -39,12 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import (  # noqa: E402
+from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
     commit_of,
     create_topic,
-    make_catalogue,
-    make_events,
     measure_first_pass,
     produce,
 )

@@ -11,12 +11,12 @@ in this process, on one core (numpy's BLAS pinned to one thread, as the worker p
 ``--catalogue-items 0`` scores the same events with no catalogue: two runs, with and without,
 show what the catalogue costs the core.
 
-The workload is the throughput benchmark's (``benchmarks/throughput.py``: ``make_events`` and
-``make_catalogue``): ``--events`` events of every type from ``--customers`` customers (a tenth
-of them send a third of the events) spread evenly over ``--days`` of event time, so most
-customers are silent on most days and are re-scored daily as the watermark passes their
-deadlines, as in production. Events are decoded before the clock starts (the core's input is
-an ``Activity``). For each batch size, from a fresh scorer and the same events:
+The workload is the throughput benchmark's (``benchmarks/throughput_workload.py``:
+``make_events`` and ``make_catalogue``): ``--events`` events of every type from ``--customers``
+customers (a tenth of them send a third of the events) spread evenly over ``--days`` of event
+time, so most customers are silent on most days and are re-scored daily as the watermark passes
+their deadlines, as in production. Events are decoded before the clock starts (the core's input
+is an ``Activity``). For each batch size, from a fresh scorer and the same events:
 
 1. **Events.** The events go through the engine a batch at a time, on one shard, shaped like
    one fetch of the worker (``streams/app.py``, ``handle_batch``, and ``streams/batch_loop.py``):
@@ -75,7 +75,8 @@ if str(ROOT) not in sys.path:
 import online_models  # noqa: E402
 from benchmarks.engine_report import RATES, print_row, report  # noqa: E402
 from benchmarks.engine_workload import Event, Stopwatch, Workload  # noqa: E402
-from benchmarks.throughput import ITEMS, commit_of  # noqa: E402
+from benchmarks.throughput_workload import ITEMS  # noqa: E402
+from benchmarks.worker_harness import commit_of  # noqa: E402
 from online_models.customer.activity import DAY  # noqa: E402
 from online_models.scoring.engine import Scored, ScoringEngine  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
-from benchmarks.throughput import ITEMS, make_catalogue, make_events
+from benchmarks.throughput_workload import ITEMS, make_catalogue, make_events
 from online_models.customer.activity import DAY, Activity
 from online_models.recommend.content import ContentModel
 from schemas import decode_event

@@ -35,20 +35,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import (  # noqa: E402
-    _wait,
+from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
     commit_of,
     create_topic,
     handled,
-    make_catalogue,
-    make_events,
     produce,
+    wait_until,
     worker_pid,
 )
-
 from streams.commands.demo import WorkerProcess, read_metrics  # noqa: E402
 from streams.commands.local_services import LocalBroker, LocalRedis  # noqa: E402
 
@@ -131,7 +128,7 @@ def profile(
     worker = WorkerProcess(env, log)
     worker.start()
     try:
-        _wait(lambda: handled(worker) > 0, timeout, f"{label}'s first event", log)
+        wait_until(lambda: handled(worker) > 0, timeout, f"{label}'s first event", log)
         raw = work / f"{label}.txt"
         before = read_metrics(worker.port)
         started = time.monotonic()

@@ -23,6 +23,8 @@ With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree ad
 that commit's worker first scores the same events the same way, so the cost of what changed
 since is a ratio of two rows of one run, not of two runs on a noisy machine.
 Prints a table and writes benchmarks/results/throughput.json.
+The events and the catalogue are ``benchmarks/throughput_workload.py``'s; starting, feeding
+and timing a worker is ``benchmarks/worker_harness.py``'s.
 """
 
 from __future__ import annotations
@@ -31,122 +33,37 @@ import argparse
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
-from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.worker_harness import (  # noqa: E402
+    bench_worker_env,
+    create_topic,
+    handled,
+    histogram_quantiles,
+    measure_first_pass,
+    produce,
+    rss_bytes,
+    send_and_settle,
+    settled,
+    wait_until,
+    worker_pid,
+)
 from streams.commands.demo import WorkerProcess, read_metrics  # noqa: E402
-from streams.commands.local_services import LocalBroker, LocalRedis, free_port  # noqa: E402
+from streams.commands.local_services import LocalBroker, LocalRedis  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
 CONSUMERS = ROOT / "benchmarks" / "throughput_consumers.py"
-KINDS = (
-    ("view", 40),
-    ("purchase", 28),
-    ("cart_add", 15),
-    ("feedback", 5),
-    ("support_ticket", 5),
-    ("return", 4),
-    ("subscription_cancel", 1),
-)
-TEXTS = ("great service", "slow delivery, again", "love it", "broken on arrival", "ok")
-ITEMS = 5_000
-_COLOURS = ("red", "blue", "green", "white", "black", "pink", "grey", "gold", "silver", "ivory")
-_NOUNS = ("lamp", "mug", "candle", "frame", "cushion", "bag", "vase", "clock", "tray", "jar")
-_NOUNS += ("bowl", "box", "card", "set", "light", "sign", "tin", "plate", "holder", "bottle")
-
-
-def make_catalogue(items: int = ITEMS) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` records of ``CRM_ITEMS_TOPIC`` for the events' items ``sku-N``."""
-    rng = random.Random("catalogue")
-    records = []
-    for n in range(items):
-        noun = rng.choice(_NOUNS)
-        item = {
-            "item_id": f"sku-{n}",
-            "name": f"{rng.choice(_COLOURS)} {rng.choice(_COLOURS)} {noun} {rng.randrange(99)}",
-            "category": f"home/{noun}s",
-            "price": round(rng.lognormvariate(2.0, 0.8), 2),
-        }
-        records.append((item["item_id"].encode(), orjson.dumps(item)))
-    return records
-
-
-def make_events(
-    n: int, customers: int, start: float, end: float, seed: int, tag: str, prefix: str = "c"
-) -> list:
-    """``(key, value)`` messages: every event type, customers and items with skewed activity."""
-    rng = random.Random(seed)
-    kinds, weights = zip(*KINDS, strict=True)
-    out = []
-    step = (end - start) / n
-    for i in range(n):
-        # Every customer appears; a tenth of them send a third of the events.
-        hot = rng.random() < 0.33
-        customer = f"{prefix}{rng.randrange(customers // 10 if hot else customers)}"
-        kind = rng.choices(kinds, weights)[0]
-        event: dict[str, Any] = {
-            "event_id": f"{tag}-{i}",
-            "customer_id": customer,
-            "type": kind,
-            "timestamp": start + i * step,
-        }
-        item = f"sku-{int(rng.paretovariate(1.1) * 3) % ITEMS}"
-        if kind in {"purchase", "return"}:
-            event.update(item_id=item, amount=round(rng.uniform(2, 150), 2), quantity=1)
-        elif kind in {"view", "cart_add"}:
-            event["item_id"] = item
-        elif kind in {"feedback", "support_ticket"}:
-            event["text"] = rng.choice(TEXTS)
-            if kind == "feedback":
-                event["rating"] = rng.randint(1, 5)
-        out.append((customer.encode(), orjson.dumps(event)))
-    return out
-
-
-def produce(bootstrap: str, topic: str, messages: list, rate: float | None = None) -> float:
-    """Send ``messages`` (at ``rate`` per second when given); returns the seconds it took."""
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024, acks=1
-    )
-    started = time.perf_counter()
-    for n, (key, value) in enumerate(messages):
-        if rate is not None:
-            ahead = started + n / rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-            value = _restamped(value)
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-    return time.perf_counter() - started
-
-
-def _restamped(value: bytes) -> bytes:
-    event = orjson.loads(value)
-    event["timestamp"] = time.time()
-    return orjson.dumps(event)
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
 
 
 def run_reference(kind: str, env: dict[str, str], work: Path, timeout: float) -> dict[str, float]:
@@ -170,7 +87,7 @@ def run_reference(kind: str, env: dict[str, str], work: Path, timeout: float) ->
         return result.exists()
 
     try:
-        _wait(finished, timeout, f"({kind}) to finish", work / f"{kind}.log")
+        wait_until(finished, timeout, f"({kind}) to finish", work / f"{kind}.log")
     finally:
         process.terminate()
         try:
@@ -180,71 +97,6 @@ def run_reference(kind: str, env: dict[str, str], work: Path, timeout: float) ->
     timing = orjson.loads(result.read_bytes())
     seconds = timing["last"] - timing["first"]
     return {"seconds": seconds, "events_per_second": timing["events"] / seconds}
-
-
-def _wait(
-    condition: Callable[[], bool], timeout: float, what: str, log: Path, every: float = 0.25
-) -> None:
-    """Poll ``condition`` every ``every`` seconds: a /metrics scrape costs the worker CPU, so
-    polls during a measurement are few (the timing error is at most ``every``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise SystemExit(f"timed out waiting for {what}\n{tail}")
-        time.sleep(every)
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def worker_pid(worker: WorkerProcess) -> int:
-    process = worker._process  # the harness owns the child it started
-    assert process is not None
-    return process.pid
-
-
-def handled(worker: WorkerProcess) -> float:
-    return read_metrics(worker.port).get("crm_scorer_events_total", 0.0)
-
-
-def settled(worker: WorkerProcess, total: int) -> bool:
-    metrics = read_metrics(worker.port)
-    return (
-        metrics.get("crm_scorer_events_total", 0.0) >= total
-        and metrics.get("crm_scorer_redis_pending_scores", 1.0) == 0
-    )
-
-
-def histogram_quantiles(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """p50/p95/p99 (seconds) of the observations between two scrapes, interpolated in buckets."""
-    name = "crm_scorer_event_to_redis_seconds_bucket"
-    bounds = []
-    for key, value in after.items():
-        if key.startswith(name + "{le="):
-            le = key[len(name) + 4 : -1]
-            bound = float("inf") if le == "+Inf" else float(le)
-            bounds.append((bound, value - before.get(key, 0.0)))
-    bounds.sort()
-    total = bounds[-1][1] if bounds else 0.0
-    quantiles = {}
-    for q in (0.5, 0.95, 0.99):
-        target, lower, below = q * total, 0.0, 0.0
-        for bound, count in bounds:
-            if count >= target:
-                if bound == float("inf"):
-                    quantiles[f"p{int(q * 100)}"] = lower
-                else:
-                    share = (target - below) / max(count - below, 1e-9)
-                    quantiles[f"p{int(q * 100)}"] = lower + (bound - lower) * share
-                break
-            lower, below = bound, count
-    quantiles["observations"] = total
-    return quantiles
 
 
 def main() -> None:  # one linear script: each step reads top to bottom
@@ -354,98 +206,20 @@ def main() -> None:  # one linear script: each step reads top to bottom
     print(f"wrote {args.out}")
 
 
-def bench_worker_env(
-    env: dict[str, str],
-    name: str,
-    broker: LocalBroker,
-    server: LocalRedis,
-    topic: str,
-    partitions: int,
-    work: Path,
-    *,
-    items: str = "bench.items",
-) -> dict[str, str]:
-    """``env`` for a worker of its own: consumer group, group-model topics, outputs and data
-    directory named ``name``, reading ``topic`` and the catalogue ``items``."""
-    return {
-        **env,
-        "CRM_BROKER": broker.url,
-        "CRM_REDIS_URL": server.url,
-        "CRM_APP_ID": f"bench-{name}",
-        "CRM_EVENTS_TOPIC": topic,
-        "CRM_ALERTS_TOPIC": f"bench.{name}.alerts",
-        "CRM_DLQ_TOPIC": f"bench.{name}.dlq",
-        "CRM_ITEMS_TOPIC": items,
-        "CRM_TOPIC_PARTITIONS": str(partitions),
-        "CRM_WEB_PORT": str(free_port()),
-        "CRM_DATA_DIR": str(work / f"{name}-data"),
-        "CRM_SESSION_TIMEOUT": "10",
-        "CRM_REBALANCE_TIMEOUT": "10",
-        "CRM_LOG_LEVEL": "warning",
-    }
-
-
-def measure_first_pass(
-    args: Any, env: dict[str, str], work: Path, redis_url: str, checkout: Path | None = None
-) -> dict[str, Any]:
-    """(c)'s first pass only, timed as (c) is, with ``env`` (and the worker of ``checkout``, a
-    checkout of an earlier commit, when given); Redis is emptied afterwards so (c) starts as
-    this one did."""
-    commit = "this commit"
-    if checkout is not None:
-        source = checkout.resolve()
-        commit = commit_of(source)
-        # The child runs from ``work``: PYTHONPATH puts the checkout's packages before the
-        # installed ones (the same dependencies serve both).
-        env = {**env, "PYTHONPATH": str(source)}
-    log = work / f"{env['CRM_APP_ID']}.log"
-    worker = WorkerProcess(env, log)
-    worker.start()
-    try:
-        _wait(lambda: handled(worker) > 0, args.timeout, "the baseline's first event", log)
-        first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
-        _wait(lambda: settled(worker, args.events), args.timeout, "the baseline to finish", log)
-        seconds = time.time() - first
-        rescores = read_metrics(worker.port).get("crm_scorer_rescores_total", 0.0)
-    finally:
-        worker.stop()
-    redis.Redis.from_url(redis_url).flushall()
-    rate = args.events / seconds
-    label = "no catalogue" if env["CRM_ITEMS_TOPIC"] == "bench.no-items" else "catalogue"
-    print(f"(c) at {commit}, {label}: {rate:,.0f} events/s, {rescores:,.0f} re-scores", flush=True)
-    return {
-        "commit": commit,
-        "seconds": seconds,
-        "events_per_second": rate,
-        "rescores": rescores,
-        "rescores_per_second": rescores / seconds,
-    }
-
-
-def commit_of(checkout: Path) -> str:
-    """The short hash of ``checkout``'s HEAD."""
-    return subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 def measure_worker(
     worker: WorkerProcess, args: Any, broker: LocalBroker, topic: str, events: list, now: float
 ) -> dict[str, Any]:
     """(c): throughput over the pre-produced events, then latency, then memory."""
     pid = worker_pid(worker)
-    _wait(
+    wait_until(
         lambda: "crm_scorer_events_total" in read_metrics(worker.port), 120, "(c)", worker.log_path
     )
     time.sleep(3)  # idle: the baseline memory of a worker with no customers yet
     rss_empty = rss_bytes(pid)
-    _wait(lambda: handled(worker) > 0, args.timeout, "(c)'s first event", worker.log_path)
+    wait_until(lambda: handled(worker) > 0, args.timeout, "(c)'s first event", worker.log_path)
     # From the worker's partition assignment, as for (a), (a') and (b).
     first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
-    _wait(lambda: settled(worker, args.events), args.timeout, "(c) to finish", worker.log_path)
+    wait_until(lambda: settled(worker, args.events), args.timeout, "(c) to finish", worker.log_path)
     seconds = time.time() - first
     rss_loaded = rss_bytes(pid)
     rate = args.events / seconds
@@ -500,23 +274,6 @@ def measure_worker(
         "bytes_per_customer_with_fixed_costs": (rss_loaded - rss_empty) / max(customers, 1),
         "growth_second_pass_bytes": rss_again - rss_loaded,
     }
-
-
-def send_and_settle(
-    worker: WorkerProcess,
-    broker: LocalBroker,
-    topic: str,
-    events: list,
-    args: Any,
-    rate: float | None = None,
-) -> dict[str, float]:
-    """Send ``events`` to the running worker and wait until it scored them and Redis has
-    every score; returns the worker's metrics from before the events."""
-    before = read_metrics(worker.port)  # read first: the worker counts as soon as they arrive
-    total = int(before["crm_scorer_events_total"]) + len(events)
-    produce(broker.bootstrap, topic, events, rate=rate)
-    _wait(lambda: settled(worker, total), args.timeout, f"{len(events):,} events", worker.log_path)
-    return before
 
 
 def _versions() -> dict[str, str]:
