@@ -46,7 +46,8 @@ DAY = 86_400.0
 
 
 class Purchases(Protocol):
-    """What :class:`quality.History` offers: customers and their items in event time."""
+    """What :class:`~online_models.evaluation.history.PurchaseHistory` offers: customers and
+    their items in event time."""
 
     def buyers_before(self, t: float) -> list[str]: ...
 

@@ -15,7 +15,7 @@ Judged on what customers bought in (T, T+90d] that they had not bought before T:
   popularity and co-purchase weights stay 2.0, 0.3 and 4.0), of today's recommender, of global
   popularity, of batch item-item collaborative filtering, and of batch RP3beta and EASE with
   their beta and lambda chosen on the 90 days before T (``quality.py``'s baselines,
-  ``batch_recommenders.py``);
+  ``quality_sections.py`` and ``batch_recommenders.py``);
 * new items: recall@10 on the purchases of items first sold after T (today's recommender
   cannot reach them at all), over the customers who bought one;
 * unavailable items: the top-10 item of most customers' lists marked unavailable, and the
@@ -43,20 +43,14 @@ from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import (  # noqa: E402
-    HORIZON,
-    History,
-    K,
-    history_of,
-    online_retail_arguments,
-    recommendation_section,
-)
-
+from benchmarks.online_retail_cli import online_retail_arguments  # noqa: E402
+from benchmarks.quality_sections import HORIZON, K, recommendation_section  # noqa: E402
+from online_models.evaluation.history import PurchaseHistory as History  # noqa: E402
 from online_models.scoring.scorer import CustomerScorer, ScorerConfig  # noqa: E402
 from streams.commands.backtest import Backtest, run_backtest  # noqa: E402
 from streams.commands.items import load_catalogue  # noqa: E402
+from streams.commands.report.outcomes import history_of  # noqa: E402
 from streams.commands.transactions import load_transactions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "recommendations.json"
