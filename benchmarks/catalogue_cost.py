@@ -93,9 +93,7 @@ def main() -> None:
                     worker = bench_worker_env(
                         env, name, broker, server, topic, args.partitions, work, items=items
                     )
-                    # This checkout's packages first on the worker's path, as the baseline's
-                    # are on its: an editable install elsewhere would otherwise win.
-                    checkout = args.baseline if kind == "baseline" else ROOT
+                    checkout = args.baseline if kind == "baseline" else None
                     row[kind] = measure_first_pass(args, worker, work, server.url, checkout)
                 row["ratio"] = (
                     row["catalogue"]["events_per_second"] / row["no_catalogue"]["events_per_second"]

@@ -25,6 +25,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from streams.commands.demo import WorkerProcess, read_metrics
 from streams.commands.local_services import LocalBroker, LocalRedis, free_port
 
+#: This checkout: its packages come first on a worker's path unless a baseline's do.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 __all__ = [
     "bench_worker_env",
     "commit_of",
@@ -152,9 +155,12 @@ def bench_worker_env(
     items: str = "bench.items",
 ) -> dict[str, str]:
     """``env`` for a worker of its own: consumer group, group-model topics, outputs and data
-    directory named ``name``, reading ``topic`` and the catalogue ``items``."""
+    directory named ``name``, reading ``topic`` and the catalogue ``items``, with this
+    checkout's packages first on its path (an editable install of another checkout in the
+    same environment would otherwise be the code measured)."""
     return {
         **env,
+        "PYTHONPATH": str(CHECKOUT),
         "CRM_BROKER": broker.url,
         "CRM_REDIS_URL": server.url,
         "CRM_APP_ID": f"bench-{name}",
@@ -188,11 +194,9 @@ def measure_first_pass(
     worker = WorkerProcess(env, log)
     worker.start()
     try:
-        wait_until(lambda: handled(worker) > 0, args.timeout, "the baseline's first event", log)
+        wait_until(lambda: handled(worker) > 0, args.timeout, "the worker's first event", log)
         first = read_metrics(worker.port)["crm_scorer_last_rebalance_timestamp_seconds"]
-        wait_until(
-            lambda: settled(worker, args.events), args.timeout, "the baseline to finish", log
-        )
+        wait_until(lambda: settled(worker, args.events), args.timeout, "the worker to finish", log)
         seconds = time.time() - first
         rescores = read_metrics(worker.port).get("crm_scorer_rescores_total", 0.0)
     finally:
