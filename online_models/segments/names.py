@@ -99,12 +99,28 @@ def segment_names(centers: np.ndarray, previous: Mapping[int, str] | None = None
     ranked = _sticky_order(active, monetary + frequency, before, _LADDER)
     for i, step in zip(ranked, _ladder_steps(ranked, before), strict=True):
         names[i] = _LADDER[step]
-    seen: dict[str, int] = {}
+    return _numbered(names, previous or {})
+
+
+def _numbered(names: Mapping[int, str], previous: Mapping[int, str]) -> dict[int, str]:
+    """``names`` made distinct by numbering repeats ("promising 2"), in order of centre; a
+    centre keeps its earlier number while its name is the same, so when one of two alike
+    segments leaves, the other is not renumbered."""
+    kept = {i: previous[i] for i in sorted(names) if _plain(previous.get(i, "")) == names[i]}
+    taken = set(kept.values())
+    if len(taken) < len(kept):  # earlier names were not distinct: number them afresh
+        kept, taken = {}, set()
+    numbered = dict(kept)
     for i in sorted(names):
-        repeat = seen[names[i]] = seen.get(names[i], 0) + 1
-        if repeat > 1:
-            names[i] = f"{names[i]} {repeat}"
-    return names
+        if i in numbered:
+            continue
+        name, repeat = names[i], 1
+        while name in taken:
+            repeat += 1
+            name = f"{names[i]} {repeat}"
+        numbered[i] = name
+        taken.add(name)
+    return dict(sorted(numbered.items()))
 
 
 def _plain(name: str) -> str:

@@ -77,6 +77,18 @@ def test_two_near_equal_centres_trading_places_keep_their_names() -> None:
     assert (far[3], far[4]) == ("regulars", "loyal big spenders")
 
 
+def test_when_one_of_two_alike_segments_leaves_the_other_keeps_its_number() -> None:
+    alike = np.vstack([SPRING, [1.0, 0.12, 0.30, 0.68, 0.0], [1.0, 0.14, 0.27, 0.66, 0.0]])
+    left = alike.copy()
+    left[5, 1] = 0.6  # the first of them goes quiet
+
+    before, after = named_over([alike, left])
+
+    assert (before[5], before[6]) == ("promising", "promising 2")
+    assert after[6] == "promising 2"
+    assert {i: after[i] for i in (0, 2, 3, 4)} == {i: before[i] for i in (0, 2, 3, 4)}
+
+
 def _share(centres: np.ndarray) -> SegmentShare:
     return SegmentShare(centres * 100.0, np.full(len(centres), 100.0), time=T0, points=500)
 
