@@ -19,6 +19,7 @@ from online_models.segments.groups import (
     MAX_GROUPS,
     OutlierCells,
     founders_fence,
+    share_names,
 )
 from online_models.segments.outliers import (
     DISTANCE_BINS,
@@ -54,6 +55,8 @@ class SegmentShare:
     a row under an older generation (a dissolved group's points) is dropped when it meets a
     newer one (:meth:`forget_stale`), so a worker's late delta never revives a dissolved group
     nor pours its points into the next group founded in that row.
+    ``names`` are the group's model's names of the centres (:func:`settle_segments`), each
+    named from the last ones, which every worker serves as they are; a delta carries none.
     """
 
     sums: np.ndarray  # (centres, features)
@@ -68,6 +71,8 @@ class SegmentShare:
     cells: OutlierCells = field(default_factory=OutlierCells.empty)
     #: Per group row (``groups`` of them), how many groups were dissolved in it.
     generations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Each named centre's CRM name, by row (none for a dissolved group).
+    names: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A share made with centres but no spread has empty spreads for them.
@@ -89,13 +94,13 @@ class SegmentShare:
             return SegmentShare(
                 self.sums.copy(), self.weights.copy(), max(self.time, time), self.points,
                 self.candidates.copy(), self.distances.copy(), self.spread.copy(), self.groups,
-                self.cells.copy(), self.generations.copy(),
+                self.cells.copy(), self.generations.copy(), dict(self.names),
             )  # fmt: skip
         factor = 0.5 ** ((time - self.time) / (halflife_days * DAY))
         return SegmentShare(
             self.sums * factor, self.weights * factor, time, self.points, self.candidates.copy(),
             self.distances * factor, self.spread.scaled(factor), self.groups,
-            self.cells.scaled(factor), self.generations.copy(),
+            self.cells.scaled(factor), self.generations.copy(), dict(self.names),
         )  # fmt: skip
 
     def empty_like(self) -> SegmentShare:
@@ -179,7 +184,10 @@ class SegmentShare:
 
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Metadata and arrays for a model record."""
-        meta = {"time": self.time if math.isfinite(self.time) else None, "points": self.points}
+        meta: dict[str, Any] = {
+            "time": self.time if math.isfinite(self.time) else None,
+            "points": self.points,
+        }
         # Group segments travel apart ("group_*"): a worker from before them reads the
         # ordinary centres alone, as many as it allows.
         ordinary = len(self.weights) - self.groups
@@ -203,6 +211,9 @@ class SegmentShare:
             "group_generations": self.generations,
             **self.cells.to_arrays(),
         }
+        if self.names:
+            # Older workers ignore them and name the centres themselves.
+            meta["names"] = [self.names.get(row, "") for row in range(len(self.weights))]
         return meta, arrays
 
     @classmethod
@@ -271,6 +282,13 @@ class SegmentShare:
             )
             raise ValueError(msg)
         spread.check(len(weights))
+        names = meta.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            msg = f"segment names {names!r} are not a list of names (or '') by row"
+            raise ValueError(msg)
+        # Read without its group rows, a record's names name more rows than it holds; names
+        # for fewer rows are not this share's, and its centres are named from where they sit.
+        names = names[: len(weights)] if len(names) >= len(weights) else []
         time = meta.get("time")
         return cls(
             sums.astype(float),
@@ -283,6 +301,7 @@ class SegmentShare:
             groups,
             OutlierCells.from_arrays(arrays),
             generations.astype(np.int64),
+            {row: name for row, name in enumerate(names) if name},
         )
 
 
@@ -326,7 +345,7 @@ def merge_segments(
     merged = SegmentShare(
         sums, weights, time, a.points + b.points, distances=a.distances + b.distances,
         spread=a.spread.plus(b.spread).padded(centres), groups=groups,
-        cells=a.cells.plus(b.cells), generations=generations,
+        cells=a.cells.plus(b.cells), generations=generations, names=dict(a.names or b.names),
     )  # fmt: skip
     proposed = np.concatenate([a.candidates, b.candidates])
     if not max_centres:
@@ -358,10 +377,14 @@ def settle_segments(
     """The group's model's review of ``share`` (in place), once per version after every
     delta of it is merged, never inside a merge (so the order deltas merge in does not
     matter): once all ``max_centres`` are seeded, groups are founded and dissolved
-    (:func:`propose_group`). Whether one was."""
-    if len(share.weights) < max_centres:
-        return False
-    return propose_group(share, group_share, mads=group_mads, tightness=group_tightness)
+    (:func:`propose_group`); then every centre is named, from its last names
+    (:func:`~online_models.segments.groups.share_names`), so that every worker serves the
+    same names and a name sticks to its segment. Whether a group was founded or dissolved."""
+    changed = len(share.weights) >= max_centres and propose_group(
+        share, group_share, mads=group_mads, tightness=group_tightness
+    )
+    share.names = share_names(share, share.names)
+    return changed
 
 
 def propose_group(

@@ -302,11 +302,15 @@ def groups_of(
     return np.where(near.any(axis=1), nearest, -1)
 
 
-def share_names(share: SegmentShare) -> dict[int, str]:
-    """A distinct CRM name for every seeded segment of ``share`` (:func:`segment_names`) and
-    every live group segment (:func:`group_name`); a dissolved group has none."""
+def share_names(share: SegmentShare, previous: Mapping[int, str] | None = None) -> dict[int, str]:
+    """A distinct CRM name for every seeded segment of ``share`` (:func:`segment_names`,
+    sticking to its ``previous`` name while its centre allows) and every live group segment
+    (:func:`group_name`); a dissolved group has none."""
     centres = share.centers()
-    names = segment_names(centres[: len(centres) - share.groups])
+    ordinary = len(centres) - share.groups
+    names = segment_names(
+        centres[:ordinary], {i: n for i, n in (previous or {}).items() if i < ordinary}
+    )
     if share.groups:
         medians = share.spread.robust()[0][: len(centres) - share.groups]
         taken = set(names.values())

@@ -425,8 +425,8 @@ class Segmenter:
         self._unsent.groups = live.groups
         self._unsent.follow(len(live.weights) - live.groups, live.generations)
         self._centers = live.centers()
-        # Named from the group's centres alone: the same names on every worker.
-        self._names = share_names(group)
+        # The group's model's names (from a merger before them: the group's centres'):
+        self._names = dict(group.names) if group.names else share_names(group)
         self._names_at = live.points
         self._fence_at = -_FENCE_EVERY
 
@@ -444,10 +444,10 @@ class Segmenter:
         return self._names.get(segment, "new customers")
 
     def describe_all(self) -> dict[int, str]:
-        """A distinct CRM name for every seeded segment, from where its centre sits
-        (see :func:`segment_names`), and for every group segment from its features
-        (:func:`group_name`)."""
-        return share_names(self._live)
+        """A distinct CRM name for every seeded segment, from where its centre sits and the
+        names it had (see :func:`segment_names`), and for every group segment from its
+        features (:func:`group_name`)."""
+        return share_names(self._live, self._names)
 
     def _advance(self, time: float | None) -> float:
         """Decay to the later event time ``time``; the weight of a point seen at ``time``."""
