@@ -283,12 +283,21 @@ class SegmentShare:
             raise ValueError(msg)
         spread.check(len(weights))
         names = meta.get("names", [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            msg = f"segment names {names!r} are not a list of names (or '') by row"
+        named = [name for name in names if name] if isinstance(names, list) else []
+        if (
+            not isinstance(names, list)
+            or not all(isinstance(name, str) for name in names)
+            or 0 < len(names) < len(weights)
+            or len(set(named)) != len(named)
+        ):
+            msg = (
+                f"segment names {names!r} are not one distinct name (or '') for each of the "
+                f"{len(weights)} rows"
+            )
             raise ValueError(msg)
-        # Read without its group rows, a record's names name more rows than it holds; names
-        # for fewer rows are not this share's, and its centres are named from where they sit.
-        names = names[: len(weights)] if len(names) >= len(weights) else []
+        # Read without its group rows (arrays of a shape from before groups), a record's
+        # names name more rows than it holds: the first are its ordinary rows'.
+        names = names[: len(weights)]
         time = meta.get("time")
         return cls(
             sums.astype(float),

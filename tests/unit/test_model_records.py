@@ -182,6 +182,26 @@ def test_records_of_other_model_shapes_are_refused(group: LocalGroup) -> None:
     assert refused.reason == "shape" and "CRM_SEGMENTS" in refused.message
 
 
+@pytest.mark.parametrize(
+    "names",
+    [5, None, "abc", [1, 2, 3, 4], ["a", "b", "c"], ["x", "x", "y", "z"]],
+)
+def test_segment_names_that_do_not_name_each_row_once_are_refused(
+    group: LocalGroup, names: object
+) -> None:
+    """A segments part names each of its rows once ('' for a dissolved group's): too few
+    names, a repeated name or anything but strings is refused, never served."""
+    record = decode_record(encode_part(group.merger.parts["segments"], key=None))
+    assert len(record.meta["share"]["names"]) == 4
+    forged = ModelRecord(
+        "part", {**record.meta, "share": {**record.meta["share"], "names": names}}, record.arrays
+    )
+    assert refusal(encode_record(forged), key=None).reason == "shape"
+    blank = {**record.meta["share"], "names": ["", "", "a", "b"]}  # dissolved rows: no name
+    decode_part(encode_record(ModelRecord("part", {**record.meta, "share": blank}, record.arrays)),
+                CONFIG, key=None)  # fmt: skip
+
+
 def test_a_header_naming_an_unknown_part_or_a_bad_worker_is_malformed(group: LocalGroup) -> None:
     part = group.merger.parts["churn"]
     raw = encode_part(part, key=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_models.segments.centres import SegmentShare, settle_segments
+from online_models.segments.centres import SegmentShare, merge_segments, settle_segments
 from online_models.segments.kmeans import Segmenter
 from online_models.segments.names import segment_names
 from tests.unit.crowds import T0
@@ -106,9 +106,12 @@ def test_every_worker_serves_the_group_models_names_even_one_that_joined_late() 
     early = _worker(share)
     lapsed = SPRING.copy()
     lapsed[1, 1] = 0.5
-    moved = _share(lapsed)
-    moved.names = share.names  # the group's model's share, its centres moved on
+    # The next version: the group's model merges a delta that moves centre 1 on, then names.
+    delta = SegmentShare.empty(len(SPRING))
+    delta.time, delta.sums[1], delta.weights[1] = T0, lapsed[1] * 1e6, 1e6
+    moved = merge_segments(share, delta, halflife_days=30.0, max_centres=len(SPRING))
     settle_segments(moved, max_centres=len(SPRING))
+    np.testing.assert_allclose(moved.centers()[1], lapsed[1], atol=1e-3)
     meta, arrays = moved.to_arrays()
     published = SegmentShare.from_arrays(meta, arrays, max_centres=len(SPRING))
     early.apply(published)
