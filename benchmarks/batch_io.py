@@ -17,7 +17,6 @@ Prints one table; writes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,9 +29,10 @@ from kafka import KafkaConsumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput_workload import make_events  # noqa: E402
+from benchmarks.throughput_workload import make_events, recent_events  # noqa: E402
 from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
+    clean_environment,
     create_topic,
     handled,
     histogram_quantiles,
@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
     now = time.time()
-    start = now - args.span_days * 86_400 - 3600
-    events = make_events(args.events, args.customers, start, now - 3600, 1, "a")
+    events = recent_events(args.events, args.customers, args.span_days, now)
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="crm-batch-io-") as tmp:
         work = Path(tmp)
@@ -71,7 +70,7 @@ def main() -> None:
             for name in checkouts:  # a topic each: the other's steady events are not theirs
                 create_topic(broker.bootstrap, f"bench.{name}.events", args.partitions)
                 produce(broker.bootstrap, f"bench.{name}.events", events)
-            base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+            base = clean_environment()
             for name, source in checkouts.items():
                 topic = f"bench.{name}.events"
                 env = bench_worker_env(base, name, broker, server, topic, args.partitions, work)

@@ -39,10 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.throughput_workload import recent_events  # noqa: E402
 from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
+    clean_environment,
     commit_of,
+    create_catalogue_topics,
     create_topic,
     measure_first_pass,
     produce,
@@ -69,9 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.turns < 1:
         parser.error(f"--turns must be at least 1, got {args.turns}")
-    now = time.time()
-    start = now - args.span_days * 86_400 - 3600
-    events = make_events(args.events, args.customers, start, now - 3600, 1, "a")
+    events = recent_events(args.events, args.customers, args.span_days, time.time())
     turns: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="crm-catalogue-cost-") as tmp:
         work = Path(tmp)
@@ -80,11 +80,10 @@ def main() -> None:
         server.start()
         try:
             topic = "bench.events"
-            for name in (topic, "bench.items", "bench.no-items"):
-                create_topic(broker.bootstrap, name, args.partitions)
-            produce(broker.bootstrap, "bench.items", make_catalogue())
+            create_topic(broker.bootstrap, topic, args.partitions)
+            create_catalogue_topics(broker.bootstrap, args.partitions)
             produce(broker.bootstrap, topic, events)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+            env = clean_environment()
             for turn in range(args.turns):
                 row: dict[str, Any] = {}
                 for kind in order(turn, args.baseline is not None):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,9 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.throughput_workload import make_catalogue, recent_events  # noqa: E402
 from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
+    clean_environment,
     commit_of,
     create_topic,
     handled,
@@ -210,9 +210,7 @@ def main() -> None:
     args = parser.parse_args()
     _py_spy()
     now = time.time()
-    events = make_events(
-        args.events, args.customers, now - args.span_days * 86_400 - 3600, now - 3600, 1, "p"
-    )
+    events = recent_events(args.events, args.customers, args.span_days, now, "p")
     items = "bench.no-items" if args.no_catalogue else "bench.items"
     results: dict[str, Any] = {"events": args.events, "customers": args.customers}
     with tempfile.TemporaryDirectory(prefix="crm-profile-") as tmp:
@@ -226,7 +224,7 @@ def main() -> None:
             if not args.no_catalogue:
                 produce(broker.bootstrap, items, make_catalogue())
             produce(broker.bootstrap, "bench.events", events)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+            env = clean_environment()
             runs = [("this commit", None)]
             if args.baseline is not None:
                 runs.insert(0, ("baseline", args.baseline.resolve()))

@@ -45,9 +45,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput_workload import make_catalogue, make_events  # noqa: E402
+from benchmarks.throughput_workload import make_events, recent_events  # noqa: E402
 from benchmarks.worker_harness import (  # noqa: E402
     bench_worker_env,
+    clean_environment,
+    create_catalogue_topics,
     create_topic,
     handled,
     histogram_quantiles,
@@ -131,8 +133,7 @@ def main() -> None:  # one linear script: each step reads top to bottom
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     now = time.time()
-    start = now - args.span_days * 86_400 - 3600
-    events = make_events(args.events, args.customers, start, now - 3600, 1, "a")
+    events = recent_events(args.events, args.customers, args.span_days, now)
 
     results: dict[str, Any] = {
         "events": args.events,
@@ -147,12 +148,10 @@ def main() -> None:  # one linear script: each step reads top to bottom
         try:
             topic = "bench.events"
             create_topic(broker.bootstrap, topic, args.partitions)
-            create_topic(broker.bootstrap, "bench.items", args.partitions)
-            create_topic(broker.bootstrap, "bench.no-items", args.partitions)
-            produce(broker.bootstrap, "bench.items", make_catalogue())
+            create_catalogue_topics(broker.bootstrap, args.partitions)
             seconds = produce(broker.bootstrap, topic, events)
             print(f"pre-produced {args.events:,} events in {seconds:.1f}s", flush=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+            env = clean_environment()
             bench_env = {
                 **env,
                 "BENCH_BROKER": broker.url,

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ITEMS", "KINDS", "TEXTS", "make_catalogue", "make_events"]
+__all__ = ["ITEMS", "KINDS", "TEXTS", "make_catalogue", "make_events", "recent_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,14 @@ ITEMS = 5_000
 _COLOURS = ("red", "blue", "green", "white", "black", "pink", "grey", "gold", "silver", "ivory")
 _NOUNS = ("lamp", "mug", "candle", "frame", "cushion", "bag", "vase", "clock", "tray", "jar")
 _NOUNS += ("bowl", "box", "card", "set", "light", "sign", "tin", "plate", "holder", "bottle")
+
+
+def recent_events(
+    n: int, customers: int, span_days: float, now: float, tag: str = "a"
+) -> list[tuple[bytes, bytes]]:
+    """:func:`make_events` over the ``span_days`` of event time that end an hour before
+    ``now`` (seed 1): the worker benchmarks' pass, silent customers re-scored daily."""
+    return make_events(n, customers, now - span_days * 86_400 - 3600, now - 3600, 1, tag)
 
 
 def make_catalogue(items: int = ITEMS) -> list[tuple[bytes, bytes]]:

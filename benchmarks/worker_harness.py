@@ -11,6 +11,7 @@ every score.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import redis
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from benchmarks.throughput_workload import make_catalogue
 from streams.commands.demo import WorkerProcess, read_metrics
 from streams.commands.local_services import LocalBroker, LocalRedis, free_port
 
@@ -30,7 +32,9 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "bench_worker_env",
+    "clean_environment",
     "commit_of",
+    "create_catalogue_topics",
     "create_topic",
     "handled",
     "histogram_quantiles",
@@ -141,6 +145,20 @@ def histogram_quantiles(before: dict[str, float], after: dict[str, float]) -> di
             lower, below = bound, count
     quantiles["observations"] = total
     return quantiles
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without ``CRM_`` and ``BENCH_`` variables: a benchmark's
+    workers get only the settings it gives them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "BENCH_"))}
+
+
+def create_catalogue_topics(bootstrap: str, partitions: int) -> None:
+    """``bench.items``, holding the 5,000-item catalogue, and ``bench.no-items``, empty: the
+    ``CRM_ITEMS_TOPIC`` of a worker with the catalogue and of one without."""
+    create_topic(bootstrap, "bench.items", partitions)
+    create_topic(bootstrap, "bench.no-items", partitions)
+    produce(bootstrap, "bench.items", make_catalogue())
 
 
 def bench_worker_env(
